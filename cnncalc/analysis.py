@@ -1,0 +1,125 @@
+"""Graph → per-layer rows and totals as plain data (the ``--format json`` contract).
+
+Counting conventions (stated once; README repeats them):
+
+=================  ==========================================================================
+params             trainable tensors (weights + biases; batchnorm γ, β; PReLU α)
+non-trainable      batchnorm running mean and variance
+MACs               multiply-accumulates of learned weights only: conv (H2·W2·K·(D1/g)·F·F),
+                   fc (D_in·N), maxout (k·D_in·N). Everything else is 0 MACs.
+FLOPs              2·MACs + one add per bias; max-pool F·F − 1 compares per output; avg-pool
+                   F·F per output; activations 1 per element (softmax 3); batchnorm 2 per
+                   element; add (branches − 1) per element; LRN 2n + 3 per element; dropout,
+                   flatten, concat, zero padding 0
+activations        output values of each layer, per example
+bytes              float32 forward activations (input + every layer's output) per example
+=================  ==========================================================================
+Everything is per example; ``batch`` scales the activation memory.
+"""
+from __future__ import annotations
+
+from cnncalc.layers.base import prod
+
+#: optimizer → number of state tensors per parameter (momentum buffer, Adam's two moments)
+OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
+                   "adam": 2}
+ABSURD_BYTES = 1 << 40  # 1 TiB
+
+
+def layer_row(node) -> dict:
+    layer, x, y = node.layer, node.in_shape, node.out_shape
+    shapes = node.param_shapes()
+    weights = sum(prod(s) for k, s in shapes.items() if k != "bias")
+    biases = prod(shapes["bias"]) if "bias" in shapes else 0
+    non_trainable = sum(prod(s) for s in node.buffer_shapes().values())
+    flops = layer.flops(x, y)
+    if node.kind == "add":
+        flops *= len(node.inputs) - 1
+    rf = node.rf
+    return {
+        "index": node.index,
+        "name": node.name,
+        "type": node.kind,
+        "hyper": layer.describe(),
+        "inputs": list(node.inputs),
+        "input": x.as_dict(),
+        "output": y.as_dict(),
+        "params": weights + biases,
+        "weights": weights,
+        "biases": biases,
+        "non_trainable": non_trainable,
+        "macs": layer.macs(x, y),
+        "flops": flops,
+        "activations": y.size,
+        "rf": rf.as_dict(),
+        "rf_exceeds_input": False,
+        "warnings": list(node.warnings),
+    }
+
+
+def analyze(graph, batch: int = 1, optimizer: str | None = None, dtype_bytes: int = 4) -> dict:
+    """Per-layer and total counts; see the module docstring for what is counted."""
+    from cnncalc.errors import SpecError
+
+    if batch < 1:
+        raise SpecError(f"batch must be a positive integer, got {batch}")
+    if optimizer is not None and optimizer not in OPTIMIZER_STATE:
+        raise SpecError(f"unknown optimizer '{optimizer}'",
+                        hint=f"choose one of: {', '.join(OPTIMIZER_STATE)}")
+    inp = graph.input_shape
+    rows = [layer_row(n) for n in graph.nodes]
+    for row, node in zip(rows, graph.nodes):
+        size = node.rf.size
+        if size[0] > inp.h or size[1] > inp.w:
+            row["rf_exceeds_input"] = True
+    params = sum(r["params"] for r in rows)
+    non_trainable = sum(r["non_trainable"] for r in rows)
+    activations = sum(r["activations"] for r in rows)
+    macs = sum(r["macs"] for r in rows)
+    per_example = (inp.size + activations) * dtype_bytes
+    totals = {
+        "params": params + non_trainable,
+        "trainable_params": params,
+        "non_trainable_params": non_trainable,
+        "macs": macs,
+        "flops": sum(r["flops"] for r in rows),
+        "activations": activations,
+        "bytes": per_example,
+        "batch": batch,
+        "batch_bytes": per_example * batch,
+        "param_bytes": (params + non_trainable) * dtype_bytes,
+    }
+    warnings = list(graph.warnings)
+    if optimizer is not None:
+        state = OPTIMIZER_STATE[optimizer]
+        training = {
+            "optimizer": optimizer,
+            "param_bytes": (params + non_trainable) * dtype_bytes,
+            "gradient_bytes": params * dtype_bytes,
+            "optimizer_state_bytes": state * params * dtype_bytes,
+            "activation_bytes": per_example * batch,
+            "activation_gradient_bytes": per_example * batch,
+        }
+        training["total_bytes"] = sum(v for k, v in training.items() if k.endswith("_bytes"))
+        totals["training"] = training
+    peak = totals.get("training", {}).get("total_bytes", totals["batch_bytes"])
+    if peak > ABSURD_BYTES:
+        warnings.append(f"memory estimate {format_bytes(peak)} exceeds 1 TiB: check the input "
+                        "size, the number of filters and the batch")
+    return {
+        "name": graph.name,
+        "input": inp.as_dict(),
+        "convention": graph.convention.name,
+        "layers": rows,
+        "totals": totals,
+        "output": graph.output_shape.as_dict(),
+        "warnings": warnings,
+    }
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"

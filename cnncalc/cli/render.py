@@ -1,0 +1,105 @@
+"""Analysis data → rich table, markdown or CSV. No arithmetic here beyond formatting."""
+from __future__ import annotations
+
+import csv
+import io
+
+from rich.table import Table
+
+from cnncalc.analysis import format_bytes
+
+
+def vol(d: dict) -> str:
+    return f"{d['width']}x{d['height']}x{d['depth']}"
+
+
+def num(n) -> str:
+    return f"{n:,}"
+
+
+def rf_text(rf: dict) -> str:
+    (h, w), (sh, sw) = rf["size"], rf["stride"]
+    size = f"{h}" if h == w else f"{h}x{w}"
+    stride = f"{sh}" if sh == sw else f"{sh}x{sw}"
+    return f"{size} /{stride}"
+
+
+COLUMNS = ("#", "layer", "type", "hyperparameters", "input", "output", "params", "MACs",
+           "activations", "RF /stride")
+
+
+def row_cells(r: dict) -> list[str]:
+    rf = rf_text(r["rf"]) + (" !" if r["rf_exceeds_input"] else "")
+    params = num(r["params"])
+    if r["non_trainable"]:
+        params += f" (+{num(r['non_trainable'])})"
+    return [str(r["index"]), r["name"], r["type"], r["hyper"], vol(r["input"]), vol(r["output"]),
+            params, num(r["macs"]), num(r["activations"]), rf]
+
+
+def totals_lines(report: dict) -> list[str]:
+    t = report["totals"]
+    lines = [
+        f"params: {num(t['params'])} (trainable {num(t['trainable_params'])}, "
+        f"non-trainable {num(t['non_trainable_params'])})",
+        f"MACs: {num(t['macs'])}   FLOPs: {num(t['flops'])}   (per example)",
+        f"activations: {num(t['activations'])} values; forward memory (float32) "
+        f"{format_bytes(t['bytes'])} per example"
+        + (f", {format_bytes(t['batch_bytes'])} for batch {t['batch']}" if t["batch"] > 1 else ""),
+        f"parameter memory: {format_bytes(t['param_bytes'])}",
+    ]
+    tr = t.get("training")
+    if tr:
+        lines.append(
+            f"training memory ({tr['optimizer']}, batch {t['batch']}): "
+            f"{format_bytes(tr['total_bytes'])} = weights {format_bytes(tr['param_bytes'])} "
+            f"+ gradients {format_bytes(tr['gradient_bytes'])} + optimizer state "
+            f"{format_bytes(tr['optimizer_state_bytes'])} + activations "
+            f"{format_bytes(tr['activation_bytes'])} + activation gradients "
+            f"{format_bytes(tr['activation_gradient_bytes'])}")
+    return lines
+
+
+def analysis_table(report: dict) -> Table:
+    table = Table(title=f"{report['name']}  (input {vol(report['input'])}, "
+                        f"{report['convention']} convention)", title_justify="left")
+    for c in COLUMNS:
+        table.add_column(c, justify="right" if c in ("#", "params", "MACs", "activations")
+                         else "left", no_wrap=c in ("layer", "input", "output"))
+    for r in report["layers"]:
+        table.add_row(*row_cells(r), style="yellow" if r["warnings"] else None)
+    return table
+
+
+def analysis_markdown(report: dict) -> str:
+    out = [f"### {report['name']} (input {vol(report['input'])})", "",
+           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in report["layers"]:
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in row_cells(r)) + " |")
+    out.append("")
+    out.extend(f"- {line}" for line in totals_lines(report))
+    for w in report["warnings"]:
+        out.append(f"- warning: {w}")
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = ("index", "name", "type", "hyper", "input", "output", "params", "weights", "biases",
+              "non_trainable", "macs", "flops", "activations", "rf_size", "rf_stride", "rf_start")
+
+
+def analysis_csv(report: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in report["layers"]:
+        writer.writerow([r["index"], r["name"], r["type"], r["hyper"], vol(r["input"]),
+                         vol(r["output"]), r["params"], r["weights"], r["biases"],
+                         r["non_trainable"], r["macs"], r["flops"], r["activations"],
+                         "x".join(map(str, r["rf"]["size"])),
+                         "x".join(map(str, r["rf"]["stride"])),
+                         "x".join(map(str, r["rf"]["start"]))])
+    t = report["totals"]
+    writer.writerow(["", "total", "", "", vol(report["input"]), vol(report["output"]),
+                     t["trainable_params"], "", "", t["non_trainable_params"], t["macs"],
+                     t["flops"], t["activations"], "", "", ""])
+    return buf.getvalue()

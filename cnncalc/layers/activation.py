@@ -1,0 +1,86 @@
+"""Elementwise activations (shape unchanged; PReLU has parameters).
+
+FLOPs: one per element for every activation function (an exp or tanh counts as one op);
+softmax counts three per element (exp, sum, divide).
+"""
+from __future__ import annotations
+
+from cnncalc.layers import register
+from cnncalc.layers.base import Layer, Shape
+from cnncalc.layers.options import Option, boolean, number, positive_int
+
+
+class _Elementwise(Layer):
+    def flops(self, in_shape: Shape, out_shape: Shape) -> int:
+        return out_shape.size
+
+
+def _activation(kind: str, summary: str, aliases: tuple = (), options: dict | None = None,
+                describe=None) -> type[Layer]:
+    cls = type(kind.title().replace("_", ""), (_Elementwise,), {
+        "kind": kind, "aliases": aliases, "prefix": kind, "summary": summary,
+        "options": options or {}, "__doc__": summary,
+    })
+    if describe is not None:
+        cls.describe = describe
+    return register(cls)
+
+
+ReLU = _activation("relu", "ReLU: max(0, x)")
+LeakyReLU = _activation(
+    "leaky_relu", "Leaky ReLU: max(slope·x, x), slope 0.01 by default", ("leakyrelu", "lrelu"),
+    {"negative_slope": Option(number, 0.01, doc="slope for x < 0")},
+    lambda self: f"slope={self.negative_slope:g}")
+ELU = _activation(
+    "elu", "ELU: x if x > 0 else α(eˣ − 1)", (),
+    {"alpha": Option(number, 1.0, doc="α")}, lambda self: f"α={self.alpha:g}")
+Sigmoid = _activation("sigmoid", "sigmoid: 1/(1 + e⁻ˣ)", ("logistic",))
+Tanh = _activation("tanh", "tanh(x)")
+Mish = _activation("mish", "Mish: x·tanh(ln(1 + eˣ))")
+Swish = _activation("swish", "Swish/SiLU: x·σ(x)", ("silu",))
+
+
+@register
+class Softmax(_Elementwise):
+    """Softmax over the channel (depth) axis."""
+
+    kind = "softmax"
+    prefix = "softmax"
+    summary = "softmax over the depth axis"
+
+    def flops(self, in_shape, out_shape):
+        return 3 * out_shape.size
+
+
+@register
+class PReLU(_Elementwise):
+    """Parametric ReLU: max(αx, x) with α learned, shared (1 parameter) or one per channel.
+
+    Notes
+    -----
+    Parameters: 1 (PyTorch's default) or D1 with ``per_channel: true``; initialised to 0.25.
+    """
+
+    kind = "prelu"
+    prefix = "prelu"
+    summary = "parametric ReLU with learned α (shared or per channel)"
+    options = {"per_channel": Option(boolean, False, doc="one α per channel"),
+               "num_parameters": Option(positive_int, None, doc="1 or the channel count")}
+
+    def describe(self):
+        return "α per channel" if self._per_channel() else "shared α"
+
+    def _per_channel(self) -> bool:
+        return bool(self.per_channel or (self.num_parameters or 1) > 1)
+
+    def out_shape(self, in_shapes, ctx):
+        x = in_shapes[0]
+        if self.num_parameters not in (None, 1, x.c):
+            from cnncalc.errors import ShapeError
+            raise ShapeError(f"num_parameters={self.num_parameters} must be 1 or the number "
+                             f"of channels ({x.c})", where=ctx.where, path=ctx.path,
+                             hint="use per_channel: true for one α per channel")
+        return x
+
+    def param_shapes(self, in_shape):
+        return {"weight": (in_shape.c if self._per_channel() else 1,)}

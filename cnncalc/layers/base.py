@@ -1,0 +1,179 @@
+"""Shapes and the shared size rules every layer uses.
+
+A spec shape is ``Shape(c, h, w)`` (channels, height, width) without the batch; the lecture writes
+the same volume as ``W x H x D``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class Shape(NamedTuple):
+    """A volume without the batch: channels (D), height (H), width (W)."""
+
+    c: int
+    h: int
+    w: int
+
+    @property
+    def size(self) -> int:
+        return self.c * self.h * self.w
+
+    def lecture(self) -> str:
+        """The lecture's ``W x H x D`` notation, e.g. ``32x32x3``."""
+        return f"{self.w}x{self.h}x{self.c}"
+
+    def as_dict(self) -> dict:
+        return {"width": self.w, "height": self.h, "depth": self.c}
+
+
+@dataclass(frozen=True)
+class OutSize:
+    """The result of the output-size formula on one axis, before rounding is applied.
+
+    ``exact`` is the fraction (n + p_total - k_eff)/s + 1; ``size`` the integer the convention
+    chose; ``unseen`` how many input rows/columns at the far edge no window covers (with floor).
+    """
+
+    size: int
+    exact: float
+    numerator: int
+    stride: int
+    unseen: int
+
+    @property
+    def is_integer(self) -> bool:
+        return self.numerator % self.stride == 0
+
+
+def effective_kernel(k: int, dilation: int = 1) -> int:
+    """Span of a dilated kernel: ``d·(k − 1) + 1``."""
+    return dilation * (k - 1) + 1
+
+
+def out_size(n: int, k: int, s: int, pad_before: int, pad_after: int, dilation: int = 1,
+             ceil_mode: bool = False) -> OutSize:
+    """Output length on one axis.
+
+    Notes
+    -----
+    ``out = floor((n + p_before + p_after − d·(k−1) − 1)/s) + 1``, the lecture's
+    ``(W − F + 2P)/S + 1`` with PyTorch's floor. With ``ceil_mode`` the division rounds up, and (as
+    PyTorch does) a last window that would start entirely inside the right padding is dropped.
+
+    >>> out_size(32, 5, 1, 2, 2).size
+    32
+    >>> out_size(7, 3, 3, 0, 0).exact
+    2.3333333333333335
+    """
+    k_eff = effective_kernel(k, dilation)
+    numerator = n + pad_before + pad_after - k_eff
+    if numerator < 0:
+        return OutSize(size=0, exact=numerator / s + 1, numerator=numerator, stride=s, unseen=0)
+    if ceil_mode:
+        size = -(-numerator // s) + 1
+        if (size - 1) * s >= n + pad_before:
+            size -= 1
+    else:
+        size = numerator // s + 1
+    unseen = max(0, numerator - (numerator // s) * s) if not ceil_mode else 0
+    return OutSize(size=size, exact=numerator / s + 1, numerator=numerator, stride=s,
+                   unseen=unseen)
+
+
+def same_padding(n: int, k: int, s: int, dilation: int = 1) -> tuple[int, int]:
+    """Padding (before, after) that gives ``ceil(n / s)`` outputs (TensorFlow's/PyTorch's "same").
+
+    With stride 1 this is ``(k_eff − 1)/2`` on each side, the lecture's ``(F − 1)/2``; an odd total
+    puts the extra row after, as TensorFlow and PyTorch do.
+    """
+    k_eff = effective_kernel(k, dilation)
+    out = math.ceil(n / s)
+    total = max(0, (out - 1) * s + k_eff - n)
+    return total // 2, total - total // 2
+
+
+class Context:
+    """What a shape rule needs besides the input: the convention and a place for warnings."""
+
+    def __init__(self, convention, where: str = "", path: tuple | None = None):
+        self.convention = convention
+        self.where = where
+        self.path = path
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+class RFStep(NamedTuple):
+    """One layer's receptive-field step on one axis: effective kernel, stride, padding before."""
+
+    kernel: int
+    stride: int
+    pad: int
+
+
+IDENTITY_RF = (RFStep(1, 1, 0), RFStep(1, 1, 0))
+
+
+class Layer:
+    """A layer type: its options and its shape, parameter, MAC, FLOP and receptive-field rules.
+
+    Subclasses set ``kind`` (the spec name), ``options`` (canonical name → :class:`Option`) and
+    override the rules that differ from an elementwise, parameter-free layer. Instances hold
+    the parsed options as attributes.
+    """
+
+    kind: str = ""
+    aliases: tuple[str, ...] = ()
+    prefix: str = ""            # default layer names: conv1, pool1, fc1 ...
+    summary: str = ""           # one line for `cnncalc layers`
+    options: dict = {}
+    option_aliases: dict = {}   # layer-specific spellings, checked before the shared table
+    n_inputs: int | None = 1    # None: any number >= 2 (merges)
+
+    def __init__(self, **opts):
+        for key, opt in self.options.items():
+            setattr(self, key, opts.get(key, opt.default))
+
+    # ---- description -------------------------------------------------------------------
+    def hyper(self) -> dict:
+        """The options that matter for display, canonical names."""
+        return {k: getattr(self, k) for k in self.options}
+
+    def describe(self) -> str:
+        return ""
+
+    # ---- rules ------------------------------------------------------------------------
+    def out_shape(self, in_shapes: list[Shape], ctx: Context) -> Shape:
+        return in_shapes[0]
+
+    def param_shapes(self, in_shape: Shape) -> dict[str, tuple]:
+        """Trainable tensors, PyTorch's shapes, keyed by the state-dict suffix."""
+        return {}
+
+    def buffer_shapes(self, in_shape: Shape) -> dict[str, tuple]:
+        """Non-trainable state (running statistics)."""
+        return {}
+
+    def macs(self, in_shape: Shape, out_shape: Shape) -> int:
+        """Multiply-accumulates of learned weights per example (0 for everything else)."""
+        return 0
+
+    def flops(self, in_shape: Shape, out_shape: Shape) -> int:
+        """Floating-point operations per example; see README "Counting conventions"."""
+        return 0
+
+    def rf_step(self, in_shape: Shape, convention=None) -> tuple[RFStep, RFStep]:
+        """Per axis (height, width): effective kernel d·(k − 1) + 1, stride, padding before."""
+        return IDENTITY_RF
+
+
+def prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n

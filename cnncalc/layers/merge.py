@@ -1,0 +1,55 @@
+"""Layers that merge branches: residual ``add`` and channel ``concat``."""
+from __future__ import annotations
+
+from cnncalc.errors import ShapeError
+from cnncalc.layers import register
+from cnncalc.layers.base import Layer, Shape
+
+
+@register
+class Add(Layer):
+    """Elementwise sum of branches (residual connection); shapes must match.
+
+    FLOPs: (branches − 1) per output element.
+    """
+
+    kind = "add"
+    aliases = ("residual", "sum")
+    prefix = "add"
+    summary = "elementwise sum of branches (residual); shapes must match"
+    n_inputs = None
+
+    def out_shape(self, in_shapes, ctx):
+        first = in_shapes[0]
+        for other in in_shapes[1:]:
+            if other != first:
+                shapes = ", ".join(s.lecture() for s in in_shapes)
+                raise ShapeError(f"add needs inputs of one shape; received {shapes}",
+                                 where=ctx.where, path=ctx.path,
+                                 hint="add a 1x1 conv (with the same stride) on the shortcut "
+                                      "to match depth and size")
+        return first
+
+    def flops(self, in_shape, out_shape):
+        return out_shape.size  # per extra branch; scaled in the graph by branch count
+
+
+@register
+class Concat(Layer):
+    """Concatenation along channels (depth); spatial sizes must match."""
+
+    kind = "concat"
+    aliases = ("concatenate", "cat")
+    prefix = "concat"
+    summary = "concatenate branches along depth; spatial sizes must match"
+    n_inputs = None
+
+    def out_shape(self, in_shapes, ctx):
+        first = in_shapes[0]
+        for other in in_shapes[1:]:
+            if (other.h, other.w) != (first.h, first.w):
+                shapes = ", ".join(s.lecture() for s in in_shapes)
+                raise ShapeError(f"concat needs equal width and height; received {shapes}",
+                                 where=ctx.where, path=ctx.path,
+                                 hint="pad or pool the branches to one spatial size")
+        return Shape(sum(s.c for s in in_shapes), first.h, first.w)

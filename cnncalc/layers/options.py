@@ -1,0 +1,143 @@
+"""Hyperparameter parsing: one alias table for the lecture's letters, short names and PyTorch's.
+
+Every parser takes the raw YAML value and returns a canonical Python value, or raises
+:class:`ValueError` with a message the caller turns into a :class:`SpecError` with a location.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+#: spec spelling → canonical option name, shared by every layer (a layer may add its own).
+OPTION_ALIASES: dict[str, str] = {
+    "K": "out_channels", "filters": "out_channels", "out_channels": "out_channels",
+    "F": "kernel_size", "size": "kernel_size", "kernel": "kernel_size",
+    "kernel_size": "kernel_size",
+    "S": "stride", "stride": "stride",
+    "P": "padding", "pad": "padding", "padding": "padding",
+    "dilation": "dilation", "groups": "groups", "bias": "bias",
+    "units": "out_features", "out_features": "out_features", "outputs": "out_features",
+    "slope": "negative_slope", "negative_slope": "negative_slope",
+    "alpha": "alpha",
+    "p": "p", "rate": "p",
+    "ceil_mode": "ceil_mode",
+    "count_include_pad": "count_include_pad",
+    "eps": "eps", "momentum": "momentum", "affine": "affine",
+    "pieces": "pieces",
+    "output_size": "output_size", "output": "output_size",
+    "per_channel": "per_channel", "num_parameters": "num_parameters",
+    "beta": "beta", "k": "k",
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    parse: Callable[[Any], Any]
+    default: Any = None
+    required: bool = False
+    doc: str = ""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_int(v, what: str) -> int:
+    if _is_int(v):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+        return int(v)
+    raise ValueError(f"expected {what}, got {v!r}")
+
+
+def positive_int(v) -> int:
+    n = _as_int(v, "a positive integer")
+    if n <= 0:
+        raise ValueError(f"expected a positive integer, got {v!r}")
+    return n
+
+
+def non_negative_int(v) -> int:
+    n = _as_int(v, "a non-negative integer")
+    if n < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
+    return n
+
+
+def _pair_of(parse_one, what: str):
+    def parse(v) -> tuple[int, int]:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise ValueError(f"expected {what} or a pair [h, w], got {v!r}")
+            return parse_one(v[0]), parse_one(v[1])
+        if isinstance(v, str) and "x" in v.lower():
+            parts = v.lower().split("x")
+            if len(parts) == 2:
+                return parse_one(parts[0]), parse_one(parts[1])
+        one = parse_one(v)
+        return one, one
+    return parse
+
+
+positive_pair = _pair_of(positive_int, "a positive integer")
+
+
+def padding(v):
+    """``int``, ``[h, w]``, ``[top, bottom, left, right]``, ``"same"`` or ``"valid"``.
+
+    Returns ``"same"`` or ``((top, bottom), (left, right))``.
+    """
+    if isinstance(v, str):
+        low = v.strip().lower()
+        if low == "same":
+            return "same"
+        if low == "valid":
+            return ((0, 0), (0, 0))
+    if isinstance(v, (list, tuple)):
+        if len(v) == 2:
+            ph, pw = non_negative_int(v[0]), non_negative_int(v[1])
+            return ((ph, ph), (pw, pw))
+        if len(v) == 4:
+            t, b, left, r = (non_negative_int(x) for x in v)
+            return ((t, b), (left, r))
+        raise ValueError(f"expected padding as an int, [h, w], [top, bottom, left, right], "
+                         f"'same' or 'valid', got {v!r}")
+    try:
+        p = non_negative_int(v)
+    except ValueError:
+        raise ValueError(f"expected padding as a non-negative int, [h, w], 'same' or 'valid', "
+                         f"got {v!r}") from None
+    return ((p, p), (p, p))
+
+
+def boolean(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "yes", "on", "false", "no", "off"):
+        return v.lower() in ("true", "yes", "on")
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def number(v) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {v!r}") from None
+
+
+def positive_number(v) -> float:
+    x = number(v)
+    if not x > 0:
+        raise ValueError(f"expected a positive number, got {v!r}")
+    return x
+
+
+def probability(v) -> float:
+    x = number(v)
+    if not 0 <= x < 1:
+        raise ValueError(f"expected a probability in [0, 1), got {v!r}")
+    return x

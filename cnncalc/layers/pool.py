@@ -1,0 +1,150 @@
+"""Pooling layers: no parameters, a fixed function of each window."""
+from __future__ import annotations
+
+from cnncalc.layers import register
+from cnncalc.layers.base import Context, Layer, RFStep, Shape
+from cnncalc.layers.conv import _pair_text, pad_text
+from cnncalc.layers.options import Option, boolean, padding, positive_pair
+from cnncalc.layers.spatial import resolve_padding, spatial_out
+
+
+class _Pool2d(Layer):
+    """Shared rules of max and average pooling.
+
+    Notes
+    -----
+    Output: W2 = (W1 − F + 2P)/S + 1 (floor; ceil with ``ceil_mode`` or the Caffe convention),
+    D2 = D1. Stride defaults to F. No parameters.
+    """
+
+    options = {
+        "kernel_size": Option(positive_pair, required=True, doc="F, window size"),
+        "stride": Option(positive_pair, None, doc="S (default: F)"),
+        "padding": Option(padding, None, doc="P (not common for pooling)"),
+        "dilation": Option(positive_pair, (1, 1)),
+        "ceil_mode": Option(boolean, False, doc="round the output size up"),
+    }
+
+    def __init__(self, **opts):
+        super().__init__(**opts)
+        if self.stride is None:
+            self.stride = self.kernel_size
+
+    def describe(self) -> str:
+        text = f"{_pair_text(self.kernel_size)} s{_pair_text(self.stride)}"
+        if self.padding not in (None, ((0, 0), (0, 0))):
+            text += f" p{pad_text(self.padding)}"
+        if self.ceil_mode:
+            text += " ceil"
+        return text
+
+    def pads(self, in_shape: Shape, convention=None):
+        if convention is not None and convention.darknet and self.kind == "maxpool":
+            # Darknet: `pad` is the total padding (default F − 1), split before/after.
+            totals = ([self.kernel_size[0] - 1, self.kernel_size[1] - 1] if self.padding is None
+                      else [self.padding[0][0], self.padding[1][0]])
+            return tuple((t // 2, t - t // 2) for t in totals)
+        p = self.padding if self.padding is not None else ((0, 0), (0, 0))
+        return resolve_padding(p, (in_shape.h, in_shape.w), self.kernel_size, self.stride,
+                               self.dilation)
+
+    def ceil(self, convention=None) -> bool:
+        return self.ceil_mode or bool(convention is not None and convention.pool_ceil)
+
+    def out_shape(self, in_shapes, ctx: Context) -> Shape:
+        x = in_shapes[0]
+        pads = self.pads(x, ctx.convention)
+        ceil = self.ceil(ctx.convention)
+        h, w = spatial_out(ctx, (x.h, x.w), self.kernel_size, self.stride, pads, self.dilation,
+                           ceil, what="window")
+        return Shape(x.c, h, w)
+
+    def rf_step(self, in_shape: Shape, convention=None):
+        pads = self.pads(in_shape, convention)
+        return tuple(RFStep(d * (k - 1) + 1, s, p[0]) for k, s, p, d in
+                     zip(self.kernel_size, self.stride, pads, self.dilation))
+
+
+@register
+class MaxPool2d(_Pool2d):
+    kind = "maxpool"
+    aliases = ("maxpool2d", "max_pool", "pool")
+    prefix = "pool"
+    summary = "max pooling over F x F windows with stride S"
+
+    def flops(self, in_shape: Shape, out_shape: Shape) -> int:
+        return out_shape.size * (self.kernel_size[0] * self.kernel_size[1] - 1)
+
+
+@register
+class AvgPool2d(_Pool2d):
+    kind = "avgpool"
+    aliases = ("avgpool2d", "avg_pool", "averagepool")
+    prefix = "avgpool"
+    summary = "average pooling over F x F windows with stride S"
+    options = {**_Pool2d.options,
+               "count_include_pad": Option(boolean, True, doc="padding counts in the divisor")}
+
+    def flops(self, in_shape: Shape, out_shape: Shape) -> int:
+        return out_shape.size * self.kernel_size[0] * self.kernel_size[1]
+
+
+@register
+class GlobalAvgPool(Layer):
+    """Average over the whole spatial extent: W1 x H1 x D1 → 1 x 1 x D1."""
+
+    kind = "global_avgpool"
+    aliases = ("globalavgpool", "gap", "global_average_pool", "global_avg_pool")
+    prefix = "gap"
+    summary = "global average pooling to 1 x 1 x D"
+
+    def out_shape(self, in_shapes, ctx):
+        return Shape(in_shapes[0].c, 1, 1)
+
+    def flops(self, in_shape, out_shape):
+        return in_shape.size
+
+    def rf_step(self, in_shape, convention=None):
+        return (RFStep(in_shape.h, 1, 0), RFStep(in_shape.w, 1, 0))
+
+
+def adaptive_bins(n: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling bins: [floor(i·n/out), ceil((i+1)·n/out))."""
+    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
+
+
+@register
+class AdaptiveAvgPool2d(Layer):
+    """Average pooling to a fixed output size (torchvision's AlexNet and VGG use 6x6 / 7x7).
+
+    Notes
+    -----
+    Bin i covers input rows [floor(i·H1/H2), ceil((i+1)·H1/H2)). Smaller inputs are upsampled by
+    repetition, as PyTorch does.
+    """
+
+    kind = "adaptive_avgpool"
+    aliases = ("adaptiveavgpool", "adaptive_avgpool2d", "adaptive_avg_pool")
+    prefix = "avgpool"
+    summary = "average pooling to a fixed output size (bins as PyTorch)"
+    options = {"output_size": Option(positive_pair, required=True, doc="output H x W")}
+    option_aliases = {"size": "output_size"}
+
+    def describe(self):
+        return f"to {_pair_text(self.output_size)}"
+
+    def out_shape(self, in_shapes, ctx):
+        return Shape(in_shapes[0].c, *self.output_size)
+
+    def flops(self, in_shape, out_shape):
+        bh = adaptive_bins(in_shape.h, out_shape.h)
+        bw = adaptive_bins(in_shape.w, out_shape.w)
+        return in_shape.c * sum(e - s for s, e in bh) * sum(e - s for s, e in bw)
+
+    def rf_step(self, in_shape, convention=None):
+        steps = []
+        for n, out in zip((in_shape.h, in_shape.w), self.output_size):
+            k = max(e - s for s, e in adaptive_bins(n, out))
+            stride = max(1, n // out) if n >= out else 1
+            steps.append(RFStep(k, stride, 0))
+        return tuple(steps)
