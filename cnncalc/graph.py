@@ -288,7 +288,9 @@ class _Builder:
                 close = difflib.get_close_matches(str(bname), [str(b) for b in self.blocks], n=1)
                 raise self.error(SpecError, f"unknown block '{bname}'", p + ("block",),
                                  hint=(f"did you mean '{close[0]}'?" if close else
-                                       "define it under the top-level 'blocks:'"))
+                                       (f"defined blocks: {', '.join(map(repr, self.blocks))}"
+                                        if self.blocks else
+                                        "define it under the top-level 'blocks:'")))
             body = self.blocks[bname]
             body_path = ("blocks", bname)
             defaults = {}

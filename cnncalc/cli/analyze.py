@@ -62,7 +62,10 @@ def analyze(
         typer.echo(render.analysis_csv(report), nl=False)
         return
     out = console()
-    out.print(render.analysis_table(report))
+    if len(report["layers"]) > render.RICH_TABLE_MAX_ROWS:
+        out.file.write(render.plain_table(report))
+    else:
+        out.print(render.analysis_table(report))
     for line in render.totals_lines(report):
         out.print(line)
     if any(r["rf_exceeds_input"] for r in report["layers"]):

@@ -92,9 +92,14 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[object, SourceMap]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
+        context = f" ({err.context})" if err.context else ""
+        if err.context_mark is not None and err.context and "flow" in err.context:
+            # An unclosed [ or { is reported where the parser gave up (often the file's end);
+            # where it was opened is the line to fix.
+            mark = err.context_mark
+            context += f", opened at line {mark.line + 1}, not closed"
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         problem = err.problem or str(err)
-        context = f" ({err.context})" if err.context else ""
         raise SpecError(f"malformed YAML: {problem}{context}",
                         hint="check the indentation and the ':' after each key near this line",
                         location=loc) from None

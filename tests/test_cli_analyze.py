@@ -1,0 +1,120 @@
+"""`cnncalc analyze` through typer's CliRunner: formats, the JSON contract, exit codes."""
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from cnncalc.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_table_output(specs_dir):
+    res = run("analyze", specs_dir / "lenet5.yaml")
+    assert res.exit_code == 0, res.output
+    assert "28x28x6" in res.output and "61,706" in res.output and "416,520" in res.output
+
+
+def test_json_contract(specs_dir):
+    res = run("analyze", specs_dir / "lecture_conv_32x32x3.yaml", "--format", "json")
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert {"name", "input", "layers", "totals"} <= set(data)
+    assert data["input"] == {"width": 32, "height": 32, "depth": 3}
+    (layer,) = data["layers"]
+    assert {"name", "type", "input", "output", "params", "weights", "biases", "macs",
+            "activations", "rf"} <= set(layer)
+    assert layer["output"] == {"width": 32, "height": 32, "depth": 10}
+    assert (layer["params"], layer["weights"], layer["biases"]) == (760, 750, 10)
+    assert layer["rf"] == {"size": [5, 5], "stride": [1, 1], "start": [0, 0]}
+    t = data["totals"]
+    assert {"params", "trainable_params", "non_trainable_params", "macs", "activations",
+            "bytes"} <= set(t)
+    assert t["params"] == 760 and t["activations"] == 32 * 32 * 10
+    assert t["bytes"] == 4 * (32 * 32 * 3 + 32 * 32 * 10)
+
+
+def test_fc_output_is_1x1xN(specs_dir):
+    data = json.loads(run("analyze", specs_dir / "lenet5.yaml", "-f", "json").stdout)
+    assert data["layers"][-1]["output"] == {"width": 1, "height": 1, "depth": 10}
+    assert data["layers"][6]["output"] == {"width": 1, "height": 1, "depth": 400}  # flatten
+
+
+def test_batch_and_training_memory(specs_dir):
+    data = json.loads(run("analyze", specs_dir / "lenet5.yaml", "-f", "json", "--batch", "64",
+                          "--optimizer", "adam").stdout)
+    t = data["totals"]
+    assert t["batch_bytes"] == 64 * t["bytes"]
+    tr = t["training"]
+    assert tr["optimizer_state_bytes"] == 2 * 61706 * 4
+    assert tr["gradient_bytes"] == 61706 * 4
+    assert tr["total_bytes"] == (61706 * 4 * 4 + 2 * 64 * t["bytes"])
+    sgd = json.loads(run("analyze", specs_dir / "lenet5.yaml", "-f", "json", "--optimizer",
+                         "sgd").stdout)["totals"]["training"]
+    assert sgd["optimizer_state_bytes"] == 0
+
+
+def test_markdown_and_csv(specs_dir):
+    md = run("analyze", specs_dir / "lenet5.yaml", "--format", "markdown").stdout
+    assert md.splitlines()[2].startswith("| # | layer |")
+    assert "| 1 | conv1 | conv | 6@5 s1 p2 | 28x28x1 | 28x28x6 | 156 |" in md
+    csv_text = run("analyze", specs_dir / "lenet5.yaml", "--format", "csv").stdout
+    lines = csv_text.splitlines()
+    assert lines[0].startswith("index,name,type")
+    assert lines[1].startswith("1,conv1,conv,6@5 s1 p2,28x28x1,28x28x6,156,150,6")
+    assert lines[-1].split(",")[6] == "61706"
+
+
+def test_warning_shown_and_strict_exit_2(specs_dir):
+    res = run("analyze", specs_dir / "lecture_7x7_stride3.yaml")
+    assert res.exit_code == 0
+    assert "2.33" in res.output and "warning" in res.output
+    res = run("analyze", specs_dir / "lecture_7x7_stride3.yaml", "--strict")
+    assert res.exit_code == 2
+    assert "2.33" in res.output and "Traceback" not in res.output
+    res = run("analyze", specs_dir / "lecture_7x7_stride3.yaml", "--convention", "cs231n")
+    assert res.exit_code == 2
+
+
+def test_bad_spec_exit_2_with_location(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: 32x32x3\nlayers:\n  - conv: {filters: 6, sizes: 5}\n")
+    res = run("analyze", bad)
+    assert res.exit_code == 2
+    assert "bad.yaml:3:24" in res.output and "did you mean 'size'" in res.output
+    assert "^" in res.output  # the source line with a caret
+    assert run("analyze", tmp_path / "missing.yaml").exit_code == 2
+
+
+def test_layers_lists_registry():
+    res = run("layers", "--format", "json")
+    kinds = {r["type"] for r in json.loads(res.stdout)}
+    assert {"conv", "maxpool", "fc", "batchnorm", "add", "concat", "lrn", "maxout"} <= kinds
+
+
+def test_analyze_never_imports_numba(specs_dir):
+    code = ("import sys; from cnncalc.cli import app; from typer.testing import CliRunner; "
+            f"r = CliRunner().invoke(app, ['analyze', r'{specs_dir / 'resnet18.yaml'}']); "
+            "assert r.exit_code == 0, r.output; "
+            "print('numba' in sys.modules, 'cnncalc.kernels' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_python_module_entry_point(specs_dir):
+    out = subprocess.run([sys.executable, "-m", "cnncalc", "analyze",
+                          str(specs_dir / "lecture_conv_32x32x3.yaml"), "-f", "json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0
+    assert json.loads(out.stdout)["totals"]["params"] == 760
+
+
+def test_python_api_matches_json(specs_dir):
+    import cnncalc
+    data = json.loads(run("analyze", specs_dir / "resnet18.yaml", "-f", "json").stdout)
+    assert cnncalc.load(specs_dir / "resnet18.yaml").analyze() == data

@@ -1,0 +1,73 @@
+"""Published totals of the shipped specs (torchvision, the papers, torchinfo's golden files)."""
+import pytest
+
+import cnncalc
+
+KNOWN = [
+    # spec, trainable params, non-trainable, MACs, output WxHxD
+    ("lenet5", 61_706, 0, 416_520, (1, 1, 10)),
+    ("alexnet", 60_965_224, 0, 724_406_816, (1, 1, 1000)),
+    ("alexnet_torchvision", 61_100_840, 0, 714_188_480, (1, 1, 1000)),   # torchvision 0.71 GMACs
+    ("vgg16", 138_357_544, 0, 15_470_264_320, (1, 1, 1000)),             # torchvision 15.47 GMACs
+    ("resnet18", 11_689_512, 9_600, 1_814_073_344, (1, 1, 1000)),        # fvcore 1.814 G
+    ("lecture_conv_32x32x3", 760, 0, 768_000, (32, 32, 10)),
+    ("lecture_7x7_stride1", 10, 0, 225, (5, 5, 1)),
+    ("lecture_7x7_stride2", 10, 0, 81, (3, 3, 1)),
+    ("lecture_7x7_pad1", 10, 0, 441, (7, 7, 1)),
+    ("inception_block", 163_696, 0, 128_049_152, (28, 28, 256)),
+]
+
+
+@pytest.mark.parametrize("name,params,buffers,macs,out", KNOWN, ids=[k[0] for k in KNOWN])
+def test_published_totals(specs_dir, name, params, buffers, macs, out):
+    g = cnncalc.load(specs_dir / f"{name}.yaml")
+    t = g.analyze()["totals"]
+    assert t["trainable_params"] == params
+    assert t["non_trainable_params"] == buffers
+    assert t["macs"] == macs
+    o = g.output_shape
+    assert (o.w, o.h, o.c) == out
+
+
+def test_every_shipped_spec_loads(specs_dir):
+    for path in specs_dir.glob("*.yaml"):
+        text = path.read_text()
+        if "\nlayers:" not in "\n" + text:
+            continue  # answers files and other non-architecture YAML
+        cnncalc.load(path)
+
+
+def test_vgg16_pool5_receptive_field(specs_dir):
+    # google-research/receptive_field's table: vgg_16 pool5 RF 212, effective stride 32
+    g = cnncalc.load(specs_dir / "vgg16.yaml")
+    pools = [n for n in g.nodes if n.kind == "maxpool"]
+    assert pools[-1].rf.size == (212, 212)
+    assert pools[-1].rf.stride == (32, 32)
+
+
+def test_resnet18_state_dict_names(specs_dir):
+    g = cnncalc.load(specs_dir / "resnet18.yaml")
+    names = set(g.param_shapes()) | set(g.buffer_shapes())
+    for key in ("conv1.weight", "bn1.running_var", "layer1.0.conv1.weight",
+                "layer2.0.downsample.0.weight", "layer2.0.downsample.1.bias", "fc.weight"):
+        assert key in names
+    assert g.param_shapes()["layer4.1.conv2.weight"] == (512, 512, 3, 3)
+
+
+def test_alexnet_shapes(specs_dir):
+    g = cnncalc.load(specs_dir / "alexnet.yaml")
+    # (227 - 11)/4 + 1 = 55; pools 3/2: 55 -> 27 -> 13 -> 6
+    assert g.node("conv1").out_shape == (96, 55, 55)
+    assert g.node("pool1").out_shape == (96, 27, 27)
+    assert g.node("pool3").out_shape == (256, 6, 6)
+
+
+def test_torchinfo_single_input_net():
+    # torchinfo's SingleInputNet: conv(1->10,5) pool2 relu conv(10->20,5) pool2 relu fc 320->50->10
+    g = cnncalc.load({"input": "28x28x1", "layers": [
+        {"conv": {"K": 10, "F": 5}}, {"maxpool": {"F": 2}}, "relu",
+        {"conv": {"K": 20, "F": 5}}, {"maxpool": {"F": 2}}, "relu", "flatten",
+        {"fc": {"units": 50}}, "relu", {"fc": {"units": 10}}]})
+    t = g.analyze()["totals"]
+    assert t["trainable_params"] == 21_840
+    assert t["macs"] == 480_500
