@@ -1,0 +1,203 @@
+"""Training checkpoints: one ``.npz`` file, written atomically, read without pickle.
+
+Layout of the file (a plain ``numpy.savez`` zip):
+
+* every array of the nested state trees under a prefixed key, e.g. ``params/conv1.weight``,
+  ``optimizer_state/state/conv1.weight/velocity``, ``preprocess_state/mean``;
+* ``__meta__``: one unicode string holding JSON: format tag and version, the scalar fields
+  (``spec_text``, ``seed``, ``epoch``, ``step``, ``metrics``, ``extra``) and the tree structure,
+  where each array leaf is written ``{"__array__": "<key>"}``.
+
+Writing goes to a temporary file in the same folder, is flushed and fsync'ed, then moved over the
+target with ``os.replace``, so a crash or error mid-write leaves any old checkpoint intact.
+Loading uses ``np.load(allow_pickle=False)``; anything unreadable raises :class:`DataError`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnncalc.errors import DataError, TrainError
+
+__all__ = ["FORMAT", "VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "cnncalc-checkpoint"
+VERSION = 1
+_META = "__meta__"
+_TREES = ("params", "buffers", "optimizer_state", "schedule_state", "preprocess_state",
+          "metrics", "extra")
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns (the fields :func:`save_checkpoint` took)."""
+
+    params: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    optimizer_state: Any
+    schedule_state: Any
+    preprocess_state: Any
+    spec_text: str
+    seed: int | None
+    epoch: int
+    step: int
+    metrics: Any = None
+    extra: Any = None
+    version: int = VERSION
+    path: str | None = field(default=None, compare=False)
+
+
+def _split(obj: Any, key: str, arrays: dict[str, np.ndarray], where: str) -> Any:
+    """JSON-able copy of ``obj`` with arrays moved into ``arrays`` under unique keys."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise TrainError(f"checkpoint field {where} holds an object array",
+                             hint="checkpoints store numeric/string arrays only (no pickle)")
+        k, n = key, 1
+        while k in arrays or k == _META:
+            n += 1
+            k = f"{key}~{n}"
+        arrays[k] = obj
+        return {"__array__": k}
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TrainError(f"checkpoint field {where} has a non-string key {k!r}")
+            out[k] = _split(v, f"{key}/{k}", arrays, f"{where}.{k}")
+        if len(out) == 1 and ("__array__" in out or "__float__" in out):
+            raise TrainError(f"checkpoint field {where} uses a reserved key ({next(iter(out))})")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_split(v, f"{key}/{i}", arrays, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        if not math.isfinite(obj):  # strict JSON has no inf/nan
+            return {"__float__": repr(obj)}
+        return obj
+    raise TrainError(f"checkpoint field {where} holds a {type(obj).__name__}, which cannot be "
+                     "stored", hint="use numbers, strings, lists, dicts and numpy arrays")
+
+
+def _join(obj: Any, arrays: dict[str, np.ndarray], path: Path) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            k = obj["__array__"]
+            if k not in arrays:
+                raise DataError(f"checkpoint {path} lacks array {k!r}",
+                                hint="the file is damaged; use another checkpoint")
+            return arrays[k]
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
+        return {k: _join(v, arrays, path) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join(v, arrays, path) for v in obj]
+    return obj
+
+
+def save_checkpoint(path: str | os.PathLike, *, params: dict[str, np.ndarray],
+                    buffers: dict[str, np.ndarray] | None, optimizer_state: Any,
+                    schedule_state: Any, preprocess_state: Any, spec_text: str,
+                    seed: int | None, epoch: int, step: int, metrics: Any = None,
+                    extra: Any = None) -> Path:
+    """Write a checkpoint atomically to ``path`` (the name is used as given) and return it.
+
+    The tree-valued fields (``params``, ``buffers``, ``optimizer_state``, ``schedule_state``,
+    ``preprocess_state``, ``metrics``, ``extra``) may nest dicts, lists, numbers, strings,
+    ``None`` and numpy arrays.
+
+    Raises
+    ------
+    TrainError
+        A value that cannot be stored without pickle.
+    OSError
+        The folder is not writable (the old file, if any, is untouched).
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    values = {"params": params, "buffers": buffers or {}, "optimizer_state": optimizer_state,
+              "schedule_state": schedule_state, "preprocess_state": preprocess_state,
+              "metrics": metrics, "extra": extra}
+    trees = {name: _split(values[name], name, arrays, name) for name in _TREES}
+    if not isinstance(spec_text, str):
+        raise TrainError(f"spec_text must be a string; got {type(spec_text).__name__}")
+    meta = {"format": FORMAT, "version": VERSION, "spec_text": spec_text,
+            "seed": None if seed is None else int(seed), "epoch": int(epoch), "step": int(step),
+            "trees": trees}
+    arrays[_META] = np.array(json.dumps(meta, allow_nan=False))
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable (best effort; not possible on every platform)
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    DataError
+        Missing, truncated, corrupt or not a cnncalc checkpoint, or from a newer version.
+    """
+    path = Path(path)
+    hint = "the file is damaged or not a cnncalc checkpoint; use another checkpoint"
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist",
+                        hint="check the path; checkpoints are written by `cnncalc train`")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}",
+                        hint=hint) from None
+    if _META not in arrays:
+        raise DataError(f"{path} is not a cnncalc checkpoint (no {_META} entry)", hint=hint)
+    try:
+        meta = json.loads(str(arrays.pop(_META)))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise DataError(f"checkpoint {path} has unreadable metadata: {e}", hint=hint) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{path} is not a cnncalc checkpoint", hint=hint)
+    version = meta.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise DataError(f"checkpoint {path} has format version {version!r}; this cnncalc reads "
+                        f"up to {VERSION}", hint="upgrade cnncalc")
+    try:
+        trees = {name: _join(meta["trees"][name], arrays, path) for name in _TREES}
+        return Checkpoint(
+            params=trees["params"], buffers=trees["buffers"],
+            optimizer_state=trees["optimizer_state"], schedule_state=trees["schedule_state"],
+            preprocess_state=trees["preprocess_state"], spec_text=meta["spec_text"],
+            seed=meta["seed"], epoch=meta["epoch"], step=meta["step"],
+            metrics=trees["metrics"], extra=trees["extra"], version=version, path=str(path))
+    except (KeyError, TypeError) as e:
+        raise DataError(f"checkpoint {path} lacks {e}", hint=hint) from None
