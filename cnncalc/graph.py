@@ -160,10 +160,11 @@ class _Item:
     path: tuple
     source: object = None
     scope: str | None = None        # instance prefix inside a block ("layer1.0")
-    local_names: dict | None = None  # block-local name → global name
     block: str | None = None
     init: object = None
     block_input: str | None = None   # the block entry's `from:` (its first instance's input)
+    kind_path: tuple = ()            # where the type name sits (for "unknown type" errors)
+    opts_path: tuple = ()            # where the options sit
 
 
 class _Builder:
@@ -258,18 +259,17 @@ class _Builder:
         return Shape(c, h, w)
 
     # ---- block expansion -------------------------------------------------------------------
-    def expand(self, entries, path, scope, args, depth, local=None, block=None) -> list[_Item]:
+    def expand(self, entries, path, scope, args, depth, block=None) -> list[_Item]:
         if depth > 16:
             raise self.error(SpecError, "blocks nest more than 16 deep (a block uses itself?)",
                              path)
         items: list[_Item] = []
-        local = {} if local is None else local
         for i, entry in enumerate(entries):
             p = path + (i,)
             if isinstance(entry, dict) and ("block" in entry or "repeat" in entry):
                 items.extend(self.expand_block(entry, p, scope, args, depth))
                 continue
-            items.append(self.parse_item(entry, p, scope, args, local, block))
+            items.append(self.parse_item(entry, p, scope, args, block))
         return items
 
     def expand_block(self, entry, p, scope, args, depth):
@@ -324,7 +324,7 @@ class _Builder:
         items = []
         for r in range(repeat):
             inst = f"{base}.{r}" if repeat > 1 else base
-            inner = self.expand(body, body_path, inst, new_args, depth + 1, {}, bname)
+            inner = self.expand(body, body_path, inst, new_args, depth + 1, bname)
             if r == 0 and first_from is not None:
                 for it in inner:
                     it.block_input = first_from
@@ -347,9 +347,9 @@ class _Builder:
             return {k: self.substitute(v, args, path + (k,)) for k, v in value.items()}
         return value
 
-    def parse_item(self, entry, p, scope, args, local, block) -> _Item:
+    def parse_item(self, entry, p, scope, args, block) -> _Item:
         if isinstance(entry, str):
-            return _Item(entry, None, {}, p, None, scope, local, block)
+            return _Item(entry, None, {}, p, None, scope, block, kind_path=p, opts_path=p)
         if not isinstance(entry, dict) or not entry:
             raise self.error(SpecError, f"a layer must be a type name or a mapping, got {entry!r}",
                              p, hint="e.g.  - relu   or   - conv: {filters: 6, size: 5}")
@@ -384,16 +384,13 @@ class _Builder:
             if "type" in body:
                 raise self.error(SpecError, "'type' inside a one-key layer mapping",
                                  kind_path + ("type",), hint="use one form or the other")
-        item = _Item(kind, None if name is None else str(name), opts, p, source, scope, local,
-                     block, init)
-        item.kind_path = kind_path
-        item.opts_path = opts_path
-        return item
+        return _Item(kind, None if name is None else str(name), opts, p, source, scope, block,
+                     init, kind_path=kind_path, opts_path=opts_path)
 
     # ---- options, names, shapes ------------------------------------------------------------
     def make_layer(self, item: _Item, where: str) -> Layer:
         kind = resolve_kind(item.raw_kind) if isinstance(item.raw_kind, str) else None
-        kind_path = getattr(item, "kind_path", item.path)
+        kind_path = item.kind_path
         if kind is None:
             close = suggest_kind(str(item.raw_kind))
             raise self.error(SpecError, f"unknown layer type '{item.raw_kind}'", kind_path,
@@ -401,7 +398,7 @@ class _Builder:
                              hint=(f"did you mean {' or '.join(repr(c) for c in close)}? "
                                    if close else "") + "`cnncalc layers` lists every type")
         cls = REGISTRY[kind]
-        opts_path = getattr(item, "opts_path", item.path)
+        opts_path = item.opts_path
         parsed: dict = {}
         spelled: dict = {}
         for key, value in item.opts.items():
@@ -472,9 +469,9 @@ class _Builder:
                 raw_list = sources if isinstance(sources, list) else [sources]
                 inputs = []
                 for j, src in enumerate(raw_list):
-                    src_path = (getattr(item, "opts_path", item.path) + ("from",)
+                    src_path = (item.opts_path + ("from",)
                                 if not isinstance(sources, list) else
-                                getattr(item, "opts_path", item.path) + ("from", j))
+                                item.opts_path + ("from", j))
                     if not isinstance(src, str):
                         raise self.error(SpecError, f"'from' must name layers, got {src!r}",
                                          src_path, where=where)
@@ -493,7 +490,7 @@ class _Builder:
                 out = layer.out_shape(in_shapes, ctx)
             except CnnCalcError as err:
                 if err.location is None:
-                    err.location = self.smap.locate(getattr(item, "opts_path", item.path))
+                    err.location = self.smap.locate(item.opts_path)
                 if err.where is None:
                     err.where = where
                 raise
