@@ -1,0 +1,116 @@
+"""Batch normalisation and local response normalisation (PyTorch semantics), NumPy.
+
+Batch norm works on (N, C, H, W) (statistics over N, H, W) and (N, F) (over N). Training uses
+the batch mean and the biased batch variance to normalise and updates the running statistics in
+place with PyTorch's rule ``running = (1 - m)*running + m*batch``, using the *unbiased* batch
+variance for ``running_var``. Evaluation normalises with the running statistics.
+
+LRN follows ``torch.nn.LocalResponseNorm``:
+``b_c = a_c * (k + alpha/n * sum_{c' in window(c)} a_{c'}^2) ** -beta`` with the window
+``[c - n//2, c + (n-1)//2]`` zero-padded across channels (axis 1).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["BatchNormCache", "batchnorm_forward", "batchnorm_backward", "lrn_forward",
+           "lrn_backward"]
+
+
+class BatchNormCache(NamedTuple):
+    xhat: np.ndarray        # normalised input, x's shape
+    inv_std: np.ndarray     # (C,) 1/sqrt(var + eps) of the statistics used
+    gamma: np.ndarray       # (C,)
+    training: bool          # batch statistics (True) or running ones (False)
+
+
+def _axes_shape(x):
+    if x.ndim == 2:
+        return (0,), (1, -1)
+    if x.ndim == 4:
+        return (0, 2, 3), (1, -1, 1, 1)
+    raise ValueError(f"batch norm expects (N, F) or (N, C, H, W), got shape {x.shape}")
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
+                      eps=1e-5):
+    """Returns ``(y, cache)``; in training mode ``running_mean``/``running_var`` are updated in
+    place (they must be writable float arrays of shape (C,))."""
+    x = np.asarray(x)
+    axes, shape = _axes_shape(x)
+    dt = x.dtype.type
+    if training:
+        m = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        xc = x - mean.reshape(shape)
+        var = (xc * xc).mean(axis=axes)
+        unbiased = var * dt(m / (m - 1)) if m > 1 else var
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * unbiased
+    else:
+        mean = np.asarray(running_mean, dtype=x.dtype)
+        var = np.asarray(running_var, dtype=x.dtype)
+        xc = x - mean.reshape(shape)
+    inv_std = (1 / np.sqrt(var + dt(eps))).astype(x.dtype, copy=False)
+    xhat = xc * inv_std.reshape(shape)
+    y = xhat * gamma.reshape(shape) + beta.reshape(shape)
+    return y, BatchNormCache(xhat, inv_std, np.asarray(gamma), bool(training))
+
+
+def batchnorm_backward(dy, cache: BatchNormCache):
+    """Returns ``(dx, dgamma, dbeta)``."""
+    xhat, inv_std, gamma, training = cache
+    axes, shape = _axes_shape(dy)
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    scale = (gamma * inv_std).reshape(shape)
+    if not training:
+        return dy * scale, dgamma, dbeta
+    m = dy.size // dy.shape[1]
+    # dx = gamma*inv_std/m * (m*dy - sum(dy) - xhat*sum(dy*xhat))
+    dx = (dy - (dbeta / m).reshape(shape) - xhat * (dgamma / m).reshape(shape)) * scale
+    return dx, dgamma, dbeta
+
+
+def _channel_window_sum(a, before, after):
+    """s[:, c] = sum of a[:, c-before : c+after+1] (zero outside), axis 1."""
+    c = a.shape[1]
+    s = a.copy()
+    for d in range(1, before + 1):
+        if d < c:
+            s[:, d:] += a[:, :c - d]
+    for d in range(1, after + 1):
+        if d < c:
+            s[:, :c - d] += a[:, d:]
+    return s
+
+
+def _lrn_scale(x, size, alpha, k):
+    dt = x.dtype.type
+    s = _channel_window_sum(x * x, size // 2, (size - 1) // 2)
+    return dt(k) + dt(alpha / size) * s
+
+
+def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    """``y = x * scale**-beta``, ``scale = k + alpha/size * windowed sum of x^2`` (axis 1)."""
+    x = np.asarray(x)
+    return x * _lrn_scale(x, size, alpha, k) ** x.dtype.type(-beta)
+
+
+def lrn_backward(dy, x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    """Needs the forward input ``x`` (the scale is recomputed). Returns ``dx``.
+
+    ``dx_j = dy_j s_j^-beta - 2 alpha beta / n * x_j * sum_{c: j in window(c)} dy_c x_c s_c^(-beta-1)``
+    """
+    x = np.asarray(x)
+    dt = x.dtype.type
+    s = _lrn_scale(x, size, alpha, k)
+    sb = s ** dt(-beta)
+    t = dy * x * sb / s
+    # j in window(c) = [c - size//2, c + (size-1)//2]  <=>  c in [j - (size-1)//2, j + size//2]
+    u = _channel_window_sum(t, (size - 1) // 2, size // 2)
+    return dy * sb - dt(2 * alpha * beta / size) * x * u

@@ -1,0 +1,333 @@
+"""Pooling kernels (NCHW), PyTorch semantics.
+
+Padding is ``pad = (pad_top, pad_left)`` plus the output size ``out_hw``; window ``(i, j)``
+starts at input row ``i*stride_h - pad_top``.
+
+* Max pooling ignores positions outside the input (PyTorch pads with -inf) and caches the argmax
+  as a flat int32 index ``row*W + col`` into the input plane; the backward is a scatter driven
+  by it (no recomputation). A window with no input position (impossible with PyTorch's size rule)
+  gives -inf and argmax -1, which the backward skips.
+* Average pooling follows PyTorch: the window is clipped to input + padding, so with
+  ``count_include_pad`` the divisor counts the window positions inside input + padding (ceil-mode
+  windows that run past the padded edge are not fully counted); without it, only input
+  positions. Pass ``pad_after`` for asymmetric padding (default: same as ``pad``).
+* Adaptive average pooling uses PyTorch's bins ``[floor(i*H/out), ceil((i+1)*H/out))``.
+
+``prange`` runs over the N*C planes, which are independent in both directions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, pjit, prange
+
+__all__ = [
+    "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+    "global_avgpool_forward", "global_avgpool_backward", "adaptive_avgpool_forward",
+    "adaptive_avgpool_backward",
+]
+
+
+def _maxpool_fwd_py(x, kh, kw, sh, sw, pt, pl, dh, dw, y, am):
+    n, c, h, w = x.shape
+    ho = y.shape[2]
+    wo = y.shape[3]
+    ninf = -np.inf
+    for nc in prange(n * c):
+        b = nc // c
+        ch = nc - b * c
+        xp = x[b, ch]
+        for i in range(ho):
+            for j in range(wo):
+                best = xp.dtype.type(ninf)
+                arg = -1
+                for a in range(kh):
+                    ih = i * sh - pt + a * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    for q in range(kw):
+                        iw = j * sw - pl + q * dw
+                        if iw < 0 or iw >= w:
+                            continue
+                        v = xp[ih, iw]
+                        # first maximum wins; NaN propagates (as PyTorch)
+                        if v > best or arg < 0 or (v != v and best == best):
+                            best = v
+                            arg = ih * w + iw
+                y[b, ch, i, j] = best
+                am[b, ch, i, j] = arg
+
+
+_maxpool_fwd_s = jit(_maxpool_fwd_py)
+_maxpool_fwd_p = pjit(_maxpool_fwd_py)
+
+
+def _maxpool_bwd_py(dy, am, dx):
+    n, c, ho, wo = dy.shape
+    h = dx.shape[2]
+    w = dx.shape[3]
+    zero = dx.dtype.type(0)
+    for nc in prange(n * c):
+        b = nc // c
+        ch = nc - b * c
+        for i in range(h):
+            for j in range(w):
+                dx[b, ch, i, j] = zero
+        for i in range(ho):
+            for j in range(wo):
+                a = am[b, ch, i, j]
+                if a >= 0:
+                    r = a // w
+                    dx[b, ch, r, a - r * w] += dy[b, ch, i, j]
+
+
+_maxpool_bwd_s = jit(_maxpool_bwd_py)
+_maxpool_bwd_p = pjit(_maxpool_bwd_py)
+
+
+def _avg_bounds(i, s, p, k, size, p_after):
+    """(start, end, full_len) of one window on one axis, PyTorch's rules."""
+    st = i * s - p
+    en = st + k
+    lim = size + p_after
+    if en > lim:
+        en = lim
+    full = en - st
+    if st < 0:
+        st = 0
+    if en > size:
+        en = size
+    return st, en, full
+
+
+_avg_bounds_j = jit(_avg_bounds)
+
+
+def _avgpool_fwd_py(x, kh, kw, sh, sw, pt, pl, pb, pr, include_pad, y):
+    n, c, h, w = x.shape
+    ho = y.shape[2]
+    wo = y.shape[3]
+    for nc in prange(n * c):
+        b = nc // c
+        ch = nc - b * c
+        xp = x[b, ch]
+        for i in range(ho):
+            r0, r1, fh = _avg_bounds_j(i, sh, pt, kh, h, pb)
+            for j in range(wo):
+                c0, c1, fw = _avg_bounds_j(j, sw, pl, kw, w, pr)
+                acc = xp.dtype.type(0)
+                for r in range(r0, r1):
+                    for q in range(c0, c1):
+                        acc += xp[r, q]
+                if include_pad:
+                    div = fh * fw
+                else:
+                    div = (r1 - r0) * (c1 - c0)
+                y[b, ch, i, j] = acc / xp.dtype.type(div)
+
+
+_avgpool_fwd_s = jit(_avgpool_fwd_py)
+_avgpool_fwd_p = pjit(_avgpool_fwd_py)
+
+
+def _avgpool_bwd_py(dy, kh, kw, sh, sw, pt, pl, pb, pr, include_pad, dx):
+    n, c, ho, wo = dy.shape
+    h = dx.shape[2]
+    w = dx.shape[3]
+    zero = dx.dtype.type(0)
+    for nc in prange(n * c):
+        b = nc // c
+        ch = nc - b * c
+        dxp = dx[b, ch]
+        for i in range(h):
+            for j in range(w):
+                dxp[i, j] = zero
+        for i in range(ho):
+            r0, r1, fh = _avg_bounds_j(i, sh, pt, kh, h, pb)
+            for j in range(wo):
+                c0, c1, fw = _avg_bounds_j(j, sw, pl, kw, w, pr)
+                if include_pad:
+                    div = fh * fw
+                else:
+                    div = (r1 - r0) * (c1 - c0)
+                g = dy[b, ch, i, j] / dxp.dtype.type(div)
+                for r in range(r0, r1):
+                    for q in range(c0, c1):
+                        dxp[r, q] += g
+
+
+_avgpool_bwd_s = jit(_avgpool_bwd_py)
+_avgpool_bwd_p = pjit(_avgpool_bwd_py)
+
+
+def _adaptive_fwd_py(x, y):
+    n, c, h, w = x.shape
+    oh = y.shape[2]
+    ow = y.shape[3]
+    for nc in prange(n * c):
+        b = nc // c
+        ch = nc - b * c
+        xp = x[b, ch]
+        for i in range(oh):
+            r0 = (i * h) // oh
+            r1 = -((-(i + 1) * h) // oh)
+            for j in range(ow):
+                c0 = (j * w) // ow
+                c1 = -((-(j + 1) * w) // ow)
+                acc = xp.dtype.type(0)
+                for r in range(r0, r1):
+                    for q in range(c0, c1):
+                        acc += xp[r, q]
+                y[b, ch, i, j] = acc / xp.dtype.type((r1 - r0) * (c1 - c0))
+
+
+_adaptive_fwd_s = jit(_adaptive_fwd_py)
+_adaptive_fwd_p = pjit(_adaptive_fwd_py)
+
+
+def _adaptive_bwd_py(dy, dx):
+    n, c, oh, ow = dy.shape
+    h = dx.shape[2]
+    w = dx.shape[3]
+    zero = dx.dtype.type(0)
+    for nc in prange(n * c):
+        b = nc // c
+        ch = nc - b * c
+        dxp = dx[b, ch]
+        for i in range(h):
+            for j in range(w):
+                dxp[i, j] = zero
+        for i in range(oh):
+            r0 = (i * h) // oh
+            r1 = -((-(i + 1) * h) // oh)
+            for j in range(ow):
+                c0 = (j * w) // ow
+                c1 = -((-(j + 1) * w) // ow)
+                g = dy[b, ch, i, j] / dxp.dtype.type((r1 - r0) * (c1 - c0))
+                for r in range(r0, r1):
+                    for q in range(c0, c1):
+                        dxp[r, q] += g
+
+
+_adaptive_bwd_s = jit(_adaptive_bwd_py)
+_adaptive_bwd_p = pjit(_adaptive_bwd_py)
+
+
+# --------------------------------------------------------------------------------------------
+# wrappers
+# --------------------------------------------------------------------------------------------
+def _pair(v):
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    a, b = v
+    return int(a), int(b)
+
+
+def _use_parallel(work: int, parallel: bool | None) -> bool:
+    if parallel is not None:
+        return bool(parallel)
+    import numba
+
+    return numba.get_num_threads() > 1 and work >= 1 << 15
+
+
+def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1), *,
+                      parallel=None):
+    """Max pooling. Returns ``(y, argmax)``; ``argmax`` (int32, same shape as ``y``) is the flat
+    index ``row*W + col`` of the maximum in its input plane (-1 for an empty window).
+
+    ``stride`` defaults to ``k``; ``out_hw`` defaults to floor with symmetric padding.
+    """
+    x = np.ascontiguousarray(x)
+    kh, kw = _pair(k)
+    sh, sw = _pair(k if stride is None else stride)
+    pt, pl = _pair(pad)
+    dh, dw = _pair(dilation)
+    n, c, h, w = x.shape
+    if out_hw is None:
+        out_hw = ((h + 2 * pt - dh * (kh - 1) - 1) // sh + 1,
+                  (w + 2 * pl - dw * (kw - 1) - 1) // sw + 1)
+    ho, wo = _pair(out_hw)
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    am = np.empty((n, c, ho, wo), dtype=np.int32)
+    kern = _maxpool_fwd_p if _use_parallel(y.size * kh * kw, parallel) else _maxpool_fwd_s
+    kern(x, kh, kw, sh, sw, pt, pl, dh, dw, y, am)
+    return y, am
+
+
+def maxpool2d_backward(dy, argmax, x_shape, *, parallel=None):
+    """Scatter ``dy`` to the cached argmax positions. Returns ``dx`` of ``x_shape``."""
+    dy = np.ascontiguousarray(dy)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    kern = _maxpool_bwd_p if _use_parallel(dx.size, parallel) else _maxpool_bwd_s
+    kern(dy, argmax, dx)
+    return dx
+
+
+def _avg_args(x_shape, k, stride, pad, out_hw, pad_after):
+    kh, kw = _pair(k)
+    sh, sw = _pair(k if stride is None else stride)
+    pt, pl = _pair(pad)
+    pb, pr = _pair(pad if pad_after is None else pad_after)
+    h, w = x_shape[2], x_shape[3]
+    if out_hw is None:
+        out_hw = ((h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+    return kh, kw, sh, sw, pt, pl, pb, pr, _pair(out_hw)
+
+
+def avgpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, count_include_pad=True, *,
+                      pad_after=None, parallel=None):
+    """Average pooling with PyTorch's divisor rules (see the module docstring)."""
+    x = np.ascontiguousarray(x)
+    kh, kw, sh, sw, pt, pl, pb, pr, (ho, wo) = _avg_args(x.shape, k, stride, pad, out_hw,
+                                                          pad_after)
+    y = np.empty((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype)
+    kern = _avgpool_fwd_p if _use_parallel(y.size * kh * kw, parallel) else _avgpool_fwd_s
+    kern(x, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), y)
+    return y
+
+
+def avgpool2d_backward(dy, x_shape, k, stride=None, pad=(0, 0), count_include_pad=True, *,
+                       pad_after=None, parallel=None):
+    """Gradient of :func:`avgpool2d_forward` (``dy`` fixes ``out_hw``)."""
+    dy = np.ascontiguousarray(dy)
+    kh, kw, sh, sw, pt, pl, pb, pr, _ = _avg_args(x_shape, k, stride, pad, dy.shape[2:],
+                                                  pad_after)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    kern = _avgpool_bwd_p if _use_parallel(dx.size, parallel) else _avgpool_bwd_s
+    kern(dy, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), dx)
+    return dx
+
+
+def global_avgpool_forward(x):
+    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
+    x = np.asarray(x)
+    n, c = x.shape[:2]
+    return (x.reshape(n, c, -1).sum(axis=2) / (x.shape[2] * x.shape[3])).reshape(n, c, 1, 1)
+
+
+def global_avgpool_backward(dy, x_shape):
+    """``dy`` (N, C, 1, 1) or (N, C) -> dx of ``x_shape``."""
+    n, c, h, w = x_shape
+    g = np.asarray(dy).reshape(n, c, 1, 1) / (h * w)
+    return np.ascontiguousarray(np.broadcast_to(g, (n, c, h, w)))
+
+
+def adaptive_avgpool_forward(x, out_hw, *, parallel=None):
+    """PyTorch's ``adaptive_avg_pool2d``: bins [floor(i*H/out), ceil((i+1)*H/out))."""
+    x = np.ascontiguousarray(x)
+    oh, ow = _pair(out_hw)
+    y = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
+    kern = _adaptive_fwd_p if _use_parallel(x.size, parallel) else _adaptive_fwd_s
+    kern(x, y)
+    return y
+
+
+def adaptive_avgpool_backward(dy, x_shape, *, parallel=None):
+    """Gradient of :func:`adaptive_avgpool_forward` (``dy`` fixes the output size)."""
+    dy = np.ascontiguousarray(dy)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    kern = _adaptive_bwd_p if _use_parallel(dx.size, parallel) else _adaptive_bwd_s
+    kern(dy, dx)
+    return dx

@@ -1,0 +1,422 @@
+"""Every kernel against its naive reference (tests/reference.py), float64 and float32.
+
+float64 must agree to rtol 1e-10, float32 to rtol 1e-5; both relative to the largest reference
+magnitude as an absolute floor (entries near zero after cancellation carry the round-off of the
+whole sum). float32 kernels are compared with the float64 reference evaluated on the same
+(float32-representable) inputs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import reference as R  # noqa: E402
+
+from cnncalc.kernels import activation as act  # noqa: E402
+from cnncalc.kernels import conv, dropout, linear, loss, norm, pool  # noqa: E402
+
+RTOL = {np.float64: 1e-10, np.float32: 1e-5}
+DTYPES = [np.float64, np.float32]
+
+
+def close(got, ref, dtype):
+    got = np.asarray(got)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert got.dtype == np.dtype(dtype), f"dtype {got.dtype}, expected {np.dtype(dtype)}"
+    rtol = RTOL[dtype]
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    np.testing.assert_allclose(got.astype(np.float64), ref, rtol=rtol, atol=rtol * scale)
+
+
+def data(shape, dtype, rng, scale=1.0):
+    """Random data exactly representable in ``dtype``; returned as (dtype copy, float64 copy)."""
+    a = (rng.standard_normal(shape) * scale).astype(dtype)
+    return a, a.astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------ conv
+CONV_CASES = [
+    # N, C, H, W, K, kh, kw, stride, pad_before, dilation, groups, pad_after
+    pytest.param(2, 3, 8, 7, 4, 3, 3, (1, 1), (1, 1), (1, 1), 1, (1, 1), id="3x3-same"),
+    pytest.param(3, 2, 9, 8, 5, 3, 3, (2, 2), (1, 1), (1, 1), 1, (1, 1), id="stride2"),
+    pytest.param(2, 3, 8, 9, 4, 3, 4, (2, 1), (1, 2), (1, 1), 1, (0, 1), id="asym-pad"),
+    pytest.param(2, 2, 9, 9, 3, 3, 3, (1, 1), (2, 1), (2, 2), 1, (2, 1), id="dilation2"),
+    pytest.param(2, 4, 7, 7, 6, 3, 3, (1, 1), (1, 1), (1, 1), 2, (1, 1), id="groups2"),
+    pytest.param(3, 4, 7, 6, 4, 3, 3, (2, 2), (1, 1), (1, 1), 4, (1, 1), id="depthwise"),
+    pytest.param(2, 3, 6, 6, 6, 3, 3, (1, 1), (1, 1), (1, 1), 3, (1, 1), id="depthwise-x2"),
+    pytest.param(2, 5, 6, 5, 4, 1, 1, (1, 1), (0, 0), (1, 1), 1, (0, 0), id="1x1"),
+    pytest.param(2, 4, 6, 6, 4, 1, 1, (2, 2), (0, 0), (1, 1), 2, (0, 0), id="1x1-stride2-g2"),
+    pytest.param(2, 3, 13, 13, 4, 5, 5, (4, 4), (0, 0), (1, 1), 1, (0, 0), id="alexnet-like"),
+    pytest.param(1, 2, 5, 5, 3, 3, 3, (1, 1), (-1 + 1, 0), (1, 1), 1, (0, 0), id="valid"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("n,c,h,w,k,kh,kw,s,p,d,g,pa", CONV_CASES)
+def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, parallel, dtype):
+    rng = np.random.default_rng(0)
+    x, x64 = data((n, c, h, w), dtype, rng)
+    wt, w64 = data((k, c // g, kh, kw), dtype, rng)
+    b, b64 = data((k,), dtype, rng)
+    out_hw = conv.conv2d_out_hw(h, w, (kh, kw), s, p, pa, d)
+    y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel)
+    close(y, R.conv2d_forward(x64, w64, b64, s, p, d, g, out_hw), dtype)
+    dy, dy64 = data(y.shape, dtype, rng)
+    dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, parallel=parallel)
+    rdx, rdw, rdb = R.conv2d_backward(dy64, x64, w64, s, p, d, g)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+    close(db, rdb, dtype)
+    dx2, dw2, db2 = conv.conv2d_backward(dy, x, wt, s, p, d, g, need_dx=False, has_bias=False,
+                                         parallel=parallel)
+    assert dx2 is None and db2 is None
+    close(dw2, rdw, dtype)
+
+
+def test_conv_no_bias_and_out_buffer():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 5, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    out = np.full((2, 4, 3, 3), np.nan)
+    y = conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1, (3, 3), out=out)
+    assert y is out
+    close(y, R.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1, (3, 3)), np.float64)
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+
+if given is not None:
+    @st.composite
+    def conv_shapes(draw):
+        g = draw(st.sampled_from([1, 1, 2]))
+        c = g * draw(st.integers(1, 3))
+        k = g * draw(st.integers(1, 3))
+        kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        p = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+        pa = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+        h = draw(st.integers(d[0] * (kh - 1) + 1, 9))
+        w = draw(st.integers(d[1] * (kw - 1) + 1, 9))
+        n = draw(st.integers(1, 3))
+        return n, c, h, w, k, kh, kw, s, p, d, g, pa
+
+    @settings(max_examples=40, deadline=None)
+    @given(conv_shapes(), st.booleans())
+    def test_conv_forward_property(shape, parallel):
+        n, c, h, w, k, kh, kw, s, p, d, g, pa = shape
+        rng = np.random.default_rng(n * 1000 + c * 100 + h * 10 + w)
+        x = rng.standard_normal((n, c, h, w))
+        wt = rng.standard_normal((k, c // g, kh, kw))
+        b = rng.standard_normal(k)
+        out_hw = conv.conv2d_out_hw(h, w, (kh, kw), s, p, pa, d)
+        y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel)
+        close(y, R.conv2d_forward(x, wt, b, s, p, d, g, out_hw), np.float64)
+
+
+# ------------------------------------------------------------------------------------ pools
+POOL_CASES = [
+    # k, stride, pad, out_hw (None = floor), dilation
+    pytest.param((2, 2), (2, 2), (0, 0), None, (1, 1), id="2x2s2"),
+    pytest.param((3, 3), (2, 2), (0, 0), (4, 3), (1, 1), id="3x3s2-ceil"),
+    pytest.param((3, 3), (2, 2), (1, 1), (5, 4), (1, 1), id="3x3s2p1-ceil"),
+    pytest.param((3, 2), (1, 2), (1, 0), None, (1, 1), id="asym"),
+    pytest.param((2, 3), (2, 1), (1, 1), None, (2, 1), id="dilated"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("k,s,p,out_hw,d", POOL_CASES)
+def test_maxpool(k, s, p, out_hw, d, parallel, dtype):
+    rng = np.random.default_rng(2)
+    x, x64 = data((2, 3, 9, 7), dtype, rng)
+    if out_hw is None:
+        out_hw = ((9 + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
+                  (7 + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
+    y, am = pool.maxpool2d_forward(x, k, s, p, out_hw, d, parallel=parallel)
+    ry, ram = R.maxpool2d_forward(x64, k, s, p, out_hw, d)
+    close(y, ry, dtype)
+    assert am.dtype == np.int32
+    np.testing.assert_array_equal(am, ram)
+    dy, dy64 = data(y.shape, dtype, rng)
+    close(pool.maxpool2d_backward(dy, am, x.shape, parallel=parallel),
+          R.maxpool2d_backward(dy64, ram, x.shape), dtype)
+
+
+def test_maxpool_ties_first_and_padding_ignored():
+    x = -np.ones((1, 1, 2, 2))   # all negative: a zero pad would win if padding were not ignored
+    y, am = pool.maxpool2d_forward(x, (2, 2), (1, 1), (1, 1), (3, 3))
+    assert (y == -1).all()
+    assert am[0, 0, 1, 1] == 0   # first of the four tied maxima
+    assert am[0, 0, 2, 2] == 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("include", [True, False])
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("k,s,p,out_hw,pa", [
+    ((2, 2), (2, 2), (0, 0), None, None),
+    ((3, 3), (2, 2), (1, 1), (5, 4), None),     # ceil mode: last windows run past the padding
+    ((3, 3), (2, 2), (0, 0), (4, 3), None),
+    ((3, 2), (1, 2), (1, 0), (9, 3), (1, 0)),
+    ((3, 3), (2, 2), (0, 1), (4, 4), (1, 1)),   # asymmetric padding (pad_after given)
+])
+def test_avgpool(k, s, p, out_hw, pa, parallel, include, dtype):
+    rng = np.random.default_rng(3)
+    x, x64 = data((2, 3, 9, 7), dtype, rng)
+    pa_ = p if pa is None else pa
+    if out_hw is None:
+        out_hw = ((9 + p[0] + pa_[0] - k[0]) // s[0] + 1, (7 + p[1] + pa_[1] - k[1]) // s[1] + 1)
+    y = pool.avgpool2d_forward(x, k, s, p, out_hw, include, pad_after=pa, parallel=parallel)
+    close(y, R.avgpool2d_forward(x64, k, s, p, out_hw, include, pa), dtype)
+    dy, dy64 = data(y.shape, dtype, rng)
+    close(pool.avgpool2d_backward(dy, x.shape, k, s, p, include, pad_after=pa, parallel=parallel),
+          R.avgpool2d_backward(dy64, x.shape, k, s, p, include, pa), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out_hw", [(1, 1), (3, 2), (4, 5), (9, 7), (2, 7)])
+def test_adaptive_avgpool(out_hw, dtype):
+    rng = np.random.default_rng(4)
+    x, x64 = data((2, 3, 9, 7), dtype, rng)
+    for par in (False, True):
+        y = pool.adaptive_avgpool_forward(x, out_hw, parallel=par)
+        close(y, R.adaptive_avgpool_forward(x64, out_hw), dtype)
+        dy, dy64 = data(y.shape, dtype, rng)
+        close(pool.adaptive_avgpool_backward(dy, x.shape, parallel=par),
+              R.adaptive_avgpool_backward(dy64, x.shape), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_global_avgpool(dtype):
+    rng = np.random.default_rng(5)
+    x, x64 = data((2, 3, 5, 4), dtype, rng)
+    close(pool.global_avgpool_forward(x), R.adaptive_avgpool_forward(x64, (1, 1)), dtype)
+    dy, dy64 = data((2, 3, 1, 1), dtype, rng)
+    close(pool.global_avgpool_backward(dy, x.shape), R.adaptive_avgpool_backward(dy64, x.shape),
+          dtype)
+
+
+# ------------------------------------------------------------------------------------ activations
+FORWARDS = {
+    "relu": (lambda x: act.relu_forward(x), R.relu),
+    "leaky_relu": (lambda x: act.leaky_relu_forward(x, 0.2), lambda x: R.leaky_relu(x, 0.2)),
+    "elu": (lambda x: act.elu_forward(x, 0.7), lambda x: R.elu(x, 0.7)),
+    "sigmoid": (act.sigmoid_forward, R.sigmoid),
+    "tanh": (act.tanh_forward, R.tanh),
+    "mish": (act.mish_forward, R.mish),
+    "swish": (act.swish_forward, R.swish),
+    "softmax": (act.softmax_forward, R.softmax),
+    "prelu-shared": (lambda x: act.prelu_forward(x, np.array([0.25], x.dtype)),
+                     lambda x: R.prelu(x, np.array([0.25]))),
+    "prelu-channel": (lambda x: act.prelu_forward(x, np.linspace(0.1, 0.5, 4).astype(x.dtype)),
+                      lambda x: R.prelu(x, np.linspace(0.1, 0.5, 4).astype(x.dtype)
+                                        .astype(np.float64))),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(FORWARDS))
+def test_activation_forward(name, dtype):
+    fwd, ref = FORWARDS[name]
+    rng = np.random.default_rng(6)
+    x, x64 = data((3, 4, 5, 2), dtype, rng, scale=3.0)
+    x[0, 0, 0, :] = [60.0, -60.0]          # large |x| must not overflow or produce nan
+    x64[0, 0, 0, :] = [60.0, -60.0]
+    close(fwd(x), ref(x64), dtype)
+
+
+def test_relu_large_uses_parallel_and_in_place():
+    x = np.random.default_rng(7).standard_normal(1 << 19).astype(np.float32)
+    expect = np.maximum(x, 0)
+    y = act.relu_forward(x, out=x)
+    assert y is x
+    np.testing.assert_array_equal(y, expect)
+    dy = np.ones_like(x)
+    np.testing.assert_array_equal(act.relu_backward(dy, y), (expect > 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxout(dtype):
+    rng = np.random.default_rng(8)
+    x, x64 = data((4, 6), dtype, rng)
+    w, w64 = data((3 * 4, 6), dtype, rng)
+    b, b64 = data((3 * 4,), dtype, rng)
+    y, am = act.maxout_forward(x, w, b, 4)
+    ry, ram = R.maxout(x64, w64, b64, 4)
+    close(y, ry, dtype)
+    np.testing.assert_array_equal(am, ram)
+
+
+def test_softmax_cross_entropy():
+    rng = np.random.default_rng(9)
+    for dtype in DTYPES:
+        z, z64 = data((6, 5), dtype, rng, scale=4.0)
+        z[0, 0] = z64[0, 0] = 80.0      # log-sum-exp must stay finite
+        labels = rng.integers(0, 5, 6)
+        lv, g = loss.softmax_cross_entropy(z, labels)
+        rl, rg = R.softmax_cross_entropy(z64, labels)
+        assert np.isfinite(lv)
+        assert abs(lv - rl) <= RTOL[dtype] * max(1.0, abs(rl))
+        close(g, rg, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear(dtype):
+    rng = np.random.default_rng(10)
+    x, x64 = data((5, 7), dtype, rng)
+    w, w64 = data((3, 7), dtype, rng)
+    b, b64 = data((3,), dtype, rng)
+    close(linear.linear_forward(x, w, b), R.linear(x64, w64, b64), dtype)
+    close(linear.linear_forward(x, w, None), R.linear(x64, w64, None), dtype)
+
+
+def test_dropout_statistics_and_scale():
+    x = np.ones((200, 500), np.float32)
+    y, mask = dropout.dropout_forward(x, 0.3, np.random.default_rng(0))
+    assert y.dtype == np.float32 and mask.dtype == np.float32
+    kept = mask > 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.7, rtol=1e-6)
+    assert (y[~kept] == 0).all()
+    y0, m0 = dropout.dropout_forward(x, 0.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(y0, x)
+    with pytest.raises(ValueError):
+        dropout.dropout_forward(x, 1.0, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------------ norms
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 4), (3, 4, 5, 2)])
+def test_batchnorm(shape, dtype):
+    rng = np.random.default_rng(11)
+    x, x64 = data(shape, dtype, rng, scale=2.0)
+    x += 1.5
+    x64 += 1.5
+    c = shape[1]
+    gamma, g64 = data((c,), dtype, rng)
+    beta, b64 = data((c,), dtype, rng)
+    rm = rng.standard_normal(c).astype(dtype)
+    rv = rng.uniform(0.5, 2, c).astype(dtype)
+    for training in (True, False):
+        ry, rrm, rrv = R.batchnorm_forward(x64, g64, b64, rm.astype(np.float64),
+                                           rv.astype(np.float64), training, 0.1, 1e-5)
+        rm_k, rv_k = rm.copy(), rv.copy()
+        y, _ = norm.batchnorm_forward(x, gamma, beta, rm_k, rv_k, training, 0.1, 1e-5)
+        close(y, ry, dtype)
+        close(rm_k, rrm, dtype)
+        close(rv_k, rrv, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [5, 4, 3, 1])
+def test_lrn(size, dtype):
+    rng = np.random.default_rng(12)
+    x, x64 = data((2, 7, 3, 2), dtype, rng, scale=3.0)
+    close(norm.lrn_forward(x, size, 0.1, 0.75, 2.0), R.lrn_forward(x64, size, 0.1, 0.75, 2.0),
+          dtype)
+
+
+# ------------------------------------------------------------------------------------ PyTorch
+@pytest.mark.torch
+class TestAgainstTorch:
+    @pytest.fixture(autouse=True)
+    def _torch(self):
+        self.torch = pytest.importorskip("torch")
+        self.F = self.torch.nn.functional
+
+    def _t(self, a, grad=True):
+        return self.torch.tensor(a, requires_grad=grad)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("s,p,d,g", [(1, 1, 1, 1), (2, 1, 1, 1), (1, 2, 2, 2), (2, 1, 1, 4),
+                                         (1, 0, 1, 1)])
+    def test_conv(self, s, p, d, g, dtype):
+        rng = np.random.default_rng(20)
+        x = rng.standard_normal((3, 4, 9, 8)).astype(dtype)
+        w = rng.standard_normal((8, 4 // g, 3, 3)).astype(dtype)
+        b = rng.standard_normal(8).astype(dtype)
+        xt, wt_, bt = self._t(x), self._t(w), self._t(b)
+        yt = self.F.conv2d(xt, wt_, bt, stride=s, padding=p, dilation=d, groups=g)
+        dy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+        yt.backward(self.torch.tensor(dy))
+        y = conv.conv2d_forward(x, w, b, (s, s), (p, p), (d, d), g, tuple(yt.shape[2:]))
+        dx, dw, db = conv.conv2d_backward(dy, x, w, (s, s), (p, p), (d, d), g)
+        for got, ref in [(y, yt), (dx, xt.grad), (dw, wt_.grad), (db, bt.grad)]:
+            close(got, ref.detach().numpy(), dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("k,s,p,ceil", [(2, 2, 0, False), (3, 2, 1, True), (3, 2, 0, True)])
+    def test_pools(self, k, s, p, ceil, dtype):
+        rng = np.random.default_rng(21)
+        x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+        for include in (True, False):
+            xt = self._t(x)
+            yt = self.F.avg_pool2d(xt, k, s, p, ceil_mode=ceil, count_include_pad=include)
+            dy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+            yt.backward(self.torch.tensor(dy))
+            y = pool.avgpool2d_forward(x, k, s, p, tuple(yt.shape[2:]), include)
+            close(y, yt.detach().numpy(), dtype)
+            close(pool.avgpool2d_backward(dy, x.shape, k, s, p, include), xt.grad.numpy(), dtype)
+        xt = self._t(x)
+        yt, it = self.F.max_pool2d(xt, k, s, p, ceil_mode=ceil, return_indices=True)
+        dy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+        yt.backward(self.torch.tensor(dy))
+        y, am = pool.maxpool2d_forward(x, k, s, p, tuple(yt.shape[2:]))
+        close(y, yt.detach().numpy(), dtype)
+        np.testing.assert_array_equal(am, it.numpy())
+        close(pool.maxpool2d_backward(dy, am, x.shape), xt.grad.numpy(), dtype)
+        for out in [(1, 1), (4, 3), (5, 5)]:
+            xt = self._t(x)
+            yt = self.F.adaptive_avg_pool2d(xt, out)
+            dy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+            yt.backward(self.torch.tensor(dy))
+            close(pool.adaptive_avgpool_forward(x, out), yt.detach().numpy(), dtype)
+            close(pool.adaptive_avgpool_backward(dy, x.shape), xt.grad.numpy(), dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", [(6, 4), (3, 4, 5, 2)])
+    def test_batchnorm(self, shape, dtype):
+        rng = np.random.default_rng(22)
+        x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+        c = shape[1]
+        gamma = rng.standard_normal(c).astype(dtype)
+        beta = rng.standard_normal(c).astype(dtype)
+        for training in (True, False):
+            rm = rng.standard_normal(c).astype(dtype)
+            rv = rng.uniform(0.5, 2, c).astype(dtype)
+            rmt, rvt = self.torch.tensor(rm), self.torch.tensor(rv)
+            xt, gt, bt = self._t(x), self._t(gamma), self._t(beta)
+            yt = self.F.batch_norm(xt, rmt, rvt, gt, bt, training=training, momentum=0.1,
+                                   eps=1e-5)
+            dy = rng.standard_normal(shape).astype(dtype)
+            yt.backward(self.torch.tensor(dy))
+            y, cache = norm.batchnorm_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
+            dx, dg, db = norm.batchnorm_backward(dy, cache)
+            for got, ref in [(y, yt.detach()), (dx, xt.grad), (dg, gt.grad), (db, bt.grad),
+                             (rm, rmt), (rv, rvt)]:
+                close(got, ref.numpy(), dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("size", [5, 4, 2])
+    def test_lrn(self, size, dtype):
+        rng = np.random.default_rng(23)
+        x = (rng.standard_normal((2, 7, 3, 4)) * 3).astype(dtype)
+        xt = self._t(x)
+        yt = self.F.local_response_norm(xt, size, alpha=0.1, beta=0.75, k=2.0)
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        yt.backward(self.torch.tensor(dy))
+        close(norm.lrn_forward(x, size, 0.1, 0.75, 2.0), yt.detach().numpy(), dtype)
+        close(norm.lrn_backward(dy, x, size, 0.1, 0.75, 2.0), xt.grad.numpy(), dtype)
