@@ -1,0 +1,377 @@
+"""Fused fast-path kernels against a plain-NumPy reference of the unfused sequence.
+
+conv2d -> +bias -> ReLU -> maxpool2d (first max wins ties, as in PyTorch), fc (+ReLU), softmax CE,
+the flat-buffer optimizers, and flush-to-zero in every numba thread.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numpy.lib.stride_tricks import sliding_window_view
+
+# --------------------------------------------------------------------------------------------
+# plain-NumPy reference of the unfused sequence
+# --------------------------------------------------------------------------------------------
+
+
+def ref_conv(x, w, b, pad):
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    F = w.shape[2]
+    win = sliding_window_view(xp, (F, F), axis=(2, 3))  # N, C, Ho, Wo, F, F
+    return np.einsum("nchwij,kcij->nkhw", win, w) + b[None, :, None, None]
+
+
+def ref_pool(a, pool):
+    N, K, Ho, Wo = a.shape
+    Hp, Wp = Ho // pool, Wo // pool
+    win = a[:, :, :Hp * pool, :Wp * pool].reshape(N, K, Hp, pool, Wp, pool)
+    win = win.transpose(0, 1, 2, 4, 3, 5).reshape(N, K, Hp, Wp, pool * pool)
+    idx = win.argmax(-1)  # first maximum in row-major window order
+    return np.take_along_axis(win, idx[..., None], -1)[..., 0], idx
+
+
+def ref_forward(x, w, b, pad, pool):
+    z = ref_conv(x, w, b, pad)
+    r = np.maximum(z, 0)
+    y, idx = ref_pool(r, pool)
+    return y, (z, idx)
+
+
+def ref_backward(dy, x, w, cache, pad, pool):
+    z, idx = cache
+    N, K, Ho, Wo = z.shape
+    Hp, Wp = idx.shape[2:]
+    dr = np.zeros_like(z)
+    n, k, i, j = np.indices(idx.shape)
+    dr[n, k, i * pool + idx // pool, j * pool + idx % pool] = dy
+    dz = dr * (z > 0)
+    F = w.shape[2]
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(xp, (F, F), axis=(2, 3))
+    dw = np.einsum("nchwij,nkhw->kcij", win, dz)
+    db = dz.sum((0, 2, 3))
+    # dx: full correlation of dz with the flipped kernel, then crop the padding
+    dzp = np.pad(dz, ((0, 0), (0, 0), (F - 1, F - 1), (F - 1, F - 1)))
+    wf = w[:, :, ::-1, ::-1]
+    dwin = sliding_window_view(dzp, (F, F), axis=(2, 3))  # N, K, Hp', Wp', F, F
+    dxp = np.einsum("nkhwij,kcij->nchw", dwin, wf)
+    H, W = x.shape[2:]
+    dx = dxp[:, :, pad:pad + H, pad:pad + W]
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+SHAPES = {
+    # name: (N, C, H, W, K, F, pad, pool)
+    "lenet_conv1": (3, 1, 28, 28, 6, 5, 2, 2),
+    "lenet_conv2": (3, 6, 14, 14, 16, 5, 0, 2),
+    "odd": (2, 3, 10, 10, 4, 3, 1, 2),
+    "odd_floor": (2, 2, 9, 11, 3, 3, 0, 3),
+}
+
+
+def make(shape, dtype, seed=0):
+    N, C, H, W, K, F, pad, pool = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((K, C, F, F)) / np.sqrt(C * F * F)).astype(dtype)
+    b = (0.1 * rng.standard_normal(K)).astype(dtype)
+    Ho, Wo = H + 2 * pad - F + 1, W + 2 * pad - F + 1
+    dy = rng.standard_normal((N, K, Ho // pool, Wo // pool)).astype(dtype)
+    return x, w, b, dy, pad, pool
+
+
+def tol(dtype):
+    return dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+
+
+def rel_err(a, b):
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+
+
+# --------------------------------------------------------------------------------------------
+# conv + ReLU + maxpool
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_conv_relu_maxpool_matches_reference(name, dtype, parallel):
+    from cnncalc.kernels import fused
+
+    x, w, b, dy, pad, pool = make(SHAPES[name], dtype)
+    y_ref, cache = ref_forward(*(a.astype(np.float64) for a in (x, w, b)), pad, pool)
+    out_f, out_b = {}, {}
+    for _ in range(2):  # second round reuses the buffers
+        y, am = fused.conv_relu_maxpool_forward(x, w, b, pad, pool, out=out_f, parallel=parallel)
+        assert y.dtype == dtype and am.dtype == np.int8
+        np.testing.assert_allclose(y, y_ref, **tol(dtype))
+        alive = y_ref > 0
+        np.testing.assert_array_equal(am[alive], cache[1][alive])
+        assert (am[~alive] == -1).all()
+        for need_dx in (True, False):
+            dx, dw, db = fused.conv_relu_maxpool_backward(dy, x, w, am, pad, pool, need_dx=need_dx,
+                                                          out=out_b, parallel=parallel)
+            dx_r, dw_r, db_r = ref_backward(dy.astype(np.float64), x.astype(np.float64),
+                                            w.astype(np.float64), cache, pad, pool)
+            assert dw.dtype == dtype and db.dtype == dtype
+            np.testing.assert_allclose(dw, dw_r, **tol(dtype))
+            np.testing.assert_allclose(db, db_r, **tol(dtype))
+            if need_dx:
+                np.testing.assert_allclose(dx, dx_r, **tol(dtype))
+            else:
+                assert dx is None
+
+
+def test_ties_pick_first_max_and_dead_windows():
+    from cnncalc.kernels import fused
+
+    # 1x1 conv with weight 1: the conv is the input itself
+    x = np.array([[[[1.0, 1.0, -1.0, -2.0],
+                    [0.5, 1.0, -3.0, 0.0],
+                    [0.0, 2.0, 0.0, 0.0],
+                    [2.0, 0.0, 0.0, 0.0]]]])
+    w = np.ones((1, 1, 1, 1))
+    b = np.zeros(1)
+    y, am = fused.conv_relu_maxpool_forward(x, w, b, 0, 2)
+    np.testing.assert_array_equal(y[0, 0], [[1.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_array_equal(am[0, 0], [[0, -1], [1, -1]])  # first of tied 1.0/2.0; <=0 dead
+    dx, dw, db = fused.conv_relu_maxpool_backward(np.ones((1, 1, 2, 2)), x, w, am, 0, 2)
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+    assert db[0] == 2.0 and dw[0, 0, 0, 0] == 3.0
+
+
+def test_gradient_centered_differences():
+    """float64 finite differences on a tiny tie-free shape (max rel err < 1e-6)."""
+    from cnncalc.kernels import fused
+
+    rng = np.random.default_rng(3)
+    N, C, H, W, K, F, pad, pool = 2, 2, 6, 6, 3, 3, 1, 2
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((K, C, F, F)) / 3
+    b = 0.5 + 0.1 * rng.standard_normal(K)  # mostly alive windows
+    dy = rng.standard_normal((N, K, H // pool, W // pool))
+
+    def loss(x_, w_, b_):
+        y, _ = fused.conv_relu_maxpool_forward(x_, w_, b_, pad, pool)
+        return float((y * dy).sum())
+
+    y, am = fused.conv_relu_maxpool_forward(x, w, b, pad, pool)
+    dx, dw, db = fused.conv_relu_maxpool_backward(dy, x, w, am, pad, pool)
+    eps = 1e-6
+    for arr, grad in ((x, dx), (w, dw), (b, db)):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + eps
+            lp = loss(x, w, b)
+            arr[i] = old - eps
+            lm = loss(x, w, b)
+            arr[i] = old
+            num[i] = (lp - lm) / (2 * eps)
+        assert rel_err(grad, num) < 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# fc + ReLU, softmax cross-entropy
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_relu(dtype, relu, parallel):
+    from cnncalc.kernels import fused
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 40)).astype(dtype)
+    w = (rng.standard_normal((12, 40)) / 6).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    dy = rng.standard_normal((7, 12)).astype(dtype)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    z = x64 @ w64.T + b64
+    y_ref = np.maximum(z, 0) if relu else z
+    dz = dy64 * (z > 0) if relu else dy64
+    out_f, out_b = {}, {}
+    for _ in range(2):
+        y = fused.linear_relu_forward(x, w, b, relu, out=out_f, parallel=parallel)
+        np.testing.assert_allclose(y, y_ref, **tol(dtype))
+        dx, dw, db = fused.linear_relu_backward(dy, x, w, y, relu, out=out_b, parallel=parallel)
+        np.testing.assert_allclose(dx, dz @ w64, **tol(dtype))
+        np.testing.assert_allclose(dw, dz.T @ x64, **tol(dtype))
+        np.testing.assert_allclose(db, dz.sum(0), **tol(dtype))
+        assert fused.linear_relu_backward(dy, x, w, y, relu, need_dx=False, out=out_b,
+                                          parallel=parallel)[0] is None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_cross_entropy(dtype):
+    from cnncalc.kernels import fused
+
+    rng = np.random.default_rng(2)
+    logits = (3 * rng.standard_normal((9, 10))).astype(dtype)
+    labels = rng.integers(0, 10, 9)
+    loss, d = fused.softmax_cross_entropy(logits, labels)
+    l64 = logits.astype(np.float64)
+    p = np.exp(l64 - l64.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    ref = -np.log(p[np.arange(9), labels]).mean()
+    g = p.copy()
+    g[np.arange(9), labels] -= 1
+    g /= 9
+    assert loss == pytest.approx(ref, rel=1e-6)
+    np.testing.assert_allclose(d, g, **tol(dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# flat-buffer optimizers
+# --------------------------------------------------------------------------------------------
+
+
+def ref_optim(name, p, g, state, t, hp):
+    """Plain-NumPy (float64) version of one step of PyTorch's update rules."""
+    lr, wd = hp["lr"], hp.get("weight_decay", 0.0)
+    if name == "adam" and hp.get("decoupled"):
+        p = p * (1 - lr * wd)
+        wd = 0.0
+    g = g + wd * p
+    if name == "sgd":
+        return p - lr * g, state
+    if name in ("momentum", "nesterov"):
+        buf = hp["momentum"] * state[0] + g
+        step = g + hp["momentum"] * buf if name == "nesterov" else buf
+        return p - lr * step, [buf]
+    if name == "adagrad":
+        s = state[0] + g * g
+        return p - lr * g / (np.sqrt(s) + hp["eps"]), [s]
+    if name == "rmsprop":
+        s = hp["alpha"] * state[0] + (1 - hp["alpha"]) * g * g
+        return p - lr * g / (np.sqrt(s) + hp["eps"]), [s]
+    b1, b2 = hp["beta1"], hp["beta2"]
+    m = b1 * state[0] + (1 - b1) * g
+    v = b2 * state[1] + (1 - b2) * g * g
+    denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + hp["eps"]
+    return p - lr / (1 - b1 ** t) * m / denom, [m, v]
+
+
+OPTIMS = {
+    "sgd": dict(lr=0.1, weight_decay=0.01),
+    "momentum": dict(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "nesterov": dict(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "adagrad": dict(lr=0.1, eps=1e-10, weight_decay=1e-3),
+    "rmsprop": dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=1e-3),
+    "adam": dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2),
+    "adamw": dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, decoupled=True),
+}
+N_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", sorted(OPTIMS))
+def test_flat_optim_matches_reference(name, dtype, parallel):
+    from cnncalc.kernels import flat_optim
+
+    kernel = "adam" if name == "adamw" else name
+    hp = OPTIMS[name]
+    rng = np.random.default_rng(4)
+    n = 1003
+    p = rng.standard_normal(n).astype(dtype)
+    state = [np.zeros(n, dtype) for _ in range(N_STATE[kernel])]
+    p_ref, st_ref = p.astype(np.float64), [s.astype(np.float64) for s in state]
+    for t in range(1, 4):
+        g = rng.standard_normal(n).astype(dtype)
+        p_ref, st_ref = ref_optim(kernel, p_ref, g.astype(np.float64), st_ref, t, hp)
+        args = (p, g, *state) + ((t,) if kernel == "adam" else ())
+        getattr(flat_optim, kernel)(*args, **hp, parallel=parallel)
+        assert p.dtype == dtype
+        np.testing.assert_allclose(p, p_ref, **tol(dtype))
+        for s, s_ref in zip(state, st_ref):
+            np.testing.assert_allclose(s, s_ref, **tol(dtype))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(OPTIMS))
+def test_flat_optim_matches_torch(name):
+    torch = pytest.importorskip("torch")
+    from cnncalc.kernels import flat_optim
+
+    hp = dict(OPTIMS[name])
+    kernel = "adam" if name == "adamw" else name
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal(257)
+    tp = torch.tensor(p.copy(), requires_grad=True)
+    lr, wd = hp["lr"], hp["weight_decay"]
+    make = {
+        "sgd": lambda: torch.optim.SGD([tp], lr=lr, weight_decay=wd),
+        "momentum": lambda: torch.optim.SGD([tp], lr=lr, momentum=0.9, weight_decay=wd),
+        "nesterov": lambda: torch.optim.SGD([tp], lr=lr, momentum=0.9, nesterov=True,
+                                            weight_decay=wd),
+        "adagrad": lambda: torch.optim.Adagrad([tp], lr=lr, eps=hp["eps"], weight_decay=wd),
+        "rmsprop": lambda: torch.optim.RMSprop([tp], lr=lr, alpha=hp["alpha"], eps=hp["eps"],
+                                               weight_decay=wd),
+        "adam": lambda: torch.optim.Adam([tp], lr=lr, eps=hp["eps"], weight_decay=wd),
+        "adamw": lambda: torch.optim.AdamW([tp], lr=lr, eps=hp["eps"], weight_decay=wd),
+    }[name]
+    opt = make()
+    state = [np.zeros_like(p) for _ in range(N_STATE[kernel])]
+    for t in range(1, 5):
+        g = rng.standard_normal(257)
+        tp.grad = torch.tensor(g.copy())
+        opt.step()
+        args = (p, g, *state) + ((t,) if kernel == "adam" else ())
+        getattr(flat_optim, kernel)(*args, **hp)
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# torch oracle for the fused layers
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_conv_relu_maxpool_matches_torch(name):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from cnncalc.kernels import fused
+
+    x, w, b, dy, pad, pool = make(SHAPES[name], np.float64, seed=7)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = F.max_pool2d(F.relu(F.conv2d(tx, tw, tb, padding=pad)), pool)
+    ty.backward(torch.tensor(dy))
+    y, am = fused.conv_relu_maxpool_forward(x, w, b, pad, pool)
+    dx, dw, db = fused.conv_relu_maxpool_backward(dy, x, w, am, pad, pool)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for ours, ref in ((dx, tx), (dw, tw), (db, tb)):
+        np.testing.assert_allclose(ours, ref.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# flush-to-zero in every numba thread
+# --------------------------------------------------------------------------------------------
+
+
+def test_flush_denormals_reaches_every_thread():
+    import numba
+
+    from cnncalc.kernels import denormals
+
+    if not denormals.SUPPORTED:
+        pytest.skip("MXCSR is x86-only")
+    try:
+        denormals.disable_flush_denormals()
+        before = denormals.flush_status()
+        assert before["flushing"] == set() and not before["main"]
+        denormals.enable_flush_denormals()
+        after = denormals.flush_status()
+        assert len(after["threads"]) == numba.get_num_threads()
+        assert after["flushing"] == after["threads"]
+        assert after["main"]
+    finally:
+        denormals.disable_flush_denormals()  # the process default
