@@ -1,0 +1,336 @@
+"""``cnncalc.Network``: execute a layer graph forward and backward on the numba kernels.
+
+Contract
+--------
+* ``Network(graph, init="he", seed=0, dtype="float32")``; ``graph`` is a :class:`Graph`, a spec
+  path or YAML text (passed to :func:`cnncalc.load`).
+* ``forward(x, training=True)``: ``x`` (N, C, H, W) → the output, (N, K) when the graph's output
+  is 1 x 1 x K, else (N, C, H, W). The returned array is a fresh copy.
+* ``backward(dout, need_dx=True)``: ``dout`` is d loss / d output (shape of the output);
+  *overwrites* ``grads`` (one backward = the gradients of the last forward) and returns d loss /
+  d x (``None`` with ``need_dx=False``, which also skips the first layer's input gradient).
+* ``params`` / ``grads``: ``"<layer>.weight"`` / ``"<layer>.bias"`` with PyTorch's shapes, views into
+  one flat buffer each (``flat_params`` / ``flat_grads``), so one optimizer kernel can update them
+  all. ``buffers``: batch-norm ``running_mean`` / ``running_var``.
+* ``state_dict()`` / ``load_state_dict(d)``: params + buffers as numpy copies.
+* ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
+  cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
+
+Execution: steps (:mod:`cnncalc.engine.plan`) run in node order; a value is dropped after its last
+consumer; backward runs in reverse order and sums the gradients of values with several consumers.
+Ops keep reusable output buffers, reallocated when the batch size changes.
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+from cnncalc.engine.plan import HAVE_FUSED, build_plan
+from cnncalc.errors import TrainError
+from cnncalc.graph import INPUT_NAME, Graph, load
+
+__all__ = ["Network"]
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in _DTYPES:
+        raise TrainError(f"dtype must be float32 or float64, got {dtype!r}",
+                         hint="use dtype='float32' (training) or 'float64' (gradient checks)")
+    return dt
+
+
+def _runtime_setup(flush_denormals: bool) -> None:
+    from cnncalc.kernels import _jit
+
+    _jit.limit_blas_threads()
+    import numba
+
+    # under NUMBA_DISABLE_JIT the MXCSR intrinsic cannot run (pure Python has no registers)
+    if flush_denormals and not numba.config.DISABLE_JIT:
+        try:
+            from cnncalc.kernels.denormals import enable_flush_denormals
+        except ImportError:  # pragma: no cover - kernel module not there yet
+            return
+        enable_flush_denormals()
+
+
+class Network:
+    """An executable, trainable network built from a layer graph.
+
+    Parameters
+    ----------
+    graph : Graph, spec path or YAML text
+    init : weight init scheme for conv/fc weights ("he", "xavier", "normal:0.01", ...); a
+        layer's ``init:`` in the spec overrides it.
+    seed : seeds ``np.random.default_rng`` (initialisation, then dropout masks).
+    dtype : "float32" (default) or "float64".
+    fuse : use the fused fast-path kernels where the planner finds their patterns.
+    parallel : ``None`` lets each kernel choose; ``False`` forces serial kernels.
+    flush_denormals : set FTZ/DAZ in every numba thread (PERF-NOTES lesson 5).
+    """
+
+    def __init__(self, graph, init="he", seed=0, dtype="float32", *, fuse: bool = True,
+                 parallel: bool | None = None, flush_denormals: bool = True):
+        if not isinstance(graph, Graph):
+            graph = load(graph)
+        self.graph = graph
+        self.dtype = _dtype(dtype)
+        self.seed = seed
+        self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
+        _runtime_setup(flush_denormals)
+
+        # ---- parameters: one flat buffer, views per tensor ------------------------------------
+        shapes = graph.param_shapes()
+        self.param_shapes = dict(shapes)
+        total = sum(math.prod(s) for s in shapes.values())
+        self.flat_params = np.zeros(total, self.dtype)
+        self.flat_grads = np.zeros(total, self.dtype)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        off = 0
+        for key, shape in shapes.items():
+            size = math.prod(shape)
+            self.params[key] = self.flat_params[off:off + size].reshape(shape)
+            self.grads[key] = self.flat_grads[off:off + size].reshape(shape)
+            off += size
+        self._init_params(init)
+        self.buffers: dict[str, np.ndarray] = {}
+        for key, shape in graph.buffer_shapes().items():
+            fill = 1.0 if key.endswith("running_var") else 0.0
+            self.buffers[key] = np.full(shape, fill, self.dtype)
+
+        # ---- plan ------------------------------------------------------------------------------
+        per_node_p: dict[str, dict] = {}
+        per_node_g: dict[str, dict] = {}
+        for key in shapes:
+            layer, _, pname = key.rpartition(".")
+            per_node_p.setdefault(layer, {})[pname] = self.params[key]
+            per_node_g.setdefault(layer, {})[pname] = self.grads[key]
+        ctx = self._ctx
+        ctx.__dict__.update(params=per_node_p, grads=per_node_g, buffers=self.buffers,
+                            dtype=self.dtype, parallel=parallel, convention=graph.convention)
+        self.fuse = bool(fuse and HAVE_FUSED)
+        self.steps = build_plan(graph, ctx, fuse=self.fuse)
+        self.output_name = graph.output.name
+        self._liveness()
+        self._batch: int | None = None
+        self._loss_out: dict = {}
+
+    # ------------------------------------------------------------------------------ set-up
+    def _init_params(self, init) -> None:
+        try:
+            from cnncalc.train.init import init_params
+        except ImportError:  # pragma: no cover - H3's module not there yet
+            init_params = None
+        overrides = {n.name: n.init for n in self.graph.nodes
+                     if n.init is not None and n.param_shapes()}
+        if init_params is None:  # pragma: no cover
+            raise TrainError("cnncalc.train.init is missing")
+        values = init_params(self.param_shapes, init, self.rng, self.dtype, overrides)
+        for key, v in values.items():
+            self.params[key][...] = v
+        for n in self.graph.nodes:  # PReLU's α starts at 0.25, as in PyTorch
+            if n.kind == "prelu" and n.init is None:
+                self.params[f"{n.name}.weight"][...] = 0.25
+
+    def _liveness(self) -> None:
+        last: dict[str, int] = {}
+        for i, st in enumerate(self.steps):
+            for src in st.inputs:
+                last[src] = i
+        self._free_after: list[list[str]] = [[] for _ in self.steps]
+        for name, i in last.items():
+            if name != self.output_name:
+                self._free_after[i].append(name)
+        # which values need a gradient: those with parameters upstream (or the input, on demand)
+        self._needs = {}
+        for want_dx in (False, True):
+            needs = {INPUT_NAME: want_dx}
+            for st in self.steps:
+                needs[st.output] = st.has_params or any(needs.get(s, False) for s in st.inputs)
+            self._needs[want_dx] = needs
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator for initialisation and dropout masks (assignable)."""
+        return self._ctx.rng
+
+    @rng.setter
+    def rng(self, value: np.random.Generator) -> None:
+        self._ctx.rng = value
+
+    @property
+    def plan(self) -> list[str]:
+        """One line per execution step (shows what the planner fused)."""
+        return [st.describe() for st in self.steps]
+
+    @property
+    def n_params(self) -> int:
+        return int(self.flat_params.size)
+
+    # ------------------------------------------------------------------------------ running
+    def _as_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        want = tuple(self.graph.input_shape)
+        if x.ndim == 3 and want[0] == 1 and x.shape[1:] == want[1:]:
+            x = x[:, None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            c, h, w = want
+            raise TrainError(f"input batch has shape {x.shape}; the network expects "
+                             f"(N, {c}, {h}, {w})",
+                             hint="arrange the batch as (N, channels, height, width)")
+        if x.shape[0] == 0:
+            raise TrainError("input batch is empty")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def _forward(self, x, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        self._batch = x.shape[0]
+        vals = {INPUT_NAME: x}
+        for i, st in enumerate(self.steps):
+            vals[st.output] = st.op.forward([vals[s] for s in st.inputs], training)
+            for name in self._free_after[i]:
+                vals.pop(name, None)
+        self._training = training
+        return vals[self.output_name]
+
+    def _shape_out(self, y: np.ndarray) -> np.ndarray:
+        if y.ndim == 4 and y.shape[2] == 1 and y.shape[3] == 1:
+            return y.reshape(y.shape[0], y.shape[1])
+        return y
+
+    def forward(self, x, training: bool = True) -> np.ndarray:
+        """Run the network; returns a copy of the output, (N, K) or (N, C, H, W)."""
+        return self._shape_out(self._forward(x, training)).copy()
+
+    __call__ = forward
+
+    def backward(self, dout, need_dx: bool = True):
+        """Backpropagate ``dout`` (d loss / d output); overwrites ``grads``; returns dx or None."""
+        if self._batch is None:
+            raise TrainError("backward() before forward()",
+                             hint="call net.forward(x) first; backward uses its caches")
+        o = self.graph.output_shape
+        dout = np.asarray(dout)
+        if dout.size != self._batch * o.size or dout.shape[0] != self._batch:
+            raise TrainError(f"dout has shape {dout.shape}; the output of the last forward is "
+                             f"({self._batch}, {o.c}, {o.h}, {o.w})",
+                             hint="pass d loss / d output with the output's shape")
+        dout = np.ascontiguousarray(dout, dtype=self.dtype).reshape(self._batch, *o)
+        needs = self._needs[bool(need_dx)]
+        grads = {self.output_name: dout}
+        for st in reversed(self.steps):
+            dy = grads.pop(st.output, None)
+            if dy is None or not needs[st.output]:
+                continue
+            need = [needs.get(s, False) for s in st.inputs]
+            dxs = st.op.backward(dy, need)
+            for src, nd, dx in zip(st.inputs, need, dxs):
+                if not nd or dx is None:
+                    continue
+                prev = grads.get(src)
+                grads[src] = dx if prev is None else prev + dx
+        if not need_dx:
+            return None
+        dx = grads.get(INPUT_NAME)
+        if dx is None:
+            return np.zeros((self._batch, *self.graph.input_shape), self.dtype)
+        return np.array(dx, dtype=self.dtype)
+
+    # ------------------------------------------------------------------------------ loss
+    def _labels(self, labels, n: int, k: int) -> np.ndarray:
+        y = np.asarray(labels)
+        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+            raise TrainError(f"labels must be {n} integer class indices (shape ({n},)), got "
+                             f"shape {y.shape} dtype {y.dtype}",
+                             hint="pass labels as an int array, one class index per example")
+        if n and (y.min() < 0 or y.max() >= k):
+            raise TrainError(f"labels must lie in [0, {k}), got values in [{y.min()}, {y.max()}]",
+                             hint="the last layer's width sets the number of classes")
+        return np.ascontiguousarray(y, dtype=np.int64)
+
+    def loss(self, x, labels, training: bool = True):
+        """Forward plus mean softmax cross-entropy. Returns ``(loss, dlogits)`` (N, K)."""
+        out = self._forward(x, training)
+        if out.ndim != 4 or out.shape[2:] != (1, 1):
+            raise TrainError("softmax cross-entropy needs a 1 x 1 x K output",
+                             hint="end the network with fc (or global_avgpool + flatten)")
+        logits = np.ascontiguousarray(out.reshape(out.shape[0], -1))
+        y = self._labels(labels, *logits.shape)
+        if HAVE_FUSED:
+            from cnncalc.kernels import fused
+
+            return fused.softmax_cross_entropy(logits, y, out=self._loss_out)
+        from cnncalc.kernels.loss import softmax_cross_entropy
+
+        loss, d = softmax_cross_entropy(logits, y)
+        return loss, d.astype(self.dtype, copy=False)
+
+    def loss_and_grads(self, x, labels) -> float:
+        """Training-mode forward, softmax cross-entropy and backward; returns the loss."""
+        loss, dlogits = self.loss(x, labels, training=True)
+        self.backward(dlogits, need_dx=False)
+        return loss
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Evaluation-mode outputs for ``x`` in batches of ``batch_size``."""
+        x = np.asarray(x)
+        if batch_size < 1:
+            raise TrainError(f"batch_size must be positive, got {batch_size}")
+        outs = [self._shape_out(self._forward(x[i:i + batch_size], False)).copy()
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs, axis=0)
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters then buffers, as independent numpy copies."""
+        d = {k: v.copy() for k, v in self.params.items()}
+        d.update({k: v.copy() for k, v in self.buffers.items()})
+        return d
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        """Copy ``state`` into the parameters and buffers (cast to the network's dtype).
+
+        PyTorch's ``num_batches_tracked`` entries are ignored. Raises :class:`TrainError` on
+        missing or unexpected keys (``strict``) and on shape mismatches, before changing anything.
+        """
+        targets = {**self.params, **self.buffers}
+        state = {k: v for k, v in dict(state).items() if not k.endswith("num_batches_tracked")}
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {', '.join(missing[:8])}"
+                             + (" ..." if len(missing) > 8 else ""))
+            if unexpected:
+                parts.append(f"unexpected keys: {', '.join(unexpected[:8])}"
+                             + (" ..." if len(unexpected) > 8 else ""))
+            raise TrainError("state dict does not match the network: " + "; ".join(parts),
+                             hint="was it saved from a network built from the same spec?")
+        arrays = {}
+        for k, v in state.items():
+            if k not in targets:
+                continue
+            a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+            if a.shape != targets[k].shape:
+                raise TrainError(f"state dict entry '{k}' has shape {a.shape}; the network's is "
+                                 f"{targets[k].shape}",
+                                 hint="the spec's layer sizes differ from the saved network's")
+            if not np.issubdtype(a.dtype, np.number):
+                raise TrainError(f"state dict entry '{k}' is not numeric ({a.dtype})")
+            arrays[k] = a
+        for k, a in arrays.items():
+            targets[k][...] = a
+
+    def __repr__(self) -> str:
+        return (f"Network({self.graph.name!r}, {self.n_params:,} params, {self.dtype.name}, "
+                f"{len(self.steps)} steps)")

@@ -1,0 +1,207 @@
+"""Execution plan: graph nodes → steps, fusing the patterns that have fast kernels.
+
+Patterns (``cnncalc.kernels.fused``), fused only when every intermediate output is used by the
+next layer of the chain alone (and is not the network output):
+
+* ``conv → relu → maxpool``: conv with stride 1, dilation 1, groups 1, a square kernel and the same
+  zero padding on all four sides; max-pool with a square window k, stride k, no padding, no
+  dilation and floor rounding (``1 <= k <= 11``). Runs as one ``conv_relu_maxpool`` step; only
+  the pooled output (and an int8 argmax) is stored.
+* ``fc → relu``: one ``linear_relu`` step. A lone ``fc`` also runs on the fused linear kernel
+  (with the ReLU off).
+
+Everything else runs one generic op per node (:mod:`cnncalc.engine.ops`). A step is placed at its
+first node's position in the (topological) node order: its inputs exist there, and nothing
+between its first and last node can read the hidden intermediates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnncalc.engine.ops import Op, make_op
+
+try:  # H2's fused kernels; the generic ops cover everything without them
+    from cnncalc.kernels import fused as _fused
+except ImportError:  # pragma: no cover - only while the kernels are being written
+    _fused = None
+
+__all__ = ["HAVE_FUSED", "Step", "build_plan"]
+
+HAVE_FUSED = _fused is not None
+
+
+@dataclass
+class Step:
+    """One executable unit: ``op`` reads ``inputs`` and produces the value named ``output``."""
+
+    op: Op
+    inputs: list[str]
+    output: str
+    nodes: list[str]
+    fused: str | None = None
+    has_params: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        what = self.fused or self.op.kind
+        names = " + ".join(self.nodes)
+        return f"{what}: {names} <- {', '.join(self.inputs)}"
+
+
+# ------------------------------------------------------------------------------- fused ops
+class ConvReluPoolOp(Op):
+    """``maxpool(relu(conv(x)))`` on :func:`fused.conv_relu_maxpool_forward`."""
+
+    kind = "conv_relu_maxpool"
+
+    def __init__(self, conv_node, pool_node, ctx):
+        self.pool_node = pool_node
+        super().__init__(conv_node, ctx)
+
+    def setup(self):
+        (t, _), _ = self.node.pads(self.ctx.convention)
+        self.pad = t
+        self.pool = self.pool_node.layer.kernel_size[0]
+        self.par = self.parallel is not False
+        k = self.node.layer.out_channels
+        self.has_bias = "bias" in self.params
+        self.b = self.params["bias"] if self.has_bias else np.zeros(k, self.dtype)
+        self.fwd_out: dict = {}
+        self.bwd_out: dict = {"dw": self.grads["weight"]}
+        if self.has_bias:
+            self.bwd_out["db"] = self.grads["bias"]
+
+    def forward(self, xs, training):
+        self.x = x = np.ascontiguousarray(xs[0])
+        y, self.am = _fused.conv_relu_maxpool_forward(x, self.params["weight"], self.b,
+                                                      self.pad, self.pool, out=self.fwd_out,
+                                                      parallel=self.par)
+        return y
+
+    def backward(self, dy, need):
+        dx, dw, db = _fused.conv_relu_maxpool_backward(
+            np.ascontiguousarray(dy), self.x, self.params["weight"], self.am, self.pad,
+            self.pool, need_dx=bool(need[0]), out=self.bwd_out, parallel=self.par)
+        # dw/db are normally written straight into the gradient views (pre-seeded buffers)
+        if dw is not self.grads["weight"]:
+            self.grads["weight"][...] = dw
+        if self.has_bias and db is not self.grads["bias"]:
+            self.grads["bias"][...] = db
+        return [dx]
+
+
+class LinearReluOp(Op):
+    """``relu(x @ w.T + b)`` (or without the ReLU) on :func:`fused.linear_relu_forward`."""
+
+    kind = "linear_relu"
+
+    def __init__(self, fc_node, relu: bool, ctx):
+        self.relu = relu
+        super().__init__(fc_node, ctx)
+
+    def setup(self):
+        self.par = self.parallel is not False
+        o = self.node.layer.out_features
+        self.has_bias = "bias" in self.params
+        self.b = self.params["bias"] if self.has_bias else np.zeros(o, self.dtype)
+        self.fwd_out: dict = {}
+        self.bwd_out: dict = {"dw": self.grads["weight"]}
+        if self.has_bias:
+            self.bwd_out["db"] = self.grads["bias"]
+
+    def forward(self, xs, training):
+        x = xs[0]
+        n = x.shape[0]
+        self.x_shape = x.shape
+        self.x2d = np.ascontiguousarray(x).reshape(n, -1)
+        self.y = _fused.linear_relu_forward(self.x2d, self.params["weight"], self.b, self.relu,
+                                            out=self.fwd_out, parallel=self.par)
+        return self.y.reshape(n, -1, 1, 1)
+
+    def backward(self, dy, need):
+        dy2 = np.ascontiguousarray(dy.reshape(dy.shape[0], -1))
+        dx, dw, db = _fused.linear_relu_backward(dy2, self.x2d, self.params["weight"], self.y,
+                                                 self.relu, need_dx=bool(need[0]),
+                                                 out=self.bwd_out, parallel=self.par)
+        if dw is not self.grads["weight"]:
+            self.grads["weight"][...] = dw
+        if self.has_bias and db is not self.grads["bias"]:
+            self.grads["bias"][...] = db
+        return [None if dx is None else dx.reshape(self.x_shape)]
+
+
+# ------------------------------------------------------------------------------- planning
+def _consumers(graph) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        for src in node.inputs:
+            users.setdefault(src, []).append(node.name)
+    return users
+
+
+def _only_user(users, name, graph_out) -> str | None:
+    u = users.get(name, [])
+    return u[0] if len(u) == 1 and name != graph_out else None
+
+
+def _conv_fusable(node, convention) -> bool:
+    L = node.layer
+    if tuple(L.stride) != (1, 1) or tuple(L.dilation) != (1, 1) or L.groups != 1:
+        return False
+    if L.kernel_size[0] != L.kernel_size[1]:
+        return False
+    (t, b), (left, r) = node.pads(convention)
+    return t == b == left == r
+
+
+def _pool_fusable(pool, conv, convention) -> bool:
+    L = pool.layer
+    k = L.kernel_size[0]
+    if L.kernel_size[1] != k or tuple(L.stride) != (k, k) or not 1 <= k <= 11:
+        return False
+    if tuple(L.dilation) != (1, 1) or pool.pads(convention) != ((0, 0), (0, 0)):
+        return False
+    co = conv.out_shape
+    return (pool.out_shape.h, pool.out_shape.w) == (co.h // k, co.w // k)
+
+
+def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
+    """Steps in execution order. ``ctx`` carries params/grads/buffers views, dtype, rng, etc."""
+    users = _consumers(graph)
+    out_name = graph.output.name
+    byname = {n.name: n for n in graph.nodes}
+    conv_ = graph.convention
+    taken: set[str] = set()
+    steps: list[Step] = []
+    fuse = fuse and HAVE_FUSED
+    for node in graph.nodes:
+        if node.name in taken:
+            continue
+        step = None
+        if fuse and node.kind == "conv" and _conv_fusable(node, conv_):
+            r = _only_user(users, node.name, out_name)
+            relu = byname.get(r) if r else None
+            if relu is not None and relu.kind == "relu":
+                p = _only_user(users, relu.name, out_name)
+                pool = byname.get(p) if p else None
+                if pool is not None and pool.kind == "maxpool" and \
+                        _pool_fusable(pool, node, conv_):
+                    step = Step(ConvReluPoolOp(node, pool, ctx), list(node.inputs), pool.name,
+                                [node.name, relu.name, pool.name], "conv_relu_maxpool", True)
+        elif fuse and node.kind == "fc":
+            r = _only_user(users, node.name, out_name)
+            relu = byname.get(r) if r else None
+            if relu is not None and relu.kind == "relu":
+                step = Step(LinearReluOp(node, True, ctx), list(node.inputs), relu.name,
+                            [node.name, relu.name], "linear_relu", True)
+            else:
+                step = Step(LinearReluOp(node, False, ctx), list(node.inputs), node.name,
+                            [node.name], "linear", True)
+        if step is None:
+            step = Step(make_op(node, ctx), list(node.inputs), node.name, [node.name],
+                        None, bool(node.param_shapes()))
+        taken.update(step.nodes)
+        steps.append(step)
+    return steps

@@ -1,0 +1,435 @@
+"""cnncalc.Network: forward of every layer kind against naive references (float64), the planner,
+branches, state dicts, batch-size changes, dtypes, dropout and errors.
+
+Serial kernels (``parallel=False``) keep the run short: they are cached on disk.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+import reference as ref
+
+import cnncalc
+from cnncalc.errors import TrainError
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_denormals():
+    """Network() turns flush-to-zero on for the process; give other test modules the default."""
+    yield
+    import numba
+
+    if not numba.config.DISABLE_JIT:
+        from cnncalc.kernels.denormals import disable_flush_denormals
+
+        disable_flush_denormals()
+
+
+def _spec(input_, layers, name="t"):
+    body = "\n".join(f"  - {line}" for line in layers)
+    return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
+
+
+def _net(spec, dtype="float64", **kw):
+    kw.setdefault("parallel", False)
+    return cnncalc.Network(spec, dtype=dtype, seed=kw.pop("seed", 0), **kw)
+
+
+def _x(shape, n=2, seed=1, dtype=np.float64):
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(dtype)
+
+
+def _one(input_, layer, n=2, **kw):
+    net = _net(_spec(input_, [layer]), **kw)
+    rng = np.random.default_rng(7)
+    for v in net.params.values():
+        if v.ndim == 1:
+            v[...] += 0.3 * rng.standard_normal(v.shape)
+    x = _x(net.graph.input_shape, n)
+    return net, x, net.forward(x)
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ forward vs references
+CONV = [
+    # input, options, stride, pad (t, l), dilation, groups
+    ("7x6x3", "{filters: 4, size: 3, stride: 2, pad: 1}", (2, 2), (1, 1), (1, 1), 1),
+    ("6x7x2", "{filters: 3, size: [3, 2], stride: [1, 2], pad: [1, 0, 0, 1]}", (1, 2), (1, 0),
+     (1, 1), 1),
+    ("7x7x2", "{filters: 2, size: 3, pad: 2, dilation: 2}", (1, 1), (2, 2), (2, 2), 1),
+    ("5x5x4", "{filters: 6, size: 3, pad: 1, groups: 2, bias: false}", (1, 1), (1, 1), (1, 1), 2),
+    ("6x5x3", "{filters: 3, size: 3, stride: 2, pad: same, groups: 3}", (2, 2), (0, 0), (1, 1), 3),
+    ("8x8x2", "{filters: 3, size: 5, pad: 2}", (1, 1), (2, 2), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONV)))
+def test_conv_forward(case):
+    input_, opts, stride, pad, dil, groups = CONV[case]
+    net, x, y = _one(input_, f"conv: {opts}")
+    node = net.graph.nodes[0]
+    (t, _), (l, _) = node.pads(net.graph.convention)
+    assert (t, l) == pad or opts.endswith("groups: 3}")
+    o = node.out_shape
+    y_ref = ref.conv2d_forward(x, net.params["conv1.weight"], net.params.get("conv1.bias"),
+                               stride, (t, l), dil, groups, (o.h, o.w))
+    _close(y, y_ref)
+
+
+POOLS = [
+    ("7x7x2", "maxpool: {size: 3, stride: 2}"),
+    ("6x6x2", "maxpool: {size: 3, stride: 2, pad: 1, ceil_mode: true}"),
+    ("7x7x2", "maxpool: {size: 2, ceil_mode: true}"),
+    ("7x7x2", "maxpool: {size: 2, dilation: 2, stride: 1}"),
+    ("6x6x2", "avgpool: {size: 3, stride: 2, pad: 1}"),
+    ("7x7x2", "avgpool: {size: 3, stride: 2, pad: 1, ceil_mode: true, count_include_pad: false}"),
+    ("7x7x2", "avgpool: {size: 2, ceil_mode: true}"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(POOLS)))
+def test_pool_forward(case):
+    input_, layer = POOLS[case]
+    net, x, y = _one(input_, layer)
+    node = net.graph.nodes[0]
+    L = node.layer
+    (t, b), (l, r) = node.pads(net.graph.convention)
+    o = node.out_shape
+    if node.kind == "maxpool":
+        y_ref, _ = ref.maxpool2d_forward(x, L.kernel_size, L.stride, (t, l), (o.h, o.w),
+                                         L.dilation)
+    else:
+        y_ref = ref.avgpool2d_forward(x, L.kernel_size, L.stride, (t, l), (o.h, o.w),
+                                      L.count_include_pad, (b, r))
+    _close(y, y_ref)
+
+
+def test_adaptive_and_global_pool_forward():
+    for input_, size in (("7x5x2", "[2, 3]"), ("2x3x2", "4")):
+        net, x, y = _one(input_, f"adaptive_avgpool: {{output_size: {size}}}")
+        o = net.graph.output_shape
+        _close(y, ref.adaptive_avgpool_forward(x, (o.h, o.w)))
+    net, x, y = _one("4x3x3", "global_avgpool")
+    assert y.shape == (2, 3)
+    _close(y, x.mean(axis=(2, 3)))
+
+
+ACTIVATIONS = {
+    "relu": lambda x, p: ref.relu(x),
+    "leaky_relu: {slope: 0.2}": lambda x, p: ref.leaky_relu(x, 0.2),
+    "elu: {alpha: 0.7}": lambda x, p: ref.elu(x, 0.7),
+    "sigmoid": lambda x, p: ref.sigmoid(x),
+    "tanh": lambda x, p: ref.tanh(x),
+    "mish": lambda x, p: ref.mish(x),
+    "swish": lambda x, p: ref.swish(x),
+    "softmax": lambda x, p: ref.softmax(x),
+    "prelu": lambda x, p: ref.prelu(x, p["prelu1.weight"]),
+    "prelu: {per_channel: true}": lambda x, p: ref.prelu(x, p["prelu1.weight"]),
+    "lrn: {size: 3, alpha: 0.1, beta: 0.75, k: 1.5}":
+        lambda x, p: ref.lrn_forward(x, 3, 0.1, 0.75, 1.5),
+    "dropout: {p: 0.5}": lambda x, p: x,  # evaluation mode below
+}
+
+
+@pytest.mark.parametrize("layer", sorted(ACTIVATIONS))
+def test_elementwise_forward(layer):
+    net, x, _ = _one("4x3x5", layer)
+    y = net.forward(x, training=False)
+    _close(y, ACTIVATIONS[layer](x, net.params))
+
+
+def test_prelu_starts_at_torch_default():
+    net = _net(_spec("3x3x4", ["prelu: {per_channel: true}"]))
+    np.testing.assert_array_equal(net.params["prelu1.weight"], np.full(4, 0.25))
+
+
+def test_fc_flattens_nchw_and_maxout():
+    net, x, y = _one("3x2x4", "fc: {units: 5}")
+    _close(y, ref.linear(x.reshape(2, -1), net.params["fc1.weight"], net.params["fc1.bias"]))
+    net, x, y = _one("3x2x4", "maxout: {units: 3, pieces: 2}")
+    y_ref, _ = ref.maxout(x.reshape(2, -1), net.params["maxout1.weight"],
+                          net.params["maxout1.bias"], 2)
+    _close(y, y_ref)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_forward_and_running_stats(training):
+    net = _net(_spec("4x3x3", ["batchnorm: {momentum: 0.2, eps: 0.001}"]))
+    rng = np.random.default_rng(2)
+    for v in (*net.params.values(), *net.buffers.values()):
+        v[...] = rng.uniform(0.5, 1.5, v.shape)
+    rm, rv = net.buffers["bn1.running_mean"].copy(), net.buffers["bn1.running_var"].copy()
+    x = _x((3, 3, 4), 5)
+    y = net.forward(x, training=training)
+    y_ref, rm2, rv2 = ref.batchnorm_forward(x, net.params["bn1.weight"], net.params["bn1.bias"],
+                                            rm, rv, training, 0.2, 0.001)
+    _close(y, y_ref)
+    _close(net.buffers["bn1.running_mean"], rm2)
+    _close(net.buffers["bn1.running_var"], rv2)
+
+
+def test_zeropad_add_concat_forward():
+    net, x, y = _one("3x4x2", "zeropad: {padding: [1, 2, 0, 3]}")  # left, right, top, bottom
+    _close(y, np.pad(x, ((0, 0), (0, 0), (0, 3), (1, 2))))
+    net = _net(_spec("3x3x2", ["tanh: {name: a}", "sigmoid: {name: b, from: input}",
+                               "add: {name: s, from: [a, b, input]}",
+                               "concat: {from: [b, s, input]}"]))
+    x = _x((2, 3, 3))
+    s = np.tanh(x) + ref.sigmoid(x) + x
+    _close(net.forward(x), np.concatenate([ref.sigmoid(x), s, x], axis=1))
+
+
+def test_lenet_forward_matches_layerwise_reference():
+    net = _net(SPECS / "lenet5.yaml")
+    assert [line.split(":")[0] for line in net.plan] == [
+        "conv_relu_maxpool", "conv_relu_maxpool", "flatten", "linear_relu", "linear_relu",
+        "linear"]
+    p = net.params
+    x = _x((1, 28, 28), 2)
+    h = ref.relu(ref.conv2d_forward(x, p["conv1.weight"], p["conv1.bias"], (1, 1), (2, 2),
+                                    (1, 1), 1, (28, 28)))
+    h, _ = ref.maxpool2d_forward(h, (2, 2), (2, 2), (0, 0), (14, 14))
+    h = ref.relu(ref.conv2d_forward(h, p["conv2.weight"], p["conv2.bias"], (1, 1), (0, 0),
+                                    (1, 1), 1, (10, 10)))
+    h, _ = ref.maxpool2d_forward(h, (2, 2), (2, 2), (0, 0), (5, 5))
+    h = h.reshape(2, -1)
+    h = ref.relu(h @ p["fc1.weight"].T + p["fc1.bias"])
+    h = ref.relu(h @ p["fc2.weight"].T + p["fc2.bias"])
+    _close(net.forward(x), h @ p["fc3.weight"].T + p["fc3.bias"])
+    # the generic (unfused) path computes the same
+    net2 = _net(SPECS / "lenet5.yaml", fuse=False)
+    net2.load_state_dict(net.state_dict())
+    _close(net2.forward(x), net.forward(x))
+
+
+# ------------------------------------------------------------------------------ planner
+def test_planner_does_not_fuse_used_intermediates():
+    spec = _spec("8x8x1", [
+        "conv: {name: c1, filters: 2, size: 3, pad: 1}", "relu: {name: r1}",
+        "maxpool: {name: p1, size: 2}",
+        "conv: {name: c2, from: r1, filters: 2, size: 3, stride: 2, pad: 1}",  # r1 used twice
+        "add: {name: s, from: [p1, c2]}",
+        "conv: {name: c3, filters: 2, size: 3, pad: 1}", "relu: {name: r3}",
+        "maxpool: {name: p3, size: 2, stride: 1}",                           # stride != size
+        "conv: {name: c4, filters: 2, size: 2, pad: 0}", "relu: {name: r4}",
+        "maxpool: {name: p4, size: 2}", "flatten",
+        "fc: {name: f1, units: 3}", "relu: {name: fr}",
+        "fc: {name: f2, from: f1, units: 3}", "add: {from: [fr, f2]}"])       # f1 used twice
+    net = _net(spec)
+    fused = [line for line in net.plan if line.startswith(("conv_relu", "linear_relu"))]
+    assert fused == ["conv_relu_maxpool: c4 + r4 + p4 <- p3"]
+    x = _x((1, 8, 8))
+    ref_net = _net(spec, fuse=False)
+    ref_net.load_state_dict(net.state_dict())
+    _close(net.forward(x), ref_net.forward(x))
+    dout = np.random.default_rng(0).standard_normal((2, 3))
+    _close(net.backward(dout), ref_net.backward(dout))
+    for k in net.grads:
+        _close(net.grads[k], ref_net.grads[k])
+
+
+def test_conv_without_bias_fuses():
+    spec = _spec("8x8x2", ["conv: {filters: 3, size: 3, pad: 1, bias: false}", "relu",
+                           "maxpool: {size: 2}", "flatten", "fc: {units: 2, bias: false}",
+                           "relu"])
+    net, ref_net = _net(spec), _net(spec, fuse=False)
+    assert net.plan[0].startswith("conv_relu_maxpool") and "linear_relu" in net.plan[2]
+    ref_net.load_state_dict(net.state_dict())
+    x = _x((2, 8, 8), 3)
+    _close(net.forward(x), ref_net.forward(x))
+    d = np.ones((3, 2))
+    _close(net.backward(d), ref_net.backward(d))
+    for k in net.grads:
+        _close(net.grads[k], ref_net.grads[k])
+
+
+# -------------------------------------------------------------------------------- properties
+def test_conv_commutes_with_translation():
+    net = _net(_spec("16x16x2", ["conv: {filters: 3, size: 3, pad: 1}", "relu",
+                                 "conv: {filters: 2, size: 3, pad: 1}"]))
+    x = np.zeros((1, 2, 16, 16))
+    x[:, :, 5:9, 4:8] = _x((2, 4, 4), 1)
+    y = net.forward(x)
+    for dy_, dx_ in ((2, 3), (-1, 2), (3, -2)):
+        ys = net.forward(np.roll(x, (dy_, dx_), axis=(2, 3)))
+        # away from the borders (the support stays inside) shifting commutes with the network
+        _close(ys[:, :, 3:13, 3:13], np.roll(y, (dy_, dx_), axis=(2, 3))[:, :, 3:13, 3:13])
+
+
+def test_state_dict_round_trip_and_copies():
+    spec = SPECS / "cifar_bn.yaml"
+    a = _net(spec, dtype="float32", seed=1)
+    b = _net(spec, dtype="float32", seed=2)
+    sd = a.state_dict()
+    assert set(sd) == set(a.params) | set(a.buffers)
+    assert "stage1.0.bn1.running_var" in sd or any(k.endswith("running_var") for k in sd)
+    sd[next(iter(sd))][...] = 123.0  # a copy: the network is untouched
+    assert not np.any(a.flat_params == 123.0)
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    x = _x((3, 32, 32), 2, dtype=np.float32)
+    np.testing.assert_array_equal(a.forward(x, training=False), b.forward(x, training=False))
+
+
+def test_load_state_dict_errors():
+    net = _net(SPECS / "lenet5.yaml")
+    sd = net.state_dict()
+    bad = dict(sd)
+    del bad["fc1.bias"]
+    with pytest.raises(TrainError, match="missing keys: fc1.bias"):
+        net.load_state_dict(bad)
+    with pytest.raises(TrainError, match="unexpected keys: extra.weight"):
+        net.load_state_dict({**sd, "extra.weight": np.zeros(2)})
+    bad = dict(sd, **{"conv1.weight": np.zeros((6, 1, 3, 3))})
+    with pytest.raises(TrainError, match=r"'conv1.weight' has shape \(6, 1, 3, 3\)"):
+        net.load_state_dict(bad)
+    before = net.flat_params.copy()
+    with pytest.raises(TrainError):  # nothing is changed when one entry is wrong
+        net.load_state_dict(dict({k: v + 1 for k, v in sd.items()},
+                                 **{"fc3.bias": np.zeros(3)}))
+    np.testing.assert_array_equal(net.flat_params, before)
+    net.load_state_dict({**sd, "bn.num_batches_tracked": np.array(3)})  # torch's extra key
+
+
+def test_params_are_views_of_flat_buffers():
+    net = _net(SPECS / "lenet5.yaml", dtype="float32")
+    assert net.flat_params.size == 61706 == net.n_params
+    for k, v in net.params.items():
+        assert np.shares_memory(v, net.flat_params) and v.dtype == np.float32
+        assert np.shares_memory(net.grads[k], net.flat_grads)
+        assert v.shape == net.graph.param_shapes()[k]
+    net.flat_params[...] = 0
+    assert not net.params["fc3.weight"].any()
+    x = _x((1, 28, 28), 4, dtype=np.float32)
+    net.flat_params[...] = np.random.default_rng(0).standard_normal(net.n_params) * 0.1
+    net.loss_and_grads(x, np.array([1, 2, 3, 4]))
+    assert np.abs(net.grads["conv1.weight"]).sum() > 0  # written through to flat_grads
+    assert np.abs(net.flat_grads[:150]).sum() > 0
+
+
+def test_batch_size_change_and_predict():
+    net = _net(SPECS / "lenet5.yaml", dtype="float32")
+    x = _x((1, 28, 28), 7, dtype=np.float32)
+    full = net.forward(x, training=False)
+    for n in (3, 7, 1):
+        np.testing.assert_allclose(net.forward(x[:n], training=False), full[:n], rtol=1e-5,
+                                   atol=1e-6)
+        loss = net.loss_and_grads(x[:n], np.arange(n) % 10)
+        assert np.isfinite(loss)
+    np.testing.assert_allclose(net.predict(x, batch_size=3), full, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_independent_of_buffer_reuse():
+    """Two identical steps give identical gradients; a different batch in between does not
+    leak into the next step's results."""
+    net = _net(SPECS / "lenet5.yaml", dtype="float32")
+    x = _x((1, 28, 28), 4, dtype=np.float32)
+    y = np.array([0, 1, 2, 3])
+    l1 = net.loss_and_grads(x, y)
+    g1 = net.flat_grads.copy()
+    net.loss_and_grads(_x((1, 28, 28), 5, seed=9, dtype=np.float32), np.arange(5))
+    l2 = net.loss_and_grads(x, y)
+    assert l1 == l2
+    np.testing.assert_array_equal(g1, net.flat_grads)
+
+
+def test_float32_matches_float64():
+    n64 = _net(SPECS / "lenet5.yaml", dtype="float64")
+    n32 = _net(SPECS / "lenet5.yaml", dtype="float32")
+    n32.load_state_dict(n64.state_dict())
+    x = _x((1, 28, 28), 4)
+    y64, y32 = n64.forward(x), n32.forward(x)
+    assert y32.dtype == np.float32 and y64.dtype == np.float64
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5)
+    d = np.random.default_rng(0).standard_normal(y64.shape)
+    dx64, dx32 = n64.backward(d), n32.backward(d)
+    assert dx32.dtype == np.float32
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-3, atol=1e-5)
+    for k in n64.grads:
+        scale = np.abs(n64.grads[k]).max()
+        np.testing.assert_allclose(n32.grads[k], n64.grads[k], atol=1e-4 * scale, err_msg=k)
+
+
+def test_dropout_training_and_eval():
+    net = _net(_spec("10x10x4", ["dropout: {p: 0.25}"]), seed=3)
+    x = np.ones((8, 4, 10, 10))
+    np.testing.assert_array_equal(net.forward(x, training=False), x)
+    y = net.forward(x, training=True)
+    assert set(np.unique(y)) <= {0.0, 1 / 0.75}
+    assert 0.15 < (y == 0).mean() < 0.35
+    dx = net.backward(np.full(y.shape, 2.0))
+    np.testing.assert_array_equal(dx, 2.0 * y)  # the same mask scales the gradient
+    again = _net(_spec("10x10x4", ["dropout: {p: 0.25}"]), seed=3)
+    np.testing.assert_array_equal(again.forward(x), y)  # the seed fixes the masks
+    again.rng = np.random.default_rng(3)  # a new generator is used from then on
+    np.testing.assert_array_equal(again.forward(x), _net(_spec("10x10x4", [
+        "dropout: {p: 0.25}"]), seed=3).forward(x))
+
+
+def test_init_seed_and_overrides():
+    spec = _spec("6x6x1", ["conv: {filters: 2, size: 3, init: zeros}", "flatten",
+                           "fc: {units: 3, init: 'normal:0.5'}"])
+    with pytest.warns(UserWarning, match="symmetry"):
+        a = _net(spec, init="he", seed=4)
+    with pytest.warns(UserWarning):
+        b = _net(spec, init="he", seed=4)
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    assert not a.params["conv1.weight"].any()
+    assert 0.2 < a.params["fc1.weight"].std() < 1.0
+    assert not a.params["fc1.bias"].any()
+
+
+def test_network_accepts_path_text_and_graph():
+    text = (SPECS / "lenet5.yaml").read_text()
+    for g in (str(SPECS / "lenet5.yaml"), text, cnncalc.load(text)):
+        assert _net(g, dtype="float32").n_params == 61706
+
+
+def test_errors():
+    with pytest.raises(TrainError, match="float32 or float64"):
+        _net(SPECS / "lenet5.yaml", dtype="int32")
+    net = _net(SPECS / "lenet5.yaml")
+    with pytest.raises(TrainError, match="backward"):
+        net.backward(np.zeros((2, 10)))
+    with pytest.raises(TrainError, match=r"expects \(N, 1, 28, 28\)"):
+        net.forward(np.zeros((2, 3, 28, 28)))
+    net.forward(np.zeros((2, 28, 28)))  # a channel axis of 1 may be left out
+    with pytest.raises(TrainError, match="dout has shape"):
+        net.backward(np.zeros((3, 10)))
+    with pytest.raises(TrainError, match=r"labels must lie in \[0, 10\)"):
+        net.loss(np.zeros((2, 1, 28, 28)), np.array([0, 10]))
+    with pytest.raises(TrainError, match="integer class indices"):
+        net.loss(np.zeros((2, 1, 28, 28)), np.array([0.0, 1.0]))
+
+
+def test_engine_not_imported_by_analysis():
+    import subprocess
+
+    code = ("import sys, cnncalc; g = cnncalc.load('specs/lenet5.yaml'); g.analyze(); "
+            "assert 'cnncalc.engine' not in sys.modules and 'numba' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=SPECS.parent)
+
+
+def test_need_dx_false_and_flush_denormals():
+    net = _net(SPECS / "lenet5.yaml", dtype="float32")
+    tiny = np.finfo(np.float32).tiny
+    if not numba.config.DISABLE_JIT:
+        assert np.float32(tiny) * np.float32(0.5) == 0  # FTZ on in this thread
+    x = _x((1, 28, 28), 3, dtype=np.float32)
+    d = np.ones((3, 10), np.float32)
+    net.forward(x)
+    dx = net.backward(d)
+    g = net.flat_grads.copy()
+    net.forward(x)
+    assert net.backward(d, need_dx=False) is None
+    np.testing.assert_array_equal(net.flat_grads, g)
+    assert dx.shape == x.shape and np.abs(dx).sum() > 0

@@ -1,0 +1,230 @@
+"""Float64 centred-difference checks (h = 1e-6, max relative error < 1e-6) of whole networks.
+
+The loss is ``sum(out * R)`` for a fixed random R; every parameter tensor (about a dozen sampled
+coordinates each) and the input gradient are checked. Serial kernels (``parallel=False``) keep the
+run short: they are cached on disk, the parallel twins are not.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradcheck import TOL, H, rel_error
+
+import cnncalc
+
+N_COORDS = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_denormals():
+    """Network() turns flush-to-zero on for the process; give other test modules the default."""
+    yield
+    import numba
+
+    if not numba.config.DISABLE_JIT:
+        from cnncalc.kernels.denormals import disable_flush_denormals
+
+        disable_flush_denormals()
+
+
+def _spec(input_, layers, name="t"):
+    body = "\n".join(f"  - {line}" for line in layers)
+    return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
+
+
+def _numeric_at(f, arr, idx, h=H):
+    old = arr[idx]
+    arr[idx] = old + h
+    fp = f()
+    arr[idx] = old - h
+    fm = f()
+    arr[idx] = old
+    return (fp - fm) / (2 * h)
+
+
+def gradcheck_net(net, x, training=True, seed=0, n_coords=N_COORDS, check_dx=True):
+    rng = np.random.default_rng(seed)
+    out = net.forward(x, training=training)
+    R = rng.standard_normal(out.shape)
+    dx = net.backward(R, need_dx=check_dx)
+    analytic = {k: g.copy() for k, g in net.grads.items()}
+    x = np.array(x, dtype=np.float64)
+
+    def f():
+        return float((net.forward(x, training=training) * R).sum())
+
+    targets = dict(net.params)
+    if check_dx:
+        targets["<input>"] = x
+        analytic["<input>"] = dx
+    assert targets, "nothing to check"
+    for name, arr in targets.items():
+        flat_idx = rng.choice(arr.size, size=min(n_coords, arr.size), replace=False)
+        idxs = [np.unravel_index(i, arr.shape) for i in flat_idx]
+        num = np.array([_numeric_at(f, arr, i) for i in idxs])
+        ana = np.array([analytic[name][i] for i in idxs])
+        err = rel_error(ana, num)
+        assert err < TOL, f"{name}: max relative error {err:.3e}"
+        if np.abs(analytic[name]).max() == 0:
+            pytest.fail(f"{name}: analytic gradient is identically zero")
+
+
+def _net(spec, **kw):
+    kw.setdefault("parallel", False)
+    return cnncalc.Network(spec, dtype="float64", seed=kw.pop("seed", 0), **kw)
+
+
+def _x(net, n=2, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, *net.graph.input_shape))
+
+
+# ----------------------------------------------------------------------------- whole networks
+LENET12 = _spec("12x12x1", [
+    "conv: {filters: 4, size: 5, pad: 2}", "relu", "maxpool: {size: 2}",
+    "conv: {filters: 6, size: 3}", "relu", "maxpool: {size: 2}", "flatten",
+    "fc: {units: 12}", "relu", "fc: {units: 10}", "relu", "fc: {units: 5}"], "lenet12")
+
+RESNET_BLOCK = """
+name: resblock
+input: 6x6x3
+blocks:
+  basic:
+    - conv: {name: conv1, filters: $c, size: 3, pad: 1, bias: false}
+    - batchnorm: {name: bn1}
+    - relu: {name: relu1}
+    - conv: {name: conv2, filters: $c, size: 3, pad: 1, bias: false}
+    - batchnorm: {name: bn2}
+    - add: {name: add, from: [bn2, input]}
+    - relu: {name: relu2}
+  down:
+    - conv: {name: conv1, filters: $c, size: 3, stride: 2, pad: 1, bias: false}
+    - batchnorm: {name: bn1}
+    - relu: {name: relu1}
+    - conv: {name: conv2, filters: $c, size: 3, pad: 1, bias: false}
+    - batchnorm: {name: bn2}
+    - conv: {name: proj, from: input, filters: $c, size: 1, stride: 2, bias: false}
+    - batchnorm: {name: proj_bn}
+    - add: {name: add, from: [bn2, proj_bn]}
+    - relu: {name: relu2}
+layers:
+  - conv: {name: stem, filters: 3, size: 3, pad: 1}
+  - {block: basic, name: layer1, with: {c: 3}}
+  - {block: down, name: layer2, with: {c: 4}}
+  - global_avgpool
+  - flatten
+  - fc: {name: fc, units: 3}
+"""
+
+BN_NET = _spec("6x6x2", [
+    "conv: {filters: 3, size: 3, pad: 1}", "batchnorm", "relu", "maxpool: {size: 2}",
+    "flatten", "fc: {units: 4}", "batchnorm: {name: bn1d}", "tanh", "fc: {units: 3}"], "bn")
+
+INCEPTION = _spec("5x5x3", [
+    "conv: {name: b1, from: input, filters: 2, size: 1}", "relu: {name: b1r}",
+    "conv: {name: b2a, from: input, filters: 2, size: 1}", "relu: {name: b2ar}",
+    "conv: {name: b2b, filters: 3, size: 3, pad: 1}", "relu: {name: b2br}",
+    "maxpool: {name: b3, from: input, size: 3, stride: 1, pad: 1}",
+    "conv: {name: b3p, filters: 2, size: 1}",
+    "concat: {name: cat, from: [b1r, b2br, b3p]}",
+    "conv: {name: head, filters: 2, size: 3}"], "inception")
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_lenet_gradcheck(fuse):
+    net = _net(LENET12, fuse=fuse)
+    assert any(s.startswith("conv_relu_maxpool") for s in net.plan) == fuse
+    gradcheck_net(net, _x(net, 3))
+
+
+def test_resnet_block_gradcheck():
+    net = _net(RESNET_BLOCK)
+    gradcheck_net(net, _x(net, 3))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_net_gradcheck(training):
+    net = _net(BN_NET)
+    rng = np.random.default_rng(5)
+    for b in net.buffers.values():
+        b[...] = rng.uniform(0.5, 1.5, b.shape)
+    gradcheck_net(net, _x(net, 4), training=training)
+
+
+def test_inception_concat_gradcheck():
+    net = _net(INCEPTION)
+    gradcheck_net(net, _x(net, 2))
+
+
+def test_softmax_cross_entropy_gradcheck():
+    net = _net(LENET12)
+    x = _x(net, 4)
+    labels = np.array([0, 4, 2, 4])
+    net.loss_and_grads(x, labels)
+    analytic = {k: g.copy() for k, g in net.grads.items()}
+
+    def f():
+        return net.loss(x, labels)[0]
+
+    rng = np.random.default_rng(0)
+    for name, arr in net.params.items():
+        for i in rng.choice(arr.size, size=min(6, arr.size), replace=False):
+            idx = np.unravel_index(i, arr.shape)
+            num = _numeric_at(f, arr, idx)
+            assert rel_error(analytic[name][idx], num) < TOL, name
+
+
+# --------------------------------------------------------------------------- layer by layer
+LAYER_CASES = {
+    "conv_stride_pad": ("7x6x3", ["conv: {filters: 4, size: 3, stride: 2, pad: 1}"]),
+    "conv_rect_asym": ("6x7x2", [
+        "conv: {filters: 3, size: [3, 2], stride: [1, 2], pad: [1, 0, 0, 1]}"]),
+    "conv_dilation": ("7x7x2", ["conv: {filters: 2, size: 3, pad: 2, dilation: 2}"]),
+    "conv_groups": ("5x5x4", ["conv: {filters: 6, size: 3, pad: 1, groups: 2, bias: false}"]),
+    "conv_depthwise_same": ("6x5x3", [
+        "conv: {filters: 3, size: 3, stride: 2, pad: same, groups: 3}"]),
+    "conv_1x1": ("4x4x3", ["conv: {filters: 5, size: 1}"]),
+    "maxpool_overlap": ("7x7x2", ["maxpool: {size: 3, stride: 2}"]),
+    "maxpool_pad_ceil": ("6x6x2", ["maxpool: {size: 3, stride: 2, pad: 1, ceil_mode: true}"]),
+    "maxpool_ceil": ("7x7x2", ["maxpool: {size: 2, ceil_mode: true}"]),
+    "avgpool_pad": ("6x6x2", ["avgpool: {size: 3, stride: 2, pad: 1}"]),
+    "avgpool_nopadcount_ceil": ("7x7x2", [
+        "avgpool: {size: 3, stride: 2, pad: 1, ceil_mode: true, count_include_pad: false}"]),
+    "global_avgpool": ("4x3x3", ["global_avgpool"]),
+    "adaptive_down": ("7x5x2", ["adaptive_avgpool: {output_size: [2, 3]}"]),
+    "adaptive_up": ("2x3x2", ["adaptive_avgpool: {output_size: 4}"]),
+    "zeropad": ("3x4x2", ["zeropad: {padding: [1, 2, 0, 3]}", "conv: {filters: 2, size: 2}"]),
+    "fc": ("3x3x2", ["fc: {units: 4}"]),
+    "fc_no_bias": ("3x3x2", ["fc: {units: 4, bias: false}", "relu"]),
+    "maxout": ("3x2x2", ["maxout: {units: 3, pieces: 3}"]),
+    "relu": ("4x4x2", ["relu"]),
+    "leaky_relu": ("4x4x2", ["leaky_relu: {slope: 0.2}"]),
+    "elu": ("4x4x2", ["elu: {alpha: 0.7}"]),
+    "prelu_shared": ("4x4x2", ["prelu"]),
+    "prelu_channel": ("4x4x3", ["prelu: {per_channel: true}"]),
+    "sigmoid": ("3x3x2", ["sigmoid"]),
+    "tanh": ("3x3x2", ["tanh"]),
+    "mish": ("3x3x2", ["mish"]),
+    "swish": ("3x3x2", ["swish"]),
+    "softmax": ("3x3x4", ["softmax"]),
+    "lrn": ("3x3x6", ["lrn: {size: 3, alpha: 0.1, beta: 0.75, k: 1.5}"]),
+    "lrn_even": ("3x2x5", ["lrn: {size: 4, alpha: 0.2, beta: 0.5, k: 1.0}"]),
+    "batchnorm_no_affine": ("3x3x2", ["batchnorm: {affine: false}"]),
+    "dropout_eval_path": ("3x3x2", ["dropout: {p: 0.0}", "fc: {units: 2}"]),
+    "add_three": ("3x3x2", ["conv: {name: a, filters: 2, size: 1}",
+                            "tanh: {name: b, from: input}",
+                            "add: {from: [a, b, input]}"]),
+    "reuse_twice": ("3x3x2", ["tanh: {name: t}", "conv: {name: c, filters: 2, size: 1}",
+                              "add: {name: s, from: [t, c]}",
+                              "concat: {from: [input, t, s]}"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_layer_gradcheck(case):
+    input_, layers = LAYER_CASES[case]
+    net = _net(_spec(input_, layers, case))
+    rng = np.random.default_rng(3)
+    for v in net.params.values():  # move biases/alphas off their round initial values
+        if v.ndim == 1:
+            v[...] += 0.3 * rng.standard_normal(v.shape)
+    gradcheck_net(net, _x(net, 2), n_coords=10)
