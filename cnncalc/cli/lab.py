@@ -1,0 +1,457 @@
+"""`cnncalc lab ...`: the classroom labs (library code in :mod:`cnncalc.labs`).
+
+Every command computes with one library call, then prints a rich table (default), or JSON with
+``--format json``; ``--plot FILE.png`` draws a picture with matplotlib where one helps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cnncalc.cli.app import app
+from cnncalc.cli.common import console, handle_errors, print_json
+
+lab_app = typer.Typer(
+    name="lab",
+    help="Classroom labs: init statistics, optimizers, schedules, activations, equivariance, "
+         "batch-norm folding, preprocessing.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(lab_app, name="lab")
+
+
+class LabFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Init(str, Enum):
+    small = "0.01"
+    one = "1.0"
+    xavier = "xavier"
+    he = "he"
+    zeros = "zeros"
+
+
+class Nonlin(str, Enum):
+    tanh = "tanh"
+    relu = "relu"
+
+
+class Function(str, Enum):
+    ravine = "ravine"
+    saddle = "saddle"
+    rosenbrock = "rosenbrock"
+
+
+class DType(str, Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+FormatOpt = typer.Option(LabFormat.table, "--format", "-f", help="table or json.")
+PlotOpt = typer.Option(None, "--plot", help="Also draw a picture to this file (needs matplotlib: "
+                                            "pip install cnncalc[plot]).", dir_okay=False)
+SeedOpt = typer.Option(0, "--seed", help="Random seed (weights and data).")
+
+
+# ------------------------------------------------------------------------------ helpers
+def _clean(obj):
+    """JSON-safe: +-inf as the strings "inf"/"-inf", NaN as null, tuples as lists."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _emit_json(result, drop: tuple[str, ...] = ()) -> None:
+    d = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
+    for k in drop:
+        d.pop(k, None)
+    print_json(_clean(d))
+
+
+def _g(v, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{v:.{digits}f}" else f"{v}"
+    return str(v)
+
+
+def _fixed(v, digits: int = 6) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _plot(fn, result, path: Path | None, **kw) -> None:
+    if path is None:
+        return
+    from cnncalc.labs import plotting
+
+    out = getattr(plotting, fn)(result, path, **kw)
+    console(stderr=True).print(f"plot written to {out}")
+
+
+def _notes(out, notes) -> None:
+    for n in notes:
+        out.print(f"note: {n}")
+
+
+# ------------------------------------------------------------------------------ init-stats
+@lab_app.command("init-stats")
+@handle_errors
+def init_stats(
+    init: Init = typer.Option(Init.xavier, "--init", "-i",
+                              help="0.01 / 1.0 (normal with that std), xavier, he, zeros."),
+    nonlinearity: Nonlin = typer.Option(Nonlin.tanh, "--nonlinearity", "-a"),
+    n: int = typer.Option(1000, "--n", min=1, help="Number of unit-Gaussian inputs."),
+    width: int = typer.Option(500, "--width", min=1, help="Input dimension and units per layer."),
+    depth: int = typer.Option(10, "--depth", min=1, help="Number of fully connected layers."),
+    seed: int = SeedOpt,
+    fmt: LabFormat = FormatOpt,
+    plot: Path = PlotOpt,
+    histograms: bool = typer.Option(False, "--histograms", help="Include histograms in JSON."),
+):
+    """The lecture's init experiment: per-layer activation mean/std and gradient scale."""
+    from cnncalc.labs import init_stats as lab
+
+    r = lab.run(init.value, nonlinearity.value, n=n, width=width, depth=depth, seed=seed)
+    _plot("init_stats", r, plot)
+    if fmt is LabFormat.json:
+        d = dataclasses.asdict(r)
+        if not histograms:
+            for layer in d["layers"]:
+                layer.pop("hist_counts")
+                layer.pop("hist_edges")
+        print_json(_clean(d))
+        return
+    out = console()
+    t = Table(title=f"init {r.init} ({r.init_spec}), {r.nonlinearity}: {r.depth} fc layers x "
+                    f"{r.width} units, {r.n} unit-Gaussian inputs")
+    for c in ("layer", "mean", "std", "saturated" if r.nonlinearity == "tanh" else "zero",
+              "std dL/dW", "std dL/dh", "unit grad spread"):
+        t.add_column(c, justify="right")
+    for L in r.layers:
+        t.add_row("input" if L.layer == 0 else f"hidden {L.layer}", _fixed(L.mean),
+                  _fixed(L.std), "-" if L.layer == 0 else f"{L.saturated:.1%}",
+                  _g(L.grad_w_std), _g(L.grad_h_std), _g(L.unit_grad_spread))
+    out.print(t)
+    for L in r.layers:
+        out.print(f"{'input layer' if L.layer == 0 else f'hidden layer {L.layer}'} had mean "
+                  f"{L.mean:.6f} and std {L.std:.6f}")
+    _notes(out, r.notes)
+
+
+# ------------------------------------------------------------------------------ optimizers
+def _parse_lrs(items: list[str] | None) -> dict:
+    from cnncalc.errors import TrainError
+
+    lrs = {}
+    for item in items or []:
+        name, sep, val = item.partition("=")
+        try:
+            lrs[name.strip().lower()] = float(val)
+        except ValueError:
+            raise TrainError(f"--lr takes NAME=VALUE; got {item!r}",
+                             hint="e.g. --lr adam=0.1 --lr sgd=0.01") from None
+        if not sep:
+            raise TrainError(f"--lr takes NAME=VALUE; got {item!r}", hint="e.g. --lr adam=0.1")
+    return lrs
+
+
+@lab_app.command("optimizers")
+@handle_errors
+def optimizers(
+    function: Function = typer.Option(Function.ravine, "--function", "-F"),
+    kappa: float = typer.Option(50.0, "--kappa", "--condition", min=1.0,
+                                help="Condition number of the ravine."),
+    noise: float = typer.Option(0.0, "--noise", min=0.0,
+                                help="Std of Gaussian noise added to each gradient."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Step budget (default per function)."),
+    tol: float = typer.Option(None, "--tol", help="Tolerance on f - f* (default per function)."),
+    lr: list[str] = typer.Option(None, "--lr", help="Override a rate: NAME=VALUE (repeatable)."),
+    only: list[str] = typer.Option(None, "--optimizer", "-o", help="Run only these (repeatable)."),
+    seed: int = SeedOpt,
+    fmt: LabFormat = FormatOpt,
+    plot: Path = PlotOpt,
+    paths: bool = typer.Option(False, "--paths", help="Include the trajectories in JSON."),
+):
+    """Trajectories of sgd, momentum, nesterov, adagrad, rmsprop, adam on a 2-D function."""
+    from cnncalc.labs import optimizers as lab
+
+    r = lab.run(function.value, only or lab.OPTIMIZERS, kappa=kappa, noise=noise, steps=steps,
+                tol=tol, lrs=_parse_lrs(lr), seed=seed)
+    _plot("optimizers", r, plot)
+    if fmt is LabFormat.json:
+        d = dataclasses.asdict(r)
+        if not paths:
+            for run in d["runs"]:
+                run.pop("path")
+        d["best"] = r.best()
+        print_json(_clean(d))
+        return
+    out = console()
+    title = f"{r.function}" + (f", condition number {r.kappa:g}" if r.kappa else "") + \
+        (f", gradient noise {r.noise:g}" if r.noise else "") + \
+        f": start {tuple(r.start)}, tol {r.tol:g} on f - f*, {r.steps} steps"
+    t = Table(title=title)
+    for c in ("optimizer", "lr", "steps to tol", "final f - f*", "final point"):
+        t.add_column(c, justify="right" if c != "optimizer" else "left")
+    for run in r.runs:
+        steps_txt = "diverged" if run.diverged else (
+            str(run.steps_to_tol) if run.steps_to_tol is not None else "not reached")
+        t.add_row(run.optimizer, f"{run.lr:g}", steps_txt, _g(run.final_loss),
+                  f"({run.final_point[0]:.4g}, {run.final_point[1]:.4g})")
+    out.print(t)
+    if r.best():
+        out.print(f"fastest to tol: {r.best()}")
+
+
+# ------------------------------------------------------------------------------ schedules
+@lab_app.command("schedules")
+@handle_errors
+def schedules(
+    lr: float = typer.Option(0.1, "--lr", min=0.0, help="Initial learning rate alpha0."),
+    steps: int = typer.Option(100, "--steps", "-T", min=2, help="T, the number of steps."),
+    warmup: int = typer.Option(None, "--warmup", min=0, help="Warm-up steps (default T // 10)."),
+    fmt: LabFormat = FormatOpt,
+    plot: Path = PlotOpt,
+):
+    """The learning rate of every schedule over T steps, with and without warm-up."""
+    from cnncalc.labs import schedules as lab
+
+    r = lab.run(lr, steps, warmup)
+    _plot("schedules", r, plot)
+    if fmt is LabFormat.json:
+        _emit_json(r)
+        return
+    out = console()
+    t = Table(title=f"learning rate at step t (alpha0 = {r.lr:g}, T = {r.steps}, "
+                    f"warm-up {r.warmup})")
+    t.add_column("schedule")
+    for p in r.probes:
+        t.add_column(f"t={p}", justify="right")
+    for c in r.curves:
+        t.add_row(c.label, *[f"{c.lr[p]:.4g}" for p in r.probes])
+    out.print(t)
+
+
+# ------------------------------------------------------------------------------ activations
+@lab_app.command("activations")
+@handle_errors
+def activations(
+    lo: float = typer.Option(-5.0, "--from", help="Plot range start."),
+    hi: float = typer.Option(5.0, "--to", help="Plot range end."),
+    init: str = typer.Option(None, "--init", help="Add a dead-ReLU row with this init "
+                                                  "(e.g. normal:0.01, he)."),
+    bias: float = typer.Option(0.0, "--bias", help="Bias of that row's units."),
+    positive: bool = typer.Option(False, "--positive-inputs",
+                                  help="That row's inputs are in [0, 1] (not centred)."),
+    no_cost: bool = typer.Option(False, "--no-cost", help="Skip the timing (relative cost)."),
+    seed: int = SeedOpt,
+    fmt: LabFormat = FormatOpt,
+    plot: Path = PlotOpt,
+    curves: bool = typer.Option(False, "--curves", help="Include the sampled curves in JSON."),
+):
+    """Each activation and its derivative; measured properties; dead ReLUs."""
+    from cnncalc.labs import activations as lab
+
+    extra = [(init, bias, "positive" if positive else "centred")] if init else None
+    r = lab.run(lo, hi, measure_cost=not no_cost, extra_dead=extra, seed=seed)
+    _plot("activations", r, plot)
+    if fmt is LabFormat.json:
+        _emit_json(r, () if curves else ("x", "curves"))
+        return
+    out = console()
+    t = Table(title="activation functions (properties measured on the kernels)")
+    for c in ("activation", "output range", "mean out for N(0,1)", "zero-centred", "saturates",
+              "gradient dies", "relative cost"):
+        t.add_column(c, justify="left" if c in ("activation",) else "right")
+    for p in r.properties:
+        rng = f"({_g(p.output_range[0])}, {_g(p.output_range[1])})"
+        t.add_row(p.name + (f" ({p.note})" if p.note else ""), rng, f"{p.mean_output:.3f}",
+                  p.zero_centred, p.saturates, p.gradient_dies,
+                  "-" if p.relative_cost is None else f"{p.relative_cost:.1f}x")
+    out.print(t)
+    d = Table(title="dead ReLUs: one fc layer of 500 units + ReLU, 1000 inputs of 500 dims")
+    for c in ("scenario", "init", "bias", "inputs", "dead units", "zero outputs"):
+        d.add_column(c, justify="left" if c in ("scenario", "init", "inputs") else "right")
+    for row in r.dead:
+        d.add_row(row.scenario, row.init, f"{row.bias:g}", row.inputs, f"{row.dead_fraction:.1%}",
+                  f"{row.zero_fraction:.1%}")
+    out.print(d)
+    out.print("dead = zero output (and zero gradient) for every input of the batch")
+
+
+# ------------------------------------------------------------------------------ equivariance
+SpecArg = typer.Argument(..., help="YAML architecture spec.", exists=True, dir_okay=False,
+                         readable=True, show_default=False)
+
+
+@lab_app.command("equivariance")
+@handle_errors
+def equivariance(
+    spec: Path = SpecArg,
+    images: int = typer.Option(4, "--images", min=2, help="Number of test images."),
+    shift: int = typer.Option(1, "--shift", min=1,
+                              help="Translation in output positions (x the layer's stride)."),
+    max_shift: int = typer.Option(4, "--max-shift", min=1,
+                                  help="Largest pixel shift for the invariance test."),
+    dtype: DType = typer.Option(DType.float64, "--dtype"),
+    seed: int = SeedOpt,
+    fmt: LabFormat = FormatOpt,
+):
+    """Translation equivariance of conv layers, shift invariance, 90° rotation."""
+    from cnncalc.labs import equivariance as lab
+
+    r = lab.run(spec, images=images, shift=shift, max_shift=max_shift, seed=seed,
+                dtype=dtype.value)
+    if fmt is LabFormat.json:
+        d = dataclasses.asdict(r)
+        if r.rotation is not None:
+            d["rotation"]["rotated_error"] = r.rotation.rotated_error
+        print_json(_clean(d))
+        return
+    out = console()
+    t = Table(title=f"translation equivariance of {r.spec}'s conv layers "
+                    f"(network up to the layer, eval mode, {r.images} images, {r.dtype})")
+    for c in ("layer", "stride (jump)", "input shift", "positions", "||phi(gx) - g.phi(x)||",
+              "||phi(gx) - phi(x)||"):
+        t.add_column(c, justify="left" if c == "layer" else "right")
+    for row in r.translation:
+        t.add_row(row.layer, f"{row.jump[0]}x{row.jump[1]}", f"{row.shift[0]},{row.shift[1]} px",
+                  str(row.positions), _g(row.equivariance_error), _g(row.change_unaligned))
+    out.print(t)
+    out.print("(relative to ||phi(x)||, on output positions whose receptive field stays inside "
+              "the image)")
+    inv = Table(title=f"shift invariance of the whole network (output of {r.output_layer})")
+    inv.add_column("shift (px)", justify="right")
+    inv.add_column("||phi(gx) - phi(x)|| / ||phi(x)||", justify="right")
+    for s in r.invariance:
+        inv.add_row(str(s.shift), f"{s.relative_change:.4f}")
+    inv.add_row("other image", f"{r.different_image_change:.4f}")
+    out.print(inv)
+    rot = r.rotation
+    if rot is not None:
+        rt = Table(title=f"90° rotation: {rot.layer}'s {rot.filters} filters ({rot.kernel}x"
+                         f"{rot.kernel}, stride 1, same padding) on {rot.size}x{rot.size} "
+                         "inputs")
+        rt.add_column("layer", justify="left")
+        rt.add_column("||phi(Rx) - P R phi(x)|| / ||phi(x)||", justify="right")
+        rt.add_row("ordinary conv (P = identity)", _g(rot.ordinary_error))
+        for c, e in enumerate(rot.rotated_errors):
+            rt.add_row(f"4 rotations of each filter, channel groups shifted by {c}", _g(e))
+        out.print(rt)
+        if rot.note:
+            out.print(f"note: {rot.note}")
+    _notes(out, r.notes)
+
+
+# ------------------------------------------------------------------------------ bn-fold
+@lab_app.command("bn-fold")
+@handle_errors
+def bn_fold(
+    source: Path = typer.Argument(..., help="YAML spec, or a .npz checkpoint from `cnncalc "
+                                            "train`.", exists=True, dir_okay=False,
+                                  readable=True, show_default=False),
+    images: int = typer.Option(8, "--images", min=1, help="Number of test images."),
+    dtype: DType = typer.Option(DType.float64, "--dtype"),
+    seed: int = SeedOpt,
+    fmt: LabFormat = FormatOpt,
+):
+    """Fold batch norm into the conv/fc before it; check outputs agree; count savings."""
+    from cnncalc.labs import bn_fold as lab
+
+    r = lab.run(source, images=images, seed=seed, dtype=dtype.value)
+    if fmt is LabFormat.json:
+        _emit_json(r)
+        if not r.agree:
+            raise typer.Exit(code=1)
+        return
+    out = console()
+    t = Table(title=f"batch norm folded into the layer before it ({r.source}"
+                    f"{', checkpoint' if r.from_checkpoint else ', random BN statistics'})")
+    for c in ("batch norm", "folded into", "kind", "channels"):
+        t.add_column(c)
+    for p in r.folded:
+        t.add_row(p.batchnorm, p.into, p.kind, str(p.channels))
+    out.print(t)
+    s = Table(title="inference cost")
+    for c in ("", "params", "MACs", "FLOPs", "activations"):
+        s.add_column(c, justify="right")
+    for label, d in (("before", r.before), ("after", r.after), ("saved", r.saved)):
+        s.add_row(label, f"{d['params']:,}", f"{d['macs']:,}", f"{d['flops']:,}",
+                  f"{d['activations']:,}")
+    out.print(s)
+    out.print(f"BN multiply-adds removed: {r.saved['bn_multiply_adds']:,} per image")
+    verdict = "agree" if r.agree else "DISAGREE"
+    out.print(f"outputs {verdict} on {r.images} images ({r.dtype}): max |diff| "
+              f"{r.max_abs_diff:.3e}, relative {r.max_rel_diff:.3e} (tolerance 1e-5)")
+    if r.not_folded:
+        out.print(f"not folded (no conv/fc of their own before them): {', '.join(r.not_folded)}")
+    _notes(out, r.notes)
+    if not r.agree:
+        raise typer.Exit(code=1)
+
+
+# ------------------------------------------------------------------------------ preprocess
+@lab_app.command("preprocess")
+@handle_errors
+def preprocess(
+    data: str = typer.Option("synthetic", "--data", "-d", help="synthetic[:N] or mnist:DIR."),
+    n: int = typer.Option(2000, "--n", min=2, help="Training images used."),
+    seed: int = SeedOpt,
+    fmt: LabFormat = FormatOpt,
+    plot: Path = PlotOpt,
+):
+    """Centring, normalising, PCA, whitening; the lecture's badly scaled regression."""
+    from cnncalc.labs import preprocess as lab
+
+    r = lab.run(data, n=n, seed=seed, keep_arrays=plot is not None)
+    _plot("preprocess", r, plot)
+    if fmt is LabFormat.json:
+        _emit_json(r, ("mean_images", "covariances"))
+        return
+    out = console()
+    c, h, w = r.shape
+    t = Table(title=f"preprocessing {r.data}: {r.n} images of {h}x{w}x{c}, statistics after")
+    for col in ("method", "channel mean", "channel std", "mean |mean image|",
+                "pixel variance (mean)", "mean |covariance| off-diagonal"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for m in r.methods:
+        t.add_row(m.method, ", ".join(_g(v) for v in m.channel_mean),
+                  ", ".join(_g(v) for v in m.channel_std), _g(m.mean_abs),
+                  _g(m.variance_mean), _g(m.offdiag_abs_mean))
+    out.print(t)
+    fs = r.feature_scales
+    g = Table(title=f"gradient descent on y = w1 x1 + w2 x2 + b (x1 ~ {fs['x1_mean']:.0f} +- "
+                    f"{fs['x1_std']:.0f}, x2 ~ {fs['x2_mean']:.4f} +- {fs['x2_std']:.4f}); "
+                    f"lr = 1/lambda_max, converged at gap <= {r.tol:g} x initial")
+    for col in ("features", "condition number", "lr", "steps to converge", "gap left",
+                "kappa ln(1/tol)", "|dL/dw1| at 0", "|dL/dw2| at 0"):
+        g.add_column(col, justify="left" if col == "features" else "right")
+    for run in r.regression:
+        g.add_row(run.features, _g(run.condition_number), _g(run.lr),
+                  str(run.steps_to_converge) if run.steps_to_converge
+                  else f"> {r.max_steps}", _g(run.final_gap_ratio), _g(run.predicted_steps),
+                  _g(run.initial_grad[0]), _g(run.initial_grad[1]))
+    out.print(g)
