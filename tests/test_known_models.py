@@ -31,10 +31,8 @@ def test_published_totals(specs_dir, name, params, buffers, macs, out):
 
 def test_every_shipped_spec_loads(specs_dir):
     for path in specs_dir.glob("*.yaml"):
-        text = path.read_text()
-        if "\nlayers:" not in "\n" + text:
-            continue  # answers files and other non-architecture YAML
-        cnncalc.load(path)
+        if not path.name.startswith("answers_"):  # answers files are for `cnncalc check`
+            cnncalc.load(path)
 
 
 def test_vgg16_pool5_receptive_field(specs_dir):
