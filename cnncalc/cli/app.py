@@ -30,6 +30,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 from cnncalc.cli import analyze as _analyze  # noqa: E402,F401  (registers commands)
 from cnncalc.cli import lab as _lab  # noqa: E402,F401
+from cnncalc.cli import train as _train  # noqa: E402,F401
 from cnncalc.cli import homework as _homework  # noqa: E402,F401
 
 
