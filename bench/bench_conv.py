@@ -1,9 +1,18 @@
 """Conv forward+backward speed: cnncalc kernels vs PyTorch, float32, 2 threads.
 
-Run: ``python bench/bench_conv.py [--repeat 7]``. Prints, per layer, the median time of
-forward+backward (dx, dw, db) and GFLOP/s for cnncalc and PyTorch, their ratio, and each as a
-fraction of the float32 matmul ceiling (NumPy GEMM with 2 BLAS threads, measured in a subprocess
-so that this process keeps BLAS at one thread beside numba's pool).
+Run: ``python bench/bench_conv.py [--repeat 9] [--only VGG]``. Per layer it times forward +
+backward (dx, dw, db) three ways, alternating within each repetition (the machine is shared and
+noisy, so only ratios measured side by side mean much), and prints medians:
+
+* ``split`` (primary; how the engine runs): the batch is cut in two halves and each half runs
+  the SERIAL, cached, nogil kernels (``parallel=False``) in its own Python thread of a
+  ``ThreadPoolExecutor(2)``; the two dw/db are summed.
+* ``prange``: one call on the whole batch with numba's parallel variants (2 threads).
+* ``torch``: ``F.conv2d`` forward + ``backward`` with 2 intra-op threads.
+
+For each: milliseconds, GFLOP/s (3 GEMM-equivalents: fwd, dx, dw), and the fraction of the float32
+matmul ceiling (NumPy 2048^3 GEMM with 2 BLAS threads, measured in a subprocess so that this
+process keeps BLAS at one thread); then the ratios to PyTorch's time (< 1: cnncalc is faster).
 """
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 # the kernels' policy: BLAS single-threaded in this process (set before numpy loads BLAS)
 from cnncalc.kernels import _jit  # noqa: E402  (sets OPENBLAS_NUM_THREADS=1 by default)
@@ -75,9 +85,29 @@ def conv_flops(n, c, k, kh, kw, ho, wo) -> float:
     return 3 * 2.0 * n * k * c * kh * kw * ho * wo
 
 
+def split_runner(pool, x, wt, b, dy, s, p, ho, wo):
+    """fwd+bwd of the batch as two halves, serial kernels, one Python thread each."""
+    n = x.shape[0]
+    cut = (n + 1) // 2
+    parts = [(x[:cut], dy[:cut]), (x[cut:], dy[cut:])]
+
+    def half(i):
+        xh, dyh = parts[i]
+        conv2d_forward(xh, wt, b, (s, s), (p, p), (1, 1), 1, (ho, wo), parallel=False)
+        return conv2d_backward(dyh, xh, wt, (s, s), (p, p), (1, 1), 1, need_dx=True,
+                               parallel=False)
+
+    def run():
+        (_, dw0, db0), (_, dw1, db1) = pool.map(half, [0, 1])
+        return dw0 + dw1, db0 + db1
+
+    return run
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--only", default="", help="run only layers whose name contains this")
     args = ap.parse_args(argv)
 
     import numba
@@ -98,12 +128,16 @@ def main(argv=None) -> None:
     if ceiling:
         print(f"float32 matmul ceiling (NumPy 2048^3): {ceiling:.0f} GFLOP/s with {THREADS} BLAS "
               f"threads, {ceil1:.0f} with 1")
-    head = f"{'layer':<16} {'cnncalc ms':>10} {'GF/s':>6} {'%peak':>6}"
+    pct = (lambda g: 100 * g / ceiling) if ceiling else (lambda g: float("nan"))
+    head = f"{'layer':<16} {'split ms':>9} {'GF/s':>5} {'%pk':>4} {'prange ms':>9} {'GF/s':>5}"
     if torch is not None:
-        head += f" {'torch ms':>9} {'GF/s':>6} {'%peak':>6} {'ratio':>6}"
+        head += f" {'torch ms':>9} {'GF/s':>5} {'%pk':>4} {'split/T':>8} {'prange/T':>8}"
     print(head)
     rng = np.random.default_rng(0)
+    pool = ThreadPoolExecutor(2)
     for name, n, c, h, w, k, kh, kw, s, p in LAYERS:
+        if args.only and args.only.lower() not in name.lower():
+            continue
         x = rng.standard_normal((n, c, h, w), dtype=np.float32)
         wt = (rng.standard_normal((k, c, kh, kw), dtype=np.float32) * 0.05).astype(np.float32)
         b = np.zeros(k, np.float32)
@@ -111,12 +145,12 @@ def main(argv=None) -> None:
         wo = (w + 2 * p - kw) // s + 1
         dy = rng.standard_normal((n, k, ho, wo), dtype=np.float32)
 
-        def ours():
-            conv2d_forward(x, wt, b, (s, s), (p, p), (1, 1), 1, (ho, wo))
-            conv2d_backward(dy, x, wt, (s, s), (p, p), (1, 1), 1, need_dx=True)
+        def prange_path():
+            conv2d_forward(x, wt, b, (s, s), (p, p), (1, 1), 1, (ho, wo), parallel=True)
+            conv2d_backward(dy, x, wt, (s, s), (p, p), (1, 1), 1, need_dx=True, parallel=True)
 
         flops = conv_flops(n, c, k, kh, kw, ho, wo)
-        fns = {"ours": ours}
+        fns = {"split": split_runner(pool, x, wt, b, dy, s, p, ho, wo), "prange": prange_path}
         if torch is not None:
             xt = torch.from_numpy(x).requires_grad_(True)
             wtt = torch.from_numpy(wt).requires_grad_(True)
@@ -129,20 +163,18 @@ def main(argv=None) -> None:
                 yt.backward(dyt)
 
             fns["torch"] = theirs
-        times = interleaved_medians(fns, args.repeat)
-        t_ours = times["ours"]
-        g_ours = flops / t_ours / 1e9
-        line = f"{name:<16} {t_ours * 1e3:>10.2f} {g_ours:>6.0f} " \
-               f"{(100 * g_ours / ceiling if ceiling else float('nan')):>5.0f}%"
+        t = interleaved_medians(fns, args.repeat)
+        g = {key: flops / v / 1e9 for key, v in t.items()}
+        line = f"{name:<16} {t['split'] * 1e3:>9.2f} {g['split']:>5.0f} {pct(g['split']):>3.0f}% " \
+               f"{t['prange'] * 1e3:>9.2f} {g['prange']:>5.0f}"
         if torch is not None:
-            t_t = times["torch"]
-            g_t = flops / t_t / 1e9
-            line += f" {t_t * 1e3:>9.2f} {g_t:>6.0f} " \
-                    f"{(100 * g_t / ceiling if ceiling else float('nan')):>5.0f}% " \
-                    f"{t_ours / t_t:>6.2f}"
+            line += f" {t['torch'] * 1e3:>9.2f} {g['torch']:>5.0f} {pct(g['torch']):>3.0f}% " \
+                    f"{t['split'] / t['torch']:>8.2f} {t['prange'] / t['torch']:>8.2f}"
         print(line, flush=True)
+    pool.shutdown()
     if torch is not None:
-        print("ratio = cnncalc time / PyTorch time (lower is better; < 1 means cnncalc is faster)")
+        print("split/T, prange/T = cnncalc time / PyTorch time (lower is better; < 1 means "
+              "cnncalc is faster); medians of alternating runs")
 
 
 if __name__ == "__main__":

@@ -56,27 +56,93 @@ CONV_CASES = [
 ]
 
 
+CONV_CASES_IG = [
+    # stride-1 shapes that only the implicit-GEMM path (algo="implicit") treats specially
+    pytest.param(2, 3, 8, 9, 4, 3, 4, (1, 1), (1, 2), (1, 1), 1, (0, 1), id="asym-pad-s1"),
+    pytest.param(2, 2, 7, 7, 3, 3, 3, (1, 1), (-1, 0), (1, 1), 1, (0, 0), id="crop"),
+    pytest.param(2, 2, 6, 6, 3, 1, 1, (1, 1), (1, 1), (1, 1), 1, (0, 1), id="1x1-padded"),
+    pytest.param(2, 4, 9, 8, 4, 2, 3, (1, 1), (0, 2), (2, 1), 2, (1, 0), id="dil-groups-odd"),
+    pytest.param(3, 18, 12, 11, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1, (1, 1), id="wide-c"),
+]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algo", ["im2col", "implicit"])
 @pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("n,c,h,w,k,kh,kw,s,p,d,g,pa", CONV_CASES)
-def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, parallel, dtype):
+@pytest.mark.parametrize("n,c,h,w,k,kh,kw,s,p,d,g,pa", CONV_CASES + CONV_CASES_IG)
+def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, parallel, algo, dtype):
     rng = np.random.default_rng(0)
     x, x64 = data((n, c, h, w), dtype, rng)
     wt, w64 = data((k, c // g, kh, kw), dtype, rng)
     b, b64 = data((k,), dtype, rng)
     out_hw = conv.conv2d_out_hw(h, w, (kh, kw), s, p, pa, d)
-    y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel)
+    y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel, algo=algo)
     close(y, R.conv2d_forward(x64, w64, b64, s, p, d, g, out_hw), dtype)
     dy, dy64 = data(y.shape, dtype, rng)
-    dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, parallel=parallel)
+    dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, parallel=parallel, algo=algo)
     rdx, rdw, rdb = R.conv2d_backward(dy64, x64, w64, s, p, d, g)
     close(dx, rdx, dtype)
     close(dw, rdw, dtype)
     close(db, rdb, dtype)
     dx2, dw2, db2 = conv.conv2d_backward(dy, x, wt, s, p, d, g, need_dx=False, has_bias=False,
-                                         parallel=parallel)
+                                         parallel=parallel, algo=algo)
     assert dx2 is None and db2 is None
     close(dw2, rdw, dtype)
+
+
+def test_conv_algo_choice_and_errors():
+    assert conv._use_implicit(None, 1, 1, False, 576, 3136)        # VGG 3x3 layer
+    assert not conv._use_implicit(None, 4, 4, False, 363, 3025)    # AlexNet conv1: stride 4
+    assert not conv._use_implicit(None, 1, 1, False, 4608, 49)     # 512ch 7x7: im2col
+    assert not conv._use_implicit("implicit", 2, 2, False, 9, 100)  # falls back
+    assert not conv._use_implicit("implicit", 1, 1, True, 9, 100)   # 1x1 direct path
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="algo"):
+        conv.conv2d_forward(x, np.zeros((1, 1, 3, 3)), None, algo="winograd")
+
+
+def test_conv_split_batch_threads_matches_whole_batch():
+    """The engine's data-parallel use: serial kernels on batch halves in two Python threads
+    (they release the GIL), dw/db summed, equals one call on the whole batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 16, 10, 9)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    dy = rng.standard_normal((6, 8, 10, 9)).astype(np.float32)
+    y = conv.conv2d_forward(x, w, b, 1, 1, 1, 1, (10, 9), parallel=False)
+    dx, dw, db = conv.conv2d_backward(dy, x, w, 1, 1, 1, 1, parallel=False)
+
+    def half(i):
+        sl = slice(3 * i, 3 * i + 3)
+        yh = conv.conv2d_forward(x[sl], w, b, 1, 1, 1, 1, (10, 9), parallel=False)
+        return (yh,) + conv.conv2d_backward(dy[sl], x[sl], w, 1, 1, 1, 1, parallel=False)
+
+    with ThreadPoolExecutor(2) as ex:
+        (y0, dx0, dw0, db0), (y1, dx1, dw1, db1) = ex.map(half, [0, 1])
+    close(np.concatenate([y0, y1]), y, np.float32)
+    close(np.concatenate([dx0, dx1]), dx, np.float32)
+    close(dw0 + dw1, dw, np.float32)
+    close(db0 + db1, db, np.float32)
+
+
+def test_gemm_helper_python_fallback():
+    """conv._gemm's Python body (what runs under NUMBA_DISABLE_JIT) against numpy."""
+    rng = np.random.default_rng(4)
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rng.standard_normal(60)
+            b = rng.standard_normal(80)
+            c = rng.standard_normal(40)
+            c0 = c.copy()
+            # A: 3x4 at offset 2 with lda 6; B: 4x5 at offset 1 with ldb 7; C: 3x5 at 4, ldc 8
+            am = a[2:2 + 6 * 4].reshape(4, 6)[:, :3] if ta else a[2:2 + 6 * 3].reshape(3, 6)[:, :4]
+            bm = b[1:1 + 7 * 5].reshape(5, 7)[:, :4] if tb else b[1:1 + 7 * 4].reshape(4, 7)[:, :5]
+            ref = (am.T if ta else am) @ (bm.T if tb else bm) * 2.0 + 0.5 * c0[4:4 + 24].reshape(3, 8)[:, :5]
+            conv._gemm(ta, tb, 3, 5, 4, 2.0, a, 2, 6, b, 1, 7, 0.5, c, 4, 8)
+            np.testing.assert_allclose(c[4:4 + 24].reshape(3, 8)[:, :5], ref, rtol=1e-12)
+            np.testing.assert_array_equal(c[:4], c0[:4])
 
 
 def test_conv_no_bias_and_out_buffer():
@@ -113,16 +179,21 @@ if given is not None:
         return n, c, h, w, k, kh, kw, s, p, d, g, pa
 
     @settings(max_examples=40, deadline=None)
-    @given(conv_shapes(), st.booleans())
-    def test_conv_forward_property(shape, parallel):
+    @given(conv_shapes(), st.booleans(), st.sampled_from(["im2col", "implicit"]))
+    def test_conv_forward_property(shape, parallel, algo):
         n, c, h, w, k, kh, kw, s, p, d, g, pa = shape
         rng = np.random.default_rng(n * 1000 + c * 100 + h * 10 + w)
         x = rng.standard_normal((n, c, h, w))
         wt = rng.standard_normal((k, c // g, kh, kw))
         b = rng.standard_normal(k)
         out_hw = conv.conv2d_out_hw(h, w, (kh, kw), s, p, pa, d)
-        y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel)
+        y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel, algo=algo)
         close(y, R.conv2d_forward(x, wt, b, s, p, d, g, out_hw), np.float64)
+        dy = rng.standard_normal(y.shape)
+        dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, parallel=parallel, algo=algo)
+        rdx, rdw, rdb = R.conv2d_backward(dy, x, wt, s, p, d, g)
+        close(dx, rdx, np.float64)
+        close(dw, rdw, np.float64)
 
 
 # ------------------------------------------------------------------------------------ pools
