@@ -22,7 +22,7 @@ from cnncalc.layers.base import prod
 
 #: optimizer → number of state tensors per parameter (momentum buffer, Adam's two moments)
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
-                   "adam": 2}
+                   "adam": 2, "adamw": 2}
 ABSURD_BYTES = 1 << 40  # 1 TiB
 
 

@@ -8,16 +8,7 @@ import typer
 
 from cnncalc.cli import render
 from cnncalc.cli.app import app
-from cnncalc.cli.common import Format, console, handle_errors, print_json, warn
-
-
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    momentum = "momentum"
-    nesterov = "nesterov"
-    adagrad = "adagrad"
-    rmsprop = "rmsprop"
-    adam = "adam"
+from cnncalc.cli.common import Format, Optimizer, console, handle_errors, print_json, warn
 
 
 class ConventionName(str, Enum):

@@ -10,6 +10,7 @@ from enum import Enum
 import typer
 from rich.console import Console
 
+from cnncalc.analysis import OPTIMIZER_STATE
 from cnncalc.errors import CnnCalcError
 
 
@@ -18,6 +19,15 @@ class Format(str, Enum):
     json = "json"
     markdown = "markdown"
     csv = "csv"
+
+
+class TableOrJson(str, Enum):
+    table = "table"
+    json = "json"
+
+
+#: Optimizer choices on the command line, from the analyzer's table (which imports no numpy).
+Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATE}, type=str)
 
 
 def console(stderr: bool = False) -> Console:
@@ -73,10 +83,11 @@ def handle_errors(fn):
 
 
 def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
 
 
-def _json_default(obj):
+def json_default(obj):
+    """JSON for numpy scalars and arrays, and paths."""
     import numpy as np
     if isinstance(obj, np.integer):
         return int(obj)
@@ -84,6 +95,8 @@ def _json_default(obj):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cnncalc.cli.app import app
-from cnncalc.cli.common import console, handle_errors, print_json
+from cnncalc.cli.common import TableOrJson, console, handle_errors, print_json
 
 lab_app = typer.Typer(
     name="lab",
@@ -26,11 +26,6 @@ lab_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(lab_app, name="lab")
-
-
-class LabFormat(str, Enum):
-    table = "table"
-    json = "json"
 
 
 class Init(str, Enum):
@@ -57,7 +52,7 @@ class DType(str, Enum):
     float32 = "float32"
 
 
-FormatOpt = typer.Option(LabFormat.table, "--format", "-f", help="table or json.")
+FormatOpt = typer.Option(TableOrJson.table, "--format", "-f", help="table or json.")
 PlotOpt = typer.Option(None, "--plot", help="Also draw a picture to this file (needs matplotlib: "
                                             "pip install cnncalc[plot]).", dir_okay=False)
 SeedOpt = typer.Option(0, "--seed", help="Random seed (weights and data).")
@@ -127,7 +122,7 @@ def init_stats(
     width: int = typer.Option(500, "--width", min=1, help="Input dimension and units per layer."),
     depth: int = typer.Option(10, "--depth", min=1, help="Number of fully connected layers."),
     seed: int = SeedOpt,
-    fmt: LabFormat = FormatOpt,
+    fmt: TableOrJson = FormatOpt,
     plot: Path = PlotOpt,
     histograms: bool = typer.Option(False, "--histograms", help="Include histograms in JSON."),
 ):
@@ -136,7 +131,7 @@ def init_stats(
 
     r = lab.run(init.value, nonlinearity.value, n=n, width=width, depth=depth, seed=seed)
     _plot("init_stats", r, plot)
-    if fmt is LabFormat.json:
+    if fmt is TableOrJson.json:
         d = dataclasses.asdict(r)
         if not histograms:
             for layer in d["layers"]:
@@ -191,7 +186,7 @@ def optimizers(
     lr: list[str] = typer.Option(None, "--lr", help="Override a rate: NAME=VALUE (repeatable)."),
     only: list[str] = typer.Option(None, "--optimizer", "-o", help="Run only these (repeatable)."),
     seed: int = SeedOpt,
-    fmt: LabFormat = FormatOpt,
+    fmt: TableOrJson = FormatOpt,
     plot: Path = PlotOpt,
     paths: bool = typer.Option(False, "--paths", help="Include the trajectories in JSON."),
 ):
@@ -201,7 +196,7 @@ def optimizers(
     r = lab.run(function.value, only or lab.OPTIMIZERS, kappa=kappa, noise=noise, steps=steps,
                 tol=tol, lrs=_parse_lrs(lr), seed=seed)
     _plot("optimizers", r, plot)
-    if fmt is LabFormat.json:
+    if fmt is TableOrJson.json:
         d = dataclasses.asdict(r)
         if not paths:
             for run in d["runs"]:
@@ -233,7 +228,7 @@ def schedules(
     lr: float = typer.Option(0.1, "--lr", min=0.0, help="Initial learning rate alpha0."),
     steps: int = typer.Option(100, "--steps", "-T", min=2, help="T, the number of steps."),
     warmup: int = typer.Option(None, "--warmup", min=0, help="Warm-up steps (default T // 10)."),
-    fmt: LabFormat = FormatOpt,
+    fmt: TableOrJson = FormatOpt,
     plot: Path = PlotOpt,
 ):
     """The learning rate of every schedule over T steps, with and without warm-up."""
@@ -241,7 +236,7 @@ def schedules(
 
     r = lab.run(lr, steps, warmup)
     _plot("schedules", r, plot)
-    if fmt is LabFormat.json:
+    if fmt is TableOrJson.json:
         _emit_json(r)
         return
     out = console()
@@ -268,7 +263,7 @@ def activations(
                                   help="That row's inputs are in [0, 1] (not centred)."),
     no_cost: bool = typer.Option(False, "--no-cost", help="Skip the timing (relative cost)."),
     seed: int = SeedOpt,
-    fmt: LabFormat = FormatOpt,
+    fmt: TableOrJson = FormatOpt,
     plot: Path = PlotOpt,
     curves: bool = typer.Option(False, "--curves", help="Include the sampled curves in JSON."),
 ):
@@ -278,7 +273,7 @@ def activations(
     extra = [(init, bias, "positive" if positive else "centred")] if init else None
     r = lab.run(lo, hi, measure_cost=not no_cost, extra_dead=extra, seed=seed)
     _plot("activations", r, plot)
-    if fmt is LabFormat.json:
+    if fmt is TableOrJson.json:
         _emit_json(r, () if curves else ("x", "curves"))
         return
     out = console()
@@ -318,14 +313,14 @@ def equivariance(
                                   help="Largest pixel shift for the invariance test."),
     dtype: DType = typer.Option(DType.float64, "--dtype"),
     seed: int = SeedOpt,
-    fmt: LabFormat = FormatOpt,
+    fmt: TableOrJson = FormatOpt,
 ):
     """Translation equivariance of conv layers, shift invariance, 90° rotation."""
     from cnncalc.labs import equivariance as lab
 
     r = lab.run(spec, images=images, shift=shift, max_shift=max_shift, seed=seed,
                 dtype=dtype.value)
-    if fmt is LabFormat.json:
+    if fmt is TableOrJson.json:
         d = dataclasses.asdict(r)
         if r.rotation is not None:
             d["rotation"]["rotated_error"] = r.rotation.rotated_error
@@ -376,13 +371,13 @@ def bn_fold(
     images: int = typer.Option(8, "--images", min=1, help="Number of test images."),
     dtype: DType = typer.Option(DType.float64, "--dtype"),
     seed: int = SeedOpt,
-    fmt: LabFormat = FormatOpt,
+    fmt: TableOrJson = FormatOpt,
 ):
     """Fold batch norm into the conv/fc before it; check outputs agree; count savings."""
     from cnncalc.labs import bn_fold as lab
 
     r = lab.run(source, images=images, seed=seed, dtype=dtype.value)
-    if fmt is LabFormat.json:
+    if fmt is TableOrJson.json:
         _emit_json(r)
         if not r.agree:
             raise typer.Exit(code=1)
@@ -420,7 +415,7 @@ def preprocess(
     data: str = typer.Option("synthetic", "--data", "-d", help="synthetic[:N] or mnist:DIR."),
     n: int = typer.Option(2000, "--n", min=2, help="Training images used."),
     seed: int = SeedOpt,
-    fmt: LabFormat = FormatOpt,
+    fmt: TableOrJson = FormatOpt,
     plot: Path = PlotOpt,
 ):
     """Centring, normalising, PCA, whitening; the lecture's badly scaled regression."""
@@ -428,7 +423,7 @@ def preprocess(
 
     r = lab.run(data, n=n, seed=seed, keep_arrays=plot is not None)
     _plot("preprocess", r, plot)
-    if fmt is LabFormat.json:
+    if fmt is TableOrJson.json:
         _emit_json(r, ("mean_images", "covariances"))
         return
     out = console()

@@ -16,23 +16,9 @@ from pathlib import Path
 import typer
 
 from cnncalc.cli.app import app
-from cnncalc.cli.common import console, handle_errors, warn
+from cnncalc.cli.common import (Optimizer, TableOrJson, console, handle_errors, json_default,
+                                 warn)
 from cnncalc.errors import CnnCalcError, DataError
-
-
-class OutFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
-class OptName(str, Enum):
-    sgd = "sgd"
-    momentum = "momentum"
-    nesterov = "nesterov"
-    adagrad = "adagrad"
-    rmsprop = "rmsprop"
-    adam = "adam"
-    adamw = "adamw"
 
 
 class SchedName(str, Enum):
@@ -73,22 +59,8 @@ def sparkline(values: list[float]) -> str:
 
 
 def _emit_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(obj, default=json_default) + "\n")
     sys.stdout.flush()
-
-
-def _json_default(obj):
-    import numpy as np
-
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _json_errors(fn):
@@ -100,7 +72,7 @@ def _json_errors(fn):
         try:
             return fn(*args, **kwargs)
         except CnnCalcError as err:
-            if kwargs.get("fmt") is OutFormat.json:
+            if kwargs.get("fmt") is TableOrJson.json:
                 _emit_json({"event": "error", "type": type(err).__name__,
                             "message": err.message, "hint": err.hint})
             raise
@@ -292,7 +264,7 @@ def train(
                                   "mnist:DIR, cifar10:DIR, npz:FILE."),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs (default 10)."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default 64)."),
-    optimizer: OptName = typer.Option(None, "--optimizer", "-o",
+    optimizer: Optimizer = typer.Option(None, "--optimizer", "-o",
                                       help="sgd, momentum (default), nesterov, adagrad, "
                                            "rmsprop, adam, adamw."),
     lr: float = typer.Option(None, "--lr", help="Base learning rate."),
@@ -332,7 +304,7 @@ def train(
                                                  "curves.png here.", file_okay=False),
     resume: Path = typer.Option(None, "--resume", help="Continue from a checkpoint.",
                                 dir_okay=False),
-    fmt: OutFormat = typer.Option(OutFormat.table, "--format", "-f", help="table or json "
+    fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json "
                                   "(JSON lines: begin, step, epoch, checkpoint, end)."),
 ):
     """Train a spec with mini-batch SGD and report the test accuracy."""
@@ -370,7 +342,7 @@ def train(
     layers.append(("command line", cli))
     settings = resolve(*layers)
 
-    json_mode = fmt is OutFormat.json
+    json_mode = fmt is TableOrJson.json
     out_console = console()
     steplog = StepLog()
     callbacks = [steplog]
@@ -456,7 +428,7 @@ def evaluate(
                              help="Data set to test on (default: the one trained on)."),
     split: str = typer.Option("test", "--split", help="test or train."),
     batch_size: int = typer.Option(1000, "--batch-size", "-b", min=1),
-    fmt: OutFormat = typer.Option(OutFormat.table, "--format", "-f"),
+    fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f"),
 ):
     """Accuracy, loss and confusion matrix of a checkpoint on a data set."""
     from cnncalc.train import trainer as T
@@ -474,7 +446,7 @@ def evaluate(
     T.check_compatible(model.graph, ds)
     x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
     res = run_eval(model.net, model.prepare(x), y, batch_size, classes=ds.classes)
-    if fmt is OutFormat.json:
+    if fmt is TableOrJson.json:
         _emit_json({"checkpoint": str(checkpoint), "data": settings.data, "split": split,
                     "epoch": model.checkpoint.epoch, **res.to_dict()})
         return
@@ -511,7 +483,7 @@ def predict(
                                        "(with Pillow).", show_default=False),
     top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Classes to show per image."),
     limit: int = typer.Option(50, "--limit", min=1, help="Rows to show in the table."),
-    fmt: OutFormat = typer.Option(OutFormat.table, "--format", "-f"),
+    fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f"),
 ):
     """Classify images with a trained checkpoint."""
     from cnncalc.train.evaluate import load_inputs, load_model
@@ -525,7 +497,7 @@ def predict(
                                           "probability": float(p)}
                                          for c, p in zip(top[i], prob[i])]}
             for i, n in enumerate(names)]
-    if fmt is OutFormat.json:
+    if fmt is TableOrJson.json:
         _emit_json({"checkpoint": str(checkpoint), "predictions": rows})
         return
     from rich.table import Table
