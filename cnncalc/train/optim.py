@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cnncalc.errors import TrainError
+from cnncalc.train._names import lookup
 
 __all__ = [
     "OPTIMIZERS",
@@ -368,11 +369,16 @@ class AdaGrad(Optimizer):
         gs = state["grad_squared"]
         np.multiply(g, g, out=buf)
         gs += buf
-        np.sqrt(gs, out=buf)
-        buf += self.eps
-        np.divide(g, buf, out=buf)
-        buf *= lr
-        x -= buf
+        _adaptive_step(x, g, gs, buf, lr, self.eps)
+
+
+def _adaptive_step(x, g, grad_squared, buf, lr, eps) -> None:
+    """``x -= lr * g / (sqrt(grad_squared) + eps)`` in place (AdaGrad's and RMSProp's step)."""
+    np.sqrt(grad_squared, out=buf)
+    buf += eps
+    np.divide(g, buf, out=buf)
+    buf *= lr
+    x -= buf
 
 
 class RMSProp(Optimizer):
@@ -418,11 +424,7 @@ class RMSProp(Optimizer):
         buf *= 1.0 - d
         gs *= d
         gs += buf
-        np.sqrt(gs, out=buf)
-        buf += self.eps
-        np.divide(g, buf, out=buf)
-        buf *= lr
-        x -= buf
+        _adaptive_step(x, g, gs, buf, lr, self.eps)
 
 
 class Adam(Optimizer):
@@ -560,14 +562,7 @@ def create(name: str, **hyper: Any) -> Optimizer:
     TrainError
         Unknown name or hyperparameter, or a value out of range.
     """
-    if not isinstance(name, str):
-        raise TrainError(f"optimizer name must be a string; got {name!r}",
-                         hint=f"one of: {', '.join(OPTIMIZERS)}")
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    cls = OPTIMIZERS.get(key)
-    if cls is None:
-        raise TrainError(f"unknown optimizer {name!r}", hint=f"one of: {', '.join(OPTIMIZERS)}")
+    _, cls = lookup("optimizer", name, OPTIMIZERS, _ALIASES)
     accepted = _accepted(cls)
     unknown = [k for k in hyper if k not in accepted]
     if unknown:

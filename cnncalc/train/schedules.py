@@ -35,6 +35,7 @@ import numbers
 from typing import Any, ClassVar
 
 from cnncalc.errors import TrainError
+from cnncalc.train._names import lookup
 
 __all__ = [
     "SCHEDULES",
@@ -170,10 +171,8 @@ class Step(Schedule):
         return self.lr * self.gamma ** n
 
 
-class Exponential(Schedule):
-    """``lr(t) = alpha0 * exp(-k * t)``, ``k >= 0``."""
-
-    name = "exponential"
+class _RateK(Schedule):
+    """A decay with one rate ``k >= 0``."""
 
     def __init__(self, lr: float, k: float):
         super().__init__(lr)
@@ -181,22 +180,21 @@ class Exponential(Schedule):
 
     def _hyper(self):
         return {"k": self.k}
+
+
+class Exponential(_RateK):
+    """``lr(t) = alpha0 * exp(-k * t)``, ``k >= 0``."""
+
+    name = "exponential"
 
     def _at(self, t):
         return self.lr * math.exp(-self.k * t)
 
 
-class InverseTime(Schedule):
+class InverseTime(_RateK):
     """``lr(t) = alpha0 / (1 + k * t)`` (the lecture's 1/t decay), ``k >= 0``."""
 
     name = "inverse_time"
-
-    def __init__(self, lr: float, k: float):
-        super().__init__(lr)
-        self.k = _num("k", k, hint="the decay rate, e.g. 0.1")
-
-    def _hyper(self):
-        return {"k": self.k}
 
     def _at(self, t):
         return self.lr / (1.0 + self.k * t)
@@ -313,14 +311,7 @@ def create(name: str, lr: float, *, warmup: int | None = None, **kw: Any) -> Sch
     TrainError
         Unknown name or argument, a value out of range, or a warm-up that does not fit.
     """
-    if not isinstance(name, str):
-        raise TrainError(f"schedule name must be a string; got {name!r}",
-                         hint=f"one of: {', '.join(SCHEDULES)}")
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    cls = SCHEDULES.get(key)
-    if cls is None:
-        raise TrainError(f"unknown schedule {name!r}", hint=f"one of: {', '.join(SCHEDULES)}")
+    key, cls = lookup("schedule", name, SCHEDULES, _ALIASES)
     unknown = [k for k in kw if k not in _ACCEPTS[key]]
     if unknown:
         raise TrainError(f"unknown argument(s) for schedule {key}: {', '.join(unknown)}",
