@@ -492,8 +492,12 @@ def synthetic(n_train: int = 2000, n_test: int = 500, *, seed: int = 0,
 # --data parsing
 
 
-def load(data_arg: str, seed: int = 0, *, download: bool = True) -> Dataset:
+def load(data_arg: str, seed: int = 0, *, download: bool = True,
+         shape: tuple[int, int, int] | None = None, num_classes: int = 10) -> Dataset:
     """Load the data set named by a ``--data`` argument (see the module docstring).
+
+    ``shape`` (C, H, W) and ``num_classes`` shape the ``synthetic`` set (a spec's input and
+    class count); other sets ignore them.
 
     Raises
     ------
@@ -507,16 +511,17 @@ def load(data_arg: str, seed: int = 0, *, download: bool = True) -> Dataset:
     kind, sep, rest = arg.partition(":")
     kind_l = kind.lower()
     if kind_l == "synthetic":
-        if not sep or not rest:
-            return synthetic(seed=seed)
-        try:
-            n = int(rest)
-        except ValueError:
-            raise DataError(f"synthetic:N needs an integer N; got {rest!r}",
-                            hint="e.g. synthetic:2000") from None
-        if n < 4:
-            raise DataError(f"synthetic:N needs N >= 4; got {n}")
-        return synthetic(n, max(1, n // 4), seed=seed)
+        n = 2000
+        if sep and rest:
+            try:
+                n = int(rest)
+            except ValueError:
+                raise DataError(f"synthetic:N needs an integer N; got {rest!r}",
+                                hint="e.g. synthetic:2000") from None
+            if n < 4:
+                raise DataError(f"synthetic:N needs N >= 4; got {n}")
+        return synthetic(n, max(1, n // 4), seed=seed, shape=shape or (1, 28, 28),
+                         num_classes=num_classes)
     if kind_l == "mnist":
         return load_mnist(rest or None, download=download)
     if kind_l == "cifar10":

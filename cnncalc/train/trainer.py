@@ -189,17 +189,7 @@ def load_data(settings: TrainSettings, graph) -> Any:
     from cnncalc.train import data as data_mod
 
     arg = settings.data
-    kind, sep, rest = arg.partition(":")
-    if kind.strip().lower() == "synthetic":
-        n = 2000
-        if sep and rest:
-            try:
-                n = int(rest)
-            except ValueError:
-                raise DataError(f"synthetic:N needs an integer N; got {rest!r}",
-                                hint="e.g. synthetic:2000") from None
-            if n < 4:
-                raise DataError(f"synthetic:N needs N >= 4; got {n}")
+    if arg.partition(":")[0].strip().lower() == "synthetic":
         k = _num_classes(graph)
         if k > len(data_mod.SYNTHETIC_CLASSES):
             raise TrainError(f"the spec ends in {k} classes; synthetic data has at most "
@@ -210,8 +200,7 @@ def load_data(settings: TrainSettings, graph) -> Any:
         if h < 8 or w < 8:
             raise TrainError(f"synthetic data needs images of at least 8x8; the spec's input is "
                              f"{h}x{w}x{c}", hint="use --data npz:FILE")
-        return data_mod.synthetic(n, max(1, n // 4), seed=settings.seed, shape=(c, h, w),
-                                  num_classes=k)
+        return data_mod.load(arg, seed=settings.seed, shape=(c, h, w), num_classes=k)
     return data_mod.load(arg, seed=settings.seed)
 
 
