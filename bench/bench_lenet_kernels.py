@@ -9,6 +9,10 @@ conv1 6@5x5 pad 2 -> ReLU -> pool 2 -> conv2 16@5x5 -> ReLU -> pool 2 -> fc120 -
 ReLU -> fc10 -> softmax cross-entropy.
 Both models start from the same weights; the first step checks every gradient against PyTorch's.
 Prints median ms/step, images/s and the ratio per batch size, then per-kernel medians.
+
+This measures the per-op ``fused.py`` kernels (numba ``prange``, not cached). What
+``cnncalc.Network`` runs for LeNet-5 now is the generated, shape-specialised chain on two
+worker threads: see ``bench/bench_engine.py`` for that benchmark.
 """
 from __future__ import annotations
 

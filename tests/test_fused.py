@@ -375,3 +375,137 @@ def test_flush_denormals_reaches_every_thread():
         assert after["main"]
     finally:
         denormals.disable_flush_denormals()  # the process default
+
+
+# --------------------------------------------------------------------------------------------
+# generated whole-chain kernels (cnncalc.kernels.gen) through the engine, against the generic
+# unfused path of the same network
+# --------------------------------------------------------------------------------------------
+
+
+def _chain_spec(input_, layers, name="chain"):
+    body = "\n".join(f"  - {line}" for line in layers)
+    return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
+
+
+CHAINS = {
+    # LeNet-5: a direct (C=1) block, then a GEMM block; flatten; fc chain
+    "lenet5": str(__import__("pathlib").Path(__file__).resolve().parent.parent / "specs"
+                  / "lenet5.yaml"),
+    # direct block with C=3 and pool 3 (floor: the last rows/columns are never pooled), then a
+    # padded GEMM block with an even kernel; no bias on the second conv and the middle fc
+    "odd": _chain_spec("11x13x3", [
+        "conv: {filters: 4, size: 3, pad: 1}", "relu", "maxpool: {size: 3}",
+        "conv: {filters: 5, size: 2, pad: 1, bias: false}", "relu", "maxpool: {size: 2}",
+        "flatten", "fc: {units: 7, bias: false}", "relu", "fc: {units: 3}"]),
+    # first block too wide for the direct kernel (C*F*F = 36): GEMM on the NCHW input; no
+    # flatten node (fc flattens NCHW itself)
+    "gemm_first": _chain_spec("9x9x4", [
+        "conv: {filters: 3, size: 3}", "relu", "maxpool: {size: 2}", "fc: {units: 5}"]),
+    # no conv block at all
+    "mlp": _chain_spec("4x4x2", ["fc: {units: 6}", "relu", "fc: {units: 3}"]),
+}
+
+
+def _chain_pair(name, dtype, threads, seed=0):
+    import cnncalc
+
+    net = cnncalc.Network(CHAINS[name], dtype=dtype, seed=seed, threads=threads)
+    ref_net = cnncalc.Network(CHAINS[name], dtype=dtype, seed=seed, fuse=False, parallel=False)
+    assert net.fast_path is not None and ref_net.fast_path is None
+    rng = np.random.default_rng(seed + 1)
+    for k, v in net.params.items():  # non-zero biases so every term shows up
+        if k.endswith(".bias"):
+            v[...] = 0.1 * rng.standard_normal(v.shape)
+    ref_net.load_state_dict(net.state_dict())
+    return net, ref_net
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_generated_chain_matches_unfused(name, dtype, threads):
+    net, ref_net = _chain_pair(name, dtype, threads)
+    t = tol(np.dtype(dtype))
+    c, h, w = net.graph.input_shape
+    rng = np.random.default_rng(3)
+    for n in (5, 1, 5):  # batch-size change and buffer reuse; 1 < threads leaves a slot idle
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        y = rng.integers(0, net.graph.output_shape.c, n)
+        out = net.forward(x)
+        np.testing.assert_allclose(out, ref_net.forward(x), **t)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = net.backward(dout)
+        dx_r = ref_net.backward(dout)
+        np.testing.assert_allclose(dx, dx_r, **t)
+        for k in net.grads:
+            np.testing.assert_allclose(net.grads[k], ref_net.grads[k], err_msg=k, **t)
+        assert net.backward(dout, need_dx=False) is None
+        loss = net.loss_and_grads(x, y)
+        assert loss == pytest.approx(ref_net.loss_and_grads(x, y), rel=1e-6)
+        for k in net.grads:
+            np.testing.assert_allclose(net.grads[k], ref_net.grads[k], err_msg=k, **t)
+        # loss() then backward(dlogits): the trainer's two-call form
+        l2, dl = net.loss(x, y)
+        assert l2 == pytest.approx(loss, rel=1e-6)
+        g = net.flat_grads.copy()
+        net.backward(dl, need_dx=False)
+        np.testing.assert_allclose(net.flat_grads, g, **t)
+
+
+def test_generated_chain_ties_and_dead_windows():
+    """Integer data make ties in the pool windows (the first maximum wins, as in the generic
+    kernels); very negative biases kill whole channels (argmax -1: zero gradient, no NaN)."""
+    net, ref_net = _chain_pair("odd", "float64", 2)
+    rng = np.random.default_rng(5)
+    for k, v in net.params.items():
+        v[...] = rng.integers(-1, 2, v.shape)
+    net.params["conv1.bias"][:2] = -1e3     # two channels of the first block dead everywhere
+    ref_net.load_state_dict(net.state_dict())
+    x = rng.integers(-2, 3, (4, *net.graph.input_shape)).astype(np.float64)
+    y = np.array([0, 1, 2, 1])
+    assert net.loss_and_grads(x, y) == pytest.approx(ref_net.loss_and_grads(x, y), rel=1e-12)
+    for k in net.grads:
+        np.testing.assert_allclose(net.grads[k], ref_net.grads[k], rtol=1e-12, atol=1e-12,
+                                   err_msg=k)
+    assert np.all(net.grads["conv1.weight"][:2] == 0)
+    assert np.isfinite(net.flat_grads).all()
+
+
+def test_generated_chain_gradcheck_float64():
+    """Centred differences on the whole generated chain (threads=2, float64)."""
+    from gradcheck import H, rel_error
+
+    net, _ = _chain_pair("odd", "float64", 2, seed=4)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, *net.graph.input_shape))
+    y = np.array([2, 0, 1])
+    net.loss_and_grads(x, y)
+    analytic = net.flat_grads.copy()
+    idx = rng.choice(net.n_params, 60, replace=False)
+    num = np.empty(idx.size)
+    p = net.flat_params
+    for m, i in enumerate(idx):
+        old = p[i]
+        p[i] = old + H
+        fp = net.loss(x, y)[0]
+        p[i] = old - H
+        fm = net.loss(x, y)[0]
+        p[i] = old
+        num[m] = (fp - fm) / (2 * H)
+    assert np.abs(num).max() > 0
+    assert rel_error(analytic[idx], num) < 1e-6
+
+
+def test_non_chain_graphs_keep_the_generic_path():
+    import cnncalc
+
+    bn = _chain_spec("8x8x1", ["conv: {filters: 2, size: 3, pad: 1}", "batchnorm", "relu",
+                               "maxpool: {size: 2}", "fc: {units: 3}"])
+    out_relu = _chain_spec("8x8x1", ["conv: {filters: 2, size: 3}", "relu",
+                                     "maxpool: {size: 2}", "fc: {units: 3}", "relu"])
+    strided = _chain_spec("8x8x1", ["conv: {filters: 2, size: 3, stride: 2}", "relu",
+                                    "maxpool: {size: 2}", "fc: {units: 3}"])
+    for spec in (bn, out_relu, strided):
+        assert cnncalc.Network(spec, parallel=False).fast_path is None
+    assert cnncalc.Network(CHAINS["lenet5"], fuse=False).fast_path is None

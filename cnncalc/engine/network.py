@@ -16,6 +16,14 @@ Contract
 * ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
   cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
 
+Fast path: when the planner recognises the graph as a conv→relu→maxpool … → fc chain
+(:func:`cnncalc.engine.plan.find_chain`), ``forward``/``backward``/``loss``/``loss_and_grads``/
+``predict`` run on shape-specialised generated kernels (:mod:`cnncalc.kernels.gen`, cached on
+disk) split over the batch on ``threads`` threads (:mod:`cnncalc.engine.parallel`): each thread
+runs the whole chain on its slice with its own buffers and flat gradient buffer, and the
+gradients are summed in slice order (deterministic). ``threads=1`` (or ``parallel=False``)
+writes straight into ``flat_grads``. ``fast_path`` describes it (None: not used).
+
 Execution: steps (:mod:`cnncalc.engine.plan`) run in node order; a value is dropped after its last
 consumer; backward runs in reverse order and sums the gradients of values with several consumers.
 Ops keep reusable output buffers, reallocated when the batch size changes.
@@ -27,7 +35,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from cnncalc.engine.plan import HAVE_FUSED, build_plan
+from cnncalc.engine.plan import HAVE_FUSED, build_plan, find_chain
 from cnncalc.errors import TrainError
 from cnncalc.graph import INPUT_NAME, Graph, load
 
@@ -47,19 +55,22 @@ def _dtype(dtype) -> np.dtype:
     return dt
 
 
-def _runtime_setup(flush_denormals: bool) -> None:
+def _runtime_setup(flush_denormals: bool, numba_pool: bool = True) -> None:
     from cnncalc.kernels import _jit
+    from cnncalc.kernels.fast_chain import jit_disabled, set_thread_flush
 
     _jit.limit_blas_threads()
-    import numba
-
     # under NUMBA_DISABLE_JIT the MXCSR intrinsic cannot run (pure Python has no registers)
-    if flush_denormals and not numba.config.DISABLE_JIT:
-        try:
-            from cnncalc.kernels.denormals import enable_flush_denormals
-        except ImportError:  # pragma: no cover - kernel module not there yet
-            return
-        enable_flush_denormals()
+    if not flush_denormals or jit_disabled():
+        return
+    if not numba_pool:
+        # the fast path never runs numba's own thread pool: flush here (serial, cached kernel)
+        # and in the engine's worker threads (parallel.get_pool); no prange kernel to compile
+        set_thread_flush(True)
+        return
+    from cnncalc.kernels.denormals import enable_flush_denormals
+
+    enable_flush_denormals()
 
 
 class Network:
@@ -73,19 +84,22 @@ class Network:
     seed : seeds ``np.random.default_rng`` (initialisation, then dropout masks).
     dtype : "float32" (default) or "float64".
     fuse : use the fused fast-path kernels where the planner finds their patterns.
-    parallel : ``None`` lets each kernel choose; ``False`` forces serial kernels.
+    parallel : ``None`` lets each kernel choose; ``False`` forces serial kernels (and one
+        thread on the fast path: exact and deterministic).
     flush_denormals : set FTZ/DAZ in every numba thread (PERF-NOTES lesson 5).
+    threads : threads of the fast path (``None``: ``min(2, os.cpu_count())``; 1 with
+        ``parallel=False``).
     """
 
     def __init__(self, graph, init="he", seed=0, dtype="float32", *, fuse: bool = True,
-                 parallel: bool | None = None, flush_denormals: bool = True):
+                 parallel: bool | None = None, flush_denormals: bool = True,
+                 threads: int | None = None):
         if not isinstance(graph, Graph):
             graph = load(graph)
         self.graph = graph
         self.dtype = _dtype(dtype)
         self.seed = seed
         self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
-        _runtime_setup(flush_denormals)
 
         # ---- parameters: one flat buffer, views per tensor ------------------------------------
         shapes = graph.param_shapes()
@@ -96,8 +110,10 @@ class Network:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         off = 0
+        self._offsets: dict[str, int] = {}
         for key, shape in shapes.items():
             size = math.prod(shape)
+            self._offsets[key] = off
             self.params[key] = self.flat_params[off:off + size].reshape(shape)
             self.grads[key] = self.flat_grads[off:off + size].reshape(shape)
             off += size
@@ -119,6 +135,24 @@ class Network:
                             dtype=self.dtype, parallel=parallel, convention=graph.convention)
         self.fuse = bool(fuse and HAVE_FUSED)
         self.steps = build_plan(graph, ctx, fuse=self.fuse)
+        if threads is None:
+            from cnncalc.engine.parallel import default_threads
+
+            threads = 1 if parallel is False else default_threads()
+        if int(threads) < 1:
+            raise TrainError(f"threads must be at least 1, got {threads}")
+        self.threads = int(threads)
+        self._chain = None
+        spec = find_chain(graph, self._offsets, self.dtype) if fuse else None
+        _runtime_setup(flush_denormals, numba_pool=spec is None)
+        if spec is not None:
+            from cnncalc.engine.parallel import get_pool
+            from cnncalc.kernels.fast_chain import FastChain
+
+            self._chain = FastChain(spec, self.threads, self.flat_grads)
+            if self.threads > 1:
+                get_pool(self.threads, flush=flush_denormals)
+            self._cbuf: dict = {}
         self.output_name = graph.output.name
         self._liveness()
         self._batch: int | None = None
@@ -173,6 +207,17 @@ class Network:
         return [st.describe() for st in self.steps]
 
     @property
+    def fast_path(self) -> str | None:
+        """What the whole-network fast path runs, or None when the steps run."""
+        if self._chain is None:
+            return None
+        sp = self._chain.spec
+        parts = [f"conv{b.F}x{b.F}({b.C}->{b.K},{sp.method(i)})+relu+maxpool{b.pool}"
+                 for i, b in enumerate(sp.blocks)]
+        parts += [f"fc({d.I}->{d.O}{',relu' if d.relu else ''})" for d in sp.dense]
+        return f"generated chain [{self.threads} thread(s)]: " + " -> ".join(parts)
+
+    @property
     def n_params(self) -> int:
         return int(self.flat_params.size)
 
@@ -191,8 +236,93 @@ class Network:
             raise TrainError("input batch is empty")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
+    # ----------------------------------------------------------------------- fast path
+    def _cb(self, key, shape):
+        a = self._cbuf.get(key)
+        if a is None or a.shape != shape:
+            a = self._cbuf[key] = np.empty(shape, self.dtype)
+        return a
+
+    def _split(self, n: int):
+        T = min(self.threads, n)
+        return T, [(t * n // T, (t + 1) * n // T) for t in range(T)]
+
+    def _dispatch(self, fn, T):
+        if T == 1:
+            return [fn(0)]
+        from cnncalc.engine.parallel import get_pool
+
+        return get_pool(self.threads).run(fn, T)
+
+    def _reduce(self, T) -> None:
+        g = self.flat_grads
+        for t in range(1, T):
+            np.add(g, self._chain.slots[t].grads, out=g)
+
+    def _chain_forward(self, x, training):
+        ch = self._chain
+        n = x.shape[0]
+        K = ch.spec.dense[-1].O
+        logits = self._cb("logits", (n, K))
+        T, sl = self._split(n)
+        p = self.flat_params
+        ch.prepare(p)
+
+        def work(t):
+            ch.forward_slice(ch.slots[t], x, sl[t][0], sl[t][1], p, logits)
+
+        self._dispatch(work, T)
+        self._batch = n
+        self._training = training
+        self._cx = x
+        return logits
+
+    def _chain_backward(self, dlogits, need_dx):
+        ch = self._chain
+        n = self._batch
+        T, sl = self._split(n)
+        p = self.flat_params
+        logits = self._cbuf["logits"]
+        x = self._cx
+        dx = np.empty(x.shape, self.dtype) if need_dx else None
+        ch.prepare(p)  # the weights as they are now, like the generic ops
+
+        def work(t):
+            ch.backward_slice(ch.slots[t], x, sl[t][0], sl[t][1], p, logits, dlogits, need_dx,
+                              dx)
+
+        self._dispatch(work, T)
+        self._reduce(T)
+        return dx
+
+    def _chain_step(self, x, y):
+        """forward + softmax CE + backward in one dispatch; returns the mean loss."""
+        ch = self._chain
+        n = x.shape[0]
+        K = ch.spec.dense[-1].O
+        y = self._labels(y, n, K)
+        logits = self._cb("logits", (n, K))
+        dl = self._cb("dlogits", (n, K))
+        T, sl = self._split(n)
+        p = self.flat_params
+        ch.prepare(p)
+        inv_n = self.dtype.type(1.0 / n)
+
+        def work(t):
+            return ch.step_slice(ch.slots[t], x, y, sl[t][0], sl[t][1], inv_n, p, logits, dl)
+
+        losses = self._dispatch(work, T)
+        self._reduce(T)
+        self._batch = n
+        self._training = True
+        self._cx = x
+        return float(sum(losses) / n)
+
     def _forward(self, x, training: bool) -> np.ndarray:
         x = self._as_input(x)
+        if self._chain is not None:
+            out = self._chain_forward(x, training)
+            return out.reshape(out.shape[0], out.shape[1], 1, 1)
         self._batch = x.shape[0]
         vals = {INPUT_NAME: x}
         for i, st in enumerate(self.steps):
@@ -225,6 +355,8 @@ class Network:
                              f"({self._batch}, {o.c}, {o.h}, {o.w})",
                              hint="pass d loss / d output with the output's shape")
         dout = np.ascontiguousarray(dout, dtype=self.dtype).reshape(self._batch, *o)
+        if self._chain is not None:
+            return self._chain_backward(dout.reshape(self._batch, o.c), bool(need_dx))
         needs = self._needs[bool(need_dx)]
         grads = {self.output_name: dout}
         for st in reversed(self.steps):
@@ -265,6 +397,11 @@ class Network:
                              hint="end the network with fc (or global_avgpool + flatten)")
         logits = np.ascontiguousarray(out.reshape(out.shape[0], -1))
         y = self._labels(labels, *logits.shape)
+        if self._chain is not None:
+            n, k = logits.shape
+            dl = self._cb("dlogits", (n, k))
+            total = self._chain.loss_slice(None, y, 0, n, self.dtype.type(1.0 / n), logits, dl)
+            return float(total / n), dl
         if HAVE_FUSED:
             from cnncalc.kernels import fused
 
@@ -276,6 +413,8 @@ class Network:
 
     def loss_and_grads(self, x, labels) -> float:
         """Training-mode forward, softmax cross-entropy and backward; returns the loss."""
+        if self._chain is not None:
+            return self._chain_step(self._as_input(x), labels)
         loss, dlogits = self.loss(x, labels, training=True)
         self.backward(dlogits, need_dx=False)
         return loss

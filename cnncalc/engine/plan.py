@@ -10,6 +10,12 @@ next layer of the chain alone (and is not the network output):
 * ``fc → relu``: one ``linear_relu`` step. A lone ``fc`` also runs on the fused linear kernel
   (with the ReLU off).
 
+Whole-network fast path (:func:`find_chain`): when the graph is exactly
+``input → (conv → relu → maxpool)* → [flatten] → (fc [→ relu])* → fc`` (every block fusable as
+above, each value used only by the next node), the network also gets a :class:`ChainSpec` and runs
+on shape-specialised generated kernels (:mod:`cnncalc.kernels.gen`), split over the batch on
+worker threads (:mod:`cnncalc.engine.parallel`). The steps stay the reference path.
+
 Everything else runs one generic op per node (:mod:`cnncalc.engine.ops`). A step is placed at its
 first node's position in the (topological) node order: its inputs exist there, and nothing
 between its first and last node can read the hidden intermediates.
@@ -27,7 +33,7 @@ try:  # H2's fused kernels; the generic ops cover everything without them
 except ImportError:  # pragma: no cover - only while the kernels are being written
     _fused = None
 
-__all__ = ["HAVE_FUSED", "Step", "build_plan"]
+__all__ = ["HAVE_FUSED", "Step", "build_plan", "find_chain"]
 
 HAVE_FUSED = _fused is not None
 
@@ -205,3 +211,65 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
         taken.update(step.nodes)
         steps.append(step)
     return steps
+
+
+def find_chain(graph, offsets: dict[str, int], dtype) -> object | None:
+    """The :class:`cnncalc.kernels.gen.ChainSpec` of ``graph``, or None when it is not a chain.
+
+    ``offsets`` maps ``"<layer>.weight"`` / ``"<layer>.bias"`` to their offset in the flat
+    parameter buffer.
+    """
+    from cnncalc.graph import INPUT_NAME
+    from cnncalc.kernels.gen import Block, ChainSpec, Dense
+
+    dtype = np.dtype(dtype)
+    if dtype.name not in ("float32", "float64"):
+        return None
+    nodes = list(graph.nodes)
+    users = _consumers(graph)
+    prev = INPUT_NAME
+    for nd in nodes:  # a straight line: each node reads the previous one, which nobody else reads
+        if list(nd.inputs) != [prev] or len(users.get(prev, [])) != 1:
+            return None
+        prev = nd.name
+    if not nodes or nodes[-1].name != graph.output.name:
+        return None
+    conv_ = graph.convention
+    c, h, w = graph.input_shape
+    blocks, dense = [], []
+    i = 0
+
+    def off(node, key):
+        return offsets.get(f"{node.name}.{key}", -1)
+
+    while i + 2 < len(nodes) and nodes[i].kind == "conv":
+        cv, r, pl = nodes[i:i + 3]
+        if r.kind != "relu" or pl.kind != "maxpool" or not _conv_fusable(cv, conv_) or \
+                not _pool_fusable(pl, cv, conv_):
+            return None
+        (pad, _), _ = cv.pads(conv_)
+        k = cv.layer.out_channels
+        F = cv.layer.kernel_size[0]
+        b = Block(C=c, H=h, W=w, K=k, F=F, pad=pad, pool=pl.layer.kernel_size[0],
+                  woff=off(cv, "weight"), boff=off(cv, "bias"))
+        if b.Hp < 1 or b.Wp < 1 or b.woff < 0:
+            return None
+        blocks.append(b)
+        c, h, w = k, b.Hp, b.Wp
+        i += 3
+    if i < len(nodes) and nodes[i].kind == "flatten":
+        i += 1
+    width = c * h * w
+    while i < len(nodes):
+        fc = nodes[i]
+        if fc.kind != "fc" or off(fc, "weight") < 0:
+            return None
+        relu = i + 1 < len(nodes) and nodes[i + 1].kind == "relu"
+        dense.append(Dense(I=width, O=fc.layer.out_features, relu=relu, woff=off(fc, "weight"),
+                           boff=off(fc, "bias")))
+        width = fc.layer.out_features
+        i += 2 if relu else 1
+    if not dense or dense[-1].relu:
+        return None
+    return ChainSpec(dtype=dtype.name, blocks=tuple(blocks), dense=tuple(dense),
+                     n_params=sum(int(np.prod(s)) for s in graph.param_shapes().values()))

@@ -1,0 +1,520 @@
+"""The engine's benchmark (issue 4 §4-§6): cnncalc vs PyTorch CPU, float32, 2 threads, one run.
+
+  python bench/bench_engine.py [--rounds 8] [--steps 25] [--quick] [--no-startup] [--no-rss]
+
+Prints, side by side with PyTorch (column skipped when torch is not installed):
+
+1. conv forward+backward GFLOP/s through the engine (a one-layer ``Network`` each): the LeNet-5
+   conv layers, AlexNet conv1 (N8, 227x227x3, 96 11x11/4) and a VGG 3x3 layer (N16, 64->64,
+   56x56, pad 1); FLOPs = forward + dW (+ dx where the layer is not the input layer), as
+   2*MACs; plus each as a fraction of the practical ceiling (float32 matmul, 2 threads);
+2. LeNet-5 training steps (forward + backward + SGD momentum) in images/s at batch 64 and 256, on
+   streamed, shuffled real MNIST (gz IDX from ``$CNNCALC_MNIST_DIR`` or /work/shared/data/mnist;
+   random data with a note when missing), alternating rounds of both frameworks in this process;
+3. start-up: a subprocess run twice, from process start to the first step done: cold (empty
+   kernel caches: ``CNNCALC_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` point at a fresh folder) and
+   cached (same folders again);
+4. peak RSS (``ru_maxrss``) of a batch-256 training step, cnncalc and PyTorch in separate
+   subprocesses.
+
+The machine is shared: every comparison alternates the two frameworks and reports ratios of
+medians; check ``uptime`` and rerun when the load is high.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import pathlib
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np
+
+from cnncalc.kernels import _jit
+
+THREADS = 2
+# Pause before each framework's round: both keep threads spinning for a while after their last
+# parallel region (OpenMP's wait policy, the engine's 1 ms spin), which would tax the other.
+SETTLE = 0.05
+MNIST = pathlib.Path(os.environ.get("CNNCALC_MNIST_DIR", "/work/shared/data/mnist"))
+
+# name, N, C, H, W, K, F, stride, pad, dx wanted
+CONVS = [
+    ("LeNet conv1", 64, 1, 28, 28, 6, 5, 1, 2, False),
+    ("LeNet conv2", 64, 6, 14, 14, 16, 5, 1, 0, True),
+    ("AlexNet conv1", 8, 3, 227, 227, 96, 11, 4, 0, False),
+    ("VGG 3x3 64->64", 16, 64, 56, 56, 64, 3, 1, 1, True),
+]
+
+
+def have_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def read_idx(path: pathlib.Path) -> np.ndarray:
+    raw = gzip.decompress(path.read_bytes())
+    zero, code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_mnist():
+    try:
+        x = read_idx(MNIST / "train-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
+        y = read_idx(MNIST / "train-labels-idx1-ubyte.gz").astype(np.int64)
+        x = np.ascontiguousarray((x - 0.1307) / 0.3081, dtype=np.float32)
+        return x, y, "real MNIST (60000, streamed in shuffled order)"
+    except OSError as e:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((60000, 1, 28, 28)).astype(np.float32)
+        y = rng.integers(0, 10, 60000)
+        return x, y, f"RANDOM data: MNIST not found ({e}); timings on random data mislead"
+
+
+def med(ts):
+    return statistics.median(ts)
+
+
+# ------------------------------------------------------------------------------------- ceiling
+def ceiling_gflops() -> tuple[float, str]:
+    """float32 matmul GFLOP/s with 2 threads (torch if present, else NumPy in a subprocess)."""
+    n = 2048
+    if have_torch():
+        import torch
+
+        a = torch.randn(n, n)
+        b = torch.randn(n, n)
+        torch.mm(a, b)
+        ts = []
+        for _ in range(5):
+            s = time.perf_counter()
+            torch.mm(a, b)
+            ts.append(time.perf_counter() - s)
+        return 2 * n ** 3 / min(ts) / 1e9, "torch.mm 2048^3"
+    code = ("import time, numpy as np; n=2048; a=np.random.rand(n,n).astype(np.float32); "
+            "a@a; ts=[]\nfor _ in range(5):\n s=time.perf_counter(); a@a; "
+            "ts.append(time.perf_counter()-s)\nprint(2*n**3/min(ts)/1e9)")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip()), "numpy 2048^3"
+
+
+# --------------------------------------------------------------------------------------- convs
+def conv_spec(C, H, W, K, F, stride, pad) -> str:
+    return (f"name: one_conv\ninput: {H}x{W}x{C}\nlayers:\n"
+            f"  - conv: {{filters: {K}, size: {F}, stride: {stride}, pad: {pad}}}\n")
+
+
+def _ours(net, x, dout, want_dx):
+    def run():
+        net.forward(x)
+        net.backward(dout, need_dx=want_dx)
+
+    return run
+
+
+def _theirs(net, x, dout, want_dx, K, st, pad):
+    import torch
+    import torch.nn.functional as tF
+
+    xt = torch.from_numpy(x).requires_grad_(want_dx)
+    w0 = next(v for k, v in net.params.items() if k.endswith(".weight"))
+    wt = torch.from_numpy(w0.copy()).requires_grad_(True)
+    bt = torch.zeros(K, requires_grad=True)
+    dt_ = torch.from_numpy(dout)
+
+    def run():
+        y = tF.conv2d(xt, wt, bt, stride=st, padding=pad)
+        y.backward(dt_)
+        wt.grad = bt.grad = None
+        if want_dx:
+            xt.grad = None
+
+    return run
+
+
+def bench_convs(reps: int, ceiling: float, torch_on: bool):
+    import cnncalc
+
+    print(f"\n== conv forward+backward through the engine (one-layer Network, float32, "
+          f"{THREADS} threads) ==")
+    hdr = f"{'layer':16s} {'GFLOP':>6s} | {'cnncalc ms':>10s} {'GF/s':>6s} {'%ceil':>6s}"
+    if torch_on:
+        hdr += f" | {'torch ms':>9s} {'GF/s':>6s} {'%ceil':>6s} | {'speed vs torch':>14s}"
+    print(hdr)
+    rows = []
+    for name, N, C, H, W, K, F, st, pad, want_dx in CONVS:
+        net = cnncalc.Network(conv_spec(C, H, W, K, F, st, pad), dtype="float32",
+                              threads=THREADS)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        out = net.forward(x)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        Ho, Wo = out.shape[2], out.shape[3]
+        macs = N * K * C * F * F * Ho * Wo
+        flop = 2 * macs * (3 if want_dx else 2)
+
+        ours = _ours(net, x, dout, want_dx)
+        if torch_on:
+            theirs = _theirs(net, x, dout, want_dx, K, st, pad)
+        ours()
+        if torch_on:
+            theirs()
+        to, tt = [], []
+        for _ in range(reps):
+            s = time.perf_counter()
+            ours()
+            to.append(time.perf_counter() - s)
+            if torch_on:
+                s = time.perf_counter()
+                theirs()
+                tt.append(time.perf_counter() - s)
+        mo = med(to)
+        line = (f"{name:16s} {flop / 1e9:6.3f} | {mo * 1e3:10.2f} {flop / mo / 1e9:6.1f} "
+                f"{100 * flop / mo / 1e9 / ceiling:5.1f}%")
+        row = {"layer": name, "gflop": flop / 1e9, "cnncalc_ms": mo * 1e3}
+        if torch_on:
+            mt = med(tt)
+            line += (f" | {mt * 1e3:9.2f} {flop / mt / 1e9:6.1f} "
+                     f"{100 * flop / mt / 1e9 / ceiling:5.1f}% | {mt / mo:13.2f}x")
+            row["torch_ms"] = mt * 1e3
+        print(line, flush=True)
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ LeNet-5
+def torch_lenet(seed=0):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class LeNet5(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(400, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            x = F.relu(self.fc1(x.flatten(1)))
+            return self.fc3(F.relu(self.fc2(x)))
+
+    torch.manual_seed(seed)
+    return LeNet5()
+
+
+def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling):
+    import cnncalc
+    from cnncalc.train import optim
+
+    print(f"\n== LeNet-5 training step (forward + backward + SGD momentum 0.9, lr 0.05), "
+          f"float32, {THREADS} threads ==")
+    n = xtr.shape[0]
+    res = {}
+    for batch in batches:
+        net = cnncalc.Network(ROOT / "specs" / "lenet5.yaml", dtype="float32", threads=THREADS)
+        opt = optim.create("momentum", lr=0.05, momentum=0.9)
+        P, G = {"all": net.flat_params}, {"all": net.flat_grads}
+        rng = np.random.default_rng(1)
+        perm_o, pos_o = rng.permutation(n), 0
+        xb = np.empty((batch,) + xtr.shape[1:], np.float32)
+        if torch_on:
+            import torch
+            import torch.nn.functional as F
+
+            tm = torch_lenet()
+            net.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+            topt = torch.optim.SGD(tm.parameters(), lr=0.05, momentum=0.9)
+            xt_all, yt_all = torch.from_numpy(xtr), torch.from_numpy(ytr)
+            perm_t, pos_t = rng.permutation(n), 0
+        to, tt, lo, lt = [], [], [], []
+        for rnd in range(rounds + 1):  # round 0: warm-up (compiles / loads the cache)
+            time.sleep(SETTLE)
+            for _ in range(steps):
+                if pos_o + batch > n:
+                    perm_o, pos_o = rng.permutation(n), 0
+                s = time.perf_counter()
+                idx = perm_o[pos_o:pos_o + batch]
+                np.take(xtr, idx, axis=0, out=xb)
+                loss = net.loss_and_grads(xb, ytr[idx])
+                opt.step(P, G)
+                e = time.perf_counter() - s
+                pos_o += batch
+                if rnd:
+                    to.append(e)
+                    lo.append(loss)
+            if torch_on:
+                time.sleep(SETTLE)
+                for _ in range(steps):
+                    if pos_t + batch > n:
+                        perm_t, pos_t = rng.permutation(n), 0
+                    s = time.perf_counter()
+                    idx = torch.from_numpy(perm_t[pos_t:pos_t + batch])
+                    topt.zero_grad(set_to_none=True)
+                    lt_ = F.cross_entropy(tm(xt_all[idx]), yt_all[idx])
+                    lt_.backward()
+                    topt.step()
+                    e = time.perf_counter() - s
+                    pos_t += batch
+                    if rnd:
+                        tt.append(e)
+                        lt.append(lt_.item())
+        mo = med(to)
+        line = (f"batch {batch:4d}: cnncalc {mo * 1e3:7.3f} ms/step {batch / mo:9.0f} img/s "
+                f"(loss {np.mean(lo[-steps:]):.3f})")
+        res[batch] = {"cnncalc_ms": mo * 1e3}
+        if torch_on:
+            mt = med(tt)
+            line += (f" | torch {mt * 1e3:7.3f} ms/step {batch / mt:9.0f} img/s "
+                     f"(loss {np.mean(lt[-steps:]):.3f}) | ratio {mt / mo:.2f}x torch")
+            res[batch]["torch_ms"] = mt * 1e3
+        print(line, flush=True)
+    return res
+
+
+def bench_chain_kernels(xtr, ytr, ceiling, torch_on, rows=128, reps=20):
+    """The generated LeNet-5 kernels one by one, on one thread and one slice of ``rows`` (the
+    half of a batch-256 step each thread runs), after 150 training steps (real liveness)."""
+    import cnncalc
+    from cnncalc.train import optim
+
+    net = cnncalc.Network(ROOT / "specs" / "lenet5.yaml", dtype="float32", threads=1)
+    if torch_on:
+        net.load_state_dict({k: v.detach().numpy() for k, v in torch_lenet().state_dict().items()})
+    opt = optim.create("momentum", lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(2)
+    for _ in range(150):
+        idx = rng.integers(0, xtr.shape[0], rows)
+        net.loss_and_grads(xtr[idx], ytr[idx])
+        opt.step({"all": net.flat_params}, {"all": net.flat_grads})
+    ch, m, sl = net._chain, net._chain.mod, net._chain.slots[0]
+    p, g, n = net.flat_params, sl.grads, rows
+    x = np.ascontiguousarray(xtr[idx])
+    y = ytr[idx]
+    lg = np.empty((n, 10), np.float32)
+    dl = np.empty_like(lg)
+    ch.prepare(p)
+    ch.step_slice(sl, x, y, 0, n, np.float32(1 / n), p, lg, dl)
+    b0, b1 = ch.spec.blocks
+    f0 = 2 * b0.K * b0.R * b0.Ho * b0.Wo
+    f1 = 2 * b1.K * b1.R * b1.Ho * b1.Wo
+    ffc = 2 * sum(d.I * d.O for d in ch.spec.dense)
+    dummy = np.zeros((1, 1, 1, 1), np.float32)
+    calls = [
+        ("conv1+relu+pool fwd (direct)", f0,
+         lambda: m.b0_fwd(x, 0, n, p, sl.xpad[0], sl.cv[0], sl.y[0], sl.am[0])),
+        ("conv2+relu+pool fwd (GEMM)", f1,
+         lambda: m.b1_fwd(sl.y[0], 0, n, p, ch.wt[1], sl.xpad[1], sl.cols[1], sl.cv[1],
+                          sl.y[1], sl.am[1])),
+        ("fc chain fwd", ffc, lambda: m.fc_fwd(n, p, sl.h[0], sl.h[1], sl.h[2], lg)),
+        ("softmax CE", 0, lambda: m.xent(n, 0, y, np.float32(1 / n), lg, dl)),
+        ("fc chain bwd", 2 * ffc,
+         lambda: m.fc_bwd(n, p, g, dl, sl.h[0], sl.h[1], sl.h[2], lg, sl.dh[1], sl.dh[2],
+                          sl.dh[0], True)),
+        ("conv2 bwd dW+dx (sparse)", 2 * f1,
+         lambda: m.b1_bwd(n, p, ch.wk[1], g, sl.dwk[1], sl.xpad[1], sl.dy[1], sl.am[1], True,
+                          sl.dxp[1], sl.dy[0])),
+        ("conv1 bwd dW (dense)", f0,
+         lambda: m.b0_bwd(n, p, g, sl.xpad[0], sl.dy[0], sl.am[0], False, sl.dxp[0], dummy,
+                          sl.dwk[0], sl.cols[0])),
+    ]
+    alive = [float((a[:n] >= 0).mean()) for a in sl.am]
+    print(f"\n== generated LeNet-5 kernels, 1 thread, {n} samples (half a batch-256 step); "
+          f"live pool windows: conv1 {alive[0]:.0%}, conv2 {alive[1]:.0%} ==")
+    print(f"{'kernel':30s} {'us/sample':>9s} {'GF/s*':>7s} {'%1-thread ceil':>14s}")
+    half = ceiling / THREADS
+    total = 0.0
+    res = {}
+    for name, flop, fn in calls:
+        fn()
+        ts = []
+        for _ in range(reps):
+            s = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - s)
+        t = min(ts) / n
+        total += t
+        gf = flop / t / 1e9 if flop else 0.0
+        res[name] = t * 1e6
+        print(f"{name:30s} {t * 1e6:9.2f} {gf:7.1f} {100 * gf / half:13.1f}%")
+    print(f"{'total':30s} {total * 1e6:9.2f}   (* dense-equivalent FLOPs; the sparse backward "
+          f"skips dead windows)")
+    return res
+
+
+# ----------------------------------------------------------------------------------- start-up
+_CHILD = r"""
+import time, sys
+t0 = time.perf_counter()
+import numpy as np
+sys.path.insert(0, {root!r})
+import cnncalc
+from cnncalc.train import optim
+net = cnncalc.Network({spec!r}, dtype="float32", threads={threads})
+t1 = time.perf_counter()
+rng = np.random.default_rng(0)
+x = rng.standard_normal(({batch}, 1, 28, 28)).astype(np.float32)
+y = rng.integers(0, 10, {batch})
+opt = optim.create("momentum", lr=0.05, momentum=0.9)
+net.loss_and_grads(x, y)
+opt.step({{"all": net.flat_params}}, {{"all": net.flat_grads}})
+t2 = time.perf_counter()
+import resource
+def hwm():
+    try:
+        for ln in open("/proc/self/status"):
+            if ln.startswith("VmHWM:"):
+                return int(ln.split()[1])
+    except OSError:
+        pass
+    return -1
+print("RESULT", t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, hwm())
+"""
+
+
+def run_child(code: str, env=None) -> tuple[float, list[str]]:
+    s = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=str(ROOT), check=False)
+    wall = time.perf_counter() - s
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    return wall, line.split()[1:]
+
+
+def bench_startup():
+    print("\n== start-up: process start -> first LeNet-5 training step done (batch 64) ==")
+    code = _CHILD.format(root=str(ROOT), spec=str(ROOT / "specs" / "lenet5.yaml"),
+                         threads=THREADS, batch=64)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, CNNCALC_CACHE_DIR=tmp, NUMBA_CACHE_DIR=os.path.join(tmp, "nb"))
+        res = {}
+        for label in ("first call (empty caches)", "cached (second process)"):
+            wall, (imp, step, _, _) = run_child(code, env)
+            res[label] = wall
+            print(f"  {label:27s}: {wall:6.2f} s  (import+Network {float(imp):.2f} s, "
+                  f"first step {float(step):.2f} s)")
+    return res
+
+
+_TORCH_CHILD = r"""
+import time, sys, resource
+sys.path.insert(0, {bench!r})
+import torch, torch.nn.functional as F
+torch.set_num_threads({threads})
+from bench_engine import torch_lenet
+m = torch_lenet()
+opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+x = torch.randn({batch}, 1, 28, 28)
+y = torch.randint(0, 10, ({batch},))
+for _ in range(5):
+    opt.zero_grad(); F.cross_entropy(m(x), y).backward(); opt.step()
+hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+print("RESULT 0 0", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, (hwm or [-1])[0])
+"""
+
+
+def bench_rss(torch_on: bool):
+    """Run before this process loads torch or the data: Linux keeps ru_maxrss across
+    fork+exec, so a child reports at least its parent's peak. VmHWM (/proc) has no such
+    inheritance and is shown next to it."""
+    print("\n== peak RSS of a LeNet-5 batch-256 training step (separate processes) ==")
+    code = _CHILD.format(root=str(ROOT), spec=str(ROOT / "specs" / "lenet5.yaml"),
+                         threads=THREADS, batch=256)
+    _, (_, _, rss, hwm) = run_child(code)
+    base_code = (f"import resource, numpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
+                 "import cnncalc; "
+                 "from cnncalc.kernels import _jit; import numba\n"
+                 "h = [int(l.split()[1]) for l in open('/proc/self/status') "
+                 "if l.startswith('VmHWM:')]\n"
+                 "print('RESULT 0 0', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+                 "(h or [-1])[0])")
+    _, (_, _, _, base_hwm) = run_child(base_code)
+    mib = lambda v: int(v) / 1024
+    res = {"cnncalc_MiB": mib(rss), "cnncalc_hwm_MiB": mib(hwm)}
+    print(f"  cnncalc: ru_maxrss {mib(rss):7.1f} MiB  (VmHWM {mib(hwm):.1f}; just importing "
+          f"numpy+numba+cnncalc: {mib(base_hwm):.1f})")
+    if torch_on:
+        tcode = _TORCH_CHILD.format(bench=str(ROOT / "bench"), threads=THREADS, batch=256)
+        _, (_, _, trss, thwm) = run_child(tcode)
+        res["torch_MiB"] = mib(trss)
+        print(f"  torch  : ru_maxrss {mib(trss):7.1f} MiB  (VmHWM {mib(thwm):.1f})")
+        print(f"  ratio cnncalc / torch: {int(rss) / int(trss):.2f}")
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=8, help="alternations per batch size")
+    ap.add_argument("--steps", type=int, default=25, help="steps per round and framework")
+    ap.add_argument("--conv-reps", type=int, default=7)
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, no conv layers")
+    ap.add_argument("--no-startup", action="store_true")
+    ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--no-conv", action="store_true")
+    ap.add_argument("--json", type=pathlib.Path)
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.steps, args.no_conv = 4, 20, True
+
+    _jit.limit_blas_threads()
+    torch_on = have_torch()
+    out = {}
+    # subprocess measurements first, while this process is still small (see bench_rss)
+    if not args.no_rss:
+        out["rss"] = bench_rss(torch_on)
+    if not args.no_startup:
+        out["startup_s"] = bench_startup()
+    if torch_on:
+        import torch
+
+        torch.set_num_threads(THREADS)
+    import numba
+
+    print(f"\ncnncalc engine benchmark: numba {numba.__version__}, numpy {np.__version__}, "
+          + (f"torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch_on
+             else "torch not installed (its columns are skipped)")
+          + f"; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    ceiling, how = ceiling_gflops()
+    out["ceiling_gflops"] = ceiling
+    print(f"practical ceiling: {ceiling:.0f} GFLOP/s float32 matmul, {THREADS} threads ({how})")
+    xtr, ytr, note = load_mnist()
+    print(f"data: {note}")
+    out["lenet"] = bench_lenet(args.batches, args.rounds, args.steps, torch_on, xtr, ytr,
+                               ceiling)
+    out["chain_kernels_us"] = bench_chain_kernels(xtr, ytr, ceiling, torch_on)
+    if not args.no_conv:
+        out["conv"] = bench_convs(args.conv_reps, ceiling, torch_on)
+    if torch_on:
+        print("\nsummary: " + "; ".join(
+            f"batch {b}: {r['torch_ms'] / r['cnncalc_ms']:.2f}x PyTorch's throughput "
+            f"({b / r['cnncalc_ms'] * 1e3:.0f} vs {b / r['torch_ms'] * 1e3:.0f} img/s)"
+            for b, r in out["lenet"].items()))
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The engine's thread pool (cnncalc.engine.parallel) and the data-parallel fast path:
+ordering, errors, flush-to-zero in every worker, determinism, thread-count rules, and that a
+second process loads the generated kernels from the cache instead of compiling them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnncalc
+from cnncalc.engine.parallel import WorkerPool, default_threads, get_pool
+from cnncalc.errors import TrainError
+
+LENET = Path(__file__).resolve().parent.parent / "specs" / "lenet5.yaml"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_denormals():
+    yield
+    import numba
+
+    if not numba.config.DISABLE_JIT:
+        from cnncalc.kernels.denormals import disable_flush_denormals
+
+        disable_flush_denormals()
+        get_pool(2, flush=False).set_flush(False)
+
+
+def test_pool_runs_every_slice_in_order_on_distinct_threads():
+    pool = WorkerPool(3)
+    seen = {}
+
+    def fn(t):
+        seen[t] = threading.get_ident()
+        return t * 10
+
+    assert pool.run(fn) == [0, 10, 20]
+    assert len(set(seen.values())) == 3 and seen[0] == threading.get_ident()
+    assert pool.run(fn, 2) == [0, 10]
+    assert pool.run(fn, 1) == [0]
+
+
+def test_pool_reraises_worker_errors_and_survives():
+    pool = get_pool(2)
+
+    def boom(t):
+        if t == 1:
+            raise ValueError("worker 1 failed")
+        return t
+
+    with pytest.raises(ValueError, match="worker 1 failed"):
+        pool.run(boom)
+    assert pool.run(lambda t: t + 1) == [1, 2]
+    assert get_pool(2) is pool
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no MXCSR without JIT")
+def test_flush_to_zero_in_every_worker():
+    from cnncalc.kernels.denormals import SUPPORTED
+
+    if not SUPPORTED:
+        pytest.skip("FTZ/DAZ is x86 only")
+    cnncalc.Network(LENET, threads=2)   # turns flushing on in the pool
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    flushed = get_pool(2).run(lambda t: bool(tiny * np.float32(0.5) == 0))
+    assert flushed == [True, True]
+
+
+_FORK_NET = []
+
+
+def _forward_in_child(x):
+    return _FORK_NET[0].forward(x)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_pool():
+    """A pool's threads do not survive fork(): the child must not wait for them forever."""
+    import multiprocessing as mp
+
+    net = cnncalc.Network(LENET, threads=2)
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    want = net.forward(x)
+    _FORK_NET[:] = [net]
+    try:
+        with mp.get_context("fork").Pool(1) as procs:
+            got = procs.apply(_forward_in_child, (x,))
+    finally:
+        _FORK_NET.clear()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_thread_count_rules():
+    assert cnncalc.Network(LENET).threads == default_threads() == min(2, os.cpu_count())
+    assert cnncalc.Network(LENET, parallel=False).threads == 1
+    assert cnncalc.Network(LENET, threads=3).threads == 3
+    with pytest.raises(TrainError):
+        cnncalc.Network(LENET, threads=0)
+
+
+def test_two_threads_deterministic_and_close_to_one_thread():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 37)
+    one = cnncalc.Network(LENET, threads=1)
+    two = cnncalc.Network(LENET, threads=2)
+    assert "2 thread" in two.fast_path and "1 thread" in one.fast_path
+    l1 = one.loss_and_grads(x, y)
+    l2 = two.loss_and_grads(x, y)
+    g2 = two.flat_grads.copy()
+    assert l2 == pytest.approx(l1, rel=1e-6)
+    np.testing.assert_allclose(g2, one.flat_grads, rtol=1e-4, atol=1e-6)
+    for _ in range(2):  # bitwise repeatable, also after another batch size
+        two.loss_and_grads(x[:5], y[:5])
+        assert two.loss_and_grads(x, y) == l2
+        np.testing.assert_array_equal(two.flat_grads, g2)
+
+
+def test_threads_one_is_exact_against_serial_reference_float64():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 1, 28, 28))
+    y = rng.integers(0, 10, 6)
+    fast = cnncalc.Network(LENET, dtype="float64", threads=1)
+    ref = cnncalc.Network(LENET, dtype="float64", fuse=False, parallel=False)
+    ref.load_state_dict(fast.state_dict())
+    assert fast.loss_and_grads(x, y) == pytest.approx(ref.loss_and_grads(x, y), rel=1e-13)
+    np.testing.assert_allclose(fast.flat_grads, ref.flat_grads, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compilation")
+def test_second_process_does_not_recompile(tmp_path):
+    """With cache=True the generated kernels compile once; a second process only loads them."""
+    code = textwrap.dedent(f"""
+        import numpy as np, cnncalc
+        net = cnncalc.Network({str(LENET)!r}, dtype="float32", threads=2)
+        x = np.zeros((4, 1, 28, 28), np.float32)
+        net.loss_and_grads(x, np.arange(4))
+        net.forward(x); net.backward(np.ones((4, 10), np.float32))
+        mod = net._chain.mod
+        hits = misses = 0
+        for name in dir(mod):
+            d = getattr(mod, name)
+            if hasattr(d, "stats"):
+                hits += sum(d.stats.cache_hits.values())
+                misses += sum(d.stats.cache_misses.values())
+        print("STATS", hits, misses)
+    """)
+    env = dict(os.environ, CNNCALC_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)
+    stats = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("STATS")][-1]
+        stats.append(tuple(int(v) for v in line.split()[1:]))
+    (_, m1), (h2, m2) = stats
+    assert m1 > 0            # the first process compiled
+    assert m2 == 0 and h2 > 0  # the second one only loaded
+    assert list(tmp_path.glob("gen/cnncalc_gen_*.py"))
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no dispatchers")
+def test_generated_kernels_follow_the_jit_policy():
+    """STYLE B5 for the generated modules too: serial, cached, safe fastmath only, nogil."""
+    import numba
+
+    from cnncalc.kernels._jit import SAFE_FASTMATH
+
+    mod = cnncalc.Network(LENET)._chain.mod
+    disps = [d for d in vars(mod).values() if isinstance(d, numba.core.registry.CPUDispatcher)]
+    assert {"chain_step", "chain_fwd", "chain_bwd", "b0_fwd", "b1_bwd"} <= {
+        d.py_func.__name__ for d in disps}
+    for d in disps:
+        opts = d.targetoptions
+        assert set(opts["fastmath"]) == SAFE_FASTMATH and opts.get("nogil")
+        assert not opts.get("parallel")
+        assert type(d._cache).__name__ != "NullCache"
