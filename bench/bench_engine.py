@@ -11,10 +11,14 @@ Prints, side by side with PyTorch (column skipped when torch is not installed):
 2. LeNet-5 training steps (forward + backward + SGD momentum) in images/s at batch 64 and 256, on
    streamed, shuffled real MNIST (gz IDX from ``$CNNCALC_MNIST_DIR`` or /work/shared/data/mnist;
    random data with a note when missing), alternating rounds of both frameworks in this process;
-3. start-up: a subprocess run twice, from process start to the first step done: cold (empty
-   kernel caches: ``CNNCALC_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` point at a fresh folder) and
-   cached (same folders again);
-4. peak RSS (``ru_maxrss``) of a batch-256 training step, cnncalc and PyTorch in separate
+3. ``specs/cifar_bn.yaml`` (conv-bn-relu blocks: the generic step plan, serial cached kernels
+   split over the engine's threads) training steps (forward + backward + Adam) in images/s at
+   batch 64 vs the same PyTorch model (built from the Network's graph and state_dict names,
+   same weights), on a streamed, shuffled synthetic CIFAR-shaped set, alternating rounds;
+4. start-up, LeNet-5 and cifar_bn: a subprocess run twice, from process start to the first step
+   done: cold (empty kernel caches: ``CNNCALC_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` point at a
+   fresh folder) and cached (same folders again), with the number of numba compilations;
+5. peak RSS (``ru_maxrss``) of a batch-256 training step, cnncalc and PyTorch in separate
    subprocesses.
 
 The machine is shared: every comparison alternates the two frameworks and reports ratios of
@@ -176,10 +180,12 @@ def bench_convs(reps: int, ceiling: float, torch_on: bool):
             theirs()
         to, tt = [], []
         for _ in range(reps):
+            time.sleep(SETTLE)
             s = time.perf_counter()
             ours()
             to.append(time.perf_counter() - s)
             if torch_on:
+                time.sleep(SETTLE)
                 s = time.perf_counter()
                 theirs()
                 tt.append(time.perf_counter() - s)
@@ -190,7 +196,8 @@ def bench_convs(reps: int, ceiling: float, torch_on: bool):
         if torch_on:
             mt = med(tt)
             line += (f" | {mt * 1e3:9.2f} {flop / mt / 1e9:6.1f} "
-                     f"{100 * flop / mt / 1e9 / ceiling:5.1f}% | {mt / mo:13.2f}x")
+                     f"{100 * flop / mt / 1e9 / ceiling:5.1f}% | {mt / mo:13.2f}x"
+                     f" (time {mo / mt:.2f}x torch's)")
             row["torch_ms"] = mt * 1e3
         print(line, flush=True)
         rows.append(row)
@@ -361,18 +368,159 @@ def bench_chain_kernels(xtr, ytr, ceiling, torch_on, rows=128, reps=20):
     return res
 
 
+# ------------------------------------------------------------------------------------ cifar_bn
+def torch_from_network(net):
+    """A PyTorch model of ``net``'s chain graph (conv, batchnorm, relu, maxpool, avgpool,
+    global_avgpool, flatten, fc), modules named after the Network's state_dict keys, carrying
+    the same weights and running statistics."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    g = net.graph
+
+    class FromGraph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+            for nd in g.nodes:
+                L, mod = nd.layer, None
+                if nd.kind == "conv":
+                    (t, b), (l, r) = nd.pads(g.convention)
+                    assert t == b and l == r, "symmetric padding only"
+                    mod = nn.Conv2d(nd.in_shape.c, L.out_channels, tuple(L.kernel_size),
+                                    tuple(L.stride), (t, l), tuple(L.dilation), L.groups,
+                                    bias=f"{nd.name}.bias" in net.params)
+                elif nd.kind == "batchnorm":
+                    mod = nn.BatchNorm2d(nd.in_shape.c, eps=L.eps,
+                                         momentum=0.1 if L.momentum is None else L.momentum,
+                                         affine=bool(L.affine))
+                elif nd.kind == "fc":
+                    mod = nn.Linear(nd.in_shape.size, L.out_features,
+                                    bias=f"{nd.name}.bias" in net.params)
+                if mod is not None:
+                    parent = self
+                    *path, last = nd.name.split(".")
+                    for part in path:
+                        if not hasattr(parent, part):
+                            parent.add_module(part, nn.Module())
+                        parent = getattr(parent, part)
+                    parent.add_module(last, mod)
+                    self.calls.append(mod)
+                elif nd.kind == "relu":
+                    self.calls.append(F.relu)
+                elif nd.kind == "maxpool":
+                    (t, _), (l, _) = nd.pads(g.convention)
+                    self.calls.append(lambda x, L=L, p=(t, l): F.max_pool2d(
+                        x, tuple(L.kernel_size), tuple(L.stride), p, tuple(L.dilation)))
+                elif nd.kind == "global_avgpool":
+                    self.calls.append(lambda x: x.mean((2, 3), keepdim=True))
+                elif nd.kind == "flatten":
+                    self.calls.append(lambda x: x.flatten(1))
+                else:
+                    raise NotImplementedError(nd.kind)
+
+        def forward(self, x):
+            for f in self.calls:
+                x = f(x)
+            return x
+
+    m = FromGraph()
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()},
+                      strict=False)
+    return m
+
+
+def bench_cifar_bn(rounds, steps, torch_on, batch=64, n=8192):
+    import cnncalc
+    from cnncalc.train import optim
+
+    print(f"\n== cifar_bn training step (conv-bn-relu blocks, generic step plan; forward + "
+          f"backward + Adam lr 1e-3), float32, {THREADS} threads, batch {batch} ==")
+    net = cnncalc.Network(ROOT / "specs" / "cifar_bn.yaml", dtype="float32", threads=THREADS)
+    rng = np.random.default_rng(2)
+    c, h, w = net.graph.input_shape
+    # synthetic, class-dependent images (the loss keeps moving; not a few repeated batches)
+    ytr = rng.integers(0, 10, n)
+    proto = rng.standard_normal((10, c, h, w)).astype(np.float32)
+    xtr = (proto[ytr] + rng.standard_normal((n, c, h, w)).astype(np.float32) * 2.0)
+    opt = optim.create("adam", lr=1e-3)
+    P, G = {"all": net.flat_params}, {"all": net.flat_grads}
+    xb = np.empty((batch, c, h, w), np.float32)
+    perm_o, pos_o = rng.permutation(n), 0
+    if torch_on:
+        import torch
+        import torch.nn.functional as F
+
+        tm = torch_from_network(net)
+        topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+        xt_all, yt_all = torch.from_numpy(xtr), torch.from_numpy(ytr)
+        perm_t, pos_t = rng.permutation(n), 0
+    to, tt, lo, lt = [], [], [], []
+    for rnd in range(rounds + 1):  # round 0: warm-up
+        time.sleep(SETTLE)
+        for _ in range(steps):
+            if pos_o + batch > n:
+                perm_o, pos_o = rng.permutation(n), 0
+            s = time.perf_counter()
+            idx = perm_o[pos_o:pos_o + batch]
+            np.take(xtr, idx, axis=0, out=xb)
+            loss = net.loss_and_grads(xb, ytr[idx])
+            opt.step(P, G)
+            e = time.perf_counter() - s
+            pos_o += batch
+            if rnd:
+                to.append(e)
+                lo.append(loss)
+        if torch_on:
+            time.sleep(SETTLE)
+            for _ in range(steps):
+                if pos_t + batch > n:
+                    perm_t, pos_t = rng.permutation(n), 0
+                s = time.perf_counter()
+                idx = torch.from_numpy(perm_t[pos_t:pos_t + batch])
+                topt.zero_grad(set_to_none=True)
+                lt_ = F.cross_entropy(tm(xt_all[idx]), yt_all[idx])
+                lt_.backward()
+                topt.step()
+                e = time.perf_counter() - s
+                pos_t += batch
+                if rnd:
+                    tt.append(e)
+                    lt.append(lt_.item())
+    mo = med(to)
+    line = (f"batch {batch:4d}: cnncalc {mo * 1e3:7.3f} ms/step {batch / mo:9.0f} img/s "
+            f"(loss {np.mean(lo[-steps:]):.3f})")
+    res = {"cnncalc_ms": mo * 1e3}
+    if torch_on:
+        mt = med(tt)
+        line += (f" | torch {mt * 1e3:7.3f} ms/step {batch / mt:9.0f} img/s "
+                 f"(loss {np.mean(lt[-steps:]):.3f}) | ratio {mt / mo:.2f}x torch")
+        res["torch_ms"] = mt * 1e3
+    print(line, flush=True)
+    return res
+
+
 # ----------------------------------------------------------------------------------- start-up
 _CHILD = r"""
 import time, sys
 t0 = time.perf_counter()
 import numpy as np
 sys.path.insert(0, {root!r})
+from numba.core import event
+compiles = []
+class _Compiles(event.Listener):
+    def on_start(self, ev):
+        compiles.append(ev.data["dispatcher"])
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", _Compiles())
 import cnncalc
 from cnncalc.train import optim
 net = cnncalc.Network({spec!r}, dtype="float32", threads={threads})
 t1 = time.perf_counter()
 rng = np.random.default_rng(0)
-x = rng.standard_normal(({batch}, 1, 28, 28)).astype(np.float32)
+x = rng.standard_normal(({batch}, *net.graph.input_shape)).astype(np.float32)
 y = rng.integers(0, 10, {batch})
 opt = optim.create("momentum", lr=0.05, momentum=0.9)
 net.loss_and_grads(x, y)
@@ -387,7 +535,8 @@ def hwm():
     except OSError:
         pass
     return -1
-print("RESULT", t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, hwm())
+print("RESULT", t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, hwm(),
+      len(compiles), sum(bool(d.targetoptions.get("parallel")) for d in compiles))
 """
 
 
@@ -403,17 +552,20 @@ def run_child(code: str, env=None) -> tuple[float, list[str]]:
 
 
 def bench_startup():
-    print("\n== start-up: process start -> first LeNet-5 training step done (batch 64) ==")
-    code = _CHILD.format(root=str(ROOT), spec=str(ROOT / "specs" / "lenet5.yaml"),
-                         threads=THREADS, batch=64)
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, CNNCALC_CACHE_DIR=tmp, NUMBA_CACHE_DIR=os.path.join(tmp, "nb"))
-        res = {}
-        for label in ("first call (empty caches)", "cached (second process)"):
-            wall, (imp, step, _, _) = run_child(code, env)
-            res[label] = wall
-            print(f"  {label:27s}: {wall:6.2f} s  (import+Network {float(imp):.2f} s, "
-                  f"first step {float(step):.2f} s)")
+    res = {}
+    for spec in ("lenet5", "cifar_bn"):
+        print(f"\n== start-up: process start -> first {spec} training step done (batch 64) ==")
+        code = _CHILD.format(root=str(ROOT), spec=str(ROOT / "specs" / f"{spec}.yaml"),
+                             threads=THREADS, batch=64)
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, CNNCALC_CACHE_DIR=tmp,
+                       NUMBA_CACHE_DIR=os.path.join(tmp, "nb"))
+            for label in ("first call (empty caches)", "cached (second process)"):
+                wall, (imp, step, _, _, nc, npar) = run_child(code, env)
+                res[f"{spec}: {label}"] = wall
+                print(f"  {label:27s}: {wall:6.2f} s  (import+Network {float(imp):.2f} s, "
+                      f"first step {float(step):.2f} s; {nc} numba compilations, {npar} "
+                      f"parallel)")
     return res
 
 
@@ -441,7 +593,7 @@ def bench_rss(torch_on: bool):
     print("\n== peak RSS of a LeNet-5 batch-256 training step (separate processes) ==")
     code = _CHILD.format(root=str(ROOT), spec=str(ROOT / "specs" / "lenet5.yaml"),
                          threads=THREADS, batch=256)
-    _, (_, _, rss, hwm) = run_child(code)
+    _, (_, _, rss, hwm, *_) = run_child(code)
     base_code = (f"import resource, numpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
                  "import cnncalc; "
                  "from cnncalc.kernels import _jit; import numba\n"
@@ -473,6 +625,9 @@ def main():
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--no-conv", action="store_true")
+    ap.add_argument("--no-cifar", action="store_true")
+    ap.add_argument("--only", choices=["conv", "cifar"],
+                    help="run only the conv layers or only the cifar_bn steps (no subprocesses)")
     ap.add_argument("--json", type=pathlib.Path)
     args = ap.parse_args()
     if args.quick:
@@ -482,6 +637,8 @@ def main():
     torch_on = have_torch()
     out = {}
     # subprocess measurements first, while this process is still small (see bench_rss)
+    if args.only:
+        args.no_rss = args.no_startup = True
     if not args.no_rss:
         out["rss"] = bench_rss(torch_on)
     if not args.no_startup:
@@ -501,12 +658,15 @@ def main():
     print(f"practical ceiling: {ceiling:.0f} GFLOP/s float32 matmul, {THREADS} threads ({how})")
     xtr, ytr, note = load_mnist()
     print(f"data: {note}")
-    out["lenet"] = bench_lenet(args.batches, args.rounds, args.steps, torch_on, xtr, ytr,
-                               ceiling)
-    out["chain_kernels_us"] = bench_chain_kernels(xtr, ytr, ceiling, torch_on)
-    if not args.no_conv:
+    if args.only is None:
+        out["lenet"] = bench_lenet(args.batches, args.rounds, args.steps, torch_on, xtr, ytr,
+                                   ceiling)
+        out["chain_kernels_us"] = bench_chain_kernels(xtr, ytr, ceiling, torch_on)
+    if not args.no_conv and args.only in (None, "conv"):
         out["conv"] = bench_convs(args.conv_reps, ceiling, torch_on)
-    if torch_on:
+    if not args.no_cifar and args.only in (None, "cifar"):
+        out["cifar_bn"] = bench_cifar_bn(args.rounds, args.steps, torch_on)
+    if torch_on and "lenet" in out:
         print("\nsummary: " + "; ".join(
             f"batch {b}: {r['torch_ms'] / r['cnncalc_ms']:.2f}x PyTorch's throughput "
             f"({b / r['cnncalc_ms'] * 1e3:.0f} vs {b / r['torch_ms'] * 1e3:.0f} img/s)"

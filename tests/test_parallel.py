@@ -181,3 +181,149 @@ def test_generated_kernels_follow_the_jit_policy():
         assert set(opts["fastmath"]) == SAFE_FASTMATH and opts.get("nogil")
         assert not opts.get("parallel")
         assert type(d._cache).__name__ != "NullCache"
+
+
+# ------------------------------------------------------------------ the generic step plan
+CIFAR_BN = LENET.parent / "cifar_bn.yaml"
+
+# resnet18-like, small: stride-2 conv, batch norm, add, 1x1 projection, maxpool with padding,
+# conv-relu-maxpool (fused step, not a chain), avg pool, dropout, concat, global average pool
+SMALL_RESNET = """
+name: small_resnet
+input: 20x20x3
+blocks:
+  basic:
+    - conv: {name: conv1, filters: $channels, size: 3, pad: 1, bias: false}
+    - batchnorm: {name: bn1}
+    - relu: {name: relu1}
+    - conv: {name: conv2, filters: $channels, size: 3, pad: 1, bias: false}
+    - batchnorm: {name: bn2}
+    - add: {name: add, from: [bn2, input]}
+    - relu: {name: relu2}
+  basic_down:
+    - conv: {name: conv1, filters: $channels, size: 3, stride: 2, pad: 1, bias: false}
+    - batchnorm: {name: bn1}
+    - relu: {name: relu1}
+    - conv: {name: conv2, filters: $channels, size: 3, pad: 1, bias: false}
+    - batchnorm: {name: bn2}
+    - conv: {name: downsample.0, from: input, filters: $channels, size: 1, stride: 2, bias: false}
+    - batchnorm: {name: downsample.1}
+    - add: {name: add, from: [bn2, downsample.1]}
+    - relu: {name: relu2}
+layers:
+  - conv: {name: conv1, filters: 16, size: 5, stride: 1, pad: 2}
+  - relu: {name: relu}
+  - maxpool: {name: maxpool, size: 2}
+  - {block: basic, name: layer1, with: {channels: 16}}
+  - {block: basic_down, name: layer2.0, with: {channels: 32}}
+  - conv: {name: side, filters: 8, size: 3, pad: 1}
+  - leaky_relu: {name: lrelu}
+  - avgpool: {name: ap, size: 3, stride: 1, pad: 1}
+  - concat: {name: cat, from: [ap, layer2.0.relu2]}
+  - dropout: {name: drop, p: 0.25}
+  - global_avgpool: {name: gap}
+  - flatten
+  - fc: {name: fc1, units: 64}
+  - relu: {name: relu_fc}
+  - fc: {name: fc, units: 10}
+"""
+
+
+def _generic_pair(spec, n, shape, dtype="float32"):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, *shape)).astype(dtype)
+    y = rng.integers(0, 10, n)
+    nets = [cnncalc.Network(spec, dtype=dtype, threads=t, seed=5) for t in (1, 2)]
+    assert all(nt.fast_path is None for nt in nets)
+    return nets, x, y
+
+
+@pytest.mark.parametrize("spec,shape", [(CIFAR_BN, (3, 32, 32)), (SMALL_RESNET, (3, 20, 20))],
+                         ids=["cifar_bn", "small_resnet"])
+def test_generic_plan_two_threads_agree_and_repeat(spec, shape):
+    (one, two), x, y = _generic_pair(spec, 24, shape)
+    if spec is SMALL_RESNET:
+        assert any("conv_relu_maxpool" in ln for ln in two.plan)
+    l1 = one.loss_and_grads(x, y)
+    l2 = two.loss_and_grads(x, y)
+    g2 = two.flat_grads.copy()
+    assert l2 == pytest.approx(l1, rel=1e-5)
+    np.testing.assert_allclose(g2, one.flat_grads, rtol=2e-3, atol=2e-5)
+    dx1 = one.backward(np.ones((24, 10), np.float32))
+    dx2 = two.backward(np.ones((24, 10), np.float32))
+    np.testing.assert_allclose(dx2, dx1, rtol=2e-3, atol=1e-5)
+    two.load_state_dict(one.state_dict())  # same weights and running statistics again
+    two.rng = np.random.default_rng(9)
+    ref = two.loss_and_grads(x, y), two.flat_grads.copy(), two.forward(x, training=False)
+    for _ in range(2):  # bitwise repeatable, also after another batch size
+        two.load_state_dict(one.state_dict())
+        two.rng = np.random.default_rng(9)
+        two.loss_and_grads(x[:5], y[:5])
+        two.load_state_dict(one.state_dict())
+        two.rng = np.random.default_rng(9)
+        assert two.loss_and_grads(x, y) == ref[0]
+        np.testing.assert_array_equal(two.flat_grads, ref[1])
+        np.testing.assert_array_equal(two.forward(x, training=False), ref[2])
+
+
+def test_generic_plan_threads_one_float64_matches_two_threads():
+    (one, two), x, y = _generic_pair(SMALL_RESNET, 10, (3, 20, 20), dtype="float64")
+    one.rng = np.random.default_rng(1)
+    two.rng = np.random.default_rng(1)
+    assert two.loss_and_grads(x, y) == pytest.approx(one.loss_and_grads(x, y), rel=1e-12)
+    np.testing.assert_allclose(two.flat_grads, one.flat_grads, rtol=1e-9, atol=1e-12)
+
+
+_COMPILE_CHILD = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+from numba.core import event
+
+class Compiles(event.Listener):
+    def __init__(self):
+        self.names = []
+    def on_start(self, ev):
+        d = ev.data["dispatcher"]
+        par = bool(d.targetoptions.get("parallel"))
+        self.names.append(("PAR:" if par else "") + d.py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+
+rec = Compiles()
+event.register("numba:compile", rec)
+import cnncalc
+spec = {spec!r}
+net = cnncalc.Network(spec, threads=2)
+c, h, w = net.graph.input_shape
+x = np.random.default_rng(0).standard_normal((8, c, h, w)).astype(np.float32)
+net.loss_and_grads(x, np.arange(8) % 10)
+t1 = time.perf_counter()
+net.forward(x, training=True)
+net.backward(np.ones((8, 10), np.float32))
+net.predict(x)
+one = cnncalc.Network(spec, threads=1)
+one.loss_and_grads(x, np.arange(8) % 10)
+print("RESULT", len(rec.names), t1 - t0, ",".join(sorted(set(rec.names))))
+"""
+
+
+def _compiles_in_child(spec, env):
+    code = _COMPILE_CHILD.format(spec=spec)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=str(LENET.parent.parent))
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1].split(" ", 3)
+    return int(line[1]), float(line[2]), line[3] if len(line) > 3 else ""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compilation")
+@pytest.mark.parametrize("spec", [str(CIFAR_BN), SMALL_RESNET], ids=["cifar_bn", "small_resnet"])
+def test_generic_plan_compiles_no_prange_and_nothing_when_cached(spec, tmp_path):
+    """The step plan runs serial cached kernels only: the first process compiles no parallel
+    kernel, a second one compiles nothing and reaches its first step quickly."""
+    env = dict(os.environ, CNNCALC_CACHE_DIR=str(tmp_path))
+    n1, _, names1 = _compiles_in_child(spec, env)
+    assert "PAR:" not in names1, names1
+    n2, first_step, names2 = _compiles_in_child(spec, env)
+    assert n2 == 0, names2
+    assert first_step < 5.0  # import + Network + first step; ~1 s here (compiling: 10-30 s)

@@ -24,6 +24,12 @@ runs the whole chain on its slice with its own buffers and flat gradient buffer,
 gradients are summed in slice order (deterministic). ``threads=1`` (or ``parallel=False``)
 writes straight into ``flat_grads``. ``fast_path`` describes it (None: not used).
 
+Every other graph runs the step plan (:mod:`cnncalc.engine.plan`, :mod:`cnncalc.engine.ops`) on
+serial, cached kernels only (no ``prange`` kernel is ever compiled by the engine, so a second
+process compiles nothing); ops with enough work split the batch over the same ``threads``-thread
+pool and sum parameter gradients in slice order (bitwise repeatable; ``threads=1`` agrees with
+``threads=2`` to float rounding).
+
 Execution: steps (:mod:`cnncalc.engine.plan`) run in node order; a value is dropped after its last
 consumer; backward runs in reverse order and sums the gradients of values with several consumers.
 Ops keep reusable output buffers, reallocated when the batch size changes.
@@ -55,7 +61,7 @@ def _dtype(dtype) -> np.dtype:
     return dt
 
 
-def _runtime_setup(flush_denormals: bool, numba_pool: bool = True) -> None:
+def _runtime_setup(flush_denormals: bool) -> None:
     from cnncalc.kernels import _jit
     from cnncalc.kernels.fast_chain import jit_disabled, set_thread_flush
 
@@ -63,14 +69,9 @@ def _runtime_setup(flush_denormals: bool, numba_pool: bool = True) -> None:
     # under NUMBA_DISABLE_JIT the MXCSR intrinsic cannot run (pure Python has no registers)
     if not flush_denormals or jit_disabled():
         return
-    if not numba_pool:
-        # the fast path never runs numba's own thread pool: flush here (serial, cached kernel)
-        # and in the engine's worker threads (parallel.get_pool); no prange kernel to compile
-        set_thread_flush(True)
-        return
-    from cnncalc.kernels.denormals import enable_flush_denormals
-
-    enable_flush_denormals()
+    # the engine never runs numba's own thread pool: flush here (serial, cached kernel) and in
+    # the engine's worker threads (parallel.get_pool); no prange kernel to compile
+    set_thread_flush(True)
 
 
 class Network:
@@ -84,11 +85,13 @@ class Network:
     seed : seeds ``np.random.default_rng`` (initialisation, then dropout masks).
     dtype : "float32" (default) or "float64".
     fuse : use the fused fast-path kernels where the planner finds their patterns.
-    parallel : ``None`` lets each kernel choose; ``False`` forces serial kernels (and one
-        thread on the fast path: exact and deterministic).
-    flush_denormals : set FTZ/DAZ in every numba thread (PERF-NOTES lesson 5).
-    threads : threads of the fast path (``None``: ``min(2, os.cpu_count())``; 1 with
-        ``parallel=False``).
+    parallel : ``False`` means one thread (exact and deterministic) unless ``threads`` says
+        otherwise; ``None``/``True``: ``threads`` threads. The engine always runs serial cached
+        kernels (never numba's ``prange`` variants).
+    flush_denormals : set FTZ/DAZ in the calling thread and the engine's workers (PERF-NOTES
+        lesson 5).
+    threads : threads over which the batch is split, on the fast path and in the step plan
+        (``None``: ``min(2, os.cpu_count())``; 1 with ``parallel=False``).
     """
 
     def __init__(self, graph, init="he", seed=0, dtype="float32", *, fuse: bool = True,
@@ -130,11 +133,6 @@ class Network:
             layer, _, pname = key.rpartition(".")
             per_node_p.setdefault(layer, {})[pname] = self.params[key]
             per_node_g.setdefault(layer, {})[pname] = self.grads[key]
-        ctx = self._ctx
-        ctx.__dict__.update(params=per_node_p, grads=per_node_g, buffers=self.buffers,
-                            dtype=self.dtype, parallel=parallel, convention=graph.convention)
-        self.fuse = bool(fuse and HAVE_FUSED)
-        self.steps = build_plan(graph, ctx, fuse=self.fuse)
         if threads is None:
             from cnncalc.engine.parallel import default_threads
 
@@ -142,16 +140,23 @@ class Network:
         if int(threads) < 1:
             raise TrainError(f"threads must be at least 1, got {threads}")
         self.threads = int(threads)
+        _runtime_setup(flush_denormals)
+        if self.threads > 1:
+            from cnncalc.engine.parallel import get_pool
+
+            get_pool(self.threads, flush=flush_denormals)
+        ctx = self._ctx
+        ctx.__dict__.update(params=per_node_p, grads=per_node_g, buffers=self.buffers,
+                            dtype=self.dtype, parallel=parallel, convention=graph.convention,
+                            threads=self.threads, run=self._pool_run)
+        self.fuse = bool(fuse and HAVE_FUSED)
+        self.steps = build_plan(graph, ctx, fuse=self.fuse)
         self._chain = None
         spec = find_chain(graph, self._offsets, self.dtype) if fuse else None
-        _runtime_setup(flush_denormals, numba_pool=spec is None)
         if spec is not None:
-            from cnncalc.engine.parallel import get_pool
             from cnncalc.kernels.fast_chain import FastChain
 
             self._chain = FastChain(spec, self.threads, self.flat_grads)
-            if self.threads > 1:
-                get_pool(self.threads, flush=flush_denormals)
             self._cbuf: dict = {}
         self.output_name = graph.output.name
         self._liveness()
@@ -247,12 +252,16 @@ class Network:
         T = min(self.threads, n)
         return T, [(t * n // T, (t + 1) * n // T) for t in range(T)]
 
-    def _dispatch(self, fn, T):
-        if T == 1:
-            return [fn(0)]
+    def _pool_run(self, fn, T):
+        """``[fn(0), ..., fn(T - 1)]`` on the shared pool (the ops' ``ctx.run``)."""
         from cnncalc.engine.parallel import get_pool
 
         return get_pool(self.threads).run(fn, T)
+
+    def _dispatch(self, fn, T):
+        if T == 1:
+            return [fn(0)]
+        return self._pool_run(fn, T)
 
     def _reduce(self, T) -> None:
         g = self.flat_grads

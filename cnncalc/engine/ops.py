@@ -14,6 +14,16 @@ weights on every call and a gradient lands directly in ``net.flat_grads``.
 
 Arrays an op returns may live in its reusable buffers (``self._buf``): they stay valid until the
 op's next call in the same direction. Buffers are reallocated when the batch size changes.
+
+Threads: every op calls the SERIAL (cached, ``nogil``) kernels only (``parallel=False``), so no
+process ever compiles a ``prange`` kernel for the engine. Ops whose work pays for a hand-over
+(conv, pools, fully connected, element-wise activations, LRN on large tensors) split the batch
+into ``ctx.threads`` contiguous slices and run them on the engine's thread pool
+(:mod:`cnncalc.engine.parallel`, ``ctx.run``): each slice writes its rows of the shared output
+buffer, and parameter gradients come from per-slice buffers summed in slice order, so results
+are bitwise repeatable for a thread count and agree with one thread to float rounding. Batch
+norm (batch statistics), dropout (masks from ``ctx.rng``), merges and reshapes run on the
+calling thread.
 """
 from __future__ import annotations
 
@@ -29,6 +39,12 @@ from cnncalc.kernels import pool as kpool
 
 __all__ = ["OPS", "Op", "make_op"]
 
+# Smallest work worth splitting over threads: a hand-over costs a few us (spinning workers) to
+# ~40 us (a blocked one), so an op splits only when each slice still has a few tens of us of work.
+MIN_MACS = 1 << 20      # conv / fully connected: multiply-adds
+MIN_ELEMS = 1 << 16     # numba element-wise / pooling kernels: elements touched
+MIN_ELEMS_NP = 1 << 17  # NumPy element-wise expressions (several passes, temporaries)
+
 
 class Op:
     """Base class: holds the node, its parameter/gradient views and reusable buffers."""
@@ -43,6 +59,7 @@ class Op:
         self.params = ctx.params.get(node.name, {})
         self.grads = ctx.grads.get(node.name, {})
         self.parallel = ctx.parallel
+        self.threads = max(1, int(getattr(ctx, "threads", 1)))
         self.bufs: dict = {}
         self.setup()
 
@@ -58,6 +75,36 @@ class Op:
             self.bufs[key] = a
         return a
 
+    def _slices(self, n: int, work: int = 0, min_work: int = 0) -> list[tuple[int, int]]:
+        """Contiguous batch slices, one per thread (one slice when ``work < min_work``)."""
+        T = min(self.threads, n)
+        if T > 1 and work < min_work:
+            T = 1
+        return [(t * n // T, (t + 1) * n // T) for t in range(max(1, T))]
+
+    def _run(self, fn, sl) -> list:
+        """``[fn(0), fn(1), ...]`` for the slices ``sl``; several run on the thread pool."""
+        if len(sl) == 1:
+            return [fn(0)]
+        return self.ctx.run(fn, len(sl))
+
+    def _rows(self, key, shape, fn):
+        """A per-sample NumPy computation ``fn(a, b) -> rows a..b`` into buffer ``key``; split
+        over threads when large (NumPy releases the GIL in its loops). One slice: ``fn``'s own
+        result, cast to the network's dtype."""
+        n = shape[0]
+        sl = self._slices(n, int(np.prod(shape)), MIN_ELEMS_NP)
+        if len(sl) == 1:
+            return fn(0, n).astype(self.dtype, copy=False)
+        out = self._buf(key, shape)
+
+        def work(t):
+            a, b = sl[t]
+            out[a:b] = fn(a, b)
+
+        self._run(work, sl)
+        return out
+
     def forward(self, xs, training):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -67,6 +114,13 @@ class Op:
 
 def _c(a, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _sum_into(dst, parts) -> None:
+    """``dst[...] = parts[0] + parts[1] + ...``, summed in slice order (deterministic)."""
+    dst[...] = parts[0]
+    for p in parts[1:]:
+        dst += p
 
 
 # ------------------------------------------------------------------------------- conv, pools
@@ -81,25 +135,46 @@ class ConvOp(Op):
         o = self.node.out_shape
         self.out_hw = (o.h, o.w)
 
+    def _slices_for(self, n):
+        w = self.params["weight"]
+        o = self.node.out_shape
+        return self._slices(n, n * w.size * o.h * o.w, MIN_MACS)
+
     def forward(self, xs, training):
-        x = xs[0]
-        self.x = x
+        x = self.x = np.ascontiguousarray(xs[0])
         n = x.shape[0]
         o = self.node.out_shape
         y = self._buf("y", (n, o.c, o.h, o.w))
-        return kconv.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                    self.stride, self.pad, self.dilation, self.groups,
-                                    self.out_hw, out=y, parallel=self.parallel)
+        w, b = self.params["weight"], self.params.get("bias")
+        sl = self._slices_for(n)
+
+        def work(t):
+            a, c = sl[t]
+            kconv.conv2d_forward(x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
+                                 self.out_hw, out=y[a:c], parallel=False)
+
+        self._run(work, sl)
+        return y
 
     def backward(self, dy, need):
         has_bias = "bias" in self.params
-        dx, dw, db = kconv.conv2d_backward(dy, self.x, self.params["weight"], self.stride,
-                                           self.pad, self.dilation, self.groups,
-                                           need_dx=need[0], has_bias=has_bias,
-                                           parallel=self.parallel)
-        self.grads["weight"][...] = dw
+        x, w = self.x, self.params["weight"]
+        dy = np.ascontiguousarray(dy)
+        dx = self._buf("dx", x.shape) if need[0] else None
+        sl = self._slices_for(x.shape[0])
+
+        def work(t):
+            a, c = sl[t]
+            _, dw, db = kconv.conv2d_backward(
+                dy[a:c], x[a:c], w, self.stride, self.pad, self.dilation, self.groups,
+                need_dx=bool(need[0]), has_bias=has_bias, parallel=False,
+                out_dx=None if dx is None else dx[a:c])
+            return dw, db
+
+        parts = self._run(work, sl)
+        _sum_into(self.grads["weight"], [p[0] for p in parts])
         if has_bias:
-            self.grads["bias"][...] = db
+            _sum_into(self.grads["bias"], [p[1] for p in parts])
         return [dx]
 
 
@@ -115,16 +190,37 @@ class MaxPoolOp(Op):
             L.dilation, (o.h, o.w)
 
     def forward(self, xs, training):
-        x = xs[0]
+        x = np.ascontiguousarray(xs[0])
         self.x_shape = x.shape
-        y, self.am = kpool.maxpool2d_forward(x, self.k, self.stride, self.pad, self.out_hw,
-                                             self.dilation, parallel=self.parallel)
+        n, c = x.shape[:2]
+        shape = (n, c) + tuple(self.out_hw)
+        y = self._buf("y", shape)
+        am = self.am = self._buf("am", shape, np.int32)
+        sl = self._slices(n, y.size * self.k[0] * self.k[1], MIN_ELEMS)
+
+        def work(t):
+            a, b = sl[t]
+            kpool.maxpool2d_forward(x[a:b], self.k, self.stride, self.pad, self.out_hw,
+                                    self.dilation, parallel=False, out=y[a:b],
+                                    out_argmax=am[a:b])
+
+        self._run(work, sl)
         return y
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [kpool.maxpool2d_backward(dy, self.am, self.x_shape, parallel=self.parallel)]
+        dy = np.ascontiguousarray(dy)
+        dx = self._buf("dx", self.x_shape)
+        sl = self._slices(dy.shape[0], dx.size, MIN_ELEMS)
+
+        def work(t):
+            a, b = sl[t]
+            kpool.maxpool2d_backward(dy[a:b], self.am[a:b], dx[a:b].shape, parallel=False,
+                                     out=dx[a:b])
+
+        self._run(work, sl)
+        return [dx]
 
 
 class AvgPoolOp(Op):
@@ -142,18 +238,36 @@ class AvgPoolOp(Op):
         self.include = bool(getattr(L, "count_include_pad", True))
 
     def forward(self, xs, training):
-        x = xs[0]
+        x = np.ascontiguousarray(xs[0])
         self.x_shape = x.shape
-        return kpool.avgpool2d_forward(x, self.k, self.stride, self.pad, self.out_hw,
-                                       self.include, pad_after=self.pad_after,
-                                       parallel=self.parallel)
+        n, c = x.shape[:2]
+        y = self._buf("y", (n, c) + tuple(self.out_hw))
+        sl = self._slices(n, y.size * self.k[0] * self.k[1], MIN_ELEMS)
+
+        def work(t):
+            a, b = sl[t]
+            kpool.avgpool2d_forward(x[a:b], self.k, self.stride, self.pad, self.out_hw,
+                                    self.include, pad_after=self.pad_after, parallel=False,
+                                    out=y[a:b])
+
+        self._run(work, sl)
+        return y
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [kpool.avgpool2d_backward(dy, self.x_shape, self.k, self.stride, self.pad,
-                                         self.include, pad_after=self.pad_after,
-                                         parallel=self.parallel)]
+        dy = np.ascontiguousarray(dy)
+        dx = self._buf("dx", self.x_shape)
+        sl = self._slices(dy.shape[0], dx.size, MIN_ELEMS)
+
+        def work(t):
+            a, b = sl[t]
+            kpool.avgpool2d_backward(dy[a:b], dx[a:b].shape, self.k, self.stride, self.pad,
+                                     self.include, pad_after=self.pad_after, parallel=False,
+                                     out=dx[a:b])
+
+        self._run(work, sl)
+        return [dx]
 
 
 class GlobalAvgPoolOp(Op):
@@ -173,14 +287,32 @@ class AdaptiveAvgPoolOp(Op):
     kind = "adaptive_avgpool"
 
     def forward(self, xs, training):
-        self.x_shape = xs[0].shape
-        return kpool.adaptive_avgpool_forward(xs[0], self.node.layer.output_size,
-                                              parallel=self.parallel)
+        x = np.ascontiguousarray(xs[0])
+        self.x_shape = x.shape
+        o = self.node.out_shape
+        y = self._buf("y", (x.shape[0], x.shape[1], o.h, o.w))
+        sl = self._slices(x.shape[0], x.size, MIN_ELEMS)
+
+        def work(t):
+            a, b = sl[t]
+            kpool.adaptive_avgpool_forward(x[a:b], (o.h, o.w), parallel=False, out=y[a:b])
+
+        self._run(work, sl)
+        return y
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [kpool.adaptive_avgpool_backward(dy, self.x_shape, parallel=self.parallel)]
+        dy = np.ascontiguousarray(dy)
+        dx = self._buf("dx", self.x_shape)
+        sl = self._slices(dy.shape[0], dx.size, MIN_ELEMS)
+
+        def work(t):
+            a, b = sl[t]
+            kpool.adaptive_avgpool_backward(dy[a:b], dx[a:b].shape, parallel=False, out=dx[a:b])
+
+        self._run(work, sl)
+        return [dx]
 
 
 class ZeroPadOp(Op):
@@ -210,22 +342,39 @@ class LinearOp(Op):
     kind = "fc"
 
     def forward(self, xs, training):
-        x = xs[0]
+        x = np.ascontiguousarray(xs[0])
         n = x.shape[0]
         self.x_shape = x.shape
         self.x2d = x2d = x.reshape(n, -1)
-        w = self.params["weight"]
+        w, b = self.params["weight"], self.params.get("bias")
         y = self._buf("y", (n, w.shape[0]))
-        klin.linear_forward(x2d, w, self.params.get("bias"), out=y)
+        sl = self._slices(n, n * w.size, MIN_MACS)
+
+        def work(t):
+            a, c = sl[t]
+            klin.linear_forward(x2d[a:c], w, b, out=y[a:c])
+
+        self._run(work, sl)
         return y.reshape(n, w.shape[0], 1, 1)
 
     def backward(self, dy, need):
-        dy2 = dy.reshape(dy.shape[0], -1)
-        dx, dw, db = klin.linear_backward(dy2, self.x2d, self.params["weight"],
-                                          need_dx=need[0])
-        self.grads["weight"][...] = dw
+        dy2 = np.ascontiguousarray(dy.reshape(dy.shape[0], -1))
+        n = dy2.shape[0]
+        w = self.params["weight"]
+        dx = self._buf("dx", self.x2d.shape) if need[0] else None
+        sl = self._slices(n, n * w.size, MIN_MACS)
+
+        def work(t):
+            a, c = sl[t]
+            d, dw, db = klin.linear_backward(dy2[a:c], self.x2d[a:c], w, need_dx=bool(need[0]))
+            if dx is not None:
+                dx[a:c] = d
+            return dw, db
+
+        parts = self._run(work, sl)
+        _sum_into(self.grads["weight"], [p[0] for p in parts])
         if "bias" in self.grads:
-            self.grads["bias"][...] = db
+            _sum_into(self.grads["bias"], [p[1] for p in parts])
         return [None if dx is None else dx.reshape(self.x_shape)]
 
 
@@ -267,30 +416,47 @@ class ReluOp(Op):
     kind = "relu"
 
     def forward(self, xs, training):
-        x = xs[0]
-        self.y = act.relu_forward(x, out=self._buf("y", x.shape), parallel=self.parallel)
-        return self.y
+        x = np.ascontiguousarray(xs[0])
+        y = self.y = self._buf("y", x.shape)
+        sl = self._slices(x.shape[0], x.size, MIN_ELEMS)
+        self._run(lambda t: act.relu_forward(x[sl[t][0]:sl[t][1]], out=y[sl[t][0]:sl[t][1]],
+                                             parallel=False), sl)
+        return y
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [act.relu_backward(dy, self.y, out=self._buf("dx", dy.shape),
-                                  parallel=self.parallel)]
+        dy = np.ascontiguousarray(dy)
+        dx, y = self._buf("dx", dy.shape), self.y
+        sl = self._slices(dy.shape[0], dy.size, MIN_ELEMS)
+        self._run(lambda t: act.relu_backward(dy[sl[t][0]:sl[t][1]], y[sl[t][0]:sl[t][1]],
+                                              out=dx[sl[t][0]:sl[t][1]], parallel=False), sl)
+        return [dx]
 
 
 class LeakyReluOp(Op):
     kind = "leaky_relu"
 
     def forward(self, xs, training):
-        x = self.x = xs[0]
-        return act.leaky_relu_forward(x, self.node.layer.negative_slope,
-                                      out=self._buf("y", x.shape), parallel=self.parallel)
+        x = self.x = np.ascontiguousarray(xs[0])
+        s = self.node.layer.negative_slope
+        y = self._buf("y", x.shape)
+        sl = self._slices(x.shape[0], x.size, MIN_ELEMS)
+        self._run(lambda t: act.leaky_relu_forward(x[sl[t][0]:sl[t][1]], s,
+                                                   out=y[sl[t][0]:sl[t][1]], parallel=False), sl)
+        return y
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [act.leaky_relu_backward(dy, self.x, self.node.layer.negative_slope,
-                                        out=self._buf("dx", dy.shape), parallel=self.parallel)]
+        dy = np.ascontiguousarray(dy)
+        s, x = self.node.layer.negative_slope, self.x
+        dx = self._buf("dx", dy.shape)
+        sl = self._slices(dy.shape[0], dy.size, MIN_ELEMS)
+        self._run(lambda t: act.leaky_relu_backward(dy[sl[t][0]:sl[t][1]], x[sl[t][0]:sl[t][1]],
+                                                    s, out=dx[sl[t][0]:sl[t][1]],
+                                                    parallel=False), sl)
+        return [dx]
 
 
 class _XOp(Op):
@@ -302,13 +468,15 @@ class _XOp(Op):
         return ()
 
     def forward(self, xs, training):
-        self.x = xs[0]
-        return type(self).fwd(self.x, *self.args()).astype(self.dtype, copy=False)
+        self.x = x = xs[0]
+        fwd, args = type(self).fwd, self.args()
+        return self._rows("y", x.shape, lambda a, b: fwd(x[a:b], *args))
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [type(self).bwd(dy, self.x, *self.args()).astype(self.dtype, copy=False)]
+        bwd, args, x = type(self).bwd, self.args(), self.x
+        return [self._rows("dx", dy.shape, lambda a, b: bwd(dy[a:b], x[a:b], *args))]
 
 
 class _YOp(Op):
@@ -317,13 +485,15 @@ class _YOp(Op):
     fwd = bwd = None
 
     def forward(self, xs, training):
-        self.y = type(self).fwd(xs[0]).astype(self.dtype, copy=False)
+        x, fwd = xs[0], type(self).fwd
+        self.y = self._rows("y", x.shape, lambda a, b: fwd(x[a:b]))
         return self.y
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [type(self).bwd(dy, self.y).astype(self.dtype, copy=False)]
+        bwd, y = type(self).bwd, self.y
+        return [self._rows("dx", dy.shape, lambda a, b: bwd(dy[a:b], y[a:b]))]
 
 
 class EluOp(_XOp):
@@ -374,6 +544,11 @@ class PReluOp(Op):
 
 # ---------------------------------------------------------------------------- norm, dropout
 class BatchNormOp(Op):
+    """Batch norm. (N, C, H, W) inputs run a sliced NumPy version here: per-slice, per-channel
+    partial sums (reductions over contiguous planes, accumulated in float64 in slice order), so
+    the batch statistics are exact whatever the thread count and the element-wise passes split
+    over threads. (N, F) inputs use :mod:`cnncalc.kernels.norm` on the calling thread."""
+
     kind = "batchnorm"
 
     def setup(self):
@@ -388,19 +563,124 @@ class BatchNormOp(Op):
         self.momentum = 0.1 if L.momentum is None else float(L.momentum)
         self.eps = float(L.eps)
 
-    def forward(self, xs, training):
+    def _gb(self):
         gamma = self.params["weight"] if self.affine else self.gamma
         beta = self.params["bias"] if self.affine else self.beta
-        y, self.cache = knorm.batchnorm_forward(xs[0], gamma, beta, self.rm, self.rv,
-                                                bool(training), self.momentum, self.eps)
-        return y.astype(self.dtype, copy=False)
+        return gamma, beta
+
+    def _csum(self, parts):
+        """Per-channel totals of per-slice (C,) float64 partial sums, in slice order."""
+        tot = parts[0].copy()
+        for q in parts[1:]:
+            tot += q
+        return tot
+
+    def forward(self, xs, training):
+        gamma, beta = self._gb()
+        x = xs[0]
+        if x.ndim != 4:
+            self.sliced = False
+            y, self.cache = knorm.batchnorm_forward(x, gamma, beta, self.rm, self.rv,
+                                                    bool(training), self.momentum, self.eps)
+            return y.astype(self.dtype, copy=False)
+        self.sliced, self.training = True, bool(training)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        n, c, h, w = x.shape
+        hw = h * w
+        x3 = x.reshape(n, c, hw)
+        xh = self.xhat = self._buf("xhat", (n, c, hw))
+        y = self._buf("y", x.shape)
+        y3 = y.reshape(n, c, hw)
+        sl = self._slices(n, x.size, MIN_ELEMS_NP)
+        dt = self.dtype.type
+        if training:
+            m = n * hw
+            s1 = self._csum(self._run(
+                lambda t: x3[sl[t][0]:sl[t][1]].sum(axis=2).sum(axis=0, dtype=np.float64), sl))
+            mean = (s1 / m).astype(self.dtype)
+
+            def center(t):
+                a, b = sl[t]
+                xc = np.subtract(x3[a:b], mean[:, None], out=xh[a:b])
+                return np.square(xc).sum(axis=2).sum(axis=0, dtype=np.float64)
+
+            var64 = self._csum(self._run(center, sl)) / m
+            var = var64.astype(self.dtype)
+            unbiased = (var64 * (m / (m - 1)) if m > 1 else var64).astype(self.dtype)
+            mo = self.momentum
+            self.rm *= 1 - mo
+            self.rm += mo * mean
+            self.rv *= 1 - mo
+            self.rv += mo * unbiased
+        else:
+            mean = np.asarray(self.rm, dtype=self.dtype)
+            var = np.asarray(self.rv, dtype=self.dtype)
+        inv_std = self.inv_std = (1 / np.sqrt(var + dt(self.eps))).astype(self.dtype)
+        g = np.asarray(gamma, self.dtype)[:, None]
+        bt = np.asarray(beta, self.dtype)[:, None]
+        istd = inv_std[:, None]
+
+        def normalise(t):
+            a, b = sl[t]
+            if not training:
+                np.subtract(x3[a:b], mean[:, None], out=xh[a:b])
+            np.multiply(xh[a:b], istd, out=xh[a:b])
+            np.multiply(xh[a:b], g, out=y3[a:b])
+            np.add(y3[a:b], bt, out=y3[a:b])
+
+        self._run(normalise, sl)
+        self.gamma_used = np.array(gamma, self.dtype)
+        return y
 
     def backward(self, dy, need):
-        dx, dgamma, dbeta = knorm.batchnorm_backward(dy, self.cache)
+        if not self.sliced:
+            dx, dgamma, dbeta = knorm.batchnorm_backward(dy, self.cache)
+            if self.affine:
+                self.grads["weight"][...] = dgamma
+                self.grads["bias"][...] = dbeta
+            return [dx.astype(self.dtype, copy=False) if need[0] else None]
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        n, c = dy.shape[:2]
+        hw = dy.size // (n * c)
+        dy3 = dy.reshape(n, c, hw)
+        xh = self.xhat
+        sl = self._slices(n, dy.size, MIN_ELEMS_NP)
+
+        def sums(t):
+            a, b = sl[t]
+            d = dy3[a:b]
+            return (d.sum(axis=2).sum(axis=0, dtype=np.float64),
+                    (d * xh[a:b]).sum(axis=2).sum(axis=0, dtype=np.float64))
+
+        parts = self._run(sums, sl)
+        dbeta = self._csum([q[0] for q in parts]).astype(self.dtype)
+        dgamma = self._csum([q[1] for q in parts]).astype(self.dtype)
         if self.affine:
             self.grads["weight"][...] = dgamma
             self.grads["bias"][...] = dbeta
-        return [dx.astype(self.dtype, copy=False) if need[0] else None]
+        if not need[0]:
+            return [None]
+        scale = (self.gamma_used * self.inv_std)[:, None]
+        dx = self._buf("dx", dy.shape)
+        dx3 = dx.reshape(n, c, hw)
+        m = n * hw
+        if self.training:
+            mb = (dbeta / m)[:, None]
+            mg = (dgamma / m)[:, None]
+
+        def grad_x(t):
+            a, b = sl[t]
+            if not self.training:
+                np.multiply(dy3[a:b], scale, out=dx3[a:b])
+                return
+            # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
+            np.multiply(xh[a:b], mg, out=dx3[a:b])
+            np.subtract(dy3[a:b], dx3[a:b], out=dx3[a:b])
+            np.subtract(dx3[a:b], mb, out=dx3[a:b])
+            np.multiply(dx3[a:b], scale, out=dx3[a:b])
+
+        self._run(grad_x, sl)
+        return [dx]
 
 
 class LRNOp(Op):
@@ -411,13 +691,16 @@ class LRNOp(Op):
         return (L.size, L.alpha, L.beta, L.k)
 
     def forward(self, xs, training):
-        self.x = xs[0]
-        return knorm.lrn_forward(self.x, *self.args()).astype(self.dtype, copy=False)
+        self.x = x = xs[0]
+        args = self.args()
+        return self._rows("y", x.shape, lambda a, b: knorm.lrn_forward(x[a:b], *args))
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        return [knorm.lrn_backward(dy, self.x, *self.args()).astype(self.dtype, copy=False)]
+        args, x = self.args(), self.x
+        return [self._rows("dx", dy.shape, lambda a, b: knorm.lrn_backward(dy[a:b], x[a:b],
+                                                                          *args))]
 
 
 class DropoutOp(Op):

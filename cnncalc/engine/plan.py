@@ -16,6 +16,10 @@ above, each value used only by the next node), the network also gets a :class:`C
 on shape-specialised generated kernels (:mod:`cnncalc.kernels.gen`), split over the batch on
 worker threads (:mod:`cnncalc.engine.parallel`). The steps stay the reference path.
 
+Every step calls serial (cached) kernels only; the fused ops, like the generic ones, split the
+batch over the engine's thread pool when the work pays (per-slice scratch and gradient buffers,
+gradients summed in slice order).
+
 Everything else runs one generic op per node (:mod:`cnncalc.engine.ops`). A step is placed at its
 first node's position in the (topological) node order: its inputs exist there, and nothing
 between its first and last node can read the hidden intermediates.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnncalc.engine.ops import Op, make_op
+from cnncalc.engine.ops import MIN_MACS, Op, _sum_into, make_op
 
 try:  # H2's fused kernels; the generic ops cover everything without them
     from cnncalc.kernels import fused as _fused
@@ -70,31 +74,60 @@ class ConvReluPoolOp(Op):
         (t, _), _ = self.node.pads(self.ctx.convention)
         self.pad = t
         self.pool = self.pool_node.layer.kernel_size[0]
-        self.par = self.parallel is not False
         k = self.node.layer.out_channels
         self.has_bias = "bias" in self.params
         self.b = self.params["bias"] if self.has_bias else np.zeros(k, self.dtype)
-        self.fwd_out: dict = {}
-        self.bwd_out: dict = {"dw": self.grads["weight"]}
+        # per-thread buffer dicts (scratch, and dw/db of slices 1..T-1); slice 0 writes its
+        # dw/db straight into the gradient views
+        self.fwd_out = [{} for _ in range(self.threads)]
+        self.bwd_out = [{} for _ in range(self.threads)]
+        self.bwd_out[0]["dw"] = self.grads["weight"]
         if self.has_bias:
-            self.bwd_out["db"] = self.grads["bias"]
+            self.bwd_out[0]["db"] = self.grads["bias"]
+
+    def _slices_for(self, n):
+        o = self.node.out_shape
+        return self._slices(n, n * self.params["weight"].size * o.h * o.w, MIN_MACS)
 
     def forward(self, xs, training):
         self.x = x = np.ascontiguousarray(xs[0])
-        y, self.am = _fused.conv_relu_maxpool_forward(x, self.params["weight"], self.b,
-                                                      self.pad, self.pool, out=self.fwd_out,
-                                                      parallel=self.par)
+        n = x.shape[0]
+        o = self.pool_node.out_shape
+        y = self._buf("y", (n, o.c, o.h, o.w))
+        am = self.am = self._buf("am", (n, o.c, o.h, o.w), np.int8)
+        w = self.params["weight"]
+        sl = self._slices_for(n)
+
+        def work(t):
+            a, c = sl[t]
+            d = self.fwd_out[t]
+            d["y"], d["argmax"] = y[a:c], am[a:c]
+            _fused.conv_relu_maxpool_forward(x[a:c], w, self.b, self.pad, self.pool, out=d,
+                                             parallel=False)
+
+        self._run(work, sl)
         return y
 
     def backward(self, dy, need):
-        dx, dw, db = _fused.conv_relu_maxpool_backward(
-            np.ascontiguousarray(dy), self.x, self.params["weight"], self.am, self.pad,
-            self.pool, need_dx=bool(need[0]), out=self.bwd_out, parallel=self.par)
-        # dw/db are normally written straight into the gradient views (pre-seeded buffers)
-        if dw is not self.grads["weight"]:
-            self.grads["weight"][...] = dw
-        if self.has_bias and db is not self.grads["bias"]:
-            self.grads["bias"][...] = db
+        dy = np.ascontiguousarray(dy)
+        x, w, am = self.x, self.params["weight"], self.am
+        need_dx = bool(need[0])
+        dx = self._buf("dx", x.shape) if need_dx else None
+        sl = self._slices_for(x.shape[0])
+
+        def work(t):
+            a, c = sl[t]
+            d = self.bwd_out[t]
+            if need_dx:
+                d["dx"] = dx[a:c]
+            return _fused.conv_relu_maxpool_backward(dy[a:c], x[a:c], w, am[a:c], self.pad,
+                                                     self.pool, need_dx=need_dx, out=d,
+                                                     parallel=False)
+
+        parts = self._run(work, sl)
+        _sum_into(self.grads["weight"], [p[1] for p in parts])
+        if self.has_bias:
+            _sum_into(self.grads["bias"], [p[2] for p in parts])
         return [dx]
 
 
@@ -108,33 +141,51 @@ class LinearReluOp(Op):
         super().__init__(fc_node, ctx)
 
     def setup(self):
-        self.par = self.parallel is not False
         o = self.node.layer.out_features
         self.has_bias = "bias" in self.params
         self.b = self.params["bias"] if self.has_bias else np.zeros(o, self.dtype)
-        self.fwd_out: dict = {}
-        self.bwd_out: dict = {"dw": self.grads["weight"]}
+        self.bwd_out = [{} for _ in range(self.threads)]
+        self.bwd_out[0]["dw"] = self.grads["weight"]
         if self.has_bias:
-            self.bwd_out["db"] = self.grads["bias"]
+            self.bwd_out[0]["db"] = self.grads["bias"]
 
     def forward(self, xs, training):
         x = xs[0]
         n = x.shape[0]
         self.x_shape = x.shape
-        self.x2d = np.ascontiguousarray(x).reshape(n, -1)
-        self.y = _fused.linear_relu_forward(self.x2d, self.params["weight"], self.b, self.relu,
-                                            out=self.fwd_out, parallel=self.par)
-        return self.y.reshape(n, -1, 1, 1)
+        self.x2d = x2d = np.ascontiguousarray(x).reshape(n, -1)
+        w = self.params["weight"]
+        y = self.y = self._buf("y", (n, w.shape[0]))
+        sl = self._slices(n, n * w.size, MIN_MACS)
+
+        def work(t):
+            a, c = sl[t]
+            _fused.linear_relu_forward(x2d[a:c], w, self.b, self.relu, out={"y": y[a:c]},
+                                       parallel=False)
+
+        self._run(work, sl)
+        return y.reshape(n, -1, 1, 1)
 
     def backward(self, dy, need):
         dy2 = np.ascontiguousarray(dy.reshape(dy.shape[0], -1))
-        dx, dw, db = _fused.linear_relu_backward(dy2, self.x2d, self.params["weight"], self.y,
-                                                 self.relu, need_dx=bool(need[0]),
-                                                 out=self.bwd_out, parallel=self.par)
-        if dw is not self.grads["weight"]:
-            self.grads["weight"][...] = dw
-        if self.has_bias and db is not self.grads["bias"]:
-            self.grads["bias"][...] = db
+        n = dy2.shape[0]
+        w, x2d, y = self.params["weight"], self.x2d, self.y
+        need_dx = bool(need[0])
+        dx = self._buf("dx", x2d.shape) if need_dx else None
+        sl = self._slices(n, n * w.size, MIN_MACS)
+
+        def work(t):
+            a, c = sl[t]
+            d = self.bwd_out[t]
+            if need_dx:
+                d["dx"] = dx[a:c]
+            return _fused.linear_relu_backward(dy2[a:c], x2d[a:c], w, y[a:c], self.relu,
+                                               need_dx=need_dx, out=d, parallel=False)
+
+        parts = self._run(work, sl)
+        _sum_into(self.grads["weight"], [p[1] for p in parts])
+        if self.has_bias:
+            _sum_into(self.grads["bias"], [p[2] for p in parts])
         return [None if dx is None else dx.reshape(self.x_shape)]
 
 

@@ -588,7 +588,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
 
 
 def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1,
-                    need_dx=True, *, has_bias=True, parallel=None, algo=None):
+                    need_dx=True, *, has_bias=True, parallel=None, algo=None, out_dx=None):
     """Convolution backward.
 
     Parameters
@@ -598,6 +598,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     need_dx : compute ``dx`` (False for the first layer).
     has_bias : compute ``db`` (pass ``has_bias=b is not None``); otherwise ``db`` is None.
     parallel, algo : as for :func:`conv2d_forward` (``algo`` applies to dw and to dx).
+    out_dx : optional preallocated C-contiguous array of x's shape for ``dx`` (with ``need_dx``).
 
     Returns
     -------
@@ -633,10 +634,13 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
         if need_dx:
             dx = conv2d_forward(dy, _flipped(w, groups), None, (1, 1),
                                 (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups,
-                                (h, wd), parallel=parallel, algo=algo)
+                                (h, wd), out=out_dx, parallel=parallel, algo=algo)
         db = dy.sum(axis=(0, 2, 3)) if has_bias else None
         return dx, dwt, db
-    dx = np.empty_like(x) if fused_dx else np.empty((1, c, h, wd), dtype=x.dtype)
+    if fused_dx:
+        dx = np.empty_like(x) if out_dx is None else out_dx
+    else:
+        dx = np.empty((1, c, h, wd), dtype=x.dtype)
     dw_part = np.empty((nchunks, k_out, cg * kh * kw), dtype=x.dtype)
     kern = _conv_bwd_p if use_par else _conv_bwd_s
     kern(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw, groups,
@@ -644,7 +648,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     if via_fwd:
         dx = conv2d_forward(dy, _flipped(w, groups), None, (1, 1),
                             (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups, (h, wd),
-                            parallel=parallel, algo=algo)
+                            out=out_dx, parallel=parallel, algo=algo)
     dwt = dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return (dx if need_dx else None), dwt.reshape(w.shape), db

@@ -232,11 +232,12 @@ def _use_parallel(work: int, parallel: bool | None) -> bool:
 
 
 def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1), *,
-                      parallel=None):
+                      parallel=None, out=None, out_argmax=None):
     """Max pooling. Returns ``(y, argmax)``; ``argmax`` (int32, same shape as ``y``) is the flat
     index ``row*W + col`` of the maximum in its input plane (-1 for an empty window).
 
     ``stride`` defaults to ``k``; ``out_hw`` defaults to floor with symmetric padding.
+    ``out`` / ``out_argmax``: optional preallocated C-contiguous outputs (shape of ``y``).
     """
     x = np.ascontiguousarray(x)
     kh, kw = _pair(k)
@@ -248,18 +249,18 @@ def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1
         out_hw = ((h + 2 * pt - dh * (kh - 1) - 1) // sh + 1,
                   (w + 2 * pl - dw * (kw - 1) - 1) // sw + 1)
     ho, wo = _pair(out_hw)
-    y = np.empty((n, c, ho, wo), dtype=x.dtype)
-    am = np.empty((n, c, ho, wo), dtype=np.int32)
+    y = np.empty((n, c, ho, wo), dtype=x.dtype) if out is None else out
+    am = np.empty((n, c, ho, wo), dtype=np.int32) if out_argmax is None else out_argmax
     kern = _maxpool_fwd_p if _use_parallel(y.size * kh * kw, parallel) else _maxpool_fwd_s
     kern(x, kh, kw, sh, sw, pt, pl, dh, dw, y, am)
     return y, am
 
 
-def maxpool2d_backward(dy, argmax, x_shape, *, parallel=None):
+def maxpool2d_backward(dy, argmax, x_shape, *, parallel=None, out=None):
     """Scatter ``dy`` to the cached argmax positions. Returns ``dx`` of ``x_shape``."""
     dy = np.ascontiguousarray(dy)
     argmax = np.ascontiguousarray(argmax, dtype=np.int32)
-    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype) if out is None else out
     kern = _maxpool_bwd_p if _use_parallel(dx.size, parallel) else _maxpool_bwd_s
     kern(dy, argmax, dx)
     return dx
@@ -277,24 +278,24 @@ def _avg_args(x_shape, k, stride, pad, out_hw, pad_after):
 
 
 def avgpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, count_include_pad=True, *,
-                      pad_after=None, parallel=None):
+                      pad_after=None, parallel=None, out=None):
     """Average pooling with PyTorch's divisor rules (see the module docstring)."""
     x = np.ascontiguousarray(x)
     kh, kw, sh, sw, pt, pl, pb, pr, (ho, wo) = _avg_args(x.shape, k, stride, pad, out_hw,
                                                           pad_after)
-    y = np.empty((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype)
+    y = np.empty((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype) if out is None else out
     kern = _avgpool_fwd_p if _use_parallel(y.size * kh * kw, parallel) else _avgpool_fwd_s
     kern(x, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), y)
     return y
 
 
 def avgpool2d_backward(dy, x_shape, k, stride=None, pad=(0, 0), count_include_pad=True, *,
-                       pad_after=None, parallel=None):
+                       pad_after=None, parallel=None, out=None):
     """Gradient of :func:`avgpool2d_forward` (``dy`` fixes ``out_hw``)."""
     dy = np.ascontiguousarray(dy)
     kh, kw, sh, sw, pt, pl, pb, pr, _ = _avg_args(x_shape, k, stride, pad, dy.shape[2:],
                                                   pad_after)
-    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype) if out is None else out
     kern = _avgpool_bwd_p if _use_parallel(dx.size, parallel) else _avgpool_bwd_s
     kern(dy, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), dx)
     return dx
@@ -314,20 +315,20 @@ def global_avgpool_backward(dy, x_shape):
     return np.ascontiguousarray(np.broadcast_to(g, (n, c, h, w)))
 
 
-def adaptive_avgpool_forward(x, out_hw, *, parallel=None):
+def adaptive_avgpool_forward(x, out_hw, *, parallel=None, out=None):
     """PyTorch's ``adaptive_avg_pool2d``: bins [floor(i*H/out), ceil((i+1)*H/out))."""
     x = np.ascontiguousarray(x)
     oh, ow = _pair(out_hw)
-    y = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
+    y = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype) if out is None else out
     kern = _adaptive_fwd_p if _use_parallel(x.size, parallel) else _adaptive_fwd_s
     kern(x, y)
     return y
 
 
-def adaptive_avgpool_backward(dy, x_shape, *, parallel=None):
+def adaptive_avgpool_backward(dy, x_shape, *, parallel=None, out=None):
     """Gradient of :func:`adaptive_avgpool_forward` (``dy`` fixes the output size)."""
     dy = np.ascontiguousarray(dy)
-    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype) if out is None else out
     kern = _adaptive_bwd_p if _use_parallel(dx.size, parallel) else _adaptive_bwd_s
     kern(dy, dx)
     return dx
