@@ -41,7 +41,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from cnncalc.engine.plan import HAVE_FUSED, build_plan, find_chain
+from cnncalc.engine.plan import build_plan, find_chain
 from cnncalc.errors import TrainError
 from cnncalc.graph import INPUT_NAME, Graph, load
 
@@ -149,7 +149,7 @@ class Network:
         ctx.__dict__.update(params=per_node_p, grads=per_node_g, buffers=self.buffers,
                             dtype=self.dtype, parallel=parallel, convention=graph.convention,
                             threads=self.threads, run=self._pool_run)
-        self.fuse = bool(fuse and HAVE_FUSED)
+        self.fuse = bool(fuse)
         self.steps = build_plan(graph, ctx, fuse=self.fuse)
         self._chain = None
         spec = find_chain(graph, self._offsets, self.dtype) if fuse else None
@@ -157,22 +157,17 @@ class Network:
             from cnncalc.kernels.fast_chain import FastChain
 
             self._chain = FastChain(spec, self.threads, self.flat_grads)
-            self._cbuf: dict = {}
+        self._cbuf: dict = {}  # reused buffers: logits, dlogits
         self.output_name = graph.output.name
         self._liveness()
         self._batch: int | None = None
-        self._loss_out: dict = {}
 
     # ------------------------------------------------------------------------------ set-up
     def _init_params(self, init) -> None:
-        try:
-            from cnncalc.train.init import init_params
-        except ImportError:  # pragma: no cover - H3's module not there yet
-            init_params = None
+        from cnncalc.train.init import init_params
+
         overrides = {n.name: n.init for n in self.graph.nodes
                      if n.init is not None and n.param_shapes()}
-        if init_params is None:  # pragma: no cover
-            raise TrainError("cnncalc.train.init is missing")
         values = init_params(self.param_shapes, init, self.rng, self.dtype, overrides)
         for key, v in values.items():
             self.params[key][...] = v
@@ -411,14 +406,9 @@ class Network:
             dl = self._cb("dlogits", (n, k))
             total = self._chain.loss_slice(None, y, 0, n, self.dtype.type(1.0 / n), logits, dl)
             return float(total / n), dl
-        if HAVE_FUSED:
-            from cnncalc.kernels import fused
-
-            return fused.softmax_cross_entropy(logits, y, out=self._loss_out)
         from cnncalc.kernels.loss import softmax_cross_entropy
 
-        loss, d = softmax_cross_entropy(logits, y)
-        return loss, d.astype(self.dtype, copy=False)
+        return softmax_cross_entropy(logits, y, out=self._cb("dlogits", logits.shape))
 
     def loss_and_grads(self, x, labels) -> float:
         """Training-mode forward, softmax cross-entropy and backward; returns the loss."""

@@ -32,14 +32,9 @@ import numpy as np
 
 from cnncalc.engine.ops import MIN_MACS, Op, _sum_into, make_op
 
-try:  # H2's fused kernels; the generic ops cover everything without them
-    from cnncalc.kernels import fused as _fused
-except ImportError:  # pragma: no cover - only while the kernels are being written
-    _fused = None
+from cnncalc.kernels import fused as _fused
 
-__all__ = ["HAVE_FUSED", "Step", "build_plan", "find_chain"]
-
-HAVE_FUSED = _fused is not None
+__all__ = ["Step", "build_plan", "find_chain"]
 
 
 @dataclass
@@ -232,7 +227,6 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
     conv_ = graph.convention
     taken: set[str] = set()
     steps: list[Step] = []
-    fuse = fuse and HAVE_FUSED
     for node in graph.nodes:
         if node.name in taken:
             continue

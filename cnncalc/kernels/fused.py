@@ -6,7 +6,6 @@
 * ``conv_relu_maxpool_backward``: driven by that argmax. Windows whose max was <= 0 (argmax -1:
   ReLU killed them) contribute nothing; the conv gradient is scattered to the winners only.
 * ``linear_relu_forward`` / ``linear_relu_backward``: fc + bias (+ ReLU) fused.
-* ``softmax_cross_entropy``: mean softmax cross-entropy and its gradient in one pass.
 
 Boundary layout is NCHW with PyTorch weight shapes (conv ``(K, C, F, F)``, linear ``(out, in)``).
 
@@ -286,35 +285,11 @@ def _linear_bwd_py(dy, x, w, y, relu, need_dx, dz, dx, dw, db, dwp, dbp):
         db += dbp[t]
 
 
-def _softmax_xent_py(logits, labels, dlogits):
-    """Mean cross-entropy of softmax(logits) against integer labels; dlogits = d loss / d logits."""
-    N, C = logits.shape
-    inv_n = logits[0, 0] * 0 + 1.0 / N
-    total = 0.0
-    for i in range(N):
-        m = logits[i, 0]
-        for c in range(1, C):
-            if logits[i, c] > m:
-                m = logits[i, c]
-        s = logits[i, 0] * 0
-        for c in range(C):
-            e = np.exp(logits[i, c] - m)
-            dlogits[i, c] = e
-            s += e
-        total += np.log(s) + m - logits[i, labels[i]]
-        r = inv_n / s
-        for c in range(C):
-            dlogits[i, c] *= r
-        dlogits[i, labels[i]] -= inv_n
-    return total / N
-
-
 _im2col = jit(_im2col_py)
 _col2im = jit(_col2im_py)
 _pad_copy = jit(_pad_copy_py)
 _relu_pool = jit(_relu_pool_py)
 _relu_pool2 = jit(_relu_pool2_py)
-_softmax_xent = jit(_softmax_xent_py)
 
 _KERNELS = {
     # name: (undecorated function, serial, parallel); built lazily on first use
@@ -480,9 +455,3 @@ def linear_relu_backward(dy, x, w, y, relu=True, need_dx=True, out=None, paralle
     return (dx if need_dx else None), dw, db
 
 
-def softmax_cross_entropy(logits, labels, out=None):
-    """Mean softmax cross-entropy over the batch. Returns ``(loss: float, dlogits)``."""
-    out = {} if out is None else out
-    d = _buf(out, "dlogits", logits.shape, logits.dtype)
-    loss = _softmax_xent(logits, labels, d)
-    return float(loss), d
