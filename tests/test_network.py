@@ -12,28 +12,12 @@ import numba
 import numpy as np
 import pytest
 import reference as ref
+from conftest import spec_text as _spec
 
 import cnncalc
 from cnncalc.errors import TrainError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_denormals():
-    """Network() turns flush-to-zero on for the process; give other test modules the default."""
-    yield
-    import numba
-
-    if not numba.config.DISABLE_JIT:
-        from cnncalc.kernels.denormals import disable_flush_denormals
-
-        disable_flush_denormals()
-
-
-def _spec(input_, layers, name="t"):
-    body = "\n".join(f"  - {line}" for line in layers)
-    return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
 
 
 def _net(spec, dtype="float64", **kw):

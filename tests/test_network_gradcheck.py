@@ -8,28 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import spec_text as _spec
 from gradcheck import TOL, H, rel_error
 
 import cnncalc
 
 N_COORDS = 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_denormals():
-    """Network() turns flush-to-zero on for the process; give other test modules the default."""
-    yield
-    import numba
-
-    if not numba.config.DISABLE_JIT:
-        from cnncalc.kernels.denormals import disable_flush_denormals
-
-        disable_flush_denormals()
-
-
-def _spec(input_, layers, name="t"):
-    body = "\n".join(f"  - {line}" for line in layers)
-    return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
 
 
 def _numeric_at(f, arr, idx, h=H):

@@ -20,18 +20,6 @@ from cnncalc.errors import TrainError
 LENET = Path(__file__).resolve().parent.parent / "specs" / "lenet5.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_denormals():
-    yield
-    import numba
-
-    if not numba.config.DISABLE_JIT:
-        from cnncalc.kernels.denormals import disable_flush_denormals
-
-        disable_flush_denormals()
-        get_pool(2, flush=False).set_flush(False)
-
-
 def test_pool_runs_every_slice_in_order_on_distinct_threads():
     pool = WorkerPool(3)
     seen = {}

@@ -13,17 +13,6 @@ import cnncalc
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_denormals():
-    """Network() turns flush-to-zero on for the process; give other test modules the default."""
-    yield
-    import numba
-
-    if not numba.config.DISABLE_JIT:
-        from cnncalc.kernels.denormals import disable_flush_denormals
-
-        disable_flush_denormals()
-
 LENET = """
 name: lenet5
 input: 28x28x1
