@@ -491,3 +491,105 @@ class TestAgainstTorch:
         yt.backward(self.torch.tensor(dy))
         close(norm.lrn_forward(x, size, 0.1, 0.75, 2.0), yt.detach().numpy(), dtype)
         close(norm.lrn_backward(dy, x, size, 0.1, 0.75, 2.0), xt.grad.numpy(), dtype)
+
+
+# ---------------------------------------------------------------- batch-norm slice kernels (NCHW)
+def _bn_kernels_forward(x, gamma, beta, eps, nslices=2):
+    """Batch statistics from per-slice partial sums (as the engine does), then normalise."""
+    from cnncalc.kernels import norm as kn
+
+    n, c = x.shape[:2]
+    x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+    shift = x3[0, :, 0].astype(np.float64)
+    tot = np.zeros((2, c))
+    for t in range(nslices):
+        out = np.empty((2, c))
+        kn.bn_sums(x3[t * n // nslices:(t + 1) * n // nslices], shift, out)
+        tot += out
+    m = x3.shape[0] * x3.shape[2]
+    d = tot[0] / m
+    mean = (shift + d).astype(x.dtype).astype(np.float64)
+    var = np.maximum(tot[1] / m - d * d, 0).astype(x.dtype)
+    inv = (1 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype).astype(np.float64)
+    y3 = np.empty_like(x3)
+    kn.bn_normalise(x3, mean, inv, gamma.astype(np.float64), beta.astype(np.float64), y3)
+    return y3.reshape(x.shape), mean, inv
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_bn_slice_kernels_match_reference(dtype, tol):
+    from cnncalc.kernels import norm as kn
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((6, 5, 7, 4)) * 3 + 10).astype(dtype)
+    gamma = rng.standard_normal(5).astype(dtype)
+    beta = rng.standard_normal(5).astype(dtype)
+    rm, rv = np.zeros(5, dtype), np.ones(5, dtype)
+    y_ref, cache = kn.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64),
+                                        beta.astype(np.float64), rm.astype(np.float64),
+                                        rv.astype(np.float64), True)
+    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5)
+    assert np.abs(y - y_ref).max() / np.abs(y_ref).max() < tol
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dx_ref, dg_ref, db_ref = kn.batchnorm_backward(dy.astype(np.float64), cache)
+    n, c = x.shape[:2]
+    x3, dy3 = x.reshape(n, c, -1), dy.reshape(n, c, -1)
+    sums = np.empty((2, c))
+    kn.bn_grad_sums(dy3, x3, mean, inv, sums)
+    assert np.abs(sums[0] - db_ref).max() / np.abs(db_ref).max() < tol
+    assert np.abs(sums[1] - dg_ref).max() / np.abs(dg_ref).max() < tol
+    m = x3.shape[0] * x3.shape[2]
+    scale = (gamma.astype(np.float64) * inv)
+    dx3 = np.empty_like(dy3)
+    kn.bn_grad_input(dy3, x3, mean, inv, scale, sums[0] / m, sums[1] / m, dx3)
+    assert np.abs(dx3.reshape(x.shape) - dx_ref).max() / np.abs(dx_ref).max() < tol * 10
+
+
+def test_bn_slice_kernels_gradcheck():
+    """float64 centered differences of sum(w * bn(x)) through the slice kernels."""
+    from cnncalc.kernels import norm as kn
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 3, 3, 5)) + 2.0
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    wt = rng.standard_normal(x.shape)
+    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5)
+    n, c = x.shape[:2]
+    x3, dy3 = x.reshape(n, c, -1), wt.reshape(n, c, -1)
+    sums = np.empty((2, c))
+    kn.bn_grad_sums(dy3, x3, mean, inv, sums)
+    m = x3.shape[0] * x3.shape[2]
+    dx3 = np.empty_like(dy3)
+    kn.bn_grad_input(dy3, x3, mean, inv, gamma * inv, sums[0] / m, sums[1] / m, dx3)
+    dx = dx3.reshape(x.shape)
+    h = 1e-6
+    num = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        num[i] = ((wt * _bn_kernels_forward(xp, gamma, beta, 1e-5)[0]).sum()
+                  - (wt * _bn_kernels_forward(xm, gamma, beta, 1e-5)[0]).sum()) / (2 * h)
+    assert np.abs(dx - num).max() / np.abs(num).max() < 1e-6
+    # dgamma, dbeta: d sum(w*y)/d gamma_c = sum(w * xhat), d/d beta_c = sum(w)
+    xhat = (y - beta[None, :, None, None]) / gamma[None, :, None, None]
+    assert np.allclose(sums[1], (wt * xhat).sum(axis=(0, 2, 3)), rtol=1e-10)
+    assert np.allclose(sums[0], wt.sum(axis=(0, 2, 3)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), ((3, 2), (1, 2))])
+def test_maxpool_inside_path_matches_general(k, s):
+    from cnncalc.kernels import pool as kp
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 11, 10)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 2, 3, 3] = x[1, 2, 3, 4] = 5.0   # ties: first maximum wins
+    y, am = kp.maxpool2d_forward(x, k, s, parallel=False)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sh, sw = (s, s) if isinstance(s, int) else s
+    y0 = np.empty_like(y)
+    a0 = np.empty_like(am)
+    kp._maxpool_fwd_s(x, kh, kw, sh, sw, 0, 0, 1, 1, y0, a0)
+    assert np.array_equal(y, y0, equal_nan=True)
+    assert np.array_equal(am, a0)

@@ -22,8 +22,8 @@ into ``ctx.threads`` contiguous slices and run them on the engine's thread pool
 (:mod:`cnncalc.engine.parallel`, ``ctx.run``): each slice writes its rows of the shared output
 buffer, and parameter gradients come from per-slice buffers summed in slice order, so results
 are bitwise repeatable for a thread count and agree with one thread to float rounding. Batch
-norm (batch statistics), dropout (masks from ``ctx.rng``), merges and reshapes run on the
-calling thread.
+norm on (N, C, H, W) splits too, its per-slice float64 statistics combined in slice order;
+dropout (masks from ``ctx.rng``), merges and reshapes run on the calling thread.
 """
 from __future__ import annotations
 
@@ -544,10 +544,12 @@ class PReluOp(Op):
 
 # ---------------------------------------------------------------------------- norm, dropout
 class BatchNormOp(Op):
-    """Batch norm. (N, C, H, W) inputs run a sliced NumPy version here: per-slice, per-channel
-    partial sums (reductions over contiguous planes, accumulated in float64 in slice order), so
-    the batch statistics are exact whatever the thread count and the element-wise passes split
-    over threads. (N, F) inputs use :mod:`cnncalc.kernels.norm` on the calling thread."""
+    """Batch norm. (N, C, H, W) inputs run the serial numba kernels of
+    :mod:`cnncalc.kernels.norm` (``bn_sums``/``bn_normalise``, ``bn_grad_sums``/
+    ``bn_grad_input``) on batch slices: per-slice, per-channel float64 partial sums combined in
+    slice order, so the batch statistics do not depend on the thread count beyond rounding and
+    are bitwise repeatable for one; the element-wise passes split over threads. (N, F) inputs
+    use the NumPy :func:`cnncalc.kernels.norm.batchnorm_forward` on the calling thread."""
 
     kind = "batchnorm"
 
@@ -583,30 +585,28 @@ class BatchNormOp(Op):
             y, self.cache = knorm.batchnorm_forward(x, gamma, beta, self.rm, self.rv,
                                                     bool(training), self.momentum, self.eps)
             return y.astype(self.dtype, copy=False)
+        # numba kernels on batch slices: per-slice float64 partial sums combined in slice order
+        # (bitwise repeatable for a thread count); xhat is recomputed from x in backward (x is
+        # the previous op's buffer, valid until its next forward).
         self.sliced, self.training = True, bool(training)
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+        x = self.x = np.ascontiguousarray(x, dtype=self.dtype)
         n, c, h, w = x.shape
         hw = h * w
-        x3 = x.reshape(n, c, hw)
-        xh = self.xhat = self._buf("xhat", (n, c, hw))
+        x3 = self.x3 = x.reshape(n, c, hw)
         y = self._buf("y", x.shape)
         y3 = y.reshape(n, c, hw)
-        sl = self._slices(n, x.size, MIN_ELEMS_NP)
-        dt = self.dtype.type
+        sl = self._slices(n, x.size, MIN_ELEMS)
         if training:
             m = n * hw
-            s1 = self._csum(self._run(
-                lambda t: x3[sl[t][0]:sl[t][1]].sum(axis=2).sum(axis=0, dtype=np.float64), sl))
-            mean = (s1 / m).astype(self.dtype)
-
-            def center(t):
-                a, b = sl[t]
-                xc = np.subtract(x3[a:b], mean[:, None], out=xh[a:b])
-                return np.square(xc).sum(axis=2).sum(axis=0, dtype=np.float64)
-
-            var64 = self._csum(self._run(center, sl)) / m
-            var = var64.astype(self.dtype)
+            shift = x3[0, :, 0].astype(np.float64)
+            parts = self._run(lambda t: self._sums(x3[sl[t][0]:sl[t][1]], shift), sl)
+            s = self._csum(parts)
+            d = s[0] / m
+            mean64 = shift + d
+            var64 = np.maximum(s[1] / m - d * d, 0.0)
             unbiased = (var64 * (m / (m - 1)) if m > 1 else var64).astype(self.dtype)
+            mean = mean64.astype(self.dtype)
+            var = var64.astype(self.dtype)
             mo = self.momentum
             self.rm *= 1 - mo
             self.rm += mo * mean
@@ -615,22 +615,24 @@ class BatchNormOp(Op):
         else:
             mean = np.asarray(self.rm, dtype=self.dtype)
             var = np.asarray(self.rv, dtype=self.dtype)
-        inv_std = self.inv_std = (1 / np.sqrt(var + dt(self.eps))).astype(self.dtype)
-        g = np.asarray(gamma, self.dtype)[:, None]
-        bt = np.asarray(beta, self.dtype)[:, None]
-        istd = inv_std[:, None]
-
-        def normalise(t):
-            a, b = sl[t]
-            if not training:
-                np.subtract(x3[a:b], mean[:, None], out=xh[a:b])
-            np.multiply(xh[a:b], istd, out=xh[a:b])
-            np.multiply(xh[a:b], g, out=y3[a:b])
-            np.add(y3[a:b], bt, out=y3[a:b])
-
-        self._run(normalise, sl)
+        dt = self.dtype.type
+        inv_std = (1 / np.sqrt(var + dt(self.eps))).astype(self.dtype)
+        # the kernels take float64 per-channel vectors (values rounded as the dtype's)
+        self.mean64 = mean.astype(np.float64)
+        self.inv_std64 = inv_std.astype(np.float64)
+        g64 = np.asarray(gamma, self.dtype).astype(np.float64)
+        b64 = np.asarray(beta, self.dtype).astype(np.float64)
+        self._run(lambda t: knorm.bn_normalise(x3[sl[t][0]:sl[t][1]], self.mean64,
+                                               self.inv_std64, g64, b64,
+                                               y3[sl[t][0]:sl[t][1]]), sl)
         self.gamma_used = np.array(gamma, self.dtype)
         return y
+
+    @staticmethod
+    def _sums(x3, shift):
+        out = np.empty((2, x3.shape[1]), np.float64)
+        knorm.bn_sums(x3, shift, out)
+        return out
 
     def backward(self, dy, need):
         if not self.sliced:
@@ -643,43 +645,36 @@ class BatchNormOp(Op):
         n, c = dy.shape[:2]
         hw = dy.size // (n * c)
         dy3 = dy.reshape(n, c, hw)
-        xh = self.xhat
-        sl = self._slices(n, dy.size, MIN_ELEMS_NP)
+        x3 = self.x3
+        sl = self._slices(n, dy.size, MIN_ELEMS)
 
         def sums(t):
             a, b = sl[t]
-            d = dy3[a:b]
-            return (d.sum(axis=2).sum(axis=0, dtype=np.float64),
-                    (d * xh[a:b]).sum(axis=2).sum(axis=0, dtype=np.float64))
+            out = np.empty((2, c), np.float64)
+            knorm.bn_grad_sums(dy3[a:b], x3[a:b], self.mean64, self.inv_std64, out)
+            return out
 
-        parts = self._run(sums, sl)
-        dbeta = self._csum([q[0] for q in parts]).astype(self.dtype)
-        dgamma = self._csum([q[1] for q in parts]).astype(self.dtype)
+        tot = self._csum(self._run(sums, sl))
+        dbeta = tot[0].astype(self.dtype)
+        dgamma = tot[1].astype(self.dtype)
         if self.affine:
             self.grads["weight"][...] = dgamma
             self.grads["bias"][...] = dbeta
         if not need[0]:
             return [None]
-        scale = (self.gamma_used * self.inv_std)[:, None]
+        scale = (self.gamma_used * self.inv_std64.astype(self.dtype)).astype(np.float64)
         dx = self._buf("dx", dy.shape)
         dx3 = dx.reshape(n, c, hw)
         m = n * hw
         if self.training:
-            mb = (dbeta / m)[:, None]
-            mg = (dgamma / m)[:, None]
-
-        def grad_x(t):
-            a, b = sl[t]
-            if not self.training:
-                np.multiply(dy3[a:b], scale, out=dx3[a:b])
-                return
-            # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
-            np.multiply(xh[a:b], mg, out=dx3[a:b])
-            np.subtract(dy3[a:b], dx3[a:b], out=dx3[a:b])
-            np.subtract(dx3[a:b], mb, out=dx3[a:b])
-            np.multiply(dx3[a:b], scale, out=dx3[a:b])
-
-        self._run(grad_x, sl)
+            mb = dbeta.astype(np.float64) / m
+            mg = dgamma.astype(np.float64) / m
+        else:
+            mb = mg = np.zeros(c, np.float64)
+        # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
+        self._run(lambda t: knorm.bn_grad_input(dy3[sl[t][0]:sl[t][1]], x3[sl[t][0]:sl[t][1]],
+                                                self.mean64, self.inv_std64, scale, mb, mg,
+                                                dx3[sl[t][0]:sl[t][1]]), sl)
         return [dx]
 
 

@@ -15,8 +15,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._jit import jit
+
 __all__ = ["BatchNormCache", "batchnorm_forward", "batchnorm_backward", "lrn_forward",
-           "lrn_backward"]
+           "lrn_backward", "bn_sums", "bn_normalise", "bn_grad_sums", "bn_grad_input"]
 
 
 class BatchNormCache(NamedTuple):
@@ -114,3 +116,90 @@ def lrn_backward(dy, x, size=5, alpha=1e-4, beta=0.75, k=2.0):
     # j in window(c) = [c - size//2, c + (size-1)//2]  <=>  c in [j - (size-1)//2, j + size//2]
     u = _channel_window_sum(t, (size - 1) // 2, size // 2)
     return dy * sb - dt(2 * alpha * beta / size) * x * u
+
+
+# --------------------------------------------------------------------------------------------
+# NCHW batch-slice kernels (serial, cached, nogil): the engine runs them on batch slices over
+# its thread pool and combines the per-slice float64 per-channel partial sums in slice order.
+# ``x3`` etc. are (n, C, H*W) C-contiguous slices; statistics vectors are float64 (C,).
+# --------------------------------------------------------------------------------------------
+@jit
+def bn_sums(x3, shift, out):
+    """out[0, c] = sum (x - shift[c]), out[1, c] = sum (x - shift[c])**2 over the slice, float64.
+
+    The shift (the same for every slice, e.g. one value of each channel) keeps the one-pass
+    variance free of cancellation: var = S2/m - (S1/m)**2 with S taken about the shift."""
+    n, c_n, hw = x3.shape
+    for c in range(c_n):
+        out[0, c] = 0.0
+        out[1, c] = 0.0
+    for i in range(n):
+        for c in range(c_n):
+            k = shift[c]
+            src = x3[i, c]
+            a1 = 0.0
+            a2 = 0.0
+            for j in range(hw):
+                d = np.float64(src[j]) - k
+                a1 += d
+                a2 += d * d
+            out[0, c] += a1
+            out[1, c] += a2
+
+
+@jit
+def bn_normalise(x3, mean, inv_std, gamma, beta, y3):
+    """y = (x - mean) * inv_std * gamma + beta per channel (one fused pass)."""
+    n, c_n, hw = x3.shape
+    dt = y3.dtype.type
+    for c in range(c_n):
+        m = dt(mean[c])
+        a = dt(inv_std[c] * gamma[c])
+        b = dt(beta[c])
+        for i in range(n):
+            src = x3[i, c]
+            dst = y3[i, c]
+            for j in range(hw):
+                dst[j] = (src[j] - m) * a + b
+
+
+@jit
+def bn_grad_sums(dy3, x3, mean, inv_std, out):
+    """out[0, c] = sum dy, out[1, c] = sum dy * xhat over the slice (float64), with
+    xhat = (x - mean) * inv_std recomputed from ``x``."""
+    n, c_n, hw = x3.shape
+    for c in range(c_n):
+        out[0, c] = 0.0
+        out[1, c] = 0.0
+    for i in range(n):
+        for c in range(c_n):
+            m = mean[c]
+            d = dy3[i, c]
+            src = x3[i, c]
+            a1 = 0.0
+            a2 = 0.0
+            for j in range(hw):
+                g = np.float64(d[j])
+                a1 += g
+                a2 += g * (np.float64(src[j]) - m)
+            out[0, c] += a1
+            out[1, c] += a2 * inv_std[c]
+
+
+@jit
+def bn_grad_input(dy3, x3, mean, inv_std, scale, mb, mg, dx3):
+    """dx = scale * (dy - mb - xhat * mg) per channel, xhat = (x - mean) * inv_std (training:
+    mb = mean(dy), mg = mean(dy * xhat); evaluation: mb = mg = 0)."""
+    n, c_n, hw = x3.shape
+    dt = dx3.dtype.type
+    for c in range(c_n):
+        m = dt(mean[c])
+        a = dt(scale[c])
+        k = dt(scale[c] * mg[c] * inv_std[c])
+        b = dt(scale[c] * mb[c])
+        for i in range(n):
+            d = dy3[i, c]
+            src = x3[i, c]
+            dst = dx3[i, c]
+            for j in range(hw):
+                dst[j] = a * d[j] - k * (src[j] - m) - b
