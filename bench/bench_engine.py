@@ -229,6 +229,61 @@ def torch_lenet(seed=0):
     return LeNet5()
 
 
+def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_side):
+    """Alternate ``steps`` training steps of cnncalc and PyTorch for ``rounds`` rounds (after one
+    warm-up round) on batches streamed in shuffled order; medians and a report line."""
+    n = xtr.shape[0]
+    P, G = {"all": net.flat_params}, {"all": net.flat_grads}
+    pos_o, pos_t = 0, 0
+    to, tt, lo, lt = [], [], [], []
+    for rnd in range(rounds + 1):  # round 0: warm-up (compiles / loads the cache)
+        time.sleep(SETTLE)
+        for _ in range(steps):
+            if pos_o + batch > n:
+                perm_o, pos_o = rng.permutation(n), 0
+            s = time.perf_counter()
+            idx = perm_o[pos_o:pos_o + batch]
+            np.take(xtr, idx, axis=0, out=xb)
+            loss = net.loss_and_grads(xb, ytr[idx])
+            opt.step(P, G)
+            e = time.perf_counter() - s
+            pos_o += batch
+            if rnd:
+                to.append(e)
+                lo.append(loss)
+        if torch_side is not None:
+            import torch
+            import torch.nn.functional as F
+
+            tm, topt, xt_all, yt_all, perm_t = torch_side
+            time.sleep(SETTLE)
+            for _ in range(steps):
+                if pos_t + batch > n:
+                    perm_t, pos_t = rng.permutation(n), 0
+                s = time.perf_counter()
+                idx = torch.from_numpy(perm_t[pos_t:pos_t + batch])
+                topt.zero_grad(set_to_none=True)
+                lt_ = F.cross_entropy(tm(xt_all[idx]), yt_all[idx])
+                lt_.backward()
+                topt.step()
+                e = time.perf_counter() - s
+                pos_t += batch
+                if rnd:
+                    tt.append(e)
+                    lt.append(lt_.item())
+            torch_side = (tm, topt, xt_all, yt_all, perm_t)
+    mo = med(to)
+    line = (f"batch {batch:4d}: cnncalc {mo * 1e3:7.3f} ms/step {batch / mo:9.0f} img/s "
+            f"(loss {np.mean(lo[-steps:]):.3f})")
+    res = {"cnncalc_ms": mo * 1e3}
+    if tt:
+        mt = med(tt)
+        line += (f" | torch {mt * 1e3:7.3f} ms/step {batch / mt:9.0f} img/s "
+                 f"(loss {np.mean(lt[-steps:]):.3f}) | ratio {mt / mo:.2f}x torch")
+        res["torch_ms"] = mt * 1e3
+    return line, res
+
+
 def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling):
     import cnncalc
     from cnncalc.train import optim
@@ -240,60 +295,20 @@ def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling):
     for batch in batches:
         net = cnncalc.Network(ROOT / "specs" / "lenet5.yaml", dtype="float32", threads=THREADS)
         opt = optim.create("momentum", lr=0.05, momentum=0.9)
-        P, G = {"all": net.flat_params}, {"all": net.flat_grads}
         rng = np.random.default_rng(1)
-        perm_o, pos_o = rng.permutation(n), 0
+        perm_o = rng.permutation(n)
         xb = np.empty((batch,) + xtr.shape[1:], np.float32)
         if torch_on:
             import torch
-            import torch.nn.functional as F
 
             tm = torch_lenet()
             net.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
             topt = torch.optim.SGD(tm.parameters(), lr=0.05, momentum=0.9)
             xt_all, yt_all = torch.from_numpy(xtr), torch.from_numpy(ytr)
-            perm_t, pos_t = rng.permutation(n), 0
-        to, tt, lo, lt = [], [], [], []
-        for rnd in range(rounds + 1):  # round 0: warm-up (compiles / loads the cache)
-            time.sleep(SETTLE)
-            for _ in range(steps):
-                if pos_o + batch > n:
-                    perm_o, pos_o = rng.permutation(n), 0
-                s = time.perf_counter()
-                idx = perm_o[pos_o:pos_o + batch]
-                np.take(xtr, idx, axis=0, out=xb)
-                loss = net.loss_and_grads(xb, ytr[idx])
-                opt.step(P, G)
-                e = time.perf_counter() - s
-                pos_o += batch
-                if rnd:
-                    to.append(e)
-                    lo.append(loss)
-            if torch_on:
-                time.sleep(SETTLE)
-                for _ in range(steps):
-                    if pos_t + batch > n:
-                        perm_t, pos_t = rng.permutation(n), 0
-                    s = time.perf_counter()
-                    idx = torch.from_numpy(perm_t[pos_t:pos_t + batch])
-                    topt.zero_grad(set_to_none=True)
-                    lt_ = F.cross_entropy(tm(xt_all[idx]), yt_all[idx])
-                    lt_.backward()
-                    topt.step()
-                    e = time.perf_counter() - s
-                    pos_t += batch
-                    if rnd:
-                        tt.append(e)
-                        lt.append(lt_.item())
-        mo = med(to)
-        line = (f"batch {batch:4d}: cnncalc {mo * 1e3:7.3f} ms/step {batch / mo:9.0f} img/s "
-                f"(loss {np.mean(lo[-steps:]):.3f})")
-        res[batch] = {"cnncalc_ms": mo * 1e3}
-        if torch_on:
-            mt = med(tt)
-            line += (f" | torch {mt * 1e3:7.3f} ms/step {batch / mt:9.0f} img/s "
-                     f"(loss {np.mean(lt[-steps:]):.3f}) | ratio {mt / mo:.2f}x torch")
-            res[batch]["torch_ms"] = mt * 1e3
+            perm_t = rng.permutation(n)
+        torch_side = (tm, topt, xt_all, yt_all, perm_t) if torch_on else None
+        line, res[batch] = time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps,
+                                      rounds, torch_side)
         print(line, flush=True)
     return res
 
@@ -445,58 +460,17 @@ def bench_cifar_bn(rounds, steps, torch_on, batch=64, n=8192):
     proto = rng.standard_normal((10, c, h, w)).astype(np.float32)
     xtr = (proto[ytr] + rng.standard_normal((n, c, h, w)).astype(np.float32) * 2.0)
     opt = optim.create("adam", lr=1e-3)
-    P, G = {"all": net.flat_params}, {"all": net.flat_grads}
     xb = np.empty((batch, c, h, w), np.float32)
-    perm_o, pos_o = rng.permutation(n), 0
+    perm_o = rng.permutation(n)
     if torch_on:
         import torch
-        import torch.nn.functional as F
 
         tm = torch_from_network(net)
         topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
         xt_all, yt_all = torch.from_numpy(xtr), torch.from_numpy(ytr)
-        perm_t, pos_t = rng.permutation(n), 0
-    to, tt, lo, lt = [], [], [], []
-    for rnd in range(rounds + 1):  # round 0: warm-up
-        time.sleep(SETTLE)
-        for _ in range(steps):
-            if pos_o + batch > n:
-                perm_o, pos_o = rng.permutation(n), 0
-            s = time.perf_counter()
-            idx = perm_o[pos_o:pos_o + batch]
-            np.take(xtr, idx, axis=0, out=xb)
-            loss = net.loss_and_grads(xb, ytr[idx])
-            opt.step(P, G)
-            e = time.perf_counter() - s
-            pos_o += batch
-            if rnd:
-                to.append(e)
-                lo.append(loss)
-        if torch_on:
-            time.sleep(SETTLE)
-            for _ in range(steps):
-                if pos_t + batch > n:
-                    perm_t, pos_t = rng.permutation(n), 0
-                s = time.perf_counter()
-                idx = torch.from_numpy(perm_t[pos_t:pos_t + batch])
-                topt.zero_grad(set_to_none=True)
-                lt_ = F.cross_entropy(tm(xt_all[idx]), yt_all[idx])
-                lt_.backward()
-                topt.step()
-                e = time.perf_counter() - s
-                pos_t += batch
-                if rnd:
-                    tt.append(e)
-                    lt.append(lt_.item())
-    mo = med(to)
-    line = (f"batch {batch:4d}: cnncalc {mo * 1e3:7.3f} ms/step {batch / mo:9.0f} img/s "
-            f"(loss {np.mean(lo[-steps:]):.3f})")
-    res = {"cnncalc_ms": mo * 1e3}
-    if torch_on:
-        mt = med(tt)
-        line += (f" | torch {mt * 1e3:7.3f} ms/step {batch / mt:9.0f} img/s "
-                 f"(loss {np.mean(lt[-steps:]):.3f}) | ratio {mt / mo:.2f}x torch")
-        res["torch_ms"] = mt * 1e3
+        perm_t = rng.permutation(n)
+    torch_side = (tm, topt, xt_all, yt_all, perm_t) if torch_on else None
+    line, res = time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_side)
     print(line, flush=True)
     return res
 
