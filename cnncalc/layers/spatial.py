@@ -77,8 +77,9 @@ def axis_out(ctx: Context, axis: int, n: int, k: int, s: int, pads: tuple[int, i
             else:
                 seen_txt = (f"every input {rows[:-1] if axis < 2 else 'row and column'} is still "
                             f"seen (only padding is dropped)")
+            # When only padding is dropped nothing is lost: no fix to suggest.
             ctx.warn(f"output {axis_name} {formula} = {frac} is not an integer; floor gives "
-                     f"{res.size}, so {seen_txt}; {fix}")
+                     f"{res.size}, so {seen_txt}" + (f"; {fix}" if lost > 0 else ""))
         else:
             ctx.warn(f"output {axis_name} {formula} = {frac}; ceil mode gives {res.size}")
     return res.size
