@@ -208,7 +208,7 @@ def _crm_bwd_py(dy, x, w2, w2t, am, pad, F, pool, S, Wg, need_dx, dx, dw, db,
                     acc = zero
                     for i in range(Hp):
                         for j in range(Wp):
-                            a = am[n, k, i, j]
+                            a = np.int64(am[n, k, i, j])  # int8 arithmetic would overflow
                             live = a >= 0
                             g = dy[n, k, i, j] if live else zero
                             a = a if live else 0  # a dead window writes its zero to slot 0
