@@ -1,7 +1,7 @@
 """Fused fast-path kernels against a plain-NumPy reference of the unfused sequence.
 
-conv2d -> +bias -> ReLU -> maxpool2d (first max wins ties, as in PyTorch), fc (+ReLU), softmax CE,
-the flat-buffer optimizers, and flush-to-zero in every numba thread.
+conv2d -> +bias -> ReLU -> maxpool2d (first max wins ties, as in PyTorch), fc (+ReLU), the generated
+whole-chain kernels through the engine, and flush-to-zero in every numba thread.
 """
 from __future__ import annotations
 
