@@ -93,7 +93,7 @@ def _gemm_ol(ta, tb, m, n, k, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc):
 
 
 # --------------------------------------------------------------------------------------------
-# im2col / col2im on one sample (serial helpers, called from inside the chunk loop)
+# im2col / col2im (serial helpers, called from inside the chunk loop)
 # --------------------------------------------------------------------------------------------
 def _valid_range(off, stride, size, n_out):
     """ow range [lo, hi) with 0 <= ow*stride + off < size."""
@@ -112,41 +112,12 @@ def _valid_range(off, stride, size, n_out):
 _valid_range_j = jit(_valid_range)
 
 
-def _im2col_py(xn, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols):
-    """cols[(c*kh + ki)*kw + kj, oh*wo + ow] = xn[c0 + c, oh*sh - pt + ki*dh, ow*sw - pl + kj*dw]."""
-    h = xn.shape[1]
-    w = xn.shape[2]
-    zero = cols.dtype.type(0)
-    for c in range(cg):
-        for ki in range(kh):
-            for kj in range(kw):
-                r = (c * kh + ki) * kw + kj
-                off = kj * dw - pl
-                lo, hi = _valid_range_j(off, sw, w, wo)
-                for oh in range(ho):
-                    ih = oh * sh - pt + ki * dh
-                    base = oh * wo
-                    if ih < 0 or ih >= h:
-                        for ow in range(wo):
-                            cols[r, base + ow] = zero
-                    else:
-                        for ow in range(lo):
-                            cols[r, base + ow] = zero
-                        if sw == 1:
-                            for ow in range(lo, hi):
-                                cols[r, base + ow] = xn[c0 + c, ih, ow + off]
-                        else:
-                            for ow in range(lo, hi):
-                                cols[r, base + ow] = xn[c0 + c, ih, ow * sw + off]
-                        for ow in range(hi, wo):
-                            cols[r, base + ow] = zero
-
-
-_im2col = jit(_im2col_py)
-
-
 def _im2col_block_py(x, s0, m, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols):
-    """im2col of samples s0..s0+m-1 side by side: sample s fills columns [s*P, (s+1)*P)."""
+    """im2col of samples s0..s0+m-1 side by side: sample s fills columns [s*P, (s+1)*P).
+
+    ``cols[(c*kh + ki)*kw + kj, s*P + oh*wo + ow] = x[s0 + s, c0 + c, oh*sh - pt + ki*dh,
+    ow*sw - pl + kj*dw]`` (zero outside the input).
+    """
     p = ho * wo
     h = x.shape[2]
     w = x.shape[3]
@@ -168,8 +139,12 @@ def _im2col_block_py(x, s0, m, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, c
                         else:
                             for ow in range(lo):
                                 cols[r, base + ow] = zero
-                            for ow in range(lo, hi):
-                                cols[r, base + ow] = xn[c0 + c, ih, ow * sw + off]
+                            if sw == 1:  # contiguous source: lets LLVM vectorise the copy
+                                for ow in range(lo, hi):
+                                    cols[r, base + ow] = xn[c0 + c, ih, ow + off]
+                            else:
+                                for ow in range(lo, hi):
+                                    cols[r, base + ow] = xn[c0 + c, ih, ow * sw + off]
                             for ow in range(hi, wo):
                                 cols[r, base + ow] = zero
 
@@ -178,7 +153,8 @@ _im2col_block = jit(_im2col_block_py)
 
 
 def _col2im_py(cols, dxn, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo):
-    """Scatter-add the transpose of :func:`_im2col_py` into ``dxn`` (which must be zeroed)."""
+    """Scatter-add the transpose of one sample's :func:`_im2col_block_py` into ``dxn`` (which
+    must be zeroed)."""
     h = dxn.shape[1]
     w = dxn.shape[2]
     for c in range(cg):
@@ -228,7 +204,7 @@ def _conv_fwd_py(x, w2, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups, ho,
                 if direct and nb == 1:
                     np.dot(wg, xr[s0, g * cg:(g + 1) * cg], y3[s0, g * kg:(g + 1) * kg])
                 elif nb == 1:
-                    _im2col(x[s0], g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols)
+                    _im2col_block(x, s0, 1, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols)
                     np.dot(wg, cols, y3[s0, g * kg:(g + 1) * kg])
                 else:
                     # small planes: several samples side by side in one GEMM
@@ -292,7 +268,7 @@ def _conv_bwd_py(dy, x, w2, kh, kw, sh, sw, pt, pl, dh, dw, groups, direct, need
                     if need_dx:
                         np.dot(wg.T, dyg, dxr[n, g * cg:(g + 1) * cg])
                 else:
-                    _im2col(x[n], g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols)
+                    _im2col_block(x, n, 1, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cols)
                     np.dot(dyg, cols.T, tmp)
                     if need_dx:
                         np.dot(wg.T, dyg, dcols)
