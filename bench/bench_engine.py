@@ -27,12 +27,10 @@ medians; check ``uptime`` and rerun when the load is high.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import pathlib
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -44,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from cnncalc.kernels import _jit
+from cnncalc.train.data import read_idx
 
 THREADS = 2
 # Pause before each framework's round: both keep threads spinning for a while after their last
@@ -64,15 +63,6 @@ def have_torch() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("torch") is not None
-
-
-def read_idx(path: pathlib.Path) -> np.ndarray:
-    raw = gzip.decompress(path.read_bytes())
-    zero, code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def load_mnist():
@@ -206,27 +196,10 @@ def bench_convs(reps: int, ceiling: float, torch_on: bool):
 
 # ------------------------------------------------------------------------------------ LeNet-5
 def torch_lenet(seed=0):
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
+    """PyTorch's LeNet-5 with its default init (the same model bench_train.py trains)."""
+    from bench_train import torch_lenet as build
 
-    class LeNet5(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-            self.conv2 = nn.Conv2d(6, 16, 5)
-            self.fc1 = nn.Linear(400, 120)
-            self.fc2 = nn.Linear(120, 84)
-            self.fc3 = nn.Linear(84, 10)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-            x = F.relu(self.fc1(x.flatten(1)))
-            return self.fc3(F.relu(self.fc2(x)))
-
-    torch.manual_seed(seed)
-    return LeNet5()
+    return build("torch", None, seed)
 
 
 def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_side):
