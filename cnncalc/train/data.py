@@ -1,4 +1,4 @@
-"""Datasets for training: MNIST (IDX files), CIFAR-10 (python batches), ``.npz`` files, synthetic.
+"""Datasets for training: MNIST (IDX files), CIFAR-10 (binary or python batches), ``.npz`` files, synthetic.
 
 Every loader returns a :class:`Dataset` with ``x_*`` of shape (N, C, H, W) float32 (8-bit images
 scaled to [0, 1]) and ``y_*`` int64 class indices. :func:`load` parses the CLI's ``--data``
@@ -8,8 +8,10 @@ argument:
 ``mnist:DIR``          the four IDX files (``.gz`` or not) in DIR; downloaded there if absent
 ``mnist``              DIR from the environment variable ``CNNCALC_MNIST_DIR``, else
                        ``$XDG_CACHE_HOME/cnncalc/mnist`` (``~/.cache/cnncalc/mnist``)
-``cifar10:DIR``        DIR holds ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``
-                       (or DIR/cifar-10-batches-py does)
+``cifar10:DIR``        the binary version (``data_batch_N.bin``, ``test_batch.bin``; or
+                       DIR/cifar-10-batches-bin) or the python version (``data_batch_N``;
+                       or DIR/cifar-10-batches-py), the latter through a restricted
+                       unpickler that cannot run code
 ``npz:FILE``, ``*.npz`` arrays ``x``, ``y`` (+ optional ``x_test``, ``y_test``, ``classes``)
 ``synthetic[:N]``      :func:`synthetic` with N training images (test: N/4)
 ====================== ==================================================================
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import tempfile
@@ -257,62 +260,153 @@ def load_mnist(folder: str | os.PathLike | None = None, *, download: bool = True
 # CIFAR-10
 
 
-def _unpickle(path: Path) -> dict:
+# The python version of CIFAR-10 is pickled, and a pickle can name any callable to run while it
+# loads. The official batches name exactly these: NumPy's array and scalar reconstructors (a
+# batch re-saved with NumPy labels holds scalars) and the dtype
+# (everything else in them is dicts, lists, ints and strings, which need no global), plus
+# ``_codecs.encode``, with which protocol 2 spells a bytes object written by Python 3. Any other
+# global is refused before it is imported, so a crafted batch file cannot run code.
+_CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+# An official batch is 30 MiB; refuse anything far larger before reading it.
+CIFAR_MAX_FILE_BYTES = 256 << 20
+CIFAR_RECORD = 1 + 3 * 32 * 32  # binary version: one label byte, then 3072 pixel bytes (CHW)
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"]
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain containers and NumPy arrays (see the allow-list)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused to load global '{module}.{name}': a CIFAR-10 batch holds only arrays, "
+                "lists and strings, so this file is not one (and may be crafted to run code)")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused a persistent id: not a CIFAR-10 batch")
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refusing a missing, unreadable or implausibly large file."""
     try:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+        size = path.stat().st_size
+        if size > CIFAR_MAX_FILE_BYTES:
+            raise DataError(f"{path} is {size:,} bytes; a CIFAR-10 batch is about 30 MB",
+                            hint="point cifar10:DIR at the extracted CIFAR-10 folder")
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"CIFAR-10 file missing: {path}",
-                        hint="extract cifar-10-python.tar.gz and point cifar10:DIR at "
-                             "cifar-10-batches-py") from None
-    except Exception as e:  # unpickling reports many kinds of damage
+                        hint="extract cifar-10-binary.tar.gz (or the python version) and point "
+                             "cifar10:DIR at the folder it made") from None
+    except OSError as e:
+        raise DataError(f"cannot read CIFAR-10 file {path}: {e.strerror or e}") from None
+
+
+def _unpickle_restricted(path: Path) -> dict:
+    """One python-version batch, loaded with :class:`_CifarUnpickler` (no code can run)."""
+    raw = _read_bounded(path)
+    try:
+        d = _CifarUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: {e}",
+                        hint="use the official CIFAR-10 archive; the binary version "
+                             "(data_batch_N.bin) needs no unpickling at all") from None
+    except Exception as e:  # damaged pickles raise many kinds of error
         raise DataError(f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {e}",
                         hint="the file is damaged; extract the archive again") from None
     if not isinstance(d, dict):
         raise DataError(f"{path} is not a CIFAR-10 batch (expected a dict, got "
                         f"{type(d).__name__})")
-    return d
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
-def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    d = _unpickle(path)
-    data = d.get(b"data", d.get("data"))
-    labels = d.get(b"labels", d.get("labels"))
-    if data is None or labels is None:
-        raise DataError(f"{path} lacks 'data' or 'labels'", hint="is it a CIFAR-10 python batch?")
-    data = np.asarray(data)
-    labels = np.asarray(labels, dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-        raise DataError(f"{path}: data must be uint8 of shape (N, 3072); got {data.dtype} "
-                        f"{data.shape}", hint="CIFAR-100 or another format? use npz:FILE")
+def _check_cifar(path: Path, data: np.ndarray, labels: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     if labels.shape != (data.shape[0],):
         raise DataError(f"{path}: {data.shape[0]} images but {labels.size} labels")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{path}: labels must be in 0..9")
+        bad = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
+        raise DataError(f"{path}: label {int(labels[bad])} at index {bad} is outside 0..9")
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar10(folder: str | os.PathLike) -> Dataset:
-    """CIFAR-10 "python version": ``data_batch_1..5`` and ``test_batch`` in ``folder``.
+def _cifar_batch_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    d = _unpickle_restricted(path)
+    data, labels = d.get("data"), d.get("labels")
+    if data is None or labels is None:
+        raise DataError(f"{path} lacks 'data' or 'labels'", hint="is it a CIFAR-10 python batch?")
+    data = np.asarray(data)
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: 'labels' must be a list of integers") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise DataError(f"{path}: data must be uint8 of shape (N, 3072); got {data.dtype} "
+                        f"{data.shape}", hint="CIFAR-100 or another format? use npz:FILE")
+    return _check_cifar(path, data, labels)
 
-    Note: the batches are pickles, and unpickling runs code from the file: load only the
-    official archive. Images become (N, 3, 32, 32) float32 in [0, 1].
+
+def _cifar_batch_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One binary-version batch: records of one label byte and 3072 pixel bytes (R, G, B planes)."""
+    raw = _read_bounded(path)
+    if not raw or len(raw) % CIFAR_RECORD:
+        raise DataError(f"{path}: {len(raw)} bytes is not a whole number of {CIFAR_RECORD}-byte "
+                        "records (1 label byte + 3072 pixels)",
+                        hint="the file is truncated or not a CIFAR-10 binary batch; "
+                             "CIFAR-100's binary files have 2 label bytes and are not supported")
+    rec = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+    return _check_cifar(path, rec[:, 1:], rec[:, 0].astype(np.int64))
+
+
+def _cifar_layout(folder: Path) -> tuple[Path, str]:
+    """(folder, "bin" | "py"): which of the two official layouts ``folder`` holds."""
+    for sub, kind in (("cifar-10-batches-bin", "bin"), ("cifar-10-batches-py", "py")):
+        if (folder / sub).is_dir():
+            return folder / sub, kind
+    if (folder / "data_batch_1.bin").is_file():
+        return folder, "bin"
+    return folder, "py"
+
+
+def load_cifar10(folder: str | os.PathLike) -> Dataset:
+    """CIFAR-10 from its official archive, binary or python version, extracted in ``folder``.
+
+    * binary version (``cifar-10-batches-bin``): ``data_batch_1.bin`` .. ``data_batch_5.bin``
+      and ``test_batch.bin``, each a run of 3073-byte records (label, then the R, G and B
+      32x32 planes); class names from ``batches.meta.txt``. Preferred: nothing is unpickled.
+    * python version (``cifar-10-batches-py``): ``data_batch_1`` .. ``data_batch_5`` and
+      ``test_batch``, read by a restricted unpickler that admits only NumPy arrays, dicts,
+      lists, numbers and strings; a file naming any other global is refused unread, so a
+      crafted file cannot run code.
+
+    Images become (N, 3, 32, 32) float32 in [0, 1].
     """
     folder = Path(folder).expanduser()
-    if (folder / "cifar-10-batches-py").is_dir():
-        folder = folder / "cifar-10-batches-py"
     if not folder.is_dir():
         raise DataError(f"CIFAR-10 folder {folder} does not exist",
-                        hint="point cifar10:DIR at the extracted cifar-10-batches-py folder")
-    train = [_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    xte, yte = _cifar_batch(folder / "test_batch")
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-               "truck"]
-    meta = folder / "batches.meta"
-    if meta.is_file():
-        names = _unpickle(meta).get(b"label_names")
-        if names and len(names) == 10:
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+                        hint="point cifar10:DIR at the extracted cifar-10-batches-bin "
+                             "(or cifar-10-batches-py) folder")
+    folder, kind = _cifar_layout(folder)
+    suffix, read = (".bin", _cifar_batch_bin) if kind == "bin" else ("", _cifar_batch_py)
+    train = [read(folder / f"data_batch_{i}{suffix}") for i in range(1, 6)]
+    xte, yte = read(folder / f"test_batch{suffix}")
+    classes = list(CIFAR_CLASSES)
+    if kind == "bin" and (folder / "batches.meta.txt").is_file():
+        names = [n.strip() for n in _read_bounded(folder / "batches.meta.txt")
+                 .decode("utf-8", "replace").splitlines() if n.strip()]
+    elif kind == "py" and (folder / "batches.meta").is_file():
+        names = _unpickle_restricted(folder / "batches.meta").get("label_names") or []
+    else:
+        names = []
+    if isinstance(names, list) and len(names) == 10:
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     xtr = np.concatenate([b[0] for b in train])
     ytr = np.concatenate([b[1] for b in train])
     return Dataset(_to_float(xtr), ytr, _to_float(xte), yte, classes, "cifar10")
@@ -527,7 +621,7 @@ def load(data_arg: str, seed: int = 0, *, download: bool = True,
     if kind_l == "cifar10":
         if not rest:
             raise DataError("cifar10 needs a folder: cifar10:DIR",
-                            hint="DIR is the extracted cifar-10-batches-py folder")
+                            hint="DIR is the extracted cifar-10-batches-bin (or -py) folder")
         return load_cifar10(rest)
     if kind_l == "npz":
         if not rest:

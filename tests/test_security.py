@@ -1,0 +1,144 @@
+"""Security: nothing cnncalc reads can run code (a planted pickle proves it on every entry point)."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnncalc.cli.app import app
+from cnncalc.errors import DataError
+from cnncalc.train.data import CIFAR_RECORD, load, load_cifar10
+
+runner = CliRunner()
+
+CIFAR_SPEC = """name: tiny_cifar
+input: 32x32x3
+train: {{epochs: 1, batch_size: 8, data: "cifar10:{data}"}}
+layers:
+  - conv: {{filters: 2, size: 3, stride: 4}}
+  - relu
+  - flatten
+  - fc: {{units: 10}}
+"""
+BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+class _Planted:
+    """Pickles to a call of ``os.system`` that would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def plant_malicious_cifar(folder, marker):
+    """The python-version batch names, each a pickle that runs a shell command when loaded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in BATCHES + ["batches.meta"]:
+        payload = {b"data": _Planted(marker), b"labels": [0]}
+        (folder / name).write_bytes(pickle.dumps(payload, protocol=2))
+
+
+def write_cifar_bin(folder, n=8, seed=0):
+    """A tiny binary-version CIFAR-10 set: records of one label byte then 3072 pixel bytes."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in BATCHES:
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        pixels = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        (folder / f"{name}.bin").write_bytes(np.column_stack([labels, pixels]).tobytes())
+        out[name] = (labels, pixels)
+    (folder / "batches.meta.txt").write_text("\n".join(f"class{i}" for i in range(10)) + "\n\n")
+    return out
+
+
+def test_planted_pickle_is_refused_by_the_loader(tmp_path):
+    marker = tmp_path / "pwned"
+    plant_malicious_cifar(tmp_path / "cifar", marker)
+    with pytest.raises(DataError, match=r"refused to load global '(posix|os|nt)\.system'"):
+        load_cifar10(tmp_path / "cifar")
+    assert not marker.exists()
+    # the control: the same pickle through plain pickle.loads does run (the test can fail)
+    pickle.loads((tmp_path / "cifar" / "data_batch_1").read_bytes())
+    assert marker.exists()
+
+
+def test_planted_pickle_cannot_run_from_cli_or_spec(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    plant_malicious_cifar(evil, marker)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(CIFAR_SPEC.format(data=evil))
+    r = runner.invoke(app, ["train", str(spec), "--data", f"cifar10:{evil}"])
+    assert r.exit_code == 2 and "refused to load global" in r.output, r.output
+    r = runner.invoke(app, ["train", str(spec)])  # the spec's train: data names the folder
+    assert r.exit_code == 2 and "refused to load global" in r.output, r.output
+    assert not marker.exists()
+
+
+def test_planted_pickle_cannot_run_from_a_checkpoint(tmp_path):
+    """evaluate and --resume re-read the data a checkpoint's settings name: still no code."""
+    marker = tmp_path / "pwned"
+    data_dir = tmp_path / "cifar"
+    write_cifar_bin(data_dir)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(CIFAR_SPEC.format(data=data_dir))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(spec), "--out", str(out), "--deterministic"])
+    assert r.exit_code == 0, r.output
+    # swap the benign binary set for a malicious python-version one in the same folder
+    for f in data_dir.iterdir():
+        f.unlink()
+    plant_malicious_cifar(data_dir, marker)
+    r = runner.invoke(app, ["evaluate", str(out / "last.npz")])
+    assert r.exit_code == 2 and "refused to load global" in r.output, r.output
+    r = runner.invoke(app, ["train", "--resume", str(out / "last.npz"), "--epochs", "2"])
+    assert r.exit_code == 2 and "refused to load global" in r.output, r.output
+    assert not marker.exists()
+
+
+def test_cifar_binary_version(tmp_path):
+    written = write_cifar_bin(tmp_path / "cifar-10-batches-bin", n=3)
+    d = load(f"cifar10:{tmp_path}")  # the parent folder is found too
+    assert d.x_train.shape == (15, 3, 32, 32) and d.x_test.shape == (3, 3, 32, 32)
+    labels, pixels = written["data_batch_2"]
+    np.testing.assert_array_equal(d.y_train[3:6], labels)
+    # pixel k of a record is plane k // 1024 (R, G, B), row (k % 1024) // 32, column k % 32
+    np.testing.assert_array_equal(d.x_train[4, 1, 2, 5], np.float32(pixels[1, 1024 + 2 * 32 + 5]) / 255)
+    assert d.classes == [f"class{i}" for i in range(10)]
+
+
+def test_cifar_binary_damage_is_named(tmp_path):
+    write_cifar_bin(tmp_path)
+    with open(tmp_path / "data_batch_3.bin", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(DataError, match=rf"data_batch_3.bin: {CIFAR_RECORD * 8 + 1} bytes"):
+        load_cifar10(tmp_path)
+    write_cifar_bin(tmp_path)
+    raw = bytearray((tmp_path / "test_batch.bin").read_bytes())
+    raw[2 * CIFAR_RECORD] = 12
+    (tmp_path / "test_batch.bin").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="test_batch.bin: label 12 at index 2 is outside 0..9"):
+        load_cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_official_python_batches_still_load(tmp_path, protocol):
+    """The restricted unpickler admits what real batches hold: arrays, lists, bytes, ints."""
+    rng = np.random.default_rng(1)
+    for name in BATCHES:
+        batch = {b"batch_label": b"training batch", b"data": rng.integers(0, 256, (2, 3072),
+                                                                            dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, 2)],
+                 b"filenames": [b"a.png", b"b.png"]}
+        (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    names = [f"n{i}".encode() for i in range(10)]
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=protocol))
+    d = load_cifar10(tmp_path)
+    assert d.x_train.shape == (10, 3, 32, 32) and d.classes[3] == "n3"
