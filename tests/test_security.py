@@ -142,3 +142,18 @@ def test_official_python_batches_still_load(tmp_path, protocol):
     (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=protocol))
     d = load_cifar10(tmp_path)
     assert d.x_train.shape == (10, 3, 32, 32) and d.classes[3] == "n3"
+
+
+def test_json_output_is_strict_json(capsys):
+    """NaN and infinity are not JSON: every --format json output writes null instead."""
+    import json
+    import math
+
+    from cnncalc.cli.common import print_json
+
+    print_json({"loss": float("nan"), "ratio": [np.float32("inf"), -math.inf, 0.5],
+                "array": np.array([1.0, np.nan]), "n": np.int64(3)})
+    text = capsys.readouterr().out
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"loss": None, "ratio": [None, None, 0.5], "array": [1.0, None],
+                                "n": 3}

@@ -83,7 +83,31 @@ def handle_errors(fn):
 
 
 def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
+    sys.stdout.write(dumps_json(data, indent=2) + "\n")
+
+
+def dumps_json(data, indent: int | None = None) -> str:
+    """Strict JSON text: NaN and ±infinity (not JSON) become ``null``, meaning "no finite value".
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which JSON parsers reject; a diverged loss
+    or an undefined ratio must still leave the output parseable.
+    """
+    return json.dumps(_json_safe(data), indent=indent, allow_nan=False, default=json_default)
+
+
+def _json_safe(obj):
+    """``obj`` with numpy values made plain and non-finite floats replaced by None."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        return _json_safe(json_default(obj))
+    return obj
 
 
 def json_default(obj):
@@ -95,6 +119,8 @@ def json_default(obj):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
