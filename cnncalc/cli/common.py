@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from cnncalc.analysis import OPTIMIZER_STATE
+from cnncalc.cli.render import user_text
 from cnncalc.errors import CnnCalcError
 
 
@@ -57,17 +58,12 @@ def source_snippet(err: CnnCalcError) -> str | None:
 
 def report_error(err: CnnCalcError) -> None:
     err_console = console(stderr=True)
-    err_console.print(f"[bold red]{_escape(str(err).splitlines()[0])}[/]")
+    err_console.print(f"[bold red]{user_text(err.headline())}[/]")
     snippet = source_snippet(err)
     if snippet:
-        err_console.print(_escape(snippet))
+        err_console.print(user_text(snippet, keep_newlines=True))
     if err.hint:
-        err_console.print(f"  [cyan]hint:[/] {_escape(err.hint)}")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-    return escape(text)
+        err_console.print(f"  [cyan]hint:[/] {user_text(err.hint, keep_newlines=True)}")
 
 
 def handle_errors(fn):
@@ -127,4 +123,4 @@ def json_default(obj):
 
 
 def warn(message: str) -> None:
-    console(stderr=True).print(f"[yellow]warning:[/] {_escape(message)}")
+    console(stderr=True).print(f"[yellow]warning:[/] {user_text(message)}")
