@@ -222,3 +222,16 @@ def test_errors_and_warnings_echo_names_inertly(tmp_path):
     assert r.exit_code == 2
     assert_inert(r.output)
     assert "unknown option 'sizes'" in r.output
+
+
+def test_error_snippet_of_a_huge_line_is_cut_around_the_column(tmp_path):
+    spec = tmp_path / "wide.yaml"
+    pad = " " * 3_000_000
+    spec.write_text("{name: w, input: 8x8x1, layers: [" + pad + "{conv: {filters: 1, sizes: 3}}"
+                    + pad + "]}\n")
+    r = runner.invoke(app, ["analyze", str(spec)])
+    assert r.exit_code == 2 and "unknown option 'sizes'" in r.output
+    assert len(r.output) < 2000
+    snippet, caret = [ln for ln in r.output.splitlines() if "|" in ln][:2]
+    # the caret still points at the offending key inside the cut line
+    assert snippet[caret.index("^"):].startswith("sizes")

@@ -40,20 +40,33 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
 
 
+#: Widest source line an error shows; a longer one is cut around the column (a minified or
+#: generated spec can be one line of megabytes).
+SNIPPET_WIDTH = 100
+
+
 def source_snippet(err: CnnCalcError) -> str | None:
+    """The offending source line with a caret under the column, cut to ``SNIPPET_WIDTH``."""
     loc = err.location
-    if loc is None or loc.line is None or not loc.file or not os.path.exists(loc.file):
+    if loc is None or loc.line is None or not loc.file or not os.path.isfile(loc.file):
         return None
     try:
-        with open(loc.file, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        with open(loc.file, encoding="utf-8", errors="replace") as fh:
+            for number, text in enumerate(fh, start=1):
+                if number == loc.line:
+                    break
+            else:
+                return None
     except OSError:
         return None
-    if not 1 <= loc.line <= len(lines):
-        return None
-    text = lines[loc.line - 1]
-    caret = " " * ((loc.col or 1) - 1) + "^"
-    return f"{loc.line:>5} | {text}\n      | {caret}"
+    text = text.rstrip("\r\n")
+    col = max(1, loc.col or 1)
+    start = max(0, min(col - 1 - SNIPPET_WIDTH // 2, len(text) - SNIPPET_WIDTH))
+    shown = text[start:start + SNIPPET_WIDTH]
+    lead = "..." if start > 0 else ""
+    tail = "..." if start + SNIPPET_WIDTH < len(text) else ""
+    caret = " " * (len(lead) + col - 1 - start) + "^"
+    return f"{loc.line:>5} | {lead}{shown}{tail}\n      | {caret}"
 
 
 def report_error(err: CnnCalcError) -> None:
