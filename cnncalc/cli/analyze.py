@@ -39,7 +39,7 @@ def analyze(
     convention: ConventionName = ConventionOpt,
 ):
     """Per-layer output volumes, parameters, MACs, memory and receptive fields, with totals."""
-    from cnncalc.graph import load
+    from cnncalc.spec import load
 
     graph = load(spec, strict=strict, convention=convention.value if convention else None)
     report = graph.analyze(batch=batch, optimizer=optimizer.value if optimizer else None)

@@ -6,7 +6,7 @@ It builds a one-layer spec ``{"input": ..., "layers": [{kind: opts}]}`` and load
 from __future__ import annotations
 
 from cnncalc.errors import SpecError
-from cnncalc.graph import load
+from cnncalc.spec import load
 from cnncalc.homework.explain import explain_node
 from cnncalc.layers import REGISTRY, resolve_kind, suggest_kind
 

@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from cnncalc.errors import SpecError
-from cnncalc.graph import load
+from cnncalc.spec import load
 from cnncalc.homework.explain import explain_node, select_node, total_steps
 from cnncalc.spec.loader import parse_yaml
 

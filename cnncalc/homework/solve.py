@@ -125,7 +125,7 @@ def solve(input: int, output: int, *, kind: str = "conv", kernel: int | None = N
 
 def _row(canon, n, k, s, p, d, m, exact, conv) -> dict:
     """One solution, explained by loading it as a one-layer spec (the analyzer's formula)."""
-    from cnncalc.graph import load
+    from cnncalc.spec import load
     from cnncalc.homework.explain import explain_node
 
     opts = {"size": k, "stride": s, "pad": p}
