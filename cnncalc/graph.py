@@ -117,12 +117,10 @@ class Graph:
         return found
 
     def _find(self, name: str) -> Node | None:
-        found = self._by_name.get(name)
-        if found is None and len(self._by_name) != len(self.nodes):
-            # `nodes` was edited in place (a lab trims or rewrites it): index it again
+        if len(self._by_name) != len(self.nodes):
+            # `nodes` was grown or trimmed in place rather than through connect: index it again
             self._by_name = {n.name: n for n in self.nodes}
-            found = self._by_name.get(name)
-        return found
+        return self._by_name.get(name)
 
     @property
     def output(self) -> Node:

@@ -23,7 +23,8 @@ from cnncalc.errors import ShapeError, SpecError
 from cnncalc.graph import MAX_DIM
 from cnncalc.layers import LAYERS
 from cnncalc.layers.base import Layer, Shape
-from cnncalc.layers.options import OPTION_ALIASES, boolean, positive_int
+from cnncalc.layers.options import (all_spellings, boolean, canonical_option, other_spellings,
+                                    positive_int)
 
 TOP_LEVEL_KEYS = ("name", "description", "input", "layers", "blocks", "strict", "convention",
                   "train", "classes")
@@ -199,10 +200,10 @@ def build_layer(item: RawLayer, smap, where: str) -> Layer:
     parsed: dict = {}
     spelled: dict = {}
     for key, value in item.opts.items():
-        canon = option_name(cls, key)
+        canon = canonical_option(cls, key)
         path = item.opts_path + (key,)
         if canon is None:
-            close = difflib.get_close_matches(str(key), option_spellings(cls), n=1)
+            close = difflib.get_close_matches(str(key), all_spellings(cls), n=1)
             raise spec_error(smap, SpecError, f"unknown option '{key}' for {kind}", path,
                              where=where,
                              hint=(f"did you mean '{close[0]}'? " if close else "")
@@ -218,20 +219,9 @@ def build_layer(item: RawLayer, smap, where: str) -> Layer:
         spelled[canon] = key
     for canon, opt in cls.options.items():
         if opt.required and canon not in parsed:
-            others = [a for a, c in OPTION_ALIASES.items() if c == canon and a != canon]
+            others = other_spellings(cls, canon)
             raise spec_error(smap, SpecError, f"{kind} needs '{canon}'"
                              + (f" (also written {', '.join(others[:3])})" if others else ""),
                              item.opts_path, where=where, hint=opt.doc or None)
     return cls(**parsed)
 
-
-def option_name(cls: type[Layer], key) -> str | None:
-    """The canonical option of ``cls`` that the spelling ``key`` sets, or None."""
-    canon = cls.option_aliases.get(key, OPTION_ALIASES.get(key))
-    return canon if canon in cls.options else None
-
-
-def option_spellings(cls: type[Layer]) -> list[str]:
-    """Every spelling ``cls`` accepts: canonical names, shared and layer-specific aliases."""
-    return [*cls.options, *[a for a, c in OPTION_ALIASES.items() if c in cls.options],
-            *cls.option_aliases]
