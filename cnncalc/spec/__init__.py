@@ -1,4 +1,5 @@
-"""The spec language: YAML text → checked, expanded layer entries → :class:`~cnncalc.graph.Graph`.
+"""The spec language: YAML text → checked, expanded layer entries → a
+:class:`~cnncalc.graph.Graph`.
 
 * :mod:`~cnncalc.spec.loader`: YAML with line numbers (safe loader, duplicate keys refused);
 * :mod:`~cnncalc.spec.schema`: the top-level keys, the input size, one layer entry and its
