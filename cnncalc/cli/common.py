@@ -12,6 +12,7 @@ from rich.console import Console
 
 from cnncalc.analysis import OPTIMIZER_STATE
 from cnncalc.cli.render import user_text
+from cnncalc.conventions import CONVENTIONS, DEFAULT
 from cnncalc.errors import CnnCalcError
 
 
@@ -29,6 +30,15 @@ class TableOrJson(str, Enum):
 
 #: Optimizer choices on the command line, from the analyzer's table (which imports no numpy).
 Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATE}, type=str)
+
+#: Convention choices on the command line, from the convention registry.
+ConventionName = Enum("ConventionName", {name: name for name in CONVENTIONS.names()}, type=str)
+ConventionOpt = typer.Option(
+    None, "--convention",
+    help="Rounding/padding convention: " + ", ".join(
+        f"{name} (default)" if name == DEFAULT else name for name in CONVENTIONS.names()) + ".")
+StrictOpt = typer.Option(False, "--strict",
+                         help="cs231n's rule: a non-integer (W - F + 2P)/S + 1 is an error.")
 
 
 def console(stderr: bool = False) -> Console:

@@ -308,7 +308,7 @@ def train(
                                   "(JSON lines: begin, step, epoch, checkpoint, end)."),
 ):
     """Train a spec with mini-batch SGD and report the test accuracy."""
-    from cnncalc.graph import load
+    from cnncalc.spec import load
     from cnncalc.train import trainer as T
     from cnncalc.train.checkpoint import load_checkpoint
     from cnncalc.train.settings import resolve
