@@ -40,3 +40,18 @@ def spec_text(input_, layers, name="t") -> str:
     """A spec's YAML from an input and a list of layer lines."""
     body = "\n".join(f"  - {line}" for line in layers)
     return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
+
+
+@pytest.fixture(scope="session")
+def trained_lenet(tmp_path_factory) -> Path:
+    """A LeNet-5 run of `cnncalc train --out DIR` (2 epochs of synthetic data); returns DIR,
+    which holds last.npz, metrics.csv and report.html."""
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    out = tmp_path_factory.mktemp("lenet_run")
+    r = CliRunner().invoke(app, ["train", str(SPECS / "lenet5.yaml"), "--data", "synthetic:300",
+                                 "--epochs", "2", "--deterministic", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out

@@ -17,7 +17,7 @@ SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_
 @handle_errors
 def analyze(
     spec: Path = SpecArg,
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json, markdown, csv."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json, markdown, csv, svg (the drawing)."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Batch size for memory totals."),
     optimizer: Optimizer = typer.Option(None, "--optimizer",
                                         help="Add gradients and optimizer state to the memory "
@@ -38,6 +38,10 @@ def analyze(
         return
     if fmt is Format.csv:
         typer.echo(render.analysis_csv(report), nl=False)
+        return
+    if fmt is Format.svg:
+        from cnncalc.report import architecture_svg
+        typer.echo(architecture_svg(report), nl=False)
         return
     out = console()
     if len(report["layers"]) > render.RICH_TABLE_MAX_ROWS:

@@ -21,6 +21,7 @@ class Format(str, Enum):
     json = "json"
     markdown = "markdown"
     csv = "csv"
+    svg = "svg"  # analyze only: the architecture drawing
 
 
 class TableOrJson(str, Enum):

@@ -218,6 +218,8 @@ def check_cmd(
     strict: bool = StrictOpt,
     convention: ConventionName = ConventionOpt,
     fmt: HwFormat = FormatOpt,
+    report_html: Path = typer.Option(None, "--report", help="Also write an HTML report with "
+                                     "the marking table.", dir_okay=False),
 ):
     """Mark a student's answers file against a spec, with a score.
 
@@ -227,6 +229,9 @@ def check_cmd(
     from cnncalc.homework.check import check
 
     report = check(spec, answers, strict=strict, convention=_conv(convention))
+    if report_html is not None:
+        from cnncalc.report import write_check_report
+        write_check_report(spec, report, report_html, strict=strict, convention=_conv(convention))
     if fmt is HwFormat.json:
         print_json(report)
     elif fmt is HwFormat.markdown:

@@ -6,7 +6,6 @@ engine is imported only to evaluate a checkpoint for its confusion matrix.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,7 +125,7 @@ def _evaluate(path, settings) -> tuple[dict | None, str | None]:
 def from_source(source, **options) -> ReportData:
     """A checkpoint when ``source`` ends in ``.npz``, else anything :func:`cnncalc.load`
     reads."""
-    if str(source).lower().endswith(CHECKPOINT_SUFFIXES) and os.path.exists(source):
+    if str(source).lower().endswith(CHECKPOINT_SUFFIXES):
         return from_checkpoint(source, **{k: v for k, v in options.items()
                                           if k in ("batch", "optimizer", "evaluate")})
     return from_spec(source, **{k: v for k, v in options.items()
