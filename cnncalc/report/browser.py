@@ -186,3 +186,30 @@ class Browser:
         out = Path(out)
         out.write_bytes(base64.b64decode(data))
         return out
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (press and release) at the centre of the first match."""
+        box = self.eval(f"(function(){{var e=document.querySelector({json.dumps(selector)});"
+                        "if(!e){return null;}e.scrollIntoView({block:'center'});"
+                        "var r=e.getBoundingClientRect();"
+                        "return [r.left+r.width/2,r.top+r.height/2];})()")
+        if box is None:
+            raise BrowserError(f"nothing matches {selector!r}")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1],
+                                                   "button": "left", "clickCount": 1})
+
+    def pixel_stats(self, png: bytes) -> dict:
+        """How much a PNG shows, measured by the browser's own decoder: its size, the number
+        of distinct colours (up to 4096) and the share of pixels unlike the top-left one."""
+        url = "data:image/png;base64," + base64.b64encode(png).decode()
+        return self.eval(
+            "new Promise(function(ok){var im=new Image();im.onload=function(){"
+            "var c=document.createElement('canvas');c.width=im.width;c.height=im.height;"
+            "var g=c.getContext('2d');g.drawImage(im,0,0);"
+            "var d=g.getImageData(0,0,im.width,im.height).data,seen={},n=0,other=0;"
+            "for(var i=0;i<d.length;i+=4){var k=d[i]+','+d[i+1]+','+d[i+2];"
+            "if(n<4096&&!(k in seen)){seen[k]=1;n++;}"
+            "if(d[i]!==d[0]||d[i+1]!==d[1]||d[i+2]!==d[2]){other++;}}"
+            "ok({width:im.width,height:im.height,colors:n,other:other/(d.length/4)});};"
+            f"im.src={json.dumps(url)};}})")

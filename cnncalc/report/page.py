@@ -197,7 +197,7 @@ def _receptive_field(a: dict) -> str:
     last = _rf_attrs(rows[-1], ids[-1])
     info = "".join(f'<dt>{label}</dt><dd id="rf-{k}">{esc(last[k])}</dd>' for k, label in (
         ("size", "field size (W×H)"), ("stride", "effective stride (jump)"),
-        ("start", "start of unit (0, 0) (x, y; negative: padding)"),
+        ("start", "centre of unit (0, 0) (x, y; negative: in the padding)"),
         ("exceeds", "larger than the input"), ("warn", "warnings (e.g. misaligned merge)")))
     return ('<section id="receptive-field"><h2>Receptive field</h2>'
             '<p><label for="rf-layer">Layer </label><select id="rf-layer">'
@@ -216,7 +216,7 @@ def _layer_table(a: dict) -> str:
             ("activations", "n")]
     if has_buffers:
         cols.append(("buffers", "n"))
-    cols += [("RF", "n"), ("eff. stride", "n"), ("RF start", "n")]
+    cols += [("RF", "n"), ("eff. stride", "n"), ("RF centre", "n")]
     head = "".join(f'<th class="{c}" scope="col"><button type="button">{esc(h)}</button></th>'
                    for h, c in cols)
     body = []

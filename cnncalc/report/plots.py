@@ -7,7 +7,7 @@ import math
 from cnncalc.analysis import format_bytes
 from cnncalc.report.svg import compact, esc, num, rect, svg_open, text, title
 
-__all__ = ["layer_bars", "line_chart", "confusion_svg", "memory_svg", "receptive_field_svg",
+__all__ = ["field_edges", "layer_bars", "line_chart", "confusion_svg", "memory_svg", "receptive_field_svg",
            "PLOT_CSS"]
 
 PLOT_CSS = """
@@ -185,6 +185,13 @@ def memory_svg(training: dict) -> str:
     return "".join(out)
 
 
+def field_edges(rf: dict) -> tuple[float, float]:
+    """Top and left edge of the field of unit (0, 0), in pixels: pixel ``i`` spans
+    ``[i, i + 1)`` and ``start`` is the centre of the first unit, so the edge is
+    ``start − (size − 1) / 2``."""
+    return tuple(rf["start"][a] - (rf["size"][a] - 1) / 2 for a in (0, 1))
+
+
 def receptive_field_svg(analysis: dict, size: int = 300) -> tuple[str, list[str]]:
     """The input (with the padding the fields reach into, dashed) and, per layer, a group with
     the field of output unit (0, 0) and, dashed, of its neighbour one effective stride to the
@@ -193,12 +200,13 @@ def receptive_field_svg(analysis: dict, size: int = 300) -> tuple[str, list[str]
     inp = analysis["input"]
     rows = analysis["layers"]
     W, H = inp["width"], inp["height"]
-    lo_x = min([0] + [r["rf"]["start"][1] for r in rows])
-    lo_y = min([0] + [r["rf"]["start"][0] for r in rows])
-    hi_x = max([W] + [r["rf"]["start"][1] + r["rf"]["size"][1] + r["rf"]["stride"][1]
-                      for r in rows])
-    hi_y = max([H] + [r["rf"]["start"][0] + r["rf"]["size"][0] + r["rf"]["stride"][0]
-                      for r in rows])
+    edges = [field_edges(r["rf"]) for r in rows]
+    lo_x = min([0] + [e[1] for e in edges])
+    lo_y = min([0] + [e[0] for e in edges])
+    hi_x = max([W] + [e[1] + r["rf"]["size"][1] + r["rf"]["stride"][1]
+                      for e, r in zip(edges, rows)])
+    hi_y = max([H] + [e[0] + r["rf"]["size"][0] + r["rf"]["stride"][0]
+                      for e, r in zip(edges, rows)])
     span = max(hi_x - lo_x, hi_y - lo_y)
     k = size / span
     pad = 14
@@ -223,16 +231,16 @@ def receptive_field_svg(analysis: dict, size: int = 300) -> tuple[str, list[str]
     last = len(rows) - 1
     for i, r in enumerate(rows):
         rf = r["rf"]
-        (h, w), (jh, jw), (y0, x0) = rf["size"], rf["stride"], rf["start"]
+        (h, w), (jh, jw), (y0, x0) = rf["size"], rf["stride"], field_edges(rf)
         gid = f"rf-{i}"
         ids.append(gid)
         hidden = "" if i == last else ' style="display:none"'
         out.append(f'<g class="rfgroup" id="{gid}" data-layer="{esc(r["name"])}"{hidden}>'
                    + rect(sx(x0 + jw), sy(y0 + jh), w * k, h * k, "rf-next",
-                          tip=f"field of the neighbouring unit (1, 1): start "
-                              f"{x0 + jw}, {y0 + jh}")
+                          tip="field of the neighbouring unit (1, 1)")
                    + rect(sx(x0), sy(y0), w * k, h * k, "rf",
-                          tip=f"{r['name']}: field {w}×{h} of unit (0, 0), start {x0}, {y0}")
+                          tip=f"{r['name']}: field {w}×{h} of unit (0, 0), centred at "
+                              f"{rf['start'][1]}, {rf['start'][0]}")
                    + "</g>")
     out.append("</svg>")
     return "".join(out), ids
