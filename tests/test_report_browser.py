@@ -151,3 +151,29 @@ def test_page_without_javascript_still_has_the_drawing_and_table(browser, report
             == 9  # input, 7 branch volumes, the concat
     finally:
         browser.call("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
+def test_resnet50_stays_legible(browser, tmp_path):
+    """Every label of the drawing is at least 10 px high, no two volume labels overlap, and the
+    wrapped drawing fits a 1280 px window without scrolling sideways."""
+    spec = Path(__file__).resolve().parent / "data" / "resnet50.yaml"
+    assert cnncalc.load(spec).analyze()["totals"]["trainable_params"] == 25_557_032
+    out = tmp_path / "r50.html"
+    r = runner.invoke(app, ["report", str(spec), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    _open(browser, out)
+    boxes = browser.eval(
+        "Array.from(document.querySelectorAll('.arch-wide .node text')).map(function(t){"
+        "var r=t.getBoundingClientRect();return [r.left,r.top,r.right,r.bottom];})")
+    assert len(boxes) > 150
+    assert min(b[3] - b[1] for b in boxes) >= 10
+    boxes.sort()
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if b[0] >= a[2]:
+                break
+            assert b[1] >= a[3] or a[1] >= b[3], (a, b)
+    wide = browser.eval("(function(){var d=document.querySelector('.arch-wide');"
+                        "return [d.scrollWidth,d.clientWidth];})()")
+    assert wide[0] <= wide[1]
+    assert browser.errors == []

@@ -24,7 +24,7 @@ from cnncalc.report.svg import Scale, compact, esc, num, shape_text, svg_open, t
 __all__ = ["Node", "group_layers", "window", "architecture_svg", "ARCH_CSS"]
 
 LABEL_LINES = 3
-LINE_H = 12.5
+LINE_H = 13.5
 CHAR_W = 6.1  # average width of one 10.5 px sans-serif character
 COL_GAP = 34
 LANE_GAP = 18
@@ -287,11 +287,13 @@ def _anchor_in(n: Node) -> tuple[float, float]:
 
 
 def _draw_edge(src: Node, dst: Node, geo: _Geometry, line_top: list[float], prefix: str,
-               label: str) -> str:
+               label: str, slot: int = 0) -> str:
+    """An arrow from ``src`` to ``dst``; ``slot`` spreads the edges that wrap from one line
+    to the next over a few heights of the gap between lines, so they stay apart."""
     sx, sy = _anchor_out(src, geo)
     tx, ty = _anchor_in(dst)
     if dst.line != src.line:
-        gap = line_top[src.line + 1] - LINE_GAP / 2 - 4
+        gap = line_top[src.line + 1] - LINE_GAP / 2 - 8 + 6 * (slot % 3)
         d = (f"M{num(sx)},{num(sy)}H{num(sx + 8)}V{num(gap)}H{num(max(tx - 14, 2))}"
              f"V{num(ty)}H{num(tx - 2)}")
         lx, ly = sx + 12, gap - 3
@@ -343,11 +345,15 @@ def architecture_svg(analysis: dict, max_width: float = 1200, prefix: str = "a-"
             if drawn:
                 slots[src.key] = slots.get(src.key, 0) + 1
                 out.append(drawn)
+    wrapped: dict[int, int] = {}
     for n in nodes[1:]:
         for k in n.inputs:
             src = by_key[k]
             label = shape_text(src.shape) if (n.is_merge or consumers[k] > 1) else ""
-            out.append(_draw_edge(src, n, geo, line_top, prefix, label))
+            slot = wrapped.get(src.line, 0)
+            if n.line != src.line:
+                wrapped[src.line] = slot + 1
+            out.append(_draw_edge(src, n, geo, line_top, prefix, label, slot))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
