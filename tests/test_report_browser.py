@@ -177,3 +177,21 @@ def test_resnet50_stays_legible(browser, tmp_path):
                         "return [d.scrollWidth,d.clientWidth];})()")
     assert wide[0] <= wide[1]
     assert browser.errors == []
+
+
+def test_misaligned_merge_shows_its_warning_and_branch_fields(browser, tmp_path):
+    spec = tmp_path / "misaligned.yaml"
+    spec.write_text("name: misaligned\ninput: 16x16x1\nlayers:\n"
+                    "  - conv: {name: a, filters: 2, size: 3, pad: 1}\n"
+                    "  - conv: {name: b, from: input, filters: 2, size: 2}\n"
+                    "  - zeropad: {padding: {top: 1, left: 1}}\n"
+                    "  - add: {from: [a, pad1]}\n")
+    out = tmp_path / "m.html"
+    assert runner.invoke(app, ["report", str(spec), "-o", str(out)]).exit_code == 0
+    _open(browser, out)
+    assert "not aligned" in browser.eval("document.getElementById('rf-warn').textContent")
+    assert browser.eval("document.querySelectorAll('#rf-3 .rf-branch').length") == 2
+    browser.eval("(function(){var s=document.getElementById('rf-layer');s.value='a';"
+                 "s.dispatchEvent(new Event('change'));})()")
+    assert browser.eval("document.getElementById('rf-warn').textContent") == "none"
+    assert browser.errors == []

@@ -204,7 +204,8 @@ def _receptive_field(a: dict) -> str:
             f'{"".join(opts)}</select></p><div class="rf-wrap">{picture}'
             f'<dl class="rf-info">{info}</dl></div><p class="legend">Filled: the field of '
             'output unit (0, 0) on the input; dashed: the field of unit (1, 1), one effective '
-            'stride further; the dashed frame is the padding the fields reach into.</p>'
+            'stride further; dotted (merges): the field of each merged branch; the dashed frame is '
+            'the padding the fields reach into.</p>'
             '</section>')
 
 

@@ -29,6 +29,7 @@ PLOT_CSS = """
 .plot .pad-area{fill:none;stroke:var(--muted);stroke-dasharray:4 3}
 .plot .px{stroke:var(--rule);stroke-width:.5}
 .plot .rf{fill:var(--c2);fill-opacity:.35;stroke:var(--c2);stroke-width:2}
+.plot .rf-branch{fill:none;stroke:var(--c4);stroke-width:1.5;stroke-dasharray:2 2}
 .plot .rf-next{fill:none;stroke:var(--c1);stroke-width:1.5;stroke-dasharray:5 3}
 """
 
@@ -229,14 +230,21 @@ def receptive_field_svg(analysis: dict, size: int = 300) -> tuple[str, list[str]
         out.append(f'<path class="px" d="{"".join(lines)}"/>')
     ids = []
     last = len(rows) - 1
+    by_name = {r["name"]: r for r in rows}
     for i, r in enumerate(rows):
         rf = r["rf"]
         (h, w), (jh, jw), (y0, x0) = rf["size"], rf["stride"], field_edges(rf)
         gid = f"rf-{i}"
         ids.append(gid)
         hidden = "" if i == last else ' style="display:none"'
+        branches = "".join(  # a merge also shows the field of each branch it merges
+            rect(sx(e[1]), sy(e[0]), b["rf"]["size"][1] * k, b["rf"]["size"][0] * k,
+                 "rf-branch", tip=f"field of branch {b['name']}, centred at "
+                                  f"{b['rf']['start'][1]}, {b['rf']['start'][0]}")
+            for b in (by_name[s] for s in r["inputs"] if len(r["inputs"]) > 1 and s in by_name)
+            for e in [field_edges(b["rf"])])
         out.append(f'<g class="rfgroup" id="{gid}" data-layer="{esc(r["name"])}"{hidden}>'
-                   + rect(sx(x0 + jw), sy(y0 + jh), w * k, h * k, "rf-next",
+                   + branches + rect(sx(x0 + jw), sy(y0 + jh), w * k, h * k, "rf-next",
                           tip="field of the neighbouring unit (1, 1)")
                    + rect(sx(x0), sy(y0), w * k, h * k, "rf",
                           tip=f"{r['name']}: field {w}×{h} of unit (0, 0), centred at "
