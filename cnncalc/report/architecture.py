@@ -129,7 +129,10 @@ def window(row: dict, input_rf: dict | None) -> tuple[tuple[int, int], tuple[int
     return k, s
 
 
-def _layout(nodes: list[Node], max_width: float, geo) -> tuple[float, float, list[float]]:
+def _layout(nodes: list[Node], max_width: float, geo: _Geometry
+            ) -> tuple[float, float, list[float]]:
+    """Columns by longest path from the input, lanes by order within a column, and columns
+    wrapped into lines of at most ``max_width``; returns (width, height, top of each line)."""
     by_key = {n.key: n for n in nodes}
     for n in nodes[1:]:
         n.col = 1 + max(by_key[k].col for k in n.inputs)
@@ -243,7 +246,7 @@ def _draw_node(n: Node, geo: _Geometry, prefix: str) -> str:
     return "".join(parts)
 
 
-def _draw_window(n: Node, src: Node, geo: _Geometry, slot: int) -> str:
+def _draw_window(n: Node, src: Node, slot: int) -> str:
     """The window of ``n`` on its input volume ``src``, and projection lines to ``n``."""
     head = n.head
     rf_in = src.members[-1]["rf"] if src.members else None
@@ -276,9 +279,10 @@ def _draw_window(n: Node, src: Node, geo: _Geometry, slot: int) -> str:
     return "".join(out)
 
 
-def _anchor_out(n: Node, geo: _Geometry) -> tuple[float, float]:
+def _anchor_out(n: Node) -> tuple[float, float]:
+    """Middle of the right side face (of the bar, for a vector)."""
     x0, y0, fw, fh, ob = n.box
-    return x0 + fw + ob, y0 + ob + fh / 2 - ob / 2 if ob else y0 + fh / 2
+    return x0 + fw + ob, y0 + (ob + fh) / 2
 
 
 def _anchor_in(n: Node) -> tuple[float, float]:
@@ -286,11 +290,11 @@ def _anchor_in(n: Node) -> tuple[float, float]:
     return x0, y0 + ob + fh / 2
 
 
-def _draw_edge(src: Node, dst: Node, geo: _Geometry, line_top: list[float], prefix: str,
+def _draw_edge(src: Node, dst: Node, line_top: list[float], prefix: str,
                label: str, slot: int = 0) -> str:
     """An arrow from ``src`` to ``dst``; ``slot`` spreads the edges that wrap from one line
     to the next over a few heights of the gap between lines, so they stay apart."""
-    sx, sy = _anchor_out(src, geo)
+    sx, sy = _anchor_out(src)
     tx, ty = _anchor_in(dst)
     if dst.line != src.line:
         gap = line_top[src.line + 1] - LINE_GAP / 2 - 8 + 6 * (slot % 3)
@@ -299,7 +303,7 @@ def _draw_edge(src: Node, dst: Node, geo: _Geometry, line_top: list[float], pref
         lx, ly = sx + 12, gap - 3
     elif dst.lane == src.lane and dst.col - src.col > 1:
         # a skip connection: an arc over the boxes between
-        top = line_top[src.line] + 6 + dst.lane * 0
+        top = line_top[src.line] + 6
         x0, y0, fw, _, ob = src.box
         d = (f"M{num(x0 + fw / 2 + ob / 2)},{num(y0)}C{num(x0 + fw / 2)},{num(top)} "
              f"{num(tx)},{num(top)} {num(tx + 2)},{num(dst.box[1] - 1)}")
@@ -329,7 +333,8 @@ def architecture_svg(analysis: dict, max_width: float = 1200, prefix: str = "a-"
         for k in n.inputs:
             consumers[k] = consumers.get(k, 0) + 1
     line_top.append(height + LINE_GAP)
-    out = [svg_open(width, height, "cnn-arch", f"architecture of {analysis.get('name') or 'the network'}",
+    label = f"architecture of {analysis.get('name') or 'the network'}"
+    out = [svg_open(width, height, "cnn-arch", label,
                     extra=f' data-scale="{"log" if geo.hw.log else "linear"}"')]
     if standalone:
         out.append(f"<style>{ARCH_CSS}</style>")
@@ -341,7 +346,7 @@ def architecture_svg(analysis: dict, max_width: float = 1200, prefix: str = "a-"
     for n in nodes[1:]:
         if len(n.inputs) == 1:
             src = by_key[n.inputs[0]]
-            drawn = _draw_window(n, src, geo, slots.get(src.key, 0))
+            drawn = _draw_window(n, src, slots.get(src.key, 0))
             if drawn:
                 slots[src.key] = slots.get(src.key, 0) + 1
                 out.append(drawn)
@@ -353,7 +358,7 @@ def architecture_svg(analysis: dict, max_width: float = 1200, prefix: str = "a-"
             slot = wrapped.get(src.line, 0)
             if n.line != src.line:
                 wrapped[src.line] = slot + 1
-            out.append(_draw_edge(src, n, geo, line_top, prefix, label, slot))
+            out.append(_draw_edge(src, n, line_top, prefix, label, slot))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

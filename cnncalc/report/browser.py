@@ -139,7 +139,8 @@ class Browser:
         method, p = ev.get("method"), ev.get("params", {})
         if method == "Runtime.exceptionThrown":
             d = p.get("exceptionDetails", {})
-            self.errors.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
+            what = d.get("exception", {}).get("description") or d.get("text")
+            self.errors.append(f"exception: {what}")
         elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
             self.errors.append("console: " + " ".join(str(a.get("value", a.get("description")))
                                                       for a in p.get("args", [])))

@@ -149,7 +149,8 @@ def _summary(a: dict) -> str:
     if "training" in t:
         cards.append(_card(format_bytes(t["training"]["total_bytes"]),
                            f"training memory, {t['training']['optimizer']}, batch {t['batch']}"))
-    return f'<section id="totals"><h2>Totals</h2><div class="cards">{"".join(cards)}</div></section>'
+    return ('<section id="totals"><h2>Totals</h2>'
+            f'<div class="cards">{"".join(cards)}</div></section>')
 
 
 def _warnings(a: dict) -> str:
@@ -310,7 +311,8 @@ def _training(run) -> str:
 def _marking(m: dict) -> str:
     rows = []
     for r in m["results"]:
-        mark = '<span class="ok">✓ right</span>' if r["ok"] else '<span class="bad">✗ wrong</span>'
+        mark = ('<span class="ok">✓ right</span>' if r["ok"]
+                else '<span class="bad">✗ wrong</span>')
         worked = "<br>".join(f"<code>{esc(w)}</code>" for w in r["worked"])
         rows.append(f"<tr><td>{esc(r['layer'])}</td><td>{esc(r['quantity'])}</td>"
                     f"<td>{esc(r['written'])}</td><td>{esc(_fmt(r['correct']))}</td>"

@@ -7,8 +7,8 @@ import math
 from cnncalc.analysis import format_bytes
 from cnncalc.report.svg import compact, esc, num, rect, svg_open, text, title
 
-__all__ = ["field_edges", "layer_bars", "line_chart", "confusion_svg", "memory_svg", "receptive_field_svg",
-           "PLOT_CSS"]
+__all__ = ["field_edges", "layer_bars", "line_chart", "confusion_svg", "memory_svg",
+           "receptive_field_svg", "PLOT_CSS"]
 
 PLOT_CSS = """
 .plot{font-family:inherit;font-size:11px;max-width:100%;height:auto}
