@@ -36,11 +36,11 @@ NAME_CHARS = 22
 #: Colours of the drawing; the page and the stand-alone SVG share them (light and dark).
 ARCH_CSS = """
 .cnn-arch{--ink:#1f2933;--muted:#52606d;--face:#cfe3f7;--top:#e4effa;--side:#a9c8e8;
- --edge:#7b8794;--conv:#e8590c;--pool:#2b8a3e;--bar:#7048e8;--merge:#f4d9a6;--bg:transparent;
+ --edge:#7b8794;--conv:#e8590c;--pool:#2b8a3e;--bar:#7048e8;--merge:#f4d9a6;--halo:#ffffff;
  font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;font-size:10.5px}
 @media (prefers-color-scheme:dark){.cnn-arch{--ink:#e4e7eb;--muted:#9aa5b1;--face:#2f4d6b;
  --top:#3d6186;--side:#22394f;--edge:#9aa5b1;--conv:#ff922b;--pool:#51cf66;--bar:#9775fa;
- --merge:#8a6d3b}}
+ --merge:#8a6d3b;--halo:#14181d}}
 .cnn-arch text{fill:var(--ink)}
 .cnn-arch .muted{fill:var(--muted)}
 .cnn-arch .name{font-weight:600}
@@ -54,7 +54,8 @@ ARCH_CSS = """
 .cnn-arch .proj-conv{stroke:var(--conv);stroke-dasharray:3 2;fill:none;stroke-width:.8}
 .cnn-arch .proj-pool{stroke:var(--pool);stroke-dasharray:3 2;fill:none;stroke-width:.8}
 .cnn-arch .edge{stroke:var(--edge);fill:none;stroke-width:1.2}
-.cnn-arch .edgelabel{fill:var(--muted);font-size:9.5px}
+.cnn-arch .edgelabel{fill:var(--muted);font-size:9.5px;paint-order:stroke;stroke:var(--halo);
+ stroke-width:3px;stroke-linejoin:round}
 .cnn-arch .arrow{fill:var(--edge)}
 .cnn-arch .node.sel .face{stroke:var(--conv);stroke-width:2}
 """
@@ -311,7 +312,16 @@ def _draw_edge(src: Node, dst: Node, line_top: list[float], prefix: str,
     else:
         mx = (sx + tx) / 2
         d = f"M{num(sx)},{num(sy)}C{num(mx)},{num(sy)} {num(mx)},{num(ty)} {num(tx - 2)},{num(ty)}"
-        lx, ly = mx, (sy + ty) / 2 - 3
+        # the label goes on the lower lane's horizontal stretch of the curve, beside a column
+        # that has no volume in that lane (the upper lane's labels sit in between)
+        if dst.lane > src.lane:
+            lx, ly, anchor = tx - 6, ty - 5, "end"
+        elif dst.lane < src.lane:
+            lx, ly, anchor = sx + 6, sy - 5, "start"
+        else:
+            lx, ly, anchor = mx, min(sy, ty) - 5, "middle"
+        out = f'<path class="edge" d="{d}" marker-end="url(#{prefix}arrow)"/>'
+        return out + (text(lx, ly, label, "edgelabel", anchor) if label else "")
     out = f'<path class="edge" d="{d}" marker-end="url(#{prefix}arrow)"/>'
     if label:
         out += text(lx, ly, label, "edgelabel", "middle")
@@ -351,6 +361,7 @@ def architecture_svg(analysis: dict, max_width: float = 1200, prefix: str = "a-"
                 slots[src.key] = slots.get(src.key, 0) + 1
                 out.append(drawn)
     wrapped: dict[int, int] = {}
+    labelled_wraps: set[str] = set()
     for n in nodes[1:]:
         for k in n.inputs:
             src = by_key[k]
@@ -358,6 +369,9 @@ def architecture_svg(analysis: dict, max_width: float = 1200, prefix: str = "a-"
             slot = wrapped.get(src.line, 0)
             if n.line != src.line:
                 wrapped[src.line] = slot + 1
+                if src.key in labelled_wraps:  # they share the first stretch: label it once
+                    label = ""
+                labelled_wraps.add(src.key)
             out.append(_draw_edge(src, n, line_top, prefix, label, slot))
     out.append("</svg>")
     return "\n".join(out) + "\n"
