@@ -158,6 +158,10 @@ def test_bad_sources_get_clear_errors(tmp_path):
     assert r.exit_code == 2 and "checkpoint" in r.output and "does not exist" in r.output
     r = runner.invoke(app, ["report", str(tmp_path / "missing.yaml")])
     assert r.exit_code == 2 and "not found" in r.output
+    (tmp_path / "taken").write_text("a file, not a folder")
+    r = runner.invoke(app, ["report", str(SPECS / "lenet5.yaml"), "-o",
+                            str(tmp_path / "taken" / "r.html")])
+    assert r.exit_code == 2 and "cannot write the report" in r.output
     assert "Traceback" not in r.output
 
 

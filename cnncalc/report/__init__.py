@@ -6,8 +6,11 @@ and imports neither numba nor the engine at import time.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+
+from cnncalc.errors import DataError
 
 from cnncalc.report.architecture import architecture_svg
 from cnncalc.report.sources import ReportData, from_checkpoint, from_source, from_spec
@@ -24,12 +27,19 @@ def render(data: ReportData) -> str:
 
 
 def _write(path, html: str) -> Path:
+    """Write ``html`` to ``path`` through a temporary file, so a failed write leaves any old
+    report whole."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise DataError(f"cannot write the report {path}: {e.strerror or e}",
+                        hint="choose a writable file with -o") from None
     return path
 
 
