@@ -67,7 +67,8 @@ SCRIPT = """
     var dir=th.getAttribute('aria-sort')==='ascending'?'descending':'ascending';
     table.querySelectorAll('th').forEach(function(t){t.removeAttribute('aria-sort');});
     th.setAttribute('aria-sort',dir);
-    var body=table.tBodies[0],rows=Array.prototype.slice.call(body.rows),num=th.classList.contains('n');
+    var body=table.tBodies[0],rows=Array.prototype.slice.call(body.rows);
+    var num=th.classList.contains('n');
     rows.sort(function(a,b){
       var x=a.cells[idx].getAttribute('data-v'),y=b.cells[idx].getAttribute('data-v');
       if(x===null){x=a.cells[idx].textContent;y=b.cells[idx].textContent;}
@@ -85,9 +86,11 @@ SCRIPT = """
       document.querySelectorAll('.rfgroup').forEach(function(g){
         g.style.display=g.id===opt.getAttribute('data-group')?'':'none';});
       ['size','stride','start','exceeds','warn'].forEach(function(k){
-        var el=document.getElementById('rf-'+k);if(el){el.textContent=opt.getAttribute('data-'+k);}});
+        var el=document.getElementById('rf-'+k);
+        if(el){el.textContent=opt.getAttribute('data-'+k);}});
       document.querySelectorAll('.cnn-arch .node').forEach(function(n){
-        n.classList.toggle('sel',(' '+n.getAttribute('data-layers')+' ').indexOf(' '+pick.value+' ')>=0);});
+        var names=' '+n.getAttribute('data-layers')+' ';
+        n.classList.toggle('sel',names.indexOf(' '+pick.value+' ')>=0);});
     };
     pick.addEventListener('change',show);
     document.querySelectorAll('.cnn-arch .node').forEach(function(n){
