@@ -66,7 +66,7 @@ def _description(graph) -> str:
 
 def from_spec(source, *, batch: int | None = None, optimizer: str | None = None,
               strict: bool = False, convention: str | None = None) -> ReportData:
-    from cnncalc.graph import load
+    from cnncalc import load
 
     graph = load(source, strict=strict, convention=convention)
     batch, optimizer = _memory_choice(graph, batch, optimizer)
@@ -79,7 +79,7 @@ def from_checkpoint(path, *, batch: int | None = None, optimizer: str | None = N
                     evaluate: bool = True) -> ReportData:
     """A checkpoint's network, training curves, settings and (when ``evaluate`` and its data set
     can be loaded) its test-set confusion matrix."""
-    from cnncalc.graph import load
+    from cnncalc import load
     from cnncalc.train.checkpoint import load_checkpoint
     from cnncalc.train.settings import resolve
 
