@@ -17,7 +17,8 @@ SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_
 @handle_errors
 def analyze(
     spec: Path = SpecArg,
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json, markdown, csv, svg (the drawing)."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f",
+                               help="table, json, markdown, csv, svg (the drawing)."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Batch size for memory totals."),
     optimizer: Optimizer = typer.Option(None, "--optimizer",
                                         help="Add gradients and optimizer state to the memory "

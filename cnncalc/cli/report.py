@@ -5,9 +5,9 @@ from pathlib import Path
 
 import typer
 
-from cnncalc.cli.analyze import ConventionName, ConventionOpt, StrictOpt
 from cnncalc.cli.app import app
-from cnncalc.cli.common import Optimizer, console, handle_errors
+from cnncalc.cli.common import (ConventionName, ConventionOpt, Optimizer, StrictOpt, console,
+                                handle_errors)
 
 
 @app.command()

@@ -301,7 +301,8 @@ def train(
     log_every: int = typer.Option(None, "--log-every", help="Steps between JSON progress "
                                                             "lines (100)."),
     out: Path = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv, "
-                                                 "curves.png and report.html here.", file_okay=False),
+                                                 "curves.png and report.html here.",
+                             file_okay=False),
     resume: Path = typer.Option(None, "--resume", help="Continue from a checkpoint.",
                                 dir_okay=False),
     fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json "
