@@ -7,8 +7,11 @@ from pathlib import Path
 import typer
 
 from cnncalc.cli import render
-from cnncalc.cli.app import app
-from cnncalc.cli.common import Format, Optimizer, console, handle_errors, print_json, warn
+from cnncalc.optim import OPTIMIZERS
+from cnncalc.cli.common import Format, console, handle_errors, print_json, warn
+
+#: this module's commands; cnncalc.cli.app adds them to the root application
+commands = typer.Typer()
 
 
 class ConventionName(str, Enum):
@@ -26,15 +29,16 @@ ConventionOpt = typer.Option(None, "--convention",
                                   "caffe, darknet.")
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def analyze(
     spec: Path = SpecArg,
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json, markdown, csv."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Batch size for memory totals."),
-    optimizer: Optimizer = typer.Option(None, "--optimizer",
-                                        help="Add gradients and optimizer state to the memory "
-                                             "estimate (training memory)."),
+    optimizer: str = typer.Option(None, "--optimizer", metavar="NAME",
+                                  help="Add gradients and optimizer state to the memory "
+                                       "estimate (training memory): "
+                                       f"{', '.join(OPTIMIZERS.names())}."),
     strict: bool = StrictOpt,
     convention: ConventionName = ConventionOpt,
 ):
@@ -42,7 +46,7 @@ def analyze(
     from cnncalc.graph import load
 
     graph = load(spec, strict=strict, convention=convention.value if convention else None)
-    report = graph.analyze(batch=batch, optimizer=optimizer.value if optimizer else None)
+    report = graph.analyze(batch=batch, optimizer=optimizer)
     if fmt is Format.json:
         print_json(report)
         return
@@ -65,7 +69,7 @@ def analyze(
         warn(w)
 
 
-@app.command("layers")
+@commands.command("layers")
 def list_layers(fmt: Format = typer.Option(Format.table, "--format", "-f")):
     """List every layer type, its aliases and options."""
     from rich.table import Table

@@ -10,7 +10,6 @@ from enum import Enum
 import typer
 from rich.console import Console
 
-from cnncalc.analysis import OPTIMIZER_STATE
 from cnncalc.cli.render import user_text
 from cnncalc.errors import CnnCalcError
 
@@ -25,10 +24,6 @@ class Format(str, Enum):
 class TableOrJson(str, Enum):
     table = "table"
     json = "json"
-
-
-#: Optimizer choices on the command line, from the analyzer's table (which imports no numpy).
-Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATE}, type=str)
 
 
 def console(stderr: bool = False) -> Console:

@@ -11,9 +11,11 @@ import typer
 from rich.table import Table
 
 from cnncalc.cli.analyze import ConventionName, ConventionOpt, StrictOpt
-from cnncalc.cli.app import app
 from cnncalc.cli.common import console, handle_errors, print_json, warn
 from cnncalc.cli.render import user_text
+
+#: this module's commands; cnncalc.cli.app adds them to the root application
+commands = typer.Typer()
 
 
 class HwFormat(str, Enum):
@@ -95,7 +97,7 @@ def _layer_markdown(steps: list[dict], notes: list[str]) -> list[str]:
 # layer
 
 
-@app.command("layer")
+@commands.command("layer")
 @handle_errors
 def layer_cmd(
     kind: str = typer.Argument(..., help="conv, pool (maxpool), avgpool or fc.",
@@ -147,7 +149,7 @@ def layer_cmd(
 # explain
 
 
-@app.command("explain")
+@commands.command("explain")
 @handle_errors
 def explain_cmd(
     spec: Path = typer.Argument(..., help="YAML architecture spec.", show_default=False),
@@ -209,7 +211,7 @@ def explain_cmd(
 # check
 
 
-@app.command("check")
+@commands.command("check")
 @handle_errors
 def check_cmd(
     spec: Path = typer.Argument(..., help="YAML architecture spec.", show_default=False),
@@ -281,7 +283,7 @@ def _matrix_lines(m: list[list], indent: str = "  ") -> list[str]:
     return [indent + " ".join(c.rjust(width) for c in row) for row in cells]
 
 
-@app.command("conv")
+@commands.command("conv")
 @handle_errors
 def conv_cmd(
     a: str = typer.Argument(..., help='Input matrix: "1,3,1; 0,-1,1; 2,2,-1" (depth slices '
@@ -350,7 +352,7 @@ def conv_cmd(
 # solve
 
 
-@app.command("solve")
+@commands.command("solve")
 @handle_errors
 def solve_cmd(
     kind: str = typer.Argument("conv", help="conv, pool (maxpool) or avgpool."),

@@ -13,10 +13,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cnncalc.cli.app import app
 from cnncalc.cli.common import TableOrJson, console, handle_errors, print_json
 
-lab_app = typer.Typer(
+#: the ``lab`` command group; cnncalc.cli.app adds it to the root application
+commands = typer.Typer(
     name="lab",
     help="Classroom labs: init statistics, optimizers, schedules, activations, equivariance, "
          "batch-norm folding, preprocessing.",
@@ -25,7 +25,6 @@ lab_app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(lab_app, name="lab")
 
 
 class Init(str, Enum):
@@ -112,7 +111,7 @@ def _notes(out, notes) -> None:
 
 
 # ------------------------------------------------------------------------------ init-stats
-@lab_app.command("init-stats")
+@commands.command("init-stats")
 @handle_errors
 def init_stats(
     init: Init = typer.Option(Init.xavier, "--init", "-i",
@@ -173,7 +172,7 @@ def _parse_lrs(items: list[str] | None) -> dict:
     return lrs
 
 
-@lab_app.command("optimizers")
+@commands.command("optimizers")
 @handle_errors
 def optimizers(
     function: Function = typer.Option(Function.ravine, "--function", "-F"),
@@ -222,7 +221,7 @@ def optimizers(
 
 
 # ------------------------------------------------------------------------------ schedules
-@lab_app.command("schedules")
+@commands.command("schedules")
 @handle_errors
 def schedules(
     lr: float = typer.Option(0.1, "--lr", min=0.0, help="Initial learning rate alpha0."),
@@ -251,7 +250,7 @@ def schedules(
 
 
 # ------------------------------------------------------------------------------ activations
-@lab_app.command("activations")
+@commands.command("activations")
 @handle_errors
 def activations(
     lo: float = typer.Option(-5.0, "--from", help="Plot range start."),
@@ -302,7 +301,7 @@ SpecArg = typer.Argument(..., help="YAML architecture spec.", exists=True, dir_o
                          readable=True, show_default=False)
 
 
-@lab_app.command("equivariance")
+@commands.command("equivariance")
 @handle_errors
 def equivariance(
     spec: Path = SpecArg,
@@ -362,7 +361,7 @@ def equivariance(
 
 
 # ------------------------------------------------------------------------------ bn-fold
-@lab_app.command("bn-fold")
+@commands.command("bn-fold")
 @handle_errors
 def bn_fold(
     source: Path = typer.Argument(..., help="YAML spec, or a .npz checkpoint from `cnncalc "
@@ -409,7 +408,7 @@ def bn_fold(
 
 
 # ------------------------------------------------------------------------------ preprocess
-@lab_app.command("preprocess")
+@commands.command("preprocess")
 @handle_errors
 def preprocess(
     data: str = typer.Option("synthetic", "--data", "-d", help="synthetic[:N] or mnist:DIR."),
