@@ -182,7 +182,7 @@ def test_every_cli_setting_option_comes_from_a_declared_field():
     from cnncalc.cli.train import settings_options
 
     names = [p.name for p in settings_options()]
-    assert names == [k for k, f in SETTINGS.items() if f.metadata["setting"].cli]
+    assert names == list(SETTINGS)
     assert set(names) == {f for f in TrainSettings.__dataclass_fields__ if f != "sources"}
     for key, reg in KEY_OF.items():
         assert all(n in SETTINGS[key].metadata["setting"].help + ", ".join(reg.names())
@@ -195,3 +195,12 @@ def test_defaults_declared_once():
         if f.metadata["setting"].hyper_of is not None:
             assert f.default is None, key
     assert REQUIRED is schedules.SCHEDULES.lookup("cosine").param("total").default
+
+
+def test_readme_settings_table_is_the_generated_one():
+    from pathlib import Path
+
+    from cnncalc.train.settings import settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert settings_table() in readme

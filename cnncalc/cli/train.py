@@ -11,7 +11,6 @@ import inspect
 import math
 import sys
 import time
-import typing
 from pathlib import Path
 
 import typer
@@ -40,22 +39,6 @@ def sparkline(values: list[float]) -> str:
 def _emit_json(obj: dict) -> None:
     sys.stdout.write(dumps_json(obj) + "\n")
     sys.stdout.flush()
-
-
-def _json_errors(fn):
-    """In JSON mode, also report a user error as a final ``{"event": "error"}`` line."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CnnCalcError as err:
-            if kwargs.get("fmt") is TableOrJson.json:
-                _emit_json({"event": "error", "type": type(err).__name__,
-                            "message": err.message, "hint": err.hint})
-            raise
-    return wrapper
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,36 +158,22 @@ def _summary_table(rows: list[dict]):
 # train
 
 
-def _cli_type(annotation: typing.Any) -> type:
-    """The command-line type of a settings field: its scalar type, or text to be parsed by the
-    field's own parser (lists, pairs, init specs)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    base = args[0] if len(args) == 1 else annotation
-    return base if base in (bool, int, float, str) else str
-
-
 def settings_options() -> list[inspect.Parameter]:
     """One typer option per declared :class:`TrainSettings` field: ``--field-name`` (or the
     field's own flags), its help with choices and default; every option defaults to None,
     meaning "not given", so the spec's ``train:`` and a resumed checkpoint's settings stand."""
     from rich.markup import escape
 
-    from cnncalc.train.settings import SETTINGS, TrainSettings, default_text, meaning
+    from cnncalc.train.settings import (KEYS, default_text, meaning, option_flags, setting,
+                                        value_type)
 
-    hints = typing.get_type_hints(TrainSettings)
     params = []
-    for name, f in SETTINGS.items():
-        s = f.metadata["setting"]
-        if not s.cli:
-            continue
-        kind = _cli_type(hints[name])
-        dashed = "--" + name.replace("_", "-")
-        flags = s.flags or ((f"{dashed}/--no-{dashed[2:]}",) if kind is bool else (dashed,))
-        option = typer.Option(None, *flags, help=escape(f"{meaning(name)} [default: "
-                                                        f"{default_text(name)}]"),
-                              metavar=s.metavar, show_default=False)
+    for name in KEYS:
+        option = typer.Option(None, *option_flags(name), show_default=False,
+                              help=escape(f"{meaning(name)} [default: {default_text(name)}]"),
+                              metavar=setting(name).metavar)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=typing.Optional[kind]))  # noqa: UP045
+                                        annotation=value_type(name) | None))
     return params
 
 
@@ -225,13 +194,19 @@ def train(
     json_mode = fmt is TableOrJson.json
     out_console = console()
     given = {k: v for k, v in overrides.items() if v is not None}
-    if json_mode:
-        result = run(spec, given, out_dir=out, resume=resume, callbacks=[JsonReporter()],
-                     source="command line")
-    else:
-        with RichReporter(out_console) as reporter:
-            result = run(spec, given, out_dir=out, resume=resume, callbacks=[reporter],
+    try:
+        if json_mode:
+            result = run(spec, given, out_dir=out, resume=resume, callbacks=[JsonReporter()],
                          source="command line")
+        else:
+            with RichReporter(out_console) as reporter:
+                result = run(spec, given, out_dir=out, resume=resume, callbacks=[reporter],
+                             source="command line")
+    except CnnCalcError as err:
+        if json_mode:   # scripts read the reason from the last line too
+            _emit_json({"event": "error", "type": type(err).__name__, "message": err.message,
+                        "hint": err.hint})
+        raise
     _report(result, json_mode, out_console)
 
 
@@ -268,7 +243,7 @@ _train_signature = inspect.signature(train)
 train.__signature__ = _train_signature.replace(parameters=[
     *(p for p in _train_signature.parameters.values() if p.kind is not p.VAR_KEYWORD),
     *settings_options()])
-commands.command("train")(handle_errors(_json_errors(train)))
+commands.command("train")(handle_errors(train))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import difflib
 import itertools
 import math
 import numbers
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,8 @@ from cnncalc.schedules import SCHEDULES, scale_lr_with_batch
 from cnncalc.train.data import DATA_SOURCES, data_forms
 from cnncalc.train.preprocess import PREPROCESSORS
 
-__all__ = ["KEYS", "SETTINGS", "Setting", "TrainSettings", "default_text", "meaning", "resolve",
-           "settings_table"]
+__all__ = ["KEYS", "SETTINGS", "Setting", "TrainSettings", "default_text", "meaning",
+           "option_flags", "resolve", "settings_table", "value_type"]
 
 #: value parser: ``parse(key, value, source) -> value`` (raises TrainError naming key and source)
 Parser = Callable[[str, Any, str], Any]
@@ -190,7 +191,6 @@ class Setting:
     hyper_of: Registry | None = None
     aliases: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
-    cli: bool = True
     metavar: str | None = None
 
 
@@ -390,16 +390,40 @@ def meaning(name: str) -> str:
     """A field's help with its choices (a registry's names) or the entries that take it."""
     s = setting(name)
     if s.registry is not None:
-        return f"{s.help}: {', '.join(s.registry.names())}"
+        names = [e.name + (f" ({', '.join(a for a in e.aliases if a)})"
+                           if any(e.aliases) else "") for e in s.registry]
+        return f"{s.help}: {', '.join(names)}"
     if s.hyper_of is not None and len(users(name)) < len(s.hyper_of):
         return f"{s.help} ({', '.join(users(name))})"
     return s.help
 
 
+def value_type(name: str) -> type:
+    """The command-line type of a field: its scalar type (bool, int, float, str), or str for
+    text that the field's parser reads (lists, pairs, init specs)."""
+    annotation = typing.get_type_hints(TrainSettings)[name]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if len(args) == 1 else annotation
+    return base if base in (bool, int, float, str) else str
+
+
+def option_flags(name: str) -> tuple[str, ...]:
+    """The command-line spelling of a field: its declared flags, else ``--field-name``
+    (``--field-name/--no-field-name`` for a switch)."""
+    s = setting(name)
+    if s.flags:
+        return s.flags
+    dashed = "--" + name.replace("_", "-")
+    return (f"{dashed}/--no-{dashed[2:]}",) if value_type(name) is bool else (dashed,)
+
+
 def settings_table() -> str:
-    """A markdown table of every setting: key, default, meaning."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
-    rows += [f"| `{name}` | {default_text(name)} | {meaning(name)} |" for name in KEYS]
+    """A markdown table of every setting: ``train:`` key, option, default, meaning."""
+    rows = ["| `train:` key | option | default | meaning |", "|---|---|---|---|"]
+    for name in KEYS:
+        flags = ", ".join(f"`{f}`" for f in option_flags(name))
+        rows.append(f"| `{name}` | {flags} | {default_text(name)} | "
+                    f"{meaning(name).replace('|', chr(92) + '|')} |")
     return "\n".join(rows) + "\n"
 
 
