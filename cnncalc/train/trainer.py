@@ -189,7 +189,7 @@ def load_data(settings: TrainSettings, graph) -> Any:
     from cnncalc.train import data as data_mod
 
     arg = settings.data
-    if arg.partition(":")[0].strip().lower() == "synthetic":
+    if data_mod.DATA_SOURCES.canonical(arg.partition(":")[0]) == "synthetic":
         k = _num_classes(graph)
         if k > len(data_mod.SYNTHETIC_CLASSES):
             raise TrainError(f"the spec ends in {k} classes; synthetic data has at most "
