@@ -204,3 +204,16 @@ def test_readme_settings_table_is_the_generated_one():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert settings_table() in readme
+
+
+@pytest.mark.parametrize(("spelling", "name"), spellings("optimizer"))
+def test_analyze_accepts_every_optimizer_name(spelling, name, specs_dir):
+    import json
+
+    r = runner.invoke(app, ["analyze", str(specs_dir / "lenet5.yaml"), "--format", "json",
+                            "--optimizer", spelling])
+    assert r.exit_code == 0, r.output
+    training = json.loads(r.output)["totals"]["training"]
+    entry = optim.OPTIMIZERS.lookup(name)
+    assert training["optimizer"] == name
+    assert training["optimizer_state_bytes"] == entry.extra["state"] * training["gradient_bytes"]

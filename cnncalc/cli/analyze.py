@@ -65,8 +65,7 @@ def analyze(
         out.print(line)
     if any(r["rf_exceeds_input"] for r in report["layers"]):
         out.print("! receptive field larger than the input (it covers padding)")
-    for w in report["warnings"]:
-        warn(w)
+    warn(*report["warnings"])
 
 
 @commands.command("layers")

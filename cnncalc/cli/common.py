@@ -130,5 +130,8 @@ def json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def warn(message: str) -> None:
-    console(stderr=True).print(f"[yellow]warning:[/] {user_text(message)}")
+def warn(*messages: str) -> None:
+    """Each message on stderr as a ``warning:`` line."""
+    err = console(stderr=True)
+    for message in messages:
+        err.print(f"[yellow]warning:[/] {user_text(message)}")

@@ -141,8 +141,7 @@ def layer_cmd(
                   f"{result['input']}  ({result['convention']} convention)")
         for line in _layer_text(result["steps"], result["notes"], indent=""):
             out.print(line)
-    for w in result["warnings"]:
-        warn(w)
+    warn(*result["warnings"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +202,7 @@ def explain_cmd(
             out.print("[bold]totals[/]")
             for s in report["totals"]:
                 out.print(f"  {user_text(s['text'])}")
-    for w in report["warnings"]:
-        warn(w)
+    warn(*report["warnings"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,8 +256,7 @@ def check_cmd(
                 out.print(f"      {user_text(w)}")
         color = "green" if report["all_right"] else "red"
         out.print(f"[bold {color}]score: {report['score']}[/]")
-    for w in report["warnings"]:
-        warn(w)
+    warn(*report["warnings"])
     if not report["all_right"]:
         raise typer.Exit(code=1)
 

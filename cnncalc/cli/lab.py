@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from cnncalc.cli.common import TableOrJson, console, handle_errors, print_json
+from cnncalc.labs.optimizers import FUNCTIONS
 
 #: the ``lab`` command group; cnncalc.cli.app adds it to the root application
 commands = typer.Typer(
@@ -40,10 +41,8 @@ class Nonlin(str, Enum):
     relu = "relu"
 
 
-class Function(str, Enum):
-    ravine = "ravine"
-    saddle = "saddle"
-    rosenbrock = "rosenbrock"
+#: the 2-D test functions of the optimizer lab, from its table
+Function = Enum("Function", {name: name for name in FUNCTIONS}, type=str)
 
 
 class DType(str, Enum):
@@ -73,11 +72,19 @@ def _clean(obj):
     return obj
 
 
-def _emit_json(result, drop: tuple[str, ...] = ()) -> None:
+def _emit_json(result, drop: tuple[str, ...] = (), *,
+               drop_in: tuple[str, tuple[str, ...]] | None = None, **extra) -> None:
+    """``result`` as JSON without the keys ``drop``; ``drop_in=(list_key, keys)`` also drops
+    ``keys`` from every record of ``result[list_key]``; ``extra`` adds keys."""
     d = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
     for k in drop:
         d.pop(k, None)
-    print_json(_clean(d))
+    if drop_in is not None:
+        list_key, keys = drop_in
+        for record in d[list_key]:
+            for k in keys:
+                record.pop(k, None)
+    print_json(_clean({**d, **extra}))
 
 
 def _g(v, digits: int = 4) -> str:
@@ -131,12 +138,7 @@ def init_stats(
     r = lab.run(init.value, nonlinearity.value, n=n, width=width, depth=depth, seed=seed)
     _plot("init_stats", r, plot)
     if fmt is TableOrJson.json:
-        d = dataclasses.asdict(r)
-        if not histograms:
-            for layer in d["layers"]:
-                layer.pop("hist_counts")
-                layer.pop("hist_edges")
-        print_json(_clean(d))
+        _emit_json(r, drop_in=None if histograms else ("layers", ("hist_counts", "hist_edges")))
         return
     out = console()
     t = Table(title=f"init {r.init} ({r.init_spec}), {r.nonlinearity}: {r.depth} fc layers x "
@@ -196,12 +198,7 @@ def optimizers(
                 tol=tol, lrs=_parse_lrs(lr), seed=seed)
     _plot("optimizers", r, plot)
     if fmt is TableOrJson.json:
-        d = dataclasses.asdict(r)
-        if not paths:
-            for run in d["runs"]:
-                run.pop("path")
-        d["best"] = r.best()
-        print_json(_clean(d))
+        _emit_json(r, drop_in=None if paths else ("runs", ("path",)), best=r.best())
         return
     out = console()
     title = f"{r.function}" + (f", condition number {r.kappa:g}" if r.kappa else "") + \
