@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cnncalc.errors import TrainError
-from cnncalc.registry import Param, Registry
+from cnncalc.registry import Registry, doc_line, signature_params
 
 __all__ = [
     "OPTIMIZERS",
@@ -555,20 +555,9 @@ class AdamW(Adam):
 OPTIMIZERS = Registry("optimizer", error=TrainError)
 
 
-def _declared(cls: type[Optimizer]) -> tuple[Param, ...]:
-    """The constructor's parameters (keyword-only spellings such as ``rho=`` excluded), with
-    their signature defaults and the help the class hierarchy declares."""
-    helps: dict[str, str] = {}
-    for c in reversed(cls.__mro__):
-        helps.update(c.__dict__.get("param_help", {}))
-    return tuple(Param(p.name, p.default, helps.get(p.name, ""))
-                 for p in inspect.signature(cls).parameters.values()
-                 if p.kind is p.POSITIONAL_OR_KEYWORD)
-
-
 def _register(cls: type[Optimizer], *aliases: str) -> None:
-    OPTIMIZERS.add(cls.name, cls, aliases=aliases, params=_declared(cls),
-                   help=(cls.__doc__ or "").strip().splitlines()[0], state=len(cls.slots))
+    OPTIMIZERS.add(cls.name, cls, aliases=aliases, params=signature_params(cls),
+                   help=doc_line(cls), state=len(cls.slots))
 
 
 _register(SGD)

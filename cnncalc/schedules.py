@@ -30,13 +30,12 @@ In :func:`create`, ``total`` and ``milestones`` count from the start of the run,
 """
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from typing import Any, ClassVar
 
 from cnncalc.errors import TrainError
-from cnncalc.registry import REQUIRED, Param, Registry
+from cnncalc.registry import Param, Registry, doc_line, signature_params
 
 __all__ = [
     "SCHEDULES",
@@ -299,21 +298,9 @@ SCHEDULES = Registry("schedule", error=TrainError)
 WARMUP = Param("warmup", 0, "linear warm-up length (0: none)")
 
 
-def _declared(cls: type[Schedule]) -> tuple[Param, ...]:
-    """The constructor's parameters with their signature defaults (``REQUIRED`` where there is
-    none) and the help the class hierarchy declares, then ``warmup``."""
-    helps: dict[str, str] = {}
-    for c in reversed(cls.__mro__):
-        helps.update(c.__dict__.get("param_help", {}))
-    params = tuple(Param(p.name, REQUIRED if p.default is p.empty else p.default,
-                         helps.get(p.name, ""))
-                   for p in inspect.signature(cls).parameters.values())
-    return (*params, WARMUP)
-
-
 def _register(cls: type[Schedule], *aliases: str) -> None:
-    SCHEDULES.add(cls.name, cls, aliases=aliases, params=_declared(cls),
-                  help=(cls.__doc__ or "").strip().splitlines()[0])
+    SCHEDULES.add(cls.name, cls, aliases=aliases, params=(*signature_params(cls), WARMUP),
+                  help=doc_line(cls))
 
 
 _register(Constant, "none", "fixed")

@@ -167,9 +167,9 @@ def run(function: str = "ravine", optimizers=OPTIMIZERS, *, kappa: float = 50.0,
         raise TrainError(f"tol must be > 0; got {tol}")
     if noise < 0:
         raise TrainError(f"noise must be >= 0; got {noise}")
-    lrs = dict(lrs or {})
+    lrs = {_REGISTRY.canonical(k) or k: v for k, v in (lrs or {}).items()}
     unknown = [k for k in lrs if k not in OPTIMIZERS]
-    names = [str(o).strip().lower() for o in optimizers]
+    names = [_REGISTRY.canonical(o) or str(o) for o in optimizers]
     bad = [o for o in names if o not in OPTIMIZERS] + unknown
     if bad:
         raise TrainError(f"unknown optimizer(s): {', '.join(bad)}",

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cnncalc.errors import TrainError
-from cnncalc.registry import Param, Registry
+from cnncalc.registry import Param, Registry, doc_line
 
 __all__ = ["PREPROCESSORS", "Preprocessor", "fit", "from_state"]
 
@@ -286,8 +286,7 @@ PREPROCESSORS = Registry("preprocessing", error=TrainError)
 
 
 def _register(cls: type[Preprocessor], *aliases: str, params: tuple[Param, ...] = ()) -> None:
-    PREPROCESSORS.add(cls.name, cls, aliases=aliases, params=params,
-                      help=(cls.__doc__ or "").strip().splitlines()[0])
+    PREPROCESSORS.add(cls.name, cls, aliases=aliases, params=params, help=doc_line(cls))
 
 
 _register(NoPreprocess, "", "identity")
