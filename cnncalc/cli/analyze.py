@@ -1,32 +1,17 @@
 """`cnncalc analyze` and `cnncalc layers`."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from cnncalc.cli import render
+from cnncalc.cli.common import (ConventionName, ConventionOpt, Format, SpecArg, StrictOpt,
+                                console, handle_errors, print_json, warn)
 from cnncalc.optim import OPTIMIZERS
-from cnncalc.cli.common import Format, console, handle_errors, print_json, warn
 
 #: this module's commands; cnncalc.cli.app adds them to the root application
 commands = typer.Typer()
-
-
-class ConventionName(str, Enum):
-    pytorch = "pytorch"
-    cs231n = "cs231n"
-    caffe = "caffe"
-    darknet = "darknet"
-
-
-SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_default=False)
-StrictOpt = typer.Option(False, "--strict",
-                         help="cs231n's rule: a non-integer (W - F + 2P)/S + 1 is an error.")
-ConventionOpt = typer.Option(None, "--convention",
-                             help="Rounding/padding convention: pytorch (default), cs231n, "
-                                  "caffe, darknet.")
 
 
 @commands.command()

@@ -26,6 +26,22 @@ class TableOrJson(str, Enum):
     json = "json"
 
 
+# the spec options that analyze and the homework commands share
+class ConventionName(str, Enum):
+    pytorch = "pytorch"
+    cs231n = "cs231n"
+    caffe = "caffe"
+    darknet = "darknet"
+
+
+SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_default=False)
+StrictOpt = typer.Option(False, "--strict",
+                         help="cs231n's rule: a non-integer (W - F + 2P)/S + 1 is an error.")
+ConventionOpt = typer.Option(None, "--convention",
+                             help="Rounding/padding convention: pytorch (default), cs231n, "
+                                  "caffe, darknet.")
+
+
 def console(stderr: bool = False) -> Console:
     """A console per call; a fixed width when not on a terminal so output is stable."""
     width = None

@@ -10,8 +10,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cnncalc.cli.analyze import ConventionName, ConventionOpt, StrictOpt
-from cnncalc.cli.common import console, handle_errors, print_json, warn
+from cnncalc.cli.common import (ConventionName, ConventionOpt, StrictOpt, console,
+                                handle_errors, print_json, warn)
 from cnncalc.cli.render import user_text
 
 #: this module's commands; cnncalc.cli.app adds them to the root application
