@@ -181,24 +181,30 @@ class Setting:
 
     ``registry``: the field's value names an entry of it (its names are the choices) or, with
     ``hyper_of``, the field is a hyperparameter of that registry's entries (its default and help
-    come from them). ``flags``: the command-line spelling when it is not ``--field-name``
-    (``"--on/--off"`` for a switch); ``cli=False`` keeps the field off the command line.
+    come from them). ``choices``: the few fixed words a field that names no registry takes.
+    ``flags``: the command-line spelling when it is not ``--field-name`` (``"--on/--off"`` for
+    a switch).
     """
 
     help: str
     parse: Parser
     registry: Registry | None = None
     hyper_of: Registry | None = None
+    choices: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     metavar: str | None = None
 
 
 def _setting(default: Any, help: str, parse: Parser, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default),
-                     metadata={"setting": Setting(help, parse, **kw)})
     return field(default=default, metadata={"setting": Setting(help, parse, **kw)})
+
+
+def _one_of(default: str, help: str, choices: tuple[str, ...],
+            aliases: Mapping[str, str] | None = None) -> Any:
+    """A field that takes one of a few fixed words (``aliases``: other spellings of them)."""
+    return _setting(default, help, _as_choice(*choices, aliases=aliases), choices=choices,
+                    metavar="|".join(choices))
 
 
 def _named(registry: Registry, default: str, help: str, **kw: Any) -> Any:
@@ -242,11 +248,10 @@ class TrainSettings:
     bias_correction: bool | None = _hyper(OPTIMIZERS, "bias_correction", _as_bool)
     schedule: str = _named(SCHEDULES, "constant", "learning-rate schedule",
                            aliases=("scheduler", "lr_schedule"))
-    schedule_per: str = _setting("step", "the unit of t (and of warmup, milestones, "
-                                 "step_size, total): step or epoch",
-                                 _as_choice("step", "epoch", aliases={
-                                     "iteration": "step", "iter": "step", "steps": "step",
-                                     "epochs": "epoch"}), metavar="step|epoch")
+    schedule_per: str = _one_of("step", "the unit of t (and of warmup, milestones, step_size, "
+                                "total)", ("step", "epoch"), aliases={
+                                    "iteration": "step", "iter": "step", "steps": "step",
+                                    "epochs": "epoch"})
     warmup: int = _setting(0, "linear warm-up length", _int_from(0), aliases=("warmup_steps",))
     milestones: list[int] | None = _hyper(SCHEDULES, "milestones", _as_int_list,
                                           metavar="T1,T2")
@@ -274,8 +279,8 @@ class TrainSettings:
     parallel: bool | None = _setting(None, "parallel kernels (auto); --deterministic: serial "
                                      "kernels, bit-reproducible runs", _as_parallel,
                                      flags=("--parallel/--deterministic",))
-    dtype: str = _setting("float32", "float32 or float64",
-                          _as_choice("float32", "float64"), metavar="float32|float64")
+    dtype: str = _one_of("float32", "floating-point type of the weights and activations",
+                         ("float32", "float64"))
     log_every: int = _setting(100, "steps between progress events in JSON output", _int_from(1))
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -393,6 +398,8 @@ def meaning(name: str) -> str:
         names = [e.name + (f" ({', '.join(a for a in e.aliases if a)})"
                            if any(e.aliases) else "") for e in s.registry]
         return f"{s.help}: {', '.join(names)}"
+    if s.choices:
+        return f"{s.help}: {', '.join(s.choices)}"
     if s.hyper_of is not None and len(users(name)) < len(s.hyper_of):
         return f"{s.help} ({', '.join(users(name))})"
     return s.help
