@@ -6,12 +6,14 @@ from pathlib import Path
 import typer
 
 from cnncalc.cli import render
-from cnncalc.cli.common import (ConventionName, ConventionOpt, Format, SpecArg, StrictOpt,
-                                console, handle_errors, print_json, warn)
+from cnncalc.cli.common import (ConventionName, ConventionOpt, Format, StrictOpt, console,
+                                handle_errors, print_json, warn)
 from cnncalc.optim import OPTIMIZERS
 
 #: this module's commands; cnncalc.cli.app adds them to the root application
 commands = typer.Typer()
+
+SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_default=False)
 
 
 @commands.command()
@@ -28,7 +30,7 @@ def analyze(
     convention: ConventionName = ConventionOpt,
 ):
     """Per-layer output volumes, parameters, MACs, memory and receptive fields, with totals."""
-    from cnncalc.graph import load
+    from cnncalc.spec import load
 
     graph = load(spec, strict=strict, convention=convention.value if convention else None)
     report = graph.analyze(batch=batch, optimizer=optimizer)
@@ -56,30 +58,17 @@ def analyze(
 @commands.command("layers")
 def list_layers(fmt: Format = typer.Option(Format.table, "--format", "-f")):
     """List every layer type, its aliases and options."""
-    from rich.table import Table
-
-    from cnncalc.layers import REGISTRY
-    from cnncalc.layers.options import OPTION_ALIASES
+    from cnncalc.layers import LAYERS
+    from cnncalc.layers.options import other_spellings
 
     rows = []
-    for kind, cls in sorted(REGISTRY.items()):
-        opts = []
-        for name, opt in cls.options.items():
-            spellings = [a for a, c in {**OPTION_ALIASES, **cls.option_aliases}.items()
-                         if c == name and a != name]
-            default = "required" if opt.required else f"default {opt.default!r}"
-            opts.append({"name": name, "aliases": spellings, "default": default, "doc": opt.doc})
-        rows.append({"type": kind, "aliases": list(cls.aliases), "summary": cls.summary,
+    for entry in sorted(LAYERS, key=lambda e: e.name):
+        opts = [{"name": p.name, "aliases": other_spellings(entry.obj, p.name),
+                 "default": "required" if p.required else f"default {p.default!r}",
+                 "doc": p.help} for p in entry.params]
+        rows.append({"type": entry.name, "aliases": list(entry.aliases), "summary": entry.help,
                      "options": opts})
     if fmt is Format.json:
         print_json(rows)
         return
-    table = Table(title="layer types")
-    for c in ("type", "aliases", "options", "what"):
-        table.add_column(c)
-    for r in rows:
-        opt_text = ", ".join(
-            o["name"] + (f" ({'/'.join(o['aliases'])})" if o["aliases"] else "")
-            for o in r["options"])
-        table.add_row(r["type"], ", ".join(r["aliases"]), opt_text, r["summary"])
-    console().print(table)
+    console().print(render.layers_table(rows))

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from cnncalc.cli.render import user_text
+from cnncalc.conventions import CONVENTIONS, DEFAULT
 from cnncalc.errors import CnnCalcError
 
 
@@ -26,20 +27,14 @@ class TableOrJson(str, Enum):
     json = "json"
 
 
-# the spec options that analyze and the homework commands share
-class ConventionName(str, Enum):
-    pytorch = "pytorch"
-    cs231n = "cs231n"
-    caffe = "caffe"
-    darknet = "darknet"
-
-
-SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_default=False)
+#: Convention choices on the command line, from the convention registry.
+ConventionName = Enum("ConventionName", {name: name for name in CONVENTIONS.names()}, type=str)
+ConventionOpt = typer.Option(
+    None, "--convention",
+    help="Rounding/padding convention: " + ", ".join(
+        f"{name} (default)" if name == DEFAULT else name for name in CONVENTIONS.names()) + ".")
 StrictOpt = typer.Option(False, "--strict",
                          help="cs231n's rule: a non-integer (W - F + 2P)/S + 1 is an error.")
-ConventionOpt = typer.Option(None, "--convention",
-                             help="Rounding/padding convention: pytorch (default), cs231n, "
-                                  "caffe, darknet.")
 
 
 def console(stderr: bool = False) -> Console:

@@ -162,7 +162,7 @@ def explain_cmd(
     The output size, the parameters (F·F·D1)·K + K, the MACs and the receptive-field recurrence,
     as a student would write them; --format markdown for pasting into a report.
     """
-    from cnncalc.graph import load
+    from cnncalc.spec import load
     from cnncalc.homework.explain import explain
 
     graph = load(spec, strict=strict, convention=_conv(convention))

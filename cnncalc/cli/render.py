@@ -166,3 +166,16 @@ def analysis_csv(report: dict) -> str:
                      t["trainable_params"], "", "", t["non_trainable_params"], t["macs"],
                      t["flops"], t["activations"], "", "", ""])
     return buf.getvalue()
+
+
+def layers_table(rows: list[dict]) -> Table:
+    """`cnncalc layers`: type, aliases, options (with their other spellings) and summary."""
+    table = Table(title="layer types")
+    for c in ("type", "aliases", "options", "what"):
+        table.add_column(c)
+    for r in rows:
+        opt_text = ", ".join(
+            o["name"] + (f" ({'/'.join(o['aliases'])})" if o["aliases"] else "")
+            for o in r["options"])
+        table.add_row(r["type"], ", ".join(r["aliases"]), opt_text, r["summary"])
+    return table
