@@ -259,7 +259,7 @@ def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_
 
 def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling):
     import cnncalc
-    from cnncalc.train import optim
+    from cnncalc import optim
 
     print(f"\n== LeNet-5 training step (forward + backward + SGD momentum 0.9, lr 0.05), "
           f"float32, {THREADS} threads ==")
@@ -290,7 +290,7 @@ def bench_chain_kernels(xtr, ytr, ceiling, torch_on, rows=128, reps=20):
     """The generated LeNet-5 kernels one by one, on one thread and one slice of ``rows`` (the
     half of a batch-256 step each thread runs), after 150 training steps (real liveness)."""
     import cnncalc
-    from cnncalc.train import optim
+    from cnncalc import optim
 
     net = cnncalc.Network(ROOT / "specs" / "lenet5.yaml", dtype="float32", threads=1)
     if torch_on:
@@ -421,7 +421,7 @@ def torch_from_network(net):
 
 def bench_cifar_bn(rounds, steps, torch_on, batch=64, n=8192):
     import cnncalc
-    from cnncalc.train import optim
+    from cnncalc import optim
 
     print(f"\n== cifar_bn training step (conv-bn-relu blocks, generic step plan; forward + "
           f"backward + Adam lr 1e-3), float32, {THREADS} threads, batch {batch} ==")
@@ -463,7 +463,7 @@ class _Compiles(event.Listener):
         pass
 event.register("numba:compile", _Compiles())
 import cnncalc
-from cnncalc.train import optim
+from cnncalc import optim
 net = cnncalc.Network({spec!r}, dtype="float32", threads={threads})
 t1 = time.perf_counter()
 rng = np.random.default_rng(0)

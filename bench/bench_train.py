@@ -70,14 +70,14 @@ def torch_optimizer(model, s):
     import torch
 
     p = model.parameters()
-    wd = s.weight_decay
+    h = s.optimizer_hyper()   # every hyperparameter, the optimizer's defaults filled in
     if s.optimizer in ("momentum", "nesterov", "sgd"):
-        return torch.optim.SGD(p, lr=s.base_lr(), weight_decay=wd,
-                               momentum=0.0 if s.optimizer == "sgd" else s.momentum,
+        return torch.optim.SGD(p, lr=h["lr"], weight_decay=h["weight_decay"],
+                               momentum=h.get("momentum", 0.0),
                                nesterov=s.optimizer == "nesterov")
     if s.optimizer == "adam":
-        return torch.optim.Adam(p, lr=s.base_lr(), betas=tuple(s.betas), weight_decay=wd,
-                                eps=s.eps or 1e-8)
+        return torch.optim.Adam(p, lr=h["lr"], betas=tuple(h["betas"]),
+                                weight_decay=h["weight_decay"], eps=h["eps"])
     raise SystemExit(f"bench: no PyTorch twin for optimizer {s.optimizer}")
 
 

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 from cnncalc.layers.base import prod
 
-#: optimizer → number of state tensors per parameter (momentum buffer, Adam's two moments)
-OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
-                   "adam": 2, "adamw": 2}
 ABSURD_BYTES = 1 << 40  # 1 TiB
 
 
@@ -63,9 +60,8 @@ def analyze(graph, batch: int = 1, optimizer: str | None = None, dtype_bytes: in
 
     if batch < 1:
         raise SpecError(f"batch must be a positive integer, got {batch}")
-    if optimizer is not None and optimizer not in OPTIMIZER_STATE:
-        raise SpecError(f"unknown optimizer '{optimizer}'",
-                        hint=f"choose one of: {', '.join(OPTIMIZER_STATE)}")
+    if optimizer is not None:
+        optimizer, state = optimizer_state(optimizer)
     inp = graph.input_shape
     rows = [layer_row(n) for n in graph.nodes]
     for row, node in zip(rows, graph.nodes):
@@ -91,7 +87,6 @@ def analyze(graph, batch: int = 1, optimizer: str | None = None, dtype_bytes: in
     }
     warnings = list(graph.warnings)
     if optimizer is not None:
-        state = OPTIMIZER_STATE[optimizer]
         training = {
             "optimizer": optimizer,
             "param_bytes": (params + non_trainable) * dtype_bytes,
@@ -115,6 +110,19 @@ def analyze(graph, batch: int = 1, optimizer: str | None = None, dtype_bytes: in
         "output": graph.output_shape.as_dict(),
         "warnings": warnings,
     }
+
+
+def optimizer_state(name: str) -> tuple[str, int]:
+    """``(canonical name, state arrays kept per parameter)`` of an optimizer: its registry
+    entry's ``state`` (momentum's velocity: 1; Adam's two moments: 2)."""
+    from cnncalc.errors import SpecError
+    from cnncalc.optim import OPTIMIZERS  # numpy: loaded only for a training-memory estimate
+
+    canonical = OPTIMIZERS.canonical(name)
+    if canonical is None:
+        raise SpecError(f"unknown optimizer '{name}'",
+                        hint=f"choose one of: {', '.join(OPTIMIZERS.names())}")
+    return canonical, OPTIMIZERS.lookup(canonical).extra["state"]
 
 
 def format_bytes(n: float) -> str:

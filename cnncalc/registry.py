@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,7 +25,7 @@ from typing import Any
 
 from cnncalc.errors import CnnCalcError
 
-__all__ = ["REQUIRED", "Entry", "Param", "Registry", "normalize"]
+__all__ = ["REQUIRED", "Entry", "Param", "Registry", "doc_line", "normalize", "signature_params"]
 
 
 class _Required:
@@ -88,6 +89,34 @@ class Entry:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+
+def signature_params(cls: type, help_attr: str = "param_help") -> tuple[Param, ...]:
+    """The constructor's positional-or-keyword parameters as :class:`Param` s: each default
+    from the signature (``REQUIRED`` where there is none), each help from the ``help_attr``
+    mappings of the class and its bases (a subclass's line wins). Keyword-only parameters
+    (alternative spellings such as ``rho=``) are left out. So a default is written once, in
+    the signature.
+
+    >>> class Rule:
+    ...     param_help = {"lr": "learning rate"}
+    ...     def __init__(self, lr, decay=0.9, *, alpha=None): ...
+    >>> [(p.name, p.default, p.help) for p in signature_params(Rule)]
+    [('lr', REQUIRED, 'learning rate'), ('decay', 0.9, '')]
+    """
+    helps: dict[str, str] = {}
+    for c in reversed(cls.__mro__):
+        helps.update(c.__dict__.get(help_attr, {}))
+    return tuple(Param(p.name, REQUIRED if p.default is p.empty else p.default,
+                       helps.get(p.name, ""))
+                 for p in inspect.signature(cls).parameters.values()
+                 if p.kind is p.POSITIONAL_OR_KEYWORD)
+
+
+def doc_line(obj: Any) -> str:
+    """The first line of ``obj``'s docstring: an entry's help when the object documents itself."""
+    lines = (obj.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def normalize(name: str) -> str:

@@ -10,9 +10,9 @@ import pytest
 from cnncalc.errors import DataError, TrainError
 from cnncalc.train import checkpoint as ckpt_mod
 from cnncalc.train.checkpoint import load_checkpoint, save_checkpoint
-from cnncalc.train.optim import create
+from cnncalc.optim import create
 from cnncalc.train.preprocess import Preprocessor, fit
-from cnncalc.train.schedules import create as create_schedule
+from cnncalc.schedules import create as create_schedule
 
 
 def make_state(seed=0):

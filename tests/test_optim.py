@@ -9,10 +9,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnncalc import optim as optim_reexport
 from cnncalc.errors import TrainError
-from cnncalc.train import optim
-from cnncalc.train.optim import OPTIMIZERS, create
+from cnncalc import optim
+from cnncalc.optim import OPTIMIZERS, create
 
 # Tiny problem: f(x) = 0.5 * sum(A * x**2), grad = A * x, A = [1, 4], x0 = [1, 1].
 A = np.array([1.0, 4.0])
@@ -141,7 +140,7 @@ def test_nesterov_matches_lookahead_form():
 # ---- API behaviour -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_float32_in_place_no_realloc(name):
     opt = create(name, lr=0.01)
     w = np.ones((3, 4), np.float32)
@@ -172,7 +171,7 @@ def test_lr_override_applies_to_one_step():
     np.testing.assert_allclose(xs[1], [0.5 - 0.1 * 0.5, -1.0 + 0.1 * 4.0])
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_state_dict_round_trip(name):
     a = create(name, lr=0.05)
     run_a = {"x": np.array([1.0, 1.0])}
@@ -195,7 +194,7 @@ def test_load_state_dict_rejects_other_optimizer():
         create("sgd").load_state_dict(sd)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_get_config_round_trip_through_yaml(name):
     opt = create(name, lr=0.003)
     cfg = yaml.safe_load(yaml.safe_dump(opt.get_config()))
@@ -205,9 +204,11 @@ def test_get_config_round_trip_through_yaml(name):
     assert opt.name == name
 
 
-def test_reexport_module():
-    assert optim_reexport.create is create
-    assert isinstance(optim_reexport.create("sgd"), optim.SGD)
+def test_registry_entries_name_their_class():
+    assert OPTIMIZERS.names() == ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
+                                  "adamw")
+    assert all(e.obj.name == e.name for e in OPTIMIZERS)
+    assert isinstance(create("sgd"), optim.SGD)
 
 
 @pytest.mark.parametrize(("name", "kw", "msg"), [

@@ -58,3 +58,24 @@ def test_normalize_is_idempotent_and_every_registered_spelling_resolves(name):
     if normalize(name):
         r.add(name, object())
         assert r.canonical(name.upper() if name.upper().lower() == name.lower() else name) == name
+
+
+def test_signature_params_read_defaults_once_and_help_along_the_bases():
+    from cnncalc.registry import doc_line, signature_params
+
+    class Base:
+        """A rule.
+
+        More text."""
+
+        param_help = {"lr": "learning rate", "decay": "base help"}
+
+        def __init__(self, lr, decay=0.9, *, alpha=None): ...
+
+    class Child(Base):
+        param_help = {"decay": "child help"}
+
+    params = signature_params(Child)
+    assert [(p.name, p.default, p.help) for p in params] == [
+        ("lr", REQUIRED, "learning rate"), ("decay", 0.9, "child help")]
+    assert doc_line(Base) == "A rule." and doc_line(Child) == ""

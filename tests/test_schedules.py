@@ -8,10 +8,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnncalc import schedules as sched_reexport
 from cnncalc.errors import TrainError
-from cnncalc.train import schedules
-from cnncalc.train.schedules import SCHEDULES, create, scale_lr_with_batch
+from cnncalc import schedules
+from cnncalc.schedules import SCHEDULES, create, scale_lr_with_batch
 
 CASES = [
     # (name, kwargs, t, expected)
@@ -112,11 +111,10 @@ def test_scale_lr_with_batch():
         scale_lr_with_batch(0.1, 0)
 
 
-def test_reexport_and_table():
-    assert sched_reexport.create is create
-    assert set(SCHEDULES) == {"constant", "step", "exponential", "inverse_time", "cosine",
-                              "linear", "inverse_sqrt"}
-    assert all(cls.name == key for key, cls in SCHEDULES.items())
+def test_registry_table():
+    assert set(SCHEDULES.names()) == {"constant", "step", "exponential", "inverse_time",
+                                      "cosine", "linear", "inverse_sqrt"}
+    assert all(e.obj.name == e.name for e in SCHEDULES)
 
 
 @pytest.mark.parametrize(("name", "kw", "msg"), [

@@ -171,7 +171,7 @@ def test_settings_merge_and_validation():
     s = resolve(("cli", {"optimizer": "adam", "betas": "0.8,0.99", "no_bias_correction": True,
                          "lr": 0.004, "scale_lr_with_batch": True, "batch_size": 512}))
     assert s.optimizer_hyper() == {"weight_decay": 0.0, "lr": 0.008, "betas": (0.8, 0.99),
-                                   "bias_correction": False}
+                                   "eps": 1e-8, "bias_correction": False}
     assert TrainSettings().optimizer == "momentum"
 
 

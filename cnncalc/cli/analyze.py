@@ -6,23 +6,27 @@ from pathlib import Path
 import typer
 
 from cnncalc.cli import render
-from cnncalc.cli.app import app
-from cnncalc.cli.common import (ConventionName, ConventionOpt, Format, Optimizer, StrictOpt,
-                                console, handle_errors, print_json, warn)
+from cnncalc.cli.common import (ConventionName, ConventionOpt, Format, StrictOpt, console,
+                                handle_errors, print_json, warn)
+from cnncalc.optim import OPTIMIZERS
+
+#: this module's commands; cnncalc.cli.app adds them to the root application
+commands = typer.Typer()
 
 SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_default=False)
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def analyze(
     spec: Path = SpecArg,
     fmt: Format = typer.Option(Format.table, "--format", "-f",
                                help="table, json, markdown, csv, svg (the drawing)."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Batch size for memory totals."),
-    optimizer: Optimizer = typer.Option(None, "--optimizer",
-                                        help="Add gradients and optimizer state to the memory "
-                                             "estimate (training memory)."),
+    optimizer: str = typer.Option(None, "--optimizer", metavar="NAME",
+                                  help="Add gradients and optimizer state to the memory "
+                                       "estimate (training memory): "
+                                       f"{', '.join(OPTIMIZERS.names())}."),
     strict: bool = StrictOpt,
     convention: ConventionName = ConventionOpt,
 ):
@@ -30,7 +34,7 @@ def analyze(
     from cnncalc.spec import load
 
     graph = load(spec, strict=strict, convention=convention.value if convention else None)
-    report = graph.analyze(batch=batch, optimizer=optimizer.value if optimizer else None)
+    report = graph.analyze(batch=batch, optimizer=optimizer)
     if fmt is Format.json:
         print_json(report)
         return
@@ -53,11 +57,10 @@ def analyze(
         out.print(line)
     if any(r["rf_exceeds_input"] for r in report["layers"]):
         out.print("! receptive field larger than the input (it covers padding)")
-    for w in report["warnings"]:
-        warn(w)
+    warn(*report["warnings"])
 
 
-@app.command("layers")
+@commands.command("layers")
 def list_layers(fmt: Format = typer.Option(Format.table, "--format", "-f")):
     """List every layer type, its aliases and options."""
     from cnncalc.layers import LAYERS

@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from cnncalc import __version__
+from cnncalc.cli import analyze, homework, lab, report, train
 
 app = typer.Typer(
     name="cnncalc",
@@ -28,11 +29,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """CNN layer calculator, shape/parameter analyzer and trainer."""
 
 
-from cnncalc.cli import analyze as _analyze  # noqa: E402,F401  (registers commands)
-from cnncalc.cli import lab as _lab  # noqa: E402,F401
-from cnncalc.cli import train as _train  # noqa: E402,F401
-from cnncalc.cli import homework as _homework  # noqa: E402,F401
-from cnncalc.cli import report as _report  # noqa: E402,F401
+# Each command module owns a typer of its commands and imports no other to register them;
+# here they are assembled, in the order `cnncalc --help` lists them.
+for _module in (analyze, lab, train, homework, report):
+    app.add_typer(_module.commands)
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ from enum import Enum
 import typer
 from rich.console import Console
 
-from cnncalc.analysis import OPTIMIZER_STATE
 from cnncalc.cli.render import user_text
 from cnncalc.conventions import CONVENTIONS, DEFAULT
 from cnncalc.errors import CnnCalcError
@@ -28,9 +27,6 @@ class TableOrJson(str, Enum):
     table = "table"
     json = "json"
 
-
-#: Optimizer choices on the command line, from the analyzer's table (which imports no numpy).
-Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATE}, type=str)
 
 #: Convention choices on the command line, from the convention registry.
 ConventionName = Enum("ConventionName", {name: name for name in CONVENTIONS.names()}, type=str)
@@ -146,5 +142,8 @@ def json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def warn(message: str) -> None:
-    console(stderr=True).print(f"[yellow]warning:[/] {user_text(message)}")
+def warn(*messages: str) -> None:
+    """Each message on stderr as a ``warning:`` line."""
+    err = console(stderr=True)
+    for message in messages:
+        err.print(f"[yellow]warning:[/] {user_text(message)}")

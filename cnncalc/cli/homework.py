@@ -10,10 +10,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cnncalc.cli.analyze import ConventionName, ConventionOpt, StrictOpt
-from cnncalc.cli.app import app
-from cnncalc.cli.common import console, handle_errors, print_json, warn
+from cnncalc.cli.common import (ConventionName, ConventionOpt, StrictOpt, console,
+                                handle_errors, print_json, warn)
 from cnncalc.cli.render import user_text
+
+#: this module's commands; cnncalc.cli.app adds them to the root application
+commands = typer.Typer()
 
 
 class HwFormat(str, Enum):
@@ -95,7 +97,7 @@ def _layer_markdown(steps: list[dict], notes: list[str]) -> list[str]:
 # layer
 
 
-@app.command("layer")
+@commands.command("layer")
 @handle_errors
 def layer_cmd(
     kind: str = typer.Argument(..., help="conv, pool (maxpool), avgpool or fc.",
@@ -139,15 +141,14 @@ def layer_cmd(
                   f"{result['input']}  ({result['convention']} convention)")
         for line in _layer_text(result["steps"], result["notes"], indent=""):
             out.print(line)
-    for w in result["warnings"]:
-        warn(w)
+    warn(*result["warnings"])
 
 
 # ---------------------------------------------------------------------------------------------
 # explain
 
 
-@app.command("explain")
+@commands.command("explain")
 @handle_errors
 def explain_cmd(
     spec: Path = typer.Argument(..., help="YAML architecture spec.", show_default=False),
@@ -201,15 +202,14 @@ def explain_cmd(
             out.print("[bold]totals[/]")
             for s in report["totals"]:
                 out.print(f"  {user_text(s['text'])}")
-    for w in report["warnings"]:
-        warn(w)
+    warn(*report["warnings"])
 
 
 # ---------------------------------------------------------------------------------------------
 # check
 
 
-@app.command("check")
+@commands.command("check")
 @handle_errors
 def check_cmd(
     spec: Path = typer.Argument(..., help="YAML architecture spec.", show_default=False),
@@ -261,8 +261,7 @@ def check_cmd(
                 out.print(f"      {user_text(w)}")
         color = "green" if report["all_right"] else "red"
         out.print(f"[bold {color}]score: {report['score']}[/]")
-    for w in report["warnings"]:
-        warn(w)
+    warn(*report["warnings"])
     if not report["all_right"]:
         raise typer.Exit(code=1)
 
@@ -286,7 +285,7 @@ def _matrix_lines(m: list[list], indent: str = "  ") -> list[str]:
     return [indent + " ".join(c.rjust(width) for c in row) for row in cells]
 
 
-@app.command("conv")
+@commands.command("conv")
 @handle_errors
 def conv_cmd(
     a: str = typer.Argument(..., help='Input matrix: "1,3,1; 0,-1,1; 2,2,-1" (depth slices '
@@ -355,7 +354,7 @@ def conv_cmd(
 # solve
 
 
-@app.command("solve")
+@commands.command("solve")
 @handle_errors
 def solve_cmd(
     kind: str = typer.Argument("conv", help="conv, pool (maxpool) or avgpool."),

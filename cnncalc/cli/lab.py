@@ -13,10 +13,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cnncalc.cli.app import app
 from cnncalc.cli.common import TableOrJson, console, handle_errors, print_json
+from cnncalc.labs.optimizers import FUNCTIONS
 
-lab_app = typer.Typer(
+#: the ``lab`` command group; cnncalc.cli.app adds it to the root application
+commands = typer.Typer(
     name="lab",
     help="Classroom labs: init statistics, optimizers, schedules, activations, equivariance, "
          "batch-norm folding, preprocessing.",
@@ -25,7 +26,6 @@ lab_app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(lab_app, name="lab")
 
 
 class Init(str, Enum):
@@ -41,10 +41,8 @@ class Nonlin(str, Enum):
     relu = "relu"
 
 
-class Function(str, Enum):
-    ravine = "ravine"
-    saddle = "saddle"
-    rosenbrock = "rosenbrock"
+#: the 2-D test functions of the optimizer lab, from its table
+Function = Enum("Function", {name: name for name in FUNCTIONS}, type=str)
 
 
 class DType(str, Enum):
@@ -74,11 +72,19 @@ def _clean(obj):
     return obj
 
 
-def _emit_json(result, drop: tuple[str, ...] = ()) -> None:
+def _emit_json(result, drop: tuple[str, ...] = (), *,
+               drop_in: tuple[str, tuple[str, ...]] | None = None, **extra) -> None:
+    """``result`` as JSON without the keys ``drop``; ``drop_in=(list_key, keys)`` also drops
+    ``keys`` from every record of ``result[list_key]``; ``extra`` adds keys."""
     d = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
     for k in drop:
         d.pop(k, None)
-    print_json(_clean(d))
+    if drop_in is not None:
+        list_key, keys = drop_in
+        for record in d[list_key]:
+            for k in keys:
+                record.pop(k, None)
+    print_json(_clean({**d, **extra}))
 
 
 def _g(v, digits: int = 4) -> str:
@@ -112,7 +118,7 @@ def _notes(out, notes) -> None:
 
 
 # ------------------------------------------------------------------------------ init-stats
-@lab_app.command("init-stats")
+@commands.command("init-stats")
 @handle_errors
 def init_stats(
     init: Init = typer.Option(Init.xavier, "--init", "-i",
@@ -132,12 +138,7 @@ def init_stats(
     r = lab.run(init.value, nonlinearity.value, n=n, width=width, depth=depth, seed=seed)
     _plot("init_stats", r, plot)
     if fmt is TableOrJson.json:
-        d = dataclasses.asdict(r)
-        if not histograms:
-            for layer in d["layers"]:
-                layer.pop("hist_counts")
-                layer.pop("hist_edges")
-        print_json(_clean(d))
+        _emit_json(r, drop_in=None if histograms else ("layers", ("hist_counts", "hist_edges")))
         return
     out = console()
     t = Table(title=f"init {r.init} ({r.init_spec}), {r.nonlinearity}: {r.depth} fc layers x "
@@ -173,7 +174,7 @@ def _parse_lrs(items: list[str] | None) -> dict:
     return lrs
 
 
-@lab_app.command("optimizers")
+@commands.command("optimizers")
 @handle_errors
 def optimizers(
     function: Function = typer.Option(Function.ravine, "--function", "-F"),
@@ -197,12 +198,7 @@ def optimizers(
                 tol=tol, lrs=_parse_lrs(lr), seed=seed)
     _plot("optimizers", r, plot)
     if fmt is TableOrJson.json:
-        d = dataclasses.asdict(r)
-        if not paths:
-            for run in d["runs"]:
-                run.pop("path")
-        d["best"] = r.best()
-        print_json(_clean(d))
+        _emit_json(r, drop_in=None if paths else ("runs", ("path",)), best=r.best())
         return
     out = console()
     title = f"{r.function}" + (f", condition number {r.kappa:g}" if r.kappa else "") + \
@@ -222,7 +218,7 @@ def optimizers(
 
 
 # ------------------------------------------------------------------------------ schedules
-@lab_app.command("schedules")
+@commands.command("schedules")
 @handle_errors
 def schedules(
     lr: float = typer.Option(0.1, "--lr", min=0.0, help="Initial learning rate alpha0."),
@@ -251,7 +247,7 @@ def schedules(
 
 
 # ------------------------------------------------------------------------------ activations
-@lab_app.command("activations")
+@commands.command("activations")
 @handle_errors
 def activations(
     lo: float = typer.Option(-5.0, "--from", help="Plot range start."),
@@ -302,7 +298,7 @@ SpecArg = typer.Argument(..., help="YAML architecture spec.", exists=True, dir_o
                          readable=True, show_default=False)
 
 
-@lab_app.command("equivariance")
+@commands.command("equivariance")
 @handle_errors
 def equivariance(
     spec: Path = SpecArg,
@@ -362,7 +358,7 @@ def equivariance(
 
 
 # ------------------------------------------------------------------------------ bn-fold
-@lab_app.command("bn-fold")
+@commands.command("bn-fold")
 @handle_errors
 def bn_fold(
     source: Path = typer.Argument(..., help="YAML spec, or a .npz checkpoint from `cnncalc "
@@ -409,7 +405,7 @@ def bn_fold(
 
 
 # ------------------------------------------------------------------------------ preprocess
-@lab_app.command("preprocess")
+@commands.command("preprocess")
 @handle_errors
 def preprocess(
     data: str = typer.Option("synthetic", "--data", "-d", help="synthetic[:N] or mnist:DIR."),

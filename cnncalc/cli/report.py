@@ -5,12 +5,13 @@ from pathlib import Path
 
 import typer
 
-from cnncalc.cli.app import app
-from cnncalc.cli.common import (ConventionName, ConventionOpt, Optimizer, StrictOpt, console,
-                                handle_errors)
+from cnncalc.cli.common import ConventionName, ConventionOpt, StrictOpt, console, handle_errors
+
+#: this module's commands; cnncalc.cli.app adds them to the root application
+commands = typer.Typer()
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def report(
     source: Path = typer.Argument(..., help="A YAML spec, or a checkpoint (.npz) written by "
@@ -20,9 +21,9 @@ def report(
     batch: int = typer.Option(None, "--batch", "-b", min=1,
                               help="Batch for the memory estimate (default: the spec's or "
                                    "checkpoint's train batch size, else 1)."),
-    optimizer: Optimizer = typer.Option(None, "--optimizer",
-                                        help="Optimizer for the training-memory estimate "
-                                             "(default: the spec's or checkpoint's, else sgd)."),
+    optimizer: str = typer.Option(None, "--optimizer", metavar="NAME",
+                                  help="Optimizer for the training-memory estimate "
+                                       "(default: the spec's or checkpoint's, else sgd)."),
     strict: bool = StrictOpt,
     convention: ConventionName = ConventionOpt,
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
@@ -35,6 +36,6 @@ def report(
     from cnncalc.report import write_report
 
     path = write_report(source, out, batch=batch,
-                        optimizer=optimizer.value if optimizer else None, strict=strict,
+                        optimizer=optimizer, strict=strict,
                         convention=convention.value if convention else None, evaluate=evaluate)
     console().print(f"report: {path}")

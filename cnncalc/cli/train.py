@@ -1,48 +1,26 @@
 """`cnncalc train`, `cnncalc evaluate` and `cnncalc predict`.
 
-Thin: options are parsed here, merged and validated by :mod:`cnncalc.train.settings`, the loop is
-:mod:`cnncalc.train.trainer` (which never prints); this module turns its events into a rich
-progress bar, tables, a metrics CSV, a curve PNG (matplotlib, optional) or JSON lines.
+Thin: ``train``'s setting options are built from :class:`cnncalc.train.settings.TrainSettings`'
+declared fields (name, default, help, choices written once there), the run is
+:func:`cnncalc.train.run` (which never prints); this module turns its events into a rich
+progress bar and tables, or JSON lines.
 """
 from __future__ import annotations
 
-import json
+import inspect
 import math
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from cnncalc.cli.app import app
-from cnncalc.cli.common import (Optimizer, TableOrJson, console, handle_errors, json_default,
-                                 warn)
+from cnncalc.cli.common import TableOrJson, console, dumps_json, handle_errors, warn
 from cnncalc.errors import CnnCalcError, DataError
 
 
-class SchedName(str, Enum):
-    constant = "constant"
-    step = "step"
-    exponential = "exponential"
-    inverse_time = "inverse_time"
-    cosine = "cosine"
-    linear = "linear"
-    inverse_sqrt = "inverse_sqrt"
-
-
-class SchedPer(str, Enum):
-    step = "step"
-    epoch = "epoch"
-
-
-class PrepName(str, Enum):
-    none = "none"
-    mean_image = "mean_image"
-    channel_mean = "channel_mean"
-    channel_mean_std = "channel_mean_std"
-    pca = "pca"
-    whiten = "whiten"
+#: this module's commands; cnncalc.cli.app adds them to the root application
+commands = typer.Typer()
 
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -59,24 +37,8 @@ def sparkline(values: list[float]) -> str:
 
 
 def _emit_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, default=json_default) + "\n")
+    sys.stdout.write(dumps_json(obj) + "\n")
     sys.stdout.flush()
-
-
-def _json_errors(fn):
-    """In JSON mode, also report a user error as a final ``{"event": "error"}`` line."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CnnCalcError as err:
-            if kwargs.get("fmt") is TableOrJson.json:
-                _emit_json({"event": "error", "type": type(err).__name__,
-                            "message": err.message, "hint": err.hint})
-            raise
-    return wrapper
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,16 +46,18 @@ def _json_errors(fn):
 
 
 class JsonReporter:
-    """One JSON object per line: begin, step (every ``log_every``), epoch, checkpoint, end."""
+    """One JSON object per line: begin, step (every ``log_every`` steps, from the run's
+    settings), epoch, checkpoint."""
 
-    def __init__(self, log_every: int):
-        self.log_every = max(1, int(log_every))
+    log_every = 1
 
     def __call__(self, ev) -> None:
         from dataclasses import asdict
 
         from cnncalc.train import trainer as T
 
+        if isinstance(ev, T.TrainBegin):
+            self.log_every = max(1, int(ev.settings["log_every"]))
         if isinstance(ev, T.StepEnd):
             if ev.step % self.log_every == 0 or ev.batch == ev.steps_per_epoch:
                 _emit_json({"event": "step", **asdict(ev)})
@@ -175,65 +139,6 @@ class RichReporter:
             p.console.print(f"checkpoint saved: {ev.path}")
 
 
-class StepLog:
-    """Keeps every step's loss (for the curve figure)."""
-
-    def __init__(self):
-        self.step: list[int] = []
-        self.loss: list[float] = []
-
-    def __call__(self, ev) -> None:
-        from cnncalc.train import trainer as T
-
-        if isinstance(ev, T.StepEnd):
-            self.step.append(ev.step)
-            self.loss.append(ev.loss)
-
-
-# ------------------------------------------------------------------------------------------------
-# figures
-
-
-def write_curves(rows: list[dict], steps: list[int], step_loss: list[float],
-                 steps_per_epoch: int, path: Path) -> bool:
-    """Loss and accuracy curves as a PNG; False when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    if step_loss and steps_per_epoch:
-        xs = [t / steps_per_epoch for t in steps]
-        ax1.plot(xs, step_loss, color="0.75", lw=0.6, label="train (per step)")
-    ep = [r["epoch"] for r in rows]
-    ax1.plot(ep, [r["loss"] for r in rows], "o-", label="train (epoch mean)")
-    if any(r.get("test_loss") is not None for r in rows):
-        ax1.plot([r["epoch"] for r in rows if r.get("test_loss") is not None],
-                 [r["test_loss"] for r in rows if r.get("test_loss") is not None], "s-",
-                 label="test")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy loss")
-    ax1.set_yscale("log")
-    ax1.legend()
-    ax1.grid(alpha=0.3)
-    ax2.plot(ep, [100 * r["acc"] for r in rows], "o-", label="train")
-    if any(r.get("test_acc") is not None for r in rows):
-        ax2.plot([r["epoch"] for r in rows if r.get("test_acc") is not None],
-                 [100 * r["test_acc"] for r in rows if r.get("test_acc") is not None], "s-",
-                 label="test")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy (%)")
-    ax2.legend()
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 def _summary_table(rows: list[dict]):
     from rich.table import Table
 
@@ -253,150 +158,70 @@ def _summary_table(rows: list[dict]):
 # train
 
 
-@app.command()
-@handle_errors
-@_json_errors
+def settings_options() -> list[inspect.Parameter]:
+    """One typer option per declared :class:`TrainSettings` field: ``--field-name`` (or the
+    field's own flags), its help with choices and default; every option defaults to None,
+    meaning "not given", so the spec's ``train:`` and a resumed checkpoint's settings stand."""
+    from rich.markup import escape
+
+    from cnncalc.train.settings import (KEYS, default_text, meaning, option_flags, setting,
+                                        value_type)
+
+    params = []
+    for name in KEYS:
+        option = typer.Option(None, *option_flags(name), show_default=False,
+                              help=escape(f"{meaning(name)} [default: {default_text(name)}]"),
+                              metavar=setting(name).metavar)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=value_type(name) | None))
+    return params
+
+
 def train(
     spec: Path = typer.Argument(None, help="YAML spec (its train: mapping gives defaults). "
                                 "Optional with --resume.", show_default=False),
-    data: str = typer.Option(None, "--data", "-d",
-                             help="synthetic[:N] (default), mnist (env CNNCALC_MNIST_DIR), "
-                                  "mnist:DIR, cifar10:DIR, npz:FILE."),
-    epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs (default 10)."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default 64)."),
-    optimizer: Optimizer = typer.Option(None, "--optimizer", "-o",
-                                      help="sgd, momentum (default), nesterov, adagrad, "
-                                           "rmsprop, adam, adamw."),
-    lr: float = typer.Option(None, "--lr", help="Base learning rate."),
-    momentum: float = typer.Option(None, "--momentum", help="rho for momentum/nesterov (0.9)."),
-    betas: str = typer.Option(None, "--betas", help="Adam's beta1,beta2 (0.9,0.999)."),
-    eps: float = typer.Option(None, "--eps", help="Denominator epsilon (adagrad/rmsprop/adam)."),
-    weight_decay: float = typer.Option(None, "--weight-decay", "--wd", help="L2 coefficient."),
-    decay_rate: float = typer.Option(None, "--decay-rate", help="RMSProp's leak (0.99)."),
-    no_bias_correction: bool = typer.Option(False, "--no-bias-correction",
-                                            help="Adam without bias correction (lecture's "
-                                                 "'Adam (almost)')."),
-    schedule: SchedName = typer.Option(None, "--schedule", help="Learning-rate schedule."),
-    schedule_per: SchedPer = typer.Option(None, "--schedule-per",
-                                          help="Advance the schedule per step or per epoch."),
-    warmup: int = typer.Option(None, "--warmup", help="Linear warm-up length (schedule units)."),
-    milestones: str = typer.Option(None, "--milestones", help="Step decay points, e.g. 30,60."),
-    gamma: float = typer.Option(None, "--gamma", help="Step decay factor (0.1)."),
-    step_size: int = typer.Option(None, "--step-size", help="Step decay period."),
-    k: float = typer.Option(None, "--k", help="Exponential / inverse_time decay rate."),
-    total: int = typer.Option(None, "--total", help="Cosine/linear length (default: the run)."),
-    min_lr: float = typer.Option(None, "--min-lr", help="Cosine/linear floor."),
-    scale_lr_with_batch: bool = typer.Option(None, "--scale-lr-with-batch/--no-scale-lr",
-                                             help="Linear scaling rule: lr x batch/base-batch."),
-    base_batch: int = typer.Option(None, "--base-batch", help="Batch the lr was tuned for."),
-    init: str = typer.Option(None, "--init", help="zeros, normal:0.01, xavier, he (default), "
-                                                  "..."),
-    preprocess: PrepName = typer.Option(None, "--preprocess",
-                                        help="Fitted on the training split only."),
-    seed: int = typer.Option(None, "--seed", help="Init, shuffling and dropout seed (0)."),
-    deterministic: bool = typer.Option(None, "--deterministic/--parallel",
-                                       help="Serial kernels: bit-reproducible runs."),
-    eval_batch_size: int = typer.Option(None, "--eval-batch-size"),
-    eval_every: int = typer.Option(None, "--eval-every", help="Test every N epochs (0: end)."),
-    log_every: int = typer.Option(None, "--log-every", help="Steps between JSON progress "
-                                                            "lines (100)."),
     out: Path = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv, "
                                                  "curves.png and report.html here.",
                              file_okay=False),
     resume: Path = typer.Option(None, "--resume", help="Continue from a checkpoint.",
                                 dir_okay=False),
     fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json "
-                                  "(JSON lines: begin, step, epoch, checkpoint, end)."),
+                                    "(JSON lines: begin, step, epoch, checkpoint, end)."),
+    **overrides,
 ):
     """Train a spec with mini-batch SGD and report the test accuracy."""
-    from cnncalc.spec import load
-    from cnncalc.train import trainer as T
-    from cnncalc.train.checkpoint import load_checkpoint
-    from cnncalc.train.settings import resolve
-
-    cli = {"data": data, "epochs": epochs, "batch_size": batch_size,
-           "optimizer": optimizer.value if optimizer else None, "lr": lr, "momentum": momentum,
-           "betas": betas, "eps": eps, "weight_decay": weight_decay, "decay_rate": decay_rate,
-           "bias_correction": False if no_bias_correction else None,
-           "schedule": schedule.value if schedule else None,
-           "schedule_per": schedule_per.value if schedule_per else None, "warmup": warmup,
-           "milestones": milestones, "gamma": gamma, "step_size": step_size, "k": k,
-           "total": total, "min_lr": min_lr, "scale_lr_with_batch": scale_lr_with_batch,
-           "base_batch": base_batch, "init": init,
-           "preprocess": preprocess.value if preprocess else None, "seed": seed,
-           "eval_batch_size": eval_batch_size, "eval_every": eval_every, "log_every": log_every}
-    if deterministic is not None:
-        cli["parallel"] = not deterministic
-    cli = {key: v for key, v in cli.items() if v is not None}
-
-    ckpt = load_checkpoint(resume) if resume is not None else None
-    if spec is not None:
-        graph = load(spec)
-    elif ckpt is not None:
-        graph = load(ckpt.spec_text)
-    else:
-        raise DataError("give a spec to train (or --resume CKPT)",
-                        hint="e.g. cnncalc train specs/lenet5.yaml")
-    layers = [(f"{spec or 'spec'} train:", graph.train)]
-    if ckpt is not None:
-        layers.append((f"checkpoint {resume}", (ckpt.extra or {}).get("settings") or {}))
-    layers.append(("command line", cli))
-    settings = resolve(*layers)
+    from cnncalc.train import run
 
     json_mode = fmt is TableOrJson.json
     out_console = console()
-    steplog = StepLog()
-    callbacks = [steplog]
-    if json_mode:
-        callbacks.append(JsonReporter(settings.log_every))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        callbacks.append(T.CSVLogger(out / "metrics.csv",
-                                     history=(ckpt.metrics or []) if ckpt else ()))
-    interrupt_path = None if out is not None else Path(f"{graph.name or 'model'}-interrupted.npz")
-    run = T.build(graph, settings, resume=ckpt, out_dir=out, interrupt_path=interrupt_path,
-                  callbacks=callbacks)
-    tr = run.trainer
-    spe = math.ceil(len(run.x_train) / settings.batch_size)
-
-    if json_mode:
-        history = run.fit()
-    else:
-        reporter = RichReporter(out_console)
-        tr.callbacks.append(reporter)
-        with reporter:
-            history = run.fit()
-
-    rows = history.epochs
-    last = history.last
-    final_acc = last.get("test_acc") if last else None
-    final_loss = last.get("test_loss") if last else None
-    if final_acc is None and len(run.x_test):
-        from cnncalc.train.evaluate import evaluate
-
-        res = evaluate(tr.net, run.x_test, run.y_test, settings.eval_batch_size, confusion=False)
-        final_acc, final_loss = res.accuracy, res.loss
-
-    outputs = {}
-    if out is not None:
-        if (out / "metrics.csv").exists():
-            outputs["metrics"] = str(out / "metrics.csv")
-        if rows:
-            png = out / "curves.png"
-            if write_curves(rows, steplog.step, steplog.loss, spe, png):
-                outputs["curves"] = str(png)
-    if history.checkpoint:
-        outputs["checkpoint"] = history.checkpoint
-    if out is not None and (out / "best.npz").exists():
-        outputs["best"] = str(out / "best.npz")
-    if out is not None and history.checkpoint:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if json_mode:
+            result = run(spec, given, out_dir=out, resume=resume, callbacks=[JsonReporter()],
+                         source="command line")
+        else:
+            with RichReporter(out_console) as reporter:
+                result = run(spec, given, out_dir=out, resume=resume, callbacks=[reporter],
+                             source="command line")
+    except CnnCalcError as err:
+        if json_mode:   # scripts read the reason from the last line too
+            _emit_json({"event": "error", "type": type(err).__name__, "message": err.message,
+                        "hint": err.hint})
+        raise
+    if out is not None and result.checkpoint:
         from cnncalc.report import write_checkpoint_report
-        outputs["report"] = str(write_checkpoint_report(history.checkpoint, out / "report.html"))
 
+        result.outputs["report"] = str(write_checkpoint_report(result.checkpoint,
+                                                               out / "report.html"))
+    _report(result, json_mode, out_console)
+
+
+def _report(result, json_mode: bool, out_console) -> None:
+    rows, outputs = result.epochs, result.outputs
     if json_mode:
-        _emit_json({"event": "end", "status": history.status, "epoch": tr.epoch,
-                    "step": tr.step, "test_loss": final_loss, "test_acc": final_acc,
-                    "outputs": outputs})
+        _emit_json({"event": "end", "status": result.status, "epoch": result.epoch,
+                    "step": result.step, "test_loss": result.test_loss,
+                    "test_acc": result.test_acc, "outputs": outputs})
     else:
         if rows:
             out_console.print(_summary_table(rows))
@@ -405,25 +230,33 @@ def train(
             accs = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
             if accs:
                 out_console.print(f"test acc    {sparkline(accs)}")
-        if final_acc is not None:
-            out_console.print(f"[bold]test accuracy {final_acc:.2%}[/] (loss {final_loss:.4f}) "
-                              f"after {tr.epoch} epoch{'s' if tr.epoch != 1 else ''}")
+        if result.test_acc is not None:
+            out_console.print(f"[bold]test accuracy {result.test_acc:.2%}[/] (loss "
+                              f"{result.test_loss:.4f}) after {result.epoch} "
+                              f"epoch{'s' if result.epoch != 1 else ''}")
         for what, path in outputs.items():
             out_console.print(f"{what}: {path}")
-    if history.status == "interrupted":
-        where = history.checkpoint or "(no checkpoint)"
-        msg = (f"interrupted at epoch {tr.epoch + 1}, batch {tr.batch}; checkpoint: {where}. "
-               f"Resume with: cnncalc train --resume {where}")
+    if result.status == "interrupted":
+        where = result.checkpoint or "(no checkpoint)"
+        msg = (f"interrupted at epoch {result.epoch + 1}, batch {result.batch}; checkpoint: "
+               f"{where}. Resume with: cnncalc train --resume {where}")
         if not json_mode:
             warn(msg)
         raise typer.Exit(code=130)
+
+
+_train_signature = inspect.signature(train)
+train.__signature__ = _train_signature.replace(parameters=[
+    *(p for p in _train_signature.parameters.values() if p.kind is not p.VAR_KEYWORD),
+    *settings_options()])
+commands.command("train")(handle_errors(train))
 
 
 # ------------------------------------------------------------------------------------------------
 # evaluate
 
 
-@app.command()
+@commands.command("evaluate")
 @handle_errors
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by cnncalc train.",
@@ -478,7 +311,7 @@ def evaluate(
 # predict
 
 
-@app.command()
+@commands.command("predict")
 @handle_errors
 def predict(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by cnncalc train.",

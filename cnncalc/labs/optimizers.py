@@ -1,6 +1,6 @@
 """Optimizer trajectories on 2-D test functions (the lecture's SGD problems).
 
-Every update is :mod:`cnncalc.train.optim`'s (``create(name, lr=...)`` then
+Every update is :mod:`cnncalc.optim`'s (``create(name, lr=...)`` then
 ``opt.step({"xy": p}, {"xy": g})``); this module only supplies the functions and their gradients.
 
 Functions (``f*`` is the minimum value):
@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnncalc.errors import TrainError
+from cnncalc.optim import OPTIMIZERS as _REGISTRY
 
 __all__ = ["FUNCTIONS", "OPTIMIZERS", "OptimizerLab", "TestFunction", "Trajectory", "run"]
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+#: every registered optimizer but adamw, which on these unregularised functions is adam
+OPTIMIZERS = tuple(name for name in _REGISTRY.names() if name != "adamw")
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def get_function(name: str, kappa: float = 50.0) -> TestFunction:
 
 def trajectory(fn: TestFunction, name: str, lr: float, *, steps: int, tol: float, noise: float,
                seed: int, start=None) -> Trajectory:
-    from cnncalc.train import optim
+    from cnncalc import optim
 
     opt = optim.create(name, lr=lr)
     p = np.array(start if start is not None else fn.start, dtype=np.float64)
@@ -165,9 +167,9 @@ def run(function: str = "ravine", optimizers=OPTIMIZERS, *, kappa: float = 50.0,
         raise TrainError(f"tol must be > 0; got {tol}")
     if noise < 0:
         raise TrainError(f"noise must be >= 0; got {noise}")
-    lrs = dict(lrs or {})
+    lrs = {_REGISTRY.canonical(k) or k: v for k, v in (lrs or {}).items()}
     unknown = [k for k in lrs if k not in OPTIMIZERS]
-    names = [str(o).strip().lower() for o in optimizers]
+    names = [_REGISTRY.canonical(o) or str(o) for o in optimizers]
     bad = [o for o in names if o not in OPTIMIZERS] + unknown
     if bad:
         raise TrainError(f"unknown optimizer(s): {', '.join(bad)}",

@@ -7,7 +7,7 @@ covariance). The mean image and the covariance matrix of each result are kept fo
 
 Part 2 is the lecture's regression example: a linear model ``y = w1 x1 + w2 x2 + b`` with
 ``x1`` in the 100s and ``x2`` in the 0.001s, trained by plain gradient descent
-(:mod:`cnncalc.train.optim`'s ``sgd``) on the mean squared error, before and after normalising
+(:mod:`cnncalc.optim`'s ``sgd``) on the mean squared error, before and after normalising
 the features. The Hessian of the loss is ``A^T A / N`` (``A`` = features with a column of ones);
 its condition number kappa bounds how fast gradient descent can go: with the step 1 / lambda_max
 the slowest direction shrinks by (1 - 1/kappa) per step. Raw features give kappa ~ 1e12: the
@@ -22,11 +22,12 @@ import numpy as np
 
 from cnncalc.errors import TrainError
 from cnncalc.labs import data_rng
+from cnncalc.train.preprocess import PREPROCESSORS
 
 __all__ = ["METHODS", "MethodStats", "PreprocessLab", "RegressionRun", "regression", "run",
            "statistics"]
 
-METHODS = ("none", "mean_image", "channel_mean", "channel_mean_std", "pca", "whiten")
+METHODS = PREPROCESSORS.names()
 
 
 @dataclass
@@ -93,7 +94,7 @@ def _regression_data(n: int, seed: int):
 
 
 def _gd(a: np.ndarray, t: np.ndarray, label: str, tol: float, max_steps: int) -> RegressionRun:
-    from cnncalc.train import optim
+    from cnncalc import optim
 
     n = a.shape[0]
     h = a.T @ a / n

@@ -1,4 +1,4 @@
-"""The learning rate of every schedule of :mod:`cnncalc.train.schedules` over ``T`` steps.
+"""The learning rate of every schedule of :mod:`cnncalc.schedules` over ``T`` steps.
 
 Each schedule is built with ``schedules.create(name, lr, warmup=, **kw)`` and evaluated at
 ``t = 0 .. T-1``, once without and once with linear warm-up. The decay constants are chosen from
@@ -56,7 +56,7 @@ def schedule_kwargs(name: str, steps: int) -> dict:
 def run(lr: float = 0.1, steps: int = 100, warmup: int | None = None,
         names=None) -> ScheduleLab:
     """Every schedule (or ``names``) without and with ``warmup`` steps (default ``steps // 10``)."""
-    from cnncalc.train import schedules
+    from cnncalc import schedules
 
     if isinstance(steps, bool) or int(steps) < 2:
         raise TrainError(f"steps must be >= 2; got {steps!r}")
@@ -65,12 +65,10 @@ def run(lr: float = 0.1, steps: int = 100, warmup: int | None = None,
     if not 0 <= warmup < steps:
         raise TrainError(f"warmup must be in [0, steps); got {warmup}",
                          hint=f"e.g. --warmup {max(1, steps // 10)}")
-    names = list(schedules.SCHEDULES) if names is None else [str(n) for n in names]
+    names = (list(schedules.SCHEDULES.names()) if names is None
+             else [schedules.SCHEDULES.lookup(str(n)).name for n in names])
     curves = []
     for name in names:
-        if name not in schedules.SCHEDULES:
-            raise TrainError(f"unknown schedule {name!r}",
-                             hint=f"one of: {', '.join(schedules.SCHEDULES)}")
         for w in ((0, warmup) if warmup else (0,)):
             kw = schedule_kwargs(name, steps)
             if w and name == "step":

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnncalc.analysis import OPTIMIZER_STATE
 from cnncalc.errors import CnnCalcError
 
 __all__ = ["ReportData", "TrainingRun", "from_spec", "from_checkpoint", "from_source",
@@ -50,7 +49,9 @@ def _memory_choice(graph, batch: int | None, optimizer: str | None) -> tuple[int
     train = graph.train or {}
     batch = batch or train.get("batch_size") or 1
     optimizer = optimizer or train.get("optimizer") or "sgd"
-    return int(batch), optimizer if optimizer in OPTIMIZER_STATE else "sgd"
+    from cnncalc.optim import OPTIMIZERS
+
+    return int(batch), optimizer if optimizer in OPTIMIZERS else "sgd"
 
 
 def _description(graph) -> str:

@@ -31,12 +31,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cnncalc.errors import DataError, TrainError
+from cnncalc.registry import REQUIRED, Param, Registry
 
 __all__ = [
+    "DATA_SOURCES",
     "MNIST_FILES",
     "Dataset",
     "batch_indices",
@@ -489,6 +492,7 @@ def load_npz(path: str | os.PathLike, seed: int = 0, test_fraction: float = 1 / 
 # ------------------------------------------------------------------------------------------------
 # synthetic
 
+SYNTHETIC_N = 2000  # training images of plain ``synthetic``
 SYNTHETIC_CLASSES = ["hstripes", "vstripes", "diag", "antidiag", "disc", "ring", "square",
                      "plus", "cross", "checker"]
 
@@ -586,9 +590,66 @@ def synthetic(n_train: int = 2000, n_test: int = 500, *, seed: int = 0,
 # --data parsing
 
 
+def _from_synthetic(arg: str, *, seed: int, shape, num_classes: int, **_: Any) -> Dataset:
+    n = SYNTHETIC_N
+    if arg:
+        try:
+            n = int(arg)
+        except ValueError:
+            raise DataError(f"synthetic:N needs an integer N; got {arg!r}",
+                            hint="e.g. synthetic:2000") from None
+        if n < 4:
+            raise DataError(f"synthetic:N needs N >= 4; got {n}")
+    return synthetic(n, max(1, n // 4), seed=seed, shape=shape or (1, 28, 28),
+                     num_classes=num_classes)
+
+
+def _from_mnist(arg: str, *, download: bool, **_: Any) -> Dataset:
+    return load_mnist(arg or None, download=download)
+
+
+def _from_cifar10(arg: str, **_: Any) -> Dataset:
+    if not arg:
+        raise DataError("cifar10 needs a folder: cifar10:DIR",
+                        hint="DIR is the extracted cifar-10-batches-bin (or -py) folder")
+    return load_cifar10(arg)
+
+
+def _from_npz(arg: str, *, seed: int, **_: Any) -> Dataset:
+    if not arg:
+        raise DataError("npz needs a file: npz:FILE")
+    return load_npz(arg, seed=seed)
+
+
+#: ``--data KIND[:ARG]``: each source declares its one argument (what follows the colon)
+DATA_SOURCES = Registry("data source", error=DataError)
+DATA_SOURCES.add("synthetic", _from_synthetic, help="generated stripes, discs and squares in "
+                 "the spec's input shape, no download",
+                 params=(Param("n", SYNTHETIC_N, "training images (test: N/4)"),))
+DATA_SOURCES.add("mnist", _from_mnist, help="the four MNIST IDX files (.gz or not), downloaded "
+                 "if absent", params=(Param("dir", None, f"folder (default: ${MNIST_ENV}, "
+                                                         "else ~/.cache/cnncalc/mnist)"),))
+DATA_SOURCES.add("cifar10", _from_cifar10, aliases=("cifar_10",),
+                 help="CIFAR-10, binary or python version (read without running code)",
+                 params=(Param("dir", REQUIRED, "the extracted batches folder"),))
+DATA_SOURCES.add("npz", _from_npz, help="arrays x, y (+ x_test, y_test, classes), no pickle",
+                 params=(Param("file", REQUIRED, "the .npz file"),))
+
+
+def data_forms() -> str:
+    """The ``--data`` forms, for help texts and hints: ``synthetic[:N], mnist[:DIR], ...``."""
+    forms = []
+    for e in DATA_SOURCES:
+        p = e.params[0]
+        arg = p.name.upper()
+        forms.append(f"{e.name}:{arg}" if p.required else f"{e.name}[:{arg}]")
+    return ", ".join(forms)
+
+
 def load(data_arg: str, seed: int = 0, *, download: bool = True,
          shape: tuple[int, int, int] | None = None, num_classes: int = 10) -> Dataset:
-    """Load the data set named by a ``--data`` argument (see the module docstring).
+    """Load the data set named by a ``--data`` argument ``KIND[:ARG]`` (a source of
+    :data:`DATA_SOURCES`) or a path ending in ``.npz``.
 
     ``shape`` (C, H, W) and ``num_classes`` shape the ``synthetic`` set (a spec's input and
     class count); other sets ignore them.
@@ -600,38 +661,16 @@ def load(data_arg: str, seed: int = 0, *, download: bool = True,
     """
     if not isinstance(data_arg, str) or not data_arg.strip():
         raise DataError(f"data argument must be a non-empty string; got {data_arg!r}",
-                        hint="e.g. synthetic, mnist:DIR, cifar10:DIR, npz:FILE")
+                        hint=f"e.g. {data_forms()}")
     arg = data_arg.strip()
-    kind, sep, rest = arg.partition(":")
-    kind_l = kind.lower()
-    if kind_l == "synthetic":
-        n = 2000
-        if sep and rest:
-            try:
-                n = int(rest)
-            except ValueError:
-                raise DataError(f"synthetic:N needs an integer N; got {rest!r}",
-                                hint="e.g. synthetic:2000") from None
-            if n < 4:
-                raise DataError(f"synthetic:N needs N >= 4; got {n}")
-        return synthetic(n, max(1, n // 4), seed=seed, shape=shape or (1, 28, 28),
-                         num_classes=num_classes)
-    if kind_l == "mnist":
-        return load_mnist(rest or None, download=download)
-    if kind_l == "cifar10":
-        if not rest:
-            raise DataError("cifar10 needs a folder: cifar10:DIR",
-                            hint="DIR is the extracted cifar-10-batches-bin (or -py) folder")
-        return load_cifar10(rest)
-    if kind_l == "npz":
-        if not rest:
-            raise DataError("npz needs a file: npz:FILE")
-        return load_npz(rest, seed=seed)
-    if arg.lower().endswith(".npz"):
+    kind, _, rest = arg.partition(":")
+    if kind not in DATA_SOURCES and arg.lower().endswith(".npz"):
         return load_npz(arg, seed=seed)
-    raise DataError(f"unknown data source {data_arg!r}",
-                    hint="use synthetic, synthetic:N, mnist, mnist:DIR, cifar10:DIR, npz:FILE "
-                         "or a path ending in .npz")
+    if kind not in DATA_SOURCES:
+        raise DataError(f"unknown data source {data_arg!r}",
+                        hint=f"use {data_forms()} or a path ending in .npz")
+    return DATA_SOURCES.get(kind)(rest, seed=seed, download=download, shape=shape,
+                                  num_classes=num_classes)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,8 +27,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cnncalc.errors import TrainError
+from cnncalc.registry import Param, Registry, doc_line
 
 __all__ = ["PREPROCESSORS", "Preprocessor", "fit", "from_state"]
+
+
+WHITEN_EPS = 1e-5
 
 
 def _check_x(x: Any, what: str = "x") -> np.ndarray:
@@ -244,7 +248,7 @@ class Whiten(PCA):
 
     name = "whiten"
 
-    def __init__(self, eps: float | np.ndarray = 1e-5, **arrays):
+    def __init__(self, eps: float | np.ndarray = WHITEN_EPS, **arrays):
         super().__init__(**arrays)
         eps = float(np.asarray(eps))
         if not (eps > 0 and np.isfinite(eps)):
@@ -253,7 +257,7 @@ class Whiten(PCA):
         self.eps = eps
 
     @classmethod
-    def fit(cls, x_train, eps: float = 1e-5):
+    def fit(cls, x_train, eps: float = WHITEN_EPS):
         p = super().fit(x_train)
         p.eps = float(eps)
         if not (p.eps > 0 and np.isfinite(p.eps)):
@@ -278,38 +282,38 @@ class Whiten(PCA):
         return self._unproject(y)
 
 
-PREPROCESSORS: dict[str, type[Preprocessor]] = {
-    cls.name: cls for cls in (NoPreprocess, MeanImage, ChannelMean, ChannelMeanStd, PCA, Whiten)
-}
+PREPROCESSORS = Registry("preprocessing", error=TrainError)
 
-_ALIASES = {"": "none", "identity": "none", "mean": "mean_image", "center": "mean_image",
-            "per_channel_mean": "channel_mean", "standardize": "channel_mean_std",
-            "normalize": "channel_mean_std", "zca": "whiten"}
+
+def _register(cls: type[Preprocessor], *aliases: str, params: tuple[Param, ...] = ()) -> None:
+    PREPROCESSORS.add(cls.name, cls, aliases=aliases, params=params, help=doc_line(cls))
+
+
+_register(NoPreprocess, "", "identity")
+_register(MeanImage, "mean", "center", "centre")
+_register(ChannelMean, "per_channel_mean")
+_register(ChannelMeanStd, "standardize", "normalize")
+_register(PCA)
+_register(Whiten, "zca", params=(Param("eps", WHITEN_EPS, "added to each eigenvalue before "
+                                                          "the square root"),))
 
 
 def _cls(name: Any) -> type[Preprocessor]:
-    key = str(name if name is not None else "none").strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    cls = PREPROCESSORS.get(key)
-    if cls is None:
-        raise TrainError(f"unknown preprocessing {name!r}",
-                         hint=f"one of: {', '.join(PREPROCESSORS)}")
-    return cls
+    return PREPROCESSORS.get("none" if name is None else name)
 
 
 def fit(name: str | None, x_train: np.ndarray, **kw: Any) -> Preprocessor:
     """Fit preprocessing ``name`` (see the module table) on ``x_train`` (N, C, H, W).
 
-    ``whiten`` accepts ``eps=`` (default 1e-5).
+    Options are the entry's declared parameters (``whiten`` takes ``eps=``).
     """
-    cls = _cls(name)
-    if kw and cls is not Whiten:
-        raise TrainError(f"preprocessing {cls.name!r} takes no options; got {', '.join(kw)}")
-    if cls is Whiten:
-        unknown = [k for k in kw if k != "eps"]
-        if unknown:
-            raise TrainError(f"whiten takes only eps; got {', '.join(unknown)}")
-    return cls.fit(x_train, **kw)
+    entry = PREPROCESSORS.lookup("none" if name is None else name)
+    unknown = [k for k in kw if k not in entry.param_names]
+    if unknown:
+        takes = (f"takes only {', '.join(entry.param_names)}" if entry.params
+                 else "takes no options")
+        raise TrainError(f"preprocessing {entry.name!r} {takes}; got {', '.join(unknown)}")
+    return entry.obj.fit(x_train, **kw)
 
 
 def from_state(d: dict[str, Any]) -> Preprocessor:

@@ -1,50 +1,16 @@
 """Training settings: the spec's ``train:`` mapping merged with command-line overrides.
 
-Precedence (later wins): the defaults below < the spec's ``train:`` < a resumed checkpoint's
+Precedence (later wins): the declared defaults < the spec's ``train:`` < a resumed checkpoint's
 settings < the command line. Every key is validated here, once, so the trainer never pops kwargs:
 an unknown key is an error that names the closest known key.
 
-==========================  ===============  ==================================================
-key                         default          meaning
-==========================  ===============  ==================================================
-``data``                    ``synthetic``    ``mnist[:DIR]``, ``cifar10:DIR``, ``npz:FILE``,
-                                             ``synthetic[:N]``
-``epochs``                  10               passes over the training set
-``batch_size``              64               images per step
-``optimizer``               ``momentum``     sgd, momentum, nesterov, adagrad, rmsprop, adam,
-                                             adamw
-``lr``                      optimizer's      base learning rate alpha0
-``momentum``                0.9              rho of momentum / nesterov
-``betas``                   [0.9, 0.999]     Adam's beta1, beta2
-``eps``                     optimizer's      added to the denominator (adagrad, rmsprop, adam)
-``weight_decay``            0                L2 coefficient
-``decay_rate``              0.99             RMSProp's leak
-``bias_correction``         true             Adam's bias correction
-``schedule``                ``constant``     constant, step, exponential, inverse_time, cosine,
-                                             linear, inverse_sqrt
-``schedule_per``            ``step``         the unit of t (and of warmup, milestones,
-                                             step_size, total): ``step`` or ``epoch``
-``warmup``                  0                linear warm-up length
-``milestones``              —                step decay at these t
-``gamma``                   0.1              step decay factor
-``step_size``               —                step decay period
-``k``                       —                exponential / inverse_time rate
-``total``                   whole run        T of cosine / linear (default: the run's length)
-``min_lr``                  0                floor of cosine / linear
-``scale_lr_with_batch``     false            Goyal et al.: lr *= batch_size / base_batch
-``base_batch``              256              the batch the base lr was tuned for
-``init``                    ``he``           weight init (``zeros``, ``normal:0.01``, ``xavier``,
-                                             ``he``, ...); a layer's ``init:`` overrides it
-``preprocess``              ``none``         none, mean_image, channel_mean,
-                                             channel_mean_std, pca, whiten (fit on train only)
-``seed``                    0                init, shuffling and dropout
-``eval_batch_size``         1000             batch for the per-epoch test evaluation
-``eval_every``              1                evaluate on the test split every N epochs (0: end)
-``shuffle``                 true             reshuffle the training set every epoch
-``parallel``                ``auto``         ``false``: serial kernels (bit-reproducible)
-``dtype``                   ``float32``      float32 or float64
-``log_every``               100              steps between progress events in JSON output
-==========================  ===============  ==================================================
+Each field of :class:`TrainSettings` declares its name, default, help, key aliases, the
+registry its value names (optimizers, schedules, preprocessors, data sources) and its
+command-line spelling, once, in its :class:`Setting` metadata. ``cnncalc train``'s options,
+:func:`settings_table` and the validation are derived from those declarations; the optimizer
+and schedule hyperparameters take their defaults and help from the registries'
+entries, so ``create("rmsprop")``, ``train: {optimizer: rmsprop}`` and ``--optimizer rmsprop``
+build the same optimizer.
 """
 from __future__ import annotations
 
@@ -53,147 +19,27 @@ import difflib
 import itertools
 import math
 import numbers
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnncalc.errors import TrainError
+from cnncalc.optim import OPTIMIZERS
+from cnncalc.registry import REQUIRED, Registry
+from cnncalc.schedules import SCHEDULES, scale_lr_with_batch
+from cnncalc.train.data import DATA_SOURCES, data_forms
+from cnncalc.train.preprocess import PREPROCESSORS
 
-__all__ = ["KEYS", "TrainSettings", "resolve"]
+__all__ = ["KEYS", "SETTINGS", "Setting", "TrainSettings", "default_text", "meaning",
+           "option_flags", "resolve", "settings_table", "value_type"]
 
-OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULE_NAMES = ("constant", "step", "exponential", "inverse_time", "cosine", "linear",
-                  "inverse_sqrt")
-PREPROCESS_NAMES = ("none", "mean_image", "channel_mean", "channel_mean_std", "pca", "whiten")
-
-# key aliases accepted in a spec's train: mapping (and by resolve()).
-ALIASES = {
-    "batch": "batch_size", "batchsize": "batch_size", "learning_rate": "lr", "optim": "optimizer",
-    "opt": "optimizer", "beta": "betas", "rho": "momentum", "alpha": "decay_rate",
-    "scheduler": "schedule", "lr_schedule": "schedule", "warmup_steps": "warmup",
-    "init_scheme": "init", "weight_init": "init", "preprocessing": "preprocess",
-    "epoch": "epochs", "dataset": "data", "no_bias_correction": None,
-}
-
-
-@dataclass
-class TrainSettings:
-    """Validated training settings (see the module table)."""
-
-    data: str = "synthetic"
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "momentum"
-    lr: float | None = None
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float | None = None
-    weight_decay: float = 0.0
-    decay_rate: float = 0.99
-    bias_correction: bool = True
-    schedule: str = "constant"
-    schedule_per: str = "step"
-    warmup: int = 0
-    milestones: list[int] | None = None
-    gamma: float = 0.1
-    step_size: int | None = None
-    k: float | None = None
-    total: int | None = None
-    min_lr: float = 0.0
-    scale_lr_with_batch: bool = False
-    base_batch: int = 256
-    init: Any = "he"
-    preprocess: str = "none"
-    seed: int = 0
-    eval_batch_size: int = 1000
-    eval_every: int = 1
-    shuffle: bool = True
-    parallel: bool | None = None
-    dtype: str = "float32"
-    log_every: int = 100
-    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    # -- derived --------------------------------------------------------------------------------
-
-    def optimizer_hyper(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`cnncalc.train.optim.create` (only what it accepts)."""
-        name = self.optimizer
-        hyper: dict[str, Any] = {"weight_decay": self.weight_decay}
-        if self.lr is not None:
-            hyper["lr"] = self.base_lr()
-        if name in ("momentum", "nesterov"):
-            hyper["momentum"] = self.momentum
-        if name == "rmsprop":
-            hyper["decay_rate"] = self.decay_rate
-        if name in ("adam", "adamw"):
-            hyper["betas"] = tuple(self.betas)
-            hyper["bias_correction"] = self.bias_correction
-        if name in ("adagrad", "rmsprop", "adam", "adamw") and self.eps is not None:
-            hyper["eps"] = self.eps
-        return hyper
-
-    def base_lr(self) -> float:
-        """``lr`` after the linear scaling rule (when ``scale_lr_with_batch``)."""
-        from cnncalc.train.schedules import scale_lr_with_batch
-
-        lr = self.lr if self.lr is not None else _default_lr(self.optimizer)
-        if self.scale_lr_with_batch:
-            lr = scale_lr_with_batch(lr, self.batch_size, self.base_batch)
-        return lr
-
-    def schedule_kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
-        """Keyword arguments for :func:`cnncalc.train.schedules.create` for this run."""
-        name = self.schedule
-        kw: dict[str, Any] = {}
-        if name == "step":
-            if self.milestones is not None:
-                kw["milestones"] = list(self.milestones)
-            elif self.step_size is not None:
-                kw["step_size"] = self.step_size
-            else:  # a sensible default: drop at a third and two thirds of the run
-                n = self.run_length(steps_per_epoch)
-                kw["milestones"] = sorted({max(1, n // 3), max(2, 2 * n // 3)})
-            kw["gamma"] = self.gamma
-        elif name in ("exponential", "inverse_time"):
-            kw["k"] = self.k
-        elif name in ("cosine", "linear"):
-            kw["total"] = self.total if self.total is not None else self.run_length(
-                steps_per_epoch)
-            kw["min_lr"] = self.min_lr
-        if self.warmup:
-            kw["warmup"] = self.warmup
-        return kw
-
-    def run_length(self, steps_per_epoch: int) -> int:
-        """The run's length in schedule units (steps or epochs)."""
-        return self.epochs * (steps_per_epoch if self.schedule_per == "step" else 1)
-
-    def given(self) -> dict[str, Any]:
-        """Only the settings that some layer set explicitly (what a checkpoint stores)."""
-        d = self.to_dict()
-        return {k: d[k] for k in self.sources}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-able), for checkpoints and ``--format json``."""
-        d = dataclasses.asdict(self)
-        d.pop("sources")
-        d["betas"] = list(d["betas"])
-        return d
-
-
-KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainSettings)
-                              if f.name != "sources")
-
-_DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01,
-               "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001}
-
-
-def _default_lr(optimizer: str) -> float:
-    return _DEFAULT_LR.get(optimizer, 0.01)
+#: value parser: ``parse(key, value, source) -> value`` (raises TrainError naming key and source)
+Parser = Callable[[str, Any, str], Any]
 
 
 # ------------------------------------------------------------------------------------------------
-# validation
+# value parsers
 
 
 def _err(key: str, source: str, message: str, hint: str | None = None) -> TrainError:
@@ -245,23 +91,31 @@ def _as_bool(key, v, source):
     raise _err(key, source, f"expected true or false; received {v!r}")
 
 
-def _as_choice(key, v, source, choices, aliases=None):
-    if not isinstance(v, str):
-        raise _err(key, source, f"expected one of {', '.join(choices)}; received {v!r}")
-    k = v.strip().lower().replace("-", "_")
-    k = (aliases or {}).get(k, k)
-    if k not in choices:
-        close = difflib.get_close_matches(k, choices, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(choices)}"
-        raise _err(key, source, f"unknown value {v!r}; expected one of {', '.join(choices)}",
-                   hint)
-    return k
+def _as_name(registry: Registry) -> Parser:
+    """A parser to the canonical name of a registry entry (aliases and spellings forgiven)."""
+    def parse(key, v, source):
+        name = registry.canonical(v)
+        if name is None:
+            names = ", ".join(registry.names())
+            close = registry.suggest(v) if isinstance(v, str) else []
+            hint = (f"did you mean {registry.canonical(close[0])!r}?" if close
+                    else f"one of: {names}")
+            raise _err(key, source, f"unknown value {v!r}; expected one of {names}", hint)
+        return name
+    return parse
+
+
+def _as_choice(*choices: str, aliases: Mapping[str, str] | None = None) -> Parser:
+    """A parser to one of a few fixed words (not a registry: ``step``/``epoch``, dtypes)."""
+    table = Registry("value")
+    for c in choices:
+        table.add(c, c, aliases=tuple(a for a, t in (aliases or {}).items() if t == c))
+    return _as_name(table)
 
 
 def _as_int_list(key, v, source):
     if isinstance(v, str):
-        parts = [p for p in v.replace(",", " ").split() if p]
-        v = parts
+        v = [p for p in v.replace(",", " ").split() if p]
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         v = [v]
     if not isinstance(v, (list, tuple)) or not v:
@@ -285,8 +139,12 @@ def _as_betas(key, v, source):
 def _as_data(key, v, source):
     if not isinstance(v, str) or not v.strip():
         raise _err(key, source, f"expected a data source string; received {v!r}",
-                   "synthetic, synthetic:N, mnist, mnist:DIR, cifar10:DIR, npz:FILE")
-    return v.strip()
+                   data_forms())
+    v = v.strip()
+    if v.partition(":")[0] not in DATA_SOURCES and not v.lower().endswith(".npz"):
+        raise _err(key, source, f"unknown data source {v!r}",
+                   f"use {data_forms()} or a path ending in .npz")
+    return v
 
 
 def _as_init(key, v, source):
@@ -305,54 +163,279 @@ def _as_parallel(key, v, source):
     return _as_bool(key, v, source)
 
 
-def _as_seed(key, v, source):
-    return _as_int(key, v, source, lo=0, hint="a non-negative integer")
+def _int_from(lo: int, hint: str | None = None) -> Parser:
+    return lambda k, v, s: _as_int(k, v, s, lo=lo, hint=hint)
 
 
-_VALIDATORS = {
-    "data": _as_data,
-    "epochs": lambda k, v, s: _as_int(k, v, s, lo=1),
-    "batch_size": lambda k, v, s: _as_int(k, v, s, lo=1),
-    "optimizer": lambda k, v, s: _as_choice(
-        k, v, s, OPTIMIZER_NAMES, {"sgd_momentum": "momentum", "nag": "nesterov"}),
-    "lr": lambda k, v, s: None if v is None else _as_float(
-        k, v, s, hint="a learning rate is a non-negative number such as 0.01"),
-    "momentum": lambda k, v, s: _as_float(k, v, s, 0.0, 1.0, hint="typically 0.9 or 0.99"),
-    "betas": _as_betas,
-    "eps": lambda k, v, s: None if v is None else _as_float(k, v, s, lo_open=True),
-    "weight_decay": lambda k, v, s: _as_float(k, v, s, hint="e.g. 5e-4"),
-    "decay_rate": lambda k, v, s: _as_float(k, v, s, 0.0, 1.0, hint="typically 0.9 or 0.99"),
-    "bias_correction": _as_bool,
-    "schedule": lambda k, v, s: _as_choice(
-        k, v, s, SCHEDULE_NAMES,
-        {"none": "constant", "multistep": "step", "exp": "exponential", "cos": "cosine",
-         "rsqrt": "inverse_sqrt"}),
-    "schedule_per": lambda k, v, s: _as_choice(
-        k, v, s, ("step", "epoch"), {"iteration": "step", "iter": "step", "steps": "step",
-                                     "epochs": "epoch"}),
-    "warmup": lambda k, v, s: _as_int(k, v, s, lo=0),
-    "milestones": lambda k, v, s: None if v is None else _as_int_list(k, v, s),
-    "gamma": lambda k, v, s: _as_float(k, v, s, 0.0, 1.0, lo_open=True, hi_open=False),
-    "step_size": lambda k, v, s: None if v is None else _as_int(k, v, s, lo=1),
-    "k": lambda k, v, s: None if v is None else _as_float(k, v, s),
-    "total": lambda k, v, s: None if v is None else _as_int(k, v, s, lo=1),
-    "min_lr": lambda k, v, s: _as_float(k, v, s),
-    "scale_lr_with_batch": _as_bool,
-    "base_batch": lambda k, v, s: _as_int(k, v, s, lo=1),
-    "init": _as_init,
-    "preprocess": lambda k, v, s: _as_choice(
-        k, v, s, PREPROCESS_NAMES, {"": "none", "identity": "none", "mean": "mean_image",
-                                    "standardize": "channel_mean_std",
-                                    "normalize": "channel_mean_std", "zca": "whiten"}),
-    "seed": _as_seed,
-    "eval_batch_size": lambda k, v, s: _as_int(k, v, s, lo=1),
-    "eval_every": lambda k, v, s: _as_int(k, v, s, lo=0),
-    "shuffle": _as_bool,
-    "parallel": _as_parallel,
-    "dtype": lambda k, v, s: _as_choice(k, v, s, ("float32", "float64")),
-    "log_every": lambda k, v, s: _as_int(k, v, s, lo=1),
-}
-assert set(_VALIDATORS) == set(KEYS)
+def _float_in(lo=0.0, hi=math.inf, lo_open=False, hi_open=True, hint=None) -> Parser:
+    return lambda k, v, s: _as_float(k, v, s, lo, hi, lo_open, hi_open, hint)
+
+
+# ------------------------------------------------------------------------------------------------
+# declarations
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a :class:`TrainSettings` field declares besides its name and default.
+
+    ``registry``: the field's value names an entry of it (its names are the choices) or, with
+    ``hyper_of``, the field is a hyperparameter of that registry's entries (its default and help
+    come from them). ``choices``: the few fixed words a field that names no registry takes.
+    ``flags``: the command-line spelling when it is not ``--field-name`` (``"--on/--off"`` for
+    a switch).
+    """
+
+    help: str
+    parse: Parser
+    registry: Registry | None = None
+    hyper_of: Registry | None = None
+    choices: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+
+
+def _setting(default: Any, help: str, parse: Parser, **kw: Any) -> Any:
+    return field(default=default, metadata={"setting": Setting(help, parse, **kw)})
+
+
+def _one_of(default: str, help: str, choices: tuple[str, ...],
+            aliases: Mapping[str, str] | None = None) -> Any:
+    """A field that takes one of a few fixed words (``aliases``: other spellings of them)."""
+    return _setting(default, help, _as_choice(*choices, aliases=aliases), choices=choices,
+                    metavar="|".join(choices))
+
+
+def _named(registry: Registry, default: str, help: str, **kw: Any) -> Any:
+    """A field whose value is an entry's name: the registry gives the choices and the parser."""
+    return _setting(default, help, _as_name(registry), registry=registry, **kw)
+
+
+def _hyper(registry: Registry, key: str, parse: Parser, **kw: Any) -> Any:
+    """A hyperparameter of ``registry``'s entries: default None ("the entry's") and its help."""
+    helps = [e.param(key).help for e in registry if key in e.param_names]
+    return _setting(None, helps[0], parse, hyper_of=registry, **kw)
+
+
+@dataclass
+class TrainSettings:
+    """Validated training settings (see :func:`settings_table`)."""
+
+    data: str = _setting("synthetic", "data source: " + data_forms()
+                         + ", or a path ending in .npz", _as_data, aliases=("dataset",),
+                         flags=("--data", "-d"), metavar="SOURCE")
+    epochs: int = _setting(10, "passes over the training set", _int_from(1),
+                           aliases=("epoch",), flags=("--epochs", "-e"))
+    batch_size: int = _setting(64, "images per step", _int_from(1),
+                               aliases=("batch", "batchsize"), flags=("--batch-size", "-b"))
+    optimizer: str = _named(OPTIMIZERS, "momentum", "the update rule",
+                            aliases=("optim", "opt"), flags=("--optimizer", "-o"))
+    lr: float | None = _hyper(OPTIMIZERS, "lr", _float_in(
+        hint="a learning rate is a non-negative number such as 0.01"),
+        aliases=("learning_rate",))
+    momentum: float | None = _hyper(OPTIMIZERS, "momentum",
+                                    _float_in(0.0, 1.0, hint="typically 0.9 or 0.99"),
+                                    aliases=("rho",))
+    betas: tuple[float, float] | None = _hyper(OPTIMIZERS, "betas", _as_betas,
+                                               aliases=("beta",), metavar="B1,B2")
+    eps: float | None = _hyper(OPTIMIZERS, "eps", _float_in(lo_open=True))
+    weight_decay: float | None = _hyper(OPTIMIZERS, "weight_decay", _float_in(hint="e.g. 5e-4"),
+                                        flags=("--weight-decay", "--wd"))
+    decay_rate: float | None = _hyper(OPTIMIZERS, "decay_rate",
+                                      _float_in(0.0, 1.0, hint="typically 0.9 or 0.99"),
+                                      aliases=("alpha",))
+    bias_correction: bool | None = _hyper(OPTIMIZERS, "bias_correction", _as_bool)
+    schedule: str = _named(SCHEDULES, "constant", "learning-rate schedule",
+                           aliases=("scheduler", "lr_schedule"))
+    schedule_per: str = _one_of("step", "the unit of t (and of warmup, milestones, step_size, "
+                                "total)", ("step", "epoch"), aliases={
+                                    "iteration": "step", "iter": "step", "steps": "step",
+                                    "epochs": "epoch"})
+    warmup: int = _setting(0, "linear warm-up length", _int_from(0), aliases=("warmup_steps",))
+    milestones: list[int] | None = _hyper(SCHEDULES, "milestones", _as_int_list,
+                                          metavar="T1,T2")
+    gamma: float | None = _hyper(SCHEDULES, "gamma",
+                                 _float_in(0.0, 1.0, lo_open=True, hi_open=False))
+    step_size: int | None = _hyper(SCHEDULES, "step_size", _int_from(1))
+    k: float | None = _hyper(SCHEDULES, "k", _float_in())
+    total: int | None = _hyper(SCHEDULES, "total", _int_from(1))
+    min_lr: float | None = _hyper(SCHEDULES, "min_lr", _float_in())
+    scale_lr_with_batch: bool = _setting(False, "Goyal et al.: lr *= batch_size / base_batch",
+                                         _as_bool,
+                                         flags=("--scale-lr-with-batch/--no-scale-lr",))
+    base_batch: int = _setting(256, "the batch the base lr was tuned for", _int_from(1))
+    init: Any = _setting("he", "weight init (zeros, normal:0.01, xavier, he, ...); a layer's "
+                         "init: overrides it", _as_init, aliases=("init_scheme", "weight_init"))
+    preprocess: str = _named(PREPROCESSORS, "none", "fitted on the training split only",
+                             aliases=("preprocessing",))
+    seed: int = _setting(0, "init, shuffling and dropout seed", _int_from(
+        0, "a non-negative integer"))
+    eval_batch_size: int = _setting(1000, "batch for the per-epoch test evaluation",
+                                    _int_from(1))
+    eval_every: int = _setting(1, "evaluate on the test split every N epochs (0: at the end)",
+                               _int_from(0))
+    shuffle: bool = _setting(True, "reshuffle the training set every epoch", _as_bool)
+    parallel: bool | None = _setting(None, "parallel kernels (auto); --deterministic: serial "
+                                     "kernels, bit-reproducible runs", _as_parallel,
+                                     flags=("--parallel/--deterministic",))
+    dtype: str = _one_of("float32", "floating-point type of the weights and activations",
+                         ("float32", "float64"))
+    log_every: int = _setting(100, "steps between progress events in JSON output", _int_from(1))
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    # -- derived --------------------------------------------------------------------------------
+
+    def optimizer_hyper(self) -> dict[str, Any]:
+        """Every parameter of the optimizer's entry, for :func:`cnncalc.optim.create`: the
+        setting where one is given, else the entry's default; ``lr`` is :meth:`base_lr`."""
+        entry = OPTIMIZERS.lookup(self.optimizer)
+        hyper = {}
+        for p in entry.params:
+            value = getattr(self, p.name)
+            hyper[p.name] = p.default if value is None else value
+        hyper["lr"] = self.base_lr()
+        return hyper
+
+    def base_lr(self) -> float:
+        """``lr`` (the optimizer's default when not given) after the linear scaling rule."""
+        lr = self.lr if self.lr is not None else OPTIMIZERS.lookup(self.optimizer).param(
+            "lr").default
+        if self.scale_lr_with_batch:
+            lr = scale_lr_with_batch(lr, self.batch_size, self.base_batch)
+        return lr
+
+    def schedule_kwargs(self, steps_per_epoch: int) -> dict[str, Any]:
+        """Keyword arguments for :func:`cnncalc.schedules.create` for this run: the schedule
+        entry's parameters that are set (``total`` defaults to the run's length; ``step``
+        without milestones or step_size drops at a third and two thirds of the run)."""
+        entry = SCHEDULES.lookup(self.schedule)
+        kw: dict[str, Any] = {}
+        for p in entry.params:
+            if p.name == "lr":
+                continue
+            value = getattr(self, p.name)
+            if value is not None:
+                kw[p.name] = list(value) if isinstance(value, list) else value
+        n = self.run_length(steps_per_epoch)
+        if "total" in entry.param_names and "total" not in kw:
+            kw["total"] = n
+        if entry.name == "step" and "milestones" not in kw and "step_size" not in kw:
+            kw["milestones"] = sorted({max(1, n // 3), max(2, 2 * n // 3)})
+        if not kw.get("warmup"):
+            kw.pop("warmup", None)
+        return kw
+
+    def run_length(self, steps_per_epoch: int) -> int:
+        """The run's length in schedule units (steps or epochs)."""
+        return self.epochs * (steps_per_epoch if self.schedule_per == "step" else 1)
+
+    def given(self) -> dict[str, Any]:
+        """Only the settings that some layer set explicitly (what a checkpoint stores)."""
+        d = self.to_dict()
+        return {k: d[k] for k in self.sources}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-able), for checkpoints and ``--format json``."""
+        d = dataclasses.asdict(self)
+        d.pop("sources")
+        if d["betas"] is not None:
+            d["betas"] = list(d["betas"])
+        return d
+
+
+#: the declared fields, in order: ``{name: dataclasses.Field}`` (metadata["setting"] a Setting)
+SETTINGS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainSettings)
+                                          if "setting" in f.metadata}
+KEYS: tuple[str, ...] = tuple(SETTINGS)
+#: key aliases accepted in a spec's ``train:`` mapping, from the fields' declarations
+KEY_ALIASES: dict[str, str] = {a: name for name, f in SETTINGS.items()
+                               for a in f.metadata["setting"].aliases}
+
+
+def setting(name: str) -> Setting:
+    return SETTINGS[name].metadata["setting"]
+
+
+def _shown(value: Any) -> str:
+    if value is REQUIRED:
+        return "required"
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(list(value) if isinstance(value, tuple) else value)
+
+
+def default_text(name: str) -> str:
+    """A field's default for help texts; a hyperparameter lists its entries' defaults."""
+    s, f = setting(name), SETTINGS[name]
+    if name == "total":
+        return "the run's length"
+    if s.hyper_of is None:
+        d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        return "auto" if d is None else _shown(d)
+    by_default: dict[str, list[str]] = {}
+    for e in s.hyper_of:
+        if name in e.param_names:
+            by_default.setdefault(_shown(e.param(name).default), []).append(e.name)
+    if len(by_default) == 1:
+        return next(iter(by_default))
+    return "; ".join(f"{', '.join(names)}: {d}" for d, names in by_default.items())
+
+
+def users(name: str) -> tuple[str, ...]:
+    """The entries of a hyperparameter's registry that take it (``momentum``: momentum,
+    nesterov)."""
+    s = setting(name)
+    return tuple(e.name for e in s.hyper_of if name in e.param_names)
+
+
+def meaning(name: str) -> str:
+    """A field's help with its choices (a registry's names) or the entries that take it."""
+    s = setting(name)
+    if s.registry is not None:
+        names = [e.name + (f" ({', '.join(a for a in e.aliases if a)})"
+                           if any(e.aliases) else "") for e in s.registry]
+        return f"{s.help}: {', '.join(names)}"
+    if s.choices:
+        return f"{s.help}: {', '.join(s.choices)}"
+    if s.hyper_of is not None and len(users(name)) < len(s.hyper_of):
+        return f"{s.help} ({', '.join(users(name))})"
+    return s.help
+
+
+def value_type(name: str) -> type:
+    """The command-line type of a field: its scalar type (bool, int, float, str), or str for
+    text that the field's parser reads (lists, pairs, init specs)."""
+    annotation = typing.get_type_hints(TrainSettings)[name]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if len(args) == 1 else annotation
+    return base if base in (bool, int, float, str) else str
+
+
+def option_flags(name: str) -> tuple[str, ...]:
+    """The command-line spelling of a field: its declared flags, else ``--field-name``
+    (``--field-name/--no-field-name`` for a switch)."""
+    s = setting(name)
+    if s.flags:
+        return s.flags
+    dashed = "--" + name.replace("_", "-")
+    return (f"{dashed}/--no-{dashed[2:]}",) if value_type(name) is bool else (dashed,)
+
+
+def settings_table() -> str:
+    """A markdown table of every setting: ``train:`` key, option, default, meaning."""
+    rows = ["| `train:` key | option | default | meaning |", "|---|---|---|---|"]
+    for name in KEYS:
+        flags = ", ".join(f"`{f}`" for f in option_flags(name))
+        rows.append(f"| `{name}` | {flags} | {default_text(name)} | "
+                    f"{meaning(name).replace('|', chr(92) + '|')} |")
+    return "\n".join(rows) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# merging
 
 
 def _normalise_key(key: Any, source: str) -> str:
@@ -360,23 +443,22 @@ def _normalise_key(key: Any, source: str) -> str:
         raise TrainError(f"training setting names must be strings; received {key!r}",
                          where=source)
     k = key.strip().lower().replace("-", "_")
-    if k in KEYS:
+    if k in SETTINGS:
         return k
-    if k in ALIASES and ALIASES[k] is not None:
-        return ALIASES[k]
-    close = difflib.get_close_matches(k, list(KEYS) + [a for a, t in ALIASES.items() if t],
-                                      n=1, cutoff=0.6)
-    hint = f"did you mean {ALIASES.get(close[0]) or close[0]!r}?" if close else \
+    if k in KEY_ALIASES:
+        return KEY_ALIASES[k]
+    close = difflib.get_close_matches(k, list(KEYS) + list(KEY_ALIASES), n=1, cutoff=0.6)
+    hint = f"did you mean {KEY_ALIASES.get(close[0]) or close[0]!r}?" if close else \
         f"known settings: {', '.join(KEYS)}"
-    raise TrainError(f"unknown training setting {key!r}", where=source,
-                     hint=hint)
+    raise TrainError(f"unknown training setting {key!r}", where=source, hint=hint)
 
 
 def resolve(*layers: tuple[str, Mapping[str, Any] | None]) -> TrainSettings:
     """Merge ``(source_name, mapping)`` layers, later ones winning, and validate every key.
 
     ``None`` values in a layer mean "not given" and are skipped (so unset CLI options do not
-    override the spec). Example::
+    override the spec); ``no_bias_correction: true`` reads as ``bias_correction: false``.
+    Example::
 
         resolve(("spec train:", graph.train), ("command line", {"lr": 0.1, "epochs": None}))
 
@@ -396,15 +478,13 @@ def resolve(*layers: tuple[str, Mapping[str, Any] | None]) -> TrainSettings:
                              f"{type(mapping).__name__}", where=source,
                              hint="e.g. train: {epochs: 10, batch_size: 64, lr: 0.01}")
         for key, v in mapping.items():
+            if v is None:
+                continue
             if key == "no_bias_correction":
-                if v is None:
-                    continue
                 k, v = "bias_correction", not _as_bool(key, v, source)
             else:
                 k = _normalise_key(key, source)
-            if v is None and k not in ("parallel",):
-                continue
-            values[k] = _VALIDATORS[k](k, v, source)
+            values[k] = setting(k).parse(k, v, source)
             sources[k] = source
     s = TrainSettings(**values)
     s.sources = sources
@@ -416,29 +496,28 @@ def _cross_check(s: TrainSettings) -> None:
     def src(k):
         return s.sources.get(k, "defaults")
 
-    if s.schedule == "step" and s.milestones is not None and s.step_size is not None:
+    if s.milestones is not None and s.step_size is not None:
         raise _err("milestones", src("milestones"),
                    "the step schedule takes milestones or step_size, not both",
                    "drop one of them")
-    if s.schedule in ("exponential", "inverse_time") and s.k is None:
-        raise _err("k", "defaults", f"the {s.schedule} schedule needs a decay rate k",
-                   "e.g. --k 0.1 (per " + s.schedule_per + ")")
-    unused = {"milestones": "step", "step_size": "step", "gamma": "step", "k":
-              "exponential/inverse_time", "total": "cosine/linear", "min_lr": "cosine/linear"}
-    for key, used_by in unused.items():
-        if key in s.sources and s.schedule not in used_by.split("/"):
-            raise _err(key, src(key), f"is not used by the {s.schedule} schedule "
-                       f"(it belongs to {used_by})", f"add --schedule {used_by.split('/')[0]} "
+    for key in KEYS:
+        owner = setting(key).hyper_of
+        if owner is None or key not in s.sources:
+            continue
+        chosen = s.optimizer if owner is OPTIMIZERS else s.schedule
+        if key not in owner.lookup(chosen).param_names:
+            takers = users(key)
+            raise _err(key, src(key), f"is not used by the {chosen} {owner.what} "
+                       f"(it belongs to {', '.join(takers)})",
+                       f"pick a matching --{owner.what} (e.g. --{owner.what} {takers[0]}) "
                        "or drop it")
-    opt_keys = {"momentum": ("momentum", "nesterov"), "betas": ("adam", "adamw"),
-                "bias_correction": ("adam", "adamw"), "decay_rate": ("rmsprop",),
-                "eps": ("adagrad", "rmsprop", "adam", "adamw")}
-    for key, users in opt_keys.items():
-        if key in s.sources and s.optimizer not in users:
-            raise _err(key, src(key), f"is not used by the {s.optimizer} optimizer "
-                       f"(it belongs to {', '.join(users)})", "pick a matching --optimizer "
-                       "or drop it")
-    if s.schedule in ("cosine", "linear") and s.total is not None and s.warmup \
+    sched = SCHEDULES.lookup(s.schedule)
+    for p in sched.params:
+        if p.required and p.name not in ("lr", "total") and getattr(s, p.name) is None:
+            raise _err(p.name, "defaults", f"the {s.schedule} schedule needs {p.help} "
+                       f"{p.name}", f"e.g. --{p.name.replace('_', '-')} 0.1 (per "
+                       f"{s.schedule_per})")
+    if "total" in sched.param_names and s.total is not None and s.warmup \
             and s.total <= s.warmup:
         raise _err("total", src("total"), f"({s.total}) must exceed warmup ({s.warmup})")
     if s.milestones is not None and s.warmup and s.milestones[0] <= s.warmup:
@@ -446,5 +525,5 @@ def _cross_check(s: TrainSettings) -> None:
                    f"{s.milestones} must all come after the warm-up ({s.warmup})",
                    "milestones count from the start of the run, warm-up included")
     lr = s.base_lr()
-    if s.min_lr > lr and s.schedule in ("cosine", "linear"):
+    if s.min_lr is not None and s.min_lr > lr:
         raise _err("min_lr", src("min_lr"), f"({s.min_lr:g}) exceeds lr ({lr:g})")

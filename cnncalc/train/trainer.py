@@ -5,7 +5,7 @@ then ONE optimizer call over the flat parameter buffer::
 
     opt.step({"all": net.flat_params}, {"all": net.flat_grads}, lr=schedule(t))
 
-so every optimizer of :mod:`cnncalc.train.optim` updates all ~62k LeNet-5 parameters in one
+so every optimizer of :mod:`cnncalc.optim` updates all ~62k LeNet-5 parameters in one
 vectorised pass, and its state (``velocity``, moments) is one flat array too.
 
 Events (dataclasses below) go to every callback, a callable ``cb(event)``: :class:`TrainBegin`,
@@ -189,7 +189,7 @@ def load_data(settings: TrainSettings, graph) -> Any:
     from cnncalc.train import data as data_mod
 
     arg = settings.data
-    if arg.partition(":")[0].strip().lower() == "synthetic":
+    if data_mod.DATA_SOURCES.canonical(arg.partition(":")[0]) == "synthetic":
         k = _num_classes(graph)
         if k > len(data_mod.SYNTHETIC_CLASSES):
             raise TrainError(f"the spec ends in {k} classes; synthetic data has at most "
@@ -271,7 +271,7 @@ class Trainer:
                  data_name: str = "", out_dir: str | os.PathLike | None = None,
                  interrupt_path: str | os.PathLike | None = None,
                  callbacks: Iterable[Callback] = (), steps_per_epoch: int | None = None):
-        from cnncalc.train import optim, schedules
+        from cnncalc import optim, schedules
 
         self.net = net
         self.settings = settings
@@ -659,7 +659,7 @@ def fit(model, data, optimizer=None, schedule=None, epochs: int = 1, batch_size:
     (settings decide), ``schedule`` a Schedule or ``None``; extra keyword arguments are training
     settings (validated; unknown ones are errors).
     """
-    from cnncalc.train import optim
+    from cnncalc import optim
 
     if isinstance(optimizer, str):
         settings["optimizer"] = optimizer
