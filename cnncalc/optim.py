@@ -37,10 +37,10 @@ import inspect
 import math
 from typing import Any, ClassVar
 
-import numpy as np
-
 from cnncalc.errors import TrainError
-from cnncalc.registry import Registry, doc_line, signature_params
+from cnncalc.registry import LazyModule, Registry, doc_line, signature_params
+
+np = LazyModule("numpy")  # the names serve `cnncalc analyze --optimizer`, which needs no NumPy
 
 __all__ = [
     "OPTIMIZERS",

@@ -215,3 +215,23 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.what!r}, {list(self._entries)})"
+
+
+class LazyModule:
+    """A module imported on first attribute access.
+
+    A registry's module is imported for its names alone by ``cnncalc analyze`` (CLI help and
+    choices); the implementations behind the names may need NumPy, which costs about 100 ms of
+    start-up that analysing a spec never uses. ``np = LazyModule("numpy")`` defers that cost to
+    the first ``np.something`` an optimizer actually runs.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        module = importlib.import_module(self._name)
+        self.__dict__.update(vars(module))  # later look-ups are plain attribute reads
+        return getattr(module, attr)

@@ -126,13 +126,30 @@ def test_every_registered_convention_is_a_cli_choice(specs_dir, name):
     assert name in run("analyze", "--help").output
 
 
-def test_analyze_never_imports_numba(specs_dir):
+@pytest.mark.parametrize("args", [["analyze", "resnet18.yaml"],
+                                  ["analyze", "vgg16.yaml", "--optimizer", "adam"],
+                                  ["analyze", "--help"]], ids=" ".join)
+def test_analyze_never_imports_numba_numpy_or_the_trainer(specs_dir, args):
+    """Start-up cost: analysing a spec loads neither the engine nor NumPy nor training code."""
+    argv = [str(specs_dir / a) if a.endswith(".yaml") else a for a in args]
+    heavy = ["numba", "numpy", "cnncalc.kernels", "cnncalc.engine", "cnncalc.train",
+             "cnncalc.cli.train"]
     code = ("import sys; from cnncalc.cli import app; from typer.testing import CliRunner; "
-            f"r = CliRunner().invoke(app, ['analyze', r'{specs_dir / 'resnet18.yaml'}']); "
+            f"r = CliRunner().invoke(app, {argv!r}); "
             "assert r.exit_code == 0, r.output; "
-            "print('numba' in sys.modules, 'cnncalc.kernels' in sys.modules)")
+            f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.strip() == "[]"
+
+
+def test_command_table_matches_the_command_modules():
+    """cli.app resolves each command through COMMAND_MODULES without importing the others."""
+    from cnncalc.cli.app import COMMAND_MODULES, module_group
+
+    defined = {name: module for module in set(COMMAND_MODULES.values())
+               for name in ([module_group(module).name] if module_group(module).name
+                            else module_group(module).commands)}
+    assert defined == COMMAND_MODULES
 
 
 def test_python_module_entry_point(specs_dir):

@@ -1,12 +1,52 @@
 """The typer application; each command group lives in its own module."""
 from __future__ import annotations
 
+import functools
+import importlib
+
 import typer
+from typer.core import TyperGroup
+from typer.main import get_group
 
 from cnncalc import __version__
-from cnncalc.cli import analyze, homework, lab, report, train
+
+#: Which module defines each command, in the order `cnncalc --help` lists them. A module is
+#: imported only when one of its commands runs (or for the full help), so `cnncalc analyze`
+#: never loads the trainer's settings, numpy or numba. Each module owns a typer of its
+#: commands and imports no other module to register them; tests check this table against
+#: what the modules define.
+COMMAND_MODULES: dict[str, str] = {
+    "analyze": "analyze", "layers": "analyze",
+    "lab": "lab",
+    "train": "train", "evaluate": "train", "predict": "train",
+    "layer": "homework", "explain": "homework", "check": "homework", "conv": "homework",
+    "solve": "homework",
+    "report": "report",
+}
+
+
+@functools.cache
+def module_group(module: str) -> TyperGroup:
+    """The click group of one command module's ``commands`` typer."""
+    return get_group(importlib.import_module(f"cnncalc.cli.{module}").commands)
+
+
+class LazyCommands(TyperGroup):
+    """The root group: resolves a command by importing only the module that defines it."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMAND_MODULES)
+
+    def get_command(self, ctx, name: str):
+        module = COMMAND_MODULES.get(name)
+        if module is None:
+            return None
+        group = module_group(module)  # a module may be one command group itself (lab)
+        return group if group.name == name else group.get_command(ctx, name)
+
 
 app = typer.Typer(
+    cls=LazyCommands,
     name="cnncalc",
     help="CNN layer calculator, shape/parameter analyzer and trainer.",
     rich_markup_mode="rich",
@@ -27,12 +67,6 @@ def _version(value: bool):
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Show the version and exit.")):
     """CNN layer calculator, shape/parameter analyzer and trainer."""
-
-
-# Each command module owns a typer of its commands and imports no other to register them;
-# here they are assembled, in the order `cnncalc --help` lists them.
-for _module in (analyze, lab, train, homework, report):
-    app.add_typer(_module.commands)
 
 
 def main() -> None:

@@ -30,9 +30,11 @@ def report(
                                   help="For a checkpoint: run it on its test set for the "
                                        "confusion matrix."),
 ):
-    """Write an HTML report: the architecture drawn as volumes, the layer table, receptive
-    fields, memory and warnings; for a checkpoint also its training curves, confusion matrix
-    and settings. Works offline (no network requests)."""
+    """One offline HTML page: the architecture drawn as volumes, layers, fields, memory.
+
+    For a checkpoint also its training curves, confusion matrix and settings. The page makes no
+    network request.
+    """
     from cnncalc.report import write_report
 
     path = write_report(source, out, batch=batch,
