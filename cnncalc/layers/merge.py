@@ -14,6 +14,7 @@ class Add(Layer):
     """
 
     kind = "add"
+    op = "cnncalc.engine.ops:AddOp"
     aliases = ("residual", "sum")
     prefix = "add"
     summary = "elementwise sum of branches (residual); shapes must match"
@@ -39,6 +40,7 @@ class Concat(Layer):
     """Concatenation along channels (depth); spatial sizes must match."""
 
     kind = "concat"
+    op = "cnncalc.engine.ops:ConcatOp"
     aliases = ("concatenate", "cat")
     prefix = "concat"
     summary = "concatenate branches along depth; spatial sizes must match"
