@@ -200,6 +200,11 @@ def swish(x):
     return np.array([v / (1 + math.exp(-v)) for v in x.ravel()], dtype=x.dtype).reshape(x.shape)
 
 
+def hardswish(x):
+    return np.array([v * min(max(v + 3, 0.0), 6.0) / 6 for v in x.ravel()],
+                    dtype=x.dtype).reshape(x.shape)
+
+
 def softmax(x):
     """Softmax over axis 1, row by row."""
     y = np.empty_like(x)
@@ -380,6 +385,11 @@ KINDS: dict[str, KindCase] = {
                      torch=lambda F, x: F.mish(x)),
     "swish": KindCase(("swish",), "3x3x2", Rule((3, 3, 2), 0, 0, 18, (1, 1), 1), swish,
                       torch=lambda F, x: F.silu(x)),
+    # PyTorch: d/dx = 0 at x = -3, 1 at x = 3
+    "hardswish": KindCase(("hardswish",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1),
+                          hardswish,
+                          lambda x: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),
+                          kinks=(-3.0, 3.0), scale=3.0, torch=lambda F, x: F.hardswish(x)),
     # exp, sum and divide: 3 FLOPs per element
     "softmax": KindCase(("softmax",), "3x3x4", Rule((3, 3, 4), 0, 0, 108, (1, 1), 1), softmax,
                         torch=lambda F, x: F.softmax(x, dim=1)),

@@ -16,6 +16,7 @@ mish            ``mish_backward(dy, x)``
 swish / silu    ``swish_backward(dy, x)``
 softmax         ``softmax_backward(dy, y)`` (softmax over axis 1)
 prelu           ``prelu_backward(dy, x, alpha) -> (dx, dalpha)``
+hardswish       ``hardswish_backward(dy, x)``
 maxout          ``maxout_backward(dy, x2d, w, argmax, pieces) -> (dx, dw, db)``
 ==============  ===========================================
 """
@@ -30,7 +31,8 @@ __all__ = [
     "elu_forward", "elu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_forward",
     "tanh_backward", "mish_forward", "mish_backward", "swish_forward", "swish_backward",
     "silu_forward", "silu_backward", "softmax_forward", "softmax_backward", "prelu_forward",
-    "prelu_backward", "maxout_forward", "maxout_backward",
+    "prelu_backward", "maxout_forward", "maxout_backward", "hardswish_forward",
+    "hardswish_backward",
 ]
 
 _PAR_MIN = 1 << 18  # elements; below this one thread is faster than a prange launch
@@ -249,3 +251,17 @@ def maxout_backward(dy, x2d, w, argmax, pieces):
     np.put_along_axis(dz, argmax[:, :, None].astype(np.intp), dy[:, :, None], axis=2)
     dz = dz.reshape(n, units * pieces)
     return dz @ w, dz.T @ x2d, dz.sum(axis=0)
+
+
+def hardswish_forward(x):
+    """PyTorch's Hardswish: x·min(max(x + 3, 0), 6)/6 (0 for x <= -3, x for x >= 3)."""
+    x = np.asarray(x)
+    return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+
+def hardswish_backward(dy, x):
+    """Needs the forward input ``x``: d/dx = 0 for x <= -3, x/3 + 1/2 for -3 < x < 3, 1 for
+    x >= 3 (PyTorch's values at the kinks)."""
+    x = np.asarray(x)
+    return np.where(x <= -3, 0, np.where(x < 3, dy * (x / 3 + 0.5), dy)).astype(x.dtype,
+                                                                                  copy=False)

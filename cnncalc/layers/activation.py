@@ -1,6 +1,7 @@
 """Elementwise activations (shape unchanged; PReLU has parameters).
 
-FLOPs: one per element for every activation function (an exp or tanh counts as one op);
+FLOPs: one per element for every activation function (an exp or tanh counts as one op, and so
+does a piecewise-linear one such as hardswish);
 softmax counts three per element (exp, sum, divide).
 """
 from __future__ import annotations
@@ -50,6 +51,8 @@ Sigmoid = _activation("sigmoid", "sigmoid: 1/(1 + e⁻ˣ)", ("logistic",), saves
 Tanh = _activation("tanh", "tanh(x)", saves="y")
 Mish = _activation("mish", "Mish: x·tanh(ln(1 + eˣ))")
 Swish = _activation("swish", "Swish/SiLU: x·σ(x)", ("silu",))
+Hardswish = _activation("hardswish", "Hardswish (MobileNetV3): x·min(max(x + 3, 0), 6)/6",
+                        ("hard_swish",))
 
 
 @register
