@@ -205,6 +205,11 @@ def hardswish(x):
                     dtype=x.dtype).reshape(x.shape)
 
 
+def hardsigmoid(x):
+    return np.array([min(max(v + 3, 0.0), 6.0) / 6 for v in x.ravel()],
+                    dtype=x.dtype).reshape(x.shape)
+
+
 def softmax(x):
     """Softmax over axis 1, row by row."""
     y = np.empty_like(x)
@@ -390,6 +395,12 @@ KINDS: dict[str, KindCase] = {
                           hardswish,
                           lambda x: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),
                           kinks=(-3.0, 3.0), scale=3.0, torch=lambda F, x: F.hardswish(x)),
+    # PyTorch: d/dx = 0 at both kinks; its float64 backward multiplies by 1/6 rounded to
+    # float32 (relative error 3e-8), the kernel by 1/6
+    "hardsigmoid": KindCase(("hardsigmoid",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1),
+                            hardsigmoid, lambda x: _step(x, -3.0, 3.0, inside=1 / 6),
+                            kinks=(-3.0, 3.0), scale=3.0, torch=lambda F, x: F.hardsigmoid(x),
+                            torch_rtol64=1e-7),
     # exp, sum and divide: 3 FLOPs per element
     "softmax": KindCase(("softmax",), "3x3x4", Rule((3, 3, 4), 0, 0, 108, (1, 1), 1), softmax,
                         torch=lambda F, x: F.softmax(x, dim=1)),

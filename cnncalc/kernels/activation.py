@@ -17,6 +17,7 @@ swish / silu    ``swish_backward(dy, x)``
 softmax         ``softmax_backward(dy, y)`` (softmax over axis 1)
 prelu           ``prelu_backward(dy, x, alpha) -> (dx, dalpha)``
 hardswish       ``hardswish_backward(dy, x)``
+hardsigmoid     ``hardsigmoid_backward(dy, x)``
 maxout          ``maxout_backward(dy, x2d, w, argmax, pieces) -> (dx, dw, db)``
 ==============  ===========================================
 """
@@ -32,7 +33,7 @@ __all__ = [
     "tanh_backward", "mish_forward", "mish_backward", "swish_forward", "swish_backward",
     "silu_forward", "silu_backward", "softmax_forward", "softmax_backward", "prelu_forward",
     "prelu_backward", "maxout_forward", "maxout_backward", "hardswish_forward",
-    "hardswish_backward",
+    "hardswish_backward", "hardsigmoid_forward", "hardsigmoid_backward",
 ]
 
 _PAR_MIN = 1 << 18  # elements; below this one thread is faster than a prange launch
@@ -265,3 +266,16 @@ def hardswish_backward(dy, x):
     x = np.asarray(x)
     return np.where(x <= -3, 0, np.where(x < 3, dy * (x / 3 + 0.5), dy)).astype(x.dtype,
                                                                                   copy=False)
+
+
+def hardsigmoid_forward(x):
+    """PyTorch's Hardsigmoid: min(max(x + 3, 0), 6)/6."""
+    x = np.asarray(x)
+    return (np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+
+def hardsigmoid_backward(dy, x):
+    """Needs the forward input ``x``: d/dx = 1/6 for -3 < x < 3, else 0 (0 at both kinks, as
+    PyTorch)."""
+    x = np.asarray(x)
+    return np.where((x > -3) & (x < 3), dy * x.dtype.type(1 / 6), 0).astype(x.dtype, copy=False)

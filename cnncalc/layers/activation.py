@@ -53,6 +53,8 @@ Mish = _activation("mish", "Mish: x·tanh(ln(1 + eˣ))")
 Swish = _activation("swish", "Swish/SiLU: x·σ(x)", ("silu",))
 Hardswish = _activation("hardswish", "Hardswish (MobileNetV3): x·min(max(x + 3, 0), 6)/6",
                         ("hard_swish",))
+Hardsigmoid = _activation("hardsigmoid", "Hardsigmoid: min(max(x + 3, 0), 6)/6",
+                          ("hard_sigmoid",))
 
 
 @register
