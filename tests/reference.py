@@ -210,6 +210,10 @@ def hardsigmoid(x):
                     dtype=x.dtype).reshape(x.shape)
 
 
+def relu6(x):
+    return np.array([min(max(v, 0.0), 6.0) for v in x.ravel()], dtype=x.dtype).reshape(x.shape)
+
+
 def softmax(x):
     """Softmax over axis 1, row by row."""
     y = np.empty_like(x)
@@ -401,6 +405,10 @@ KINDS: dict[str, KindCase] = {
                             hardsigmoid, lambda x: _step(x, -3.0, 3.0, inside=1 / 6),
                             kinks=(-3.0, 3.0), scale=3.0, torch=lambda F, x: F.hardsigmoid(x),
                             torch_rtol64=1e-7),
+    # PyTorch: d/dx = 0 at both kinks; scale 4 puts inputs beyond 6
+    "relu6": KindCase(("relu6",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1), relu6,
+                      lambda x: _step(x, 0.0, 6.0), kinks=(0.0, 6.0), scale=4.0,
+                      torch=lambda F, x: F.relu6(x)),
     # exp, sum and divide: 3 FLOPs per element
     "softmax": KindCase(("softmax",), "3x3x4", Rule((3, 3, 4), 0, 0, 108, (1, 1), 1), softmax,
                         torch=lambda F, x: F.softmax(x, dim=1)),

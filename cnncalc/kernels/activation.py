@@ -18,6 +18,7 @@ softmax         ``softmax_backward(dy, y)`` (softmax over axis 1)
 prelu           ``prelu_backward(dy, x, alpha) -> (dx, dalpha)``
 hardswish       ``hardswish_backward(dy, x)``
 hardsigmoid     ``hardsigmoid_backward(dy, x)``
+relu6           ``relu6_backward(dy, x)``
 maxout          ``maxout_backward(dy, x2d, w, argmax, pieces) -> (dx, dw, db)``
 ==============  ===========================================
 """
@@ -33,7 +34,8 @@ __all__ = [
     "tanh_backward", "mish_forward", "mish_backward", "swish_forward", "swish_backward",
     "silu_forward", "silu_backward", "softmax_forward", "softmax_backward", "prelu_forward",
     "prelu_backward", "maxout_forward", "maxout_backward", "hardswish_forward",
-    "hardswish_backward", "hardsigmoid_forward", "hardsigmoid_backward",
+    "hardswish_backward", "hardsigmoid_forward", "hardsigmoid_backward", "relu6_forward",
+    "relu6_backward",
 ]
 
 _PAR_MIN = 1 << 18  # elements; below this one thread is faster than a prange launch
@@ -279,3 +281,16 @@ def hardsigmoid_backward(dy, x):
     PyTorch)."""
     x = np.asarray(x)
     return np.where((x > -3) & (x < 3), dy * x.dtype.type(1 / 6), 0).astype(x.dtype, copy=False)
+
+
+def relu6_forward(x):
+    """PyTorch's ReLU6: min(max(x, 0), 6)."""
+    x = np.asarray(x)
+    return np.clip(x, 0, 6).astype(x.dtype, copy=False)
+
+
+def relu6_backward(dy, x):
+    """Needs the forward input ``x``: d/dx = 1 for 0 < x < 6, else 0 (0 at both kinks, as
+    PyTorch)."""
+    x = np.asarray(x)
+    return np.where((x > 0) & (x < 6), dy, 0).astype(x.dtype, copy=False)

@@ -55,6 +55,7 @@ Hardswish = _activation("hardswish", "Hardswish (MobileNetV3): x·min(max(x + 3,
                         ("hard_swish",))
 Hardsigmoid = _activation("hardsigmoid", "Hardsigmoid: min(max(x + 3, 0), 6)/6",
                           ("hard_sigmoid",))
+ReLU6 = _activation("relu6", "ReLU6 (MobileNet): min(max(x, 0), 6)")
 
 
 @register
