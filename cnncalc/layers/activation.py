@@ -14,7 +14,7 @@ from cnncalc.layers.options import Option, boolean, number, positive_int
 _KERNELS = "cnncalc.kernels.activation"
 
 
-def kernel_pair(name: str) -> tuple[str, str]:
+def activation_kernels(name: str) -> tuple[str, str]:
     """The ``name_forward``/``name_backward`` pair of :mod:`cnncalc.kernels.activation`."""
     return f"{_KERNELS}:{name}_forward", f"{_KERNELS}:{name}_backward"
 
@@ -31,7 +31,7 @@ def _activation(kind: str, summary: str, aliases: tuple = (), options: dict | No
     options = options or {}
     cls = type(kind.title().replace("_", ""), (_Elementwise,), {
         "kind": kind, "aliases": aliases, "prefix": kind, "summary": summary,
-        "options": options, "__doc__": summary, "kernels": kernel_pair(kind), "saves": saves,
+        "options": options, "__doc__": summary, "kernels": activation_kernels(kind), "saves": saves,
         "kernel_args": tuple(options),
     })
     if describe is not None:
@@ -65,7 +65,7 @@ class Softmax(_Elementwise):
     kind = "softmax"
     prefix = "softmax"
     summary = "softmax over the depth axis"
-    kernels = kernel_pair("softmax")
+    kernels = activation_kernels("softmax")
     saves = "y"
 
     def flops(self, in_shape, out_shape):

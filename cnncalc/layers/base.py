@@ -5,7 +5,6 @@ the same volume as ``W x H x D``.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -209,8 +208,10 @@ class Layer:
 
 def resolve_name(name: str):
     """The object a ``"package.module:attribute"`` string names (imported on first use)."""
+    from importlib import import_module
+
     module, _, attr = name.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return getattr(import_module(module), attr)
 
 
 def prod(shape) -> int:
