@@ -1,8 +1,9 @@
 """How fast is `cnncalc analyze`? Times whole CLI processes, and the library on a generated
 1,000-layer spec, against `python -c pass` measured in the same run (the interpreter's own
-start-up is the floor no CLI can beat).
+start-up is the floor no CLI can beat). Then times building the graph of 10,000- and
+50,000-layer specs: with linear building the time per layer stays flat as the spec grows.
 
-    python bench/bench_analyze.py [--repeat 7]
+    python bench/bench_analyze.py [--repeat 7] [--sizes 10000 50000]
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def wall(cmd: list[str], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       cwd=ROOT)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -37,7 +39,11 @@ def deep_spec(n_layers: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 50_000],
+                    help="layer counts for the graph-building scaling lines")
     args = ap.parse_args()
+    # time this checkout's cnncalc (as `python -m cnncalc` from ROOT does), not an installed one
+    sys.path.insert(0, str(ROOT))
     py = sys.executable
     floor = wall([py, "-c", "pass"], args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +63,24 @@ def main() -> None:
                 lib.append(time.perf_counter() - t0)
             print(f"{label:<14}{cli * 1000:>9.0f}{(cli - floor) * 1000:>13.0f}"
                   f"{statistics.median(lib) * 1000:>12.1f}")
+    scaling(args.sizes)
     print("numba imported by analyze:", "numba" in sys.modules)
+
+
+def scaling(sizes: list[int]) -> None:
+    """Seconds to load (parse, expand, connect) and analyze ``n`` layers, once each."""
+    import cnncalc
+    if not sizes:
+        return
+    print(f"{'layers':<14}{'load s':>9}{'analyze s':>11}{'load us/layer':>15}")
+    for n in sizes:
+        text = deep_spec(n)
+        t0 = time.perf_counter()
+        graph = cnncalc.load(text)
+        t1 = time.perf_counter()
+        graph.analyze()
+        t2 = time.perf_counter()
+        print(f"{n:<14,}{t1 - t0:>9.2f}{t2 - t1:>11.2f}{(t1 - t0) / n * 1e6:>15.0f}")
 
 
 if __name__ == "__main__":

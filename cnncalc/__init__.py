@@ -12,7 +12,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from cnncalc.errors import CnnCalcError, DataError, ShapeError, SpecError, TrainError
-from cnncalc.graph import Graph, load
+from cnncalc.graph import Graph
+from cnncalc.spec import load
 
 
 def __getattr__(name):

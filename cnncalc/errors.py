@@ -45,10 +45,14 @@ class CnnCalcError(Exception):
         self.location = location
         self.path = path
 
-    def __str__(self) -> str:
+    def headline(self) -> str:
+        """``file:line:col: error: where: message``, without the hint."""
         head = f"{self.location}: " if self.location else ""
         where = f"{self.where}: " if self.where else ""
-        text = f"{head}error: {where}{self.message}"
+        return f"{head}error: {where}{self.message}"
+
+    def __str__(self) -> str:
+        text = self.headline()
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text

@@ -47,10 +47,27 @@ def compose(field: RField, steps: tuple[RFStep, RFStep]) -> RField:
                   start=(axes[0][2], axes[1][2]))
 
 
+def merge_axis(sizes, jumps, starts) -> tuple[int, int, float]:
+    """The union of the branches' windows on one axis: ``(size, jump, start)``.
+
+    Branch i's first unit sees ``[start_i − (size_i − 1)/2, start_i + (size_i − 1)/2]``; the
+    merged unit sees the union ``[lo, hi]``, so ``size = hi − lo + 1`` and ``start = (lo + hi)/2``.
+    When the centres agree this is the largest branch's field. The effective stride is the
+    branches' common one (a merge needs equal output sizes, which in practice means equal
+    strides); if they differ, the largest is taken and the merge is reported as not aligned.
+    """
+    lo = min(c - (n - 1) / 2 for n, c in zip(sizes, starts))
+    hi = max(c + (n - 1) / 2 for n, c in zip(sizes, starts))
+    return int(round(hi - lo)) + 1, max(jumps), (lo + hi) / 2
+
+
 def merge_fields(fields: list[RField]) -> tuple[RField, bool]:
-    """The field after a merge: the largest of its inputs; ``aligned`` is False when the
-    branches' effective strides or centres differ (the merged field is then not
-    shift-invariant)."""
-    largest = max(fields, key=lambda f: (f.size[0] * f.size[1], f.size))
+    """The field after a merge (``add``, ``concat``): per axis, the union of the inputs' windows
+    (:func:`merge_axis`). ``aligned`` is False when the branches' effective strides or centres
+    differ: the merged field is then not shift-invariant."""
+    axes = [merge_axis([f.size[a] for f in fields], [f.stride[a] for f in fields],
+                       [f.start[a] for f in fields]) for a in (0, 1)]
+    merged = RField(size=(axes[0][0], axes[1][0]), stride=(axes[0][1], axes[1][1]),
+                    start=(axes[0][2], axes[1][2]))
     aligned = all(f.stride == fields[0].stride and f.start == fields[0].start for f in fields)
-    return largest, aligned
+    return merged, aligned

@@ -35,3 +35,18 @@ def _restore_denormals():
 
         if not numba.config.DISABLE_JIT:
             sys.modules["cnncalc.kernels.denormals"].disable_flush_denormals()
+
+
+@pytest.fixture(scope="session")
+def trained_lenet(tmp_path_factory) -> Path:
+    """A LeNet-5 run of `cnncalc train --out DIR` (2 epochs of synthetic data); returns DIR,
+    which holds last.npz, metrics.csv and report.html."""
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    out = tmp_path_factory.mktemp("lenet_run")
+    r = CliRunner().invoke(app, ["train", str(SPECS / "lenet5.yaml"), "--data", "synthetic:300",
+                                 "--epochs", "2", "--deterministic", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out

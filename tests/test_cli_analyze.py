@@ -3,9 +3,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from cnncalc.cli import app
+from cnncalc.conventions import CONVENTIONS
+from cnncalc.layers import LAYERS
 
 runner = CliRunner()
 
@@ -95,6 +98,32 @@ def test_layers_lists_registry():
     res = run("layers", "--format", "json")
     kinds = {r["type"] for r in json.loads(res.stdout)}
     assert {"conv", "maxpool", "fc", "batchnorm", "add", "concat", "lrn", "maxout"} <= kinds
+
+
+def test_layers_rows_are_the_registry_entries():
+    rows = json.loads(run("layers", "--format", "json").stdout)
+    assert [r["type"] for r in rows] == sorted(LAYERS.names())
+    for row in rows:
+        entry = LAYERS.lookup(row["type"])
+        assert row["aliases"] == list(entry.aliases) and row["summary"] == entry.help
+        assert [o["name"] for o in row["options"]] == list(entry.obj.options)
+        for o in row["options"]:
+            param, option = entry.param(o["name"]), entry.obj.options[o["name"]]
+            assert param.required == option.required and param.help == option.doc
+            assert o["default"] == ("required" if option.required
+                                    else f"default {option.default!r}")
+    conv = next(r for r in rows if r["type"] == "conv")
+    out_channels = next(o for o in conv["options"] if o["name"] == "out_channels")
+    assert {"K", "filters"} <= set(out_channels["aliases"])
+    assert out_channels["default"] == "required"
+
+
+@pytest.mark.parametrize("name", CONVENTIONS.names())
+def test_every_registered_convention_is_a_cli_choice(specs_dir, name):
+    res = run("analyze", specs_dir / "lenet5.yaml", "--convention", name, "-f", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["convention"] == name
+    assert name in run("analyze", "--help").output
 
 
 def test_analyze_never_imports_numba(specs_dir):

@@ -77,3 +77,88 @@ def test_param_and_total_consistency(specs_dir):
     g = cnncalc.load(specs_dir / "resnet18.yaml")
     t = g.analyze()["totals"]
     assert sum(prod(s) for s in g.param_shapes().values()) == t["trainable_params"]
+
+
+def _chain_spec(n: int) -> str:
+    """``n`` relus, each naming the one before it in ``from:`` (a lookup per layer)."""
+    lines = ["input: 8x8x2", "layers:", "  - relu: {name: r0}"]
+    lines += [f"  - relu: {{name: r{i}, from: r{i - 1}}}" for i in range(1, n)]
+    return "\n".join(lines) + "\n"
+
+
+def _lines_executed_in_cnncalc(fn) -> int:
+    """How many lines of cnncalc's own Python code ``fn()`` executes (a count, not a time)."""
+    import sys
+
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if "cnncalc" in frame.f_code.co_filename:
+            count += 1
+            return tracer
+        return None
+
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_building_is_linear_in_the_number_of_layers():
+    # A scan of the nodes per lookup makes 4x the layers cost ~16x the work (measured: ~9x at
+    # these sizes, where the per-layer work still weighs); building by dict lookups costs 4x.
+    small, large = (_chain_spec(n) for n in (200, 800))
+    work = [_lines_executed_in_cnncalc(lambda t=t: cnncalc.load(t)) for t in (small, large)]
+    assert work[1] / work[0] < 5
+
+
+def test_build_graph_from_entries_and_its_guards():
+    import pytest
+
+    from cnncalc.conventions import get_convention
+    from cnncalc.errors import SpecError
+    from cnncalc.graph import LayerEntry, build_graph
+    from cnncalc.layers import LAYERS
+    from cnncalc.layers.base import Shape
+
+    conv = LAYERS.get("conv")(out_channels=4, kernel_size=(3, 3), stride=(1, 1),
+                              padding=((1, 1), (1, 1)))
+    relu = LAYERS.get("relu")()
+    add = LAYERS.get("add")()
+    g = build_graph([LayerEntry("c", conv, ["input"]), LayerEntry("r", relu, ["c"]),
+                     LayerEntry("sum", add, ["r", "c"])],
+                    name="n", input_shape=Shape(2, 8, 8), convention=get_convention(None))
+    assert [n.name for n in g] == ["c", "r", "sum"] and g.output_shape == (4, 8, 8)
+    assert g.node("sum").inputs == ["r", "c"] and g.node("r").rf.size == (3, 3)
+    with pytest.raises(SpecError, match="taken"):
+        g.connect(LayerEntry("r", relu, ["sum"]))
+    with pytest.raises(SpecError, match="not earlier layers"):
+        g.connect(LayerEntry("r2", relu, ["nope"]))
+    with pytest.raises(KeyError):
+        g.node("nope")
+
+
+def test_node_lookup_follows_a_trimmed_node_list():
+    import pytest
+
+    g = cnncalc.load("input: 8x8x1\nlayers: [relu, relu, relu]\n")
+    g.nodes.pop()
+    assert g.node("relu2").index == 2
+    with pytest.raises(KeyError):
+        g.node("relu3")
+
+
+def test_graph_module_does_not_import_the_spec_language():
+    # data flows spec -> graph: the spec builds graphs by calling graph.py, never the reverse
+    import ast
+    from pathlib import Path
+
+    import cnncalc.graph
+
+    tree = ast.parse(Path(cnncalc.graph.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.startswith("cnncalc.spec") for m in imported)

@@ -25,7 +25,9 @@ def test_round_trip_and_state(name, x):
     np.testing.assert_allclose(p.inverse_transform(y), x, rtol=1e-4, atol=1e-3)
     q = Preprocessor.from_state(p.state_dict())
     assert type(q) is type(p)
-    np.testing.assert_allclose(q.transform(x[:5]), y[:5], rtol=1e-6, atol=1e-6)
+    # the same rows through the same code path: a 5-row and a 400-row float32 product take
+    # different BLAS kernels (different rounding, amplified by whitening), so compare like for like
+    np.testing.assert_allclose(q.transform(x), y, rtol=1e-6, atol=1e-6)
     assert p.state_dict()["name"] == name
 
 

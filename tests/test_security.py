@@ -142,3 +142,96 @@ def test_official_python_batches_still_load(tmp_path, protocol):
     (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=protocol))
     d = load_cifar10(tmp_path)
     assert d.x_train.shape == (10, 3, 32, 32) and d.classes[3] == "n3"
+
+
+def test_json_output_is_strict_json(capsys):
+    """NaN and infinity are not JSON: every --format json output writes null instead."""
+    import json
+    import math
+
+    from cnncalc.cli.common import print_json
+
+    print_json({"loss": float("nan"), "ratio": [np.float32("inf"), -math.inf, 0.5],
+                "array": np.array([1.0, np.nan]), "n": np.int64(3)})
+    text = capsys.readouterr().out
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"loss": None, "ratio": [None, None, 0.5], "array": [1.0, None],
+                                "n": 3}
+
+
+# -- terminal and markup injection -------------------------------------------------------------
+
+HOSTILE_SPEC = r'''name: "evil\e[2J\e]0;owned\anet"
+input: 8x8x1
+layers:
+  - conv: {name: "[/bold]", filters: 2, size: 3}
+  - relu: {name: "[link=https://example.com]click[/link]"}
+  - conv: {name: "x\e[1A\rall tests passed", filters: 2, size: 2, stride: 2}
+  - flatten
+  - fc: {units: 3}
+'''
+HOSTILE_ANSWERS = r'''layers:
+  "[/bold]": {output: "6x6x2", params: 20}
+  "x\e[1A\rall tests passed": {output: "3x3x2"}
+'''
+
+
+def assert_inert(text: str) -> None:
+    """No raw control character reaches the terminal; rich markup came out literally."""
+    assert "\x1b" not in text and "\a" not in text and "\r" not in text
+    assert "\\x1b" in text  # shown visibly instead
+
+
+@pytest.mark.parametrize("args", [
+    ["analyze", "{spec}"],
+    ["analyze", "{spec}", "--format", "markdown"],
+    ["analyze", "{spec}", "--format", "csv"],
+    ["explain", "{spec}"],
+    ["explain", "{spec}", "--layer", "[/bold]"],
+    ["check", "{spec}", "{answers}"],
+], ids=lambda a: " ".join(a))
+def test_names_are_shown_visibly_and_never_as_markup(tmp_path, args):
+    spec = tmp_path / "evil.yaml"
+    spec.write_text(HOSTILE_SPEC)
+    answers = tmp_path / "answers.yaml"
+    answers.write_text(HOSTILE_ANSWERS)
+    argv = [a.format(spec=spec, answers=answers) for a in args]
+    r = runner.invoke(app, argv)
+    assert r.exit_code in (0, 1), r.output  # check exits 1 for a wrong answer
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert_inert(r.output)
+    if args[-1] != "csv" and "check" not in args:
+        assert "[/bold]" in r.output  # printed literally, not taken as a closing tag
+
+
+def test_plain_table_for_long_specs_is_inert(tmp_path):
+    layers = "\n".join("  - relu: {name: \"r%d\\e[2J\"}" % i for i in range(200))
+    spec = tmp_path / "long.yaml"
+    spec.write_text(f"name: long\ninput: 4x4x1\nlayers:\n{layers}\n")
+    r = runner.invoke(app, ["analyze", str(spec)])
+    assert r.exit_code == 0, r.output
+    assert_inert(r.output)
+
+
+def test_errors_and_warnings_echo_names_inertly(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text('name: x\ninput: 7x7x1\nlayers:\n'
+                    '  - conv: {name: "c\\e[2J[/red]", filters: 1, size: 3, stride: 3}\n'
+                    '  - conv: {name: "d\\e]0;t\\a", filters: 1, sizes: 3}\n')
+    r = runner.invoke(app, ["analyze", str(spec)])
+    assert r.exit_code == 2
+    assert_inert(r.output)
+    assert "unknown option 'sizes'" in r.output
+
+
+def test_error_snippet_of_a_huge_line_is_cut_around_the_column(tmp_path):
+    spec = tmp_path / "wide.yaml"
+    pad = " " * 3_000_000
+    spec.write_text("{name: w, input: 8x8x1, layers: [" + pad + "{conv: {filters: 1, sizes: 3}}"
+                    + pad + "]}\n")
+    r = runner.invoke(app, ["analyze", str(spec)])
+    assert r.exit_code == 2 and "unknown option 'sizes'" in r.output
+    assert len(r.output) < 2000
+    snippet, caret = [ln for ln in r.output.splitlines() if "|" in ln][:2]
+    # the caret still points at the offending key inside the cut line
+    assert snippet[caret.index("^"):].startswith("sizes")

@@ -163,3 +163,24 @@ def test_unknown_block():
 def test_error_text_is_compiler_style():
     e = err_of("input: 32x32x3\nlayers:\n  - conv: {filters: 6, sizes: 5}\n")
     assert str(e).startswith("net.yaml:3:24: error: layer 1 'conv1' (conv): unknown option")
+
+
+def test_unknown_convention_suggests_and_lists_the_registry():
+    from cnncalc.conventions import CONVENTIONS
+
+    e = err_of("input: 8x8x1\nconvention: pytroch\nlayers: [relu]\n")
+    assert "unknown convention 'pytroch'" in e.message and e.location.line == 2
+    assert "did you mean 'pytorch'?" in e.hint
+    assert all(name in e.hint for name in CONVENTIONS.names())
+
+
+def test_convention_entries_hold_the_rules_flags():
+    from cnncalc.conventions import CONVENTIONS, get_convention
+
+    for entry in CONVENTIONS:
+        conv = entry.obj
+        assert conv.name == entry.name and conv.description == entry.help
+        assert {k: getattr(conv, k) for k in entry.extra} == dict(entry.extra)
+    assert get_convention(None, strict=True).name == "cs231n"
+    caffe = get_convention("Caffe", strict=True)
+    assert (caffe.name, caffe.strict, caffe.pool_ceil) == ("caffe", True, True)

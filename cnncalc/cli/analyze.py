@@ -1,36 +1,24 @@
 """`cnncalc analyze` and `cnncalc layers`."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from cnncalc.cli import render
 from cnncalc.cli.app import app
-from cnncalc.cli.common import Format, Optimizer, console, handle_errors, print_json, warn
-
-
-class ConventionName(str, Enum):
-    pytorch = "pytorch"
-    cs231n = "cs231n"
-    caffe = "caffe"
-    darknet = "darknet"
-
+from cnncalc.cli.common import (ConventionName, ConventionOpt, Format, Optimizer, StrictOpt,
+                                console, handle_errors, print_json, warn)
 
 SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_default=False)
-StrictOpt = typer.Option(False, "--strict",
-                         help="cs231n's rule: a non-integer (W - F + 2P)/S + 1 is an error.")
-ConventionOpt = typer.Option(None, "--convention",
-                             help="Rounding/padding convention: pytorch (default), cs231n, "
-                                  "caffe, darknet.")
 
 
 @app.command()
 @handle_errors
 def analyze(
     spec: Path = SpecArg,
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json, markdown, csv."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f",
+                               help="table, json, markdown, csv, svg (the drawing)."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Batch size for memory totals."),
     optimizer: Optimizer = typer.Option(None, "--optimizer",
                                         help="Add gradients and optimizer state to the memory "
@@ -39,7 +27,7 @@ def analyze(
     convention: ConventionName = ConventionOpt,
 ):
     """Per-layer output volumes, parameters, MACs, memory and receptive fields, with totals."""
-    from cnncalc.graph import load
+    from cnncalc.spec import load
 
     graph = load(spec, strict=strict, convention=convention.value if convention else None)
     report = graph.analyze(batch=batch, optimizer=optimizer.value if optimizer else None)
@@ -51,6 +39,10 @@ def analyze(
         return
     if fmt is Format.csv:
         typer.echo(render.analysis_csv(report), nl=False)
+        return
+    if fmt is Format.svg:
+        from cnncalc.report import architecture_svg
+        typer.echo(architecture_svg(report), nl=False)
         return
     out = console()
     if len(report["layers"]) > render.RICH_TABLE_MAX_ROWS:
@@ -68,30 +60,17 @@ def analyze(
 @app.command("layers")
 def list_layers(fmt: Format = typer.Option(Format.table, "--format", "-f")):
     """List every layer type, its aliases and options."""
-    from rich.table import Table
-
-    from cnncalc.layers import REGISTRY
-    from cnncalc.layers.options import OPTION_ALIASES
+    from cnncalc.layers import LAYERS
+    from cnncalc.layers.options import other_spellings
 
     rows = []
-    for kind, cls in sorted(REGISTRY.items()):
-        opts = []
-        for name, opt in cls.options.items():
-            spellings = [a for a, c in {**OPTION_ALIASES, **cls.option_aliases}.items()
-                         if c == name and a != name]
-            default = "required" if opt.required else f"default {opt.default!r}"
-            opts.append({"name": name, "aliases": spellings, "default": default, "doc": opt.doc})
-        rows.append({"type": kind, "aliases": list(cls.aliases), "summary": cls.summary,
+    for entry in sorted(LAYERS, key=lambda e: e.name):
+        opts = [{"name": p.name, "aliases": other_spellings(entry.obj, p.name),
+                 "default": "required" if p.required else f"default {p.default!r}",
+                 "doc": p.help} for p in entry.params]
+        rows.append({"type": entry.name, "aliases": list(entry.aliases), "summary": entry.help,
                      "options": opts})
     if fmt is Format.json:
         print_json(rows)
         return
-    table = Table(title="layer types")
-    for c in ("type", "aliases", "options", "what"):
-        table.add_column(c)
-    for r in rows:
-        opt_text = ", ".join(
-            o["name"] + (f" ({'/'.join(o['aliases'])})" if o["aliases"] else "")
-            for o in r["options"])
-        table.add_row(r["type"], ", ".join(r["aliases"]), opt_text, r["summary"])
-    console().print(table)
+    console().print(render.layers_table(rows))

@@ -32,6 +32,7 @@ from cnncalc.cli import analyze as _analyze  # noqa: E402,F401  (registers comma
 from cnncalc.cli import lab as _lab  # noqa: E402,F401
 from cnncalc.cli import train as _train  # noqa: E402,F401
 from cnncalc.cli import homework as _homework  # noqa: E402,F401
+from cnncalc.cli import report as _report  # noqa: E402,F401
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 
 from cnncalc.analysis import OPTIMIZER_STATE
+from cnncalc.cli.render import user_text
+from cnncalc.conventions import CONVENTIONS, DEFAULT
 from cnncalc.errors import CnnCalcError
 
 
@@ -19,6 +21,7 @@ class Format(str, Enum):
     json = "json"
     markdown = "markdown"
     csv = "csv"
+    svg = "svg"  # analyze only: the architecture drawing
 
 
 class TableOrJson(str, Enum):
@@ -28,6 +31,15 @@ class TableOrJson(str, Enum):
 
 #: Optimizer choices on the command line, from the analyzer's table (which imports no numpy).
 Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZER_STATE}, type=str)
+
+#: Convention choices on the command line, from the convention registry.
+ConventionName = Enum("ConventionName", {name: name for name in CONVENTIONS.names()}, type=str)
+ConventionOpt = typer.Option(
+    None, "--convention",
+    help="Rounding/padding convention: " + ", ".join(
+        f"{name} (default)" if name == DEFAULT else name for name in CONVENTIONS.names()) + ".")
+StrictOpt = typer.Option(False, "--strict",
+                         help="cs231n's rule: a non-integer (W - F + 2P)/S + 1 is an error.")
 
 
 def console(stderr: bool = False) -> Console:
@@ -39,35 +51,43 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
 
 
+#: Widest source line an error shows; a longer one is cut around the column (a minified or
+#: generated spec can be one line of megabytes).
+SNIPPET_WIDTH = 100
+
+
 def source_snippet(err: CnnCalcError) -> str | None:
+    """The offending source line with a caret under the column, cut to ``SNIPPET_WIDTH``."""
     loc = err.location
-    if loc is None or loc.line is None or not loc.file or not os.path.exists(loc.file):
+    if loc is None or loc.line is None or not loc.file or not os.path.isfile(loc.file):
         return None
     try:
-        with open(loc.file, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        with open(loc.file, encoding="utf-8", errors="replace") as fh:
+            for number, text in enumerate(fh, start=1):
+                if number == loc.line:
+                    break
+            else:
+                return None
     except OSError:
         return None
-    if not 1 <= loc.line <= len(lines):
-        return None
-    text = lines[loc.line - 1]
-    caret = " " * ((loc.col or 1) - 1) + "^"
-    return f"{loc.line:>5} | {text}\n      | {caret}"
+    text = text.rstrip("\r\n")
+    col = max(1, loc.col or 1)
+    start = max(0, min(col - 1 - SNIPPET_WIDTH // 2, len(text) - SNIPPET_WIDTH))
+    shown = text[start:start + SNIPPET_WIDTH]
+    lead = "..." if start > 0 else ""
+    tail = "..." if start + SNIPPET_WIDTH < len(text) else ""
+    caret = " " * (len(lead) + col - 1 - start) + "^"
+    return f"{loc.line:>5} | {lead}{shown}{tail}\n      | {caret}"
 
 
 def report_error(err: CnnCalcError) -> None:
     err_console = console(stderr=True)
-    err_console.print(f"[bold red]{_escape(str(err).splitlines()[0])}[/]")
+    err_console.print(f"[bold red]{user_text(err.headline())}[/]")
     snippet = source_snippet(err)
     if snippet:
-        err_console.print(_escape(snippet))
+        err_console.print(user_text(snippet, keep_newlines=True))
     if err.hint:
-        err_console.print(f"  [cyan]hint:[/] {_escape(err.hint)}")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-    return escape(text)
+        err_console.print(f"  [cyan]hint:[/] {user_text(err.hint, keep_newlines=True)}")
 
 
 def handle_errors(fn):
@@ -83,7 +103,31 @@ def handle_errors(fn):
 
 
 def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
+    sys.stdout.write(dumps_json(data, indent=2) + "\n")
+
+
+def dumps_json(data, indent: int | None = None) -> str:
+    """Strict JSON text: NaN and ±infinity (not JSON) become ``null``, meaning "no finite value".
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which JSON parsers reject; a diverged loss
+    or an undefined ratio must still leave the output parseable.
+    """
+    return json.dumps(_json_safe(data), indent=indent, allow_nan=False, default=json_default)
+
+
+def _json_safe(obj):
+    """``obj`` with numpy values made plain and non-finite floats replaced by None."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        return _json_safe(json_default(obj))
+    return obj
 
 
 def json_default(obj):
@@ -95,10 +139,12 @@ def json_default(obj):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def warn(message: str) -> None:
-    console(stderr=True).print(f"[yellow]warning:[/] {_escape(message)}")
+    console(stderr=True).print(f"[yellow]warning:[/] {user_text(message)}")

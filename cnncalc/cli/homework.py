@@ -8,12 +8,12 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from cnncalc.cli.analyze import ConventionName, ConventionOpt, StrictOpt
 from cnncalc.cli.app import app
 from cnncalc.cli.common import console, handle_errors, print_json, warn
+from cnncalc.cli.render import user_text
 
 
 class HwFormat(str, Enum):
@@ -69,13 +69,13 @@ def _headline(topic: str, steps: list[dict]) -> str:
 def _layer_text(steps: list[dict], notes: list[str], indent: str = "  ") -> list[str]:
     lines = []
     for topic, group in _step_groups(steps):
-        lines.append(f"{indent}[bold]{TOPIC_TITLES[topic]}[/]: {escape(_headline(topic, group))}")
+        lines.append(f"{indent}[bold]{TOPIC_TITLES[topic]}[/]: {user_text(_headline(topic, group))}")
         for s in group:
             if s["symbol"] == "volume":
                 continue
-            lines.append(f"{indent}  {escape(s['text'])}")
+            lines.append(f"{indent}  {user_text(s['text'])}")
     for note in notes:
-        lines.append(f"{indent}[dim]note: {escape(note)}[/]")
+        lines.append(f"{indent}[dim]note: {user_text(note)}[/]")
     return lines
 
 
@@ -135,7 +135,7 @@ def layer_cmd(
         typer.echo("\n".join(lines))
     else:
         out = console()
-        out.print(f"[bold]{result['type']}[/] {escape(result['hyper'])} on "
+        out.print(f"[bold]{result['type']}[/] {user_text(result['hyper'])} on "
                   f"{result['input']}  ({result['convention']} convention)")
         for line in _layer_text(result["steps"], result["notes"], indent=""):
             out.print(line)
@@ -161,7 +161,7 @@ def explain_cmd(
     The output size, the parameters (F·F·D1)·K + K, the MACs and the receptive-field recurrence,
     as a student would write them; --format markdown for pasting into a report.
     """
-    from cnncalc.graph import load
+    from cnncalc.spec import load
     from cnncalc.homework.explain import explain
 
     graph = load(spec, strict=strict, convention=_conv(convention))
@@ -187,12 +187,12 @@ def explain_cmd(
         typer.echo("\n".join(lines))
     else:
         out = console()
-        out.print(f"[bold]{escape(report['name'])}[/]  input {report['input']}, "
-                  f"{report['convention']} convention ({escape(report['convention_rule'])})")
+        out.print(f"[bold]{user_text(report['name'])}[/]  input {report['input']}, "
+                  f"{report['convention']} convention ({user_text(report['convention_rule'])})")
         for e in report["layers"]:
             out.print()
-            out.print(f"[bold]{e['index']}. {escape(e['name'])}[/] ({e['type']}"
-                      + (f" {escape(e['hyper'])}" if e["hyper"] else "")
+            out.print(f"[bold]{e['index']}. {user_text(e['name'])}[/] ({e['type']}"
+                      + (f" {user_text(e['hyper'])}" if e["hyper"] else "")
                       + f"): {e['input']} → {e['output']}")
             for line in _layer_text(e["steps"], e["notes"]):
                 out.print(line)
@@ -200,7 +200,7 @@ def explain_cmd(
             out.print()
             out.print("[bold]totals[/]")
             for s in report["totals"]:
-                out.print(f"  {escape(s['text'])}")
+                out.print(f"  {user_text(s['text'])}")
     for w in report["warnings"]:
         warn(w)
 
@@ -218,6 +218,8 @@ def check_cmd(
     strict: bool = StrictOpt,
     convention: ConventionName = ConventionOpt,
     fmt: HwFormat = FormatOpt,
+    report_html: Path = typer.Option(None, "--report", help="Also write an HTML report with "
+                                     "the marking table.", dir_okay=False),
 ):
     """Mark a student's answers file against a spec, with a score.
 
@@ -227,6 +229,9 @@ def check_cmd(
     from cnncalc.homework.check import check
 
     report = check(spec, answers, strict=strict, convention=_conv(convention))
+    if report_html is not None:
+        from cnncalc.report import write_check_report
+        write_check_report(spec, report, report_html, strict=strict, convention=_conv(convention))
     if fmt is HwFormat.json:
         print_json(report)
     elif fmt is HwFormat.markdown:
@@ -245,15 +250,15 @@ def check_cmd(
         typer.echo("\n".join(lines))
     else:
         out = console()
-        out.print(f"[bold]{escape(report['spec'])}[/]  ({report['convention']} convention)")
+        out.print(f"[bold]{user_text(report['spec'])}[/]  ({report['convention']} convention)")
         for r in report["results"]:
             mark = "[green]✓ right[/]" if r["ok"] else "[red]✗ wrong[/]"
-            text = (f"{mark}  {escape(r['layer'])} {r['quantity']}: {escape(str(r['written']))}")
+            text = (f"{mark}  {user_text(r['layer'])} {r['quantity']}: {user_text(str(r['written']))}")
             if not r["ok"]:
-                text += f"  → correct: [bold]{escape(_num(r['correct']))}[/]"
+                text += f"  → correct: [bold]{user_text(_num(r['correct']))}[/]"
             out.print(text)
             for w in r["worked"]:
-                out.print(f"      {escape(w)}")
+                out.print(f"      {user_text(w)}")
         color = "green" if report["all_right"] else "red"
         out.print(f"[bold {color}]score: {report['score']}[/]")
     for w in report["warnings"]:
@@ -341,9 +346,9 @@ def conv_cmd(
         typer.echo(f"**{lines[0]}**\n\n```\n" + "\n".join(lines[1:]) + "\n```")
     else:
         out = console()
-        out.print(f"[bold]{escape(lines[0])}[/]")
+        out.print(f"[bold]{user_text(lines[0])}[/]")
         for line in lines[1:]:
-            out.print(escape(line))
+            out.print(user_text(line))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,15 +408,15 @@ def solve_cmd(
         typer.echo("\n".join(lines))
         return
     out = console()
-    out.print(f"[bold]{escape(title)}[/]")
+    out.print(f"[bold]{user_text(title)}[/]")
     table = Table()
     for c in ["F", "S", "P"] + (["dilation"] if show_d else []) + ["W2", "exact"]:
         table.add_column(c, justify="right" if len(c) == 1 else "left")
     for s in r["solutions"]:
         cells = [s["F"], s["S"], s["P"]] + ([s["dilation"]] if show_d else []) + [
-            escape(s["worked"]), "yes" if s["exact"] else "no (rounded)"]
+            user_text(s["worked"]), "yes" if s["exact"] else "no (rounded)"]
         table.add_row(*(str(c) for c in cells))
     out.print(table)
     notes = sorted({n for s in r["solutions"] for n in s["notes"]})
     for n in notes[:3]:
-        out.print(f"[dim]note: {escape(n)}[/]")
+        out.print(f"[dim]note: {user_text(n)}[/]")

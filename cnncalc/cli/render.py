@@ -3,10 +3,48 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 
+from rich.markup import escape
 from rich.table import Table
 
 from cnncalc.analysis import format_bytes
+
+
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts colour, cursor,
+# title and hyperlink sequences) and the bidirectional overrides that reorder what is shown.
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def visible(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``), never acted on.
+
+    A spec's names, a data set's class names and file paths reach the terminal; an escape
+    sequence in one could clear the screen, retitle the window or print a fake line. With
+    ``keep_newlines`` a multi-line message keeps its line breaks (and only those).
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if keep_newlines and ch == "\n":
+            out.append(ch)
+        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def user_text(text: str, keep_newlines: bool = False) -> str:
+    """A user-supplied string made safe for rich: controls visible, markup escaped.
+
+    ``[/bold]`` in a layer name would otherwise end a style that was never opened (a crash),
+    and ``[link=...]`` would become a hyperlink.
+    """
+    return escape(visible(text, keep_newlines))
 
 
 def vol(d: dict) -> str:
@@ -33,8 +71,13 @@ def row_cells(r: dict) -> list[str]:
     params = num(r["params"])
     if r["non_trainable"]:
         params += f" (+{num(r['non_trainable'])})"
-    return [str(r["index"]), r["name"], r["type"], r["hyper"], vol(r["input"]), vol(r["output"]),
-            params, num(r["macs"]), num(r["activations"]), rf]
+    return [str(r["index"]), visible(r["name"]), visible(r["type"]), visible(r["hyper"]),
+            vol(r["input"]), vol(r["output"]), params, num(r["macs"]), num(r["activations"]), rf]
+
+
+def title_text(report: dict) -> str:
+    return (f"{visible(report['name'])}  (input {vol(report['input'])}, "
+            f"{report['convention']} convention)")
 
 
 def totals_lines(report: dict) -> list[str]:
@@ -61,13 +104,12 @@ def totals_lines(report: dict) -> list[str]:
 
 
 def analysis_table(report: dict) -> Table:
-    table = Table(title=f"{report['name']}  (input {vol(report['input'])}, "
-                        f"{report['convention']} convention)", title_justify="left")
+    table = Table(title=escape(title_text(report)), title_justify="left")
     for c in COLUMNS:
         table.add_column(c, justify="right" if c in ("#", "params", "MACs", "activations")
                          else "left", no_wrap=c in ("layer", "input", "output"))
     for r in report["layers"]:
-        table.add_row(*row_cells(r), style="yellow" if r["warnings"] else None)
+        table.add_row(*map(escape, row_cells(r)), style="yellow" if r["warnings"] else None)
     return table
 
 
@@ -86,21 +128,20 @@ def plain_table(report: dict) -> str:
         return "  ".join(c.rjust(w) if name in RIGHT_ALIGNED else c.ljust(w)
                          for c, w, name in zip(cells, widths, COLUMNS)).rstrip()
 
-    title = (f"{report['name']}  (input {vol(report['input'])}, "
-             f"{report['convention']} convention)")
+    title = title_text(report)
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
     return "\n".join([title, line(COLUMNS), rule, *(line(r) for r in rows), rule]) + "\n"
 
 
 def analysis_markdown(report: dict) -> str:
-    out = [f"### {report['name']} (input {vol(report['input'])})", "",
+    out = [f"### {visible(report['name'])} (input {vol(report['input'])})", "",
            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in report["layers"]:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in row_cells(r)) + " |")
     out.append("")
     out.extend(f"- {line}" for line in totals_lines(report))
     for w in report["warnings"]:
-        out.append(f"- warning: {w}")
+        out.append(f"- warning: {visible(w)}")
     return "\n".join(out) + "\n"
 
 
@@ -113,7 +154,8 @@ def analysis_csv(report: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for r in report["layers"]:
-        writer.writerow([r["index"], r["name"], r["type"], r["hyper"], vol(r["input"]),
+        writer.writerow([r["index"], visible(r["name"]), r["type"], visible(r["hyper"]),
+                         vol(r["input"]),
                          vol(r["output"]), r["params"], r["weights"], r["biases"],
                          r["non_trainable"], r["macs"], r["flops"], r["activations"],
                          "x".join(map(str, r["rf"]["size"])),
@@ -124,3 +166,16 @@ def analysis_csv(report: dict) -> str:
                      t["trainable_params"], "", "", t["non_trainable_params"], t["macs"],
                      t["flops"], t["activations"], "", "", ""])
     return buf.getvalue()
+
+
+def layers_table(rows: list[dict]) -> Table:
+    """`cnncalc layers`: type, aliases, options (with their other spellings) and summary."""
+    table = Table(title="layer types")
+    for c in ("type", "aliases", "options", "what"):
+        table.add_column(c)
+    for r in rows:
+        opt_text = ", ".join(
+            o["name"] + (f" ({'/'.join(o['aliases'])})" if o["aliases"] else "")
+            for o in r["options"])
+        table.add_row(r["type"], ", ".join(r["aliases"]), opt_text, r["summary"])
+    return table

@@ -300,15 +300,16 @@ def train(
     eval_every: int = typer.Option(None, "--eval-every", help="Test every N epochs (0: end)."),
     log_every: int = typer.Option(None, "--log-every", help="Steps between JSON progress "
                                                             "lines (100)."),
-    out: Path = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv and "
-                                                 "curves.png here.", file_okay=False),
+    out: Path = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv, "
+                                                 "curves.png and report.html here.",
+                             file_okay=False),
     resume: Path = typer.Option(None, "--resume", help="Continue from a checkpoint.",
                                 dir_okay=False),
     fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json "
                                   "(JSON lines: begin, step, epoch, checkpoint, end)."),
 ):
     """Train a spec with mini-batch SGD and report the test accuracy."""
-    from cnncalc.graph import load
+    from cnncalc.spec import load
     from cnncalc.train import trainer as T
     from cnncalc.train.checkpoint import load_checkpoint
     from cnncalc.train.settings import resolve
@@ -388,6 +389,9 @@ def train(
         outputs["checkpoint"] = history.checkpoint
     if out is not None and (out / "best.npz").exists():
         outputs["best"] = str(out / "best.npz")
+    if out is not None and history.checkpoint:
+        from cnncalc.report import write_checkpoint_report
+        outputs["report"] = str(write_checkpoint_report(history.checkpoint, out / "report.html"))
 
     if json_mode:
         _emit_json({"event": "end", "status": history.status, "epoch": tr.epoch,

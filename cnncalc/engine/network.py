@@ -43,7 +43,8 @@ import numpy as np
 
 from cnncalc.engine.plan import build_plan, find_chain
 from cnncalc.errors import TrainError
-from cnncalc.graph import INPUT_NAME, Graph, load
+from cnncalc.graph import INPUT_NAME, Graph
+from cnncalc.spec import load
 
 __all__ = ["Network"]
 

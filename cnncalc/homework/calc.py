@@ -6,9 +6,10 @@ It builds a one-layer spec ``{"input": ..., "layers": [{kind: opts}]}`` and load
 from __future__ import annotations
 
 from cnncalc.errors import SpecError
-from cnncalc.graph import load
+from cnncalc.spec import load
 from cnncalc.homework.explain import explain_node
-from cnncalc.layers import REGISTRY, resolve_kind, suggest_kind
+from cnncalc.layers import LAYERS
+from cnncalc.layers.options import canonical_option
 
 
 def input_spec(text: str):
@@ -26,14 +27,14 @@ def layer_calc(kind: str, input: str, options: dict, *, strict: bool = False,
     ``options`` are spec options under any spelling the analyzer accepts (``filters``/``K``,
     ``size``/``F``, ...); ``None`` values are left out.
     """
-    canon = resolve_kind(kind)
+    canon = LAYERS.canonical(kind)
     if canon is None:
-        close = suggest_kind(kind)
+        close = LAYERS.suggest(kind, n=3)
         raise SpecError(f"unknown layer type '{kind}'",
                         hint=(f"did you mean {' or '.join(repr(c) for c in close)}? "
                               if close else "") + "use conv, pool (maxpool, avgpool) or fc")
     opts = {k: v for k, v in options.items() if v is not None}
-    layer_cls = REGISTRY[canon]
+    layer_cls = LAYERS.get(canon)
     accepted = {k: v for k, v in opts.items() if _takes(layer_cls, k)}
     ignored = sorted(set(opts) - set(accepted))
     if ignored:
@@ -65,7 +66,4 @@ def layer_calc(kind: str, input: str, options: dict, *, strict: bool = False,
 
 
 def _takes(layer_cls, key: str) -> bool:
-    from cnncalc.layers.options import OPTION_ALIASES
-
-    canon = layer_cls.option_aliases.get(key, OPTION_ALIASES.get(key))
-    return canon in layer_cls.options
+    return canonical_option(layer_cls, key) is not None

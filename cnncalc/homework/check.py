@@ -2,7 +2,7 @@
 
 The answers file (YAML) lists claims per layer and for the totals::
 
-    convention: pytorch          # optional: pytorch, cs231n, caffe or darknet (or strict: true)
+    convention: pytorch          # optional: any --convention name (or strict: true)
     layers:
       conv1: {output: 28x28x6, params: 156, macs: 117600, rf: 5}
       pool1: {output: "[14, 14, 6]", rf: [6, 2]}       # rf as size, or [size, stride]
@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from cnncalc.errors import SpecError
-from cnncalc.graph import load
+from cnncalc.spec import load
 from cnncalc.homework.explain import explain_node, select_node, total_steps
 from cnncalc.spec.loader import parse_yaml
 

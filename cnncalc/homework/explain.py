@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from cnncalc.errors import SpecError
-from cnncalc.graph import INPUT_NAME, Graph, Node
+from cnncalc.graph import Graph, Node
 from cnncalc.layers.base import effective_kernel, out_size, prod
 from cnncalc.layers.spatial import fraction_text
-from cnncalc.receptive_field import input_field, merge_fields
+from cnncalc.receptive_field import merge_fields
 
 #: what a step is about; ``check`` matches claims to steps by topic
 TOPICS = ("output", "params", "macs", "rf")
@@ -218,7 +218,7 @@ def _generic_params(node: Node) -> list[Step]:
 
 
 def _field_in(node: Node, graph: Graph):
-    fields = [input_field() if src == INPUT_NAME else graph.node(src).rf for src in node.inputs]
+    fields = [graph.field_of(src) for src in node.inputs]
     if len(fields) > 1:
         return merge_fields(fields)[0]
     return fields[0]

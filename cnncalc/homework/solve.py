@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from cnncalc.conventions import get_convention
 from cnncalc.errors import CnnCalcError, SpecError
-from cnncalc.layers import REGISTRY, resolve_kind
+from cnncalc.layers import LAYERS
 from cnncalc.layers.base import Context, Shape, effective_kernel, out_size
 
 MAX_CANDIDATES = 2_000_000
@@ -43,7 +43,7 @@ def solve(input: int, output: int, *, kind: str = "conv", kernel: int | None = N
 
     ``exact`` keeps only settings where (W − F + 2P)/S + 1 is an integer (no rounding).
     """
-    canon = resolve_kind(kind)
+    canon = LAYERS.canonical(kind)
     if canon not in ("conv", "maxpool", "avgpool"):
         raise SpecError(f"solve works for conv and pool layers, not '{kind}'",
                         hint="use conv, pool (maxpool) or avgpool")
@@ -71,7 +71,7 @@ def solve(input: int, output: int, *, kind: str = "conv", kernel: int | None = N
         raise SpecError("the search bounds are too wide for this homework tool",
                         hint="fix F, S or P, or lower --max-kernel / --max-stride")
 
-    cls = REGISTRY[canon]
+    cls = LAYERS.get(canon)
     ctx_conv = conv
     solutions = []
     for k in ks:
@@ -125,7 +125,7 @@ def solve(input: int, output: int, *, kind: str = "conv", kernel: int | None = N
 
 def _row(canon, n, k, s, p, d, m, exact, conv) -> dict:
     """One solution, explained by loading it as a one-layer spec (the analyzer's formula)."""
-    from cnncalc.graph import load
+    from cnncalc.spec import load
     from cnncalc.homework.explain import explain_node
 
     opts = {"size": k, "stride": s, "pad": p}

@@ -189,7 +189,8 @@ def run(spec, *, images: int = 4, shift: int = 1, max_shift: int = 4, seed: int 
         dtype: str = "float64", rotation_size: int | None = None) -> EquivarianceLab:
     """Measure the three properties of ``spec`` (path, YAML text, dict or Graph)."""
     from cnncalc.engine import Network
-    from cnncalc.graph import Graph, load
+    from cnncalc.graph import Graph
+    from cnncalc.spec import load
 
     graph = spec if isinstance(spec, Graph) else load(spec)
     if images < 2:

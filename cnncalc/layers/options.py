@@ -30,8 +30,31 @@ OPTION_ALIASES: dict[str, str] = {
 }
 
 
+
+def canonical_option(layer_cls, key) -> str | None:
+    """The option of ``layer_cls`` that the spelling ``key`` sets, or None.
+
+    The layer's own spellings (``option_aliases``) are checked before the shared table.
+    """
+    canon = layer_cls.option_aliases.get(key, OPTION_ALIASES.get(key))
+    return canon if canon in layer_cls.options else None
+
+
+def other_spellings(layer_cls, option: str) -> list[str]:
+    """The spellings of ``option`` besides its canonical name, as ``layer_cls`` reads them."""
+    table = {**OPTION_ALIASES, **layer_cls.option_aliases}
+    return [a for a, c in table.items() if c == option and a != option]
+
+
+def all_spellings(layer_cls) -> list[str]:
+    """Every spelling ``layer_cls`` accepts: canonical names, then the other spellings."""
+    return [*layer_cls.options,
+            *(a for option in layer_cls.options for a in other_spellings(layer_cls, option))]
+
 @dataclass(frozen=True)
 class Option:
+    """A layer option: its parser, default (when not ``required``) and one line of help."""
+
     parse: Callable[[Any], Any]
     default: Any = None
     required: bool = False

@@ -9,6 +9,7 @@ We compose the node tree with PyYAML's *safe* loader and build the data ourselve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path as FilePath
 
 import yaml
 
@@ -115,3 +116,28 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[object, SourceMap]:
                         location=Location(file, mark.line + 1, mark.column + 1) if mark else None
                         ) from None
     return data, smap
+
+
+def read_source(spec, file: str | None = None) -> tuple[object, SourceMap, str]:
+    """``(data, source_map, text)`` from a spec file path, YAML text or already-parsed data.
+
+    A string is a path when it is one line ending in ``.yaml``/``.yml``; otherwise it is the
+    YAML text itself. Parsed data comes with an empty source map and no text.
+    """
+    if isinstance(spec, FilePath) or (isinstance(spec, str) and "\n" not in spec
+                                      and spec.strip().endswith((".yaml", ".yml"))):
+        path = FilePath(spec)
+        if not path.exists():
+            raise SpecError(f"spec file '{path}' not found",
+                            hint="give the path of a YAML spec, e.g. specs/lenet5.yaml")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpecError(f"cannot read spec file '{path}': {err}") from None
+        file = file or str(path)
+    elif isinstance(spec, str):
+        text = spec
+    else:
+        return spec, SourceMap(file=file), ""
+    data, smap = parse_yaml(text, file)
+    return data, smap, text

@@ -114,7 +114,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         The file is missing, damaged or not a cnncalc checkpoint.
     """
     from cnncalc.engine.network import Network
-    from cnncalc.graph import load
+    from cnncalc.spec import load
     from cnncalc.train import preprocess
     from cnncalc.train.checkpoint import load_checkpoint
     from cnncalc.train.settings import resolve
