@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from reference import spec_text  # noqa: F401  (test modules import it from here)
 
 # Rich fixes the console width when it is created: pin it so table output is stable.
 os.environ.setdefault("COLUMNS", "200")
@@ -34,12 +35,6 @@ def _restore_denormals():
 
         if not numba.config.DISABLE_JIT:
             sys.modules["cnncalc.kernels.denormals"].disable_flush_denormals()
-
-
-def spec_text(input_, layers, name="t") -> str:
-    """A spec's YAML from an input and a list of layer lines."""
-    body = "\n".join(f"  - {line}" for line in layers)
-    return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
 
 
 @pytest.fixture(scope="session")

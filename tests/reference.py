@@ -1,73 +1,68 @@
-"""Naive NumPy references for every kernel in ``cnncalc.kernels``.
+"""The tests' reference data: naive NumPy references for every kernel in ``cnncalc.kernels``,
+and one table, :data:`KINDS`, with an entry per registered layer kind that every test level
+parametrises over (analysis rules, kernels, gradient checks, networks, PyTorch).
 
-Written for clarity, not speed: direct nested sums, explicit windows. Never imported by the
-package. All references compute in the dtype they are given (tests pass float64).
+The references are written for clarity, not speed: direct nested sums, explicit windows. Never
+imported by the package. All references compute in the dtype they are given (tests pass
+float64).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
 
+def spec_text(input_, layers, name="t") -> str:
+    """A spec's YAML from an input and a list of layer lines."""
+    body = "\n".join(f"  - {line}" for line in layers)
+    return f"name: {name}\ninput: {input_}\nlayers:\n{body}\n"
+
+
 # ------------------------------------------------------------------------------------- conv
-def conv2d_forward(x, w, b, stride, pad, dilation, groups, out_hw):
-    n, c, h, wd = x.shape
-    k, cg, kh, kw = w.shape
-    sh, sw = stride
-    pt, pl = pad
-    dh, dw = dilation
-    ho, wo = out_hw
+def _conv_taps(x_shape, w_shape, stride, pad, dilation, groups, out_hw):
+    """Every (filter f, output i, j, input channel ch, weight channel cc, tap a, bb, input
+    row ih, column iw) product of a convolution that lands inside the input."""
+    _, _, h, wd = x_shape
+    k, cg, kh, kw = w_shape
     kg = k // groups
-    y = np.zeros((n, k, ho, wo), dtype=x.dtype)
     for f in range(k):
         g = f // kg
-        for i in range(ho):
-            for j in range(wo):
-                acc = np.zeros(n, dtype=x.dtype)
+        for i in range(out_hw[0]):
+            for j in range(out_hw[1]):
                 for cc in range(cg):
-                    ch = g * cg + cc
                     for a in range(kh):
-                        ih = i * sh - pt + a * dh
+                        ih = i * stride[0] - pad[0] + a * dilation[0]
                         if not 0 <= ih < h:
                             continue
                         for bb in range(kw):
-                            iw = j * sw - pl + bb * dw
-                            if not 0 <= iw < wd:
-                                continue
-                            acc += x[:, ch, ih, iw] * w[f, cc, a, bb]
-                y[:, f, i, j] = acc + (b[f] if b is not None else 0)
+                            iw = j * stride[1] - pad[1] + bb * dilation[1]
+                            if 0 <= iw < wd:
+                                yield f, i, j, g * cg + cc, cc, a, bb, ih, iw
+
+
+def conv2d_forward(x, w, b, stride, pad, dilation, groups, out_hw):
+    y = np.zeros((x.shape[0], w.shape[0]) + tuple(out_hw), dtype=x.dtype)
+    for f, i, j, ch, cc, a, bb, ih, iw in _conv_taps(x.shape, w.shape, stride, pad, dilation,
+                                                      groups, out_hw):
+        y[:, f, i, j] += x[:, ch, ih, iw] * w[f, cc, a, bb]
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
     return y
 
 
 def conv2d_backward(dy, x, w, stride, pad, dilation, groups):
     """Returns (dx, dw, db) by scattering each output gradient over its window."""
-    n, c, h, wd = x.shape
-    k, cg, kh, kw = w.shape
-    sh, sw = stride
-    pt, pl = pad
-    dh, dw_ = dilation
-    _, _, ho, wo = dy.shape
-    kg = k // groups
     dx = np.zeros_like(x)
     dw = np.zeros_like(w)
-    for f in range(k):
-        g = f // kg
-        for i in range(ho):
-            for j in range(wo):
-                d = dy[:, f, i, j]
-                for cc in range(cg):
-                    ch = g * cg + cc
-                    for a in range(kh):
-                        ih = i * sh - pt + a * dh
-                        if not 0 <= ih < h:
-                            continue
-                        for bb in range(kw):
-                            iw = j * sw - pl + bb * dw_
-                            if not 0 <= iw < wd:
-                                continue
-                            dx[:, ch, ih, iw] += d * w[f, cc, a, bb]
-                            dw[f, cc, a, bb] += np.sum(d * x[:, ch, ih, iw])
+    for f, i, j, ch, cc, a, bb, ih, iw in _conv_taps(x.shape, w.shape, stride, pad, dilation,
+                                                      groups, dy.shape[2:]):
+        d = dy[:, f, i, j]
+        dx[:, ch, ih, iw] += d * w[f, cc, a, bb]
+        dw[f, cc, a, bb] += np.sum(d * x[:, ch, ih, iw])
     db = dy.sum(axis=(0, 2, 3))
     return dx, dw, db
 
@@ -205,6 +200,20 @@ def swish(x):
     return np.array([v / (1 + math.exp(-v)) for v in x.ravel()], dtype=x.dtype).reshape(x.shape)
 
 
+def hardswish(x):
+    return np.array([v * min(max(v + 3, 0.0), 6.0) / 6 for v in x.ravel()],
+                    dtype=x.dtype).reshape(x.shape)
+
+
+def hardsigmoid(x):
+    return np.array([min(max(v + 3, 0.0), 6.0) / 6 for v in x.ravel()],
+                    dtype=x.dtype).reshape(x.shape)
+
+
+def relu6(x):
+    return np.array([min(max(v, 0.0), 6.0) for v in x.ravel()], dtype=x.dtype).reshape(x.shape)
+
+
 def softmax(x):
     """Softmax over axis 1, row by row."""
     y = np.empty_like(x)
@@ -295,3 +304,145 @@ def softmax_cross_entropy(logits, labels):
         p[labels[s]] -= 1
         grad[s] = p / n
     return total / n, grad
+
+
+# ------------------------------------------------------------------------------------- kinds
+class Rule(NamedTuple):
+    """Hand-worked analysis of one layer: output (W, H, D), params, MACs, FLOPs, receptive
+    field (h, w) and its stride (jump)."""
+
+    out: tuple[int, int, int]
+    params: int
+    macs: int
+    flops: int
+    rf: tuple[int, int]
+    jump: int
+
+
+@dataclass(frozen=True)
+class KindCase:
+    """One registered layer kind, as every test level sees it.
+
+    ``layers``: spec lines of a small network whose LAST layer is the kind (merges need their
+    branches first); ``input``: its input ``WxHxD``; ``rule``: that layer's analysis, worked by
+    hand. Elementwise kinds (a kernel pair) add ``forward(x, *args)``, the NumPy reference
+    (``args``: the layer's kernel arguments, from its options), and optionally
+    ``derivative(x, *args)``, f'(x) with PyTorch's value at the kinks, ``kinks`` (where f'
+    jumps: numeric checks keep their inputs away), ``scale`` (input spread that reaches every
+    piece) and ``torch(F, x, *args)``, the same function in ``torch.nn.functional``;
+    ``torch_rtol64`` loosens the float64 comparison where PyTorch itself rounds a constant to
+    float32 (the default asks for 1e-10).
+    """
+
+    layers: tuple[str, ...]
+    input: str
+    rule: Rule
+    forward: Callable | None = None
+    derivative: Callable | None = None
+    kinks: tuple[float, ...] = ()
+    scale: float = 2.0
+    torch: Callable[..., Any] | None = None
+    torch_rtol64: float = 1e-10
+
+
+def _step(x, lo, hi, inside=1.0, below=0.0, above=0.0):
+    """``inside`` on lo < x < hi, ``below`` for x <= lo, ``above`` for x >= hi."""
+    return np.where(x <= lo, below, np.where(x >= hi, above, inside)).astype(x.dtype)
+
+
+KINDS: dict[str, KindCase] = {
+    # conv: W2 = (7 - 3 + 2)/2 + 1 = 4, H2 = floor((6 - 3 + 2)/2) + 1 = 3; 4·(3·3·3) + 4 params;
+    # MACs 48 outputs · 27; FLOPs 2·MACs + 48 bias adds
+    "conv": KindCase(("conv: {filters: 4, size: 3, stride: 2, pad: 1}",), "7x6x3",
+                     Rule((4, 3, 4), 112, 1296, 2640, (3, 3), 2)),
+    # (7 - 3)/2 + 1 = 3; FLOPs F·F - 1 compares per output
+    "maxpool": KindCase(("maxpool: {size: 3, stride: 2}",), "7x7x2",
+                        Rule((3, 3, 2), 0, 0, 18 * 8, (3, 3), 2)),
+    # floor((6 - 3 + 2)/2) + 1 = 3; FLOPs F·F per output
+    "avgpool": KindCase(("avgpool: {size: 3, stride: 2, pad: 1}",), "6x6x2",
+                        Rule((3, 3, 2), 0, 0, 18 * 9, (3, 3), 2)),
+    # one add per input element; the field is the whole (h, w) = (3, 4) input
+    "global_avgpool": KindCase(("global_avgpool",), "4x3x3", Rule((1, 1, 3), 0, 0, 36, (3, 4), 1)),
+    # bins: rows [0, 3) [2, 5), columns [0, 3) [2, 5) [4, 7): 2·(3 + 3)·(3 + 3 + 3) adds
+    "adaptive_avgpool": KindCase(("adaptive_avgpool: {output_size: [2, 3]}",), "7x5x2",
+                                 Rule((3, 2, 2), 0, 0, 108, (3, 3), 2)),
+    # [left, right, top, bottom] = [1, 2, 0, 3]: 3 + 3 wide, 4 + 3 high
+    "zeropad": KindCase(("zeropad: {padding: [1, 2, 0, 3]}",), "3x4x2",
+                        Rule((6, 7, 2), 0, 0, 0, (1, 1), 1)),
+    "flatten": KindCase(("flatten",), "3x2x2", Rule((1, 1, 12), 0, 0, 0, (2, 3), 1)),
+    # 18 inputs: 18·4 + 4 params, 72 MACs, 2·72 + 4 FLOPs
+    "fc": KindCase(("fc: {units: 4}",), "3x3x2", Rule((1, 1, 4), 76, 72, 148, (3, 3), 1)),
+    # 12 inputs, 3 units x 3 pieces: 3·(12·3 + 3) params, 108 MACs, 2·108 + 9 + 2·3 FLOPs
+    "maxout": KindCase(("maxout: {units: 3, pieces: 3}",), "3x2x2",
+                       Rule((1, 1, 3), 117, 108, 231, (2, 3), 1)),
+    "relu": KindCase(("relu",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1), relu,
+                     lambda x: _step(x, 0.0, np.inf), kinks=(0.0,),
+                     torch=lambda F, x: F.relu(x)),
+    "leaky_relu": KindCase(("leaky_relu: {slope: 0.2}",), "4x4x2",
+                           Rule((4, 4, 2), 0, 0, 32, (1, 1), 1), leaky_relu,
+                           lambda x, s: _step(x, 0.0, np.inf, below=s), kinks=(0.0,),
+                           torch=lambda F, x, s: F.leaky_relu(x, s)),
+    "elu": KindCase(("elu: {alpha: 0.7}",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1), elu,
+                    kinks=(0.0,), torch=lambda F, x, a: F.elu(x, a)),
+    "prelu": KindCase(("prelu: {per_channel: true}",), "4x4x3",
+                      Rule((4, 4, 3), 3, 0, 48, (1, 1), 1)),
+    "sigmoid": KindCase(("sigmoid",), "3x3x2", Rule((3, 3, 2), 0, 0, 18, (1, 1), 1), sigmoid,
+                        torch=lambda F, x: F.sigmoid(x)),
+    "tanh": KindCase(("tanh",), "3x3x2", Rule((3, 3, 2), 0, 0, 18, (1, 1), 1), tanh,
+                     torch=lambda F, x: F.tanh(x)),
+    "mish": KindCase(("mish",), "3x3x2", Rule((3, 3, 2), 0, 0, 18, (1, 1), 1), mish,
+                     torch=lambda F, x: F.mish(x)),
+    "swish": KindCase(("swish",), "3x3x2", Rule((3, 3, 2), 0, 0, 18, (1, 1), 1), swish,
+                      torch=lambda F, x: F.silu(x)),
+    # PyTorch: d/dx = 0 at x = -3, 1 at x = 3
+    "hardswish": KindCase(("hardswish",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1),
+                          hardswish,
+                          lambda x: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),
+                          kinks=(-3.0, 3.0), scale=3.0, torch=lambda F, x: F.hardswish(x)),
+    # PyTorch: d/dx = 0 at both kinks; its float64 backward multiplies by 1/6 rounded to
+    # float32 (relative error 3e-8), the kernel by 1/6
+    "hardsigmoid": KindCase(("hardsigmoid",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1),
+                            hardsigmoid, lambda x: _step(x, -3.0, 3.0, inside=1 / 6),
+                            kinks=(-3.0, 3.0), scale=3.0, torch=lambda F, x: F.hardsigmoid(x),
+                            torch_rtol64=1e-7),
+    # PyTorch: d/dx = 0 at both kinks; scale 4 puts inputs beyond 6
+    "relu6": KindCase(("relu6",), "4x4x2", Rule((4, 4, 2), 0, 0, 32, (1, 1), 1), relu6,
+                      lambda x: _step(x, 0.0, 6.0), kinks=(0.0, 6.0), scale=4.0,
+                      torch=lambda F, x: F.relu6(x)),
+    # exp, sum and divide: 3 FLOPs per element
+    "softmax": KindCase(("softmax",), "3x3x4", Rule((3, 3, 4), 0, 0, 108, (1, 1), 1), softmax,
+                        torch=lambda F, x: F.softmax(x, dim=1)),
+    # (2n + 3) FLOPs per element, n = 3
+    "lrn": KindCase(("lrn: {size: 3, alpha: 0.1, beta: 0.75, k: 1.5}",), "3x3x6",
+                    Rule((3, 3, 6), 0, 0, 9 * 54, (1, 1), 1), lrn_forward,
+                    torch=lambda F, x, n, a, b, k: F.local_response_norm(x, n, a, b, k)),
+    # γ and β per channel; 2 FLOPs (scale, shift) per element
+    "batchnorm": KindCase(("batchnorm",), "3x3x2", Rule((3, 3, 2), 4, 0, 36, (1, 1), 1)),
+    # p = 0 keeps the network deterministic, so a centred difference can check it
+    "dropout": KindCase(("dropout: {p: 0.0}",), "3x3x2", Rule((3, 3, 2), 0, 0, 0, (1, 1), 1)),
+    # one add per element per extra branch
+    "add": KindCase(("tanh: {name: t}", "add: {from: [t, input]}"), "3x3x2",
+                    Rule((3, 3, 2), 0, 0, 18, (1, 1), 1)),
+    "concat": KindCase(("tanh: {name: t}", "concat: {from: [input, t]}"), "3x3x2",
+                       Rule((3, 3, 4), 0, 0, 0, (1, 1), 1)),
+}
+
+#: registered kinds the engine does not run (analysis only); every other kind must be executable
+ANALYSIS_ONLY: frozenset[str] = frozenset()
+
+
+def case_spec(kind: str) -> str:
+    """The spec text of ``kind``'s sample network."""
+    case = KINDS[kind]
+    return spec_text(case.input, case.layers, kind)
+
+
+def case_layer(kind: str):
+    """The layer object of ``kind``'s sample network (options parsed as a spec would be)."""
+    import cnncalc
+
+    return cnncalc.load(case_spec(kind)).nodes[-1].layer
+
+
+#: kinds run by a kernel pair that have a NumPy reference forward
+ELEMENTWISE = sorted(k for k, c in KINDS.items() if c.forward is not None)

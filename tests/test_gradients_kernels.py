@@ -1,26 +1,17 @@
 """Centered-difference checks (float64, h = 1e-6, max relative error < 1e-6) of every backward."""
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
+from gradcheck import away_from, check
+from reference import ELEMENTWISE, KINDS, case_layer
 
-sys.path.insert(0, os.path.dirname(__file__))
-from gradcheck import check  # noqa: E402
-
-from cnncalc.kernels import activation as act  # noqa: E402
-from cnncalc.kernels import conv, dropout, linear, loss, norm, pool  # noqa: E402
+from cnncalc.kernels import activation as act
+from cnncalc.kernels import conv, dropout, linear, loss, norm, pool
 
 
 def _rng(seed=0):
     return np.random.default_rng(seed)
-
-
-def _away_from_zero(a, margin=0.05):
-    """Push values off the kink at 0 so a +-h step never crosses it."""
-    return np.where(np.abs(a) < margin, a + np.sign(a + 1e-12) * 2 * margin, a)
 
 
 # ------------------------------------------------------------------------------------ conv
@@ -102,28 +93,18 @@ def test_global_avgpool_grad():
 
 
 # ------------------------------------------------------------------------------------ activations
-ELEMENTWISE = {
-    "relu": (lambda x: act.relu_forward(x), lambda dy, x, y: act.relu_backward(dy, y), True),
-    "leaky_relu": (lambda x: act.leaky_relu_forward(x, 0.1),
-                   lambda dy, x, y: act.leaky_relu_backward(dy, x, 0.1), True),
-    "elu": (lambda x: act.elu_forward(x, 1.3), lambda dy, x, y: act.elu_backward(dy, x, 1.3), True),
-    "sigmoid": (act.sigmoid_forward, lambda dy, x, y: act.sigmoid_backward(dy, y), False),
-    "tanh": (act.tanh_forward, lambda dy, x, y: act.tanh_backward(dy, y), False),
-    "mish": (act.mish_forward, lambda dy, x, y: act.mish_backward(dy, x), False),
-    "swish": (act.swish_forward, lambda dy, x, y: act.swish_backward(dy, x), False),
-}
-
-
-@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
-def test_elementwise_grad(name):
-    fwd, bwd, kink = ELEMENTWISE[name]
+@pytest.mark.parametrize("kind", ELEMENTWISE)
+def test_elementwise_grad(kind):
+    """The kernel pair a layer kind names: backward against centred differences of forward."""
+    layer = case_layer(kind)
+    fwd, bwd = layer.kernel_pair()
+    args = layer.kernel_values()
     rng = _rng(6)
-    x = rng.standard_normal((3, 4, 2, 3)) * 2
-    if kink:
-        x = _away_from_zero(x)
+    x = away_from(rng.standard_normal((3, 4, 2, 3)) * KINDS[kind].scale, KINDS[kind].kinks)
     dout = rng.standard_normal(x.shape)
-    dx = bwd(dout, x, fwd(x))
-    check(lambda: fwd(x), {"x": x}, {"x": dx}, dout)
+    y = fwd(x, *args)
+    dx = bwd(dout, y if layer.saves == "y" else x, *args)
+    check(lambda: fwd(x, *args), {"x": x}, {"x": dx}, dout)
 
 
 @pytest.mark.parametrize("shape", [(4, 6), (2, 5, 3, 2)])
@@ -139,7 +120,7 @@ def test_softmax_grad(shape):
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 3, 2)])
 def test_prelu_grad(shared, shape):
     rng = _rng(8)
-    x = _away_from_zero(rng.standard_normal(shape))
+    x = away_from(rng.standard_normal(shape))
     alpha = rng.uniform(0.05, 0.4, size=1 if shared else shape[1])
     dout = rng.standard_normal(shape)
     dx, dalpha = act.prelu_backward(dout, x, alpha)

@@ -7,17 +7,12 @@ whole sum). float32 kernels are compared with the float64 reference evaluated on
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
+import reference as R
 
-sys.path.insert(0, os.path.dirname(__file__))
-import reference as R  # noqa: E402
-
-from cnncalc.kernels import activation as act  # noqa: E402
-from cnncalc.kernels import conv, dropout, linear, loss, norm, pool  # noqa: E402
+from cnncalc.kernels import activation as act
+from cnncalc.kernels import conv, dropout, linear, loss, norm, pool
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-5}
 DTYPES = [np.float64, np.float32]
@@ -281,32 +276,34 @@ def test_global_avgpool(dtype):
 
 
 # ------------------------------------------------------------------------------------ activations
-FORWARDS = {
-    "relu": (lambda x: act.relu_forward(x), R.relu),
-    "leaky_relu": (lambda x: act.leaky_relu_forward(x, 0.2), lambda x: R.leaky_relu(x, 0.2)),
-    "elu": (lambda x: act.elu_forward(x, 0.7), lambda x: R.elu(x, 0.7)),
-    "sigmoid": (act.sigmoid_forward, R.sigmoid),
-    "tanh": (act.tanh_forward, R.tanh),
-    "mish": (act.mish_forward, R.mish),
-    "swish": (act.swish_forward, R.swish),
-    "softmax": (act.softmax_forward, R.softmax),
-    "prelu-shared": (lambda x: act.prelu_forward(x, np.array([0.25], x.dtype)),
-                     lambda x: R.prelu(x, np.array([0.25]))),
-    "prelu-channel": (lambda x: act.prelu_forward(x, np.linspace(0.1, 0.5, 4).astype(x.dtype)),
-                      lambda x: R.prelu(x, np.linspace(0.1, 0.5, 4).astype(x.dtype)
-                                        .astype(np.float64))),
-}
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", sorted(FORWARDS))
-def test_activation_forward(name, dtype):
-    fwd, ref = FORWARDS[name]
+@pytest.mark.parametrize("kind", R.ELEMENTWISE)
+def test_activation_forward(kind, dtype):
+    """The forward kernel a layer kind names against the kind's NumPy reference."""
+    layer = R.case_layer(kind)
+    fwd, _ = layer.kernel_pair()
+    args = layer.kernel_values()
     rng = np.random.default_rng(6)
     x, x64 = data((3, 4, 5, 2), dtype, rng, scale=3.0)
     x[0, 0, 0, :] = [60.0, -60.0]          # large |x| must not overflow or produce nan
     x64[0, 0, 0, :] = [60.0, -60.0]
-    close(fwd(x), ref(x64), dtype)
+    close(fwd(x, *args), R.KINDS[kind].forward(x64, *args), dtype)
+
+
+PRELU = {
+    "shared": lambda dtype: np.array([0.25], dtype),
+    "channel": lambda dtype: np.linspace(0.1, 0.5, 4).astype(dtype),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", sorted(PRELU))
+def test_prelu_forward(alpha, dtype):
+    rng = np.random.default_rng(6)
+    x, x64 = data((3, 4, 5, 2), dtype, rng, scale=3.0)
+    x[0, 0, 0, :] = x64[0, 0, 0, :] = [60.0, -60.0]
+    a = PRELU[alpha](dtype)
+    close(act.prelu_forward(x, a), R.prelu(x64, a.astype(np.float64)), dtype)
 
 
 def test_relu_large_uses_parallel_and_in_place():

@@ -1,56 +1,25 @@
 """Float64 centred-difference checks (h = 1e-6, max relative error < 1e-6) of whole networks.
 
 The loss is ``sum(out * R)`` for a fixed random R; every parameter tensor (about a dozen sampled
-coordinates each) and the input gradient are checked. Serial kernels (``parallel=False``) keep the
-run short: they are cached on disk, the parallel twins are not.
+coordinates each) and the input gradient are checked (:func:`gradcheck.check_network`). Every
+registered layer kind is checked alone, from its entry in :data:`reference.KINDS`, plus the
+variants and combinations below. Serial kernels (``parallel=False``) keep the run short: they
+are cached on disk, the parallel twins are not.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import spec_text as _spec
-from gradcheck import TOL, H, rel_error
+from gradcheck import TOL, away_from, centred_difference, check_network, rel_error
+from reference import ANALYSIS_ONLY, KINDS, case_spec
+from reference import spec_text as _spec
 
 import cnncalc
+from cnncalc.errors import TrainError
+from cnncalc.layers import REGISTRY
 
-N_COORDS = 12
-
-
-def _numeric_at(f, arr, idx, h=H):
-    old = arr[idx]
-    arr[idx] = old + h
-    fp = f()
-    arr[idx] = old - h
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * h)
-
-
-def gradcheck_net(net, x, training=True, seed=0, n_coords=N_COORDS, check_dx=True):
-    rng = np.random.default_rng(seed)
-    out = net.forward(x, training=training)
-    R = rng.standard_normal(out.shape)
-    dx = net.backward(R, need_dx=check_dx)
-    analytic = {k: g.copy() for k, g in net.grads.items()}
-    x = np.array(x, dtype=np.float64)
-
-    def f():
-        return float((net.forward(x, training=training) * R).sum())
-
-    targets = dict(net.params)
-    if check_dx:
-        targets["<input>"] = x
-        analytic["<input>"] = dx
-    assert targets, "nothing to check"
-    for name, arr in targets.items():
-        flat_idx = rng.choice(arr.size, size=min(n_coords, arr.size), replace=False)
-        idxs = [np.unravel_index(i, arr.shape) for i in flat_idx]
-        num = np.array([_numeric_at(f, arr, i) for i in idxs])
-        ana = np.array([analytic[name][i] for i in idxs])
-        err = rel_error(ana, num)
-        assert err < TOL, f"{name}: max relative error {err:.3e}"
-        if np.abs(analytic[name]).max() == 0:
-            pytest.fail(f"{name}: analytic gradient is identically zero")
+EXECUTABLE = sorted(kind for kind, cls in REGISTRY.items() if cls.executable())
+ELEMENTWISE = sorted(kind for kind in EXECUTABLE if KINDS[kind].forward is not None)
 
 
 def _net(spec, **kw):
@@ -117,12 +86,12 @@ INCEPTION = _spec("5x5x3", [
 def test_lenet_gradcheck(fuse):
     net = _net(LENET12, fuse=fuse)
     assert any(s.startswith("conv_relu_maxpool") for s in net.plan) == fuse
-    gradcheck_net(net, _x(net, 3))
+    check_network(net, _x(net, 3))
 
 
 def test_resnet_block_gradcheck():
     net = _net(RESNET_BLOCK)
-    gradcheck_net(net, _x(net, 3))
+    check_network(net, _x(net, 3))
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -131,12 +100,12 @@ def test_batchnorm_net_gradcheck(training):
     rng = np.random.default_rng(5)
     for b in net.buffers.values():
         b[...] = rng.uniform(0.5, 1.5, b.shape)
-    gradcheck_net(net, _x(net, 4), training=training)
+    check_network(net, _x(net, 4), training=training)
 
 
 def test_inception_concat_gradcheck():
     net = _net(INCEPTION)
-    gradcheck_net(net, _x(net, 2))
+    check_network(net, _x(net, 2))
 
 
 def test_softmax_cross_entropy_gradcheck():
@@ -153,13 +122,13 @@ def test_softmax_cross_entropy_gradcheck():
     for name, arr in net.params.items():
         for i in rng.choice(arr.size, size=min(6, arr.size), replace=False):
             idx = np.unravel_index(i, arr.shape)
-            num = _numeric_at(f, arr, idx)
+            num = centred_difference(f, arr, idx)
             assert rel_error(analytic[name][idx], num) < TOL, name
 
 
 # --------------------------------------------------------------------------- layer by layer
+# variants and combinations beyond each kind's own case (reference.KINDS)
 LAYER_CASES = {
-    "conv_stride_pad": ("7x6x3", ["conv: {filters: 4, size: 3, stride: 2, pad: 1}"]),
     "conv_rect_asym": ("6x7x2", [
         "conv: {filters: 3, size: [3, 2], stride: [1, 2], pad: [1, 0, 0, 1]}"]),
     "conv_dilation": ("7x7x2", ["conv: {filters: 2, size: 3, pad: 2, dilation: 2}"]),
@@ -167,30 +136,14 @@ LAYER_CASES = {
     "conv_depthwise_same": ("6x5x3", [
         "conv: {filters: 3, size: 3, stride: 2, pad: same, groups: 3}"]),
     "conv_1x1": ("4x4x3", ["conv: {filters: 5, size: 1}"]),
-    "maxpool_overlap": ("7x7x2", ["maxpool: {size: 3, stride: 2}"]),
     "maxpool_pad_ceil": ("6x6x2", ["maxpool: {size: 3, stride: 2, pad: 1, ceil_mode: true}"]),
     "maxpool_ceil": ("7x7x2", ["maxpool: {size: 2, ceil_mode: true}"]),
-    "avgpool_pad": ("6x6x2", ["avgpool: {size: 3, stride: 2, pad: 1}"]),
     "avgpool_nopadcount_ceil": ("7x7x2", [
         "avgpool: {size: 3, stride: 2, pad: 1, ceil_mode: true, count_include_pad: false}"]),
-    "global_avgpool": ("4x3x3", ["global_avgpool"]),
-    "adaptive_down": ("7x5x2", ["adaptive_avgpool: {output_size: [2, 3]}"]),
     "adaptive_up": ("2x3x2", ["adaptive_avgpool: {output_size: 4}"]),
-    "zeropad": ("3x4x2", ["zeropad: {padding: [1, 2, 0, 3]}", "conv: {filters: 2, size: 2}"]),
-    "fc": ("3x3x2", ["fc: {units: 4}"]),
+    "zeropad_conv": ("3x4x2", ["zeropad: {padding: [1, 2, 0, 3]}", "conv: {filters: 2, size: 2}"]),
     "fc_no_bias": ("3x3x2", ["fc: {units: 4, bias: false}", "relu"]),
-    "maxout": ("3x2x2", ["maxout: {units: 3, pieces: 3}"]),
-    "relu": ("4x4x2", ["relu"]),
-    "leaky_relu": ("4x4x2", ["leaky_relu: {slope: 0.2}"]),
-    "elu": ("4x4x2", ["elu: {alpha: 0.7}"]),
     "prelu_shared": ("4x4x2", ["prelu"]),
-    "prelu_channel": ("4x4x3", ["prelu: {per_channel: true}"]),
-    "sigmoid": ("3x3x2", ["sigmoid"]),
-    "tanh": ("3x3x2", ["tanh"]),
-    "mish": ("3x3x2", ["mish"]),
-    "swish": ("3x3x2", ["swish"]),
-    "softmax": ("3x3x4", ["softmax"]),
-    "lrn": ("3x3x6", ["lrn: {size: 3, alpha: 0.1, beta: 0.75, k: 1.5}"]),
     "lrn_even": ("3x2x5", ["lrn: {size: 4, alpha: 0.2, beta: 0.5, k: 1.0}"]),
     "batchnorm_no_affine": ("3x3x2", ["batchnorm: {affine: false}"]),
     "dropout_eval_path": ("3x3x2", ["dropout: {p: 0.0}", "fc: {units: 2}"]),
@@ -203,12 +156,60 @@ LAYER_CASES = {
 }
 
 
+def _off_round_values(net, seed=3):
+    """Move biases and PReLU's α off their round initial values."""
+    rng = np.random.default_rng(seed)
+    for v in net.params.values():
+        if v.ndim == 1:
+            v[...] += 0.3 * rng.standard_normal(v.shape)
+
+
 @pytest.mark.parametrize("case", sorted(LAYER_CASES))
 def test_layer_gradcheck(case):
     input_, layers = LAYER_CASES[case]
     net = _net(_spec(input_, layers, case))
-    rng = np.random.default_rng(3)
-    for v in net.params.values():  # move biases/alphas off their round initial values
-        if v.ndim == 1:
-            v[...] += 0.3 * rng.standard_normal(v.shape)
-    gradcheck_net(net, _x(net, 2), n_coords=10)
+    _off_round_values(net)
+    check_network(net, _x(net, 2), n_coords=10)
+
+
+# ------------------------------------------------------------------------- every kind, alone
+def test_every_registered_kind_runs_or_is_listed_analysis_only():
+    for kind, cls in REGISTRY.items():
+        assert cls.executable() != (kind in ANALYSIS_ONLY), (
+            f"{kind}: executable={cls.executable()}, but "
+            f"{'listed' if kind in ANALYSIS_ONLY else 'not listed'} in ANALYSIS_ONLY")
+        if kind in ANALYSIS_ONLY:
+            with pytest.raises(TrainError, match="cannot be executed"):
+                _net(case_spec(kind))
+
+
+@pytest.mark.parametrize("kind", EXECUTABLE)
+def test_kind_gradcheck(kind):
+    case = KINDS[kind]
+    net = _net(case_spec(kind))
+    assert net.graph.nodes[-1].kind == kind
+    _off_round_values(net)
+    x = away_from(case.scale * _x(net, 2), case.kinks)
+    check_network(net, x, n_coords=10)
+
+
+def _with_kinks(x, kinks):
+    """``x`` with its first entries set to the kinks exactly (and just either side of them)."""
+    points = [p for k in kinks for p in (k, k - 0.25, k + 0.25)]
+    flat = x.reshape(-1)
+    flat[:len(points)] = points
+    return x
+
+
+@pytest.mark.parametrize("kind", ELEMENTWISE)
+def test_kind_forward_and_derivative_match_reference(kind):
+    """The network's output is the NumPy reference; at the kinks, d/dx is PyTorch's choice."""
+    case = KINDS[kind]
+    net = _net(case_spec(kind))
+    args = net.graph.nodes[-1].layer.kernel_values()
+    x = _with_kinks(case.scale * _x(net, 2, seed=4), case.kinks)
+    y = net.forward(x, training=False)
+    np.testing.assert_allclose(y, case.forward(x, *args), rtol=1e-12, atol=1e-14)
+    if case.derivative is not None:
+        dx = net.backward(np.ones_like(y))
+        np.testing.assert_array_equal(dx, case.derivative(x, *args))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference import KINDS, case_spec
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -165,3 +166,29 @@ def test_softmax_cross_entropy_matches_torch():
     lt.backward()
     assert loss == pytest.approx(lt.item(), rel=1e-12)
     np.testing.assert_allclose(dlogits, z.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+# every kind whose reference entry names its torch.nn.functional twin
+TORCH_KINDS = sorted(k for k, c in KINDS.items() if c.torch is not None)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_kind_matches_torch_functional(kind, dtype):
+    """A one-layer network of the kind against torch.nn.functional: outputs and input
+    gradients, including at the kinks exactly (where PyTorch picks one side's derivative)."""
+    case = KINDS[kind]
+    rtol, atol = (case.torch_rtol64, 1e-12) if dtype == "float64" else (2e-5, 1e-6)
+    net = cnncalc.Network(case_spec(kind), dtype=dtype, seed=0, parallel=False)
+    args = net.graph.nodes[-1].layer.kernel_values()
+    rng = np.random.default_rng(2)
+    x = (case.scale * rng.standard_normal((3, *net.graph.input_shape))).astype(dtype)
+    points = [p for k in case.kinks for p in (k, k - 0.25, k + 0.25)]
+    x.reshape(-1)[:len(points)] = points
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = case.torch(nn.functional, xt, *args)
+    y = net.forward(x, training=False)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    yt.backward(torch.from_numpy(dout))
+    np.testing.assert_allclose(net.backward(dout), xt.grad.numpy(), rtol=rtol, atol=atol)

@@ -1,4 +1,10 @@
-"""One small op class per layer kind: the binding between a graph node and its kernels.
+"""The engine's op classes: the binding between a graph node and its kernels.
+
+A layer type names how it runs (:class:`cnncalc.layers.base.Layer`): an op class here
+(``op = "cnncalc.engine.ops:ConvOp"``) or, for elementwise layers, a forward/backward kernel
+pair that :class:`ElementwiseOp` runs. :func:`make_op` builds a node's op from that binding, so
+there is no separate table of kinds here; the names are imported when a network is built, never
+when the layers are.
 
 Contract (every op):
 
@@ -17,15 +23,17 @@ op's next call in the same direction. Buffers are reallocated when the batch siz
 
 Threads: every op calls the SERIAL (cached, ``nogil``) kernels only (``parallel=False``), so no
 process ever compiles a ``prange`` kernel for the engine. Ops whose work pays for a hand-over
-(conv, pools, fully connected, element-wise activations, LRN on large tensors) split the batch
-into ``ctx.threads`` contiguous slices and run them on the engine's thread pool
-(:mod:`cnncalc.engine.parallel`, ``ctx.run``): each slice writes its rows of the shared output
-buffer, and parameter gradients come from per-slice buffers summed in slice order, so results
-are bitwise repeatable for a thread count and agree with one thread to float rounding. Batch
-norm on (N, C, H, W) splits too, its per-slice float64 statistics combined in slice order;
-dropout (masks from ``ctx.rng``), merges and reshapes run on the calling thread.
+(conv, pools, fully connected, elementwise kernels, batch norm on (N, C, H, W)) split the batch
+into ``ctx.threads`` contiguous slices with :meth:`Op._split` and run them on the engine's
+thread pool (:mod:`cnncalc.engine.parallel`, ``ctx.run``): each slice writes its rows of the
+shared output buffer, and parameter gradients (and batch norm's float64 statistics) come from
+per-slice buffers summed in slice order, so results are bitwise repeatable for a thread count
+and agree with one thread to float rounding. Dropout (masks from ``ctx.rng``), merges and
+reshapes run on the calling thread.
 """
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -37,7 +45,7 @@ from cnncalc.kernels import linear as klin
 from cnncalc.kernels import norm as knorm
 from cnncalc.kernels import pool as kpool
 
-__all__ = ["OPS", "Op", "make_op"]
+__all__ = ["ElementwiseOp", "Op", "executable_kinds", "make_op"]
 
 # Smallest work worth splitting over threads: a hand-over costs a few us (spinning workers) to
 # ~40 us (a blocked one), so an op splits only when each slice still has a few tens of us of work.
@@ -49,10 +57,11 @@ MIN_ELEMS_NP = 1 << 17  # NumPy element-wise expressions (several passes, tempor
 class Op:
     """Base class: holds the node, its parameter/gradient views and reusable buffers."""
 
-    kind = ""
+    kind = ""  # fused ops name their pattern; a generic op reports its node's kind
 
     def __init__(self, node, ctx):
         self.node = node
+        self.kind = type(self).kind or node.kind
         self.name = node.name
         self.ctx = ctx
         self.dtype = ctx.dtype
@@ -88,32 +97,52 @@ class Op:
             return [fn(0)]
         return self.ctx.run(fn, len(sl))
 
+    def _split(self, n: int, work: int, min_work: int, fn) -> list:
+        """``[fn(a, b) for each batch slice [a, b)]``, in slice order: one contiguous slice per
+        thread, run on the pool, when ``work`` (multiply-adds or elements) reaches
+        ``min_work``; else ``[fn(0, n)]`` on the calling thread."""
+        sl = self._slices(n, work, min_work)
+        return self._run(lambda t: fn(*sl[t]), sl)
+
+    def _fill(self, key, shape, work: int, min_work: int, fn):
+        """Buffer ``key`` of ``shape``, each batch slice written by ``fn(a, b, rows)`` where
+        ``rows`` is the buffer's slice ``[a:b]``."""
+        out = self._buf(key, shape)
+        self._split(shape[0], work, min_work, lambda a, b: fn(a, b, out[a:b]))
+        return out
+
     def _rows(self, key, shape, fn):
         """A per-sample NumPy computation ``fn(a, b) -> rows a..b`` into buffer ``key``; split
         over threads when large (NumPy releases the GIL in its loops). One slice: ``fn``'s own
         result, cast to the network's dtype."""
         n = shape[0]
-        sl = self._slices(n, int(np.prod(shape)), MIN_ELEMS_NP)
-        if len(sl) == 1:
+        size = int(np.prod(shape))
+        if len(self._slices(n, size, MIN_ELEMS_NP)) == 1:
             return fn(0, n).astype(self.dtype, copy=False)
-        out = self._buf(key, shape)
 
-        def work(t):
-            a, b = sl[t]
-            out[a:b] = fn(a, b)
+        def rows(a, b, out):
+            out[...] = fn(a, b)
 
-        self._run(work, sl)
-        return out
+        return self._fill(key, shape, size, MIN_ELEMS_NP, rows)
+
+    def _input_grad(self, dy, need, shape, work: int, fn) -> list:
+        """``[dx]`` for a one-input op whose ``dx`` (of ``shape``) is written per batch slice
+        by ``fn(dy_rows, a, b, dx_rows)``; ``[None]`` when the input needs no gradient."""
+        if not need[0]:
+            return [None]
+        dy = np.ascontiguousarray(dy)
+        return [self._fill("dx", shape, work, MIN_ELEMS, lambda a, b, dx: fn(dy[a:b], a, b, dx))]
+
+    def _pads(self):
+        """``((top, left), (bottom, right))`` zero padding of this node's input."""
+        (t, b), (l, r) = self.node.pads(self.ctx.convention)
+        return (t, l), (b, r)
 
     def forward(self, xs, training):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def backward(self, dy, need):  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-def _c(a, dtype):
-    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def _sum_into(dst, parts) -> None:
@@ -125,53 +154,39 @@ def _sum_into(dst, parts) -> None:
 
 # ------------------------------------------------------------------------------- conv, pools
 class ConvOp(Op):
-    kind = "conv"
-
     def setup(self):
         L = self.node.layer
-        (t, _), (l, _) = self.node.pads(self.ctx.convention)
-        self.pad = (t, l)
+        self.pad, _ = self._pads()
         self.stride, self.dilation, self.groups = L.stride, L.dilation, L.groups
         o = self.node.out_shape
         self.out_hw = (o.h, o.w)
 
-    def _slices_for(self, n):
-        w = self.params["weight"]
-        o = self.node.out_shape
-        return self._slices(n, n * w.size * o.h * o.w, MIN_MACS)
+    def _macs(self, n):
+        return n * self.params["weight"].size * self.out_hw[0] * self.out_hw[1]
 
     def forward(self, xs, training):
         x = self.x = np.ascontiguousarray(xs[0])
         n = x.shape[0]
-        o = self.node.out_shape
-        y = self._buf("y", (n, o.c, o.h, o.w))
         w, b = self.params["weight"], self.params.get("bias")
-        sl = self._slices_for(n)
-
-        def work(t):
-            a, c = sl[t]
-            kconv.conv2d_forward(x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
-                                 self.out_hw, out=y[a:c], parallel=False)
-
-        self._run(work, sl)
-        return y
+        return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
+                          lambda a, c, y: kconv.conv2d_forward(
+                              x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
+                              self.out_hw, out=y, parallel=False))
 
     def backward(self, dy, need):
         has_bias = "bias" in self.params
         x, w = self.x, self.params["weight"]
         dy = np.ascontiguousarray(dy)
         dx = self._buf("dx", x.shape) if need[0] else None
-        sl = self._slices_for(x.shape[0])
 
-        def work(t):
-            a, c = sl[t]
+        def work(a, c):
             _, dw, db = kconv.conv2d_backward(
                 dy[a:c], x[a:c], w, self.stride, self.pad, self.dilation, self.groups,
                 need_dx=bool(need[0]), has_bias=has_bias, parallel=False,
                 out_dx=None if dx is None else dx[a:c])
             return dw, db
 
-        parts = self._run(work, sl)
+        parts = self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, work)
         _sum_into(self.grads["weight"], [p[0] for p in parts])
         if has_bias:
             _sum_into(self.grads["bias"], [p[1] for p in parts])
@@ -179,12 +194,9 @@ class ConvOp(Op):
 
 
 class MaxPoolOp(Op):
-    kind = "maxpool"
-
     def setup(self):
         L = self.node.layer
-        (t, _), (l, _) = self.node.pads(self.ctx.convention)
-        self.pad = (t, l)
+        self.pad, _ = self._pads()
         o = self.node.out_shape
         self.k, self.stride, self.dilation, self.out_hw = L.kernel_size, L.stride, \
             L.dilation, (o.h, o.w)
@@ -196,43 +208,25 @@ class MaxPoolOp(Op):
         shape = (n, c) + tuple(self.out_hw)
         y = self._buf("y", shape)
         am = self.am = self._buf("am", shape, np.int32)
-        sl = self._slices(n, y.size * self.k[0] * self.k[1], MIN_ELEMS)
-
-        def work(t):
-            a, b = sl[t]
-            kpool.maxpool2d_forward(x[a:b], self.k, self.stride, self.pad, self.out_hw,
-                                    self.dilation, parallel=False, out=y[a:b],
-                                    out_argmax=am[a:b])
-
-        self._run(work, sl)
+        self._split(n, y.size * self.k[0] * self.k[1], MIN_ELEMS,
+                    lambda a, b: kpool.maxpool2d_forward(
+                        x[a:b], self.k, self.stride, self.pad, self.out_hw, self.dilation,
+                        parallel=False, out=y[a:b], out_argmax=am[a:b]))
         return y
 
     def backward(self, dy, need):
-        if not need[0]:
-            return [None]
-        dy = np.ascontiguousarray(dy)
-        dx = self._buf("dx", self.x_shape)
-        sl = self._slices(dy.shape[0], dx.size, MIN_ELEMS)
-
-        def work(t):
-            a, b = sl[t]
-            kpool.maxpool2d_backward(dy[a:b], self.am[a:b], dx[a:b].shape, parallel=False,
-                                     out=dx[a:b])
-
-        self._run(work, sl)
-        return [dx]
+        return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
+                                lambda d, a, b, dx: kpool.maxpool2d_backward(
+                                    d, self.am[a:b], dx.shape, parallel=False, out=dx))
 
 
 class AvgPoolOp(Op):
-    kind = "avgpool"
-
     def setup(self):
         L = self.node.layer
         if tuple(L.dilation) != (1, 1):
             raise TrainError(f"{self.node.label}: dilated average pooling cannot be trained",
                              hint="remove 'dilation' (PyTorch's AvgPool2d has none either)")
-        (t, b), (l, r) = self.node.pads(self.ctx.convention)
-        self.pad, self.pad_after = (t, l), (b, r)
+        self.pad, self.pad_after = self._pads()
         o = self.node.out_shape
         self.k, self.stride, self.out_hw = L.kernel_size, L.stride, (o.h, o.w)
         self.include = bool(getattr(L, "count_include_pad", True))
@@ -240,39 +234,20 @@ class AvgPoolOp(Op):
     def forward(self, xs, training):
         x = np.ascontiguousarray(xs[0])
         self.x_shape = x.shape
-        n, c = x.shape[:2]
-        y = self._buf("y", (n, c) + tuple(self.out_hw))
-        sl = self._slices(n, y.size * self.k[0] * self.k[1], MIN_ELEMS)
-
-        def work(t):
-            a, b = sl[t]
-            kpool.avgpool2d_forward(x[a:b], self.k, self.stride, self.pad, self.out_hw,
-                                    self.include, pad_after=self.pad_after, parallel=False,
-                                    out=y[a:b])
-
-        self._run(work, sl)
-        return y
+        shape = x.shape[:2] + tuple(self.out_hw)
+        return self._fill("y", shape, int(np.prod(shape)) * self.k[0] * self.k[1], MIN_ELEMS,
+                          lambda a, b, y: kpool.avgpool2d_forward(
+                              x[a:b], self.k, self.stride, self.pad, self.out_hw, self.include,
+                              pad_after=self.pad_after, parallel=False, out=y))
 
     def backward(self, dy, need):
-        if not need[0]:
-            return [None]
-        dy = np.ascontiguousarray(dy)
-        dx = self._buf("dx", self.x_shape)
-        sl = self._slices(dy.shape[0], dx.size, MIN_ELEMS)
-
-        def work(t):
-            a, b = sl[t]
-            kpool.avgpool2d_backward(dy[a:b], dx[a:b].shape, self.k, self.stride, self.pad,
-                                     self.include, pad_after=self.pad_after, parallel=False,
-                                     out=dx[a:b])
-
-        self._run(work, sl)
-        return [dx]
+        return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
+                                lambda d, a, b, dx: kpool.avgpool2d_backward(
+                                    d, dx.shape, self.k, self.stride, self.pad, self.include,
+                                    pad_after=self.pad_after, parallel=False, out=dx))
 
 
 class GlobalAvgPoolOp(Op):
-    kind = "global_avgpool"
-
     def forward(self, xs, training):
         self.x_shape = xs[0].shape
         return kpool.global_avgpool_forward(xs[0]).astype(self.dtype, copy=False)
@@ -284,40 +259,21 @@ class GlobalAvgPoolOp(Op):
 
 
 class AdaptiveAvgPoolOp(Op):
-    kind = "adaptive_avgpool"
-
     def forward(self, xs, training):
         x = np.ascontiguousarray(xs[0])
         self.x_shape = x.shape
         o = self.node.out_shape
-        y = self._buf("y", (x.shape[0], x.shape[1], o.h, o.w))
-        sl = self._slices(x.shape[0], x.size, MIN_ELEMS)
-
-        def work(t):
-            a, b = sl[t]
-            kpool.adaptive_avgpool_forward(x[a:b], (o.h, o.w), parallel=False, out=y[a:b])
-
-        self._run(work, sl)
-        return y
+        return self._fill("y", (x.shape[0], x.shape[1], o.h, o.w), x.size, MIN_ELEMS,
+                          lambda a, b, y: kpool.adaptive_avgpool_forward(
+                              x[a:b], (o.h, o.w), parallel=False, out=y))
 
     def backward(self, dy, need):
-        if not need[0]:
-            return [None]
-        dy = np.ascontiguousarray(dy)
-        dx = self._buf("dx", self.x_shape)
-        sl = self._slices(dy.shape[0], dx.size, MIN_ELEMS)
-
-        def work(t):
-            a, b = sl[t]
-            kpool.adaptive_avgpool_backward(dy[a:b], dx[a:b].shape, parallel=False, out=dx[a:b])
-
-        self._run(work, sl)
-        return [dx]
+        return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
+                                lambda d, a, b, dx: kpool.adaptive_avgpool_backward(
+                                    d, dx.shape, parallel=False, out=dx))
 
 
 class ZeroPadOp(Op):
-    kind = "zeropad"
-
     def forward(self, xs, training):
         x = xs[0]
         (t, _), (l, _) = self.node.layer.padding
@@ -339,22 +295,14 @@ class ZeroPadOp(Op):
 
 # --------------------------------------------------------------------------- fully connected
 class LinearOp(Op):
-    kind = "fc"
-
     def forward(self, xs, training):
         x = np.ascontiguousarray(xs[0])
         n = x.shape[0]
         self.x_shape = x.shape
         self.x2d = x2d = x.reshape(n, -1)
         w, b = self.params["weight"], self.params.get("bias")
-        y = self._buf("y", (n, w.shape[0]))
-        sl = self._slices(n, n * w.size, MIN_MACS)
-
-        def work(t):
-            a, c = sl[t]
-            klin.linear_forward(x2d[a:c], w, b, out=y[a:c])
-
-        self._run(work, sl)
+        y = self._fill("y", (n, w.shape[0]), n * w.size, MIN_MACS,
+                       lambda a, c, y: klin.linear_forward(x2d[a:c], w, b, out=y))
         return y.reshape(n, w.shape[0], 1, 1)
 
     def backward(self, dy, need):
@@ -362,16 +310,14 @@ class LinearOp(Op):
         n = dy2.shape[0]
         w = self.params["weight"]
         dx = self._buf("dx", self.x2d.shape) if need[0] else None
-        sl = self._slices(n, n * w.size, MIN_MACS)
 
-        def work(t):
-            a, c = sl[t]
+        def work(a, c):
             d, dw, db = klin.linear_backward(dy2[a:c], self.x2d[a:c], w, need_dx=bool(need[0]))
             if dx is not None:
                 dx[a:c] = d
             return dw, db
 
-        parts = self._run(work, sl)
+        parts = self._split(n, n * w.size, MIN_MACS, work)
         _sum_into(self.grads["weight"], [p[0] for p in parts])
         if "bias" in self.grads:
             _sum_into(self.grads["bias"], [p[1] for p in parts])
@@ -379,8 +325,6 @@ class LinearOp(Op):
 
 
 class MaxoutOp(Op):
-    kind = "maxout"
-
     def forward(self, xs, training):
         x = xs[0]
         n = x.shape[0]
@@ -400,8 +344,6 @@ class MaxoutOp(Op):
 
 
 class FlattenOp(Op):
-    kind = "flatten"
-
     def forward(self, xs, training):
         x = xs[0]
         self.x_shape = x.shape
@@ -411,127 +353,53 @@ class FlattenOp(Op):
         return [dy.reshape(self.x_shape) if need[0] else None]
 
 
-# ------------------------------------------------------------------------------ activations
-class ReluOp(Op):
-    kind = "relu"
+# ----------------------------------------------------------------------- elementwise kernels
+def _writes_out(fn) -> bool:
+    """Whether a kernel writes into a given ``out=`` (the one-pass numba kernels, which also
+    take ``parallel=``) rather than returning a new array (the NumPy ones)."""
+    return "out" in inspect.signature(fn).parameters
+
+
+class ElementwiseOp(Op):
+    """The kernel pair a layer type names (:attr:`Layer.kernels`): ``y = forward(x, *args)``,
+    ``dx = backward(dy, saved, *args)`` with ``saved`` the input ``x`` or the output ``y``
+    (:attr:`Layer.saves`) and ``args`` the options :attr:`Layer.kernel_args` names.
+
+    The kernels act on each sample on its own, so any batch slice can run on its own thread.
+    A kernel with an ``out=`` argument writes its slice of the op's buffer (serial variant,
+    ``parallel=False``); a NumPy kernel returns its rows, copied into the buffer only when the
+    batch is split.
+    """
+
+    def setup(self):
+        layer = self.node.layer
+        self.fwd, self.bwd = layer.kernel_pair()
+        self.args = layer.kernel_values()
+        self.keep_y = layer.saves == "y"
+        self.writes_out = {fn: _writes_out(fn) for fn in (self.fwd, self.bwd)}
+
+    def _map(self, key, fn, arrays):
+        """``fn(*rows of arrays, *args)`` over the batch, into buffer ``key``."""
+        shape, args = arrays[0].shape, self.args
+        if self.writes_out[fn]:
+            return self._fill(key, shape, arrays[0].size, MIN_ELEMS,
+                              lambda a, b, out: fn(*(v[a:b] for v in arrays), *args, out=out,
+                                                   parallel=False))
+        return self._rows(key, shape, lambda a, b: fn(*(v[a:b] for v in arrays), *args))
 
     def forward(self, xs, training):
         x = np.ascontiguousarray(xs[0])
-        y = self.y = self._buf("y", x.shape)
-        sl = self._slices(x.shape[0], x.size, MIN_ELEMS)
-        self._run(lambda t: act.relu_forward(x[sl[t][0]:sl[t][1]], out=y[sl[t][0]:sl[t][1]],
-                                             parallel=False), sl)
+        y = self._map("y", self.fwd, (x,))
+        self.saved = y if self.keep_y else x
         return y
 
     def backward(self, dy, need):
         if not need[0]:
             return [None]
-        dy = np.ascontiguousarray(dy)
-        dx, y = self._buf("dx", dy.shape), self.y
-        sl = self._slices(dy.shape[0], dy.size, MIN_ELEMS)
-        self._run(lambda t: act.relu_backward(dy[sl[t][0]:sl[t][1]], y[sl[t][0]:sl[t][1]],
-                                              out=dx[sl[t][0]:sl[t][1]], parallel=False), sl)
-        return [dx]
-
-
-class LeakyReluOp(Op):
-    kind = "leaky_relu"
-
-    def forward(self, xs, training):
-        x = self.x = np.ascontiguousarray(xs[0])
-        s = self.node.layer.negative_slope
-        y = self._buf("y", x.shape)
-        sl = self._slices(x.shape[0], x.size, MIN_ELEMS)
-        self._run(lambda t: act.leaky_relu_forward(x[sl[t][0]:sl[t][1]], s,
-                                                   out=y[sl[t][0]:sl[t][1]], parallel=False), sl)
-        return y
-
-    def backward(self, dy, need):
-        if not need[0]:
-            return [None]
-        dy = np.ascontiguousarray(dy)
-        s, x = self.node.layer.negative_slope, self.x
-        dx = self._buf("dx", dy.shape)
-        sl = self._slices(dy.shape[0], dy.size, MIN_ELEMS)
-        self._run(lambda t: act.leaky_relu_backward(dy[sl[t][0]:sl[t][1]], x[sl[t][0]:sl[t][1]],
-                                                    s, out=dx[sl[t][0]:sl[t][1]],
-                                                    parallel=False), sl)
-        return [dx]
-
-
-class _XOp(Op):
-    """Activation whose backward needs the input x: ``fwd(x, *args)``, ``bwd(dy, x, *args)``."""
-
-    fwd = bwd = None
-
-    def args(self):
-        return ()
-
-    def forward(self, xs, training):
-        self.x = x = xs[0]
-        fwd, args = type(self).fwd, self.args()
-        return self._rows("y", x.shape, lambda a, b: fwd(x[a:b], *args))
-
-    def backward(self, dy, need):
-        if not need[0]:
-            return [None]
-        bwd, args, x = type(self).bwd, self.args(), self.x
-        return [self._rows("dx", dy.shape, lambda a, b: bwd(dy[a:b], x[a:b], *args))]
-
-
-class _YOp(Op):
-    """Activation whose backward needs the output y: ``fwd(x)``, ``bwd(dy, y)``."""
-
-    fwd = bwd = None
-
-    def forward(self, xs, training):
-        x, fwd = xs[0], type(self).fwd
-        self.y = self._rows("y", x.shape, lambda a, b: fwd(x[a:b]))
-        return self.y
-
-    def backward(self, dy, need):
-        if not need[0]:
-            return [None]
-        bwd, y = type(self).bwd, self.y
-        return [self._rows("dx", dy.shape, lambda a, b: bwd(dy[a:b], y[a:b]))]
-
-
-class EluOp(_XOp):
-    kind = "elu"
-    fwd, bwd = staticmethod(act.elu_forward), staticmethod(act.elu_backward)
-
-    def args(self):
-        return (self.node.layer.alpha,)
-
-
-class MishOp(_XOp):
-    kind = "mish"
-    fwd, bwd = staticmethod(act.mish_forward), staticmethod(act.mish_backward)
-
-
-class SwishOp(_XOp):
-    kind = "swish"
-    fwd, bwd = staticmethod(act.swish_forward), staticmethod(act.swish_backward)
-
-
-class SigmoidOp(_YOp):
-    kind = "sigmoid"
-    fwd, bwd = staticmethod(act.sigmoid_forward), staticmethod(act.sigmoid_backward)
-
-
-class TanhOp(_YOp):
-    kind = "tanh"
-    fwd, bwd = staticmethod(act.tanh_forward), staticmethod(act.tanh_backward)
-
-
-class SoftmaxOp(_YOp):
-    kind = "softmax"
-    fwd, bwd = staticmethod(act.softmax_forward), staticmethod(act.softmax_backward)
+        return [self._map("dx", self.bwd, (np.ascontiguousarray(dy), self.saved))]
 
 
 class PReluOp(Op):
-    kind = "prelu"
-
     def forward(self, xs, training):
         self.x = xs[0]
         return act.prelu_forward(self.x, self.params["weight"]).astype(self.dtype, copy=False)
@@ -551,8 +419,6 @@ class BatchNormOp(Op):
     are bitwise repeatable for one; the element-wise passes split over threads. (N, F) inputs
     use the NumPy :func:`cnncalc.kernels.norm.batchnorm_forward` on the calling thread."""
 
-    kind = "batchnorm"
-
     def setup(self):
         c = self.node.in_shape.c
         L = self.node.layer
@@ -569,13 +435,6 @@ class BatchNormOp(Op):
         gamma = self.params["weight"] if self.affine else self.gamma
         beta = self.params["bias"] if self.affine else self.beta
         return gamma, beta
-
-    def _csum(self, parts):
-        """Per-channel totals of per-slice (C,) float64 partial sums, in slice order."""
-        tot = parts[0].copy()
-        for q in parts[1:]:
-            tot += q
-        return tot
 
     def forward(self, xs, training):
         gamma, beta = self._gb()
@@ -595,12 +454,12 @@ class BatchNormOp(Op):
         x3 = self.x3 = x.reshape(n, c, hw)
         y = self._buf("y", x.shape)
         y3 = y.reshape(n, c, hw)
-        sl = self._slices(n, x.size, MIN_ELEMS)
         if training:
             m = n * hw
             shift = x3[0, :, 0].astype(np.float64)
-            parts = self._run(lambda t: self._sums(x3[sl[t][0]:sl[t][1]], shift), sl)
-            s = self._csum(parts)
+            s = np.empty((2, c), np.float64)
+            _sum_into(s, self._split(n, x.size, MIN_ELEMS,
+                                     lambda a, b: self._sums(x3[a:b], shift)))
             d = s[0] / m
             mean64 = shift + d
             var64 = np.maximum(s[1] / m - d * d, 0.0)
@@ -622,9 +481,9 @@ class BatchNormOp(Op):
         self.inv_std64 = inv_std.astype(np.float64)
         g64 = np.asarray(gamma, self.dtype).astype(np.float64)
         b64 = np.asarray(beta, self.dtype).astype(np.float64)
-        self._run(lambda t: knorm.bn_normalise(x3[sl[t][0]:sl[t][1]], self.mean64,
-                                               self.inv_std64, g64, b64,
-                                               y3[sl[t][0]:sl[t][1]]), sl)
+        self._split(n, x.size, MIN_ELEMS,
+                    lambda a, b: knorm.bn_normalise(x3[a:b], self.mean64, self.inv_std64, g64,
+                                                    b64, y3[a:b]))
         self.gamma_used = np.array(gamma, self.dtype)
         return y
 
@@ -646,15 +505,14 @@ class BatchNormOp(Op):
         hw = dy.size // (n * c)
         dy3 = dy.reshape(n, c, hw)
         x3 = self.x3
-        sl = self._slices(n, dy.size, MIN_ELEMS)
 
-        def sums(t):
-            a, b = sl[t]
+        def sums(a, b):
             out = np.empty((2, c), np.float64)
             knorm.bn_grad_sums(dy3[a:b], x3[a:b], self.mean64, self.inv_std64, out)
             return out
 
-        tot = self._csum(self._run(sums, sl))
+        tot = np.empty((2, c), np.float64)
+        _sum_into(tot, self._split(n, dy.size, MIN_ELEMS, sums))
         dbeta = tot[0].astype(self.dtype)
         dgamma = tot[1].astype(self.dtype)
         if self.affine:
@@ -672,35 +530,13 @@ class BatchNormOp(Op):
         else:
             mb = mg = np.zeros(c, np.float64)
         # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
-        self._run(lambda t: knorm.bn_grad_input(dy3[sl[t][0]:sl[t][1]], x3[sl[t][0]:sl[t][1]],
-                                                self.mean64, self.inv_std64, scale, mb, mg,
-                                                dx3[sl[t][0]:sl[t][1]]), sl)
+        self._split(n, dy.size, MIN_ELEMS,
+                    lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], self.mean64,
+                                                     self.inv_std64, scale, mb, mg, dx3[a:b]))
         return [dx]
 
 
-class LRNOp(Op):
-    kind = "lrn"
-
-    def args(self):
-        L = self.node.layer
-        return (L.size, L.alpha, L.beta, L.k)
-
-    def forward(self, xs, training):
-        self.x = x = xs[0]
-        args = self.args()
-        return self._rows("y", x.shape, lambda a, b: knorm.lrn_forward(x[a:b], *args))
-
-    def backward(self, dy, need):
-        if not need[0]:
-            return [None]
-        args, x = self.args(), self.x
-        return [self._rows("dx", dy.shape, lambda a, b: knorm.lrn_backward(dy[a:b], x[a:b],
-                                                                          *args))]
-
-
 class DropoutOp(Op):
-    kind = "dropout"
-
     def forward(self, xs, training):
         p = float(self.node.layer.p)
         if not training or p == 0.0:
@@ -719,8 +555,6 @@ class DropoutOp(Op):
 
 # ----------------------------------------------------------------------------------- merges
 class AddOp(Op):
-    kind = "add"
-
     def forward(self, xs, training):
         self.n_in = len(xs)
         y = self._buf("y", xs[0].shape)
@@ -734,8 +568,6 @@ class AddOp(Op):
 
 
 class ConcatOp(Op):
-    kind = "concat"
-
     def forward(self, xs, training):
         n = xs[0].shape[0]
         o = self.node.out_shape
@@ -754,16 +586,18 @@ class ConcatOp(Op):
                 for (c0, c1), nd in zip(self.bounds, need)]
 
 
-OPS: dict[str, type[Op]] = {cls.kind: cls for cls in (
-    ConvOp, MaxPoolOp, AvgPoolOp, GlobalAvgPoolOp, AdaptiveAvgPoolOp, ZeroPadOp, LinearOp,
-    MaxoutOp, FlattenOp, ReluOp, LeakyReluOp, EluOp, MishOp, SwishOp, SigmoidOp, TanhOp,
-    SoftmaxOp, PReluOp, BatchNormOp, LRNOp, DropoutOp, AddOp, ConcatOp)}
-
-
 def make_op(node, ctx) -> Op:
-    """The generic op for ``node`` (raises :class:`TrainError` for a kind without kernels)."""
-    cls = OPS.get(node.kind)
+    """The op for ``node``, built from its layer type's binding (:meth:`Layer.op_class`);
+    a :class:`TrainError` for an analysis-only kind."""
+    cls = type(node.layer).op_class()
     if cls is None:
         raise TrainError(f"{node.label}: layer type '{node.kind}' cannot be executed yet",
-                         hint=f"executable types: {', '.join(sorted(OPS))}")
+                         hint=f"executable types: {', '.join(executable_kinds())}")
     return cls(node, ctx)
+
+
+def executable_kinds() -> list[str]:
+    """The registered layer kinds the engine can run, sorted."""
+    from cnncalc.layers import REGISTRY
+
+    return sorted(kind for kind, cls in REGISTRY.items() if cls.executable())

@@ -17,7 +17,22 @@ from cnncalc.receptive_field import merge_fields
 
 #: what a step is about; ``check`` matches claims to steps by topic
 TOPICS = ("output", "params", "macs", "rf")
-SLIDING = ("conv", "maxpool", "avgpool")
+
+
+# Which formulas a layer gets follows from its options, not from its kind, so a new layer type
+# needs no entry here: a window with padding slides (conv, pools), learned filters give K
+# output channels (conv), a fixed unit count is a fully connected layer (fc, maxout).
+def _slides(layer) -> bool:
+    """A sliding-window layer: the output-size formula applies on each axis."""
+    return hasattr(layer, "kernel_size") and hasattr(layer, "pads")
+
+
+def _has_filters(layer) -> bool:
+    return hasattr(layer, "out_channels")
+
+
+def _is_dense(layer) -> bool:
+    return hasattr(layer, "out_features")
 
 
 @dataclass
@@ -126,11 +141,8 @@ def _axis_steps(node: Node, graph: Graph) -> tuple[list[Step], list[str]]:
 
 def _depth_step(node: Node) -> Step:
     y = node.out_shape
-    if node.kind == "conv":
-        return Step("output", "output depth", "D2", "K", f"{y.c}", y.c)
-    if node.kind in ("maxpool", "avgpool"):
-        return Step("output", "output depth", "D2", "D1", f"{y.c}", y.c)
-    return Step("output", "output depth", "D2", "", f"{y.c}", y.c)
+    general = "K" if _has_filters(node.layer) else "D1"
+    return Step("output", "output depth", "D2", general, f"{y.c}", y.c)
 
 
 def _conv_params(node: Node) -> list[Step]:
@@ -175,7 +187,8 @@ def _fc_steps(node: Node) -> list[Step]:
     steps.append(Step("output", "output depth", "D2", "N", f"{y.c}", y.c))
     total = sum(prod(s) for s in node.param_shapes().values())
     units = layer.out_features
-    if node.kind == "fc":
+    kp = getattr(layer, "pieces", None)
+    if kp is None:
         if layer.bias:
             steps.append(Step("params", "parameters", "params", "D_in·N + N",
                               f"{d_in}·{units} + {units} = {n(total)}", total))
@@ -186,7 +199,6 @@ def _fc_steps(node: Node) -> list[Step]:
         steps.append(Step("macs", "multiply-accumulates", "MACs", "D_in·N",
                           f"{d_in}·{units} = {n(macs)}", macs))
     else:  # maxout: k affine pieces per unit
-        kp = layer.pieces
         steps.append(Step("params", "parameters", "params", "k·(D_in·N + N)",
                           f"{kp}·({d_in}·{units} + {units}) = {n(total)}", total))
         macs = layer.macs(x, y)
@@ -238,15 +250,16 @@ def _rf_steps(node: Node, graph: Graph) -> tuple[list[Step], list[str]]:
 def explain_node(node: Node, graph: Graph) -> LayerExplanation:
     steps: list[Step] = []
     notes: list[str] = []
-    if node.kind in SLIDING:
+    layer = node.layer
+    if _slides(layer):
         axis_steps, axis_notes = _axis_steps(node, graph)
         steps += axis_steps
         notes += axis_notes
         steps.append(_depth_step(node))
-        if node.kind == "conv":
+        if _has_filters(layer):
             steps += _conv_params(node)
             steps.append(_conv_macs(node))
-    elif node.kind in ("fc", "maxout"):
+    elif _is_dense(layer):
         steps += _fc_steps(node)
     else:
         steps += _generic_params(node)

@@ -16,6 +16,9 @@ mish            ``mish_backward(dy, x)``
 swish / silu    ``swish_backward(dy, x)``
 softmax         ``softmax_backward(dy, y)`` (softmax over axis 1)
 prelu           ``prelu_backward(dy, x, alpha) -> (dx, dalpha)``
+hardswish       ``hardswish_backward(dy, x)``
+hardsigmoid     ``hardsigmoid_backward(dy, x)``
+relu6           ``relu6_backward(dy, x)``
 maxout          ``maxout_backward(dy, x2d, w, argmax, pieces) -> (dx, dw, db)``
 ==============  ===========================================
 """
@@ -30,7 +33,9 @@ __all__ = [
     "elu_forward", "elu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_forward",
     "tanh_backward", "mish_forward", "mish_backward", "swish_forward", "swish_backward",
     "silu_forward", "silu_backward", "softmax_forward", "softmax_backward", "prelu_forward",
-    "prelu_backward", "maxout_forward", "maxout_backward",
+    "prelu_backward", "maxout_forward", "maxout_backward", "hardswish_forward",
+    "hardswish_backward", "hardsigmoid_forward", "hardsigmoid_backward", "relu6_forward",
+    "relu6_backward",
 ]
 
 _PAR_MIN = 1 << 18  # elements; below this one thread is faster than a prange launch
@@ -249,3 +254,43 @@ def maxout_backward(dy, x2d, w, argmax, pieces):
     np.put_along_axis(dz, argmax[:, :, None].astype(np.intp), dy[:, :, None], axis=2)
     dz = dz.reshape(n, units * pieces)
     return dz @ w, dz.T @ x2d, dz.sum(axis=0)
+
+
+def hardswish_forward(x):
+    """PyTorch's Hardswish: x·min(max(x + 3, 0), 6)/6 (0 for x <= -3, x for x >= 3)."""
+    x = np.asarray(x)
+    return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+
+def hardswish_backward(dy, x):
+    """Needs the forward input ``x``: d/dx = 0 for x <= -3, x/3 + 1/2 for -3 < x < 3, 1 for
+    x >= 3 (PyTorch's values at the kinks)."""
+    x = np.asarray(x)
+    return np.where(x <= -3, 0, np.where(x < 3, dy * (x / 3 + 0.5), dy)).astype(x.dtype,
+                                                                                  copy=False)
+
+
+def hardsigmoid_forward(x):
+    """PyTorch's Hardsigmoid: min(max(x + 3, 0), 6)/6."""
+    x = np.asarray(x)
+    return (np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+
+def hardsigmoid_backward(dy, x):
+    """Needs the forward input ``x``: d/dx = 1/6 for -3 < x < 3, else 0 (0 at both kinks, as
+    PyTorch)."""
+    x = np.asarray(x)
+    return np.where((x > -3) & (x < 3), dy * x.dtype.type(1 / 6), 0).astype(x.dtype, copy=False)
+
+
+def relu6_forward(x):
+    """PyTorch's ReLU6: min(max(x, 0), 6)."""
+    x = np.asarray(x)
+    return np.clip(x, 0, 6).astype(x.dtype, copy=False)
+
+
+def relu6_backward(dy, x):
+    """Needs the forward input ``x``: d/dx = 1 for 0 < x < 6, else 0 (0 at both kinks, as
+    PyTorch)."""
+    x = np.asarray(x)
+    return np.where((x > 0) & (x < 6), dy, 0).astype(x.dtype, copy=False)

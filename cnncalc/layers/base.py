@@ -135,9 +135,43 @@ class Layer:
     option_aliases: dict = {}   # layer-specific spellings, checked before the shared table
     n_inputs: int | None = 1    # None: any number >= 2 (merges)
 
+    # ---- execution binding: the engine builds a node's op from these, nothing else. Names are
+    # "module:attribute" strings, imported at engine build time, so importing the layers (and
+    # `cnncalc analyze`) never imports numba. A kind with neither is analysis-only.
+    op: str = ""                # the op class, e.g. "cnncalc.engine.ops:ConvOp"
+    kernels: tuple[str, str] | None = None  # (forward, backward) of an elementwise pair, run by
+    #                           the engine's ElementwiseOp: forward(x, *args) -> y and
+    #                           backward(dy, saved, *args) -> dx
+    saves: str = "x"            # what that backward reads: the input "x" or the output "y"
+    kernel_args: tuple[str, ...] = ()  # options passed after the array, in order
+
     def __init__(self, **opts):
         for key, opt in self.options.items():
             setattr(self, key, opts.get(key, opt.default))
+
+    @classmethod
+    def executable(cls) -> bool:
+        """Whether the engine can run this kind (it names an op class or a kernel pair)."""
+        return bool(cls.op or cls.kernels)
+
+    @classmethod
+    def op_class(cls):
+        """The engine's op class for this kind, imported now; None for an analysis-only kind.
+        A kernel pair without an op class runs on ``cnncalc.engine.ops:ElementwiseOp``."""
+        if cls.op:
+            return resolve_name(cls.op)
+        if cls.kernels:
+            return resolve_name("cnncalc.engine.ops:ElementwiseOp")
+        return None
+
+    @classmethod
+    def kernel_pair(cls):
+        """``(forward, backward)``: the functions :attr:`kernels` names, imported now."""
+        return tuple(resolve_name(name) for name in cls.kernels)
+
+    def kernel_values(self) -> tuple:
+        """The option values :attr:`kernel_args` names, in order."""
+        return tuple(getattr(self, a) for a in self.kernel_args)
 
     # ---- description -------------------------------------------------------------------
     def hyper(self) -> dict:
@@ -170,6 +204,14 @@ class Layer:
     def rf_step(self, in_shape: Shape, convention=None) -> tuple[RFStep, RFStep]:
         """Per axis (height, width): effective kernel d·(k − 1) + 1, stride, padding before."""
         return IDENTITY_RF
+
+
+def resolve_name(name: str):
+    """The object a ``"package.module:attribute"`` string names (imported on first use)."""
+    from importlib import import_module
+
+    module, _, attr = name.partition(":")
+    return getattr(import_module(module), attr)
 
 
 def prod(shape) -> int:

@@ -36,6 +36,7 @@ class Conv2d(Layer):
     """
 
     kind = "conv"
+    op = "cnncalc.engine.ops:ConvOp"
     aliases = ("conv2d", "convolution")
     prefix = "conv"
     summary = "2-D convolution: K filters of F x F, stride S, zero padding P"
@@ -125,6 +126,7 @@ class ZeroPad2d(Layer):
     """
 
     kind = "zeropad"
+    op = "cnncalc.engine.ops:ZeroPadOp"
     aliases = ("zeropad2d", "zero_pad", "pad2d")
     prefix = "pad"
     summary = "explicit zero padding per side"

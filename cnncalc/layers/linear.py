@@ -20,6 +20,7 @@ class Linear(Layer):
     """
 
     kind = "fc"
+    op = "cnncalc.engine.ops:LinearOp"
     aliases = ("linear", "dense", "fully_connected")
     prefix = "fc"
     summary = "fully connected: N units over all inputs (output 1 x 1 x N)"
@@ -59,6 +60,7 @@ class Maxout(Layer):
     """
 
     kind = "maxout"
+    op = "cnncalc.engine.ops:MaxoutOp"
     prefix = "maxout"
     summary = "maxout: max of k affine pieces per unit (output 1 x 1 x N)"
     options = {"out_features": Option(positive_int, required=True, doc="N, units"),
@@ -91,6 +93,7 @@ class Flatten(Layer):
     """Flatten to a vector (NCHW order, like torch.flatten(x, 1)); shown as 1 x 1 x C·H·W."""
 
     kind = "flatten"
+    op = "cnncalc.engine.ops:FlattenOp"
     prefix = "flatten"
     summary = "reshape to 1 x 1 x (C·H·W)"
 

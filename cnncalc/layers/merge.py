@@ -6,6 +6,16 @@ from cnncalc.layers import register
 from cnncalc.layers.base import Layer, Shape
 
 
+def _same_across(in_shapes, key, ctx, message: str, hint: str) -> Shape:
+    """The first input shape, after checking ``key(shape)`` is equal for every branch."""
+    first = in_shapes[0]
+    if any(key(other) != key(first) for other in in_shapes[1:]):
+        shapes = ", ".join(s.lecture() for s in in_shapes)
+        raise ShapeError(f"{message}; received {shapes}", where=ctx.where, path=ctx.path,
+                         hint=hint)
+    return first
+
+
 @register
 class Add(Layer):
     """Elementwise sum of branches (residual connection); shapes must match.
@@ -14,21 +24,16 @@ class Add(Layer):
     """
 
     kind = "add"
+    op = "cnncalc.engine.ops:AddOp"
     aliases = ("residual", "sum")
     prefix = "add"
     summary = "elementwise sum of branches (residual); shapes must match"
     n_inputs = None
 
     def out_shape(self, in_shapes, ctx):
-        first = in_shapes[0]
-        for other in in_shapes[1:]:
-            if other != first:
-                shapes = ", ".join(s.lecture() for s in in_shapes)
-                raise ShapeError(f"add needs inputs of one shape; received {shapes}",
-                                 where=ctx.where, path=ctx.path,
-                                 hint="add a 1x1 conv (with the same stride) on the shortcut "
-                                      "to match depth and size")
-        return first
+        return _same_across(in_shapes, lambda s: s, ctx, "add needs inputs of one shape",
+                            "add a 1x1 conv (with the same stride) on the shortcut to match "
+                            "depth and size")
 
     def flops(self, in_shape, out_shape):
         return out_shape.size  # per extra branch; scaled in the graph by branch count
@@ -39,17 +44,14 @@ class Concat(Layer):
     """Concatenation along channels (depth); spatial sizes must match."""
 
     kind = "concat"
+    op = "cnncalc.engine.ops:ConcatOp"
     aliases = ("concatenate", "cat")
     prefix = "concat"
     summary = "concatenate branches along depth; spatial sizes must match"
     n_inputs = None
 
     def out_shape(self, in_shapes, ctx):
-        first = in_shapes[0]
-        for other in in_shapes[1:]:
-            if (other.h, other.w) != (first.h, first.w):
-                shapes = ", ".join(s.lecture() for s in in_shapes)
-                raise ShapeError(f"concat needs equal width and height; received {shapes}",
-                                 where=ctx.where, path=ctx.path,
-                                 hint="pad or pool the branches to one spatial size")
+        first = _same_across(in_shapes, lambda s: (s.h, s.w), ctx,
+                             "concat needs equal width and height",
+                             "pad or pool the branches to one spatial size")
         return Shape(sum(s.c for s in in_shapes), first.h, first.w)

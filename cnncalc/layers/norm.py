@@ -17,6 +17,7 @@ class BatchNorm(Layer):
     """
 
     kind = "batchnorm"
+    op = "cnncalc.engine.ops:BatchNormOp"
     aliases = ("batchnorm2d", "batch_norm", "bn", "batchnorm1d")
     prefix = "bn"
     summary = "batch normalisation: learned γ, β; running mean/var buffers"
@@ -48,6 +49,8 @@ class LocalResponseNorm(Layer):
     """
 
     kind = "lrn"
+    kernels = ("cnncalc.kernels.norm:lrn_forward", "cnncalc.kernels.norm:lrn_backward")
+    kernel_args = ("size", "alpha", "beta", "k")
     aliases = ("localresponsenorm", "local_response_norm")
     prefix = "lrn"
     summary = "local response normalisation across channels (AlexNet)"

@@ -68,6 +68,7 @@ class _Pool2d(Layer):
 @register
 class MaxPool2d(_Pool2d):
     kind = "maxpool"
+    op = "cnncalc.engine.ops:MaxPoolOp"
     aliases = ("maxpool2d", "max_pool", "pool")
     prefix = "pool"
     summary = "max pooling over F x F windows with stride S"
@@ -79,6 +80,7 @@ class MaxPool2d(_Pool2d):
 @register
 class AvgPool2d(_Pool2d):
     kind = "avgpool"
+    op = "cnncalc.engine.ops:AvgPoolOp"
     aliases = ("avgpool2d", "avg_pool", "averagepool")
     prefix = "avgpool"
     summary = "average pooling over F x F windows with stride S"
@@ -94,6 +96,7 @@ class GlobalAvgPool(Layer):
     """Average over the whole spatial extent: W1 x H1 x D1 → 1 x 1 x D1."""
 
     kind = "global_avgpool"
+    op = "cnncalc.engine.ops:GlobalAvgPoolOp"
     aliases = ("globalavgpool", "gap", "global_average_pool", "global_avg_pool")
     prefix = "gap"
     summary = "global average pooling to 1 x 1 x D"
@@ -124,6 +127,7 @@ class AdaptiveAvgPool2d(Layer):
     """
 
     kind = "adaptive_avgpool"
+    op = "cnncalc.engine.ops:AdaptiveAvgPoolOp"
     aliases = ("adaptiveavgpool", "adaptive_avgpool2d", "adaptive_avg_pool")
     prefix = "avgpool"
     summary = "average pooling to a fixed output size (bins as PyTorch)"

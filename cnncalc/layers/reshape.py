@@ -12,6 +12,7 @@ class Dropout(Layer):
     the identity at inference (0 FLOPs counted)."""
 
     kind = "dropout"
+    op = "cnncalc.engine.ops:DropoutOp"
     prefix = "dropout"
     summary = "inverted dropout with drop probability p"
     options = {"p": Option(probability, 0.5, doc="drop probability")}
