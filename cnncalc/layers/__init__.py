@@ -1,7 +1,7 @@
 """The layer registry: spec names (and aliases) → layer types.
 
-Adding a layer is one class here (with ``@register``), one kernel pair in ``kernels/`` and
-rows in the rule tests. Each entry of :data:`LAYERS` holds the class, its aliases, its options
+Adding a layer is one class in a family module (with ``@register``, naming its kernel pair or
+op), the kernel pair in ``kernels/``, and one case in ``tests/reference.py``'s ``KINDS``. Each entry of :data:`LAYERS` holds the class, its aliases, its options
 as parameters (name, default, help) and its one-line summary; ``cnncalc layers``, the spec
 parser and the rule tests read them from there.
 """
