@@ -32,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba.extending import overload
 
+from cnncalc.shapes import out_size
+
 from ._jit import jit, pjit, prange
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv2d_out_hw"]
@@ -448,15 +450,13 @@ def _plan(n: int, parallel: bool | None) -> tuple[bool, int]:
 
 
 def conv2d_out_hw(h: int, w: int, k: tuple, stride, pad_before, pad_after, dilation=(1, 1)):
-    """Output (Ho, Wo) for the given padding (floor convention)."""
+    """Output (Ho, Wo) for the given padding: :func:`cnncalc.shapes.out_size` per axis (floor)."""
     kh, kw = _pair(k)
     sh, sw = _pair(stride)
     pt, pl = _pair(pad_before)
     pb, pr = _pair(pad_after)
     dh, dw = _pair(dilation)
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    return ho, wo
+    return (out_size(h, kh, sh, pt, pb, dh).size, out_size(w, kw, sw, pl, pr, dw).size)
 
 
 _BLOCK_COLS = 2048  # GEMM columns worth one BLAS call; smaller planes are batched
