@@ -164,7 +164,7 @@ class Network:
 
     # ------------------------------------------------------------------------------ set-up
     def _init_params(self, init) -> None:
-        from cnncalc.train.init import init_params
+        from cnncalc.engine.init import init_params
 
         overrides = {n.name: n.init for n in self.graph.nodes
                      if n.init is not None and n.param_shapes()}
