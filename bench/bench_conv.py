@@ -24,12 +24,15 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-# the kernels' policy: BLAS single-threaded in this process (set before numpy loads BLAS)
-from cnncalc.kernels import _jit  # noqa: E402  (sets OPENBLAS_NUM_THREADS=1 by default)
+# BLAS single-threaded in this (benchmark) process, set before numpy loads BLAS: the threads are
+# the parallelism, as in the engine
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
 from cnncalc.kernels.conv import conv2d_backward, conv2d_forward  # noqa: E402
+from cnncalc.kernels.fast.thread_state import limit_blas_threads  # noqa: E402
 
 THREADS = 2
 
@@ -113,7 +116,7 @@ def main(argv=None) -> None:
     import numba
 
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    _jit.limit_blas_threads()
+    limit_blas_threads()
     try:
         import torch
 

@@ -39,10 +39,14 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np
+# BLAS at one thread in this benchmark process and its children (set before numpy loads BLAS)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from cnncalc.kernels import _jit
-from cnncalc.train.data import read_idx
+import numpy as np  # noqa: E402
+
+from cnncalc.kernels.fast.thread_state import limit_blas_threads  # noqa: E402
+from cnncalc.train.data import read_idx  # noqa: E402
 
 THREADS = 2
 # Pause before each framework's round: both keep threads spinning for a while after their last
@@ -218,7 +222,8 @@ def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_
             idx = perm_o[pos_o:pos_o + batch]
             np.take(xtr, idx, axis=0, out=xb)
             loss = net.loss_and_grads(xb, ytr[idx])
-            opt.step(P, G)
+            with net.thread_state():  # flush-to-zero for the momentum buffers, as the trainer
+                opt.step(P, G)
             e = time.perf_counter() - s
             pos_o += batch
             if rnd:
@@ -580,7 +585,9 @@ def main():
     if args.quick:
         args.rounds, args.steps, args.no_conv = 4, 20, True
 
-    _jit.limit_blas_threads()
+    # this process is a benchmark, not a library user: BLAS at one thread throughout, as the
+    # engine has it during its calls (torch's own pool is set below)
+    limit_blas_threads()
     torch_on = have_torch()
     out = {}
     # subprocess measurements first, while this process is still small (see bench_rss)

@@ -1,4 +1,4 @@
-"""The numba flag policy, checked on every dispatcher in cnncalc.kernels (STYLE B5):
+"""The numba flag policy, checked on every dispatcher in cnncalc.kernels and its subpackages:
 safe fastmath only (never nnan/ninf), serial kernels cached, parallel kernels never cached."""
 import importlib
 import pkgutil
@@ -13,11 +13,12 @@ from cnncalc.kernels._jit import SAFE_FASTMATH  # noqa: E402
 
 def dispatchers():
     found = []
-    for info in pkgutil.iter_modules(cnncalc.kernels.__path__):
-        mod = importlib.import_module(f"cnncalc.kernels.{info.name}")
+    for info in pkgutil.walk_packages(cnncalc.kernels.__path__, "cnncalc.kernels."):
+        mod = importlib.import_module(info.name)
+        short = info.name.removeprefix("cnncalc.kernels.")
         for name, obj in vars(mod).items():
             if isinstance(obj, numba.core.registry.CPUDispatcher) and obj.__module__ == mod.__name__:
-                found.append((f"{info.name}.{name}", obj))
+                found.append((f"{short}.{name}", obj))
     return found
 
 

@@ -19,7 +19,7 @@ Threads: every op calls the SERIAL (cached, ``nogil``) kernels only (``parallel=
 process ever compiles a ``prange`` kernel for the engine. Ops whose work pays for a hand-over
 (conv, pools, fully connected, element-wise activations, LRN on large tensors) split the batch
 into ``ctx.threads`` contiguous slices and run them on the engine's thread pool
-(:mod:`cnncalc.engine.parallel`, ``ctx.run``): each slice writes its rows of the shared output
+(:mod:`cnncalc.kernels.fast.threads`, ``ctx.run``): each slice writes its rows of the shared output
 buffer, and parameter gradients come from per-slice buffers summed in slice order, so results
 are bitwise repeatable for a thread count and agree with one thread to float rounding. Batch
 norm on (N, C, H, W) splits too, its per-slice float64 statistics combined in slice order;

@@ -5,7 +5,7 @@ Padding is ``pad = (pad_top, pad_left)`` plus the output size ``out_hw = (Ho, Wo
 asymmetric ("same") padding works: output ``(i, j)`` reads input row
 ``i*stride_h - pad_top + ki*dilation_h``; anything outside the input is zero.
 
-Design (PERF-NOTES lessons 1, 4, 6):
+Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
 * stride 1 (``algo="implicit"``, chosen by default for nearly every stride-1 layer): implicit
   GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
@@ -20,7 +20,8 @@ Design (PERF-NOTES lessons 1, 4, 6):
 * the batch is split into ``nchunks`` contiguous chunks and ``prange`` runs over the chunks, so
   each chunk owns its scratch and its own weight-gradient buffer ``dw_part[chunk]``; the buffers
   are summed serially afterwards (never ``+=`` into a shared array inside ``prange``);
-* BLAS must be single-threaded while ``prange`` runs: call ``_jit.limit_blas_threads()``;
+* BLAS must be single-threaded while ``prange`` runs (the engine's calls run under
+  :class:`cnncalc.kernels.fast.thread_state.EngineCall`, which sees to it);
 * the engine's data-parallel mode calls the SERIAL (cached, nogil) variants on batch halves from
   two Python threads and sums dw/db; ``bench/bench_conv.py`` measures exactly that.
 
