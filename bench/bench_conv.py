@@ -111,12 +111,19 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--only", default="", help="run only layers whose name contains this")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="BLAS threads while the kernels run (>1 shows the oversubscription cost)")
     args = ap.parse_args(argv)
 
     import numba
 
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    limit_blas_threads()
+    if args.blas_threads == 1:
+        limit_blas_threads()
+    else:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.blas_threads, user_api="blas")
     try:
         import torch
 

@@ -19,8 +19,8 @@ Contract
 Fast path: when the planner recognises the graph as a conv→relu→maxpool … → fc chain
 (:func:`cnncalc.engine.plan.find_chain`), ``forward``/``backward``/``loss``/``loss_and_grads``/
 ``predict`` run on shape-specialised generated kernels (:mod:`cnncalc.kernels.fast.gen`, cached
-on disk) split over the batch on ``threads`` threads (:mod:`cnncalc.kernels.fast.threads`): each thread
-runs the whole chain on its slice with its own buffers and flat gradient buffer, and the
+on disk) split over the batch on ``threads`` threads (:mod:`cnncalc.kernels.fast.threads`): each
+thread runs the whole chain on its slice with its own buffers and flat gradient buffer, and the
 gradients are summed in slice order (deterministic). ``threads=1`` (or ``parallel=False``)
 writes straight into ``flat_grads``. ``fast_path`` describes it (None: not used).
 

@@ -2,7 +2,8 @@
 
 Why generate source (this package's README, "Shapes as compile-time constants"): the same loops
 run 3-7x faster when every shape is a compile-time constant, and numba can only cache
-(``cache=True``) functions whose source lives in a real ``.py`` file. So :func:`load_chain` writes the kernels for one *shape signature* (a :class:`ChainSpec`) into
+(``cache=True``) functions whose source lives in a real ``.py`` file. So :func:`load_chain`
+writes the kernels for one *shape signature* (a :class:`ChainSpec`) into
 ``$CNNCALC_CACHE_DIR/gen/`` (default ``~/.cache/cnncalc/gen/``) under a name made from a hash of
 the signature and the generator version, imports it with :mod:`importlib`, and numba's on-disk
 cache (next to the file) makes a second process start without compiling.
