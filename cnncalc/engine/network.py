@@ -274,7 +274,8 @@ class Network:
         for t in range(1, T):
             np.add(g, self._chain.slots[t].grads, out=g)
 
-    def _chain_forward(self, x, training):
+    def _chain_forward(self, x):
+        """The chain has no training-only layers: training and evaluation run the same."""
         ch = self._chain
         n = x.shape[0]
         K = ch.spec.dense[-1].O
@@ -288,7 +289,6 @@ class Network:
 
         self._dispatch(work, T)
         self._batch = n
-        self._training = training
         self._cx = x
         return logits
 
@@ -329,14 +329,13 @@ class Network:
         losses = self._dispatch(work, T)
         self._reduce(T)
         self._batch = n
-        self._training = True
         self._cx = x
         return float(sum(losses) / n)
 
     def _forward(self, x, training: bool) -> np.ndarray:
         x = self._as_input(x)
         if self._chain is not None:
-            out = self._chain_forward(x, training)
+            out = self._chain_forward(x)
             return out.reshape(out.shape[0], out.shape[1], 1, 1)
         self._batch = x.shape[0]
         vals = {INPUT_NAME: x}
@@ -344,7 +343,6 @@ class Network:
             vals[st.output] = st.op.forward([vals[s] for s in st.inputs], training)
             for name in self._free_after[i]:
                 vals.pop(name, None)
-        self._training = training
         return vals[self.output_name]
 
     def _shape_out(self, y: np.ndarray) -> np.ndarray:
@@ -418,7 +416,7 @@ class Network:
         if self._chain is not None:
             n, k = logits.shape
             dl = self._cb("dlogits", (n, k))
-            total = self._chain.loss_slice(None, y, 0, n, self.dtype.type(1.0 / n), logits, dl)
+            total = self._chain.loss_slice(y, 0, n, self.dtype.type(1.0 / n), logits, dl)
             return float(total / n), dl
         from cnncalc.kernels.loss import softmax_cross_entropy
 

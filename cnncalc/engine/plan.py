@@ -26,7 +26,7 @@ between its first and last node can read the hidden intermediates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,7 +46,6 @@ class Step:
     nodes: list[str]
     fused: str | None = None
     has_params: bool = False
-    extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         what = self.fused or self.op.kind

@@ -114,7 +114,7 @@ class FastChain:
         slot.ensure(n1 - n0)
         self.mod.chain_fwd(x, n0, n1 - n0, p, logits, *slot.args(self))
 
-    def loss_slice(self, slot, labels, n0: int, n1: int, inv_n, logits, dlogits) -> float:
+    def loss_slice(self, labels, n0: int, n1: int, inv_n, logits, dlogits) -> float:
         return self.mod.xent(n1 - n0, n0, labels, inv_n, logits[n0:n1], dlogits[n0:n1])
 
     def backward_slice(self, slot: Slot, x, n0: int, n1: int, p, logits, dlogits,

@@ -90,10 +90,6 @@ class Block:
     def out_size(self):
         return self.K * self.Hp * self.Wp
 
-    @property
-    def in_size(self):
-        return self.C * self.H * self.W
-
 
 @dataclass(frozen=True)
 class Dense:
