@@ -174,8 +174,13 @@ def _forget_pools_after_fork() -> None:  # pragma: no cover - runs in a forked c
     _POOLS_LOCK = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_after_fork)
+_FORK_HOOK = []  # registered with the first pool, not at import
+
+
+def _watch_forks() -> None:
+    if not _FORK_HOOK and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_pools_after_fork)
+        _FORK_HOOK.append(True)
 
 
 def get_pool(threads: int) -> WorkerPool:
@@ -183,5 +188,6 @@ def get_pool(threads: int) -> WorkerPool:
     with _POOLS_LOCK:
         pool = _POOLS.get(threads)
         if pool is None:
+            _watch_forks()
             pool = _POOLS[threads] = WorkerPool(threads)
     return pool
