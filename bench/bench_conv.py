@@ -24,6 +24,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+# this checkout's cnncalc, not an installed one
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # BLAS single-threaded in this (benchmark) process, set before numpy loads BLAS: the threads are
 # the parallelism, as in the engine
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
