@@ -24,12 +24,18 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-# the kernels' policy: BLAS single-threaded in this process (set before numpy loads BLAS)
-from cnncalc.kernels import _jit  # noqa: E402  (sets OPENBLAS_NUM_THREADS=1 by default)
+# this checkout's cnncalc, not an installed one
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# BLAS single-threaded in this (benchmark) process, set before numpy loads BLAS: the threads are
+# the parallelism, as in the engine
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
 from cnncalc.kernels.conv import conv2d_backward, conv2d_forward  # noqa: E402
+from cnncalc.kernels.fast.thread_state import limit_blas_threads  # noqa: E402
 
 THREADS = 2
 
@@ -108,12 +114,19 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--only", default="", help="run only layers whose name contains this")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="BLAS threads while the kernels run (>1 shows the oversubscription cost)")
     args = ap.parse_args(argv)
 
     import numba
 
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    _jit.limit_blas_threads()
+    if args.blas_threads == 1:
+        limit_blas_threads()
+    else:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.blas_threads, user_api="blas")
     try:
         import torch
 

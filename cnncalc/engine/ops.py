@@ -25,7 +25,7 @@ Threads: every op calls the SERIAL (cached, ``nogil``) kernels only (``parallel=
 process ever compiles a ``prange`` kernel for the engine. Ops whose work pays for a hand-over
 (conv, pools, fully connected, elementwise kernels, batch norm on (N, C, H, W)) split the batch
 into ``ctx.threads`` contiguous slices with :meth:`Op._split` and run them on the engine's
-thread pool (:mod:`cnncalc.engine.parallel`, ``ctx.run``): each slice writes its rows of the
+thread pool (:mod:`cnncalc.kernels.fast.threads`, ``ctx.run``): each slice writes its rows of the
 shared output buffer, and parameter gradients (and batch norm's float64 statistics) come from
 per-slice buffers summed in slice order, so results are bitwise repeatable for a thread count
 and agree with one thread to float rounding. Dropout (masks from ``ctx.rng``), merges and

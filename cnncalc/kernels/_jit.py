@@ -7,15 +7,7 @@
 """
 from __future__ import annotations
 
-import os
-
-# One thread pool: BLAS called inside numba's prange must not start threads of its own
-# (PERF-NOTES lesson 1). This must happen before numpy loads BLAS, so we set it only if the
-# user has not chosen, and we also clamp through threadpoolctl at engine start-up.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-
-import numba  # noqa: E402
+import numba
 
 SAFE_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
@@ -40,12 +32,3 @@ def pjit(fn=None, **extra):
 
 
 prange = numba.prange
-
-
-def limit_blas_threads() -> None:
-    """Keep BLAS single-threaded so it never competes with numba's pool."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a runtime dependency
-        return
-    threadpool_limits(limits=1, user_api="blas")

@@ -5,7 +5,7 @@ Padding is ``pad = (pad_top, pad_left)`` plus the output size ``out_hw = (Ho, Wo
 asymmetric ("same") padding works: output ``(i, j)`` reads input row
 ``i*stride_h - pad_top + ki*dilation_h``; anything outside the input is zero.
 
-Design (PERF-NOTES lessons 1, 4, 6):
+Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
 * stride 1 (``algo="implicit"``, chosen by default for nearly every stride-1 layer): implicit
   GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
@@ -20,7 +20,8 @@ Design (PERF-NOTES lessons 1, 4, 6):
 * the batch is split into ``nchunks`` contiguous chunks and ``prange`` runs over the chunks, so
   each chunk owns its scratch and its own weight-gradient buffer ``dw_part[chunk]``; the buffers
   are summed serially afterwards (never ``+=`` into a shared array inside ``prange``);
-* BLAS must be single-threaded while ``prange`` runs: call ``_jit.limit_blas_threads()``;
+* BLAS must be single-threaded while ``prange`` runs (the engine's calls run under
+  :class:`cnncalc.kernels.fast.thread_state.EngineCall`, which sees to it);
 * the engine's data-parallel mode calls the SERIAL (cached, nogil) variants on batch halves from
   two Python threads and sums dw/db; ``bench/bench_conv.py`` measures exactly that.
 
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba.extending import overload
+
+from cnncalc.shapes import out_size
 
 from ._jit import jit, pjit, prange
 
@@ -448,15 +451,13 @@ def _plan(n: int, parallel: bool | None) -> tuple[bool, int]:
 
 
 def conv2d_out_hw(h: int, w: int, k: tuple, stride, pad_before, pad_after, dilation=(1, 1)):
-    """Output (Ho, Wo) for the given padding (floor convention)."""
+    """Output (Ho, Wo) for the given padding: :func:`cnncalc.shapes.out_size` per axis (floor)."""
     kh, kw = _pair(k)
     sh, sw = _pair(stride)
     pt, pl = _pair(pad_before)
     pb, pr = _pair(pad_after)
     dh, dw = _pair(dilation)
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    return ho, wo
+    return (out_size(h, kh, sh, pt, pb, dh).size, out_size(w, kw, sw, pl, pr, dw).size)
 
 
 _BLOCK_COLS = 2048  # GEMM columns worth one BLAS call; smaller planes are batched

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnncalc.shapes import out_size
+
 from ._jit import jit, pjit, prange
 
 __all__ = [
@@ -266,11 +268,12 @@ def _use_parallel(work: int, parallel: bool | None) -> bool:
 
 
 def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1), *,
-                      parallel=None, out=None, out_argmax=None):
+                      ceil_mode=False, parallel=None, out=None, out_argmax=None):
     """Max pooling. Returns ``(y, argmax)``; ``argmax`` (int32, same shape as ``y``) is the flat
     index ``row*W + col`` of the maximum in its input plane (-1 for an empty window).
 
-    ``stride`` defaults to ``k``; ``out_hw`` defaults to floor with symmetric padding.
+    ``stride`` defaults to ``k``; ``out_hw`` defaults to :func:`cnncalc.shapes.out_size` with
+    symmetric padding, the dilation and ``ceil_mode``.
     ``out`` / ``out_argmax``: optional preallocated C-contiguous outputs (shape of ``y``).
     """
     x = np.ascontiguousarray(x)
@@ -280,8 +283,8 @@ def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1
     dh, dw = _pair(dilation)
     n, c, h, w = x.shape
     if out_hw is None:
-        out_hw = ((h + 2 * pt - dh * (kh - 1) - 1) // sh + 1,
-                  (w + 2 * pl - dw * (kw - 1) - 1) // sw + 1)
+        out_hw = (out_size(h, kh, sh, pt, pt, dh, ceil_mode).size,
+                  out_size(w, kw, sw, pl, pl, dw, ceil_mode).size)
     ho, wo = _pair(out_hw)
     y = np.empty((n, c, ho, wo), dtype=x.dtype) if out is None else out
     am = np.empty((n, c, ho, wo), dtype=np.int32) if out_argmax is None else out_argmax
@@ -305,23 +308,26 @@ def maxpool2d_backward(dy, argmax, x_shape, *, parallel=None, out=None):
     return dx
 
 
-def _avg_args(x_shape, k, stride, pad, out_hw, pad_after):
+def _avg_args(x_shape, k, stride, pad, out_hw, pad_after, ceil_mode=False):
     kh, kw = _pair(k)
     sh, sw = _pair(k if stride is None else stride)
     pt, pl = _pair(pad)
     pb, pr = _pair(pad if pad_after is None else pad_after)
     h, w = x_shape[2], x_shape[3]
     if out_hw is None:
-        out_hw = ((h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+        out_hw = (out_size(h, kh, sh, pt, pb, 1, ceil_mode).size,
+                  out_size(w, kw, sw, pl, pr, 1, ceil_mode).size)
     return kh, kw, sh, sw, pt, pl, pb, pr, _pair(out_hw)
 
 
 def avgpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, count_include_pad=True, *,
-                      pad_after=None, parallel=None, out=None):
-    """Average pooling with PyTorch's divisor rules (see the module docstring)."""
+                      pad_after=None, ceil_mode=False, parallel=None, out=None):
+    """Average pooling with PyTorch's divisor rules (see the module docstring).
+
+    ``out_hw`` defaults to :func:`cnncalc.shapes.out_size` (with ``ceil_mode``)."""
     x = np.ascontiguousarray(x)
     kh, kw, sh, sw, pt, pl, pb, pr, (ho, wo) = _avg_args(x.shape, k, stride, pad, out_hw,
-                                                          pad_after)
+                                                          pad_after, ceil_mode)
     y = np.empty((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype) if out is None else out
     kern = _avgpool_fwd_p if _use_parallel(y.size * kh * kw, parallel) else _avgpool_fwd_s
     kern(x, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), y)

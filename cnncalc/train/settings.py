@@ -148,7 +148,7 @@ def _as_data(key, v, source):
 
 
 def _as_init(key, v, source):
-    from cnncalc.train.init import parse_spec
+    from cnncalc.engine.init import parse_spec
 
     try:
         parse_spec(v)
