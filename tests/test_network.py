@@ -1,7 +1,7 @@
 """cnncalc.Network: forward of every layer kind against naive references (float64), the planner,
 branches, state dicts, batch-size changes, dtypes, dropout and errors.
 
-Serial kernels (``parallel=False``) keep the run short: they are cached on disk.
+Serial networks (``parallel=False``: one thread) keep the run short.
 """
 from __future__ import annotations
 

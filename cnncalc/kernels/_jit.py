@@ -2,8 +2,10 @@
 
 * ``SAFE_FASTMATH`` leaves out ``nnan``/``ninf``: bare ``fastmath=True`` deletes NaN checks and
   breaks max-pooling over -inf padding.
-* Serial kernels are cached (``cache=True``) so a second process does not recompile.
-* Parallel kernels are never cached (numba's cache and ``parallel=True`` have segfaulted together).
+* Kernels are serial and cached (``cache=True``) so a second process does not recompile. There
+  are no ``prange`` kernels: the engine's parallelism is data parallelism over these serial
+  kernels on its own threads (``cnncalc/kernels/fast/README.md``), and numba's cache and
+  ``parallel=True`` have segfaulted together.
 """
 from __future__ import annotations
 
@@ -19,16 +21,3 @@ def jit(fn=None, **extra):
     if fn is None:
         return lambda f: numba.njit(**opts)(f)
     return numba.njit(**opts)(fn)
-
-
-def pjit(fn=None, **extra):
-    """Parallel kernel (``prange``); not cached, by policy."""
-    opts = dict(parallel=True, cache=False, fastmath=set(SAFE_FASTMATH), error_model="numpy",
-                nogil=True)
-    opts.update(extra)
-    if fn is None:
-        return lambda f: numba.njit(**opts)(f)
-    return numba.njit(**opts)(fn)
-
-
-prange = numba.prange
