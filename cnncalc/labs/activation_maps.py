@@ -129,19 +129,18 @@ def _parse_unit(text: str, maps: dict[str, np.ndarray], default_layer: str):
                          hint=f"one of: {', '.join(maps)} (or add it to --layers)")
     a = maps[layer]
     chan_text, _, pos_text = rest.partition("@")
+    c, h, w = a.shape
     try:
         channel = int(chan_text) if chan_text else int(np.argmax(a.max(axis=(1, 2))))
-        if pos_text:
-            row, col = (int(v) for v in pos_text.split(","))
-        else:
-            row, col = (int(v) for v in np.unravel_index(np.argmax(a[channel]), a.shape[1:]))
-    except (ValueError, IndexError):
+        row, col = (int(v) for v in pos_text.split(",")) if pos_text else (0, 0)
+    except ValueError:
         raise TrainError(f"--unit takes LAYER[:CHANNEL[@ROW,COL]]; got {text!r}",
                          hint="e.g. --unit conv2:3@4,5") from None
-    c, h, w = a.shape
     if not (0 <= channel < c and 0 <= row < h and 0 <= col < w):
         raise TrainError(f"--unit {text!r} is outside {layer}'s output {w}x{h}x{c}",
                          hint=f"channel 0..{c - 1}, row 0..{h - 1}, col 0..{w - 1}")
+    if not pos_text:
+        row, col = (int(v) for v in np.unravel_index(np.argmax(a[channel]), a.shape[1:]))
     return layer, channel, row, col
 
 
@@ -168,7 +167,7 @@ def run(checkpoint, image: str, layers: list[str] | None = None, *, unit: str | 
         o = rows[name]["output"]
         shown.append(LayerMaps(name, rows[name]["type"], list(a.shape),
                                f"{name}: {o['width']}x{o['height']}x{o['depth']}",
-                               float(a.min()), float(a.max()), float(a.mean()),
+                               float(a.min()) + 0.0, float(a.max()) + 0.0, float(a.mean()) + 0.0,
                                int(np.argmax(a.reshape(len(a), -1).max(axis=1))), a))
     notes: list[str] = []
     spatial = [n for n in names if maps[n].shape[1] * maps[n].shape[2] > 1]
