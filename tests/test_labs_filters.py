@@ -13,6 +13,7 @@ from conftest import SPECS, mnist_dir
 from typer.testing import CliRunner
 
 import cnncalc
+import cnncalc.train
 from cnncalc.cli.app import app
 from cnncalc.errors import CnnCalcError
 
@@ -226,3 +227,29 @@ def test_cli_errors(synthetic_checkpoint, tmp_path, args, message):
     r = CliRunner().invoke(app, ["lab", *args])
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+# ------------------------------------------------------------------------------ report
+def test_checkpoint_report_shows_the_filters(synthetic_checkpoint, tmp_path):
+    import re
+
+    from cnncalc.labs.filters import filter_tiles
+    from cnncalc.report import write_checkpoint_report, write_report
+    from cnncalc.train.checkpoint import load_checkpoint
+
+    out = write_checkpoint_report(synthetic_checkpoint, tmp_path / "r.html", evaluate=False)
+    html = out.read_text(encoding="utf-8")
+    section = html[html.index('<section id="filters">'):]
+    section = section[:section.index("</section>")]
+    assert "conv1: 6 filters 5x5x1 (grey)" in section
+    assert "conv2: 16 filters 5x5x6 (channel mean)" in section
+    assert section.count('<g class="filter">') == 6 + 16
+    fills = re.findall(r'fill="#([0-9a-f]{2})\1\1"', section)
+    assert len(fills) == (6 + 16) * 25                     # one square per weight
+    w = load_checkpoint(synthetic_checkpoint).params["conv1.weight"]
+    want = [f"{round(255 * v):02x}" for v in filter_tiles(w, colour=False, mean=False).ravel()]
+    assert fills[:150] == want
+    assert 'href="#filters"' in html
+    assert "<img" not in section and "url(" not in section  # self-contained: SVG only
+    spec_html = write_report(str(SPECS / "lenet5.yaml"), tmp_path / "s.html").read_text()
+    assert 'id="filters"' not in spec_html                # a spec has no trained filters

@@ -496,8 +496,9 @@ def filters(
                   _g(row.max_response), "-" if row.dead is None else "yes" if row.dead else "no")
     out.print(t)
     if r.dead_share is not None:
-        out.print(f"dead filters: {r.dead_share:.0%} ({sum(x.dead for x in r.rows)} of {k}: "
-                  f"{r.relu} is 0 on all of the first {r.sample} test images of {r.data})")
+        out.print(f"dead filters: {sum(x.dead for x in r.rows)} of {k} ({r.dead_share:.0%}); "
+                  f"dead = {r.relu} outputs 0 everywhere on the first {r.sample} test images "
+                  f"of {r.data}")
     out.print(f"how alike: mean |cos| between filters {r.mean_abs_cosine:.3f} (1 = all the same)")
     _notes(out, r.notes)
 
