@@ -15,6 +15,8 @@ Contract
 * ``state_dict()`` / ``load_state_dict(d)``: params + buffers as numpy copies.
 * ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
   cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
+* ``activations(x, layers)`` → ``{layer: output}`` of one forward pass (intermediate values, on
+  the unfused step plan).
 
 Fast path: when the planner recognises the graph as a conv→relu→maxpool … → fc chain
 (:func:`cnncalc.engine.plan.find_chain`), ``forward``/``backward``/``loss``/``loss_and_grads``/
