@@ -110,6 +110,12 @@ def _without_arrays(obj):
     return obj
 
 
+def _emit_json_arrays(result, arrays: bool) -> None:
+    """``result`` as JSON, with its numpy arrays as nested lists when ``arrays``, else without."""
+    d = dataclasses.asdict(result)
+    print_json(_clean(d if arrays else _without_arrays(d)))
+
+
 def _fixed(v, digits: int = 6) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -483,8 +489,7 @@ def filters(
     r = lab.run(checkpoint, layer, mean=mean, sample=sample)
     _plot("filters", r, plot)
     if fmt is TableOrJson.json:
-        d = dataclasses.asdict(r)
-        print_json(_clean(d if weights else _without_arrays(d)))
+        _emit_json_arrays(r, weights)
         return
     out = console()
     k, c, fh, fw = r.shape
@@ -529,8 +534,7 @@ def activation_maps(
     r = lab.run(checkpoint, image, names, unit=unit, top_k=top_k, sample=sample)
     _plot("activation_maps", r, plot)
     if fmt is TableOrJson.json:
-        d = dataclasses.asdict(r)
-        print_json(_clean(d if maps else _without_arrays(d)))
+        _emit_json_arrays(r, maps)
         return
     out = console()
     out.print(f"{r.image}: predicted {r.predicted} ({r.probability:.1%})")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncalc.errors import CnnCalcError, DataError, TrainError
+from cnncalc.errors import DataError, TrainError
 
 __all__ = ["ActivationMapsLab", "LayerMaps", "TopImage", "UnitField", "field_box", "read_image",
            "run"]
@@ -149,7 +149,7 @@ def run(checkpoint, image: str, layers: list[str] | None = None, *, unit: str | 
     """Activation maps of ``image`` at ``layers`` (default: every layer with a spatial output),
     the receptive field of ``unit`` (default: the strongest unit of the last such layer) and the
     ``top_k`` of the first ``sample`` test images that excite the unit's channel most."""
-    from cnncalc.labs.filters import max_responses, sample_test_images
+    from cnncalc.labs.filters import sample_or_note
     from cnncalc.train.evaluate import load_model, predict
 
     model = model or load_model(checkpoint)
@@ -181,14 +181,10 @@ def run(checkpoint, image: str, layers: list[str] | None = None, *, unit: str | 
         centre, box, exceeds = field_box(rf, r, c, hw)
         field_info = UnitField(lname, ch, r, c, float(maps[lname][ch, r, c]), list(rf["size"]),
                                list(rf["stride"]), list(rf["start"]), centre, box, exceeds)
-        if top_k > 0 and sample > 0:
-            try:
-                ts = sample_test_images(model, sample)
-            except CnnCalcError as err:
-                notes.append(f"no top-{top_k} test images: {err.headline()}")
-            else:
-                data, used = ts.data, len(ts.x)
-                best = _top_images(model.net, ts, lname, ch, top_k, rf, hw) if used else []
+        ts = sample_or_note(model, sample if top_k > 0 else 0, notes, f"top-{top_k} images")
+        if ts is not None:
+            data, used = ts.data, len(ts.x)
+            best = _top_images(model.net, ts, lname, ch, top_k, rf, hw)
     return ActivationMapsLab(str(checkpoint), label, list(raw.shape), model.classes[top[0, 0]]
                              if top[0, 0] < len(model.classes) else str(top[0, 0]),
                              float(prob[0, 0]), shown, field_info, best, data, used, notes, raw)

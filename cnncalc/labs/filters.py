@@ -84,6 +84,22 @@ def sample_test_images(model, n: int) -> ImageSample:
     return ImageSample(model.settings.data, raw, model.prepare(raw), y, list(ds.classes))
 
 
+def sample_or_note(model, n: int, notes: list[str], what: str) -> ImageSample | None:
+    """:func:`sample_test_images`, or None (with ``"<what> not measured: <why>"`` added to
+    ``notes``) when there are none: ``n`` is 0, the data cannot be loaded or has no test split."""
+    if n <= 0:
+        return None
+    try:
+        ts = sample_test_images(model, n)
+    except CnnCalcError as err:
+        notes.append(f"{what} not measured: {err.headline()}")
+        return None
+    if not len(ts.x):
+        notes.append(f"{what} not measured: {ts.data} has no test images")
+        return None
+    return ts
+
+
 def conv_layer(graph, name: str | None):
     """The conv node ``name`` (the first conv layer when None)."""
     convs = [n for n in graph.nodes if n.kind == "conv"]
@@ -163,14 +179,9 @@ def run(checkpoint, layer: str | None = None, *, mean: bool = False, sample: int
     used = 0
     if relu is None:
         notes.append(f"no ReLU directly after {node.name}: dead filters not measured")
-    elif sample > 0:
-        try:
-            ts = sample_test_images(model, sample)
-        except CnnCalcError as err:
-            notes.append(f"dead filters not measured: {err.headline()}")
-        else:
-            data, used = ts.data, len(ts.x)
-            resp = max_responses(model.net, ts.x, relu.name) if used else None
+    elif (ts := sample_or_note(model, sample, notes, "dead filters")) is not None:
+        data, used = ts.data, len(ts.x)
+        resp = max_responses(model.net, ts.x, relu.name)
     rows = [FilterRow(i, float(np.linalg.norm(w[i])), float(w[i].mean()),
                       None if bias is None else float(bias[i]),
                       None if resp is None else float(resp[i]),
