@@ -416,13 +416,19 @@ class Network:
         if self._unfused_steps is None:
             self._unfused_steps = build_plan(self.graph, self._ctx, fuse=False)
         x = self._as_input(x)
-        keep = set(wanted)
+        steps = self._unfused_steps
+        last_use = {src: i for i, st in enumerate(steps) for src in st.inputs}
         vals = {INPUT_NAME: x}
         kept: dict[str, np.ndarray] = {}
-        for st in self._unfused_steps:
+        for i, st in enumerate(steps):
+            if len(kept) == len(set(wanted)):
+                break  # the layers after the last one wanted need not run
             vals[st.output] = st.op.forward([vals[s] for s in st.inputs], training)
-            if st.output in keep:
+            if st.output in wanted:
                 kept[st.output] = np.array(vals[st.output], copy=True)
+            for src in st.inputs:
+                if last_use[src] == i:
+                    vals.pop(src, None)
         return {name: kept[name] for name in wanted}
 
     # ------------------------------------------------------------------------------ loss
