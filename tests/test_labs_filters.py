@@ -253,3 +253,21 @@ def test_checkpoint_report_shows_the_filters(synthetic_checkpoint, tmp_path):
     assert "<img" not in section and "url(" not in section  # self-contained: SVG only
     spec_html = write_report(str(SPECS / "lenet5.yaml"), tmp_path / "s.html").read_text()
     assert 'id="filters"' not in spec_html                # a spec has no trained filters
+
+
+def test_first_layer_on_rgb_input_is_shown_in_colour(tmp_path):
+    from cnncalc.labs import filters, plotting
+
+    spec = ("name: rgb\ninput: 12x12x3\ntrain: {data: 'synthetic:40', epochs: 1, warmup: 0}\n"
+            "layers:\n  - conv: {filters: 4, size: 3}\n  - relu\n  - maxpool: {size: 2}\n"
+            "  - flatten\n  - fc: {units: 10}\n")
+    ckpt = cnncalc.train.run(spec, out_dir=tmp_path / "run").checkpoint
+    f = filters.run(ckpt, sample=10)
+    assert f.colour and f.shape == [4, 3, 3, 3] and f.sample == 10
+    tiles = f.tiles
+    assert tiles.shape == (4, 1, 3, 3, 3)                 # K, 1, FH, FW, RGB
+    w = np.asarray(f.weights)
+    np.testing.assert_allclose(tiles[1, 0, :, :, 2], (w[1, 2] - w[1].min()) / np.ptp(w[1]))
+    assert _png_size(plotting.filters(f, tmp_path / "rgb.png")) == (400, 150)
+    grey = filters.run(ckpt, sample=0, mean=True)
+    assert not grey.colour and grey.tiles.shape == (4, 1, 3, 3)

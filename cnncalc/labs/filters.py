@@ -23,8 +23,8 @@ import numpy as np
 from cnncalc.errors import CnnCalcError, TrainError
 from cnncalc.graph import INPUT_NAME
 
-__all__ = ["FilterLab", "FilterRow", "ImageSample", "conv_layer", "filter_tiles", "run",
-           "sample_test_images"]
+__all__ = ["FilterLab", "FilterRow", "ImageSample", "conv_layer", "filter_tiles", "in_colour",
+           "run", "sample_or_note", "sample_test_images"]
 
 #: At most this many tiles are drawn per picture; a larger layer is shown channel-averaged.
 MAX_TILES = 1024
@@ -119,6 +119,11 @@ def _relu_after(graph, node):
     return users[0] if len(users) == 1 and users[0].kind == "relu" else None
 
 
+def in_colour(node, channels: int) -> bool:
+    """A conv layer reading the 3-channel input directly: its filters are shown as RGB."""
+    return channels == 3 and list(node.inputs) == [INPUT_NAME]
+
+
 def filter_tiles(weights: np.ndarray, *, colour: bool, mean: bool) -> np.ndarray:
     """Each filter normalised on its own to [0, 1]: ``(W_k - min) / (max - min)`` (0.5 where
     the filter is constant). Returns (K, 1, FH, FW, 3) in colour, (K, 1, FH, FW) with ``mean``,
@@ -167,8 +172,7 @@ def run(checkpoint, layer: str | None = None, *, mean: bool = False, sample: int
     bias = model.net.params.get(f"{node.name}.bias")
     k, c = w.shape[:2]
     notes = []
-    first = list(node.inputs) == [INPUT_NAME]
-    colour = first and c == 3 and not mean
+    colour = in_colour(node, c) and not mean
     if not colour and not mean and k * c > MAX_TILES:
         mean = True
         notes.append(f"{k} filters x {c} channels is more than {MAX_TILES} tiles: each filter "

@@ -33,8 +33,7 @@ def filter_grids(graph, params: dict) -> list[FilterGrid]:
     """The filters of every conv layer of ``graph`` with weights ``params["<layer>.weight"]``."""
     import numpy as np
 
-    from cnncalc.graph import INPUT_NAME
-    from cnncalc.labs.filters import filter_tiles
+    from cnncalc.labs.filters import filter_tiles, in_colour
 
     grids = []
     for node in graph.nodes:
@@ -43,12 +42,12 @@ def filter_grids(graph, params: dict) -> list[FilterGrid]:
             continue
         w = np.asarray(w, dtype=np.float64)[:MAX_FILTERS]
         c = w.shape[1]
-        colour = c == 3 and list(node.inputs) == [INPUT_NAME]
+        colour = in_colour(node, c)
         mean = c > 1 and not colour
         tiles = filter_tiles(w, colour=colour, mean=mean)[:, 0]
         how = "colour" if colour else "channel mean" if mean else "grey"
-        grids.append(FilterGrid(node.name, [int(s) for s in np.shape(params[f"{node.name}.weight"])],
-                                how, tiles.tolist(),
+        shape = [int(s) for s in np.shape(params[f"{node.name}.weight"])]
+        grids.append(FilterGrid(node.name, shape, how, tiles.tolist(),
                                 [float(v) for v in np.linalg.norm(w.reshape(len(w), -1), axis=1)]))
     return grids
 
