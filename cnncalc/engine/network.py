@@ -15,6 +15,8 @@ Contract
 * ``state_dict()`` / ``load_state_dict(d)``: params + buffers as numpy copies.
 * ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
   cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
+* ``activations(x, layers)`` → ``{layer: output}`` of one forward pass (intermediate values, on
+  the unfused step plan).
 
 Fast path: when the planner recognises the graph as a conv→relu→maxpool … → fc chain
 (:func:`cnncalc.engine.plan.find_chain`), ``forward``/``backward``/``loss``/``loss_and_grads``/
@@ -162,6 +164,7 @@ class Network:
         self.output_name = graph.output.name
         self._liveness()
         self._batch: int | None = None
+        self._unfused_steps: list | None = None  # activations()'s plan, built on first use
 
     # ------------------------------------------------------------------------------ set-up
     def _init_params(self, init) -> None:
@@ -392,6 +395,41 @@ class Network:
         if dx is None:
             return np.zeros((self._batch, *self.graph.input_shape), self.dtype)
         return np.array(dx, dtype=self.dtype)
+
+    # ------------------------------------------------------------------------ intermediates
+    @_engine_call
+    def activations(self, x, layers=None, training: bool = False) -> dict[str, np.ndarray]:
+        """The outputs of the nodes named in ``layers`` (every node when None) for one forward
+        pass of ``x``: ``{name: (N, C, H, W) copy}`` in node order.
+
+        Runs the graph's one-op-per-node step plan (built on first use; it shares this
+        network's parameters and buffers), because the fused steps and the whole-network fast
+        path never materialise the values inside a ``conv → relu → maxpool`` block. Its output
+        equals :meth:`forward`'s to float rounding (exactly when ``fuse=False``).
+        """
+        names = [n.name for n in self.graph.nodes]
+        wanted = names if layers is None else list(layers)
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise TrainError(f"no layer named {', '.join(map(repr, unknown))} in the network",
+                             hint=f"layers: {', '.join(names)}")
+        if self._unfused_steps is None:
+            self._unfused_steps = build_plan(self.graph, self._ctx, fuse=False)
+        x = self._as_input(x)
+        steps = self._unfused_steps
+        last_use = {src: i for i, st in enumerate(steps) for src in st.inputs}
+        vals = {INPUT_NAME: x}
+        kept: dict[str, np.ndarray] = {}
+        for i, st in enumerate(steps):
+            if len(kept) == len(set(wanted)):
+                break  # the layers after the last one wanted need not run
+            vals[st.output] = st.op.forward([vals[s] for s in st.inputs], training)
+            if st.output in wanted:
+                kept[st.output] = np.array(vals[st.output], copy=True)
+            for src in st.inputs:
+                if last_use[src] == i:
+                    vals.pop(src, None)
+        return {name: kept[name] for name in wanted}
 
     # ------------------------------------------------------------------------------ loss
     def _labels(self, labels, n: int, k: int) -> np.ndarray:
