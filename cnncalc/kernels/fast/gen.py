@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from cnncalc.shapes import out_size
 
-GEN_VERSION = 4
+GEN_VERSION = 5
 SUB_BATCH_ROWS = 400   # GEMM rows (output positions) per im2col sub-batch
 DIRECT_MAX_TAPS = 32    # C*F*F up to which the first block uses the direct kernel
 
@@ -162,17 +162,20 @@ def _out_index(spec: ChainSpec, i: int, k: str, yy: str, xx: str) -> str:
 
 
 def _gen_pool(w: _W, d: int, b: Block, spec: ChainSpec, i: int, read, DT: str, am_idx: str):
-    """Max over the p x p window (first max wins) of ``read(dy, dx)`` + ReLU + int8 argmax."""
+    """Max over the p x p window (first max wins) of ``read(dy, dx)`` + ReLU + int8 argmax.
+
+    NaN propagates as in the generic kernels (and PyTorch): a NaN wins the window
+    (``v > m or v != v``) and survives the ReLU (``alive = not m <= 0``)."""
     p = b.pool
     w(d, f"m = {read(0, 0)}")
     w(d, "idx = 0")
     for t in range(1, p * p):
         a, c = divmod(t, p)
         w(d, f"v = {read(a, c)}")
-        w(d, "bt = v > m")
+        w(d, "bt = (v > m) | (v != v)")
         w(d, "m = v if bt else m")
         w(d, f"idx = {t} if bt else idx")
-    w(d, f"alive = m > {DT}(0)")
+    w(d, f"alive = not m <= {DT}(0)")
 
 
 def _gen_block_direct(w: _W, spec: ChainSpec, i: int, DT: str) -> None:
@@ -426,7 +429,7 @@ def _gen_dense(w: _W, spec: ChainSpec, DT: str) -> None:
         bias = f"p[{d.boff} + o]" if d.boff >= 0 else f"{DT}(0)"
         if d.relu:
             w(3, f"v = hn[r, o] + {bias}")
-            w(3, f"hn[r, o] = v if v > {DT}(0) else {DT}(0)")
+            w(3, f"hn[r, o] = {DT}(0) if v <= {DT}(0) else v  # NaN stays NaN")
         else:
             w(3, f"hn[r, o] = hn[r, o] + {bias}")
     w(0)
