@@ -79,3 +79,123 @@ def test_fast_chain_matches_generic_with_inf_input():
     a, b = fast.forward(x, training=False), slow.forward(x, training=False)
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
     np.testing.assert_allclose(a[1:], b[1:], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# refused at load: data, state dicts, checkpoints
+
+TINY = """name: tiny
+input: 4x4x1
+layers:
+  - flatten
+  - fc: {units: 3}
+"""
+
+
+def _npz(tmp_path, bad_value, key="x"):
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.random((12, 1, 4, 4)).astype(np.float32), "y": np.arange(12) % 3,
+              "x_test": rng.random((6, 1, 4, 4)).astype(np.float32), "y_test": np.arange(6) % 3}
+    arrays[key][3, 0, 2, 1] = bad_value
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("key", ["x", "x_test"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_npz_data_is_refused_naming_array_and_index(tmp_path, key, bad):
+    from cnncalc.train.data import load
+
+    with pytest.raises(DataError) as e:
+        load(f"npz:{_npz(tmp_path, bad, key)}")
+    assert f"'{key}'" in e.value.message and "[3, 0, 2, 1]" in e.value.message
+
+
+def test_float64_data_overflowing_float32_is_refused(tmp_path):
+    from cnncalc.train.data import load
+
+    path = tmp_path / "big.npz"
+    np.savez(path, x=np.full((4, 1, 4, 4), 1e300), y=np.arange(4) % 2)
+    with pytest.raises(DataError, match=r"inf at index \[0, 0, 0, 0\]"):
+        load(f"npz:{path}")
+
+
+def test_nonfinite_data_from_cli_exits_2_without_writing(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(spec), "--data", f"npz:{_npz(tmp_path, np.nan)}",
+                                 "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "[3, 0, 2, 1]" in r.output and not (out / "last.npz").exists()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_load_state_dict_refuses_nonfinite_weights(bad):
+    net = Network(TINY, seed=0)
+    before = net.state_dict()
+    state = net.state_dict()
+    name = next(k for k in state if k.endswith(".weight"))
+    state[name][2, 5] = bad
+    with pytest.raises(TrainError, match=rf"'{name}' holds {bad} at index \[2, 5\]"):
+        net.load_state_dict(state)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def _trainer(tmp_path, **kw):
+    from cnncalc.train.settings import resolve
+    from cnncalc.train.trainer import Trainer
+
+    net = Network(TINY, seed=0, parallel=False)
+    settings = resolve(("test", {"epochs": 1, "batch_size": 4, **kw}))
+    return Trainer(net, settings, spec_text=TINY, out_dir=tmp_path)
+
+
+def test_checkpoint_with_nonfinite_weights_is_neither_saved_nor_loaded(tmp_path):
+    from cnncalc.train.checkpoint import load_checkpoint, save_checkpoint
+
+    tr = _trainer(tmp_path)
+    good = tr.save(tmp_path / "last.npz")
+    state = tr.state()
+    name = next(iter(state["params"]))
+    state["params"][name].flat[1] = np.nan
+    with pytest.raises(TrainError, match="NaN|nan"):
+        save_checkpoint(good, **state)
+    assert np.isfinite(load_checkpoint(good).params[name]).all()   # the good one is kept
+    # a NaN checkpoint written by something else is refused on load (and so on --resume)
+    arrays = dict(np.load(good, allow_pickle=False))
+    key = f"params/{name}"
+    arrays[key] = arrays[key].copy()
+    arrays[key].flat[1] = np.nan
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=rf"params entry '{name}' holds nan at index"):
+        load_checkpoint(tmp_path / "bad.npz")
+
+
+def test_guard_stops_when_the_update_makes_weights_nonfinite(tmp_path):
+    from cnncalc.train.trainer import DivergedError
+
+    tr = _trainer(tmp_path, lr=1e38, momentum=0.0)
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 4, 4)).astype(np.float32) * 1e3
+    y = np.arange(8) % 3
+    with pytest.raises(DivergedError, match=r"weights NaN/inf at step 1 \(epoch 1, batch 1/2\)"):
+        tr.fit(x, y)
+    assert not (tmp_path / "last.npz").exists()
+
+
+def test_guard_stops_on_nonfinite_loss_naming_the_step(tmp_path):
+    from cnncalc.train.trainer import DivergedError
+
+    tr = _trainer(tmp_path)
+    x = np.random.default_rng(0).random((8, 1, 4, 4)).astype(np.float32)
+    x[5] = np.nan
+    with pytest.raises(DivergedError, match=r"loss became nan at step \d+ \(epoch 1"):
+        tr.fit(x, np.arange(8) % 3, )
+    assert not (tmp_path / "last.npz").exists()

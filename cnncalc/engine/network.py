@@ -453,8 +453,11 @@ class Network:
         """Copy ``state`` into the parameters and buffers (cast to the network's dtype).
 
         PyTorch's ``num_batches_tracked`` entries are ignored. Raises :class:`TrainError` on
-        missing or unexpected keys (``strict``) and on shape mismatches, before changing anything.
+        missing or unexpected keys (``strict``), shape mismatches and NaN/inf values (naming the
+        entry and the first bad index), before changing anything.
         """
+        from cnncalc.engine.finite import nonfinite_message
+
         targets = {**self.params, **self.buffers}
         state = {k: v for k, v in dict(state).items() if not k.endswith("num_batches_tracked")}
         missing = [k for k in targets if k not in state]
@@ -480,6 +483,10 @@ class Network:
                                  hint="the spec's layer sizes differ from the saved network's")
             if not np.issubdtype(a.dtype, np.number):
                 raise TrainError(f"state dict entry '{k}' is not numeric ({a.dtype})")
+            bad = nonfinite_message(f"state dict entry '{k}'", a)
+            if bad is not None:
+                raise TrainError(bad, hint="the weights are damaged (a diverged run?); load "
+                                           "an earlier checkpoint")
             arrays[k] = a
         for k, a in arrays.items():
             targets[k][...] = a
