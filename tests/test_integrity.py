@@ -1,6 +1,9 @@
 """Data integrity: NaN/inf never pass silently (data, weights, every kernel, the divergence guard)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from reference import KINDS, case_spec
@@ -199,3 +202,154 @@ def test_guard_stops_on_nonfinite_loss_naming_the_step(tmp_path):
     with pytest.raises(DivergedError, match=r"loss became nan at step \d+ \(epoch 1"):
         tr.fit(x, np.arange(8) % 3, )
     assert not (tmp_path / "last.npz").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# runs are never overwritten or lost
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def tiny_spec(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    return spec
+
+
+def _train(spec, out, *args):
+    return _cli("train", spec, "--data", "npz:" + str(_tiny_npz(spec.parent)), "--epochs", "1",
+                "--batch-size", "8", "--out", out, *args)
+
+
+def _tiny_npz(folder):
+    path = folder / "tiny.npz"
+    if not path.exists():
+        rng = np.random.default_rng(1)
+        np.savez(path, x=rng.random((24, 1, 4, 4)).astype(np.float32), y=np.arange(24) % 3)
+    return path
+
+
+@pytest.mark.parametrize("case", ["parent-is-file", "proc", "last-is-dir", "empty",
+                                  "read-only"])
+def test_unwritable_out_is_refused_before_any_work(tmp_path, tiny_spec, case):
+    if case == "parent-is-file":
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "run"
+    elif case == "proc":
+        out = "/proc/cnncalc-run"
+    elif case == "last-is-dir":
+        out = tmp_path / "run"
+        (out / "last.npz").mkdir(parents=True)
+    elif case == "empty":
+        out = ""
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        out = tmp_path / "ro"
+        out.mkdir()
+        out.chmod(0o500)
+    r = _train(tiny_spec, out)
+    assert r.exit_code == 2, r.output
+    assert "cannot write the run's outputs" in r.output and "Traceback" not in r.output
+    assert "epoch 1" not in r.output      # refused before training
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resume_or_overwrite(tmp_path, tiny_spec):
+    out = tmp_path / "run"
+    assert _train(tiny_spec, out, "--epochs", "2").exit_code == 0
+    before = (out / "last.npz").read_bytes()
+    r = _train(tiny_spec, out)
+    assert r.exit_code == 2 and "already holds a run" in r.output, r.output
+    assert (out / "last.npz").read_bytes() == before
+    r = _cli("train", "--resume", out / "last.npz", "--epochs", "3", "--out", out)
+    assert r.exit_code == 0, r.output
+    r = _train(tiny_spec, out, "--overwrite")
+    assert r.exit_code == 0, r.output
+    from cnncalc.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.npz").epoch == 1
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_naming_the_first(tmp_path, tiny_spec):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "run.lock").write_text(json.dumps({"pid": holder.pid,
+                                                  "host": socket.gethostname()}))
+        r = _train(tiny_spec, out)
+        assert r.exit_code == 2, r.output
+        assert f"process {holder.pid} on host" in r.output
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is dead now: its lock is stale and is taken over
+    (out / ".last.npz.abc123.tmp").write_bytes(b"\0" * 100)
+    (out / ".metrics.csv.tmp").write_text("partial")
+    r = _train(tiny_spec, out)
+    assert r.exit_code == 0, r.output
+    assert not (out / "run.lock").exists()                      # released at the end
+    assert not list(out.glob(".*.tmp"))                          # stale temporaries cleaned
+
+
+def test_metrics_temporary_name_is_unique_per_process(tmp_path, monkeypatch):
+    from cnncalc.train.trainer import CSVLogger, EpochEnd
+
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(Path(src).name)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    (tmp_path / ".metrics.csv.tmp").mkdir()        # a fixed name would collide with this
+    log = CSVLogger(tmp_path / "metrics.csv")
+    log(EpochEnd(1, 1, 0.5, 0.5, 0.1, None, None, 1.0, 0.0, 10.0, 3))
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 2
+    assert seen and seen[0] != ".metrics.csv.tmp"
+
+
+@pytest.mark.parametrize("name", ["../../evil", "nodir/x", "/abs/path", "..", "a\\b", ""])
+def test_interrupt_checkpoint_name_stays_in_the_working_folder(tmp_path, name):
+    from cnncalc.train.outputs import interrupt_checkpoint_name
+
+    p = interrupt_checkpoint_name(name, tmp_path)
+    assert p.parent == tmp_path and p.name.endswith("-interrupted.npz")
+    assert "/" not in p.name and "\\" not in p.name and ".." not in p.name
+
+
+def test_interrupt_without_out_saves_inside_the_working_folder(tmp_path, monkeypatch):
+    from cnncalc.train import run
+    from cnncalc.train.trainer import StepEnd
+
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    text = TINY.replace("name: tiny", 'name: "../../evil/x"')
+
+    def stop(event):
+        if isinstance(event, StepEnd):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    import signal
+
+    result = run(text, {"data": f"npz:{_tiny_npz(tmp_path)}", "epochs": 2, "batch_size": 4},
+                 callbacks=[stop])
+    assert result.status == "interrupted"
+    saved = Path(result.checkpoint).resolve()
+    assert saved.parent == work and saved.exists()
+    assert not list(tmp_path.glob("*.npz")) or saved.parent == work
+    assert not (tmp_path / "evil").exists()

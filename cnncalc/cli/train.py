@@ -180,11 +180,14 @@ def settings_options() -> list[inspect.Parameter]:
 def train(
     spec: Path = typer.Argument(None, help="YAML spec (its train: mapping gives defaults). "
                                 "Optional with --resume.", show_default=False),
-    out: Path = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv, "
-                                                 "curves.png and report.html here.",
-                             file_okay=False),
+    out: str = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv, "
+                                                "curves.png and report.html here (checked "
+                                                "and locked before any work).",
+                            show_default=False),
     resume: Path = typer.Option(None, "--resume", help="Continue from a checkpoint.",
                                 dir_okay=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in "
+                                   "--out (without it, such a folder is refused)."),
     fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json "
                                     "(JSON lines: begin, step, epoch, checkpoint, end)."),
     **overrides,
@@ -198,11 +201,11 @@ def train(
     try:
         if json_mode:
             result = run(spec, given, out_dir=out, resume=resume, callbacks=[JsonReporter()],
-                         source="command line")
+                         source="command line", overwrite=overwrite)
         else:
             with RichReporter(out_console) as reporter:
                 result = run(spec, given, out_dir=out, resume=resume, callbacks=[reporter],
-                             source="command line")
+                             source="command line", overwrite=overwrite)
     except CnnCalcError as err:
         if json_mode:   # scripts read the reason from the last line too
             _emit_json({"event": "error", "type": type(err).__name__, "message": err.message,
@@ -212,7 +215,7 @@ def train(
         from cnncalc.report import write_checkpoint_report
 
         result.outputs["report"] = str(write_checkpoint_report(result.checkpoint,
-                                                               out / "report.html"))
+                                                               Path(out) / "report.html"))
     _report(result, json_mode, out_console)
 
 

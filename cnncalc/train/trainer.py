@@ -33,11 +33,13 @@ the epoch, and of the network's dropout RNG). With serial kernels (``parallel: f
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -169,13 +171,20 @@ class CSVLogger:
         if not isinstance(event, EpochEnd):
             return
         self.rows.append(asdict(event))
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in self.FIELDS})
-        os.replace(tmp, self.path)
+        # a temporary name unique to this process: two writers never share one
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")
+                w.writeheader()
+                for r in self.rows:
+                    w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in self.FIELDS})
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 # ------------------------------------------------------------------------------------------------
