@@ -235,3 +235,57 @@ def test_error_snippet_of_a_huge_line_is_cut_around_the_column(tmp_path):
     snippet, caret = [ln for ln in r.output.splitlines() if "|" in ln][:2]
     # the caret still points at the offending key inside the cut line
     assert snippet[caret.index("^"):].startswith("sizes")
+
+
+# ---- train / evaluate / predict / lab print names from specs, data files and paths
+
+EVIL = "e\x1b[2J\x1b]0;title\a[/bold][red]"   # clears the screen, retitles, styles
+EVIL_SPEC = f'''name: "{EVIL.encode("unicode_escape").decode()}"
+input: 4x4x1
+layers:
+  - conv: {{filters: 2, size: 3, pad: 1, name: "c{EVIL.encode("unicode_escape").decode()}"}}
+  - batchnorm: {{name: "b{EVIL.encode("unicode_escape").decode()}"}}
+  - flatten
+  - fc: {{units: 3}}
+'''
+
+
+@pytest.fixture
+def evil_run(tmp_path):
+    """A hostile spec, data set (class names) and folder names trained once."""
+    folder = tmp_path / f"dir{EVIL.replace('/', '_')}"
+    folder.mkdir()
+    spec = folder / "spec.yaml"
+    spec.write_text(EVIL_SPEC)
+    rng = np.random.default_rng(0)
+    data = folder / "d.npz"
+    np.savez(data, x=rng.random((24, 1, 4, 4)).astype(np.float32), y=np.arange(24) % 3,
+             classes=np.array([f"k{i}{EVIL}" for i in range(3)]))
+    out = folder / "out"
+    r = runner.invoke(app, ["train", str(spec), "--data", f"npz:{data}", "--epochs", "1",
+                            "--batch-size", "8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert_inert(r.output)
+    assert "[red]" in r.output          # the folder name, printed literally
+    return folder, out, data
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "resume", "lab bn-fold"])
+def test_train_evaluate_predict_lab_print_names_inertly(evil_run, command):
+    folder, out, data = evil_run
+    ckpt = out / "last.npz"
+    if command == "evaluate":
+        argv = ["evaluate", str(ckpt)]
+    elif command == "predict":
+        x = folder / f"img{EVIL.replace('/', '_')}.npy"
+        np.save(x, np.random.default_rng(1).random((2, 1, 4, 4)).astype(np.float32))
+        argv = ["predict", str(ckpt), str(x)]
+    elif command == "resume":
+        argv = ["train", "--resume", str(ckpt), "--epochs", "2", "--out", str(out)]
+    else:
+        argv = ["lab", "bn-fold", str(folder / "spec.yaml")]
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert_inert(r.output)
+    assert "[red]" in r.output
