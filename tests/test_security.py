@@ -289,3 +289,42 @@ def test_train_evaluate_predict_lab_print_names_inertly(evil_run, command):
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert_inert(r.output)
     assert "[red]" in r.output
+
+
+# ---- the generated-kernel cache is private to the user
+
+
+def test_kernel_cache_is_per_user_and_never_a_predictable_tmp_path(tmp_path, monkeypatch):
+    from cnncalc.kernels.fast import gen
+
+    monkeypatch.delenv("CNNCALC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert gen.cache_dir() == tmp_path / "xdg" / "cnncalc" / "gen"
+    monkeypatch.setenv("CNNCALC_CACHE_DIR", str(tmp_path / "mine"))
+    assert gen.cache_dir() == tmp_path / "mine" / "gen"
+    folder = gen._private(gen.cache_dir())
+    assert folder.stat().st_mode & 0o777 == 0o700
+    fallback = gen._fallback_dir()
+    assert fallback.stat().st_mode & 0o777 == 0o700 and fallback.stat().st_uid == os.getuid()
+    assert fallback.name != f"cnncalc-{os.getuid()}"
+
+
+def test_kernel_cache_owned_by_another_user_is_refused(tmp_path, monkeypatch):
+    from cnncalc.engine.network import Network
+    from cnncalc.kernels.fast import gen
+
+    cache = tmp_path / "theirs"
+    (cache / "gen").mkdir(parents=True)
+    monkeypatch.setenv("CNNCALC_CACHE_DIR", str(cache))
+    real_uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real_uid + 4242)   # as if another user owned it
+    with pytest.raises(gen.UnsafeCacheError, match="owned by uid"):
+        gen._private(gen.cache_dir())
+    monkeypatch.setattr(gen, "_LOADED", {})
+    spec = "name: c\ninput: 8x8x1\nlayers:\n  - conv: {filters: 2, size: 3}\n  - relu\n" \
+           "  - maxpool: {size: 2, stride: 2}\n  - flatten\n  - fc: {units: 3}\n"
+    with pytest.warns(RuntimeWarning, match="private temporary folder"):
+        net = Network(spec, parallel=False)
+        net.forward(np.zeros((1, 1, 8, 8), np.float32))
+    assert net.fast_path is not None
+    assert not list((cache / "gen").iterdir())                   # nothing written there

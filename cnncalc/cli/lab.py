@@ -330,7 +330,8 @@ def equivariance(
               "||phi(gx) - phi(x)||"):
         t.add_column(c, justify="left" if c == "layer" else "right")
     for row in r.translation:
-        t.add_row(_u(row.layer), f"{row.jump[0]}x{row.jump[1]}", f"{row.shift[0]},{row.shift[1]} px",
+        t.add_row(_u(row.layer), f"{row.jump[0]}x{row.jump[1]}",
+                  f"{row.shift[0]},{row.shift[1]} px",
                   str(row.positions), _g(row.equivariance_error), _g(row.change_unaligned))
     out.print(t)
     out.print("(relative to ||phi(x)||, on output positions whose receptive field stays inside "
@@ -399,7 +400,8 @@ def bn_fold(
     out.print(f"outputs {verdict} on {r.images} images ({r.dtype}): max |diff| "
               f"{r.max_abs_diff:.3e}, relative {r.max_rel_diff:.3e} (tolerance 1e-5)")
     if r.not_folded:
-        out.print(f"not folded (no conv/fc of their own before them): {_u(', '.join(r.not_folded))}")
+        out.print("not folded (no conv/fc of their own before them): "
+                  + _u(", ".join(r.not_folded)))
     _notes(out, r.notes)
     if not r.agree:
         raise typer.Exit(code=1)
