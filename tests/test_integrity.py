@@ -353,3 +353,52 @@ def test_interrupt_without_out_saves_inside_the_working_folder(tmp_path, monkeyp
     assert saved.parent == work and saved.exists()
     assert not list(tmp_path.glob("*.npz")) or saved.parent == work
     assert not (tmp_path / "evil").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# threads sharing one Network
+
+
+@pytest.mark.parametrize("spec", ["fast-chain", "fused-steps"])
+def test_two_threads_on_one_network_get_the_serial_results(spec):
+    import threading
+
+    net = Network(NETWORKS[spec], seed=0, parallel=False)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1 + i % 5, 1, 12, 12)).astype(np.float32) for i in range(40)]
+    labels = [np.arange(len(x)) % 3 for x in inputs]
+    expected = [net.forward(x, training=False) for x in inputs]
+    expected_p = [net.predict(x, batch_size=2) for x in inputs]
+    expected_loss = [net.loss(x, y, training=False)[0] for x, y in zip(inputs, labels)]
+    got: dict[tuple[int, int], tuple] = {}
+    errors = []
+
+    def hammer(worker):
+        try:
+            for rep in range(3):
+                for i in range(worker, len(inputs), 2):
+                    y = net.forward(inputs[i], training=False)
+                    p = net.predict(inputs[i], batch_size=2)
+                    loss = net.loss(inputs[i], labels[i], training=False)[0]
+                    got[(i, rep)] = (y, p, loss)
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for (i, _), (y, p, loss) in got.items():
+        np.testing.assert_array_equal(y, expected[i])
+        np.testing.assert_array_equal(p, expected_p[i])
+        assert loss == expected_loss[i]
+
+
+def test_network_lock_is_documented_and_reentrant():
+    net = Network(TINY, seed=0)
+    assert "thread" in Network.__doc__.lower() and "lock" in Network.__doc__
+    with net.lock:   # a forward/backward pair held together
+        net.forward(np.zeros((2, 1, 4, 4), np.float32))
+        net.backward(np.ones((2, 3), np.float32))

@@ -36,14 +36,23 @@ Thread state: ``forward``/``backward``/``loss``/``loss_and_grads``/``predict`` (
 they return (:class:`cnncalc.kernels.fast.thread_state.EngineCall`); the engine's worker threads
 flush for their lifetime. Creating a network changes no thread's state.
 
+Threads: a network is safe to share between threads. Every call (``forward``, ``backward``,
+``loss``, ``loss_and_grads``, ``predict``, ``state_dict``, ``load_state_dict`` and the
+``thread_state()`` block an optimizer step runs in) holds the network's re-entrant lock
+(``net.lock``), so concurrent calls run one after another and each gets the result it would
+get alone. A *sequence* of calls that shares caches (``forward`` then ``backward``, or ``loss``
+then using its ``dlogits`` buffer) must hold the lock across the sequence: ``with net.lock:``.
+
 Execution: steps (:mod:`cnncalc.engine.plan`) run in node order; a value is dropped after its last
 consumer; backward runs in reverse order and sums the gradients of values with several consumers.
 Ops keep reusable output buffers, reallocated when the batch size changes.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -70,10 +79,11 @@ def _dtype(dtype) -> np.dtype:
 
 
 def _engine_call(method):
-    """Run ``method`` under the engine's thread state (FTZ, BLAS at one thread), restored after."""
+    """Run ``method`` holding the network's lock, under the engine's thread state (FTZ, BLAS at
+    one thread), restored after."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        with self.thread_state():
+        with self.lock, self._engine_state():
             return method(self, *args, **kwargs)
 
     return call
@@ -97,6 +107,10 @@ class Network:
         calling thread during each engine call (restored afterwards).
     threads : threads over which the batch is split, on the fast path and in the step plan
         (``None``: ``min(2, os.cpu_count())``; 1 with ``parallel=False``).
+
+    Thread safety: every method call holds ``lock`` (a ``threading.RLock``), so threads sharing
+    one network get the same outputs as serial calls; hold ``with net.lock:`` around a
+    ``forward``/``backward`` pair that must not interleave with another thread's calls.
     """
 
     def __init__(self, graph, init="he", seed=0, dtype="float32", *, fuse: bool = True,
@@ -105,6 +119,7 @@ class Network:
         if not isinstance(graph, Graph):
             graph = load(graph)
         self.graph = graph
+        self.lock = threading.RLock()   # one call at a time: the ops share buffers and caches
         self.dtype = _dtype(dtype)
         self.seed = seed
         self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
@@ -198,8 +213,16 @@ class Network:
         BLAS at one thread inside it, as during an engine call; both are restored on exit.
 
         Wrap an optimizer step on ``flat_params`` in it: momentum of dead units decays into
-        denormals, which are ~20x slower to compute on.
+        denormals, which are ~20x slower to compute on. The block holds the network's lock.
         """
+        return self._locked_state()
+
+    @contextlib.contextmanager
+    def _locked_state(self):
+        with self.lock, self._engine_state():
+            yield
+
+    def _engine_state(self):
         from cnncalc.kernels.fast.thread_state import EngineCall
 
         return EngineCall(self.flush_denormals)
@@ -445,6 +468,10 @@ class Network:
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters then buffers, as independent numpy copies."""
+        with self.lock:
+            return self._state_dict()
+
+    def _state_dict(self) -> dict[str, np.ndarray]:
         d = {k: v.copy() for k, v in self.params.items()}
         d.update({k: v.copy() for k, v in self.buffers.items()})
         return d
@@ -488,8 +515,9 @@ class Network:
                 raise TrainError(bad, hint="the weights are damaged (a diverged run?); load "
                                            "an earlier checkpoint")
             arrays[k] = a
-        for k, a in arrays.items():
-            targets[k][...] = a
+        with self.lock:
+            for k, a in arrays.items():
+                targets[k][...] = a
 
     def __repr__(self) -> str:
         return (f"Network({self.graph.name!r}, {self.n_params:,} params, {self.dtype.name}, "
