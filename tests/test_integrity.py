@@ -238,7 +238,8 @@ def _tiny_npz(folder):
 
 @pytest.mark.parametrize("case", ["parent-is-file", "proc", "last-is-dir", "empty",
                                   "read-only"])
-def test_unwritable_out_is_refused_before_any_work(tmp_path, tiny_spec, case):
+def test_unwritable_out_is_refused_before_any_work(tmp_path, tiny_spec, case, monkeypatch):
+    monkeypatch.chdir(tmp_path)      # `--out ''` once meant the working folder: keep it a temp one
     if case == "parent-is-file":
         (tmp_path / "f").write_text("x")
         out = tmp_path / "f" / "run"
