@@ -333,6 +333,8 @@ def test_interrupt_checkpoint_name_stays_in_the_working_folder(tmp_path, name):
 
 
 def test_interrupt_without_out_saves_inside_the_working_folder(tmp_path, monkeypatch):
+    import signal
+
     from cnncalc.train import run
     from cnncalc.train.trainer import StepEnd
 
@@ -345,14 +347,11 @@ def test_interrupt_without_out_saves_inside_the_working_folder(tmp_path, monkeyp
         if isinstance(event, StepEnd):
             os.kill(os.getpid(), signal.SIGINT)
 
-    import signal
-
     result = run(text, {"data": f"npz:{_tiny_npz(tmp_path)}", "epochs": 2, "batch_size": 4},
                  callbacks=[stop])
     assert result.status == "interrupted"
     saved = Path(result.checkpoint).resolve()
     assert saved.parent == work and saved.exists()
-    assert not list(tmp_path.glob("*.npz")) or saved.parent == work
     assert not (tmp_path / "evil").exists()
 
 
