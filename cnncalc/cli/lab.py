@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from cnncalc.cli.common import TableOrJson, console, handle_errors, print_json
+from cnncalc.cli.render import user_text as _u
 from cnncalc.labs.optimizers import FUNCTIONS
 
 #: the ``lab`` command group; cnncalc.cli.app adds it to the root application
@@ -126,12 +127,12 @@ def _plot(fn, result, path: Path | None, **kw) -> None:
     from cnncalc.labs import plotting
 
     out = getattr(plotting, fn)(result, path, **kw)
-    console(stderr=True).print(f"plot written to {out}")
+    console(stderr=True).print(f"plot written to {_u(out)}")
 
 
 def _notes(out, notes) -> None:
     for n in notes:
-        out.print(f"note: {n}")
+        out.print(f"note: {_u(n)}")
 
 
 # ------------------------------------------------------------------------------ init-stats
@@ -340,18 +341,19 @@ def equivariance(
         print_json(_clean(d))
         return
     out = console()
-    t = Table(title=f"translation equivariance of {r.spec}'s conv layers "
+    t = Table(title=f"translation equivariance of {_u(r.spec)}'s conv layers "
                     f"(network up to the layer, eval mode, {r.images} images, {r.dtype})")
     for c in ("layer", "stride (jump)", "input shift", "positions", "||phi(gx) - g.phi(x)||",
               "||phi(gx) - phi(x)||"):
         t.add_column(c, justify="left" if c == "layer" else "right")
     for row in r.translation:
-        t.add_row(row.layer, f"{row.jump[0]}x{row.jump[1]}", f"{row.shift[0]},{row.shift[1]} px",
+        t.add_row(_u(row.layer), f"{row.jump[0]}x{row.jump[1]}",
+                  f"{row.shift[0]},{row.shift[1]} px",
                   str(row.positions), _g(row.equivariance_error), _g(row.change_unaligned))
     out.print(t)
     out.print("(relative to ||phi(x)||, on output positions whose receptive field stays inside "
               "the image)")
-    inv = Table(title=f"shift invariance of the whole network (output of {r.output_layer})")
+    inv = Table(title=f"shift invariance of the whole network (output of {_u(r.output_layer)})")
     inv.add_column("shift (px)", justify="right")
     inv.add_column("||phi(gx) - phi(x)|| / ||phi(x)||", justify="right")
     for s in r.invariance:
@@ -360,7 +362,7 @@ def equivariance(
     out.print(inv)
     rot = r.rotation
     if rot is not None:
-        rt = Table(title=f"90° rotation: {rot.layer}'s {rot.filters} filters ({rot.kernel}x"
+        rt = Table(title=f"90° rotation: {_u(rot.layer)}'s {rot.filters} filters ({rot.kernel}x"
                          f"{rot.kernel}, stride 1, same padding) on {rot.size}x{rot.size} "
                          "inputs")
         rt.add_column("layer", justify="left")
@@ -370,7 +372,7 @@ def equivariance(
             rt.add_row(f"4 rotations of each filter, channel groups shifted by {c}", _g(e))
         out.print(rt)
         if rot.note:
-            out.print(f"note: {rot.note}")
+            out.print(f"note: {_u(rot.note)}")
     _notes(out, r.notes)
 
 
@@ -396,12 +398,12 @@ def bn_fold(
             raise typer.Exit(code=1)
         return
     out = console()
-    t = Table(title=f"batch norm folded into the layer before it ({r.source}"
+    t = Table(title=f"batch norm folded into the layer before it ({_u(r.source)}"
                     f"{', checkpoint' if r.from_checkpoint else ', random BN statistics'})")
     for c in ("batch norm", "folded into", "kind", "channels"):
         t.add_column(c)
     for p in r.folded:
-        t.add_row(p.batchnorm, p.into, p.kind, str(p.channels))
+        t.add_row(_u(p.batchnorm), _u(p.into), p.kind, str(p.channels))
     out.print(t)
     s = Table(title="inference cost")
     for c in ("", "params", "MACs", "FLOPs", "activations"):
@@ -415,7 +417,8 @@ def bn_fold(
     out.print(f"outputs {verdict} on {r.images} images ({r.dtype}): max |diff| "
               f"{r.max_abs_diff:.3e}, relative {r.max_rel_diff:.3e} (tolerance 1e-5)")
     if r.not_folded:
-        out.print(f"not folded (no conv/fc of their own before them): {', '.join(r.not_folded)}")
+        out.print("not folded (no conv/fc of their own before them): "
+                  + _u(", ".join(r.not_folded)))
     _notes(out, r.notes)
     if not r.agree:
         raise typer.Exit(code=1)

@@ -38,14 +38,23 @@ Thread state: ``forward``/``backward``/``loss``/``loss_and_grads``/``predict`` (
 they return (:class:`cnncalc.kernels.fast.thread_state.EngineCall`); the engine's worker threads
 flush for their lifetime. Creating a network changes no thread's state.
 
+Threads: a network is safe to share between threads. Every call (``forward``, ``backward``,
+``loss``, ``loss_and_grads``, ``predict``, ``state_dict``, ``load_state_dict`` and the
+``thread_state()`` block an optimizer step runs in) holds the network's re-entrant lock
+(``net.lock``), so concurrent calls run one after another and each gets the result it would
+get alone. A *sequence* of calls that shares caches (``forward`` then ``backward``, or ``loss``
+then using its ``dlogits`` buffer) must hold the lock across the sequence: ``with net.lock:``.
+
 Execution: steps (:mod:`cnncalc.engine.plan`) run in node order; a value is dropped after its last
 consumer; backward runs in reverse order and sums the gradients of values with several consumers.
 Ops keep reusable output buffers, reallocated when the batch size changes.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -72,10 +81,11 @@ def _dtype(dtype) -> np.dtype:
 
 
 def _engine_call(method):
-    """Run ``method`` under the engine's thread state (FTZ, BLAS at one thread), restored after."""
+    """Run ``method`` holding the network's lock, under the engine's thread state (FTZ, BLAS at
+    one thread), restored after."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        with self.thread_state():
+        with self.lock, self._engine_state():
             return method(self, *args, **kwargs)
 
     return call
@@ -99,6 +109,10 @@ class Network:
         calling thread during each engine call (restored afterwards).
     threads : threads over which the batch is split, on the fast path and in the step plan
         (``None``: ``min(2, os.cpu_count())``; 1 with ``parallel=False``).
+
+    Thread safety: every method call holds ``lock`` (a ``threading.RLock``), so threads sharing
+    one network get the same outputs as serial calls; hold ``with net.lock:`` around a
+    ``forward``/``backward`` pair that must not interleave with another thread's calls.
     """
 
     def __init__(self, graph, init="he", seed=0, dtype="float32", *, fuse: bool = True,
@@ -107,6 +121,7 @@ class Network:
         if not isinstance(graph, Graph):
             graph = load(graph)
         self.graph = graph
+        self.lock = threading.RLock()   # one call at a time: the ops share buffers and caches
         self.dtype = _dtype(dtype)
         self.seed = seed
         self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
@@ -201,8 +216,16 @@ class Network:
         BLAS at one thread inside it, as during an engine call; both are restored on exit.
 
         Wrap an optimizer step on ``flat_params`` in it: momentum of dead units decays into
-        denormals, which are ~20x slower to compute on.
+        denormals, which are ~20x slower to compute on. The block holds the network's lock.
         """
+        return self._locked_state()
+
+    @contextlib.contextmanager
+    def _locked_state(self):
+        with self.lock, self._engine_state():
+            yield
+
+    def _engine_state(self):
         from cnncalc.kernels.fast.thread_state import EngineCall
 
         return EngineCall(self.flush_denormals)
@@ -483,6 +506,10 @@ class Network:
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters then buffers, as independent numpy copies."""
+        with self.lock:
+            return self._state_dict()
+
+    def _state_dict(self) -> dict[str, np.ndarray]:
         d = {k: v.copy() for k, v in self.params.items()}
         d.update({k: v.copy() for k, v in self.buffers.items()})
         return d
@@ -491,8 +518,11 @@ class Network:
         """Copy ``state`` into the parameters and buffers (cast to the network's dtype).
 
         PyTorch's ``num_batches_tracked`` entries are ignored. Raises :class:`TrainError` on
-        missing or unexpected keys (``strict``) and on shape mismatches, before changing anything.
+        missing or unexpected keys (``strict``), shape mismatches and NaN/inf values (naming the
+        entry and the first bad index), before changing anything.
         """
+        from cnncalc.engine.finite import nonfinite_message
+
         targets = {**self.params, **self.buffers}
         state = {k: v for k, v in dict(state).items() if not k.endswith("num_batches_tracked")}
         missing = [k for k in targets if k not in state]
@@ -518,9 +548,14 @@ class Network:
                                  hint="the spec's layer sizes differ from the saved network's")
             if not np.issubdtype(a.dtype, np.number):
                 raise TrainError(f"state dict entry '{k}' is not numeric ({a.dtype})")
+            bad = nonfinite_message(f"state dict entry '{k}'", a)
+            if bad is not None:
+                raise TrainError(bad, hint="the weights are damaged (a diverged run?); load "
+                                           "an earlier checkpoint")
             arrays[k] = a
-        for k, a in arrays.items():
-            targets[k][...] = a
+        with self.lock:
+            for k, a in arrays.items():
+                targets[k][...] = a
 
     def __repr__(self) -> str:
         return (f"Network({self.graph.name!r}, {self.n_params:,} params, {self.dtype.name}, "
