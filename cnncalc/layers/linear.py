@@ -105,7 +105,7 @@ class Maxout(Layer):
                       transB=1)
         pieces = g.node("Reshape", [rows, g.const([0, self.out_features, self.pieces],
                                                   "int64")])
-        return g.node("ReduceMax", [pieces], axes=[2], keepdims=0)
+        return g.reduce("ReduceMax", pieces, [2], keepdims=0)
 
     def describe(self):
         return f"{self.out_features} units x {self.pieces} pieces"

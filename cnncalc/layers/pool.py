@@ -178,10 +178,9 @@ class AdaptiveAvgPool2d(Layer):
             return g.node("AveragePool", [x], kernel_shape=k, strides=k)
         rows = []
         for top, bottom in adaptive_bins(n_h, out_h):
-            cells = [g.node("ReduceMean", [g.node("Slice", [
+            cells = [g.reduce("ReduceMean", g.node("Slice", [
                 x, g.const([top, left], "int64"), g.const([bottom, right], "int64"),
-                g.const([2, 3], "int64")])], axes=[2, 3], keepdims=1)
-                for left, right in adaptive_bins(n_w, out_w)]
+                g.const([2, 3], "int64")]), [2, 3]) for left, right in adaptive_bins(n_w, out_w)]
             rows.append(g.node("Concat", cells, axis=3) if len(cells) > 1 else cells[0])
         return g.node("Concat", rows, axis=2) if len(rows) > 1 else rows[0]
 

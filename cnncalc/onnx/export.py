@@ -56,11 +56,11 @@ class Builder:
         return out
 
     def _rank_after(self, op: str, inputs: list[str], attrs: dict) -> int:
-        if op in ("Gemm", "Flatten"):
+        if op in ("Gemm", "Flatten", "Squeeze"):
             return 2
         if op == "Reshape":
             return 3
-        if op == "ReduceMax":
+        if op in ("ReduceMax", "ReduceMean"):
             return self.ranks.get(inputs[0], 4) - (0 if attrs.get("keepdims", 1) else 1)
         if op == "Unsqueeze":
             return 4
@@ -86,6 +86,13 @@ class Builder:
         self.initializers[name] = self.onnx.numpy_helper.from_array(
             self.np.asarray(values, dtype=dtype), name)
         return name
+
+    def reduce(self, op: str, x: str, axes: list[int], keepdims: int = 1) -> str:
+        """``ReduceMean``/``ReduceMax`` over ``axes``: an attribute before opset 18, an input
+        from 18 on."""
+        if self.opset >= 18:
+            return self.node(op, [x, self.const(axes, "int64")], keepdims=keepdims)
+        return self.node(op, [x], axes=axes, keepdims=keepdims)
 
     def rank(self, x: str) -> int:
         return self.ranks.get(x, 4)
@@ -146,8 +153,10 @@ def export_graph(graph: Graph, params: dict, *, opset: int = DEFAULT_OPSET,
     b.scope = ""
     last = values[graph.output.name]
     out_shape = graph.output_shape
-    if out_shape.h == out_shape.w == 1:
-        last, dims = b.as_2d(last), ["N", out_shape.c]
+    if out_shape.h == out_shape.w == 1:  # logits (N, K); Squeeze, so no flatten layer appears
+        if b.rank(last) == 4:
+            last = b.node("Squeeze", [last, b.const([2, 3], "int64")])
+        dims = ["N", out_shape.c]
     else:
         last, dims = b.as_4d(last), ["N", *out_shape]
     b.nodes.append(onnx.helper.make_node("Identity", [last], [OUTPUT], name=OUTPUT))
