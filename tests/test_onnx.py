@@ -175,8 +175,8 @@ def test_analyze_reads_onnx_files(tmp_path):
 
     from cnncalc.cli import app
 
-    path = tmp_path / "lenet.onnx"
-    onnx.save(export_spec("specs/lenet5.yaml" if False else case_spec("conv")), path)
+    path = tmp_path / "conv.onnx"
+    onnx.save(export_spec(case_spec("conv")), path)
     result = CliRunner().invoke(app, ["analyze", str(path), "--format", "json"])
     assert result.exit_code == 0, result.output
     assert '"params": 112' in result.output
@@ -187,3 +187,77 @@ def test_a_damaged_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"not a model")
     with pytest.raises(CnnCalcError, match="cannot read ONNX file"):
         load(path)
+
+
+TINY = """name: tiny
+input: 12x12x1
+layers:
+  - conv: {filters: 4, size: 3, pad: 1}
+  - batchnorm
+  - relu
+  - maxpool: {size: 2}
+  - fc: {units: 4}
+"""
+
+
+@pytest.mark.parametrize("preprocess", ["channel_mean_std", "mean_image"])
+def test_exported_checkpoint_takes_raw_input_and_gives_the_logits(tmp_path, preprocess):
+    """A trained checkpoint's ONNX model applies its preprocessing first: onnxruntime on raw
+    images equals the loaded model on prepared ones."""
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+    from cnncalc.train.evaluate import load_model
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(spec), "--data", "synthetic:128", "--epochs", "1",
+                                 "--deterministic", "--preprocess", preprocess,
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    ckpt = tmp_path / "run" / "last.npz"
+    result = runner.invoke(app, ["export", str(ckpt), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    loaded = load_model(ckpt)
+    x = np.random.default_rng(0).uniform(size=(4, 1, 12, 12)).astype(np.float32)
+    expected = loaded.net.forward(loaded.prepare(x), training=False)
+    np.testing.assert_allclose(run_ort(model, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_import_writes_a_spec_and_a_checkpoint_that_predict_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+    from cnncalc.train.evaluate import load_model
+
+    graph = load(TINY)
+    net = random_network(graph)
+    path = tmp_path / "tiny.onnx"
+    onnx.save(export_graph(graph, {**net.params, **net.buffers}), path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", str(path), "-o", str(tmp_path / "t.yaml"),
+                                 "--checkpoint", str(tmp_path / "t.npz")])
+    assert result.exit_code == 0, result.output
+    assert analysis_view(load(tmp_path / "t.yaml")) == analysis_view(graph)
+    loaded = load_model(tmp_path / "t.npz")
+    x = np.random.default_rng(1).normal(size=(2, 1, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(loaded.net.forward(x, training=False),
+                               net.forward(x, training=False), rtol=1e-6, atol=1e-6)
+    stdout = runner.invoke(app, ["import", str(path)])
+    assert stdout.exit_code == 0 and stdout.output.startswith("name: tiny")
+
+
+def test_cli_unsupported_operator_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    path = tmp_path / "cos.onnx"
+    onnx.save(_model([onnx.helper.make_node("Cos", ["x"], ["y"], name="weird")]), path)
+    for command in (["analyze", str(path)], ["import", str(path)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2
+        assert "Cos" in result.output and "weird" in result.output
