@@ -2,7 +2,8 @@
 
 Each ONNX node that computes on the data is handed to the layer kinds that declare its op type
 (``Layer.onnx_op_types``); the first whose ``from_onnx`` accepts it becomes the layer. What
-is not data is folded away: initializers, ``Constant`` nodes, ``Identity`` on constants, and
+is not data is folded away: initializers, ``Constant`` nodes, ``Identity`` on initializers
+(PyTorch's exporter shares equal-valued parameters that way; each stays its layer's), and
 the shape arithmetic of ``x.view(N, -1)`` (Shape → Gather → Unsqueeze → Concat → Reshape),
 whose result ``onnx.shape_inference`` (with data propagation) gives. Reshapes that do not
 change cnncalc's view of a tensor ((N, C) is 1 x 1 x C) are aliases, and so is a flatten that
@@ -61,6 +62,19 @@ def node_scope(node) -> str:
     kept = [p for i, p in enumerate(parts)
             if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
     return re.sub(r"[^A-Za-z0-9_.]+", "_", ".".join(kept)).strip("._")
+
+
+def _with_batch_one(model):
+    """A copy of ``model`` whose inputs have batch 1: with a symbolic batch, data propagation
+    cannot resolve the -1 of ``x.view(N, -1)``."""
+    fixed = type(model)()
+    fixed.CopyFrom(model)
+    initializers = {i.name for i in fixed.graph.initializer}
+    for vi in fixed.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name not in initializers and len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    return fixed
 
 
 class NodeView:
@@ -145,6 +159,7 @@ class OnnxImporter:
         self.source = source
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           1)
+        model = _with_batch_one(model)
         try:
             model = onnx.shape_inference.infer_shapes(model, data_prop=True)
         except Exception as err:  # noqa: BLE001 - onnx raises several kinds
@@ -171,8 +186,7 @@ class OnnxImporter:
         for node in self.graph.node:
             for x in node.input:
                 self.consumers.setdefault(x, []).append(node)
-        self.shared_users: dict[str, set] = {}   # initializer -> layers reading it
-        self.identity_of: dict[str, str] = {}    # Identity output -> initializer it passes
+        self.shared_users: dict[str, set] = {}   # initializer -> layers reading it directly
         self.notes: list[str] = []
 
     # ---- shapes ------------------------------------------------------------------------
@@ -244,12 +258,11 @@ class OnnxImporter:
         self._unsupported(view)
 
     def _fold_constant(self, node) -> None:
-        """A node computed from constants (or shapes) only: keep its value when ONNX's own
-        reference evaluator is not needed (Identity of an initializer)."""
+        """A node computed from constants (or shapes) only. Its value matters only for an
+        Identity of an initializer (PyTorch's de-duplicated parameters), which is kept; the
+        rest is shape arithmetic, whose result shape inference already gave."""
         if node.op_type == "Identity" and node.input[0] in self.consts:
             self.consts[node.output[0]] = self.consts[node.input[0]]
-            self.identity_of[node.output[0]] = self.identity_of.get(node.input[0],
-                                                                    node.input[0])
 
     def _is_alias(self, view: NodeView) -> bool:
         if view.op not in _RESHAPES:
@@ -292,9 +305,8 @@ class OnnxImporter:
         weights = {k: self.np.asarray(v, dtype=self.np.float32)
                    for k, v in (found.get("weights") or {}).items() if v is not None}
         for x in view.node.input:
-            origin = self.identity_of.get(x, x)
-            if origin in self.initializer_names:
-                self.shared_users.setdefault(origin, set()).add(name)
+            if x in self.initializer_names:
+                self.shared_users.setdefault(x, set()).add(name)
         rec = LayerRecord(name, cls.kind, dict(found["options"]), inputs, weights)
         self.records.append(rec)
         self.by_name[name] = rec
@@ -304,7 +316,9 @@ class OnnxImporter:
 
     def _layer_name(self, view: NodeView, cls) -> str:
         """The node's name made a valid, unique layer name (see :func:`node_scope`)."""
-        base = node_scope(view.node) or re.sub(r"[^A-Za-z0-9_.]+", "_", view.name).strip("._")
+        base = node_scope(view.node)
+        if not base and not view.name.strip("/").startswith(view.op):  # '/Relu_1' says nothing
+            base = re.sub(r"[^A-Za-z0-9_.]+", "_", view.name).strip("._")
         if not base or base == "input":
             base = f"{cls.prefix}{sum(r.kind == cls.kind for r in self.records) + 1}"
         name, n = base, 1
@@ -333,10 +347,16 @@ class OnnxImporter:
                               "is imported")
 
     def _note_sharing(self) -> None:
+        """Tied weights: one initializer read by several layers. (PyTorch's exporter also
+        de-duplicates separate parameters that happen to hold equal values, e.g. fresh BN
+        scales, through Identity nodes: those stay one parameter per layer, as in the model.)"""
         for init, users in sorted(self.shared_users.items()):
             if len(users) > 1:
-                self.notes.append(f"initializer '{init}' is shared by layers "
-                                  f"{', '.join(sorted(users))}; each layer counts it")
+                size = int(self.consts[init].size)
+                self.notes.append(
+                    f"layers {', '.join(sorted(users))} share the weights '{init}' "
+                    f"({size:,} values); cnncalc counts them in each layer, "
+                    f"{size * (len(users) - 1):,} more than the model holds")
 
     def _note_folded_bn(self) -> None:
         """PyTorch's exporter folds eval-mode BN into the preceding conv and names the fused
@@ -357,7 +377,8 @@ class OnnxImporter:
             buffer_names = set(cls(**rec.options).buffer_shapes(Shape(1, 1, 1)))
             for suffix, value in rec.weights.items():
                 (buffers if suffix in buffer_names else params)[f"{rec.name}.{suffix}"] = value
-        name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", self.graph.name or Path(self.source).stem)
+        name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", Path(self.source).stem
+                      if self.source.endswith(".onnx") else self.graph.name or "model")
         text = spec_text(name, self.shape_of(self.input), self.records, self.notes)
         return ImportResult(text, params, buffers, list(self.notes), name)
 
