@@ -98,3 +98,50 @@ def test_squeezenet_uses_from_only_where_it_branches():
     # the 3x3 expand reads the squeeze output, not the 1x1 branch before it; concat merges
     assert len(lines) == 2
     assert "concat" in lines[1]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_fx_import_counts_like_torch(name):
+    """``cnncalc import --torch``: the traced structure gives PyTorch's parameter count and the
+    hand-worked MACs, with module paths as layer names."""
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    c, h, w = torch_models.INPUTS[name]
+    module = getattr(torch_models, name)()
+    result = CliRunner().invoke(app, ["import", "--torch", f"torch_models:{name}",
+                                      "--input", f"{w}x{h}x{c}"])
+    assert result.exit_code == 0, result.output
+    graph = load(result.stdout)
+    assert learnable(graph) == sum(p.numel() for p in module.parameters())
+    assert graph.analyze()["totals"]["macs"] == torch_models.MACS[name]
+    onnx_names = [n.name for n in load(import_model(exported(name)[1]).spec_text).nodes]
+    conv_names = [n.name for n in graph.nodes if n.kind == "conv"]
+    assert conv_names == [n for n in onnx_names if n in conv_names]
+
+
+class Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:          # data-dependent: fx cannot trace it
+            return self.conv(x)
+        return x
+
+
+def branchy():
+    return Branchy()
+
+
+def test_torch_data_dependent_control_flow_is_a_clear_error():
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    result = CliRunner().invoke(app, ["import", "--torch", f"{__name__}:branchy",
+                                      "--input", "8x8x3"])
+    assert result.exit_code == 2
+    assert "cannot be traced" in result.output and "control flow" in result.output

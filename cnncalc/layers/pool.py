@@ -158,7 +158,8 @@ class AdaptiveAvgPool2d(Layer):
 
     kind = "adaptive_avgpool"
     op = "cnncalc.engine.ops:AdaptiveAvgPoolOp"
-    aliases = ("adaptiveavgpool", "adaptive_avgpool2d", "adaptive_avg_pool")
+    aliases = ("adaptiveavgpool", "adaptive_avgpool2d", "adaptive_avg_pool",
+               "adaptiveavgpool2d")  # the last: PyTorch's class name
     prefix = "avgpool"
     summary = "average pooling to a fixed output size (bins as PyTorch)"
     options = {"output_size": Option(positive_pair, required=True, doc="output H x W")}
