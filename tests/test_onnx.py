@@ -261,3 +261,15 @@ def test_cli_unsupported_operator_exits_2(tmp_path):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2
         assert "Cos" in result.output and "weird" in result.output
+
+
+def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch):
+    import sys
+
+    from cnncalc.onnx import require
+
+    monkeypatch.setitem(sys.modules, "onnx", None)     # import onnx now raises ImportError
+    with pytest.raises(InteropError) as err:
+        require("onnx")
+    assert err.value.hint == 'pip install "cnncalc[onnx]"'
+    assert "\n" not in err.value.headline()

@@ -183,7 +183,7 @@ def export_spec(spec, *, init: str = "he", seed: int = 0, opset: int = DEFAULT_O
     import numpy as np
 
     from cnncalc.spec import load
-    from cnncalc.train.init import init_params
+    from cnncalc.engine.init import init_params
 
     graph = spec if isinstance(spec, Graph) else load(spec)
     overrides = {n.name: n.init for n in graph.nodes if n.init is not None}

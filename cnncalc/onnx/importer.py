@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnncalc.layers import LAYERS
-from cnncalc.layers.base import Shape, same_padding
+from cnncalc.layers.base import Shape
 from cnncalc.onnx import InteropError, require
 from cnncalc.onnx.spec_text import LayerRecord, spec_text
+from cnncalc.shapes import same_padding
 
 #: ops that never change cnncalc's view of a tensor when shapes agree
 _RESHAPES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
