@@ -273,3 +273,13 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch):
         require("onnx")
     assert err.value.hint == 'pip install "cnncalc[onnx]"'
     assert "\n" not in err.value.headline()
+
+
+def test_readme_lists_every_importable_onnx_op():
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## ONNX and PyTorch"):readme.index("## Errors")]
+    ops = {op for kind in LAYERS.names() for op in LAYERS.get(kind).onnx_op_types()}
+    missing = sorted(op for op in ops if op not in section)
+    assert not missing, f"README's 'ONNX and PyTorch' does not list {missing}"

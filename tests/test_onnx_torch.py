@@ -48,6 +48,9 @@ def test_torch_export_analyzes_to_torch_params_and_hand_macs(name):
     assert learnable(graph) == sum(p.numel() for p in module.parameters())
     assert graph.analyze()["totals"]["macs"] == torch_models.MACS[name]
     assert result.notes == []
+    if name in torch_models.PUBLISHED:
+        assert (learnable(graph), graph.analyze()["totals"]["macs"]) \
+            == torch_models.PUBLISHED[name]
 
 
 @pytest.mark.parametrize("name", MODELS)

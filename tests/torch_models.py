@@ -27,7 +27,7 @@ class LeNet(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet's basic block with a strided 1x1 projection shortcut."""
+    """ResNet's basic block; a strided 1x1 projection shortcut where the shape changes."""
 
     def __init__(self, cin, cout, stride):
         super().__init__()
@@ -36,13 +36,38 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                        nn.BatchNorm2d(cout))
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.downsample(x))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """torchvision's resnet18, written out (torchvision is not a dependency here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (cout, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)], start=1):
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride),
+                                                     BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 class TinyResNet(nn.Module):
@@ -146,6 +171,10 @@ def resnet():
     return TinyResNet().eval()
 
 
+def resnet18():
+    return ResNet18().eval()
+
+
 def squeezenet():
     return TinySqueezeNet().eval()
 
@@ -160,7 +189,10 @@ def alexnet():
 
 #: input (C, H, W) of each factory
 INPUTS = {"lenet": (1, 28, 28), "resnet": (3, 32, 32), "squeezenet": (3, 33, 33),
-          "mobilenet_v2": (3, 32, 32), "alexnet": (3, 32, 32)}
+          "mobilenet_v2": (3, 32, 32), "alexnet": (3, 32, 32), "resnet18": (3, 224, 224)}
+
+#: torchvision's published numbers: parameters and MACs ("1.81 GFLOPS", counted as MACs)
+PUBLISHED = {"resnet18": (11_689_512, 1_814_073_344)}
 
 #: multiply-accumulates of weights, by hand: outputs x (inputs per output)
 MACS = {
@@ -180,4 +212,12 @@ MACS = {
     + 8 * 10,
     # conv1 16·16·8 · 75; pool -> 8x8; conv2 8·8·12 · 72; fc 48·16 + 16·10
     "alexnet": 16 * 16 * 8 * 75 + 8 * 8 * 12 * 72 + 48 * 16 + 16 * 10,
+    # stem 112²·64 · 147; per stage (56², 28², 14², 7² outputs; 64..512 channels) four 3x3
+    # convs, the first reading the previous stage's width, plus a 1x1 shortcut; fc 512·1000
+    "resnet18": 112 * 112 * 64 * 147
+    + 56 * 56 * 64 * (4 * 64 * 9)
+    + 28 * 28 * 128 * (64 * 9 + 3 * 128 * 9 + 64)
+    + 14 * 14 * 256 * (128 * 9 + 3 * 256 * 9 + 128)
+    + 7 * 7 * 512 * (256 * 9 + 3 * 512 * 9 + 256)
+    + 512 * 1000,
 }
