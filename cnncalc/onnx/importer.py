@@ -156,7 +156,9 @@ class OnnxImporter:
 
     def __init__(self, model, source: str = "model"):
         onnx = require("onnx")
-        self.np = __import__("numpy")
+        import numpy
+
+        self.np = numpy
         self.source = source
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           1)

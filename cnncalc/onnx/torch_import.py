@@ -52,8 +52,10 @@ def _kind_of(name: str) -> str | None:
 
 
 class TorchImporter:
-    def __init__(self, torch, gm, input_shape: Shape, label: str):
-        self.torch, self.gm, self.input_shape, self.label = torch, gm, input_shape, label
+    """Walks a traced ``GraphModule`` (shapes propagated) and builds layer records."""
+
+    def __init__(self, gm, input_shape: Shape, label: str):
+        self.gm, self.input_shape, self.label = gm, input_shape, label
         self.producer: dict = {}          # fx node -> record name or "input"
         self.records: list[LayerRecord] = []
         self.notes: list[str] = []
@@ -239,4 +241,4 @@ def import_torch(target: str, input_size: str = "224x224x3") -> ImportResult:
         raise InteropError(f"{target} fails on a {shape.lecture()} input: {err}",
                            hint="give the input size the model expects with --input") from None
     label = target.partition(":")[2]
-    return TorchImporter(torch, gm, shape, label).run()
+    return TorchImporter(gm, shape, label).run()
