@@ -26,7 +26,7 @@ MODELS = sorted(torch_models.INPUTS)
 def exported(name: str, fold: bool = False, module=None):
     """``name``'s module and its ONNX export (the TorchScript exporter, which runs offline)
     with a symbolic batch; ``fold``: let the exporter fold eval-mode BN into the convs."""
-    module = module if module is not None else getattr(torch_models, name)()
+    module = (module if module is not None else getattr(torch_models, name)()).eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,7 +58,7 @@ def test_imported_weights_compute_what_torch_computes(name):
     """Pads, ceil mode, count_include_pad, BN statistics and Gemm layout all carried over."""
     from cnncalc.engine.network import Network
 
-    module = getattr(torch_models, name)()
+    module = getattr(torch_models, name)().eval()
     with torch.no_grad():  # BN statistics away from 0 and 1, so that they matter
         for m in module.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

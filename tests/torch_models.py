@@ -1,6 +1,7 @@
 """Reference models written by hand in PyTorch (torchvision's families, small): what the ONNX
-and ``--torch`` import tests read. Each factory returns a module in eval mode; ``INPUTS`` gives
-its input (C, H, W) and ``MACS`` its multiply-accumulates, worked by hand."""
+and ``--torch`` import tests read (torchvision is not installed). ``INPUTS`` gives each
+factory's input (C, H, W), ``MACS`` its multiply-accumulates, worked by hand, and ``PUBLISHED``
+torchvision's own numbers where the model is torchvision's."""
 from __future__ import annotations
 
 import torch
@@ -163,28 +164,9 @@ class TinyAlexNet(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def lenet():
-    return LeNet().eval()
-
-
-def resnet():
-    return TinyResNet().eval()
-
-
-def resnet18():
-    return ResNet18().eval()
-
-
-def squeezenet():
-    return TinySqueezeNet().eval()
-
-
-def mobilenet_v2():
-    return TinyMobileNetV2().eval()
-
-
-def alexnet():
-    return TinyAlexNet().eval()
+#: the factories, as ``--torch torch_models:<name>`` names them (call ``.eval()`` to run them)
+lenet, resnet, resnet18, squeezenet, mobilenet_v2, alexnet = (
+    LeNet, TinyResNet, ResNet18, TinySqueezeNet, TinyMobileNetV2, TinyAlexNet)
 
 
 #: input (C, H, W) of each factory
