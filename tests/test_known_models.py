@@ -4,7 +4,7 @@ import pytest
 import cnncalc
 
 KNOWN = [
-    # spec, trainable params, non-trainable, MACs, output WxHxD
+    # spec, params (learnable), buffers (batchnorm running statistics), MACs, output WxHxD
     ("lenet5", 61_706, 0, 416_520, (1, 1, 10)),
     ("alexnet", 60_965_224, 0, 724_406_816, (1, 1, 1000)),
     ("alexnet_torchvision", 61_100_840, 0, 714_188_480, (1, 1, 1000)),   # torchvision 0.71 GMACs
@@ -22,8 +22,9 @@ KNOWN = [
 def test_published_totals(specs_dir, name, params, buffers, macs, out):
     g = cnncalc.load(specs_dir / f"{name}.yaml")
     t = g.analyze()["totals"]
-    assert t["trainable_params"] == params
-    assert t["non_trainable_params"] == buffers
+    assert t["params"] == t["trainable_params"] == params
+    assert t["non_trainable_params"] == 0
+    assert t["buffers"] == buffers
     assert t["macs"] == macs
     o = g.output_shape
     assert (o.w, o.h, o.c) == out

@@ -69,8 +69,10 @@ COLUMNS = ("#", "layer", "type", "hyperparameters", "input", "output", "params",
 def row_cells(r: dict) -> list[str]:
     rf = rf_text(r["rf"]) + (" !" if r["rf_exceeds_input"] else "")
     params = num(r["params"])
-    if r["non_trainable"]:
-        params += f" (+{num(r['non_trainable'])})"
+    if r["buffers"]:
+        params += f" (+{num(r['buffers'])})"
+    if not r["trainable"] and r["params"]:
+        params += " frozen"
     return [str(r["index"]), visible(r["name"]), visible(r["type"]), visible(r["hyper"]),
             vol(r["input"]), vol(r["output"]), params, num(r["macs"]), num(r["activations"]), rf]
 
@@ -82,14 +84,21 @@ def title_text(report: dict) -> str:
 
 def totals_lines(report: dict) -> list[str]:
     t = report["totals"]
-    lines = [
-        f"params: {num(t['params'])} (trainable {num(t['trainable_params'])}, "
-        f"non-trainable {num(t['non_trainable_params'])})",
+    params = f"params: {num(t['params'])}"
+    if t["non_trainable_params"]:
+        params += (f" (trainable {num(t['trainable_params'])}, frozen "
+                   f"{num(t['non_trainable_params'])})")
+    lines = [params]
+    if t["buffers"]:
+        lines.append(f"buffers: {num(t['buffers'])} (batchnorm running statistics: stored, "
+                     "not learned; shown as (+n) in the table)")
+    lines += [
         f"MACs: {num(t['macs'])}   FLOPs: {num(t['flops'])}   (per example)",
         f"activations: {num(t['activations'])} values; forward memory (float32) "
         f"{format_bytes(t['bytes'])} per example"
         + (f", {format_bytes(t['batch_bytes'])} for batch {t['batch']}" if t["batch"] > 1 else ""),
-        f"parameter memory: {format_bytes(t['param_bytes'])}",
+        f"parameter memory: {format_bytes(t['param_bytes'])}"
+        + (" (parameters and buffers)" if t["buffers"] else ""),
     ]
     tr = t.get("training")
     if tr:
@@ -146,7 +155,7 @@ def analysis_markdown(report: dict) -> str:
 
 
 CSV_FIELDS = ("index", "name", "type", "hyper", "input", "output", "params", "weights", "biases",
-              "non_trainable", "macs", "flops", "activations", "rf_size", "rf_stride", "rf_start")
+              "buffers", "macs", "flops", "activations", "rf_size", "rf_stride", "rf_start")
 
 
 def analysis_csv(report: dict) -> str:
@@ -157,13 +166,13 @@ def analysis_csv(report: dict) -> str:
         writer.writerow([r["index"], visible(r["name"]), r["type"], visible(r["hyper"]),
                          vol(r["input"]),
                          vol(r["output"]), r["params"], r["weights"], r["biases"],
-                         r["non_trainable"], r["macs"], r["flops"], r["activations"],
+                         r["buffers"], r["macs"], r["flops"], r["activations"],
                          "x".join(map(str, r["rf"]["size"])),
                          "x".join(map(str, r["rf"]["stride"])),
                          "x".join(map(str, r["rf"]["start"]))])
     t = report["totals"]
     writer.writerow(["", "total", "", "", vol(report["input"]), vol(report["output"]),
-                     t["trainable_params"], "", "", t["non_trainable_params"], t["macs"],
+                     t["params"], "", "", t["buffers"], t["macs"],
                      t["flops"], t["activations"], "", "", ""])
     return buf.getvalue()
 

@@ -293,8 +293,8 @@ def _mark_total(canon, value, graph, report, t_steps) -> dict:
                        y.lecture(), claimed == (y.w, y.h, y.c),
                        [f"output of the last layer '{graph.output.name}' = {y.lecture()}"])
     claimed = parse_count(value)
-    # trainable parameters, as the lecture counts them (the sum in the worked formula)
-    correct = report["totals"]["trainable_params" if canon == "params" else canon]
+    # learnable parameters, as the lecture counts them (the sum in the worked formula)
+    correct = report["totals"][canon]
     worked = [s.text for s in t_steps if s.topic == canon]
     if canon == "flops":
         worked = [f"total FLOPs = sum of the layers' FLOPs = {correct:,}"]

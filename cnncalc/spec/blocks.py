@@ -23,11 +23,11 @@ import re
 
 from cnncalc.errors import SpecError
 from cnncalc.layers.options import positive_int
-from cnncalc.spec.schema import RawLayer, parse_entry, spec_error
+from cnncalc.spec.schema import RawLayer, trainable_flag, parse_entry, spec_error
 
 #: how deep blocks may use blocks; deeper is almost surely a block that uses itself
 MAX_DEPTH = 16
-BLOCK_ENTRY_KEYS = ("block", "from", "layers", "name", "repeat", "with")
+BLOCK_ENTRY_KEYS = ("block", "from", "layers", "name", "repeat", "trainable", "with")
 _VAR = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
 
 
@@ -87,6 +87,7 @@ class BlockExpander:
             base = f"{key}{self.instances[key]}"
         base = f"{scope}.{base}" if scope else str(base)
         first_from = entry.get("from")
+        frozen = not trainable_flag(entry, p, self.smap)   # `trainable: false` freezes every layer
         items = []
         for r in range(repeat):
             inner = self.expand(body, body_path, f"{base}.{r}" if repeat > 1 else base,
@@ -94,6 +95,9 @@ class BlockExpander:
             if r == 0 and first_from is not None:
                 for it in inner:
                     it.block_input = first_from
+            if frozen:
+                for it in inner:
+                    it.trainable = False
             items.extend(inner)
         return items
 

@@ -70,7 +70,7 @@ def resolve_entries(items: list[RawLayer], smap: SourceMap) -> Iterator[LayerEnt
             block_in = block_inputs[item.scope]
         yield LayerEntry(name=name, layer=layer, inputs=refs.inputs(prev, block_in),
                          path=item.path, opts_path=item.opts_path, block=item.block,
-                         init=item.init)
+                         init=item.init, trainable=item.trainable)
         known.add(name)
         prev = name
 

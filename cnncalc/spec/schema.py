@@ -11,7 +11,8 @@ A spec is a mapping::
       - {type: maxpool, size: 2}            # or the type as a key among the options
       - relu                                # or a bare type name
 
-A layer entry may also carry ``name``, ``from`` (its inputs) and ``init``.
+A layer entry may also carry ``name``, ``from`` (its inputs), ``init`` and ``trainable: false``
+(its parameters are frozen: counted, but not trained).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from cnncalc.layers.options import (all_spellings, boolean, canonical_option, ot
 TOP_LEVEL_KEYS = ("name", "description", "input", "layers", "blocks", "strict", "convention",
                   "train", "classes")
 #: keys of a layer entry that are not layer options
-LAYER_META_KEYS = ("type", "name", "from", "init")
+LAYER_META_KEYS = ("type", "name", "from", "init", "trainable")
 INPUT_HINT = "write the input as WxHxD, e.g. 32x32x3, or {width: 32, height: 32, channels: 3}"
 
 
@@ -137,6 +138,7 @@ class RawLayer:
     block_input: str | None = None   # the block entry's `from:` (its first instance's input)
     kind_path: tuple = ()            # where the type name sits (for "unknown type" errors)
     opts_path: tuple = ()            # where the options sit
+    trainable: bool = True           # False: the layer's parameters are frozen
 
     @property
     def kind(self) -> str | None:
@@ -154,7 +156,8 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
     if "type" in entry:
         opts = {k: v for k, v in entry.items() if k not in LAYER_META_KEYS}
         return RawLayer(entry["type"], _name(entry.get("name")), opts, p, entry.get("from"),
-                        scope, block, entry.get("init"), kind_path=p + ("type",), opts_path=p)
+                        scope, block, entry.get("init"), kind_path=p + ("type",), opts_path=p,
+                        trainable=trainable_flag(entry, p, smap))
     meta = {k: v for k, v in entry.items() if k in LAYER_META_KEYS}
     rest = [k for k in entry if k not in meta]
     if len(rest) != 1:
@@ -175,7 +178,20 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
     opts = {k: v for k, v in body.items() if k not in LAYER_META_KEYS}
     return RawLayer(kind, _name(body.get("name", meta.get("name"))), opts, p,
                     body.get("from", meta.get("from")), scope, block,
-                    body.get("init", meta.get("init")), kind_path=kind_path, opts_path=kind_path)
+                    body.get("init", meta.get("init")), kind_path=kind_path, opts_path=kind_path,
+                    trainable=trainable_flag(body, kind_path, smap) and trainable_flag(meta, p, smap))
+
+
+def trainable_flag(entry: dict, p, smap) -> bool:
+    """The entry's ``trainable:`` flag (default true), checked."""
+    if "trainable" not in entry:
+        return True
+    try:
+        return boolean(entry["trainable"])
+    except (ValueError, TypeError) as err:
+        raise spec_error(smap, SpecError, f"trainable: {err}", p + ("trainable",),
+                         hint="write  trainable: false  to freeze the layer's parameters"
+                         ) from None
 
 
 def _name(value) -> str | None:
