@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from cnncalc.errors import SpecError
 from cnncalc.graph import Graph, Node
 from cnncalc.layers.base import effective_kernel, out_size, prod
-from cnncalc.layers.spatial import fraction_text
+from cnncalc.layers.spatial import fraction_text, real_rows_unseen
 from cnncalc.receptive_field import merge_fields
 
 #: what a step is about; ``check`` matches claims to steps by topic
@@ -119,6 +119,12 @@ def _axis_steps(node: Node, graph: Graph) -> tuple[list[Step], list[str]]:
         else:
             how = "ceil" if ceil else "floor"
             worked = f"{expr} = {fraction_text(res.numerator, s)} → {size_out} ({how})"
+            if not ceil and real_rows_unseen(res, pa, k_eff) <= 0:
+                notes.append(f"{'width and height' if same else word}: floor drops only "
+                             + ("padding: every input row and column is still seen"
+                                if res.unseen <= pa else
+                                f"what the stride skips anyway (a {k_eff}-wide kernel at "
+                                f"stride {s} skips {s - k_eff} of every {s} rows)"))
         quantity = "output width and height" if same else f"output {word}"
         steps.append(Step("output", quantity, symbol, general, worked, size_out))
     # where the padding came from, when the convention or "same" chose it

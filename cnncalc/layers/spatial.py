@@ -1,7 +1,10 @@
 """The output-size rule shared by every sliding-window layer (conv and pools).
 
-It applies the chosen convention, raises on impossible sizes, and warns (or, in strict mode,
-fails) when (W − F + 2P)/S + 1 is not an integer, suggesting a padding or stride that fits.
+It applies the chosen convention and raises on impossible sizes. When (W − F + 2P)/S + 1 is
+not an integer, strict conventions (cs231n) fail, suggesting a padding or stride that fits;
+the default warns only when real input rows or columns are never seen, and suggests a fix
+only when it keeps the output size the following layers were built on. Floor dropping only
+padding is not a warning (``explain`` shows it as a note).
 """
 from __future__ import annotations
 
@@ -34,6 +37,39 @@ def suggest_fit(n: int, k: int, s: int, pad_total: int, dilation: int = 1) -> st
     return "use " + " or ".join(ideas) if ideas else "change the kernel size, stride or padding"
 
 
+def real_rows_unseen(res: OutSize, pad_after: int, k_eff: int) -> int:
+    """Real input rows (columns) at the far edge that floor leaves unseen, beyond the gap of
+    ``max(0, S − F_eff)`` rows a kernel narrower than its stride leaves between any two windows:
+    ``unseen − P_after − max(0, S − F_eff)`` (≤ 0: nothing is lost that the layer does not
+    skip anyway)."""
+    return res.unseen - pad_after - max(0, res.stride - k_eff)
+
+
+def suggest_same_size(n: int, k: int, s: int, pad_total: int, dilation: int, size: int) -> str:
+    """A stride, kernel or padding that tiles the input *and* keeps the output size ``size``
+    that the following layers were built on; "" when there is none.
+
+    Kept size with an exact fit means ``n + P − F_eff = (size − 1)·S``: for a stride,
+    S' = (n + P − F_eff)/(size − 1); for a kernel, F' = n + P − (size − 1)·S; for a padding,
+    P' = (size − 1)·S + F_eff − n (split evenly)."""
+    k_eff = effective_kernel(k, dilation)
+    span = n + pad_total - k_eff
+    ideas = []
+    if size > 1 and span % (size - 1) == 0 and span // (size - 1) != s:
+        ideas.append(f"stride {span // (size - 1)}")
+    if dilation == 1:
+        kernel = n + pad_total - (size - 1) * s
+        if kernel != k and kernel >= 1:
+            ideas.append(f"kernel {kernel}")
+    pad = (size - 1) * s + k_eff - n
+    if pad >= 0 and pad % 2 == 0 and pad != pad_total:
+        ideas.append(f"pad {pad // 2}")
+    if not ideas:
+        return ""
+    keeps = "each keeps" if len(ideas) > 1 else "keeps"
+    return "use " + " or ".join(ideas) + f" ({keeps} output {size})"
+
+
 def fraction_text(numerator: int, s: int) -> str:
     q = Fraction(numerator, s) + 1
     return f"{float(q):.2f}".rstrip("0").rstrip(".") if q.denominator != 1 else str(q)
@@ -60,28 +96,27 @@ def axis_out(ctx: Context, axis: int, n: int, k: int, s: int, pads: tuple[int, i
                          path=ctx.path, hint="use a smaller kernel or stride")
     if not res.is_integer:
         frac = fraction_text(res.numerator, s)
-        fix = suggest_fit(n, k, s, pb + pa, dilation)
-        if ctx.convention.strict and not ceil_mode:
-            raise ShapeError(
-                f"output {axis_name} {formula} = {frac} is not an integer "
-                f"({ctx.convention.name} convention: the layer does not tile the input)",
-                where=ctx.where, path=ctx.path, hint=fix)
-        if not ceil_mode:
-            rows = AXIS_UNITS[axis]
-            lost = res.unseen - pa  # trailing input rows/columns no window covers
-            if lost > 0:
-                seen_txt = (f"input {rows} {n - lost}..{n - 1} (0-based) are never seen"
-                            if lost > 1 else f"the last input {rows} ({n - 1}, 0-based) "
-                                             "are never seen" if axis == 2 else
-                            f"input {rows[:-1]} {n - 1} (0-based) is never seen")
-            else:
-                seen_txt = (f"every input {rows[:-1] if axis < 2 else 'row and column'} is still "
-                            f"seen (only padding is dropped)")
-            # When only padding is dropped nothing is lost: no fix to suggest.
-            ctx.warn(f"output {axis_name} {formula} = {frac} is not an integer; floor gives "
-                     f"{res.size}, so {seen_txt}" + (f"; {fix}" if lost > 0 else ""))
-        else:
+        if ctx.convention.strict:
+            # the lecture's rule: the layer must tile the input exactly
+            if not ceil_mode:
+                raise ShapeError(
+                    f"output {axis_name} {formula} = {frac} is not an integer "
+                    f"({ctx.convention.name} convention: the layer does not tile the input)",
+                    where=ctx.where, path=ctx.path, hint=suggest_fit(n, k, s, pb + pa, dilation))
             ctx.warn(f"output {axis_name} {formula} = {frac}; ceil mode gives {res.size}")
+        elif not ceil_mode and real_rows_unseen(res, pa, k_eff) > 0:
+            lost = res.unseen - pa
+            rows = AXIS_UNITS[axis]
+            seen_txt = (f"input {rows} {n - lost}..{n - 1} (0-based) are never seen"
+                        if lost > 1 else f"the last input {rows} ({n - 1}, 0-based) "
+                                         "are never seen" if axis == 2 else
+                        f"input {rows[:-1]} {n - 1} (0-based) is never seen")
+            fix = suggest_same_size(n, k, s, pb + pa, dilation, res.size)
+            ctx.warn(f"output {axis_name} {formula} = {frac} is not an integer; floor gives "
+                     f"{res.size}, so {seen_txt}" + (f"; {fix}" if fix else ""))
+        # Otherwise nothing is lost: floor drops only padding (ResNet's 7x7/2 stem), a kernel
+        # narrower than its stride skips the last row as it skips every other one (ResNet's
+        # 1x1/2 shortcut), or ceil mode covers every row. `explain` shows the rounding.
     return res.size
 
 
