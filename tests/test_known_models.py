@@ -15,6 +15,8 @@ KNOWN = [
     ("lecture_7x7_stride2", 10, 0, 81, (3, 3, 1)),
     ("lecture_7x7_pad1", 10, 0, 441, (7, 7, 1)),
     ("inception_block", 163_696, 0, 128_049_152, (28, 28, 256)),
+    # torchvision inception_v3(aux_logits=False): 5.71 GFLOPS in torchvision's table (= GMACs)
+    ("inception_v3", 23_834_568, 34_432, 5_713_216_096, (1, 1, 1000)),
 ]
 
 
@@ -70,3 +72,24 @@ def test_torchinfo_single_input_net():
     t = g.analyze()["totals"]
     assert t["trainable_params"] == 21_840
     assert t["macs"] == 480_500
+
+
+def test_inception_v3_receptive_field_matches_the_distill_table(specs_dir):
+    # Araujo, Norris & Sim (Distill, 2019), table of receptive fields: Inception v3 1311,
+    # effective stride 32, at Mixed_7c (the last layer before global pooling)
+    g = cnncalc.load(specs_dir / "inception_v3.yaml")
+    rf = g.node("Mixed_7c.cat").rf
+    assert rf.size == (1311, 1311) and rf.stride == (32, 32)
+
+
+def test_inception_v3_plus_aux_logits_is_torchvision_published_count(specs_dir):
+    # torchvision's Inception_V3_Weights.IMAGENET1K_V1 lists num_params 27,161,264: the model
+    # with its auxiliary classifier (AuxLogits on Mixed_6e's 17x17x768 output)
+    aux = cnncalc.load({"input": "17x17x768", "layers": [
+        {"avgpool": {"size": 5, "stride": 3}},
+        {"conv": {"filters": 128, "size": 1, "bias": False}}, {"batchnorm": None}, "relu",
+        {"conv": {"filters": 768, "size": 5, "bias": False}}, {"batchnorm": None}, "relu",
+        {"adaptive_avgpool": {"size": 1}}, "flatten", {"fc": {"units": 1000}}]})
+    main = cnncalc.load(specs_dir / "inception_v3.yaml")
+    assert aux.analyze()["totals"]["params"] == 3_326_696
+    assert main.analyze()["totals"]["params"] + 3_326_696 == 27_161_264
