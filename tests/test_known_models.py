@@ -17,7 +17,25 @@ KNOWN = [
     ("inception_block", 163_696, 0, 128_049_152, (28, 28, 256)),
     # torchvision inception_v3(aux_logits=False): 5.71 GFLOPS in torchvision's table (= GMACs)
     ("inception_v3", 23_834_568, 34_432, 5_713_216_096, (1, 1, 1000)),
+    ("googlenet", 6_624_904, 14_560, 1_498_376_192, (1, 1, 1000)),
+    ("mobilenet_v2", 3_504_872, 34_112, 300_774_272, (1, 1, 1000)),
+    ("squeezenet1_0", 1_248_424, 0, 818_924_576, (1, 1, 1000)),
+    ("densenet121", 7_978_856, 83_648, 2_834_161_664, (1, 1, 1000)),
 ]
+
+# torchvision's model tables: num_params and GFLOPS (which are GMACs, two decimals)
+TORCHVISION = {"alexnet_torchvision": (61_100_840, 0.71), "vgg16": (138_357_544, 15.47),
+               "resnet18": (11_689_512, 1.81), "googlenet": (6_624_904, 1.50),
+               "mobilenet_v2": (3_504_872, 0.30), "squeezenet1_0": (1_248_424, 0.82),
+               "densenet121": (7_978_856, 2.83), "inception_v3": (23_834_568, 5.71)}
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_table(specs_dir, name):
+    params, gflops = TORCHVISION[name]
+    t = cnncalc.load(specs_dir / f"{name}.yaml").analyze()["totals"]
+    assert t["params"] == params
+    assert round(t["macs"] / 1e9, 2) == gflops
 
 
 @pytest.mark.parametrize("name,params,buffers,macs,out", KNOWN, ids=[k[0] for k in KNOWN])
