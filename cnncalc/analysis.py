@@ -14,6 +14,10 @@ FLOPs              2·MACs + one add per bias; max-pool F·F − 1 compares per 
                    F·F per output; activations 1 per element (softmax 3); batchnorm 2 per
                    element; add (branches − 1) per element; LRN 2n + 3 per element; dropout,
                    flatten, concat, zero padding 0
+training MACs      forward + backward per example: the forward MACs, the input gradient dX
+                   (the same multiply-adds again for every learned layer except those fed by
+                   the network input, whose dX nobody needs) and the weight gradient dW (the
+                   same again for every trained layer); per step = per example · batch
 activations        output values of each layer, per example
 bytes              float32 forward activations (input + every layer's output) per example
 =================  ==========================================================================
@@ -77,6 +81,9 @@ def analyze(graph, batch: int = 1, optimizer: str | None = None, dtype_bytes: in
     buffers = sum(r["buffers"] for r in rows)
     activations = sum(r["activations"] for r in rows)
     macs = sum(r["macs"] for r in rows)
+    backward_input = sum(r["macs"] for r in rows if r["inputs"] != ["input"])
+    backward_weights = sum(r["macs"] for r in rows if r["trainable"])
+    train_macs = macs + backward_input + backward_weights
     per_example = (inp.size + activations) * dtype_bytes
     totals = {
         "params": params,
@@ -85,6 +92,9 @@ def analyze(graph, batch: int = 1, optimizer: str | None = None, dtype_bytes: in
         "buffers": buffers,
         "macs": macs,
         "flops": sum(r["flops"] for r in rows),
+        "train_macs": {"forward": macs, "backward_input": backward_input,
+                       "backward_weights": backward_weights, "per_example": train_macs,
+                       "per_step": train_macs * batch},
         "activations": activations,
         "bytes": per_example,
         "batch": batch,

@@ -94,6 +94,10 @@ def totals_lines(report: dict) -> list[str]:
                      "not learned; shown as (+n) in the table)")
     lines += [
         f"MACs: {num(t['macs'])}   FLOPs: {num(t['flops'])}   (per example)",
+        f"training MACs: {num(t['train_macs']['per_example'])} per example (forward "
+        f"{num(t['train_macs']['forward'])} + dX {num(t['train_macs']['backward_input'])} + dW "
+        f"{num(t['train_macs']['backward_weights'])}), {num(t['train_macs']['per_step'])} per "
+        f"step of batch {t['batch']}",
         f"activations: {num(t['activations'])} values; forward memory (float32) "
         f"{format_bytes(t['bytes'])} per example"
         + (f", {format_bytes(t['batch_bytes'])} for batch {t['batch']}" if t["batch"] > 1 else ""),
@@ -188,3 +192,24 @@ def layers_table(rows: list[dict]) -> Table:
             for o in r["options"])
         table.add_row(r["type"], ", ".join(r["aliases"]), opt_text, r["summary"])
     return table
+
+
+def giga(n: int) -> str:
+    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def counted_lines(tool: str, help_line: str, counted, batch: int) -> list[str]:
+    """`analyze --counts-like TOOL`: the totals as that tool prints them."""
+    scope = f"for batch {batch}" if counted.per_batch else "per example"
+    return [f"as {tool} would report it: params {num(counted.params)}; {counted.ops_name} "
+            f"{num(counted.ops)} ({giga(counted.ops)}) {scope}",
+            f"  {tool} counts: {help_line}"]
+
+
+def other_tools_line(others: dict) -> str | None:
+    """The footer under the table: what the other tools would print, when it differs."""
+    if not others:
+        return None
+    return "other tools would say: " + "; ".join(
+        f"{tool} {giga(c.ops)} {c.ops_name}" for tool, c in others.items()) + \
+        " (--counts-like TOOL explains each)"
