@@ -21,28 +21,58 @@ def fits(n: int, k_eff: int, s: int, pad_total: int) -> bool:
     return n + pad_total - k_eff >= 0 and (n + pad_total - k_eff) % s == 0
 
 
+def smallest_fitting_pad(n: int, k_eff: int, s: int, start: int) -> int | None:
+    """The smallest padding per side p ≥ ``start`` with (n + 2p − F_eff) divisible by S, solved
+    as the congruence 2p ≡ F_eff − n (mod S) rather than by trying up to S paddings."""
+    r = (k_eff - n) % s
+    if s % 2 == 0:
+        if r % 2:
+            return None
+        target, m = r // 2, s // 2
+    else:
+        target, m = (r * (s + 1) // 2) % s, s     # (s + 1)/2 is 2's inverse modulo odd s
+    p = start + (target - start) % m
+    while n + 2 * p - k_eff < 0:                 # at most one step per S rows of kernel
+        p += m
+    return p
+
+
+def closest_dividing_stride(span: int, s: int, limit: int) -> int | None:
+    """The stride t ≠ S in 1..``limit`` closest to S that divides ``span`` exactly; found from
+    the divisors of ``span`` (at most √span trials), never by counting up to S."""
+    if span < 0:
+        return None
+    if span == 0:   # every stride divides 0: the neighbour of S
+        return s - 1 if s > 1 else (2 if limit >= 2 else None)
+    divisors, i = set(), 1
+    while i * i <= span:
+        if span % i == 0:
+            divisors.update((i, span // i))
+        i += 1
+    fitting = [t for t in divisors if t != s and t <= limit]
+    return min(fitting, key=lambda t: (abs(t - s), t)) if fitting else None
+
+
 def suggest_fit(n: int, k: int, s: int, pad_total: int, dilation: int = 1) -> str:
     """A padding or stride that makes (W − F + 2P)/S + 1 an integer, in words."""
     k_eff = effective_kernel(k, dilation)
     ideas = []
-    for p in range(pad_total // 2, pad_total // 2 + s + 1):
-        if fits(n, k_eff, s, 2 * p):
-            out = (n + 2 * p - k_eff) // s + 1
-            ideas.append(f"pad {p} (output {out})")
-            break
-    strides = [t for t in range(1, max(k_eff, s) + 1) if t != s and fits(n, k_eff, t, pad_total)]
-    if strides:
-        best = min(strides, key=lambda t: abs(t - s))
+    p = smallest_fitting_pad(n, k_eff, s, pad_total // 2)
+    if p is not None and p <= pad_total // 2 + s:
+        ideas.append(f"pad {p} (output {(n + 2 * p - k_eff) // s + 1})")
+    best = closest_dividing_stride(n + pad_total - k_eff, s, max(k_eff, s))
+    if best is not None:
         ideas.append(f"stride {best} (output {(n + pad_total - k_eff) // best + 1})")
     return "use " + " or ".join(ideas) if ideas else "change the kernel size, stride or padding"
 
 
 def real_rows_unseen(res: OutSize, pad_after: int, k_eff: int) -> int:
     """Real input rows (columns) at the far edge that floor leaves unseen, beyond the gap of
-    ``max(0, S − F_eff)`` rows a kernel narrower than its stride leaves between any two windows:
-    ``unseen − P_after − max(0, S − F_eff)`` (≤ 0: nothing is lost that the layer does not
-    skip anyway)."""
-    return res.unseen - pad_after - max(0, res.stride - k_eff)
+    ``max(0, S − F_eff)`` rows a kernel narrower than its stride leaves between any two windows
+    (when there are two): ``unseen − P_after − max(0, S − F_eff)`` (≤ 0: nothing is lost that
+    the layer does not skip anyway)."""
+    gap = max(0, res.stride - k_eff) if res.size > 1 else 0   # one window: no gaps to match
+    return res.unseen - pad_after - gap
 
 
 def suggest_same_size(n: int, k: int, s: int, pad_total: int, dilation: int, size: int) -> str:
@@ -71,8 +101,13 @@ def suggest_same_size(n: int, k: int, s: int, pad_total: int, dilation: int, siz
 
 
 def fraction_text(numerator: int, s: int) -> str:
+    """(numerator)/s + 1 in two decimals, or as a fraction when two decimals would hide that
+    it is not an integer (29/10⁹ + 1 is not "1")."""
     q = Fraction(numerator, s) + 1
-    return f"{float(q):.2f}".rstrip("0").rstrip(".") if q.denominator != 1 else str(q)
+    if q.denominator == 1:
+        return str(q)
+    text = f"{float(q):.2f}".rstrip("0").rstrip(".")
+    return text if "." in text else f"{q.numerator}/{q.denominator}"
 
 
 def axis_out(ctx: Context, axis: int, n: int, k: int, s: int, pads: tuple[int, int],
