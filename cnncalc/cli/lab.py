@@ -20,7 +20,7 @@ from cnncalc.labs.optimizers import FUNCTIONS
 commands = typer.Typer(
     name="lab",
     help="Classroom labs: init statistics, optimizers, schedules, activations, equivariance, "
-         "batch-norm folding, preprocessing.",
+         "batch-norm folding, preprocessing, a trained network's filters and activation maps.",
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -58,7 +58,9 @@ SeedOpt = typer.Option(0, "--seed", help="Random seed (weights and data).")
 
 # ------------------------------------------------------------------------------ helpers
 def _clean(obj):
-    """JSON-safe: +-inf as the strings "inf"/"-inf", NaN as null, tuples as lists."""
+    """JSON-safe: +-inf as the strings "inf"/"-inf", NaN as null, tuples and arrays as lists."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        obj = obj.tolist()
     if isinstance(obj, float):
         if math.isnan(obj):
             return None
@@ -97,6 +99,21 @@ def _g(v, digits: int = 4) -> str:
             return f"{v:.{digits - 1}e}"
         return f"{v:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{v:.{digits}f}" else f"{v}"
     return str(v)
+
+
+def _without_arrays(obj):
+    """``obj`` without the numpy arrays it holds (pictures the JSON leaves out by default)."""
+    if isinstance(obj, dict):
+        return {k: _without_arrays(v) for k, v in obj.items() if not hasattr(v, "shape")}
+    if isinstance(obj, list):
+        return [_without_arrays(v) for v in obj]
+    return obj
+
+
+def _emit_json_arrays(result, arrays: bool) -> None:
+    """``result`` as JSON, with its numpy arrays as nested lists when ``arrays``, else without."""
+    d = dataclasses.asdict(result)
+    print_json(_clean(d if arrays else _without_arrays(d)))
 
 
 def _fixed(v, digits: int = 6) -> str:
@@ -446,3 +463,103 @@ def preprocess(
                   else f"> {r.max_steps}", _g(run.final_gap_ratio), _g(run.predicted_steps),
                   _g(run.initial_grad[0]), _g(run.initial_grad[1]))
     out.print(g)
+
+
+# ------------------------------------------------------------------------------ filters
+CheckpointArg = typer.Argument(..., help="A checkpoint written by cnncalc train.", exists=True,
+                               dir_okay=False, readable=True, show_default=False)
+
+
+@commands.command("filters")
+@handle_errors
+def filters(
+    checkpoint: Path = CheckpointArg,
+    layer: str = typer.Option(None, "--layer", "-l", help="Conv layer (default: the first)."),
+    mean: bool = typer.Option(False, "--mean", help="One tile per filter: the mean over its "
+                                                    "input channels."),
+    sample: int = typer.Option(500, "--sample", min=0, help="Test images searched for dead "
+                                                            "filters (0: skip)."),
+    fmt: TableOrJson = FormatOpt,
+    plot: Path = PlotOpt,
+    weights: bool = typer.Option(False, "--weights", help="Include the weights in JSON."),
+):
+    """A trained conv layer's filters: norms, means, dead filters; --plot draws them."""
+    from cnncalc.labs import filters as lab
+
+    r = lab.run(checkpoint, layer, mean=mean, sample=sample)
+    _plot("filters", r, plot)
+    if fmt is TableOrJson.json:
+        _emit_json_arrays(r, weights)
+        return
+    out = console()
+    k, c, fh, fw = r.shape
+    t = Table(title=f"{r.checkpoint}: {r.layer}, {k} filters of {fh}x{fw}x{c}")
+    for col in ("filter", "norm", "mean", "bias", "max ReLU output", "dead"):
+        t.add_column(col, justify="right")
+    for row in r.rows:
+        t.add_row(f"#{row.index}", _g(row.norm), _g(row.mean), _g(row.bias),
+                  _g(row.max_response), "-" if row.dead is None else "yes" if row.dead else "no")
+    out.print(t)
+    if r.dead_share is not None:
+        out.print(f"dead filters: {sum(x.dead for x in r.rows)} of {k} ({r.dead_share:.0%}); "
+                  f"dead = {r.relu} outputs 0 everywhere on the first {r.sample} test images "
+                  f"of {r.data}")
+    out.print(f"how alike: mean |cos| between filters {r.mean_abs_cosine:.3f} (1 = all the same)")
+    _notes(out, r.notes)
+
+
+# ------------------------------------------------------------------------------ activation-maps
+@commands.command("activation-maps")
+@handle_errors
+def activation_maps(
+    checkpoint: Path = CheckpointArg,
+    image: str = typer.Option(..., "--image", "-i", help="FILE.png, FILE.npy (one image) or "
+                                                         "FILE.npy[INDEX].", show_default=False),
+    layers: str = typer.Option(None, "--layers", help="Comma-separated layers (default: every "
+                                                      "layer with a spatial output)."),
+    unit: str = typer.Option(None, "--unit", help="LAYER[:CHANNEL[@ROW,COL]] (default: the "
+                                                  "strongest unit of the last layer shown)."),
+    top_k: int = typer.Option(6, "--top-k", "-k", min=0, help="Test images that excite the "
+                                                              "unit's channel most."),
+    sample: int = typer.Option(1000, "--sample", min=0, help="Test images searched for the "
+                                                             "top-k."),
+    fmt: TableOrJson = FormatOpt,
+    plot: Path = PlotOpt,
+    maps: bool = typer.Option(False, "--maps", help="Include the maps and images in JSON."),
+):
+    """One image's activation maps at each layer; a unit's receptive field; its top-k images."""
+    from cnncalc.labs import activation_maps as lab
+
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    r = lab.run(checkpoint, image, names, unit=unit, top_k=top_k, sample=sample)
+    _plot("activation_maps", r, plot)
+    if fmt is TableOrJson.json:
+        _emit_json_arrays(r, maps)
+        return
+    out = console()
+    out.print(f"{r.image}: predicted {r.predicted} ({r.probability:.1%})")
+    t = Table(title=f"activation maps of {r.image} ({r.checkpoint})")
+    for col in ("layer", "type", "maps", "min", "max", "mean", "strongest channel"):
+        t.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for m in r.layers:
+        t.add_row(m.label, m.kind, str(m.shape[0]), _g(m.min), _g(m.max), _g(m.mean),
+                  str(m.strongest))
+    out.print(t)
+    u = r.unit
+    if u is not None:
+        top, left, bottom, right = (_g(v) for v in u.box)
+        out.print(f"unit {u.layer}[{u.channel}] at row {u.row}, col {u.col}: value {_g(u.value)}; "
+                  f"receptive field {u.size[0]}x{u.size[1]} centred at (y, x) = "
+                  f"({_g(u.centre[0])}, {_g(u.centre[1])}): rows {top}..{bottom}, cols "
+                  f"{left}..{right}" + (" (reaches into the padding)" if u.exceeds_input else ""))
+    if r.top:
+        tt = Table(title=f"top {len(r.top)} of the first {r.sample} test images of {r.data} "
+                         f"for {u.layer}[{u.channel}] (max over positions)")
+        for col in ("test image", "class", "value", "at (row, col)", "field [top, left, "
+                    "bottom, right]"):
+            tt.add_column(col, justify="right")
+        for x in r.top:
+            tt.add_row(str(x.index), x.label, _g(x.value), f"({x.row}, {x.col})",
+                       ", ".join(_g(v) for v in x.box))
+        out.print(tt)
+    _notes(out, r.notes)
