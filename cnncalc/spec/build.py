@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from cnncalc.errors import SpecError
 from cnncalc.graph import INPUT_NAME, Graph, LayerEntry, build_graph, layer_label
 from cnncalc.layers import LAYERS
+from cnncalc.layers.options import shown
 from cnncalc.spec.blocks import BlockExpander
 from cnncalc.spec.loader import SourceMap, read_source
 from cnncalc.spec.schema import RawLayer, build_layer, read_header, spec_error
@@ -90,7 +91,8 @@ class _References:
         for j, src in enumerate(sources if many else [sources]):
             path = self.item.opts_path + (("from", j) if many else ("from",))
             if not isinstance(src, str):
-                raise spec_error(self.smap, SpecError, f"'from' must name layers, got {src!r}",
+                raise spec_error(self.smap, SpecError,
+                                 f"'from' must name layers, got {shown(src)}",
                                  path, where=self.where)
             found.append(self.find(src, block_in, path))
         return found

@@ -25,7 +25,7 @@ from cnncalc.graph import MAX_DIM
 from cnncalc.layers import LAYERS
 from cnncalc.layers.base import Layer, Shape
 from cnncalc.layers.options import (all_spellings, boolean, canonical_option, other_spellings,
-                                    positive_int)
+                                    positive_int, shown)
 
 TOP_LEVEL_KEYS = ("name", "description", "input", "layers", "blocks", "strict", "convention",
                   "train", "classes")
@@ -114,9 +114,10 @@ def parse_input(raw, smap) -> Shape:
             w, h, c = (positive_int(p) for p in raw)
         else:
             raise ValueError
-    except (ValueError, TypeError):
-        raise spec_error(smap, SpecError, f"malformed input {raw!r}: sizes must be positive "
-                         "integers", path, hint=INPUT_HINT) from None
+    except (ValueError, TypeError) as err:
+        too_big = " of at most 2,147,483,647" if "at most" in str(err) else ""
+        raise spec_error(smap, SpecError, f"malformed input {shown(raw)}: sizes must be "
+                         f"positive integers{too_big}", path, hint=INPUT_HINT) from None
     if max(w, h, c) > MAX_DIM:
         raise spec_error(smap, ShapeError, f"input {w}x{h}x{c} has a dimension over 2^31 - 1",
                          path, hint="check the input size")
@@ -152,7 +153,8 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
         return RawLayer(entry, None, {}, p, None, scope, block, kind_path=p, opts_path=p)
     if not isinstance(entry, dict) or not entry:
         raise spec_error(smap, SpecError, f"a layer must be a type name or a mapping, got "
-                         f"{entry!r}", p, hint="e.g.  - relu   or   - conv: {filters: 6, size: 5}")
+                         f"{shown(entry)}", p,
+                         hint="e.g.  - relu   or   - conv: {filters: 6, size: 5}")
     if "type" in entry:
         opts = {k: v for k, v in entry.items() if k not in LAYER_META_KEYS}
         return RawLayer(entry["type"], _name(entry.get("name")), opts, p, entry.get("from"),
@@ -171,7 +173,7 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
         body = {}
     if not isinstance(body, dict):
         raise spec_error(smap, SpecError, f"the options of '{kind}' must be a mapping, "
-                         f"got {body!r}", kind_path, hint=f"e.g.  - {kind}: {{...}}")
+                         f"got {shown(body)}", kind_path, hint=f"e.g.  - {kind}: {{...}}")
     if "type" in body:
         raise spec_error(smap, SpecError, "'type' inside a one-key layer mapping",
                          kind_path + ("type",), hint="use one form or the other")
@@ -179,7 +181,8 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
     return RawLayer(kind, _name(body.get("name", meta.get("name"))), opts, p,
                     body.get("from", meta.get("from")), scope, block,
                     body.get("init", meta.get("init")), kind_path=kind_path, opts_path=kind_path,
-                    trainable=trainable_flag(body, kind_path, smap) and trainable_flag(meta, p, smap))
+                    trainable=(trainable_flag(body, kind_path, smap)
+                               and trainable_flag(meta, p, smap)))
 
 
 def trainable_flag(entry: dict, p, smap) -> bool:
