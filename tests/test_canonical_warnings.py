@@ -69,3 +69,19 @@ def test_ceil_mode_covers_every_row_and_does_not_warn():
 def test_strict_keeps_the_lecture_rule_on_resnet18(specs_dir, how):
     with pytest.raises(ShapeError, match="not an integer"):
         cnncalc.load(specs_dir / "resnet18.yaml", **how)
+
+
+def test_buffers_have_their_own_line_under_the_table(specs_dir):
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    out = CliRunner().invoke(app, ["analyze", str(specs_dir / "resnet18.yaml")]).output
+    assert "params: 11,689,512\n" in out and "buffers: 9,600 (batchnorm running" in out
+    out = CliRunner().invoke(app, ["analyze", str(specs_dir / "lenet5.yaml")]).output
+    assert "buffers:" not in out
+    csv_text = CliRunner().invoke(app, ["analyze", str(specs_dir / "resnet18.yaml"),
+                                        "-f", "csv"]).output
+    header, *_, total = csv_text.splitlines()
+    assert header.split(",")[9] == "buffers"
+    assert total.split(",")[6:10] == ["11689512", "", "", "9600"]
