@@ -3,14 +3,21 @@
 Counting conventions (stated once; README repeats them):
 
 =================  ==========================================================================
-params             trainable tensors (weights + biases; batchnorm γ, β; PReLU α)
-non-trainable      batchnorm running mean and variance
+params             learnable tensors (weights + biases; batchnorm γ, β; PReLU α), as torchvision,
+                   torchinfo and the papers count them. ``trainable_params`` are the ones
+                   trained, ``non_trainable_params`` the frozen ones (``trainable: false``)
+buffers            state that is not learned: batchnorm running mean and variance. Not in
+                   ``params``; counted in ``param_bytes`` (it is stored and loaded)
 MACs               multiply-accumulates of learned weights only: conv (H2·W2·K·(D1/g)·F·F),
                    fc (D_in·N), maxout (k·D_in·N). Everything else is 0 MACs.
 FLOPs              2·MACs + one add per bias; max-pool F·F − 1 compares per output; avg-pool
                    F·F per output; activations 1 per element (softmax 3); batchnorm 2 per
                    element; add (branches − 1) per element; LRN 2n + 3 per element; dropout,
                    flatten, concat, zero padding 0
+training MACs      forward + backward per example: the forward MACs, the input gradient dX
+                   (the same multiply-adds again for every learned layer except those fed by
+                   the network input, whose dX nobody needs) and the weight gradient dW (the
+                   same again for every trained layer); per step = per example · batch
 activations        output values of each layer, per example
 bytes              float32 forward activations (input + every layer's output) per example
 =================  ==========================================================================
@@ -28,7 +35,7 @@ def layer_row(node) -> dict:
     shapes = node.param_shapes()
     weights = sum(prod(s) for k, s in shapes.items() if k != "bias")
     biases = prod(shapes["bias"]) if "bias" in shapes else 0
-    non_trainable = sum(prod(s) for s in node.buffer_shapes().values())
+    buffers = sum(prod(s) for s in node.buffer_shapes().values())
     flops = layer.flops(x, y)
     if node.kind == "add":
         flops *= len(node.inputs) - 1
@@ -44,7 +51,8 @@ def layer_row(node) -> dict:
         "params": weights + biases,
         "weights": weights,
         "biases": biases,
-        "non_trainable": non_trainable,
+        "buffers": buffers,
+        "trainable": node.trainable,
         "macs": layer.macs(x, y),
         "flops": flops,
         "activations": y.size,
@@ -69,29 +77,37 @@ def analyze(graph, batch: int = 1, optimizer: str | None = None, dtype_bytes: in
         if size[0] > inp.h or size[1] > inp.w:
             row["rf_exceeds_input"] = True
     params = sum(r["params"] for r in rows)
-    non_trainable = sum(r["non_trainable"] for r in rows)
+    trainable = sum(r["params"] for r in rows if r["trainable"])
+    buffers = sum(r["buffers"] for r in rows)
     activations = sum(r["activations"] for r in rows)
     macs = sum(r["macs"] for r in rows)
+    backward_input = sum(r["macs"] for r in rows if r["inputs"] != ["input"])
+    backward_weights = sum(r["macs"] for r in rows if r["trainable"])
+    train_macs = macs + backward_input + backward_weights
     per_example = (inp.size + activations) * dtype_bytes
     totals = {
-        "params": params + non_trainable,
-        "trainable_params": params,
-        "non_trainable_params": non_trainable,
+        "params": params,
+        "trainable_params": trainable,
+        "non_trainable_params": params - trainable,
+        "buffers": buffers,
         "macs": macs,
         "flops": sum(r["flops"] for r in rows),
+        "train_macs": {"forward": macs, "backward_input": backward_input,
+                       "backward_weights": backward_weights, "per_example": train_macs,
+                       "per_step": train_macs * batch},
         "activations": activations,
         "bytes": per_example,
         "batch": batch,
         "batch_bytes": per_example * batch,
-        "param_bytes": (params + non_trainable) * dtype_bytes,
+        "param_bytes": (params + buffers) * dtype_bytes,
     }
     warnings = list(graph.warnings)
     if optimizer is not None:
         training = {
             "optimizer": optimizer,
-            "param_bytes": (params + non_trainable) * dtype_bytes,
-            "gradient_bytes": params * dtype_bytes,
-            "optimizer_state_bytes": state * params * dtype_bytes,
+            "param_bytes": (params + buffers) * dtype_bytes,
+            "gradient_bytes": trainable * dtype_bytes,         # frozen tensors get none
+            "optimizer_state_bytes": state * trainable * dtype_bytes,
             "activation_bytes": per_example * batch,
             "activation_gradient_bytes": per_example * batch,
         }

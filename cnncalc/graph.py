@@ -39,6 +39,7 @@ class LayerEntry:
     opts_path: tuple = ()           # where its options sit (shape errors point there)
     block: str | None = None        # the block it was expanded from
     init: object = None             # per-layer init override for the trainer
+    trainable: bool = True          # False: parameters frozen (counted, not trained)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Node:
     block: str | None = None        # the block it was expanded from
     init: object = None             # per-layer init override for the trainer
     warnings: list[str] = field(default_factory=list)
+    trainable: bool = True          # False: parameters frozen (counted, not trained)
 
     @property
     def in_shape(self) -> Shape:
@@ -210,7 +212,8 @@ class Graph:
         rf = compose(field_in, layer.rf_step(in_shapes[0], self.convention))
         node = Node(index=index, name=entry.name, kind=layer.kind, layer=layer, inputs=inputs,
                     in_shapes=in_shapes, out_shape=out, rf=rf, path=entry.path,
-                    block=entry.block, init=entry.init, warnings=[*ctx.warnings, *rf_warnings])
+                    block=entry.block, init=entry.init, warnings=[*ctx.warnings, *rf_warnings],
+                    trainable=entry.trainable)
         self.nodes.append(node)
         self._by_name[node.name] = node
         self.warnings.extend(f"{node.label}: {w}" for w in node.warnings)

@@ -4,7 +4,7 @@ import pytest
 import cnncalc
 
 KNOWN = [
-    # spec, trainable params, non-trainable, MACs, output WxHxD
+    # spec, params (learnable), buffers (batchnorm running statistics), MACs, output WxHxD
     ("lenet5", 61_706, 0, 416_520, (1, 1, 10)),
     ("alexnet", 60_965_224, 0, 724_406_816, (1, 1, 1000)),
     ("alexnet_torchvision", 61_100_840, 0, 714_188_480, (1, 1, 1000)),   # torchvision 0.71 GMACs
@@ -15,15 +15,36 @@ KNOWN = [
     ("lecture_7x7_stride2", 10, 0, 81, (3, 3, 1)),
     ("lecture_7x7_pad1", 10, 0, 441, (7, 7, 1)),
     ("inception_block", 163_696, 0, 128_049_152, (28, 28, 256)),
+    # torchvision inception_v3(aux_logits=False): 5.71 GFLOPS in torchvision's table (= GMACs)
+    ("inception_v3", 23_834_568, 34_432, 5_713_216_096, (1, 1, 1000)),
+    ("googlenet", 6_624_904, 14_560, 1_498_376_192, (1, 1, 1000)),
+    ("mobilenet_v2", 3_504_872, 34_112, 300_774_272, (1, 1, 1000)),
+    ("squeezenet1_0", 1_248_424, 0, 818_924_576, (1, 1, 1000)),
+    ("densenet121", 7_978_856, 83_648, 2_834_161_664, (1, 1, 1000)),
 ]
+
+# torchvision's model tables: num_params and GFLOPS (which are GMACs, two decimals)
+TORCHVISION = {"alexnet_torchvision": (61_100_840, 0.71), "vgg16": (138_357_544, 15.47),
+               "resnet18": (11_689_512, 1.81), "googlenet": (6_624_904, 1.50),
+               "mobilenet_v2": (3_504_872, 0.30), "squeezenet1_0": (1_248_424, 0.82),
+               "densenet121": (7_978_856, 2.83), "inception_v3": (23_834_568, 5.71)}
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_table(specs_dir, name):
+    params, gflops = TORCHVISION[name]
+    t = cnncalc.load(specs_dir / f"{name}.yaml").analyze()["totals"]
+    assert t["params"] == params
+    assert round(t["macs"] / 1e9, 2) == gflops
 
 
 @pytest.mark.parametrize("name,params,buffers,macs,out", KNOWN, ids=[k[0] for k in KNOWN])
 def test_published_totals(specs_dir, name, params, buffers, macs, out):
     g = cnncalc.load(specs_dir / f"{name}.yaml")
     t = g.analyze()["totals"]
-    assert t["trainable_params"] == params
-    assert t["non_trainable_params"] == buffers
+    assert t["params"] == t["trainable_params"] == params
+    assert t["non_trainable_params"] == 0
+    assert t["buffers"] == buffers
     assert t["macs"] == macs
     o = g.output_shape
     assert (o.w, o.h, o.c) == out
@@ -69,3 +90,24 @@ def test_torchinfo_single_input_net():
     t = g.analyze()["totals"]
     assert t["trainable_params"] == 21_840
     assert t["macs"] == 480_500
+
+
+def test_inception_v3_receptive_field_matches_the_distill_table(specs_dir):
+    # Araujo, Norris & Sim (Distill, 2019), table of receptive fields: Inception v3 1311,
+    # effective stride 32, at Mixed_7c (the last layer before global pooling)
+    g = cnncalc.load(specs_dir / "inception_v3.yaml")
+    rf = g.node("Mixed_7c.cat").rf
+    assert rf.size == (1311, 1311) and rf.stride == (32, 32)
+
+
+def test_inception_v3_plus_aux_logits_is_torchvision_published_count(specs_dir):
+    # torchvision's Inception_V3_Weights.IMAGENET1K_V1 lists num_params 27,161,264: the model
+    # with its auxiliary classifier (AuxLogits on Mixed_6e's 17x17x768 output)
+    aux = cnncalc.load({"input": "17x17x768", "layers": [
+        {"avgpool": {"size": 5, "stride": 3}},
+        {"conv": {"filters": 128, "size": 1, "bias": False}}, {"batchnorm": None}, "relu",
+        {"conv": {"filters": 768, "size": 5, "bias": False}}, {"batchnorm": None}, "relu",
+        {"adaptive_avgpool": {"size": 1}}, "flatten", {"fc": {"units": 1000}}]})
+    main = cnncalc.load(specs_dir / "inception_v3.yaml")
+    assert aux.analyze()["totals"]["params"] == 3_326_696
+    assert main.analyze()["totals"]["params"] + 3_326_696 == 27_161_264

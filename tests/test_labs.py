@@ -200,7 +200,8 @@ def test_bn_fold_spec(specs_dir):
     assert len(r.folded) == 5 and not r.not_folded
     assert r.agree and r.max_rel_diff < 1e-12
     channels = sum(p.channels for p in r.folded)
-    assert r.saved["params"] == 3 * channels     # gamma, beta, mean, var gone; a bias added
+    # gamma, beta (params) and mean, var (buffers) gone; a bias added
+    assert (r.saved["params"], r.saved["buffers"]) == (channels, 2 * channels)
     assert r.saved["bn_multiply_adds"] == 2 * 32 * 32 * 32 + 2 * 64 * 16 * 16 + 128 * 8 * 8
 
 
@@ -223,7 +224,8 @@ def test_bn_fold_checkpoint_conv_and_fc(tmp_path):
     assert r.from_checkpoint
     assert {p.kind for p in r.folded} == {"conv", "fc"}
     assert r.agree and r.max_rel_diff < 1e-12
-    assert r.saved["params"] == 3 * 4 + 4 * 6   # 4 tensors per BN go; the conv gains a bias
+    # 4 tensors per BN go (2 params, 2 buffers); the conv gains a bias, the fc has one
+    assert (r.saved["params"], r.saved["buffers"]) == (2 * 4 - 4 + 2 * 6, 2 * 4 + 2 * 6)
 
 
 # ------------------------------------------------------------------------------ preprocess

@@ -98,11 +98,13 @@ def test_weights_and_biases_split():
     assert (row["weights"], row["biases"]) == (750, 10)
 
 
-def test_batchnorm_buffers_are_non_trainable():
+def test_batchnorm_running_statistics_are_buffers_not_params():
     g, row = one_layer({"batchnorm": None}, "4x4x16")
-    assert row["non_trainable"] == 32
+    assert (row["params"], row["buffers"]) == (32, 32)
     t = g.analyze()["totals"]
-    assert (t["trainable_params"], t["non_trainable_params"], t["params"]) == (32, 32, 64)
+    assert (t["params"], t["trainable_params"], t["non_trainable_params"], t["buffers"]) == \
+        (32, 32, 0, 32)
+    assert t["param_bytes"] == 4 * (32 + 32)    # buffers are stored: they count in memory
     assert g.buffer_shapes() == {"bn1.running_mean": (16,), "bn1.running_var": (16,)}
 
 

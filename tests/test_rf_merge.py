@@ -53,3 +53,15 @@ def test_shipped_branching_specs_have_symmetric_fields(specs_dir, spec):
     for row in cnncalc.load(specs_dir / spec).analyze()["layers"]:
         rf = row["rf"]
         assert rf["size"][0] == rf["size"][1] and rf["start"][0] == rf["start"][1], row["name"]
+
+
+def test_explain_shows_the_merge_union_with_numbers(specs_dir):
+    from cnncalc.homework.explain import explain
+
+    g = cnncalc.load(specs_dir / "inception_block.yaml")
+    (layer,) = explain(g, "output")["layers"]
+    (step,) = [s for s in layer["steps"] if s["symbol"] == "r_merge"]
+    assert step["value"] == 5
+    assert step["worked"] == ("b1_relu [0, 0] ∪ b2_relu2 [-1, 1] ∪ b3_relu2 [-2, 2] ∪ "
+                              "b4_relu [-1, 1] = [-2, 2]: 2 - (-2) + 1 = 5")
+    assert any("union of the branches' windows" in n for n in layer["notes"])

@@ -1,6 +1,7 @@
 """`cnncalc analyze` and `cnncalc layers`."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -8,10 +9,14 @@ import typer
 from cnncalc.cli import render
 from cnncalc.cli.common import (ConventionName, ConventionOpt, Format, StrictOpt, console,
                                 handle_errors, print_json, warn)
+from cnncalc.counting import COUNTERS, count_like, other_tools
 from cnncalc.optim import OPTIMIZERS
 
 #: this module's commands; cnncalc.cli.app adds them to the root application
 commands = typer.Typer()
+
+#: --counts-like choices, from the one table of counting conventions
+CounterName = Enum("CounterName", {e.name: e.name for e in COUNTERS}, type=str)
 
 SpecArg = typer.Argument(..., help="YAML architecture spec (see specs/).", show_default=False)
 
@@ -29,12 +34,27 @@ def analyze(
                                        f"{', '.join(OPTIMIZERS.names())}."),
     strict: bool = StrictOpt,
     convention: ConventionName = ConventionOpt,
+    counts_like: CounterName = typer.Option(
+        None, "--counts-like", case_sensitive=False,
+        help="Print the totals as another counting tool would: " + "; ".join(
+            f"{e.name}: {e.help}" for e in COUNTERS) + "."),
 ):
     """Per-layer output volumes, parameters, MACs, memory and receptive fields, with totals."""
     from cnncalc.spec import load
 
     graph = load(spec, strict=strict, convention=convention.value if convention else None)
     report = graph.analyze(batch=batch, optimizer=optimizer)
+    if counts_like is not None:
+        entry = COUNTERS.lookup(counts_like.value)
+        counted = count_like(report, entry.name, batch)
+        if fmt is Format.json:
+            print_json({"tool": entry.name, "counts": entry.help, "params": counted.params,
+                        "ops": counted.ops, "ops_name": counted.ops_name,
+                        "per_batch": counted.per_batch, "batch": batch})
+            return
+        for line in render.counted_lines(entry.name, entry.help, counted, batch):
+            typer.echo(line)
+        return
     if fmt is Format.json:
         print_json(report)
         return
@@ -55,6 +75,9 @@ def analyze(
         out.print(render.analysis_table(report))
     for line in render.totals_lines(report):
         out.print(line)
+    footer = render.other_tools_line(other_tools(report, batch))
+    if footer:
+        out.print(footer)
     if any(r["rf_exceeds_input"] for r in report["layers"]):
         out.print("! receptive field larger than the input (it covers padding)")
     warn(*report["warnings"])

@@ -69,8 +69,10 @@ COLUMNS = ("#", "layer", "type", "hyperparameters", "input", "output", "params",
 def row_cells(r: dict) -> list[str]:
     rf = rf_text(r["rf"]) + (" !" if r["rf_exceeds_input"] else "")
     params = num(r["params"])
-    if r["non_trainable"]:
-        params += f" (+{num(r['non_trainable'])})"
+    if r["buffers"]:
+        params += f" (+{num(r['buffers'])})"
+    if not r["trainable"] and r["params"]:
+        params += " frozen"
     return [str(r["index"]), visible(r["name"]), visible(r["type"]), visible(r["hyper"]),
             vol(r["input"]), vol(r["output"]), params, num(r["macs"]), num(r["activations"]), rf]
 
@@ -82,14 +84,25 @@ def title_text(report: dict) -> str:
 
 def totals_lines(report: dict) -> list[str]:
     t = report["totals"]
-    lines = [
-        f"params: {num(t['params'])} (trainable {num(t['trainable_params'])}, "
-        f"non-trainable {num(t['non_trainable_params'])})",
+    params = f"params: {num(t['params'])}"
+    if t["non_trainable_params"]:
+        params += (f" (trainable {num(t['trainable_params'])}, frozen "
+                   f"{num(t['non_trainable_params'])})")
+    lines = [params]
+    if t["buffers"]:
+        lines.append(f"buffers: {num(t['buffers'])} (batchnorm running statistics: stored, "
+                     "not learned; shown as (+n) in the table)")
+    lines += [
         f"MACs: {num(t['macs'])}   FLOPs: {num(t['flops'])}   (per example)",
+        f"training MACs: {num(t['train_macs']['per_example'])} per example (forward "
+        f"{num(t['train_macs']['forward'])} + dX {num(t['train_macs']['backward_input'])} + dW "
+        f"{num(t['train_macs']['backward_weights'])}), {num(t['train_macs']['per_step'])} per "
+        f"step of batch {t['batch']}",
         f"activations: {num(t['activations'])} values; forward memory (float32) "
         f"{format_bytes(t['bytes'])} per example"
         + (f", {format_bytes(t['batch_bytes'])} for batch {t['batch']}" if t["batch"] > 1 else ""),
-        f"parameter memory: {format_bytes(t['param_bytes'])}",
+        f"parameter memory: {format_bytes(t['param_bytes'])}"
+        + (" (parameters and buffers)" if t["buffers"] else ""),
     ]
     tr = t.get("training")
     if tr:
@@ -146,7 +159,7 @@ def analysis_markdown(report: dict) -> str:
 
 
 CSV_FIELDS = ("index", "name", "type", "hyper", "input", "output", "params", "weights", "biases",
-              "non_trainable", "macs", "flops", "activations", "rf_size", "rf_stride", "rf_start")
+              "buffers", "macs", "flops", "activations", "rf_size", "rf_stride", "rf_start")
 
 
 def analysis_csv(report: dict) -> str:
@@ -157,13 +170,13 @@ def analysis_csv(report: dict) -> str:
         writer.writerow([r["index"], visible(r["name"]), r["type"], visible(r["hyper"]),
                          vol(r["input"]),
                          vol(r["output"]), r["params"], r["weights"], r["biases"],
-                         r["non_trainable"], r["macs"], r["flops"], r["activations"],
+                         r["buffers"], r["macs"], r["flops"], r["activations"],
                          "x".join(map(str, r["rf"]["size"])),
                          "x".join(map(str, r["rf"]["stride"])),
                          "x".join(map(str, r["rf"]["start"]))])
     t = report["totals"]
     writer.writerow(["", "total", "", "", vol(report["input"]), vol(report["output"]),
-                     t["trainable_params"], "", "", t["non_trainable_params"], t["macs"],
+                     t["params"], "", "", t["buffers"], t["macs"],
                      t["flops"], t["activations"], "", "", ""])
     return buf.getvalue()
 
@@ -179,3 +192,24 @@ def layers_table(rows: list[dict]) -> Table:
             for o in r["options"])
         table.add_row(r["type"], ", ".join(r["aliases"]), opt_text, r["summary"])
     return table
+
+
+def giga(n: int) -> str:
+    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def counted_lines(tool: str, help_line: str, counted, batch: int) -> list[str]:
+    """`analyze --counts-like TOOL`: the totals as that tool prints them."""
+    scope = f"for batch {batch}" if counted.per_batch else "per example"
+    return [f"as {tool} would report it: params {num(counted.params)}; {counted.ops_name} "
+            f"{num(counted.ops)} ({giga(counted.ops)}) {scope}",
+            f"  {tool} counts: {help_line}"]
+
+
+def other_tools_line(others: dict) -> str | None:
+    """The footer under the table: what the other tools would print, when it differs."""
+    if not others:
+        return None
+    return "other tools would say: " + "; ".join(
+        f"{tool} {giga(c.ops)} {c.ops_name}" for tool, c in others.items()) + \
+        " (--counts-like TOOL explains each)"

@@ -20,11 +20,13 @@ output volume), ``params``, ``macs``, ``flops``. Each correct value comes from t
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from cnncalc.errors import SpecError
+from cnncalc.layers.options import shown
 from cnncalc.spec import load
 from cnncalc.homework.explain import explain_node, select_node, total_steps
 from cnncalc.spec.loader import parse_yaml
@@ -50,17 +52,33 @@ _SUFFIX = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9}
 # Notations students use
 
 
+#: answers are counts of a network: anything past 10^30 is a typo (or an attack on the output)
+MAX_COUNT = 10**30
+
+
 def parse_count(v):
     """``760``, ``"760"``, ``7.6e2``, ``"7.6e2"``, ``"61,706"``, ``"61 706"``, ``"416.52k"``
-    → a number (int when whole). Raises ValueError on anything else."""
+    → a finite number (int when whole) of magnitude at most 10^30. Raises ValueError on
+    anything else."""
+    value = _parse_count(v)
+    if abs(value) > MAX_COUNT:
+        raise ValueError(f"{shown(v)} is larger than any network's count (at most 10^30)")
+    return value
+
+
+def _parse_count(v):
     if isinstance(v, bool) or v is None:
-        raise ValueError(f"expected a number, got {v!r}")
+        raise ValueError(f"expected a number, got {shown(v)}")
     if isinstance(v, int):
         return v
     if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {shown(v)}")
         return int(v) if v.is_integer() else v
     if not isinstance(v, str):
-        raise ValueError(f"expected a number, got {v!r}")
+        raise ValueError(f"expected a number, got {shown(v)}")
+    if len(v) > 64:
+        raise ValueError(f"expected a number, got {shown(v)} ({len(v):,} characters)")
     t = v.strip().replace("_", "").replace(" ", "").replace("\u202f", "").replace("\u00a0", "")
     if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", t):
         t = t.replace(",", "")
@@ -71,9 +89,9 @@ def parse_count(v):
     try:
         d = Decimal(t) * mult
     except InvalidOperation:
-        raise ValueError(f"expected a number, got {v!r}") from None
-    if not d.is_finite():
-        raise ValueError(f"expected a number, got {v!r}")
+        raise ValueError(f"expected a number, got {shown(v)}") from None
+    if not d.is_finite() or abs(d) > MAX_COUNT:
+        raise ValueError(f"expected a finite number of at most 10^30, got {shown(v)}")
     return int(d) if d == d.to_integral_value() else float(d)
 
 
@@ -85,16 +103,16 @@ def parse_volume(v) -> tuple:
         try:
             return tuple(parse_count(keys[k]) for k in ("width", "height", "depth"))
         except KeyError:
-            raise ValueError(f"expected width, height and depth, got {v!r}") from None
+            raise ValueError(f"expected width, height and depth, got {shown(v)}") from None
     if isinstance(v, (list, tuple)):
         parts = list(v)
     elif isinstance(v, str):
         t = v.strip().strip("[]()").replace("×", "x").replace("X", "x").replace("*", "x")
         parts = [p for p in re.split(r"\s*[x,]\s*|\s+", t) if p] if t else []
     else:
-        raise ValueError(f"expected a volume like 32x32x10, got {v!r}")
+        raise ValueError(f"expected a volume like 32x32x10, got {shown(v)}")
     if len(parts) != 3:
-        raise ValueError(f"expected a volume W x H x D like 32x32x10, got {v!r}")
+        raise ValueError(f"expected a volume W x H x D like 32x32x10, got {shown(v)}")
     return tuple(parse_count(p) for p in parts)
 
 
@@ -102,7 +120,7 @@ def _pair(v):
     if isinstance(v, str) and re.search(r"[x×]", v):
         parts = re.split(r"\s*[x×]\s*", v.strip())
         if len(parts) != 2:
-            raise ValueError(f"expected a size or WxH, got {v!r}")
+            raise ValueError(f"expected a size or WxH, got {shown(v)}")
         w, h = (parse_count(p) for p in parts)
         return (h, w)
     x = parse_count(v)
@@ -115,7 +133,7 @@ def parse_rf(v) -> dict:
     if isinstance(v, dict):
         unknown = set(v) - {"size", "stride", "jump"}
         if unknown or "size" not in v:
-            raise ValueError(f"expected {{size: ..., stride: ...}}, got {v!r}")
+            raise ValueError(f"expected {{size: ..., stride: ...}}, got {shown(v)}")
         stride = v.get("stride", v.get("jump"))
         return {"size": _pair(v["size"]), "stride": None if stride is None else _pair(stride)}
     if isinstance(v, str) and v.strip().startswith(("[", "(")):
@@ -123,7 +141,7 @@ def parse_rf(v) -> dict:
         v = inner
     if isinstance(v, (list, tuple)):
         if len(v) != 2:
-            raise ValueError(f"expected [size, stride], got {v!r}")
+            raise ValueError(f"expected [size, stride], got {shown(v)}")
         return {"size": _pair(v[0]), "stride": _pair(v[1])}
     return {"size": _pair(v), "stride": None}
 
@@ -293,8 +311,8 @@ def _mark_total(canon, value, graph, report, t_steps) -> dict:
                        y.lecture(), claimed == (y.w, y.h, y.c),
                        [f"output of the last layer '{graph.output.name}' = {y.lecture()}"])
     claimed = parse_count(value)
-    # trainable parameters, as the lecture counts them (the sum in the worked formula)
-    correct = report["totals"]["trainable_params" if canon == "params" else canon]
+    # learnable parameters, as the lecture counts them (the sum in the worked formula)
+    correct = report["totals"][canon]
     worked = [s.text for s in t_steps if s.topic == canon]
     if canon == "flops":
         worked = [f"total FLOPs = sum of the layers' FLOPs = {correct:,}"]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from cnncalc.errors import SpecError
 from cnncalc.graph import Graph, Node
 from cnncalc.layers.base import effective_kernel, out_size, prod
-from cnncalc.layers.spatial import fraction_text
+from cnncalc.layers.spatial import fraction_text, real_rows_unseen
 from cnncalc.receptive_field import merge_fields
 
 #: what a step is about; ``check`` matches claims to steps by topic
@@ -119,6 +119,12 @@ def _axis_steps(node: Node, graph: Graph) -> tuple[list[Step], list[str]]:
         else:
             how = "ceil" if ceil else "floor"
             worked = f"{expr} = {fraction_text(res.numerator, s)} → {size_out} ({how})"
+            if not ceil and real_rows_unseen(res, pa, k_eff) <= 0:
+                notes.append(f"{'width and height' if same else word}: floor drops only "
+                             + ("padding: every input row and column is still seen"
+                                if res.unseen <= pa else
+                                f"what the stride skips anyway (a {k_eff}-wide kernel at "
+                                f"stride {s} skips {s - k_eff} of every {s} rows)"))
         quantity = "output width and height" if same else f"output {word}"
         steps.append(Step("output", quantity, symbol, general, worked, size_out))
     # where the padding came from, when the convention or "same" chose it
@@ -224,17 +230,38 @@ def _field_in(node: Node, graph: Graph):
     return fields[0]
 
 
+def _merge_steps(node: Node, graph: Graph, f_in, same: bool) -> list[Step]:
+    """The union of the branches' windows, per axis: branch i sees [c_i − (r_i − 1)/2,
+    c_i + (r_i − 1)/2] around its first unit's centre c_i; the merged unit sees their union."""
+    fields = [graph.field_of(src) for src in node.inputs]
+    out = []
+    for word, a in ((("width", 1),) if same else (("width", 1), ("height", 0))):
+        windows = [(f.start[a] - (f.size[a] - 1) / 2, f.start[a] + (f.size[a] - 1) / 2)
+                   for f in fields]
+        lo, hi = min(w[0] for w in windows), max(w[1] for w in windows)
+        union = " ∪ ".join(f"{src} [{w[0]:g}, {w[1]:g}]" for src, w in zip(node.inputs, windows))
+        suffix = "" if same else f" ({word})"
+        out.append(Step("rf", "merged receptive field" + suffix,
+                        "r_merge" + ("" if same else f"_{word[0]}"),
+                        "max(c_i + (r_i - 1)/2) - min(c_i - (r_i - 1)/2) + 1",
+                        f"{union} = [{lo:g}, {hi:g}]: {hi:g} - ({lo:g}) + 1 = {f_in.size[a]}",
+                        f_in.size[a]))
+    return out
+
+
 def _rf_steps(node: Node, graph: Graph) -> tuple[list[Step], list[str]]:
     """The receptive-field recurrence r = r_in + (F - 1)·j_in, j = j_in·S per axis."""
     f_in = _field_in(node, graph)
     steps_hw = node.layer.rf_step(node.in_shape, graph.convention)
     notes = []
-    if len(node.inputs) > 1:
-        notes.append("the merged field is the largest of the branches' fields")
     axes = [("width", 1), ("height", 0)]
     same = (f_in.size[0] == f_in.size[1] and f_in.stride[0] == f_in.stride[1]
             and steps_hw[0] == steps_hw[1])
     out = []
+    if len(node.inputs) > 1:
+        notes.append("the merged field is the union of the branches' windows (the largest "
+                     "field when their centres agree)")
+        out += _merge_steps(node, graph, f_in, same)
     for word, a in (axes[:1] if same else axes):
         r_in, j_in = f_in.size[a], f_in.stride[a]
         k, s, _ = steps_hw[a]
@@ -266,6 +293,12 @@ def explain_node(node: Node, graph: Graph) -> LayerExplanation:
         macs = node.layer.macs(node.in_shape, node.out_shape)
         if macs:
             steps.append(Step("macs", "multiply-accumulates", "MACs", "", n(macs), macs))
+    buffers = node.buffer_shapes()
+    if buffers:
+        notes.append(f"{', '.join(buffers)}: {n(sum(prod(s) for s in buffers.values()))} buffer "
+                     "values (stored, not learned): not parameters, but counted in memory")
+    if not node.trainable and node.param_shapes():
+        notes.append("trainable: false: these parameters are frozen (counted, not trained)")
     y = node.out_shape
     unchanged = y == node.in_shape and len(node.inputs) == 1
     steps.append(Step("output", "output volume", "volume",
@@ -322,7 +355,7 @@ def select_node(graph: Graph, ref) -> Node:
     for nd in graph.nodes:
         if nd.name == key:
             return nd
-    if key.isdigit() and 1 <= int(key) <= len(graph.nodes):
+    if key.isascii() and key.isdigit() and 1 <= int(key) <= len(graph.nodes):
         return graph.nodes[int(key) - 1]
     names = [nd.name for nd in graph.nodes]
     close = difflib.get_close_matches(key, names, n=1)

@@ -122,8 +122,8 @@ def fold_state(graph, state: dict) -> dict:
 
 def _totals(graph) -> dict:
     t = graph.analyze()["totals"]
-    return {k: int(t[k]) for k in ("params", "trainable_params", "non_trainable_params", "macs",
-                                   "flops", "activations")}
+    return {k: int(t[k]) for k in ("params", "trainable_params", "non_trainable_params",
+                                   "buffers", "macs", "flops", "activations")}
 
 
 def _load(source, seed: int, dtype: str):

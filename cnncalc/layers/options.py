@@ -5,6 +5,7 @@ Every parser takes the raw YAML value and returns a canonical Python value, or r
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -61,31 +62,55 @@ class Option:
     doc: str = ""
 
 
+#: the largest integer an option may take: sizes past 2^31 - 1 overflow every framework's
+#: 32-bit indexing, and checking here keeps huge numbers out of the shape arithmetic
+MAX_INT = 2**31 - 1
+
+
+def shown(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error never echoes a huge input."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    if isinstance(value, int) and abs(value) > 10**limit:
+        return f"an integer of more than {limit} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _as_int(v, what: str) -> int:
+    """An integer from an int, a whole float or a decimal string, at most :data:`MAX_INT` in
+    magnitude."""
+    n = None
     if _is_int(v):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
-        return int(v)
-    raise ValueError(f"expected {what}, got {v!r}")
+        n = v
+    elif isinstance(v, float) and v.is_integer():
+        n = v if abs(v) <= MAX_INT else MAX_INT + 1
+    elif isinstance(v, str):
+        digits = v.strip().lstrip("+-")
+        if digits.isascii() and digits.isdigit():
+            n = int(v) if len(digits) <= 12 else MAX_INT + 1
+    if n is None:
+        raise ValueError(f"expected {what}, got {shown(v)}")
+    if abs(n) > MAX_INT:
+        raise ValueError(f"expected {what} of at most {MAX_INT:,} (2^31 - 1), got {shown(v)}")
+    return int(n)
 
 
 def positive_int(v) -> int:
     n = _as_int(v, "a positive integer")
     if n <= 0:
-        raise ValueError(f"expected a positive integer, got {v!r}")
+        raise ValueError(f"expected a positive integer, got {shown(v)}")
     return n
 
 
 def non_negative_int(v) -> int:
     n = _as_int(v, "a non-negative integer")
     if n < 0:
-        raise ValueError(f"expected a non-negative integer, got {v!r}")
+        raise ValueError(f"expected a non-negative integer, got {shown(v)}")
     return n
 
 
@@ -93,7 +118,7 @@ def _pair_of(parse_one, what: str):
     def parse(v) -> tuple[int, int]:
         if isinstance(v, (list, tuple)):
             if len(v) != 2:
-                raise ValueError(f"expected {what} or a pair [h, w], got {v!r}")
+                raise ValueError(f"expected {what} or a pair [h, w], got {shown(v)}")
             return parse_one(v[0]), parse_one(v[1])
         if isinstance(v, str) and "x" in v.lower():
             parts = v.lower().split("x")
@@ -126,12 +151,12 @@ def padding(v):
             t, b, left, r = (non_negative_int(x) for x in v)
             return ((t, b), (left, r))
         raise ValueError(f"expected padding as an int, [h, w], [top, bottom, left, right], "
-                         f"'same' or 'valid', got {v!r}")
+                         f"'same' or 'valid', got {shown(v)}")
     try:
         p = non_negative_int(v)
     except ValueError:
         raise ValueError(f"expected padding as a non-negative int, [h, w], 'same' or 'valid', "
-                         f"got {v!r}") from None
+                         f"got {shown(v)}") from None
     return ((p, p), (p, p))
 
 
@@ -140,27 +165,31 @@ def boolean(v) -> bool:
         return v
     if isinstance(v, str) and v.lower() in ("true", "yes", "on", "false", "no", "off"):
         return v.lower() in ("true", "yes", "on")
-    raise ValueError(f"expected true or false, got {v!r}")
+    raise ValueError(f"expected true or false, got {shown(v)}")
 
 
 def number(v) -> float:
+    """A finite float (NaN, infinities and numbers past float's range are refused)."""
     if isinstance(v, bool):
-        raise ValueError(f"expected a number, got {v!r}")
+        raise ValueError(f"expected a number, got {shown(v)}")
     try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {v!r}") from None
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"expected a finite number, got {shown(v)}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"expected a finite number, got {shown(v)}")
+    return x
 
 
 def positive_number(v) -> float:
     x = number(v)
     if not x > 0:
-        raise ValueError(f"expected a positive number, got {v!r}")
+        raise ValueError(f"expected a positive number, got {shown(v)}")
     return x
 
 
 def probability(v) -> float:
     x = number(v)
     if not 0 <= x < 1:
-        raise ValueError(f"expected a probability in [0, 1), got {v!r}")
+        raise ValueError(f"expected a probability in [0, 1), got {shown(v)}")
     return x

@@ -141,14 +141,14 @@ def _summary(a: dict) -> str:
     t = a["totals"]
     cards = [
         _card(f"{t['params']:,}", f"parameters ({t['trainable_params']:,} trainable, "
-                                  f"{t['non_trainable_params']:,} not)"),
+                                  f"{t['non_trainable_params']:,} frozen)"),
         _card(f"{t['macs']:,}", "MACs per example"),
         _card(f"{t['flops']:,}", "FLOPs per example"),
         _card(f"{t['activations']:,}", "activations per example"),
         _card(format_bytes(t["param_bytes"]), "parameter memory (float32)"),
         _card(format_bytes(t["batch_bytes"]), f"activation memory, batch {t['batch']}"),
     ]
-    if t.get("buffers") is not None:
+    if t.get("buffers"):    # batchnorm running statistics: stored, not learned
         cards.append(_card(_fmt(t["buffers"]), "buffers"))
     if "training" in t:
         cards.append(_card(format_bytes(t["training"]["total_bytes"]),
@@ -216,7 +216,7 @@ def _receptive_field(a: dict) -> str:
 
 def _layer_table(a: dict) -> str:
     rows = a["layers"]
-    has_buffers = any("buffers" in r for r in rows)
+    has_buffers = any(r.get("buffers") for r in rows)
     cols = [("#", "n"), ("name", ""), ("type", ""), ("hyper-parameters", ""), ("inputs", ""),
             ("output W×H×D", "n"), ("params", "n"), ("MACs", "n"), ("FLOPs", "n"),
             ("activations", "n")]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from cnncalc.errors import SpecError
 from cnncalc.graph import INPUT_NAME, Graph, LayerEntry, build_graph, layer_label
 from cnncalc.layers import LAYERS
+from cnncalc.layers.options import shown
 from cnncalc.spec.blocks import BlockExpander
 from cnncalc.spec.loader import SourceMap, read_source
 from cnncalc.spec.schema import RawLayer, build_layer, read_header, spec_error
@@ -81,7 +82,7 @@ def resolve_entries(items: list[RawLayer], smap: SourceMap) -> Iterator[LayerEnt
             block_in = block_inputs[item.scope]
         yield LayerEntry(name=name, layer=layer, inputs=refs.inputs(prev, block_in),
                          path=item.path, opts_path=item.opts_path, block=item.block,
-                         init=item.init)
+                         init=item.init, trainable=item.trainable)
         known.add(name)
         prev = name
 
@@ -101,7 +102,8 @@ class _References:
         for j, src in enumerate(sources if many else [sources]):
             path = self.item.opts_path + (("from", j) if many else ("from",))
             if not isinstance(src, str):
-                raise spec_error(self.smap, SpecError, f"'from' must name layers, got {src!r}",
+                raise spec_error(self.smap, SpecError,
+                                 f"'from' must name layers, got {shown(src)}",
                                  path, where=self.where)
             found.append(self.find(src, block_in, path))
         return found

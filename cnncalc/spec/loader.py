@@ -2,9 +2,13 @@
 
 We compose the node tree with PyYAML's *safe* loader and build the data ourselves, so that
 
-* duplicate keys are an error (PyYAML would silently keep the last one), and
+* duplicate keys are an error (PyYAML would silently keep the last one),
 * every value's line and column is known for error messages, without injecting marker keys
-  into the user's data.
+  into the user's data, and
+* hostile YAML is refused before it costs time or memory: a tag other than YAML's standard
+  scalar, sequence and mapping tags (``!!python/object/apply:...``), an alias that contains
+  itself, nesting deeper than :data:`MAX_NESTING`, and aliases that expand to more than
+  :data:`MAX_VALUES` values (an "alias bomb") are errors at their line.
 """
 from __future__ import annotations
 
@@ -14,8 +18,26 @@ from pathlib import Path as FilePath
 import yaml
 
 from cnncalc.errors import Location, SpecError
+from cnncalc.layers.options import shown
 
 Path = tuple
+
+#: deeper nesting than this is no architecture; PyYAML's composer recurses per level
+MAX_NESTING = 200
+#: values (scalars, lists, mappings) a spec may expand to once aliases are followed
+MAX_VALUES = 100_000
+#: a spec file larger than this is no architecture (the Inception v3 spec is 30 kB); the
+#: limit bounds the YAML parser's time and memory
+MAX_SPEC_BYTES = 8 << 20
+#: the tags a spec may use: YAML's standard scalars, sequence and mapping
+_YAML = "tag:yaml.org,2002:"
+ALLOWED_TAGS = frozenset(_YAML + t for t in ("str", "int", "float", "bool", "null", "timestamp",
+                                             "seq", "map"))
+
+
+def tag_text(tag: str) -> str:
+    """A tag as the spec wrote it: ``!!python/object`` rather than its expanded form."""
+    return shown("!!" + tag[len(_YAML):] if tag.startswith(_YAML) else tag, 80)[1:-1]
 
 
 @dataclass
@@ -46,8 +68,53 @@ def _construct(node: yaml.Node):
     return _CONSTRUCTOR.construct_object(node, deep=True)
 
 
-def _walk(node: yaml.Node, path: Path, smap: SourceMap):
+def _at(smap: SourceMap, node: yaml.Node) -> Location:
+    return Location(smap.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Budget:
+    """Counts the values built and the nodes open on the way down (to find cycles)."""
+
+    def __init__(self):
+        self.values = 0
+        self.open: set[int] = set()
+
+
+def _walk(node: yaml.Node, path: Path, smap: SourceMap, budget: _Budget | None = None):
+    budget = budget or _Budget()
+    budget.values += 1
+    if budget.values > MAX_VALUES:
+        raise SpecError(f"the spec expands to more than {MAX_VALUES:,} values (aliases "
+                        "repeating aliases: a YAML alias bomb?)", location=_at(smap, node),
+                        hint="write the layers out, or use a block with repeat:")
+    if len(path) > MAX_NESTING:
+        raise SpecError(f"the spec nests more than {MAX_NESTING} levels deep",
+                        location=_at(smap, node))
+    if node.tag not in ALLOWED_TAGS:
+        on = f" on '{shown(path[-1], 40).strip(chr(39))}'" if path else ""
+        raise SpecError(f"YAML tag '{tag_text(node.tag)}'{on} is not allowed in a spec",
+                        location=_at(smap, node),
+                        hint="specs use plain values, lists and mappings only; remove the tag")
+    if id(node) in budget.open:
+        raise SpecError("a YAML alias refers to a value that contains it (an endless value)",
+                        location=_at(smap, node), hint="an alias (*name) must refer to an "
+                        "anchor (&name) that is complete before it")
     smap.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        budget.open.add(id(node))
+        try:
+            return _walk_collection(node, path, smap, budget)
+        finally:
+            budget.open.discard(id(node))
+    try:
+        return _construct(node)
+    except ValueError:   # e.g. an integer past Python's 4300-digit conversion limit
+        raise SpecError(f"the value {shown(node.value)} cannot be read as a number",
+                        location=_at(smap, node),
+                        hint="sizes are integers of at most 10 digits") from None
+
+
+def _walk_collection(node, path: Path, smap: SourceMap, budget: _Budget):
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         seen: dict = {}
@@ -55,29 +122,44 @@ def _walk(node: yaml.Node, path: Path, smap: SourceMap):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise SpecError("YAML merge keys ('<<') are not supported in specs",
                                 hint="write the keys out, or use a block with repeat:",
-                                location=Location(smap.file, key_node.start_mark.line + 1,
-                                                  key_node.start_mark.column + 1))
-            key = _construct(key_node)
-            if isinstance(key, (list, dict)):
+                                location=_at(smap, key_node))
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise SpecError("a mapping key must be a plain value",
-                                location=Location(smap.file, key_node.start_mark.line + 1,
-                                                  key_node.start_mark.column + 1))
+                                location=_at(smap, key_node))
+            if key_node.tag not in ALLOWED_TAGS:
+                raise SpecError(f"YAML tag '{tag_text(key_node.tag)}' is not allowed in a spec",
+                                location=_at(smap, key_node),
+                                hint="specs use plain values, lists and mappings only")
+            key = _construct(key_node)
             if key in seen:
                 first = seen[key]
                 raise SpecError(
-                    f"duplicate key '{key}' (first at line {first[0]}, column {first[1]})",
+                    f"duplicate key {shown(key)} (first at line {first[0]}, column {first[1]})",
                     hint="YAML would silently keep only the last value; remove one of them",
                     location=Location(smap.file, key_node.start_mark.line + 1,
                                       key_node.start_mark.column + 1),
                     path=path + (key,))
             seen[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _walk(value_node, path + (key,), smap)
+            out[key] = _walk(value_node, path + (key,), smap, budget)
             # the key's own position is more useful than the value's for "unknown key" errors
             smap.positions[path + (key,)] = seen[key]
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, path + (i,), smap) for i, item in enumerate(node.value)]
-    return _construct(node)
+    return [_walk(item, path + (i,), smap, budget) for i, item in enumerate(node.value)]
+
+
+def _check_nesting(text: str, file: str | None) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` from the parser's events (which PyYAML
+    produces without recursion) before the recursive composer sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_NESTING:
+                mark = event.start_mark
+                raise SpecError(f"the spec nests more than {MAX_NESTING} levels deep",
+                                location=Location(file, mark.line + 1, mark.column + 1))
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 def parse_yaml(text: str, file: str | None = None) -> tuple[object, SourceMap]:
@@ -89,7 +171,12 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[object, SourceMap]:
         on a YAML syntax error (with its line and column) or a duplicate key.
     """
     smap = SourceMap(file=file)
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {len(text):,} characters long; a spec may have at most "
+                        f"{MAX_SPEC_BYTES:,}", location=Location(file),
+                        hint="use blocks and repeat: for long, regular networks")
     try:
+        _check_nesting(text, file)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -100,19 +187,20 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[object, SourceMap]:
             mark = err.context_mark
             context += f", opened at line {mark.line + 1}, not closed"
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        problem = err.problem or str(err)
+        problem = shown(err.problem, 200)[1:-1] if err.problem else shown(str(err), 200)
         raise SpecError(f"malformed YAML: {problem}{context}",
                         hint="check the indentation and the ':' after each key near this line",
                         location=loc) from None
     except yaml.YAMLError as err:
-        raise SpecError(f"malformed YAML: {err}", location=Location(file)) from None
+        raise SpecError(f"malformed YAML: {shown(str(err), 200)}", location=Location(file)
+                        ) from None
     if node is None:
         return None, smap
     try:
         data = _walk(node, (), smap)
     except yaml.constructor.ConstructorError as err:
         mark = err.problem_mark
-        raise SpecError(f"malformed YAML: {err.problem}",
+        raise SpecError(f"malformed YAML: {shown(err.problem, 200)}",
                         location=Location(file, mark.line + 1, mark.column + 1) if mark else None
                         ) from None
     return data, smap

@@ -11,7 +11,8 @@ A spec is a mapping::
       - {type: maxpool, size: 2}            # or the type as a key among the options
       - relu                                # or a bare type name
 
-A layer entry may also carry ``name``, ``from`` (its inputs) and ``init``.
+A layer entry may also carry ``name``, ``from`` (its inputs), ``init`` and ``trainable: false``
+(its parameters are frozen: counted, but not trained).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ from cnncalc.graph import MAX_DIM
 from cnncalc.layers import LAYERS
 from cnncalc.layers.base import Layer, Shape
 from cnncalc.layers.options import (all_spellings, boolean, canonical_option, other_spellings,
-                                    positive_int)
+                                    positive_int, shown)
 
 TOP_LEVEL_KEYS = ("name", "description", "input", "layers", "blocks", "strict", "convention",
                   "train", "classes")
 #: keys of a layer entry that are not layer options
-LAYER_META_KEYS = ("type", "name", "from", "init")
+LAYER_META_KEYS = ("type", "name", "from", "init", "trainable")
 INPUT_HINT = "write the input as WxHxD, e.g. 32x32x3, or {width: 32, height: 32, channels: 3}"
 
 
@@ -113,9 +114,10 @@ def parse_input(raw, smap) -> Shape:
             w, h, c = (positive_int(p) for p in raw)
         else:
             raise ValueError
-    except (ValueError, TypeError):
-        raise spec_error(smap, SpecError, f"malformed input {raw!r}: sizes must be positive "
-                         "integers", path, hint=INPUT_HINT) from None
+    except (ValueError, TypeError) as err:
+        too_big = " of at most 2,147,483,647" if "at most" in str(err) else ""
+        raise spec_error(smap, SpecError, f"malformed input {shown(raw)}: sizes must be "
+                         f"positive integers{too_big}", path, hint=INPUT_HINT) from None
     if max(w, h, c) > MAX_DIM:
         raise spec_error(smap, ShapeError, f"input {w}x{h}x{c} has a dimension over 2^31 - 1",
                          path, hint="check the input size")
@@ -137,6 +139,7 @@ class RawLayer:
     block_input: str | None = None   # the block entry's `from:` (its first instance's input)
     kind_path: tuple = ()            # where the type name sits (for "unknown type" errors)
     opts_path: tuple = ()            # where the options sit
+    trainable: bool = True           # False: the layer's parameters are frozen
 
     @property
     def kind(self) -> str | None:
@@ -150,11 +153,13 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
         return RawLayer(entry, None, {}, p, None, scope, block, kind_path=p, opts_path=p)
     if not isinstance(entry, dict) or not entry:
         raise spec_error(smap, SpecError, f"a layer must be a type name or a mapping, got "
-                         f"{entry!r}", p, hint="e.g.  - relu   or   - conv: {filters: 6, size: 5}")
+                         f"{shown(entry)}", p,
+                         hint="e.g.  - relu   or   - conv: {filters: 6, size: 5}")
     if "type" in entry:
         opts = {k: v for k, v in entry.items() if k not in LAYER_META_KEYS}
         return RawLayer(entry["type"], _name(entry.get("name")), opts, p, entry.get("from"),
-                        scope, block, entry.get("init"), kind_path=p + ("type",), opts_path=p)
+                        scope, block, entry.get("init"), kind_path=p + ("type",), opts_path=p,
+                        trainable=trainable_flag(entry, p, smap))
     meta = {k: v for k, v in entry.items() if k in LAYER_META_KEYS}
     rest = [k for k in entry if k not in meta]
     if len(rest) != 1:
@@ -168,14 +173,28 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
         body = {}
     if not isinstance(body, dict):
         raise spec_error(smap, SpecError, f"the options of '{kind}' must be a mapping, "
-                         f"got {body!r}", kind_path, hint=f"e.g.  - {kind}: {{...}}")
+                         f"got {shown(body)}", kind_path, hint=f"e.g.  - {kind}: {{...}}")
     if "type" in body:
         raise spec_error(smap, SpecError, "'type' inside a one-key layer mapping",
                          kind_path + ("type",), hint="use one form or the other")
     opts = {k: v for k, v in body.items() if k not in LAYER_META_KEYS}
     return RawLayer(kind, _name(body.get("name", meta.get("name"))), opts, p,
                     body.get("from", meta.get("from")), scope, block,
-                    body.get("init", meta.get("init")), kind_path=kind_path, opts_path=kind_path)
+                    body.get("init", meta.get("init")), kind_path=kind_path, opts_path=kind_path,
+                    trainable=(trainable_flag(body, kind_path, smap)
+                               and trainable_flag(meta, p, smap)))
+
+
+def trainable_flag(entry: dict, p, smap) -> bool:
+    """The entry's ``trainable:`` flag (default true), checked."""
+    if "trainable" not in entry:
+        return True
+    try:
+        return boolean(entry["trainable"])
+    except (ValueError, TypeError) as err:
+        raise spec_error(smap, SpecError, f"trainable: {err}", p + ("trainable",),
+                         hint="write  trainable: false  to freeze the layer's parameters"
+                         ) from None
 
 
 def _name(value) -> str | None:

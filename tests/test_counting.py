@@ -1,0 +1,97 @@
+"""Other tools' counting conventions (`analyze --counts-like`) and the training cost."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import cnncalc
+from cnncalc.cli.app import app
+from cnncalc.counting import COUNTERS, count_like, other_tools
+
+LENET = """
+input: 32x32x1
+layers:
+  - conv: {filters: 6, size: 5}
+  - batchnorm
+  - relu
+  - maxpool: {size: 2}
+  - flatten
+  - fc: {units: 10}
+"""
+
+
+def lenet_rows():
+    return cnncalc.load(LENET).analyze()
+
+
+def test_every_counter_has_a_one_line_description():
+    for entry in COUNTERS:
+        assert entry.help and "\n" not in entry.help
+
+
+def test_conventions_by_hand():
+    report = lenet_rows()
+    conv_macs = 28 * 28 * 6 * 25            # 117,600
+    fc_macs = 6 * 14 * 14 * 10              # 11,760
+    assert report["totals"]["macs"] == conv_macs + fc_macs
+    # torchinfo: conv params · positions, bn's γ β, fc's params; times the batch
+    assert count_like(report, "torchinfo", batch=4).ops == \
+        4 * (156 * 28 * 28 + 12 + (1176 * 10 + 10))
+    assert count_like(report, "fvcore", batch=4).ops == 4 * (conv_macs + fc_macs)
+    bn_relu = 2 * 6 * 28 * 28 + 6 * 28 * 28
+    pool = 6 * 28 * 28
+    assert count_like(report, "ptflops").ops == \
+        conv_macs + 6 * 28 * 28 + bn_relu + pool + fc_macs + 10
+    assert count_like(report, "thop").ops == conv_macs + fc_macs + 2 * 6 * 28 * 28
+
+
+def test_published_resnet18_figures(specs_dir):
+    # torchinfo "Total mult-adds (G): 1.81"; ptflops and thop print 1.82 G; fvcore 1.814 G
+    report = cnncalc.load(specs_dir / "resnet18.yaml").analyze()
+    figures = {tool: round(count_like(report, tool).ops / 1e9, 2) for tool in
+               ("torchinfo", "ptflops", "thop", "fvcore")}
+    assert figures == {"torchinfo": 1.81, "ptflops": 1.82, "thop": 1.82, "fvcore": 1.81}
+    assert {count_like(report, t).params for t in ("torchinfo", "ptflops", "thop")} == \
+        {11_689_512}
+
+
+def test_footer_names_only_tools_that_differ(specs_dir):
+    report = cnncalc.load(specs_dir / "resnet18.yaml").analyze()
+    assert set(other_tools(report)) == {"torchinfo", "ptflops", "thop"}   # fvcore agrees
+    res = CliRunner().invoke(app, ["analyze", str(specs_dir / "resnet18.yaml")])
+    assert res.exit_code == 0
+    assert "other tools would say: torchinfo 1.81 G" in res.output
+
+
+@pytest.mark.parametrize("tool", COUNTERS.names())
+def test_counts_like_cli(specs_dir, tool):
+    res = CliRunner().invoke(app, ["analyze", str(specs_dir / "lenet5.yaml"), "--counts-like",
+                                   tool, "-f", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["tool"] == tool and data["counts"] == COUNTERS.lookup(tool).help
+    report = cnncalc.load(specs_dir / "lenet5.yaml").analyze()
+    assert data["ops"] == count_like(report, tool).ops
+
+
+def test_unknown_counter_is_a_usage_error(specs_dir):
+    res = CliRunner().invoke(app, ["analyze", str(specs_dir / "lenet5.yaml"), "--counts-like",
+                                   "flopsy"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_training_macs_forward_plus_dx_plus_dw():
+    report = cnncalc.load(LENET).analyze(batch=8)
+    t = report["totals"]["train_macs"]
+    conv_macs, fc_macs = 117_600, 11_760
+    # the first conv reads the network input: no dX; the fc needs dX and dW
+    assert t == {"forward": conv_macs + fc_macs, "backward_input": fc_macs,
+                 "backward_weights": conv_macs + fc_macs,
+                 "per_example": 2 * (conv_macs + fc_macs) + fc_macs,
+                 "per_step": 8 * (2 * (conv_macs + fc_macs) + fc_macs)}
+
+
+def test_frozen_layers_need_no_weight_gradient():
+    frozen = LENET.replace("{filters: 6, size: 5}", "{filters: 6, size: 5, trainable: false}")
+    t = cnncalc.load(frozen).analyze()["totals"]["train_macs"]
+    assert t["backward_weights"] == 11_760
