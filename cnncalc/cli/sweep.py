@@ -58,7 +58,8 @@ def train_command(spec: Path, settings: dict) -> str:
             on, off = flag.split("/")
             words.append(on if value else off)
         else:
-            words += [flag, _fmt(value)]
+            words += [flag, ",".join(map(str, value)) if isinstance(value, list)
+                      else str(value)]
     return shlex.join(words)
 
 

@@ -36,7 +36,8 @@ def write_sweep_plot(records: list[dict], dims: list[Dimension], path: Path) -> 
         ax.set_xlabel(d.key)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if done:
+            ax.legend(fontsize="small")
     ax = axes[0][-1]
     best = sorted(done, key=lambda r: (-r["epochs"], -r["test_acc"]))[:BEST_CURVES]
     for r in best:
