@@ -10,29 +10,33 @@ from __future__ import annotations
 import inspect
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from cnncalc.cli.common import TableOrJson, console, dumps_json, handle_errors, warn
 from cnncalc.cli.train import settings_options
+from cnncalc.sweep.driver import METHODS
+from cnncalc.sweep.space import RANGES
 
 #: this module's commands; cnncalc.cli.app adds them to the root application
 commands = typer.Typer()
 
 
-def _method_help() -> str:
-    from cnncalc.sweep.driver import METHODS
+#: the --method choices, from the method registry
+MethodName = Enum("MethodName", {name: name for name in METHODS.names()}, type=str)
 
-    return "; ".join(f"{e.name}: {e.help}" for e in METHODS) + "."
+
+def _method_help() -> str:
+    return escape("; ".join(f"{e.name}: {e.help}" for e in METHODS) + ".")
 
 
 def _range_help() -> str:
-    from cnncalc.sweep.space import RANGES
-
-    forms = ", ".join(f"{e.name}:a:b ({e.help})" for e in RANGES)
-    return (f"KEY=RANGE; KEY is any train setting, RANGE one of {forms}, or a comma list. "
-            "Repeat for each setting.")
+    forms = ", ".join(f"{e.name}:LOW:HIGH ({e.help})" for e in RANGES)
+    return escape(f"KEY=RANGE; KEY is any train setting, RANGE one of {forms}, or a comma "
+                  "list. Repeat for each setting.")
 
 
 def _fmt(value) -> str:
@@ -113,7 +117,7 @@ def sweep(
     out: Path = typer.Option(..., "--out", help="Sweep folder: trials/<id>/, results.csv, "
                              "results.json, sweep.png. The same --out again resumes.",
                              file_okay=False, show_default=False),
-    method: str = typer.Option("random", "--method", help=_method_help()),
+    method: MethodName = typer.Option("random", "--method", help=_method_help()),
     trials: int = typer.Option(8, "--trials", "-n", min=1,
                                help="Configurations to draw (random, halving)."),
     grid_points: int = typer.Option(3, "--grid-points", min=1,
@@ -137,14 +141,14 @@ def sweep(
     **fixed,
 ):
     """Train many configurations of a spec on Dask and report the best."""
-    from cnncalc.sweep.driver import METHODS, SweepConfig, run_sweep
+    from cnncalc.sweep.driver import SweepConfig, run_sweep
 
     if tensorboard is not None:
         from cnncalc.train.tensorboard import require_tensorboardx
 
         require_tensorboardx()
     cfg = SweepConfig(spec=spec, params=list(param), out=out,
-                      method=METHODS.lookup(method).name, trials=trials,
+                      method=MethodName(method).value, trials=trials,
                       fixed={k: v for k, v in fixed.items() if v is not None},
                       grid_points=grid_points, eta=eta, min_epochs=min_epochs,
                       sample_seed=sample_seed, workers=workers,

@@ -22,6 +22,7 @@ already reached the epochs asked for.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -29,6 +30,8 @@ import json
 import logging
 import os
 import random
+import signal
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,10 +153,25 @@ def _open_client(cfg: SweepConfig):
         raise SweepError(f"{workers} workers x {threads} threads per trial exceed the "
                          f"{cores} cores here", where="--workers",
                          hint=f"use at most {max(1, cores // threads)} workers")
-    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, env=thread_env(threads),
-                                       silence_logs=logging.ERROR)
+    with _sigint_ignored():   # Ctrl-C is the driver's to handle; workers inherit SIG_IGN
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                           processes=True, dashboard_address=None,
+                                           env=thread_env(threads), silence_logs=logging.ERROR)
     return distributed.Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while worker processes start (an ignored signal stays ignored across
+    exec), so Ctrl-C in a terminal reaches only the driver, which then stops the cluster."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def warm_kernels(graph, dtypes: set[str]) -> None:

@@ -56,13 +56,13 @@ def _int_grid(lo: int, hi: int, n: int) -> list[int]:
 RANGES = Registry("range", error=SweepError)
 RANGES.add("log", (_log_sample, _log_grid), bound=float, positive=True,
            params=(Param("a", help="low end (> 0)"), Param("b", help="high end")),
-           help="log-uniform: exp(U(ln a, ln b))")
+           help="log-uniform: exp(U(ln LOW, ln HIGH))")
 RANGES.add("lin", (lambda lo, hi, rng: rng.uniform(lo, hi), _lin_grid), bound=float,
            positive=False, params=(Param("a", help="low end"), Param("b", help="high end")),
-           help="uniform in [a, b]")
+           help="uniform in [LOW, HIGH]")
 RANGES.add("int", (lambda lo, hi, rng: rng.randint(lo, hi), _int_grid), bound=int,
            positive=False, params=(Param("a", help="low end"), Param("b", help="high end")),
-           help="an integer uniform in {a, ..., b}")
+           help="an integer uniform in {LOW, ..., HIGH}")
 
 
 @dataclass(frozen=True)
