@@ -175,8 +175,9 @@ def _sigint_ignored():
 
 
 def warm_kernels(graph, dtypes: set[str]) -> None:
-    """One tiny training step of ``graph`` per dtype in this process, so numba's kernel cache
-    is written once, here, before any worker needs it."""
+    """One tiny training step and one evaluation forward pass (its kernels differ) of
+    ``graph`` per dtype in this process, so numba's kernel cache is written once, here, before
+    any worker needs it."""
     import numpy as np
 
     from cnncalc.engine.network import Network
@@ -185,6 +186,7 @@ def warm_kernels(graph, dtypes: set[str]) -> None:
         net = Network(graph, dtype=dtype, parallel=False)
         x = np.zeros((2, *graph.input_shape), dtype=net.dtype)
         net.loss_and_grads(x, np.zeros(2, dtype=np.int64))
+        net.forward(x, training=False)
 
 
 def _plain(value: Any) -> Any:
@@ -237,7 +239,7 @@ class _Sweep:
         self.promoted: list[set[str]] = [set() for _ in self.rungs]
         self.futures: dict[Any, tuple[str, int]] = {}
         self.reused = 0
-        self.client = None
+        self.client = self.cluster = None
         self.token = uuid.uuid4().hex[:8]   # this run's task keys never meet an older run's
 
     def _rungs(self) -> list[int]:
@@ -308,6 +310,9 @@ class _Sweep:
                          str(Path(self.cfg.tensorboard) / trial) if self.cfg.tensorboard
                          else None)
         key = f"cnncalc-trial-{self.token}-{trial}-{rung}"
+        if self.client is None:   # on the first trial to run: a resumed sweep with nothing
+            warm_kernels(self.graph, self.dtypes)   # left compiles and starts nothing
+            self.client, self.cluster = _open_client(self.cfg)
         fut = self.client.submit(task, key=key, pure=False, retries=self.cfg.retries,
                                  priority=rung)
         self.futures[fut] = (trial, rung)
@@ -337,6 +342,8 @@ class _Sweep:
 
     def collect(self) -> None:
         """Wait for the futures, recording each trial as it finishes (promotions add more)."""
+        if not self.futures:   # everything was in the folder already
+            return
         distributed = require_dask()
         pending = distributed.as_completed(list(self.futures))
         for fut in pending:
@@ -402,26 +409,22 @@ def run_sweep(cfg: SweepConfig, on_trial: Callable[[dict], None] | None = None) 
     require_dask()
     sweep = _Sweep(cfg, on_trial)
     sweep.check_folder()
-    warm_kernels(sweep.graph, sweep.dtypes)
     status = "completed"
-    client = cluster = None
     try:
-        client, cluster = _open_client(cfg)
-        sweep.client = client
         for trial in sweep.ids:
             sweep.ask(trial, 0)
         sweep.collect()
     except KeyboardInterrupt:
         status = "interrupted"
-        if client is not None:
-            client.cancel(list(sweep.futures))
+        if sweep.client is not None:
+            sweep.client.cancel(list(sweep.futures))
     finally:
         if sweep.records:
             sweep.write_results()
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        if sweep.client is not None:
+            sweep.client.close()
+        if sweep.cluster is not None:
+            sweep.cluster.close()
     outputs = {"results": str(sweep.out / "results.csv"),
                "json": str(sweep.out / "results.json")}
     if sweep.records:
