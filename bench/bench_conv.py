@@ -1,13 +1,12 @@
 """Conv forward+backward speed: cnncalc kernels vs PyTorch, float32, 2 threads.
 
 Run: ``python bench/bench_conv.py [--repeat 9] [--only VGG]``. Per layer it times forward +
-backward (dx, dw, db) three ways, alternating within each repetition (the machine is shared and
+backward (dx, dw, db) two ways, alternating within each repetition (the machine is shared and
 noisy, so only ratios measured side by side mean much), and prints medians:
 
 * ``split`` (primary; how the engine runs): the batch is cut in two halves and each half runs
-  the SERIAL, cached, nogil kernels (``parallel=False``) in its own Python thread of a
-  ``ThreadPoolExecutor(2)``; the two dw/db are summed.
-* ``prange``: one call on the whole batch with numba's parallel variants (2 threads).
+  the serial, cached, nogil kernels in its own Python thread of a ``ThreadPoolExecutor(2)``;
+  the two dw/db are summed.
 * ``torch``: ``F.conv2d`` forward + ``backward`` with 2 intra-op threads.
 
 For each: milliseconds, GFLOP/s (3 GEMM-equivalents: fwd, dx, dw), and the fraction of the float32
@@ -24,12 +23,18 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-# the kernels' policy: BLAS single-threaded in this process (set before numpy loads BLAS)
-from cnncalc.kernels import _jit  # noqa: E402  (sets OPENBLAS_NUM_THREADS=1 by default)
+# this checkout's cnncalc, not an installed one
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# BLAS single-threaded in this (benchmark) process, set before numpy loads BLAS: the threads are
+# the parallelism, as in the engine
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
 from cnncalc.kernels.conv import conv2d_backward, conv2d_forward  # noqa: E402
+from cnncalc.kernels.fast.thread_state import limit_blas_threads  # noqa: E402
 
 THREADS = 2
 
@@ -93,9 +98,8 @@ def split_runner(pool, x, wt, b, dy, s, p, ho, wo):
 
     def half(i):
         xh, dyh = parts[i]
-        conv2d_forward(xh, wt, b, (s, s), (p, p), (1, 1), 1, (ho, wo), parallel=False)
-        return conv2d_backward(dyh, xh, wt, (s, s), (p, p), (1, 1), 1, need_dx=True,
-                               parallel=False)
+        conv2d_forward(xh, wt, b, (s, s), (p, p), (1, 1), 1, (ho, wo))
+        return conv2d_backward(dyh, xh, wt, (s, s), (p, p), (1, 1), 1, need_dx=True)
 
     def run():
         (_, dw0, db0), (_, dw1, db1) = pool.map(half, [0, 1])
@@ -108,12 +112,19 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--only", default="", help="run only layers whose name contains this")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="BLAS threads while the kernels run (>1 shows the oversubscription cost)")
     args = ap.parse_args(argv)
 
     import numba
 
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    _jit.limit_blas_threads()
+    if args.blas_threads == 1:
+        limit_blas_threads()
+    else:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.blas_threads, user_api="blas")
     try:
         import torch
 
@@ -129,9 +140,9 @@ def main(argv=None) -> None:
         print(f"float32 matmul ceiling (NumPy 2048^3): {ceiling:.0f} GFLOP/s with {THREADS} BLAS "
               f"threads, {ceil1:.0f} with 1")
     pct = (lambda g: 100 * g / ceiling) if ceiling else (lambda g: float("nan"))
-    head = f"{'layer':<16} {'split ms':>9} {'GF/s':>5} {'%pk':>4} {'prange ms':>9} {'GF/s':>5}"
+    head = f"{'layer':<16} {'split ms':>9} {'GF/s':>5} {'%pk':>4}"
     if torch is not None:
-        head += f" {'torch ms':>9} {'GF/s':>5} {'%pk':>4} {'split/T':>8} {'prange/T':>8}"
+        head += f" {'torch ms':>9} {'GF/s':>5} {'%pk':>4} {'split/T':>8}"
     print(head)
     rng = np.random.default_rng(0)
     pool = ThreadPoolExecutor(2)
@@ -145,12 +156,8 @@ def main(argv=None) -> None:
         wo = (w + 2 * p - kw) // s + 1
         dy = rng.standard_normal((n, k, ho, wo), dtype=np.float32)
 
-        def prange_path():
-            conv2d_forward(x, wt, b, (s, s), (p, p), (1, 1), 1, (ho, wo), parallel=True)
-            conv2d_backward(dy, x, wt, (s, s), (p, p), (1, 1), 1, need_dx=True, parallel=True)
-
         flops = conv_flops(n, c, k, kh, kw, ho, wo)
-        fns = {"split": split_runner(pool, x, wt, b, dy, s, p, ho, wo), "prange": prange_path}
+        fns = {"split": split_runner(pool, x, wt, b, dy, s, p, ho, wo)}
         if torch is not None:
             xt = torch.from_numpy(x).requires_grad_(True)
             wtt = torch.from_numpy(wt).requires_grad_(True)
@@ -165,15 +172,14 @@ def main(argv=None) -> None:
             fns["torch"] = theirs
         t = interleaved_medians(fns, args.repeat)
         g = {key: flops / v / 1e9 for key, v in t.items()}
-        line = f"{name:<16} {t['split'] * 1e3:>9.2f} {g['split']:>5.0f} {pct(g['split']):>3.0f}% " \
-               f"{t['prange'] * 1e3:>9.2f} {g['prange']:>5.0f}"
+        line = f"{name:<16} {t['split'] * 1e3:>9.2f} {g['split']:>5.0f} {pct(g['split']):>3.0f}%"
         if torch is not None:
             line += f" {t['torch'] * 1e3:>9.2f} {g['torch']:>5.0f} {pct(g['torch']):>3.0f}% " \
-                    f"{t['split'] / t['torch']:>8.2f} {t['prange'] / t['torch']:>8.2f}"
+                    f"{t['split'] / t['torch']:>8.2f}"
         print(line, flush=True)
     pool.shutdown()
     if torch is not None:
-        print("split/T, prange/T = cnncalc time / PyTorch time (lower is better; < 1 means "
+        print("split/T = cnncalc time / PyTorch time (lower is better; < 1 means "
               "cnncalc is faster); medians of alternating runs")
 
 

@@ -1,6 +1,7 @@
 """The engine's benchmark (issue 4 §4-§6): cnncalc vs PyTorch CPU, float32, 2 threads, one run.
 
   python bench/bench_engine.py [--rounds 8] [--steps 25] [--quick] [--no-startup] [--no-rss]
+                               [--engine-threads 2] [--no-flush]
 
 Prints, side by side with PyTorch (column skipped when torch is not installed):
 
@@ -39,10 +40,14 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np
+# BLAS at one thread in this benchmark process and its children (set before numpy loads BLAS)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from cnncalc.kernels import _jit
-from cnncalc.train.data import read_idx
+import numpy as np  # noqa: E402
+
+from cnncalc.kernels.fast.thread_state import limit_blas_threads  # noqa: E402
+from cnncalc.train.data import read_idx  # noqa: E402
 
 THREADS = 2
 # Pause before each framework's round: both keep threads spinning for a while after their last
@@ -218,7 +223,8 @@ def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_
             idx = perm_o[pos_o:pos_o + batch]
             np.take(xtr, idx, axis=0, out=xb)
             loss = net.loss_and_grads(xb, ytr[idx])
-            opt.step(P, G)
+            with net.thread_state():  # flush-to-zero for the momentum buffers, as the trainer
+                opt.step(P, G)
             e = time.perf_counter() - s
             pos_o += batch
             if rnd:
@@ -257,16 +263,19 @@ def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_
     return line, res
 
 
-def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling):
+def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling, engine_threads=THREADS,
+                flush=True):
     import cnncalc
     from cnncalc import optim
 
     print(f"\n== LeNet-5 training step (forward + backward + SGD momentum 0.9, lr 0.05), "
-          f"float32, {THREADS} threads ==")
+          f"float32, {THREADS} threads (cnncalc: {engine_threads}"
+          f"{', no flush-to-zero' if not flush else ''}) ==")
     n = xtr.shape[0]
     res = {}
     for batch in batches:
-        net = cnncalc.Network(ROOT / "specs" / "lenet5.yaml", dtype="float32", threads=THREADS)
+        net = cnncalc.Network(ROOT / "specs" / "lenet5.yaml", dtype="float32",
+                              threads=engine_threads, flush_denormals=flush)
         opt = optim.create("momentum", lr=0.05, momentum=0.9)
         rng = np.random.default_rng(1)
         perm_o = rng.permutation(n)
@@ -576,11 +585,17 @@ def main():
     ap.add_argument("--only", choices=["conv", "cifar"],
                     help="run only the conv layers or only the cifar_bn steps (no subprocesses)")
     ap.add_argument("--json", type=pathlib.Path)
+    ap.add_argument("--engine-threads", type=int, default=THREADS,
+                    help="cnncalc's threads for the LeNet-5 steps (1: no data parallelism)")
+    ap.add_argument("--no-flush", action="store_true",
+                    help="LeNet-5 steps without flush-to-zero (denormals cost)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.steps, args.no_conv = 4, 20, True
 
-    _jit.limit_blas_threads()
+    # this process is a benchmark, not a library user: BLAS at one thread throughout, as the
+    # engine has it during its calls (torch's own pool is set below)
+    limit_blas_threads()
     torch_on = have_torch()
     out = {}
     # subprocess measurements first, while this process is still small (see bench_rss)
@@ -607,7 +622,7 @@ def main():
     print(f"data: {note}")
     if args.only is None:
         out["lenet"] = bench_lenet(args.batches, args.rounds, args.steps, torch_on, xtr, ytr,
-                                   ceiling)
+                                   ceiling, args.engine_threads, not args.no_flush)
         out["chain_kernels_us"] = bench_chain_kernels(xtr, ytr, ceiling, torch_on)
     if not args.no_conv and args.only in (None, "conv"):
         out["conv"] = bench_convs(args.conv_reps, ceiling, torch_on)

@@ -2,8 +2,8 @@
 
 For each epoch, cnncalc trains one epoch, then PyTorch trains one epoch of the same model with
 the same batch size, optimizer, schedule, init and preprocessing; epoch wall time covers shuffle,
-batch gather, forward, backward and the update (test evaluation is timed apart), as in
-/work/shared/bench/torch_lenet5.py, whose ideas this script copies.
+batch gather, forward, backward and the update (test evaluation is timed apart); the PyTorch
+side is a plain LeNet-5 training loop with the same data pipeline.
 
   python bench/bench_train.py --recipe --epochs 10            # specs/lenet5_mnist.yaml (>= 99%)
   python bench/bench_train.py --recipe --epochs 1             # the same recipe squeezed into 1 epoch

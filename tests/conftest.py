@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,6 @@ def mnist_dir() -> Path | None:
     if d and (Path(d) / "train-labels-idx1-ubyte.gz").exists():
         return Path(d)
     return None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_denormals():
-    """A Network turns flush-to-zero on for the process; give the next test module the default."""
-    yield
-    if "cnncalc.kernels.denormals" in sys.modules:
-        import numba
-
-        if not numba.config.DISABLE_JIT:
-            sys.modules["cnncalc.kernels.denormals"].disable_flush_denormals()
 
 
 @pytest.fixture(scope="session")

@@ -100,17 +100,16 @@ def rel_err(a, b):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", sorted(SHAPES))
-def test_conv_relu_maxpool_matches_reference(name, dtype, parallel):
-    from cnncalc.kernels import fused
+def test_conv_relu_maxpool_matches_reference(name, dtype):
+    from cnncalc.kernels.fast import fused
 
     x, w, b, dy, pad, pool = make(SHAPES[name], dtype)
     y_ref, cache = ref_forward(*(a.astype(np.float64) for a in (x, w, b)), pad, pool)
     out_f, out_b = {}, {}
     for _ in range(2):  # second round reuses the buffers
-        y, am = fused.conv_relu_maxpool_forward(x, w, b, pad, pool, out=out_f, parallel=parallel)
+        y, am = fused.conv_relu_maxpool_forward(x, w, b, pad, pool, out=out_f)
         assert y.dtype == dtype and am.dtype == np.int8
         np.testing.assert_allclose(y, y_ref, **tol(dtype))
         alive = y_ref > 0
@@ -118,7 +117,7 @@ def test_conv_relu_maxpool_matches_reference(name, dtype, parallel):
         assert (am[~alive] == -1).all()
         for need_dx in (True, False):
             dx, dw, db = fused.conv_relu_maxpool_backward(dy, x, w, am, pad, pool, need_dx=need_dx,
-                                                          out=out_b, parallel=parallel)
+                                                          out=out_b)
             dx_r, dw_r, db_r = ref_backward(dy.astype(np.float64), x.astype(np.float64),
                                             w.astype(np.float64), cache, pad, pool)
             assert dw.dtype == dtype and db.dtype == dtype
@@ -131,7 +130,7 @@ def test_conv_relu_maxpool_matches_reference(name, dtype, parallel):
 
 
 def test_ties_pick_first_max_and_dead_windows():
-    from cnncalc.kernels import fused
+    from cnncalc.kernels.fast import fused
 
     # 1x1 conv with weight 1: the conv is the input itself
     x = np.array([[[[1.0, 1.0, -1.0, -2.0],
@@ -150,7 +149,7 @@ def test_ties_pick_first_max_and_dead_windows():
 
 def test_gradient_centered_differences():
     """float64 finite differences on a tiny tie-free shape (max rel err < 1e-6)."""
-    from cnncalc.kernels import fused
+    from cnncalc.kernels.fast import fused
 
     rng = np.random.default_rng(3)
     N, C, H, W, K, F, pad, pool = 2, 2, 6, 6, 3, 3, 1, 2
@@ -184,11 +183,10 @@ def test_gradient_centered_differences():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_linear_relu(dtype, relu, parallel):
-    from cnncalc.kernels import fused
+def test_linear_relu(dtype, relu):
+    from cnncalc.kernels.fast import fused
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 40)).astype(dtype)
@@ -201,14 +199,13 @@ def test_linear_relu(dtype, relu, parallel):
     dz = dy64 * (z > 0) if relu else dy64
     out_f, out_b = {}, {}
     for _ in range(2):
-        y = fused.linear_relu_forward(x, w, b, relu, out=out_f, parallel=parallel)
+        y = fused.linear_relu_forward(x, w, b, relu, out=out_f)
         np.testing.assert_allclose(y, y_ref, **tol(dtype))
-        dx, dw, db = fused.linear_relu_backward(dy, x, w, y, relu, out=out_b, parallel=parallel)
+        dx, dw, db = fused.linear_relu_backward(dy, x, w, y, relu, out=out_b)
         np.testing.assert_allclose(dx, dz @ w64, **tol(dtype))
         np.testing.assert_allclose(dw, dz.T @ x64, **tol(dtype))
         np.testing.assert_allclose(db, dz.sum(0), **tol(dtype))
-        assert fused.linear_relu_backward(dy, x, w, y, relu, need_dx=False, out=out_b,
-                                          parallel=parallel)[0] is None
+        assert fused.linear_relu_backward(dy, x, w, y, relu, need_dx=False, out=out_b)[0] is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,7 +218,7 @@ def test_linear_relu(dtype, relu, parallel):
 def test_conv_relu_maxpool_matches_torch(name):
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
-    from cnncalc.kernels import fused
+    from cnncalc.kernels.fast import fused
 
     x, w, b, dy, pad, pool = make(SHAPES[name], np.float64, seed=7)
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
@@ -234,35 +231,32 @@ def test_conv_relu_maxpool_matches_torch(name):
         np.testing.assert_allclose(ours, ref.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
-# --------------------------------------------------------------------------------------------
-# flush-to-zero in every numba thread
+# flush-to-zero: the engine's workers always, the caller only inside an engine call
 # --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
                     reason="MXCSR is set by a numba intrinsic: needs compiled code")
-def test_flush_denormals_reaches_every_thread():
-    import numba
+def test_flush_reaches_the_workers_and_the_caller_only_inside_an_engine_call():
+    from cnncalc.kernels.fast.thread_state import SUPPORTED, EngineCall, flush_enabled
+    from cnncalc.kernels.fast.threads import get_pool
 
-    from cnncalc.kernels import denormals
-
-    if not denormals.SUPPORTED:
+    if not SUPPORTED:
         pytest.skip("MXCSR is x86-only")
-    try:
-        denormals.disable_flush_denormals()
-        before = denormals.flush_status()
-        assert before["flushing"] == set() and not before["main"]
-        denormals.enable_flush_denormals()
-        after = denormals.flush_status()
-        assert len(after["threads"]) == numba.get_num_threads()
-        assert after["flushing"] == after["threads"]
-        assert after["main"]
-    finally:
-        denormals.disable_flush_denormals()  # the process default
+    pool = get_pool(2)
+    assert not flush_enabled()
+    assert pool.run(lambda t: flush_enabled(), flush=False) == [False, False]
+    assert pool.run(lambda t: flush_enabled()) == [False, True]   # the worker is the engine's
+    with EngineCall(flush=True):
+        assert pool.run(lambda t: flush_enabled()) == [True, True]
+    assert not flush_enabled()                                    # the caller's state is back
+    with EngineCall(flush=False):
+        assert not flush_enabled()
+    assert pool.run(lambda t: flush_enabled(), flush=False) == [False, False]
 
 
 # --------------------------------------------------------------------------------------------
-# generated whole-chain kernels (cnncalc.kernels.gen) through the engine, against the generic
+# generated whole-chain kernels (cnncalc.kernels.fast.gen) through the engine, against the generic
 # unfused path of the same network
 # --------------------------------------------------------------------------------------------
 

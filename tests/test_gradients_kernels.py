@@ -28,8 +28,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("algo", ["im2col", "implicit"])
-@pytest.mark.parametrize("parallel", [False, True])
-def test_conv_grad(case, parallel, algo):
+def test_conv_grad(case, algo):
     n, c, h, w, k, kh, kw, s, p, d, g, pa = case
     rng = _rng(1)
     x = rng.standard_normal((n, c, h, w))
@@ -38,10 +37,10 @@ def test_conv_grad(case, parallel, algo):
     ho, wo = conv.conv2d_out_hw(h, w, (kh, kw), s, p, pa, d)
 
     def f():
-        return conv.conv2d_forward(x, wt, b, s, p, d, g, (ho, wo), parallel=parallel, algo=algo)
+        return conv.conv2d_forward(x, wt, b, s, p, d, g, (ho, wo), algo=algo)
 
     dout = rng.standard_normal((n, k, ho, wo))
-    dx, dw, db = conv.conv2d_backward(dout, x, wt, s, p, d, g, parallel=parallel, algo=algo)
+    dx, dw, db = conv.conv2d_backward(dout, x, wt, s, p, d, g, algo=algo)
     check(f, {"x": x, "w": wt, "b": b}, {"x": dx, "w": dw, "b": db}, dout)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnncalc.errors import TrainError
-from cnncalc.train.init import INITIALIZERS, fan_in, init_params, initialize, parse_spec
+from cnncalc.engine.init import INITS, fan_in, init_params, initialize, parse_spec
 
 SHAPE = (128, 64, 3, 3)  # conv: fan_in = 64 * 3 * 3 = 576; 73,728 values
 
@@ -53,7 +53,7 @@ def test_parse_spec_forms():
     assert parse_spec("0.5") == ("normal", {"std": 0.5})
     assert parse_spec("He") == ("he", {})
     assert parse_spec({"name": "uniform", "bound": 0.1}) == ("uniform", {"bound": 0.1})
-    assert set(INITIALIZERS) >= {"zeros", "normal", "xavier", "he", "xavier_uniform",
+    assert set(INITS.names()) >= {"zeros", "normal", "xavier", "he", "xavier_uniform",
                                  "he_uniform", "uniform"}
 
 

@@ -63,24 +63,23 @@ CONV_CASES_IG = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("algo", ["im2col", "implicit"])
-@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("n,c,h,w,k,kh,kw,s,p,d,g,pa", CONV_CASES + CONV_CASES_IG)
-def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, parallel, algo, dtype):
+def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, algo, dtype):
     rng = np.random.default_rng(0)
     x, x64 = data((n, c, h, w), dtype, rng)
     wt, w64 = data((k, c // g, kh, kw), dtype, rng)
     b, b64 = data((k,), dtype, rng)
     out_hw = conv.conv2d_out_hw(h, w, (kh, kw), s, p, pa, d)
-    y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel, algo=algo)
+    y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, algo=algo)
     close(y, R.conv2d_forward(x64, w64, b64, s, p, d, g, out_hw), dtype)
     dy, dy64 = data(y.shape, dtype, rng)
-    dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, parallel=parallel, algo=algo)
+    dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, algo=algo)
     rdx, rdw, rdb = R.conv2d_backward(dy64, x64, w64, s, p, d, g)
     close(dx, rdx, dtype)
     close(dw, rdw, dtype)
     close(db, rdb, dtype)
     dx2, dw2, db2 = conv.conv2d_backward(dy, x, wt, s, p, d, g, need_dx=False, has_bias=False,
-                                         parallel=parallel, algo=algo)
+                                         algo=algo)
     assert dx2 is None and db2 is None
     close(dw2, rdw, dtype)
 
@@ -106,13 +105,13 @@ def test_conv_split_batch_threads_matches_whole_batch():
     w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
     dy = rng.standard_normal((6, 8, 10, 9)).astype(np.float32)
-    y = conv.conv2d_forward(x, w, b, 1, 1, 1, 1, (10, 9), parallel=False)
-    dx, dw, db = conv.conv2d_backward(dy, x, w, 1, 1, 1, 1, parallel=False)
+    y = conv.conv2d_forward(x, w, b, 1, 1, 1, 1, (10, 9))
+    dx, dw, db = conv.conv2d_backward(dy, x, w, 1, 1, 1, 1)
 
     def half(i):
         sl = slice(3 * i, 3 * i + 3)
-        yh = conv.conv2d_forward(x[sl], w, b, 1, 1, 1, 1, (10, 9), parallel=False)
-        return (yh,) + conv.conv2d_backward(dy[sl], x[sl], w, 1, 1, 1, 1, parallel=False)
+        yh = conv.conv2d_forward(x[sl], w, b, 1, 1, 1, 1, (10, 9))
+        return (yh,) + conv.conv2d_backward(dy[sl], x[sl], w, 1, 1, 1, 1)
 
     with ThreadPoolExecutor(2) as ex:
         (y0, dx0, dw0, db0), (y1, dx1, dw1, db1) = ex.map(half, [0, 1])
@@ -174,18 +173,18 @@ if given is not None:
         return n, c, h, w, k, kh, kw, s, p, d, g, pa
 
     @settings(max_examples=40, deadline=None)
-    @given(conv_shapes(), st.booleans(), st.sampled_from(["im2col", "implicit"]))
-    def test_conv_forward_property(shape, parallel, algo):
+    @given(conv_shapes(), st.sampled_from(["im2col", "implicit"]))
+    def test_conv_forward_property(shape, algo):
         n, c, h, w, k, kh, kw, s, p, d, g, pa = shape
         rng = np.random.default_rng(n * 1000 + c * 100 + h * 10 + w)
         x = rng.standard_normal((n, c, h, w))
         wt = rng.standard_normal((k, c // g, kh, kw))
         b = rng.standard_normal(k)
         out_hw = conv.conv2d_out_hw(h, w, (kh, kw), s, p, pa, d)
-        y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, parallel=parallel, algo=algo)
+        y = conv.conv2d_forward(x, wt, b, s, p, d, g, out_hw, algo=algo)
         close(y, R.conv2d_forward(x, wt, b, s, p, d, g, out_hw), np.float64)
         dy = rng.standard_normal(y.shape)
-        dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, parallel=parallel, algo=algo)
+        dx, dw, db = conv.conv2d_backward(dy, x, wt, s, p, d, g, algo=algo)
         rdx, rdw, rdb = R.conv2d_backward(dy, x, wt, s, p, d, g)
         close(dx, rdx, np.float64)
         close(dw, rdw, np.float64)
@@ -203,21 +202,20 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("k,s,p,out_hw,d", POOL_CASES)
-def test_maxpool(k, s, p, out_hw, d, parallel, dtype):
+def test_maxpool(k, s, p, out_hw, d, dtype):
     rng = np.random.default_rng(2)
     x, x64 = data((2, 3, 9, 7), dtype, rng)
     if out_hw is None:
         out_hw = ((9 + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
                   (7 + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
-    y, am = pool.maxpool2d_forward(x, k, s, p, out_hw, d, parallel=parallel)
+    y, am = pool.maxpool2d_forward(x, k, s, p, out_hw, d)
     ry, ram = R.maxpool2d_forward(x64, k, s, p, out_hw, d)
     close(y, ry, dtype)
     assert am.dtype == np.int32
     np.testing.assert_array_equal(am, ram)
     dy, dy64 = data(y.shape, dtype, rng)
-    close(pool.maxpool2d_backward(dy, am, x.shape, parallel=parallel),
+    close(pool.maxpool2d_backward(dy, am, x.shape),
           R.maxpool2d_backward(dy64, ram, x.shape), dtype)
 
 
@@ -231,7 +229,6 @@ def test_maxpool_ties_first_and_padding_ignored():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("include", [True, False])
-@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("k,s,p,out_hw,pa", [
     ((2, 2), (2, 2), (0, 0), None, None),
     ((3, 3), (2, 2), (1, 1), (5, 4), None),     # ceil mode: last windows run past the padding
@@ -239,16 +236,16 @@ def test_maxpool_ties_first_and_padding_ignored():
     ((3, 2), (1, 2), (1, 0), (9, 3), (1, 0)),
     ((3, 3), (2, 2), (0, 1), (4, 4), (1, 1)),   # asymmetric padding (pad_after given)
 ])
-def test_avgpool(k, s, p, out_hw, pa, parallel, include, dtype):
+def test_avgpool(k, s, p, out_hw, pa, include, dtype):
     rng = np.random.default_rng(3)
     x, x64 = data((2, 3, 9, 7), dtype, rng)
     pa_ = p if pa is None else pa
     if out_hw is None:
         out_hw = ((9 + p[0] + pa_[0] - k[0]) // s[0] + 1, (7 + p[1] + pa_[1] - k[1]) // s[1] + 1)
-    y = pool.avgpool2d_forward(x, k, s, p, out_hw, include, pad_after=pa, parallel=parallel)
+    y = pool.avgpool2d_forward(x, k, s, p, out_hw, include, pad_after=pa)
     close(y, R.avgpool2d_forward(x64, k, s, p, out_hw, include, pa), dtype)
     dy, dy64 = data(y.shape, dtype, rng)
-    close(pool.avgpool2d_backward(dy, x.shape, k, s, p, include, pad_after=pa, parallel=parallel),
+    close(pool.avgpool2d_backward(dy, x.shape, k, s, p, include, pad_after=pa),
           R.avgpool2d_backward(dy64, x.shape, k, s, p, include, pa), dtype)
 
 
@@ -257,12 +254,11 @@ def test_avgpool(k, s, p, out_hw, pa, parallel, include, dtype):
 def test_adaptive_avgpool(out_hw, dtype):
     rng = np.random.default_rng(4)
     x, x64 = data((2, 3, 9, 7), dtype, rng)
-    for par in (False, True):
-        y = pool.adaptive_avgpool_forward(x, out_hw, parallel=par)
-        close(y, R.adaptive_avgpool_forward(x64, out_hw), dtype)
-        dy, dy64 = data(y.shape, dtype, rng)
-        close(pool.adaptive_avgpool_backward(dy, x.shape, parallel=par),
-              R.adaptive_avgpool_backward(dy64, x.shape), dtype)
+    y = pool.adaptive_avgpool_forward(x, out_hw)
+    close(y, R.adaptive_avgpool_forward(x64, out_hw), dtype)
+    dy, dy64 = data(y.shape, dtype, rng)
+    close(pool.adaptive_avgpool_backward(dy, x.shape),
+          R.adaptive_avgpool_backward(dy64, x.shape), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -306,7 +302,7 @@ def test_prelu_forward(alpha, dtype):
     close(act.prelu_forward(x, a), R.prelu(x64, a.astype(np.float64)), dtype)
 
 
-def test_relu_large_uses_parallel_and_in_place():
+def test_relu_large_in_place():
     x = np.random.default_rng(7).standard_normal(1 << 19).astype(np.float32)
     expect = np.maximum(x, 0)
     y = act.relu_forward(x, out=x)
@@ -582,7 +578,7 @@ def test_maxpool_inside_path_matches_general(k, s):
     x = rng.standard_normal((3, 4, 11, 10)).astype(np.float32)
     x[0, 0, 0, 0] = np.nan
     x[1, 2, 3, 3] = x[1, 2, 3, 4] = 5.0   # ties: first maximum wins
-    y, am = kp.maxpool2d_forward(x, k, s, parallel=False)
+    y, am = kp.maxpool2d_forward(x, k, s)
     kh, kw = (k, k) if isinstance(k, int) else k
     sh, sw = (s, s) if isinstance(s, int) else s
     y0 = np.empty_like(y)

@@ -217,3 +217,33 @@ def test_analyze_accepts_every_optimizer_name(spelling, name, specs_dir):
     entry = optim.OPTIMIZERS.lookup(name)
     assert training["optimizer"] == name
     assert training["optimizer_state_bytes"] == entry.extra["state"] * training["gradient_bytes"]
+
+
+# -- inits: the engine's registry, read by the settings, a layer's init: and the command line --
+
+from cnncalc.engine import init as inits  # noqa: E402
+
+
+@pytest.mark.parametrize(("spelling", "name"),
+                         [(s, e.name) for e in inits.INITS for s in (e.name, *e.aliases)])
+def test_every_init_name_is_accepted_alike_by_api_spec_layer_and_command_line(
+        spelling, name, captured):
+    seen, spec_file = captured
+    entry = inits.INITS.lookup(name)
+    assert inits.parse_spec(spelling) == (name, {})
+    # declared defaults are what the engine draws with
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    shape = (4, 3, 3, 3)
+    np.testing.assert_array_equal(inits.initialize(spelling, shape, rng_a, np.float64),
+                                  inits.initialize({"name": name, **entry.defaults()}, shape,
+                                                   rng_b, np.float64))
+    graph = cnncalc.load(f"input: 6x6x1\ntrain: {{init: '{spelling}'}}\nlayers:\n"
+                         f"  - conv: {{filters: 2, size: 3, init: '{spelling}'}}\n"
+                         "  - flatten\n  - fc: {units: 4}\n")
+    from_spec = resolve(("spec train:", graph.train))
+    r = runner.invoke(app, ["train", str(spec_file), "--init", spelling])
+    assert r.exit_code == 2 and "stopped before training" in r.output, r.output
+    assert from_spec.to_dict() == seen["settings"].to_dict()
+    net = cnncalc.Network(graph, seed=0, dtype="float64", parallel=False)
+    if name == "zeros":
+        assert not net.params["conv1.weight"].any()

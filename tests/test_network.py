@@ -1,7 +1,7 @@
 """cnncalc.Network: forward of every layer kind against naive references (float64), the planner,
 branches, state dicts, batch-size changes, dtypes, dropout and errors.
 
-Serial kernels (``parallel=False``) keep the run short: they are cached on disk.
+Serial networks (``parallel=False``: one thread) keep the run short.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import pytest
 import reference as ref
-from conftest import spec_text as _spec
+from reference import spec_text as _spec
 
 import cnncalc
 from cnncalc.errors import TrainError
@@ -404,14 +404,21 @@ def test_engine_not_imported_by_analysis():
 
 
 def test_need_dx_false_and_flush_denormals():
+    def flushing():
+        return np.float32(np.finfo(np.float32).tiny) * np.float32(0.5) == 0
+
+    assert not flushing()
     net = _net(SPECS / "lenet5.yaml", dtype="float32")
-    tiny = np.finfo(np.float32).tiny
+    assert not flushing()               # creating a network leaves the caller's thread alone
     if not numba.config.DISABLE_JIT:
-        assert np.float32(tiny) * np.float32(0.5) == 0  # FTZ on in this thread
+        with net.thread_state():
+            assert flushing()           # FTZ on during an engine call ...
+        assert not flushing()           # ... and restored afterwards
     x = _x((1, 28, 28), 3, dtype=np.float32)
     d = np.ones((3, 10), np.float32)
     net.forward(x)
     dx = net.backward(d)
+    assert not flushing()
     g = net.flat_grads.copy()
     net.forward(x)
     assert net.backward(d, need_dx=False) is None

@@ -3,8 +3,7 @@
 The loss is ``sum(out * R)`` for a fixed random R; every parameter tensor (about a dozen sampled
 coordinates each) and the input gradient are checked (:func:`gradcheck.check_network`). Every
 registered layer kind is checked alone, from its entry in :data:`reference.KINDS`, plus the
-variants and combinations below. Serial kernels (``parallel=False``) keep the run short: they
-are cached on disk, the parallel twins are not.
+variants and combinations below. One thread (``parallel=False``) keeps the run short.
 """
 from __future__ import annotations
 

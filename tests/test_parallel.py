@@ -1,4 +1,4 @@
-"""The engine's thread pool (cnncalc.engine.parallel) and the data-parallel fast path:
+"""The engine's thread pool (cnncalc.kernels.fast.threads) and the data-parallel fast path:
 ordering, errors, flush-to-zero in every worker, determinism, thread-count rules, and that a
 second process loads the generated kernels from the cache instead of compiling them."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import cnncalc
-from cnncalc.engine.parallel import WorkerPool, default_threads, get_pool
+from cnncalc.kernels.fast.threads import WorkerPool, default_threads, get_pool
 from cnncalc.errors import TrainError
 
 LENET = Path(__file__).resolve().parent.parent / "specs" / "lenet5.yaml"
@@ -50,14 +50,16 @@ def test_pool_reraises_worker_errors_and_survives():
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no MXCSR without JIT")
 def test_flush_to_zero_in_every_worker():
-    from cnncalc.kernels.denormals import SUPPORTED
+    from cnncalc.kernels.fast.thread_state import SUPPORTED
 
     if not SUPPORTED:
         pytest.skip("FTZ/DAZ is x86 only")
-    cnncalc.Network(LENET, threads=2)   # turns flushing on in the pool
+    net = cnncalc.Network(LENET, threads=2)
     tiny = np.float32(np.finfo(np.float32).tiny)
-    flushed = get_pool(2).run(lambda t: bool(tiny * np.float32(0.5) == 0))
+    with net.thread_state():             # as during an engine call
+        flushed = get_pool(2).run(lambda t: bool(tiny * np.float32(0.5) == 0))
     assert flushed == [True, True]
+    assert not tiny * np.float32(0.5) == 0   # the caller's thread is restored
 
 
 _FORK_NET = []
@@ -155,7 +157,7 @@ def test_second_process_does_not_recompile(tmp_path):
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no dispatchers")
 def test_generated_kernels_follow_the_jit_policy():
-    """STYLE B5 for the generated modules too: serial, cached, safe fastmath only, nogil."""
+    """The numba flag policy for the generated modules too: serial, cached, safe fastmath only, nogil."""
     import numba
 
     from cnncalc.kernels._jit import SAFE_FASTMATH

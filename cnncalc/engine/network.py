@@ -18,9 +18,9 @@ Contract
 
 Fast path: when the planner recognises the graph as a conv→relu→maxpool … → fc chain
 (:func:`cnncalc.engine.plan.find_chain`), ``forward``/``backward``/``loss``/``loss_and_grads``/
-``predict`` run on shape-specialised generated kernels (:mod:`cnncalc.kernels.gen`, cached on
-disk) split over the batch on ``threads`` threads (:mod:`cnncalc.engine.parallel`): each thread
-runs the whole chain on its slice with its own buffers and flat gradient buffer, and the
+``predict`` run on shape-specialised generated kernels (:mod:`cnncalc.kernels.fast.gen`, cached
+on disk) split over the batch on ``threads`` threads (:mod:`cnncalc.kernels.fast.threads`): each
+thread runs the whole chain on its slice with its own buffers and flat gradient buffer, and the
 gradients are summed in slice order (deterministic). ``threads=1`` (or ``parallel=False``)
 writes straight into ``flat_grads``. ``fast_path`` describes it (None: not used).
 
@@ -30,12 +30,19 @@ process compiles nothing); ops with enough work split the batch over the same ``
 pool and sum parameter gradients in slice order (bitwise repeatable; ``threads=1`` agrees with
 ``threads=2`` to float rounding).
 
+Thread state: ``forward``/``backward``/``loss``/``loss_and_grads``/``predict`` (and
+``with net.thread_state():``, for an optimizer step) run with flush-to-zero on (unless
+``flush_denormals=False``) and BLAS at one thread on the calling thread, and put both back when
+they return (:class:`cnncalc.kernels.fast.thread_state.EngineCall`); the engine's worker threads
+flush for their lifetime. Creating a network changes no thread's state.
+
 Execution: steps (:mod:`cnncalc.engine.plan`) run in node order; a value is dropped after its last
 consumer; backward runs in reverse order and sums the gradients of values with several consumers.
 Ops keep reusable output buffers, reallocated when the batch size changes.
 """
 from __future__ import annotations
 
+import functools
 import math
 from types import SimpleNamespace
 
@@ -62,17 +69,14 @@ def _dtype(dtype) -> np.dtype:
     return dt
 
 
-def _runtime_setup(flush_denormals: bool) -> None:
-    from cnncalc.kernels import _jit
-    from cnncalc.kernels.fast_chain import jit_disabled, set_thread_flush
+def _engine_call(method):
+    """Run ``method`` under the engine's thread state (FTZ, BLAS at one thread), restored after."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self.thread_state():
+            return method(self, *args, **kwargs)
 
-    _jit.limit_blas_threads()
-    # under NUMBA_DISABLE_JIT the MXCSR intrinsic cannot run (pure Python has no registers)
-    if not flush_denormals or jit_disabled():
-        return
-    # the engine never runs numba's own thread pool: flush here (serial, cached kernel) and in
-    # the engine's worker threads (parallel.get_pool); no prange kernel to compile
-    set_thread_flush(True)
+    return call
 
 
 class Network:
@@ -89,8 +93,8 @@ class Network:
     parallel : ``False`` means one thread (exact and deterministic) unless ``threads`` says
         otherwise; ``None``/``True``: ``threads`` threads. The engine always runs serial cached
         kernels (never numba's ``prange`` variants).
-    flush_denormals : set FTZ/DAZ in the calling thread and the engine's workers (PERF-NOTES
-        lesson 5).
+    flush_denormals : flush denormals to zero (FTZ/DAZ) in the engine's workers, and in the
+        calling thread during each engine call (restored afterwards).
     threads : threads over which the batch is split, on the fast path and in the step plan
         (``None``: ``min(2, os.cpu_count())``; 1 with ``parallel=False``).
     """
@@ -135,17 +139,13 @@ class Network:
             per_node_p.setdefault(layer, {})[pname] = self.params[key]
             per_node_g.setdefault(layer, {})[pname] = self.grads[key]
         if threads is None:
-            from cnncalc.engine.parallel import default_threads
+            from cnncalc.kernels.fast.threads import default_threads
 
             threads = 1 if parallel is False else default_threads()
         if int(threads) < 1:
             raise TrainError(f"threads must be at least 1, got {threads}")
         self.threads = int(threads)
-        _runtime_setup(flush_denormals)
-        if self.threads > 1:
-            from cnncalc.engine.parallel import get_pool
-
-            get_pool(self.threads, flush=flush_denormals)
+        self.flush_denormals = bool(flush_denormals)
         ctx = self._ctx
         ctx.__dict__.update(params=per_node_p, grads=per_node_g, buffers=self.buffers,
                             dtype=self.dtype, parallel=parallel, convention=graph.convention,
@@ -155,7 +155,7 @@ class Network:
         self._chain = None
         spec = find_chain(graph, self._offsets, self.dtype) if fuse else None
         if spec is not None:
-            from cnncalc.kernels.fast_chain import FastChain
+            from cnncalc.kernels.fast.chain import FastChain
 
             self._chain = FastChain(spec, self.threads, self.flat_grads)
         self._cbuf: dict = {}  # reused buffers: logits, dlogits
@@ -165,7 +165,7 @@ class Network:
 
     # ------------------------------------------------------------------------------ set-up
     def _init_params(self, init) -> None:
-        from cnncalc.train.init import init_params
+        from cnncalc.engine.init import init_params
 
         overrides = {n.name: n.init for n in self.graph.nodes
                      if n.init is not None and n.param_shapes()}
@@ -192,6 +192,17 @@ class Network:
             for st in self.steps:
                 needs[st.output] = st.has_params or any(needs.get(s, False) for s in st.inputs)
             self._needs[want_dx] = needs
+
+    def thread_state(self):
+        """Context manager: the calling thread runs with FTZ/DAZ (per ``flush_denormals``) and
+        BLAS at one thread inside it, as during an engine call; both are restored on exit.
+
+        Wrap an optimizer step on ``flat_params`` in it: momentum of dead units decays into
+        denormals, which are ~20x slower to compute on.
+        """
+        from cnncalc.kernels.fast.thread_state import EngineCall
+
+        return EngineCall(self.flush_denormals)
 
     @property
     def rng(self) -> np.random.Generator:
@@ -250,9 +261,9 @@ class Network:
 
     def _pool_run(self, fn, T):
         """``[fn(0), ..., fn(T - 1)]`` on the shared pool (the ops' ``ctx.run``)."""
-        from cnncalc.engine.parallel import get_pool
+        from cnncalc.kernels.fast.threads import get_pool
 
-        return get_pool(self.threads).run(fn, T)
+        return get_pool(self.threads).run(fn, T, flush=self.flush_denormals)
 
     def _dispatch(self, fn, T):
         if T == 1:
@@ -264,7 +275,8 @@ class Network:
         for t in range(1, T):
             np.add(g, self._chain.slots[t].grads, out=g)
 
-    def _chain_forward(self, x, training):
+    def _chain_forward(self, x):
+        """The chain has no training-only layers: training and evaluation run the same."""
         ch = self._chain
         n = x.shape[0]
         K = ch.spec.dense[-1].O
@@ -278,7 +290,6 @@ class Network:
 
         self._dispatch(work, T)
         self._batch = n
-        self._training = training
         self._cx = x
         return logits
 
@@ -319,14 +330,13 @@ class Network:
         losses = self._dispatch(work, T)
         self._reduce(T)
         self._batch = n
-        self._training = True
         self._cx = x
         return float(sum(losses) / n)
 
     def _forward(self, x, training: bool) -> np.ndarray:
         x = self._as_input(x)
         if self._chain is not None:
-            out = self._chain_forward(x, training)
+            out = self._chain_forward(x)
             return out.reshape(out.shape[0], out.shape[1], 1, 1)
         self._batch = x.shape[0]
         vals = {INPUT_NAME: x}
@@ -334,7 +344,6 @@ class Network:
             vals[st.output] = st.op.forward([vals[s] for s in st.inputs], training)
             for name in self._free_after[i]:
                 vals.pop(name, None)
-        self._training = training
         return vals[self.output_name]
 
     def _shape_out(self, y: np.ndarray) -> np.ndarray:
@@ -342,12 +351,14 @@ class Network:
             return y.reshape(y.shape[0], y.shape[1])
         return y
 
+    @_engine_call
     def forward(self, x, training: bool = True) -> np.ndarray:
         """Run the network; returns a copy of the output, (N, K) or (N, C, H, W)."""
         return self._shape_out(self._forward(x, training)).copy()
 
     __call__ = forward
 
+    @_engine_call
     def backward(self, dout, need_dx: bool = True):
         """Backpropagate ``dout`` (d loss / d output); overwrites ``grads``; returns dx or None."""
         if self._batch is None:
@@ -394,6 +405,7 @@ class Network:
                              hint="the last layer's width sets the number of classes")
         return np.ascontiguousarray(y, dtype=np.int64)
 
+    @_engine_call
     def loss(self, x, labels, training: bool = True):
         """Forward plus mean softmax cross-entropy. Returns ``(loss, dlogits)`` (N, K)."""
         out = self._forward(x, training)
@@ -405,12 +417,13 @@ class Network:
         if self._chain is not None:
             n, k = logits.shape
             dl = self._cb("dlogits", (n, k))
-            total = self._chain.loss_slice(None, y, 0, n, self.dtype.type(1.0 / n), logits, dl)
+            total = self._chain.loss_slice(y, 0, n, self.dtype.type(1.0 / n), logits, dl)
             return float(total / n), dl
         from cnncalc.kernels.loss import softmax_cross_entropy
 
         return softmax_cross_entropy(logits, y, out=self._cb("dlogits", logits.shape))
 
+    @_engine_call
     def loss_and_grads(self, x, labels) -> float:
         """Training-mode forward, softmax cross-entropy and backward; returns the loss."""
         if self._chain is not None:
@@ -419,6 +432,7 @@ class Network:
         self.backward(dlogits, need_dx=False)
         return loss
 
+    @_engine_call
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Evaluation-mode outputs for ``x`` in batches of ``batch_size``."""
         x = np.asarray(x)

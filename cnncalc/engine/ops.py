@@ -21,11 +21,10 @@ weights on every call and a gradient lands directly in ``net.flat_grads``.
 Arrays an op returns may live in its reusable buffers (``self._buf``): they stay valid until the
 op's next call in the same direction. Buffers are reallocated when the batch size changes.
 
-Threads: every op calls the SERIAL (cached, ``nogil``) kernels only (``parallel=False``), so no
-process ever compiles a ``prange`` kernel for the engine. Ops whose work pays for a hand-over
-(conv, pools, fully connected, elementwise kernels, batch norm on (N, C, H, W)) split the batch
+Threads: every kernel is serial (cached, ``nogil``); no process compiles a ``prange`` kernel.
+Ops whose work pays for a hand-over (conv, pools, fully connected, elementwise kernels, batch norm on (N, C, H, W)) split the batch
 into ``ctx.threads`` contiguous slices with :meth:`Op._split` and run them on the engine's
-thread pool (:mod:`cnncalc.engine.parallel`, ``ctx.run``): each slice writes its rows of the
+thread pool (:mod:`cnncalc.kernels.fast.threads`, ``ctx.run``): each slice writes its rows of the
 shared output buffer, and parameter gradients (and batch norm's float64 statistics) come from
 per-slice buffers summed in slice order, so results are bitwise repeatable for a thread count
 and agree with one thread to float rounding. Dropout (masks from ``ctx.rng``), merges and
@@ -67,7 +66,6 @@ class Op:
         self.dtype = ctx.dtype
         self.params = ctx.params.get(node.name, {})
         self.grads = ctx.grads.get(node.name, {})
-        self.parallel = ctx.parallel
         self.threads = max(1, int(getattr(ctx, "threads", 1)))
         self.bufs: dict = {}
         self.setup()
@@ -171,7 +169,7 @@ class ConvOp(Op):
         return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
                           lambda a, c, y: kconv.conv2d_forward(
                               x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
-                              self.out_hw, out=y, parallel=False))
+                              self.out_hw, out=y))
 
     def backward(self, dy, need):
         has_bias = "bias" in self.params
@@ -182,7 +180,7 @@ class ConvOp(Op):
         def work(a, c):
             _, dw, db = kconv.conv2d_backward(
                 dy[a:c], x[a:c], w, self.stride, self.pad, self.dilation, self.groups,
-                need_dx=bool(need[0]), has_bias=has_bias, parallel=False,
+                need_dx=bool(need[0]), has_bias=has_bias,
                 out_dx=None if dx is None else dx[a:c])
             return dw, db
 
@@ -210,14 +208,13 @@ class MaxPoolOp(Op):
         am = self.am = self._buf("am", shape, np.int32)
         self._split(n, y.size * self.k[0] * self.k[1], MIN_ELEMS,
                     lambda a, b: kpool.maxpool2d_forward(
-                        x[a:b], self.k, self.stride, self.pad, self.out_hw, self.dilation,
-                        parallel=False, out=y[a:b], out_argmax=am[a:b]))
+                        x[a:b], self.k, self.stride, self.pad, self.out_hw, self.dilation, out=y[a:b], out_argmax=am[a:b]))
         return y
 
     def backward(self, dy, need):
         return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
                                 lambda d, a, b, dx: kpool.maxpool2d_backward(
-                                    d, self.am[a:b], dx.shape, parallel=False, out=dx))
+                                    d, self.am[a:b], dx.shape, out=dx))
 
 
 class AvgPoolOp(Op):
@@ -238,13 +235,13 @@ class AvgPoolOp(Op):
         return self._fill("y", shape, int(np.prod(shape)) * self.k[0] * self.k[1], MIN_ELEMS,
                           lambda a, b, y: kpool.avgpool2d_forward(
                               x[a:b], self.k, self.stride, self.pad, self.out_hw, self.include,
-                              pad_after=self.pad_after, parallel=False, out=y))
+                              pad_after=self.pad_after, out=y))
 
     def backward(self, dy, need):
         return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
                                 lambda d, a, b, dx: kpool.avgpool2d_backward(
                                     d, dx.shape, self.k, self.stride, self.pad, self.include,
-                                    pad_after=self.pad_after, parallel=False, out=dx))
+                                    pad_after=self.pad_after, out=dx))
 
 
 class GlobalAvgPoolOp(Op):
@@ -265,12 +262,12 @@ class AdaptiveAvgPoolOp(Op):
         o = self.node.out_shape
         return self._fill("y", (x.shape[0], x.shape[1], o.h, o.w), x.size, MIN_ELEMS,
                           lambda a, b, y: kpool.adaptive_avgpool_forward(
-                              x[a:b], (o.h, o.w), parallel=False, out=y))
+                              x[a:b], (o.h, o.w), out=y))
 
     def backward(self, dy, need):
         return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
                                 lambda d, a, b, dx: kpool.adaptive_avgpool_backward(
-                                    d, dx.shape, parallel=False, out=dx))
+                                    d, dx.shape, out=dx))
 
 
 class ZeroPadOp(Op):
@@ -355,8 +352,8 @@ class FlattenOp(Op):
 
 # ----------------------------------------------------------------------- elementwise kernels
 def _writes_out(fn) -> bool:
-    """Whether a kernel writes into a given ``out=`` (the one-pass numba kernels, which also
-    take ``parallel=``) rather than returning a new array (the NumPy ones)."""
+    """Whether a kernel writes into a given ``out=`` (the one-pass numba kernels) rather than
+    returning a new array (the NumPy ones)."""
     return "out" in inspect.signature(fn).parameters
 
 
@@ -366,8 +363,7 @@ class ElementwiseOp(Op):
     (:attr:`Layer.saves`) and ``args`` the options :attr:`Layer.kernel_args` names.
 
     The kernels act on each sample on its own, so any batch slice can run on its own thread.
-    A kernel with an ``out=`` argument writes its slice of the op's buffer (serial variant,
-    ``parallel=False``); a NumPy kernel returns its rows, copied into the buffer only when the
+    A kernel with an ``out=`` argument writes its slice of the op's buffer; a NumPy kernel returns its rows, copied into the buffer only when the
     batch is split.
     """
 
@@ -383,8 +379,7 @@ class ElementwiseOp(Op):
         shape, args = arrays[0].shape, self.args
         if self.writes_out[fn]:
             return self._fill(key, shape, arrays[0].size, MIN_ELEMS,
-                              lambda a, b, out: fn(*(v[a:b] for v in arrays), *args, out=out,
-                                                   parallel=False))
+                              lambda a, b, out: fn(*(v[a:b] for v in arrays), *args, out=out))
         return self._rows(key, shape, lambda a, b: fn(*(v[a:b] for v in arrays), *args))
 
     def forward(self, xs, training):

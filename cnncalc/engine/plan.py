@@ -1,7 +1,7 @@
 """Execution plan: graph nodes → steps, fusing the patterns that have fast kernels.
 
-Patterns (``cnncalc.kernels.fused``), fused only when every intermediate output is used by the
-next layer of the chain alone (and is not the network output):
+Patterns (:mod:`cnncalc.kernels.fast.fused`), fused only when every intermediate output is used
+by the next layer of the chain alone (and is not the network output):
 
 * ``conv → relu → maxpool``: conv with stride 1, dilation 1, groups 1, a square kernel and the same
   zero padding on all four sides; max-pool with a square window k, stride k, no padding, no
@@ -13,8 +13,8 @@ next layer of the chain alone (and is not the network output):
 Whole-network fast path (:func:`find_chain`): when the graph is exactly
 ``input → (conv → relu → maxpool)* → [flatten] → (fc [→ relu])* → fc`` (every block fusable as
 above, each value used only by the next node), the network also gets a :class:`ChainSpec` and runs
-on shape-specialised generated kernels (:mod:`cnncalc.kernels.gen`), split over the batch on
-worker threads (:mod:`cnncalc.engine.parallel`). The steps stay the reference path.
+on shape-specialised generated kernels (:mod:`cnncalc.kernels.fast.gen`), split over the batch
+on worker threads (:mod:`cnncalc.kernels.fast.threads`). The steps stay the reference path.
 
 Every step calls serial (cached) kernels only; the fused ops, like the generic ones, split the
 batch over the engine's thread pool when the work pays (per-slice scratch and gradient buffers,
@@ -26,13 +26,12 @@ between its first and last node can read the hidden intermediates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from cnncalc.engine.ops import MIN_MACS, Op, _sum_into, make_op
-
-from cnncalc.kernels import fused as _fused
+from cnncalc.kernels.fast import fused as _fused
 
 __all__ = ["Step", "build_plan", "find_chain"]
 
@@ -47,7 +46,6 @@ class Step:
     nodes: list[str]
     fused: str | None = None
     has_params: bool = False
-    extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         what = self.fused or self.op.kind
@@ -97,8 +95,7 @@ class ConvReluPoolOp(Op):
             a, c = sl[t]
             d = self.fwd_out[t]
             d["y"], d["argmax"] = y[a:c], am[a:c]
-            _fused.conv_relu_maxpool_forward(x[a:c], w, self.b, self.pad, self.pool, out=d,
-                                             parallel=False)
+            _fused.conv_relu_maxpool_forward(x[a:c], w, self.b, self.pad, self.pool, out=d)
 
         self._run(work, sl)
         return y
@@ -116,8 +113,7 @@ class ConvReluPoolOp(Op):
             if need_dx:
                 d["dx"] = dx[a:c]
             return _fused.conv_relu_maxpool_backward(dy[a:c], x[a:c], w, am[a:c], self.pad,
-                                                     self.pool, need_dx=need_dx, out=d,
-                                                     parallel=False)
+                                                     self.pool, need_dx=need_dx, out=d)
 
         parts = self._run(work, sl)
         _sum_into(self.grads["weight"], [p[1] for p in parts])
@@ -155,8 +151,7 @@ class LinearReluOp(Op):
 
         def work(t):
             a, c = sl[t]
-            _fused.linear_relu_forward(x2d[a:c], w, self.b, self.relu, out={"y": y[a:c]},
-                                       parallel=False)
+            _fused.linear_relu_forward(x2d[a:c], w, self.b, self.relu, out={"y": y[a:c]})
 
         self._run(work, sl)
         return y.reshape(n, -1, 1, 1)
@@ -175,7 +170,7 @@ class LinearReluOp(Op):
             if need_dx:
                 d["dx"] = dx[a:c]
             return _fused.linear_relu_backward(dy2[a:c], x2d[a:c], w, y[a:c], self.relu,
-                                               need_dx=need_dx, out=d, parallel=False)
+                                               need_dx=need_dx, out=d)
 
         parts = self._run(work, sl)
         _sum_into(self.grads["weight"], [p[1] for p in parts])
@@ -259,13 +254,13 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
 
 
 def find_chain(graph, offsets: dict[str, int], dtype) -> object | None:
-    """The :class:`cnncalc.kernels.gen.ChainSpec` of ``graph``, or None when it is not a chain.
+    """The :class:`cnncalc.kernels.fast.gen.ChainSpec` of ``graph``, or None when it is not a chain.
 
     ``offsets`` maps ``"<layer>.weight"`` / ``"<layer>.bias"`` to their offset in the flat
     parameter buffer.
     """
     from cnncalc.graph import INPUT_NAME
-    from cnncalc.kernels.gen import Block, ChainSpec, Dense
+    from cnncalc.kernels.fast.gen import Block, ChainSpec, Dense
 
     dtype = np.dtype(dtype)
     if dtype.name not in ("float32", "float64"):

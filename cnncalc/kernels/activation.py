@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
 
 __all__ = [
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
@@ -38,31 +38,26 @@ __all__ = [
     "relu6_backward",
 ]
 
-_PAR_MIN = 1 << 18  # elements; below this one thread is faster than a prange launch
-
-
 # ------------------------------------------------------------------------------ numba kernels
 def _leaky_fwd_py(x, slope, y):
     s = x.dtype.type(slope)
     zero = x.dtype.type(0)
-    for i in prange(x.size):
+    for i in range(x.size):
         v = x[i]
         y[i] = v if v > zero else v * s
 
 
 _leaky_fwd_s = jit(_leaky_fwd_py)
-_leaky_fwd_p = pjit(_leaky_fwd_py)
 
 
 def _leaky_bwd_py(dy, x, slope, dx):
     s = x.dtype.type(slope)
     zero = x.dtype.type(0)
-    for i in prange(x.size):
+    for i in range(x.size):
         dx[i] = dy[i] if x[i] > zero else dy[i] * s
 
 
 _leaky_bwd_s = jit(_leaky_bwd_py)
-_leaky_bwd_p = pjit(_leaky_bwd_py)
 
 
 def _flat(a):
@@ -75,50 +70,36 @@ def _out(shape_like, out):
     return out
 
 
-def relu_forward(x, *, out=None, parallel=None):
+def relu_forward(x, *, out=None):
     """max(x, 0). ``out`` may be ``x`` itself (in place)."""
     x = np.ascontiguousarray(x)
     y = _out(x, out)
-    kern = _leaky_fwd_p if _par(x.size, parallel) else _leaky_fwd_s
-    kern(x.reshape(-1), 0.0, y.reshape(-1))
+    _leaky_fwd_s(x.reshape(-1), 0.0, y.reshape(-1))
     return y
 
 
-def relu_backward(dy, y, *, out=None, parallel=None):
+def relu_backward(dy, y, *, out=None):
     """dy where y > 0 (pass the forward output ``y`` or the input ``x``: same sign)."""
     dy = np.ascontiguousarray(dy)
     dx = _out(dy, out)
-    kern = _leaky_bwd_p if _par(dy.size, parallel) else _leaky_bwd_s
-    kern(dy.reshape(-1), _flat(y), 0.0, dx.reshape(-1))
+    _leaky_bwd_s(dy.reshape(-1), _flat(y), 0.0, dx.reshape(-1))
     return dx
 
 
-def leaky_relu_forward(x, slope=0.01, *, out=None, parallel=None):
+def leaky_relu_forward(x, slope=0.01, *, out=None):
     """x if x > 0 else slope*x."""
     x = np.ascontiguousarray(x)
     y = _out(x, out)
-    kern = _leaky_fwd_p if _par(x.size, parallel) else _leaky_fwd_s
-    kern(x.reshape(-1), float(slope), y.reshape(-1))
+    _leaky_fwd_s(x.reshape(-1), float(slope), y.reshape(-1))
     return y
 
 
-def leaky_relu_backward(dy, x, slope=0.01, *, out=None, parallel=None):
+def leaky_relu_backward(dy, x, slope=0.01, *, out=None):
     """Needs the forward input ``x`` (with slope >= 0 the output ``y`` works too)."""
     dy = np.ascontiguousarray(dy)
     dx = _out(dy, out)
-    kern = _leaky_bwd_p if _par(dy.size, parallel) else _leaky_bwd_s
-    kern(dy.reshape(-1), _flat(x), float(slope), dx.reshape(-1))
+    _leaky_bwd_s(dy.reshape(-1), _flat(x), float(slope), dx.reshape(-1))
     return dx
-
-
-def _par(n, parallel):
-    if parallel is not None:
-        return bool(parallel)
-    if n < _PAR_MIN:
-        return False
-    import numba
-
-    return numba.get_num_threads() > 1
 
 
 # ------------------------------------------------------------------------------ NumPy ones

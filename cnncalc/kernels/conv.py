@@ -5,7 +5,7 @@ Padding is ``pad = (pad_top, pad_left)`` plus the output size ``out_hw = (Ho, Wo
 asymmetric ("same") padding works: output ``(i, j)`` reads input row
 ``i*stride_h - pad_top + ki*dilation_h``; anything outside the input is zero.
 
-Design (PERF-NOTES lessons 1, 4, 6):
+Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
 * stride 1 (``algo="implicit"``, chosen by default for nearly every stride-1 layer): implicit
   GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
@@ -17,22 +17,24 @@ Design (PERF-NOTES lessons 1, 4, 6):
   group, im2col into a per-thread scratch ``cols`` of shape (C/g*kh*kw, Ho*Wo) and one BLAS
   GEMM (``np.dot`` inside numba, which uses SciPy's BLAS) straight into ``y``;
 * 1x1 / stride 1 / no padding skips im2col: the sample itself is the (C, H*W) matrix;
-* the batch is split into ``nchunks`` contiguous chunks and ``prange`` runs over the chunks, so
-  each chunk owns its scratch and its own weight-gradient buffer ``dw_part[chunk]``; the buffers
-  are summed serially afterwards (never ``+=`` into a shared array inside ``prange``);
-* BLAS must be single-threaded while ``prange`` runs: call ``_jit.limit_blas_threads()``;
-* the engine's data-parallel mode calls the SERIAL (cached, nogil) variants on batch halves from
-  two Python threads and sums dw/db; ``bench/bench_conv.py`` measures exactly that.
+* every kernel is serial (cached, ``nogil``): the engine's data parallelism runs them on batch
+  slices from its own threads and sums dw/db in slice order (``bench/bench_conv.py`` measures
+  exactly that), so BLAS stays single-threaded (the engine's calls run under
+  :class:`cnncalc.kernels.fast.thread_state.EngineCall`, which sees to it). The kernels keep a
+  loop over ``nchunks`` batch chunks, each with its own weight-gradient buffer
+  ``dw_part[chunk]``; the wrappers use one chunk.
 
-Every kernel is written once as an undecorated ``_*_py`` function; ``jit`` (serial, cached) and
-``pjit`` (parallel, not cached) build the two variants and the wrappers pick one.
+Every kernel is written once as an undecorated ``_*_py`` function (the ``NUMBA_DISABLE_JIT``
+reference path) and compiled by ``jit``.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba.extending import overload
 
-from ._jit import jit, pjit, prange
+from cnncalc.shapes import out_size
+
+from ._jit import jit
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv2d_out_hw"]
 
@@ -192,7 +194,7 @@ def _conv_fwd_py(x, w2, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups, ho,
     p = ho * wo
     y3 = y.reshape(n_b, k_out, p)
     xr = x.reshape(n_b, c_in, h * w)
-    for chunk in prange(nchunks):
+    for chunk in range(nchunks):
         n0 = chunk * n_b // nchunks
         n1 = (chunk + 1) * n_b // nchunks
         cols = np.empty((ckk, p * nb if (not direct or nb > 1) else 1), x.dtype)
@@ -229,7 +231,6 @@ def _conv_fwd_py(x, w2, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups, ho,
 
 
 _conv_fwd_s = jit(_conv_fwd_py)
-_conv_fwd_p = pjit(_conv_fwd_py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def _conv_bwd_py(dy, x, w2, kh, kw, sh, sw, pt, pl, dh, dw, groups, direct, need
     xr = x.reshape(n_b, c_in, h * w)
     dxr = dx.reshape(dx.shape[0], c_in, h * w)
     zero = x.dtype.type(0)
-    for chunk in prange(nchunks):
+    for chunk in range(nchunks):
         n0 = chunk * n_b // nchunks
         n1 = (chunk + 1) * n_b // nchunks
         pc = p if not direct else 1
@@ -285,7 +286,6 @@ def _conv_bwd_py(dy, x, w2, kh, kw, sh, sw, pt, pl, dh, dw, groups, direct, need
 
 
 _conv_bwd_s = jit(_conv_bwd_py)
-_conv_bwd_p = pjit(_conv_bwd_py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, 
     lq = ho * wp
     wkf = wk.ravel()
     zero = x.dtype.type(0)
-    for chunk in prange(nchunks):
+    for chunk in range(nchunks):
         n0 = chunk * n_b // nchunks
         n1 = (chunk + 1) * n_b // nchunks
         xp = np.empty((cg, plane), x.dtype)
@@ -372,7 +372,6 @@ def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, 
 
 
 _conv_fwd_ig_s = jit(_conv_fwd_ig_py)
-_conv_fwd_ig_p = pjit(_conv_fwd_ig_py)
 
 
 def _conv_bwd_ig_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks):
@@ -388,7 +387,7 @@ def _conv_bwd_ig_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks):
     plane = hp * wp + dw * (kw - 1)
     lq = ho * wp
     zero = x.dtype.type(0)
-    for chunk in prange(nchunks):
+    for chunk in range(nchunks):
         n0 = chunk * n_b // nchunks
         n1 = (chunk + 1) * n_b // nchunks
         xp = np.empty((cg, plane), x.dtype)
@@ -418,7 +417,6 @@ def _conv_bwd_ig_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks):
 
 
 _conv_bwd_ig_s = jit(_conv_bwd_ig_py)
-_conv_bwd_ig_p = pjit(_conv_bwd_ig_py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,32 +429,14 @@ def _pair(v):
     return int(a), int(b)
 
 
-def _num_threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
-
-
-def _plan(n: int, parallel: bool | None) -> tuple[bool, int]:
-    """(use the parallel variant, number of batch chunks)."""
-    t = _num_threads()
-    if parallel is None:
-        parallel = t > 1 and n > 1
-    if not parallel:
-        return False, 1
-    return True, max(1, min(n, t))
-
-
 def conv2d_out_hw(h: int, w: int, k: tuple, stride, pad_before, pad_after, dilation=(1, 1)):
-    """Output (Ho, Wo) for the given padding (floor convention)."""
+    """Output (Ho, Wo) for the given padding: :func:`cnncalc.shapes.out_size` per axis (floor)."""
     kh, kw = _pair(k)
     sh, sw = _pair(stride)
     pt, pl = _pair(pad_before)
     pb, pr = _pair(pad_after)
     dh, dw = _pair(dilation)
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    return ho, wo
+    return (out_size(h, kh, sh, pt, pb, dh).size, out_size(w, kw, sw, pl, pr, dw).size)
 
 
 _BLOCK_COLS = 2048  # GEMM columns worth one BLAS call; smaller planes are batched
@@ -514,7 +494,7 @@ def _flipped(w, groups):
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1, out_hw=None,
-                   *, out=None, parallel=None, algo=None):
+                   *, out=None, algo=None):
     """Convolution forward.
 
     Parameters
@@ -526,7 +506,6 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
         axis (top, left); the padding after is implied by ``out_hw``.
     out_hw : (Ho, Wo); ``None`` means symmetric padding with floor.
     out : optional preallocated (N, K, Ho, Wo) C-contiguous output.
-    parallel : force the parallel (True) or serial (False) variant; ``None`` chooses.
     algo : ``None``/"auto" (choose), "im2col", or "implicit" (implicit GEMM: stride 1 only,
         otherwise im2col is used).
 
@@ -549,22 +528,20 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     has_bias = b is not None
     bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     direct = _is_direct(kh, kw, sh, sw, pt, pl, h, wd, ho, wo)
-    use_par, nchunks = _plan(n, parallel)
+    nchunks = 1
     groups = int(groups)
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
-        kern = _conv_fwd_ig_p if use_par else _conv_fwd_ig_s
-        kern(x, _taps_major(w, groups), bb, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, out,
+        _conv_fwd_ig_s(x, _taps_major(w, groups), bb, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, out,
              nchunks)
         return out
-    kern = _conv_fwd_p if use_par else _conv_fwd_s
     nb = _sample_block(n, nchunks, ho * wo)
-    kern(x, w.reshape(k_out, cg * kh * kw), bb, has_bias, kh, kw, sh, sw, pt, pl, dh, dw,
+    _conv_fwd_s(x, w.reshape(k_out, cg * kh * kw), bb, has_bias, kh, kw, sh, sw, pt, pl, dh, dw,
          int(groups), ho, wo, direct, out, nchunks, nb)
     return out
 
 
 def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1,
-                    need_dx=True, *, has_bias=True, parallel=None, algo=None, out_dx=None):
+                    need_dx=True, *, has_bias=True, algo=None, out_dx=None):
     """Convolution backward.
 
     Parameters
@@ -573,7 +550,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     x, w, stride, pad, dilation, groups : as given to :func:`conv2d_forward`.
     need_dx : compute ``dx`` (False for the first layer).
     has_bias : compute ``db`` (pass ``has_bias=b is not None``); otherwise ``db`` is None.
-    parallel, algo : as for :func:`conv2d_forward` (``algo`` applies to dw and to dx).
+    algo : as for :func:`conv2d_forward` (it applies to dw and to dx).
     out_dx : optional preallocated C-contiguous array of x's shape for ``dx`` (with ``need_dx``).
 
     Returns
@@ -591,7 +568,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     ho, wo = dy.shape[2], dy.shape[3]
     groups = int(groups)
     direct = _is_direct(kh, kw, sh, sw, pt, pl, h, wd, ho, wo)
-    use_par, nchunks = _plan(n, parallel)
+    nchunks = 1
     # Stride 1 (and not 1x1): dx is a stride-1 correlation of dy with the flipped, transposed
     # kernel, i.e. the forward kernel again (im2col + a GEMM shaped like the forward one), which
     # is cheaper than W^T @ dy followed by a col2im scatter.
@@ -600,8 +577,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
         kg = k_out // groups
         dw_part = np.empty((nchunks, groups * kh * kw * kg * cg), dtype=x.dtype)
-        kern = _conv_bwd_ig_p if use_par else _conv_bwd_ig_s
-        kern(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks)
+        _conv_bwd_ig_s(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks)
         dwt = dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)
         # (groups, kh*kw, kg, cg) -> (K, cg, kh, kw)
         dwt = np.ascontiguousarray(
@@ -610,7 +586,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
         if need_dx:
             dx = conv2d_forward(dy, _flipped(w, groups), None, (1, 1),
                                 (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups,
-                                (h, wd), out=out_dx, parallel=parallel, algo=algo)
+                                (h, wd), out=out_dx, algo=algo)
         db = dy.sum(axis=(0, 2, 3)) if has_bias else None
         return dx, dwt, db
     if fused_dx:
@@ -618,13 +594,12 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     else:
         dx = np.empty((1, c, h, wd), dtype=x.dtype)
     dw_part = np.empty((nchunks, k_out, cg * kh * kw), dtype=x.dtype)
-    kern = _conv_bwd_p if use_par else _conv_bwd_s
-    kern(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw, groups,
+    _conv_bwd_s(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw, groups,
          direct, fused_dx, dx, dw_part, nchunks)
     if via_fwd:
         dx = conv2d_forward(dy, _flipped(w, groups), None, (1, 1),
                             (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups, (h, wd),
-                            out=out_dx, parallel=parallel, algo=algo)
+                            out=out_dx, algo=algo)
     dwt = dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return (dx if need_dx else None), dwt.reshape(w.shape), db

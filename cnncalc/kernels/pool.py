@@ -13,13 +13,16 @@ starts at input row ``i*stride_h - pad_top``.
   positions. Pass ``pad_after`` for asymmetric padding (default: same as ``pad``).
 * Adaptive average pooling uses PyTorch's bins ``[floor(i*H/out), ceil((i+1)*H/out))``.
 
-``prange`` runs over the N*C planes, which are independent in both directions.
+Every kernel is serial (cached, ``nogil``) and loops over the N*C planes, which are independent
+in both directions: the engine runs batch slices of it on its own threads.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from cnncalc.shapes import out_size
+
+from ._jit import jit
 
 __all__ = [
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -33,7 +36,7 @@ def _maxpool_fwd_py(x, kh, kw, sh, sw, pt, pl, dh, dw, y, am):
     ho = y.shape[2]
     wo = y.shape[3]
     ninf = -np.inf
-    for nc in prange(n * c):
+    for nc in range(n * c):
         b = nc // c
         ch = nc - b * c
         xp = x[b, ch]
@@ -93,7 +96,6 @@ def _maxpool_fwd_inside_py(x, kh, kw, sh, sw, dh, dw, y, am):
 
 
 _maxpool_fwd_inside = jit(_maxpool_fwd_inside_py)
-_maxpool_fwd_p = pjit(_maxpool_fwd_py)
 
 
 def _maxpool_bwd_py(dy, am, dx):
@@ -101,7 +103,7 @@ def _maxpool_bwd_py(dy, am, dx):
     h = dx.shape[2]
     w = dx.shape[3]
     zero = dx.dtype.type(0)
-    for nc in prange(n * c):
+    for nc in range(n * c):
         b = nc // c
         ch = nc - b * c
         for i in range(h):
@@ -116,7 +118,6 @@ def _maxpool_bwd_py(dy, am, dx):
 
 
 _maxpool_bwd_s = jit(_maxpool_bwd_py)
-_maxpool_bwd_p = pjit(_maxpool_bwd_py)
 
 
 def _avg_bounds(i, s, p, k, size, p_after):
@@ -141,7 +142,7 @@ def _avgpool_fwd_py(x, kh, kw, sh, sw, pt, pl, pb, pr, include_pad, y):
     n, c, h, w = x.shape
     ho = y.shape[2]
     wo = y.shape[3]
-    for nc in prange(n * c):
+    for nc in range(n * c):
         b = nc // c
         ch = nc - b * c
         xp = x[b, ch]
@@ -161,7 +162,6 @@ def _avgpool_fwd_py(x, kh, kw, sh, sw, pt, pl, pb, pr, include_pad, y):
 
 
 _avgpool_fwd_s = jit(_avgpool_fwd_py)
-_avgpool_fwd_p = pjit(_avgpool_fwd_py)
 
 
 def _avgpool_bwd_py(dy, kh, kw, sh, sw, pt, pl, pb, pr, include_pad, dx):
@@ -169,7 +169,7 @@ def _avgpool_bwd_py(dy, kh, kw, sh, sw, pt, pl, pb, pr, include_pad, dx):
     h = dx.shape[2]
     w = dx.shape[3]
     zero = dx.dtype.type(0)
-    for nc in prange(n * c):
+    for nc in range(n * c):
         b = nc // c
         ch = nc - b * c
         dxp = dx[b, ch]
@@ -191,14 +191,13 @@ def _avgpool_bwd_py(dy, kh, kw, sh, sw, pt, pl, pb, pr, include_pad, dx):
 
 
 _avgpool_bwd_s = jit(_avgpool_bwd_py)
-_avgpool_bwd_p = pjit(_avgpool_bwd_py)
 
 
 def _adaptive_fwd_py(x, y):
     n, c, h, w = x.shape
     oh = y.shape[2]
     ow = y.shape[3]
-    for nc in prange(n * c):
+    for nc in range(n * c):
         b = nc // c
         ch = nc - b * c
         xp = x[b, ch]
@@ -216,7 +215,6 @@ def _adaptive_fwd_py(x, y):
 
 
 _adaptive_fwd_s = jit(_adaptive_fwd_py)
-_adaptive_fwd_p = pjit(_adaptive_fwd_py)
 
 
 def _adaptive_bwd_py(dy, dx):
@@ -224,7 +222,7 @@ def _adaptive_bwd_py(dy, dx):
     h = dx.shape[2]
     w = dx.shape[3]
     zero = dx.dtype.type(0)
-    for nc in prange(n * c):
+    for nc in range(n * c):
         b = nc // c
         ch = nc - b * c
         dxp = dx[b, ch]
@@ -244,7 +242,6 @@ def _adaptive_bwd_py(dy, dx):
 
 
 _adaptive_bwd_s = jit(_adaptive_bwd_py)
-_adaptive_bwd_p = pjit(_adaptive_bwd_py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,20 +254,14 @@ def _pair(v):
     return int(a), int(b)
 
 
-def _use_parallel(work: int, parallel: bool | None) -> bool:
-    if parallel is not None:
-        return bool(parallel)
-    import numba
-
-    return numba.get_num_threads() > 1 and work >= 1 << 15
-
 
 def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1), *,
-                      parallel=None, out=None, out_argmax=None):
+                      ceil_mode=False, out=None, out_argmax=None):
     """Max pooling. Returns ``(y, argmax)``; ``argmax`` (int32, same shape as ``y``) is the flat
     index ``row*W + col`` of the maximum in its input plane (-1 for an empty window).
 
-    ``stride`` defaults to ``k``; ``out_hw`` defaults to floor with symmetric padding.
+    ``stride`` defaults to ``k``; ``out_hw`` defaults to :func:`cnncalc.shapes.out_size` with
+    symmetric padding, the dilation and ``ceil_mode``.
     ``out`` / ``out_argmax``: optional preallocated C-contiguous outputs (shape of ``y``).
     """
     x = np.ascontiguousarray(x)
@@ -280,63 +271,61 @@ def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1
     dh, dw = _pair(dilation)
     n, c, h, w = x.shape
     if out_hw is None:
-        out_hw = ((h + 2 * pt - dh * (kh - 1) - 1) // sh + 1,
-                  (w + 2 * pl - dw * (kw - 1) - 1) // sw + 1)
+        out_hw = (out_size(h, kh, sh, pt, pt, dh, ceil_mode).size,
+                  out_size(w, kw, sw, pl, pl, dw, ceil_mode).size)
     ho, wo = _pair(out_hw)
     y = np.empty((n, c, ho, wo), dtype=x.dtype) if out is None else out
     am = np.empty((n, c, ho, wo), dtype=np.int32) if out_argmax is None else out_argmax
-    use_par = _use_parallel(y.size * kh * kw, parallel)
-    if not use_par and pt == 0 and pl == 0 and ho > 0 and wo > 0 \
+    if pt == 0 and pl == 0 and ho > 0 and wo > 0 \
             and (ho - 1) * sh + dh * (kh - 1) < h and (wo - 1) * sw + dw * (kw - 1) < w:
         _maxpool_fwd_inside(x, kh, kw, sh, sw, dh, dw, y, am)
         return y, am
-    kern = _maxpool_fwd_p if use_par else _maxpool_fwd_s
-    kern(x, kh, kw, sh, sw, pt, pl, dh, dw, y, am)
+    _maxpool_fwd_s(x, kh, kw, sh, sw, pt, pl, dh, dw, y, am)
     return y, am
 
 
-def maxpool2d_backward(dy, argmax, x_shape, *, parallel=None, out=None):
+def maxpool2d_backward(dy, argmax, x_shape, *, out=None):
     """Scatter ``dy`` to the cached argmax positions. Returns ``dx`` of ``x_shape``."""
     dy = np.ascontiguousarray(dy)
     argmax = np.ascontiguousarray(argmax, dtype=np.int32)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype) if out is None else out
-    kern = _maxpool_bwd_p if _use_parallel(dx.size, parallel) else _maxpool_bwd_s
-    kern(dy, argmax, dx)
+    _maxpool_bwd_s(dy, argmax, dx)
     return dx
 
 
-def _avg_args(x_shape, k, stride, pad, out_hw, pad_after):
+def _avg_args(x_shape, k, stride, pad, out_hw, pad_after, ceil_mode=False):
     kh, kw = _pair(k)
     sh, sw = _pair(k if stride is None else stride)
     pt, pl = _pair(pad)
     pb, pr = _pair(pad if pad_after is None else pad_after)
     h, w = x_shape[2], x_shape[3]
     if out_hw is None:
-        out_hw = ((h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+        out_hw = (out_size(h, kh, sh, pt, pb, 1, ceil_mode).size,
+                  out_size(w, kw, sw, pl, pr, 1, ceil_mode).size)
     return kh, kw, sh, sw, pt, pl, pb, pr, _pair(out_hw)
 
 
 def avgpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, count_include_pad=True, *,
-                      pad_after=None, parallel=None, out=None):
-    """Average pooling with PyTorch's divisor rules (see the module docstring)."""
+                      pad_after=None, ceil_mode=False, out=None):
+    """Average pooling with PyTorch's divisor rules (see the module docstring).
+
+    ``out_hw`` defaults to :func:`cnncalc.shapes.out_size` (with ``ceil_mode``)."""
     x = np.ascontiguousarray(x)
     kh, kw, sh, sw, pt, pl, pb, pr, (ho, wo) = _avg_args(x.shape, k, stride, pad, out_hw,
-                                                          pad_after)
+                                                          pad_after, ceil_mode)
     y = np.empty((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype) if out is None else out
-    kern = _avgpool_fwd_p if _use_parallel(y.size * kh * kw, parallel) else _avgpool_fwd_s
-    kern(x, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), y)
+    _avgpool_fwd_s(x, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), y)
     return y
 
 
 def avgpool2d_backward(dy, x_shape, k, stride=None, pad=(0, 0), count_include_pad=True, *,
-                       pad_after=None, parallel=None, out=None):
+                       pad_after=None, out=None):
     """Gradient of :func:`avgpool2d_forward` (``dy`` fixes ``out_hw``)."""
     dy = np.ascontiguousarray(dy)
     kh, kw, sh, sw, pt, pl, pb, pr, _ = _avg_args(x_shape, k, stride, pad, dy.shape[2:],
                                                   pad_after)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype) if out is None else out
-    kern = _avgpool_bwd_p if _use_parallel(dx.size, parallel) else _avgpool_bwd_s
-    kern(dy, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), dx)
+    _avgpool_bwd_s(dy, kh, kw, sh, sw, pt, pl, pb, pr, bool(count_include_pad), dx)
     return dx
 
 
@@ -354,20 +343,18 @@ def global_avgpool_backward(dy, x_shape):
     return np.ascontiguousarray(np.broadcast_to(g, (n, c, h, w)))
 
 
-def adaptive_avgpool_forward(x, out_hw, *, parallel=None, out=None):
+def adaptive_avgpool_forward(x, out_hw, *, out=None):
     """PyTorch's ``adaptive_avg_pool2d``: bins [floor(i*H/out), ceil((i+1)*H/out))."""
     x = np.ascontiguousarray(x)
     oh, ow = _pair(out_hw)
     y = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype) if out is None else out
-    kern = _adaptive_fwd_p if _use_parallel(x.size, parallel) else _adaptive_fwd_s
-    kern(x, y)
+    _adaptive_fwd_s(x, y)
     return y
 
 
-def adaptive_avgpool_backward(dy, x_shape, *, parallel=None, out=None):
+def adaptive_avgpool_backward(dy, x_shape, *, out=None):
     """Gradient of :func:`adaptive_avgpool_forward` (``dy`` fixes the output size)."""
     dy = np.ascontiguousarray(dy)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype) if out is None else out
-    kern = _adaptive_bwd_p if _use_parallel(dx.size, parallel) else _adaptive_bwd_s
-    kern(dy, dx)
+    _adaptive_bwd_s(dy, dx)
     return dx

@@ -62,7 +62,7 @@ class InitStats:
 
 
 def init_spec(init: str) -> str:
-    """The lecture's names ("0.01", "1.0") as :mod:`cnncalc.train.init` specs."""
+    """The lecture's names ("0.01", "1.0") as :mod:`cnncalc.engine.init` specs."""
     return _INIT_SPEC.get(str(init).strip(), str(init).strip())
 
 

@@ -7,7 +7,7 @@ importing ``cnncalc.train`` stays cheap and never pulls in numba:
 * :mod:`cnncalc.optim` — ``create(name, **hyper)``, the registry ``OPTIMIZERS``;
   ``opt.step(params, grads, lr=)``
 * :mod:`cnncalc.schedules` — ``create(name, lr=, warmup=, ...)`` -> ``sched(t) -> lr``
-* :mod:`cnncalc.train.init` — ``initialize``, ``init_params``, ``fan_in``
+* :mod:`cnncalc.engine.init` — ``initialize``, ``init_params``, ``fan_in``
 * :mod:`cnncalc.train.preprocess` — ``fit(name, x_train)`` -> ``Preprocessor``; ``PREPROCESSORS``
 * :mod:`cnncalc.train.data` — ``load(data_arg, seed)`` -> ``Dataset``; ``DATA_SOURCES``
 * :mod:`cnncalc.train.settings` — ``resolve(*layers)`` -> ``TrainSettings``

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnncalc.engine.init import INITS
 from cnncalc.errors import TrainError
 from cnncalc.optim import OPTIMIZERS
 from cnncalc.registry import REQUIRED, Registry
@@ -148,7 +149,7 @@ def _as_data(key, v, source):
 
 
 def _as_init(key, v, source):
-    from cnncalc.train.init import parse_spec
+    from cnncalc.engine.init import parse_spec
 
     try:
         parse_spec(v)
@@ -265,8 +266,10 @@ class TrainSettings:
                                          _as_bool,
                                          flags=("--scale-lr-with-batch/--no-scale-lr",))
     base_batch: int = _setting(256, "the batch the base lr was tuned for", _int_from(1))
-    init: Any = _setting("he", "weight init (zeros, normal:0.01, xavier, he, ...); a layer's "
-                         "init: overrides it", _as_init, aliases=("init_scheme", "weight_init"))
+    init: Any = _setting("he", "weight init: " + ", ".join(
+                             f"{e.name}:{e.params[0].name.upper()}" if e.params else e.name
+                             for e in INITS) + "; a layer's init: overrides it",
+                         _as_init, aliases=("init_scheme", "weight_init"))
     preprocess: str = _named(PREPROCESSORS, "none", "fitted on the training split only",
                              aliases=("preprocessing",))
     seed: int = _setting(0, "init, shuffling and dropout seed", _int_from(

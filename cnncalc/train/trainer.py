@@ -425,7 +425,8 @@ class Trainer:
             p[ar, yo] += 1.0 / m
             ok = int(np.count_nonzero(p.argmax(axis=1) == yo))
             net.backward(dlogits, need_dx=False)
-            opt.step(self._params, self._grads, lr=lr)
+            with net.thread_state():  # flush-to-zero: momentum of dead units turns denormal
+                opt.step(self._params, self._grads, lr=lr)
             self.step += 1
             self.batch = b + 1
             loss_sum += loss * m

@@ -1,5 +1,9 @@
 """Weight initialisation (lecture: small random numbers, Xavier, He), in plain numpy.
 
+Part of the engine (a :class:`~cnncalc.engine.network.Network` initialises itself); the trainer
+and the labs read it from here. Every scheme is one entry of :data:`INITS` (name, aliases,
+function, its declared parameter with default and help).
+
 Contract:
 
 * :func:`fan_in` — conv weight ``(K, C/groups, kh, kw)`` -> ``C/groups * kh * kw`` (the lecture's
@@ -11,33 +15,24 @@ Contract:
   (per-layer ``overrides`` allowed), biases 0, 1-D weights (batch/layer-norm scale) 1,
   PReLU ``alpha`` 0.25, ``running_mean`` 0, ``running_var`` 1.
 
-=================  =====================================  ========================================
-name               distribution                           notes
-=================  =====================================  ========================================
-``zeros``          0                                      warns: no symmetry breaking
-``ones``           1
-``normal``         N(0, std²), std default 0.01            the lecture's ``0.01 * randn``
-``uniform``        U(-bound, bound), bound default 0.05
-``xavier``         N(0, 1/fan_in)                          the lecture's ``randn / sqrt(fan_in)``
-                                                          (not Glorot's 2/(fan_in+fan_out))
-``he``             N(0, 2/fan_in)                          ``randn / sqrt(fan_in / 2)``
-``xavier_uniform`` U(±sqrt(3)·std), std = 1/sqrt(fan_in)   same std as ``xavier``
-``he_uniform``     U(±sqrt(3)·std), std = sqrt(2/fan_in)   same std as ``he``
-=================  =====================================  ========================================
+The schemes, their aliases and parameters: :data:`INITS` (``normal`` and ``uniform`` take one
+argument, ``std`` / ``bound``; ``xavier`` is the lecture's ``randn / sqrt(fan_in)``, not Glorot's
+2/(fan_in+fan_out); ``*_uniform`` draw U(±sqrt(3)·std) with the std of their normal twin).
 """
 from __future__ import annotations
 
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from cnncalc.errors import TrainError
+from cnncalc.registry import Param, Registry
 
-__all__ = ["INITIALIZERS", "fan_in", "init_params", "initialize", "parse_spec"]
+__all__ = ["INITS", "fan_in", "init_params", "initialize", "parse_spec"]
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
@@ -92,21 +87,27 @@ def _he_uniform(shape, rng, dtype):
     return _uniform(shape, rng, dtype, math.sqrt(3.0) * math.sqrt(2.0 / fan_in(shape)))
 
 
-# name -> (function, name of its one optional argument or None)
-INITIALIZERS: dict[str, tuple[Callable[..., np.ndarray], str | None]] = {
-    "zeros": (_zeros, None),
-    "ones": (_ones, None),
-    "normal": (_normal, "std"),
-    "uniform": (_uniform, "bound"),
-    "xavier": (_xavier, None),
-    "he": (_he, None),
-    "xavier_uniform": (_xavier_uniform, None),
-    "he_uniform": (_he_uniform, None),
-}
+INITS = Registry("init", error=TrainError)
+INITS.add("zeros", _zeros, aliases=("zero",), help="0 (warns: no symmetry breaking)")
+INITS.add("ones", _ones, help="1")
+INITS.add("normal", _normal, aliases=("gaussian", "randn"),
+          params=(Param("std", 0.01, "standard deviation of N(0, std²)"),),
+          help="N(0, std²): the lecture's 0.01 * randn")
+INITS.add("uniform", _uniform, params=(Param("bound", 0.05, "half-width of U(-bound, bound)"),),
+          help="U(-bound, bound)")
+INITS.add("xavier", _xavier, aliases=("xavier_normal",),
+          help="N(0, 1/fan_in): the lecture's randn / sqrt(fan_in)")
+INITS.add("he", _he, aliases=("he_normal", "kaiming", "kaiming_normal"),
+          help="N(0, 2/fan_in): randn / sqrt(fan_in / 2)")
+INITS.add("xavier_uniform", _xavier_uniform, help="U(±sqrt(3)·std), std = 1/sqrt(fan_in)")
+INITS.add("he_uniform", _he_uniform, aliases=("kaiming_uniform",),
+          help="U(±sqrt(3)·std), std = sqrt(2/fan_in)")
 
-_ALIASES = {"zero": "zeros", "gaussian": "normal", "randn": "normal", "xavier_normal": "xavier",
-            "he_normal": "he", "kaiming": "he", "kaiming_normal": "he",
-            "kaiming_uniform": "he_uniform"}
+
+def _argname(key: str) -> str | None:
+    """The one optional argument of init ``key`` (``"std"``, ``"bound"``) or None."""
+    params = INITS[key].param_names
+    return params[0] if params else None
 
 
 def parse_spec(spec: Any) -> tuple[str, dict[str, float]]:
@@ -119,7 +120,7 @@ def parse_spec(spec: Any) -> tuple[str, dict[str, float]]:
     >>> parse_spec({"name": "he"})
     ('he', {})
     """
-    hint = (f"names: {', '.join(INITIALIZERS)}; "
+    hint = (f"names: {', '.join(INITS.names())}; "
             "e.g. 'he', 'normal:0.01', {name: normal, std: 0.01}")
     if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
         name, kwargs = "normal", {"std": spec}
@@ -131,9 +132,9 @@ def parse_spec(spec: Any) -> tuple[str, dict[str, float]]:
             pass
         name, sep, arg = text.partition(":")
         kwargs = {}
-        key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+        key = INITS.canonical(name)
         if sep:
-            argname = INITIALIZERS.get(key, (None, None))[1]
+            argname = _argname(key) if key else None
             if argname is None:
                 raise TrainError(f"init {name!r} takes no argument; got {spec!r}", hint=hint)
             try:
@@ -148,10 +149,10 @@ def parse_spec(spec: Any) -> tuple[str, dict[str, float]]:
         kwargs = d
     else:
         raise TrainError(f"cannot read init spec {spec!r}", hint=hint)
-    key = _ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
-    if key not in INITIALIZERS:
+    key = INITS.canonical(name)
+    if key is None:
         raise TrainError(f"unknown init {name!r}", hint=hint)
-    argname = INITIALIZERS[key][1]
+    argname = _argname(key)
     for k, v in kwargs.items():
         if k != argname:
             raise TrainError(f"init {key!r} has no argument {k!r}",
@@ -172,7 +173,7 @@ def initialize(spec: Any, shape: tuple[int, ...], rng: np.random.Generator,
         Unknown or malformed spec, or a fan-in based init on a 1-D shape.
     """
     name, kwargs = parse_spec(spec)
-    fn = INITIALIZERS[name][0]
+    fn = INITS.get(name)
     shape = tuple(int(s) for s in shape)
     return fn(shape, rng, np.dtype(dtype), **kwargs)
 

@@ -9,11 +9,11 @@
 
 Boundary layout is NCHW with PyTorch weight shapes (conv ``(K, C, F, F)``, linear ``(out, in)``).
 
-Design (PERF-NOTES): ``prange`` goes over thread chunks of the batch; each thread owns its scratch
-(im2col columns, conv output) and its partial weight/bias gradients, summed serially at the end.
-Inside a chunk, a sub-batch of samples is im2col'ed into one matrix and multiplied with one
-single-threaded BLAS call (``np.dot`` in nopython mode), so BLAS must be limited to one thread
-(``cnncalc.kernels._jit.limit_blas_threads``).
+Design (README of this package): every kernel is serial, cached and ``nogil``; the engine's step
+plan calls it on batch slices from its worker threads, each slice with its own ``out`` dict
+(scratch and partial weight/bias gradients), and sums the partial gradients in slice order. A
+sub-batch of samples is im2col'ed into one matrix and multiplied with one BLAS call (``np.dot``
+in nopython mode), so BLAS runs at one thread during engine calls (:mod:`.thread_state`).
 
 Buffer reuse: every public function takes ``out``, a dict it fills with the arrays it needs (outputs
 and scratch) and reuses on the next call when shapes and dtype still match. The arrays it returns
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from cnncalc.shapes import out_size
+
+from .._jit import jit
 
 # Bytes of im2col columns per thread and sub-batch (128 KiB measured best of 128 KiB-1 MiB).
 COLS_BUDGET = 1 << 17
@@ -32,7 +34,7 @@ COLS_BUDGET = 1 << 17
 GRID_WASTE = 1.5
 
 # --------------------------------------------------------------------------------------------
-# kernels (undecorated; serial and parallel versions are built below)
+# kernels
 # --------------------------------------------------------------------------------------------
 
 
@@ -152,7 +154,7 @@ def _crm_fwd_py(x, w2, b, pad, F, pool, S, Wg, y, am, xp_s, cols_s, conv_s, zero
     Wo = Wd - F + 1
     P = Ho * Wg
     T = cols_s.shape[0]
-    for t in prange(T):
+    for t in range(T):
         n0 = t * N // T
         n1 = (t + 1) * N // T
         xp = xp_s[t]
@@ -185,7 +187,7 @@ def _crm_bwd_py(dy, x, w2, w2t, am, pad, F, pool, S, Wg, need_dx, dx, dw, db,
     Hp = Ho // pool
     Wp = Wo // pool
     T = cols_s.shape[0]
-    for t in prange(T):
+    for t in range(T):
         n0 = t * N // T
         n1 = (t + 1) * N // T
         dwt = dwp[t]
@@ -243,7 +245,7 @@ def _linear_fwd_py(x, w, b, relu, T, y):
     N = x.shape[0]
     O = w.shape[0]
     wt = w.T
-    for t in prange(T):
+    for t in range(T):
         r0 = t * N // T
         r1 = (t + 1) * N // T
         yt = y[r0:r1]
@@ -261,7 +263,7 @@ def _linear_bwd_py(dy, x, w, y, relu, need_dx, dz, dx, dw, db, dwp, dbp):
     N = x.shape[0]
     O = w.shape[0]
     T = dwp.shape[0]
-    for t in prange(T):
+    for t in range(T):
         r0 = t * N // T
         r1 = (t + 1) * N // T
         dbt = dbp[t]
@@ -291,23 +293,10 @@ _pad_copy = jit(_pad_copy_py)
 _relu_pool = jit(_relu_pool_py)
 _relu_pool2 = jit(_relu_pool2_py)
 
-_KERNELS = {
-    # name: (undecorated function, serial, parallel); built lazily on first use
-    "crm_fwd": _crm_fwd_py,
-    "crm_bwd": _crm_bwd_py,
-    "linear_fwd": _linear_fwd_py,
-    "linear_bwd": _linear_bwd_py,
-}
-_BUILT: dict = {}
-
-
-def _kernel(name: str, parallel: bool):
-    key = (name, parallel)
-    fn = _BUILT.get(key)
-    if fn is None:
-        fn = (pjit if parallel else jit)(_KERNELS[name])
-        _BUILT[key] = fn
-    return fn
+_crm_fwd = jit(_crm_fwd_py)
+_crm_bwd = jit(_crm_bwd_py)
+_linear_fwd = jit(_linear_fwd_py)
+_linear_bwd = jit(_linear_bwd_py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,21 +315,14 @@ def _buf(out, name, shape, dtype, zero=False):
     return a
 
 
-def _threads(parallel: bool) -> int:
-    if not parallel:
-        return 1
-    import numba
-
-    return numba.get_num_threads()
-
-
 def conv_out_shape(H: int, W: int, F: int, pad: int, pool: int) -> tuple[int, int, int, int]:
-    """(Ho, Wo, Hp, Wp): conv output (stride 1) and pooled output (floor)."""
-    Ho, Wo = H + 2 * pad - F + 1, W + 2 * pad - F + 1
-    return Ho, Wo, Ho // pool, Wo // pool
+    """(Ho, Wo, Hp, Wp): conv output (stride 1) and pooled output (floor), by
+    :func:`cnncalc.shapes.out_size`."""
+    Ho, Wo = out_size(H, F, 1, pad, pad).size, out_size(W, F, 1, pad, pad).size
+    return Ho, Wo, out_size(Ho, pool, pool, 0, 0).size, out_size(Wo, pool, pool, 0, 0).size
 
 
-def _geometry(x, w, pad, pool, T):
+def _geometry(x, w, pad, pool):
     """Shapes the kernels share: (R, Wg, P, S, xp_len)."""
     N, C, H, W = x.shape
     F = w.shape[2]
@@ -350,12 +332,11 @@ def _geometry(x, w, pad, pool, T):
     # columns in the GEMMs; worth it while the waste is small.
     Wg = Wd if Wd <= GRID_WASTE * Wo else Wo
     R, P = C * F * F, Ho * Wg
-    per_thread = -(-N // T)
-    S = max(1, min(per_thread, COLS_BUDGET // max(1, R * P * x.dtype.itemsize)))
+    S = max(1, min(N, COLS_BUDGET // max(1, R * P * x.dtype.itemsize)))
     return R, Wg, P, S, C * (H + 2 * pad) * Wd + F
 
 
-def conv_relu_maxpool_forward(x, w, b, pad=0, pool=2, out=None, parallel=True):
+def conv_relu_maxpool_forward(x, w, b, pad=0, pool=2, out=None):
     """Fused ``maxpool(relu(conv2d(x, w, pad) + b), pool)``.
 
     Parameters
@@ -365,7 +346,6 @@ def conv_relu_maxpool_forward(x, w, b, pad=0, pool=2, out=None, parallel=True):
     pad : symmetric zero padding; stride is 1.
     pool : window and stride of the max-pool (floor mode), 1 <= pool <= 11.
     out : optional dict of reusable buffers (see module docstring).
-    parallel : ``False`` runs the serial (cached) kernel, e.g. for ``--deterministic``.
 
     Returns
     -------
@@ -377,8 +357,8 @@ def conv_relu_maxpool_forward(x, w, b, pad=0, pool=2, out=None, parallel=True):
     N, _, H, W = x.shape
     K, _, F, _ = w.shape
     _, _, Hp, Wp = conv_out_shape(H, W, F, pad, pool)
-    T = _threads(parallel)
-    R, Wg, P, S, xp_len = _geometry(x, w, pad, pool, T)
+    T = 1  # the kernels' per-thread buffers: one slice per call
+    R, Wg, P, S, xp_len = _geometry(x, w, pad, pool)
     out = {} if out is None else out
     y = _buf(out, "y", (N, K, Hp, Wp), x.dtype)
     am = _buf(out, "argmax", (N, K, Hp, Wp), np.int8)
@@ -386,13 +366,12 @@ def conv_relu_maxpool_forward(x, w, b, pad=0, pool=2, out=None, parallel=True):
     cols = _buf(out, "cols", (T, R * S * P), x.dtype)
     conv = _buf(out, "conv", (T, K * S * P), x.dtype)
     w2 = w.reshape(K, R)
-    _kernel("crm_fwd", parallel)(x, w2, b, pad, F, pool, S, Wg, y, am, xp, cols, conv,
+    _crm_fwd(x, w2, b, pad, F, pool, S, Wg, y, am, xp, cols, conv,
                                  x.dtype.type(0))
     return y, am
 
 
-def conv_relu_maxpool_backward(dy, x, w, argmax, pad=0, pool=2, need_dx=True, out=None,
-                               parallel=True):
+def conv_relu_maxpool_backward(dy, x, w, argmax, pad=0, pool=2, need_dx=True, out=None):
     """Gradients of :func:`conv_relu_maxpool_forward`.
 
     ``dy`` is d loss / d y (N, K, Hp, Wp); ``x``, ``w`` and ``argmax`` as in the forward call.
@@ -400,8 +379,8 @@ def conv_relu_maxpool_backward(dy, x, w, argmax, pad=0, pool=2, need_dx=True, ou
     """
     N, C, H, W = x.shape
     K, _, F, _ = w.shape
-    T = _threads(parallel)
-    R, Wg, P, S, xp_len = _geometry(x, w, pad, pool, T)
+    T = 1  # the kernels' per-thread buffers: one slice per call
+    R, Wg, P, S, xp_len = _geometry(x, w, pad, pool)
     out = {} if out is None else out
     dt = x.dtype
     xp = _buf(out, "xpad", (T, xp_len), dt)
@@ -418,30 +397,29 @@ def conv_relu_maxpool_backward(dy, x, w, argmax, pad=0, pool=2, need_dx=True, ou
     w2 = w.reshape(K, R)
     w2t = _buf(out, "w2t", (R, K), dt)
     w2t[...] = w2.T
-    _kernel("crm_bwd", parallel)(dy, x, w2, w2t, argmax, pad, F, pool, S, Wg, need_dx, dx,
+    _crm_bwd(dy, x, w2, w2t, argmax, pad, F, pool, S, Wg, need_dx, dx,
                                  dw.reshape(K, R), db, xp, dxp, cols, dconv, dcols, dwp, dbp, tmp,
                                  dt.type(0))
     return (dx if need_dx else None), dw, db
 
 
-def linear_relu_forward(x, w, b, relu=True, out=None, parallel=True):
+def linear_relu_forward(x, w, b, relu=True, out=None):
     """``y = x @ w.T + b``, then ReLU when ``relu``. x (N, in), w (out, in), b (out,)."""
     N = x.shape[0]
     out = {} if out is None else out
     y = _buf(out, "y", (N, w.shape[0]), x.dtype)
-    T = max(1, min(N, _threads(parallel)))
-    _kernel("linear_fwd", parallel)(x, w, b, bool(relu), T, y)
+    _linear_fwd(x, w, b, bool(relu), 1, y)
     return y
 
 
-def linear_relu_backward(dy, x, w, y, relu=True, need_dx=True, out=None, parallel=True):
+def linear_relu_backward(dy, x, w, y, relu=True, need_dx=True, out=None):
     """Gradients of :func:`linear_relu_forward`; ``y`` is its output (the ReLU mask is y > 0).
 
     Returns ``(dx or None, dw, db)``.
     """
     N, I = x.shape
     O = w.shape[0]
-    T = max(1, min(N, _threads(parallel)))
+    T = 1
     out = {} if out is None else out
     dt = x.dtype
     dz = _buf(out, "dz", (N, O), dt)
@@ -450,7 +428,7 @@ def linear_relu_backward(dy, x, w, y, relu=True, need_dx=True, out=None, paralle
     db = _buf(out, "db", (O,), dt)
     dwp = _buf(out, "dw_partial", (T, O, I), dt)
     dbp = _buf(out, "db_partial", (T, O), dt)
-    _kernel("linear_bwd", parallel)(dy, x, w, y, bool(relu), bool(need_dx), dz, dx, dw, db,
+    _linear_bwd(dy, x, w, y, bool(relu), bool(need_dx), dz, dx, dw, db,
                                     dwp, dbp)
     return (dx if need_dx else None), dw, db
 

@@ -3,19 +3,22 @@
 Why not ``prange``: parallel numba kernels cannot be cached (``_jit`` policy), so every process
 would compile them again (10-30 s). Instead the engine runs *serial, cached, nogil* kernels on
 slices of the batch from ``T`` threads: the calling thread does slice 0, ``T - 1`` persistent
-workers do the others, one dispatch per step (not per op).
+workers do the others, one dispatch per step (not per op). Why two threads by default, and the
+measured cost of each hand-over: see this package's README.
 
 * :func:`get_pool` returns the process-wide pool for a thread count (created once, reused by
   every network; a lock serialises concurrent ``run`` calls from different caller threads; a
   forked child builds its own).
-* Each worker turns flush-to-zero / denormals-are-zero on for itself when it starts (MXCSR is
-  per thread, PERF-NOTES lesson 5); :meth:`WorkerPool.set_flush` changes it later.
-* BLAS must run single-threaded (``_jit.limit_blas_threads``): the threads are the parallelism.
+* Flush-to-zero is per thread (MXCSR): ``run(fn, n, flush=True)`` has each worker switch
+  FTZ/DAZ to ``flush`` before its slice when it is not already so (a worker is the engine's own
+  thread and keeps the setting between calls). The calling thread is left alone: the engine
+  sets and restores its state around the whole call (:class:`.thread_state.EngineCall`), which
+  also keeps BLAS single-threaded while the workers run.
 * ``run(fn, T)`` calls ``fn(t)`` for t in 0..T-1, t = 0 on the caller; exceptions in a worker are
   re-raised in the caller. Results come back in slice order, so reductions are deterministic.
-* Hand-over: a worker spins (GIL-free, :mod:`cnncalc.kernels.fast_sync`) for ~1 ms after each
-  slice waiting for the next one, and the caller spins up to ~2 ms for the workers to finish,
-  before either falls back to blocking on an Event (a futex wake-up cost ~40 us here).
+* Hand-over: a worker spins (GIL-free, :mod:`.spin`) for ~1 ms after each slice waiting for the
+  next one, and the caller spins up to ~2 ms for the workers to finish, before either falls back
+  to blocking on an Event (a futex wake-up cost ~40 us here).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def default_threads() -> int:
 
 
 def _set_flush(on: bool) -> None:
-    from cnncalc.kernels.fast_chain import set_thread_flush
+    from .thread_state import set_thread_flush
 
     set_thread_flush(on)
 
@@ -44,21 +47,22 @@ SPIN_DONE = 40_000
 
 def _spinner():
     """The GIL-free spin kernel, or None when spinning is not possible (no JIT)."""
-    from cnncalc.kernels.fast_chain import jit_disabled
+    from .thread_state import jit_disabled
 
     if jit_disabled():
         return None
-    from cnncalc.kernels.fast_sync import spin_until
+    from .spin import spin_until
 
     return spin_until
 
 
 class _Worker(threading.Thread):
-    def __init__(self, pool: WorkerPool, index: int, flush: bool):
+    def __init__(self, pool: WorkerPool, index: int):
         super().__init__(name=f"cnncalc-worker-{index}", daemon=True)
         self.pool = pool
         self.index = index
-        self.flush = flush
+        self.flush = True       # FTZ/DAZ wanted for the next slice
+        self.flushing = None    # FTZ/DAZ as this thread has it now (None: not set yet)
         self.go = threading.Event()
         self.blocking = False
         self.fn = None
@@ -66,7 +70,6 @@ class _Worker(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:  # pragma: no cover - runs on the worker thread
-        _set_flush(self.flush)
         pool, flags, i = self.pool, self.pool.flags, 2 * self.index
         spin = pool.spin
         seq = 0
@@ -82,6 +85,9 @@ class _Worker(threading.Thread):
                 self.blocking = False
             fn = self.fn
             self.fn = None
+            if self.flushing is not self.flush:
+                _set_flush(self.flush)
+                self.flushing = self.flush
             try:
                 self.result = fn(self.index)
                 self.error = None
@@ -96,7 +102,7 @@ class _Worker(threading.Thread):
 class WorkerPool:
     """``threads - 1`` persistent workers plus the calling thread."""
 
-    def __init__(self, threads: int, flush: bool = True):
+    def __init__(self, threads: int):
         import numpy as np
 
         self.threads = max(1, int(threads))
@@ -107,7 +113,7 @@ class WorkerPool:
         self.done = threading.Event()
         self.caller_blocking = False
         self._seq = [0] * self.threads
-        self._workers = [_Worker(self, t, flush) for t in range(1, self.threads)]
+        self._workers = [_Worker(self, t) for t in range(1, self.threads)]
         for wk in self._workers:
             wk.start()
 
@@ -123,8 +129,11 @@ class WorkerPool:
         finally:
             self.caller_blocking = False
 
-    def run(self, fn, n: int | None = None) -> list:
-        """``[fn(0), fn(1), ...]`` for the first ``n`` (default all) slices, in parallel."""
+    def run(self, fn, n: int | None = None, flush: bool = True) -> list:
+        """``[fn(0), fn(1), ...]`` for the first ``n`` (default all) slices, in parallel.
+
+        The workers run their slices with FTZ/DAZ ``flush``; slice 0 runs on the caller as is.
+        """
         n = self.threads if n is None else max(1, min(n, self.threads))
         with self._lock:
             active = self._workers[:n - 1]
@@ -133,6 +142,7 @@ class WorkerPool:
                 seq = self._seq[wk.index] = self._seq[wk.index] + 1
                 seqs.append(seq)
                 wk.fn = fn
+                wk.flush = bool(flush)
                 self.flags[2 * wk.index] = seq
                 if wk.blocking:
                     wk.go.set()
@@ -152,12 +162,6 @@ class WorkerPool:
                 raise err
             return results
 
-    def set_flush(self, on: bool) -> None:
-        """Turn FTZ/DAZ on or off in the caller and in every worker."""
-        for wk in self._workers:
-            wk.flush = on
-        self.run(lambda t: _set_flush(on))
-
 
 _POOLS: dict[int, WorkerPool] = {}
 _POOLS_LOCK = threading.Lock()
@@ -170,20 +174,20 @@ def _forget_pools_after_fork() -> None:  # pragma: no cover - runs in a forked c
     _POOLS_LOCK = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_after_fork)
+_FORK_HOOK = []  # registered with the first pool, not at import
 
 
-def get_pool(threads: int, flush: bool | None = None) -> WorkerPool:
-    """The shared pool with ``threads`` threads (the caller counts as one).
+def _watch_forks() -> None:
+    if not _FORK_HOOK and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_pools_after_fork)
+        _FORK_HOOK.append(True)
 
-    Workers start with flush-to-zero on; ``flush=True``/``False`` sets it now in every thread
-    (one dispatch), ``None`` leaves it as it is.
-    """
+
+def get_pool(threads: int) -> WorkerPool:
+    """The shared pool with ``threads`` threads (the caller counts as one)."""
     with _POOLS_LOCK:
         pool = _POOLS.get(threads)
         if pool is None:
+            _watch_forks()
             pool = _POOLS[threads] = WorkerPool(threads)
-    if flush is not None:
-        pool.set_flush(flush)
     return pool

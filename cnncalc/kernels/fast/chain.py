@@ -1,4 +1,4 @@
-"""Runtime for the generated conv→relu→maxpool … → fc chain (:mod:`cnncalc.kernels.gen`).
+"""Runtime for the generated conv→relu→maxpool … → fc chain (:mod:`.gen`).
 
 A :class:`FastChain` owns one :class:`Slot` of buffers per worker thread; ``forward_slice``,
 ``loss_slice`` and ``backward_slice`` run the generated kernels on rows ``[n0, n1)`` of the batch
@@ -12,29 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from .gen import ChainSpec, buffer_names, fc_pad, load_chain
-
-
-def jit_disabled() -> bool:
-    """True under ``NUMBA_DISABLE_JIT=1`` (pure Python: no MXCSR to set)."""
-    import numba
-
-    return bool(numba.config.DISABLE_JIT)
-
-
-def set_thread_flush(on: bool) -> None:
-    """Flush-to-zero + denormals-are-zero on (or off) in the *calling* thread only.
-
-    A serial cached kernel, so no ``prange`` kernel has to be compiled; the engine's worker
-    threads call it themselves (:mod:`cnncalc.engine.parallel`).
-    """
-    from . import denormals
-
-    if jit_disabled() or not denormals.SUPPORTED:
-        return
-    if on:
-        denormals._mxcsr_serial(denormals.FTZ_DAZ, 0)
-    else:
-        denormals._mxcsr_serial(0, denormals.FTZ_DAZ)
 
 
 class Slot:
@@ -137,7 +114,7 @@ class FastChain:
         slot.ensure(n1 - n0)
         self.mod.chain_fwd(x, n0, n1 - n0, p, logits, *slot.args(self))
 
-    def loss_slice(self, slot, labels, n0: int, n1: int, inv_n, logits, dlogits) -> float:
+    def loss_slice(self, labels, n0: int, n1: int, inv_n, logits, dlogits) -> float:
         return self.mod.xent(n1 - n0, n0, labels, inv_n, logits[n0:n1], dlogits[n0:n1])
 
     def backward_slice(self, slot: Slot, x, n0: int, n1: int, p, logits, dlogits,

@@ -18,7 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import jit
+from .._jit import jit
 
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
