@@ -19,6 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cnncalc.cli.app import app
+from reference import spec_text
 
 distributed = pytest.importorskip("distributed")
 
@@ -26,15 +27,11 @@ pytestmark = pytest.mark.dask
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = """name: tiny
-input: 8x8x1
-train: {epochs: 1, batch_size: 16, optimizer: momentum, lr: 0.05, data: "synthetic:64"}
-layers:
-  - conv: {filters: 4, size: 3, pad: 1}
-  - relu
-  - flatten
-  - fc: {units: 4}
-"""
+#: conv, relu, fc on 8x8 images; its train: mapping is what every trial starts from
+TINY = ("train: {epochs: 1, batch_size: 16, optimizer: momentum, lr: 0.05, "
+        "data: \"synthetic:64\"}\n"
+        + spec_text("8x8x1", ["conv: {filters: 4, size: 3, pad: 1}", "relu", "flatten",
+                              "fc: {units: 4}"], name="tiny"))
 
 runner = CliRunner()
 

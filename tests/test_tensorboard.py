@@ -7,18 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cnncalc.cli.app import app
+from reference import spec_text
 
 pytest.importorskip("tensorboardX")
 
-TINY = """name: tiny
-input: 8x8x1
-train: {epochs: 2, batch_size: 16, optimizer: momentum, lr: 0.05, data: "synthetic:64"}
-layers:
-  - conv: {filters: 4, size: 3, pad: 1}
-  - relu
-  - flatten
-  - fc: {units: 4}
-"""
 
 
 def read_scalars(path) -> dict[str, list[tuple[int, float]]]:
@@ -41,9 +33,12 @@ def read_scalars(path) -> dict[str, list[tuple[int, float]]]:
 
 def test_train_writes_tensorboard_scalars(tmp_path):
     spec = tmp_path / "tiny.yaml"
-    spec.write_text(TINY)
+    spec.write_text(spec_text("8x8x1", ["conv: {filters: 4, size: 3, pad: 1}", "relu",
+                                        "flatten", "fc: {units: 4}"]))
     tb = tmp_path / "tb"
     r = CliRunner().invoke(app, ["train", str(spec), "--deterministic", "--log-every", "1",
+                                 "--epochs", "2", "--batch-size", "16", "--lr", "0.05",
+                                 "--data", "synthetic:64",
                                  "--out", str(tmp_path / "run"), "--tensorboard", str(tb)])
     assert r.exit_code == 0, r.output
     (events,) = tb.glob("events.out.tfevents.*")

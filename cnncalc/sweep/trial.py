@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
 class TrialTask:
     """What the driver sends a worker for one trial: callable with no arguments.
 
@@ -62,16 +64,14 @@ class TrialTask:
     ``tensorboard`` a folder for TensorBoard event files, or None.
     """
 
-    def __init__(self, trial_id: str, params: dict, spec_text: str, spec_name: str,
-                 folder: str, overrides: dict, threads: int, tensorboard: str | None = None):
-        self.trial_id = trial_id
-        self.params = params
-        self.spec_text = spec_text
-        self.spec_name = spec_name
-        self.folder = folder
-        self.overrides = overrides
-        self.threads = threads
-        self.tensorboard = tensorboard
+    trial_id: str
+    params: dict
+    spec_text: str
+    spec_name: str
+    folder: str
+    overrides: dict
+    threads: int
+    tensorboard: str | None = None
 
     def __call__(self) -> dict:
         return run_trial(self)
