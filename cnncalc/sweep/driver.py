@@ -44,10 +44,6 @@ from cnncalc.sweep.trial import TrialTask, load_result
 
 __all__ = ["METHODS", "SweepConfig", "SweepResult", "require_dask", "run_sweep"]
 
-#: statuses of a trial in ``results.csv``
-FINISHED = ("completed", "pruned", "diverged")
-
-
 def require_dask():
     """The ``distributed`` module, or a one-line error naming the extra to install."""
     try:
@@ -136,6 +132,19 @@ def thread_env(threads: int) -> dict[str, str]:
             "MKL_NUM_THREADS": n}
 
 
+def local_workers(cfg: SweepConfig) -> int:
+    """Worker processes of the local cluster: ``cfg.workers`` or cores // threads per trial;
+    more than the cores allow is an error."""
+    cores = available_cores()
+    threads = cfg.threads_per_trial
+    workers = cfg.workers or max(1, cores // threads)
+    if workers * threads > cores:
+        raise SweepError(f"{workers} workers x {threads} threads per trial exceed the "
+                         f"{cores} cores here", where="--workers",
+                         hint=f"use at most {max(1, cores // threads)} workers")
+    return workers
+
+
 def _open_client(cfg: SweepConfig):
     """(client, cluster or None): a connection to ``cfg.scheduler`` or a new LocalCluster."""
     distributed = require_dask()
@@ -146,13 +155,7 @@ def _open_client(cfg: SweepConfig):
             raise SweepError(f"cannot reach the Dask scheduler at {cfg.scheduler}: {err}",
                              hint="start it with `dask scheduler` and check the address"
                              ) from None
-    cores = available_cores()
-    threads = cfg.threads_per_trial
-    workers = cfg.workers or max(1, cores // threads)
-    if workers * threads > cores:
-        raise SweepError(f"{workers} workers x {threads} threads per trial exceed the "
-                         f"{cores} cores here", where="--workers",
-                         hint=f"use at most {max(1, cores // threads)} workers")
+    workers, threads = local_workers(cfg), cfg.threads_per_trial
     with _sigint_ignored():   # Ctrl-C is the driver's to handle; workers inherit SIG_IGN
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
                                            processes=True, dashboard_address=None,
@@ -202,6 +205,8 @@ class _Sweep:
         from cnncalc.train.settings import _normalise_key, resolve
 
         self.cfg = cfg
+        if not cfg.scheduler:
+            local_workers(cfg)   # refuse an oversized cluster before any work
         self.on_trial = on_trial or (lambda record: None)
         self.method = METHODS.lookup(cfg.method)
         self.dims = parse_params(cfg.params)
@@ -259,8 +264,7 @@ class _Sweep:
     # -- the sweep's identity (resume) -----------------------------------------------------------
 
     def definition(self) -> dict:
-        return {"spec": str(self.spec_path),
-                "spec_sha256": hashlib.sha256(self.spec_text.encode()).hexdigest(),
+        return {"spec_sha256": hashlib.sha256(self.spec_text.encode()).hexdigest(),
                 "method": self.method.name, "params": list(self.cfg.params),
                 "fixed": _plain(self.fixed), "rungs": self.rungs,
                 "trials": {i: self.params[i] for i in self.ids}}
@@ -388,7 +392,8 @@ class _Sweep:
                 w.writerow({k: "" if v is None else v for k, v in row.items()})
         os.replace(tmp, self.out / "results.csv")
         tmp = self.out / ".results.json.tmp"
-        tmp.write_text(json.dumps({"sweep": self.definition(), "trials": self.ordered(),
+        tmp.write_text(json.dumps({"spec": str(self.spec_path), "sweep": self.definition(),
+                                   "trials": self.ordered(),
                                    "best": self.best()}, indent=1, default=str))
         os.replace(tmp, self.out / "results.json")
 

@@ -25,17 +25,12 @@ RESULT_FILE = "result.json"
 
 
 def pin_threads(threads: int) -> None:
-    """Hold this process's numba and BLAS pools to ``threads``: workers share the node's cores.
+    """Hold this process's BLAS pools to ``threads``: workers share the node's cores.
 
-    Environment variables only act before the libraries start (the local cluster sets them for
-    its worker processes); this also covers workers started by hand.
+    The kernels themselves are serial (a trial with one thread runs ``parallel: false``), and
+    ``NUMBA_NUM_THREADS`` only acts before numba starts, so the local cluster sets it in its
+    workers' environment; this also covers BLAS in workers started by hand.
     """
-    try:
-        import numba
-
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    except ImportError:   # pragma: no cover - numba is a dependency
-        pass
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
