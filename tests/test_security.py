@@ -235,3 +235,96 @@ def test_error_snippet_of_a_huge_line_is_cut_around_the_column(tmp_path):
     snippet, caret = [ln for ln in r.output.splitlines() if "|" in ln][:2]
     # the caret still points at the offending key inside the cut line
     assert snippet[caret.index("^"):].startswith("sizes")
+
+
+# ---- train / evaluate / predict / lab print names from specs, data files and paths
+
+EVIL = "e\x1b[2J\x1b]0;title\a[/bold][red]"   # clears the screen, retitles, styles
+EVIL_SPEC = f'''name: "{EVIL.encode("unicode_escape").decode()}"
+input: 4x4x1
+layers:
+  - conv: {{filters: 2, size: 3, pad: 1, name: "c{EVIL.encode("unicode_escape").decode()}"}}
+  - batchnorm: {{name: "b{EVIL.encode("unicode_escape").decode()}"}}
+  - flatten
+  - fc: {{units: 3}}
+'''
+
+
+@pytest.fixture
+def evil_run(tmp_path):
+    """A hostile spec, data set (class names) and folder names trained once."""
+    folder = tmp_path / f"dir{EVIL.replace('/', '_')}"
+    folder.mkdir()
+    spec = folder / "spec.yaml"
+    spec.write_text(EVIL_SPEC)
+    rng = np.random.default_rng(0)
+    data = folder / "d.npz"
+    np.savez(data, x=rng.random((24, 1, 4, 4)).astype(np.float32), y=np.arange(24) % 3,
+             classes=np.array([f"k{i}{EVIL}" for i in range(3)]))
+    out = folder / "out"
+    r = runner.invoke(app, ["train", str(spec), "--data", f"npz:{data}", "--epochs", "1",
+                            "--batch-size", "8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert_inert(r.output)
+    assert "[red]" in r.output          # the folder name, printed literally
+    return folder, out, data
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "resume", "lab bn-fold"])
+def test_train_evaluate_predict_lab_print_names_inertly(evil_run, command):
+    folder, out, data = evil_run
+    ckpt = out / "last.npz"
+    if command == "evaluate":
+        argv = ["evaluate", str(ckpt)]
+    elif command == "predict":
+        x = folder / f"img{EVIL.replace('/', '_')}.npy"
+        np.save(x, np.random.default_rng(1).random((2, 1, 4, 4)).astype(np.float32))
+        argv = ["predict", str(ckpt), str(x)]
+    elif command == "resume":
+        argv = ["train", "--resume", str(ckpt), "--epochs", "2", "--out", str(out)]
+    else:
+        argv = ["lab", "bn-fold", str(folder / "spec.yaml")]
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert_inert(r.output)
+    assert "[red]" in r.output
+
+
+# ---- the generated-kernel cache is private to the user
+
+
+def test_kernel_cache_is_per_user_and_never_a_predictable_tmp_path(tmp_path, monkeypatch):
+    from cnncalc.kernels.fast import gen
+
+    monkeypatch.delenv("CNNCALC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert gen.cache_dir() == tmp_path / "xdg" / "cnncalc" / "gen"
+    monkeypatch.setenv("CNNCALC_CACHE_DIR", str(tmp_path / "mine"))
+    assert gen.cache_dir() == tmp_path / "mine" / "gen"
+    folder = gen._private(gen.cache_dir())
+    assert folder.stat().st_mode & 0o777 == 0o700
+    fallback = gen._fallback_dir()
+    assert fallback.stat().st_mode & 0o777 == 0o700 and fallback.stat().st_uid == os.getuid()
+    assert fallback.name != f"cnncalc-{os.getuid()}"
+
+
+def test_kernel_cache_owned_by_another_user_is_refused(tmp_path, monkeypatch):
+    from cnncalc.engine.network import Network
+    from cnncalc.kernels.fast import gen
+
+    cache = tmp_path / "theirs"
+    (cache / "gen").mkdir(parents=True)
+    monkeypatch.setenv("CNNCALC_CACHE_DIR", str(cache))
+    real_uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real_uid + 4242)   # as if another user owned it
+    with pytest.raises(gen.UnsafeCacheError, match="owned by uid"):
+        gen._private(gen.cache_dir())
+    monkeypatch.setattr(gen, "_LOADED", {})
+    spec = "name: c\ninput: 8x8x1\nlayers:\n  - conv: {filters: 2, size: 3}\n  - relu\n" \
+           "  - maxpool: {size: 2, stride: 2}\n  - flatten\n  - fc: {units: 3}\n"
+    with pytest.warns(RuntimeWarning, match="private temporary folder"):
+        net = Network(spec, parallel=False)
+        net.forward(np.zeros((1, 1, 8, 8), np.float32))
+    assert net.fast_path is not None
+    assert not list((cache / "gen").iterdir())                   # nothing written there

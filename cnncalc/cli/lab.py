@@ -14,13 +14,14 @@ import typer
 from rich.table import Table
 
 from cnncalc.cli.common import TableOrJson, console, handle_errors, print_json
+from cnncalc.cli.render import user_text as _u
 from cnncalc.labs.optimizers import FUNCTIONS
 
 #: the ``lab`` command group; cnncalc.cli.app adds it to the root application
 commands = typer.Typer(
     name="lab",
     help="Classroom labs: init statistics, optimizers, schedules, activations, equivariance, "
-         "batch-norm folding, preprocessing.",
+         "batch-norm folding, preprocessing, a trained network's filters and activation maps.",
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -58,7 +59,9 @@ SeedOpt = typer.Option(0, "--seed", help="Random seed (weights and data).")
 
 # ------------------------------------------------------------------------------ helpers
 def _clean(obj):
-    """JSON-safe: +-inf as the strings "inf"/"-inf", NaN as null, tuples as lists."""
+    """JSON-safe: +-inf as the strings "inf"/"-inf", NaN as null, tuples and arrays as lists."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        obj = obj.tolist()
     if isinstance(obj, float):
         if math.isnan(obj):
             return None
@@ -99,6 +102,21 @@ def _g(v, digits: int = 4) -> str:
     return str(v)
 
 
+def _without_arrays(obj):
+    """``obj`` without the numpy arrays it holds (pictures the JSON leaves out by default)."""
+    if isinstance(obj, dict):
+        return {k: _without_arrays(v) for k, v in obj.items() if not hasattr(v, "shape")}
+    if isinstance(obj, list):
+        return [_without_arrays(v) for v in obj]
+    return obj
+
+
+def _emit_json_arrays(result, arrays: bool) -> None:
+    """``result`` as JSON, with its numpy arrays as nested lists when ``arrays``, else without."""
+    d = dataclasses.asdict(result)
+    print_json(_clean(d if arrays else _without_arrays(d)))
+
+
 def _fixed(v, digits: int = 6) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -109,12 +127,12 @@ def _plot(fn, result, path: Path | None, **kw) -> None:
     from cnncalc.labs import plotting
 
     out = getattr(plotting, fn)(result, path, **kw)
-    console(stderr=True).print(f"plot written to {out}")
+    console(stderr=True).print(f"plot written to {_u(out)}")
 
 
 def _notes(out, notes) -> None:
     for n in notes:
-        out.print(f"note: {n}")
+        out.print(f"note: {_u(n)}")
 
 
 # ------------------------------------------------------------------------------ init-stats
@@ -323,18 +341,19 @@ def equivariance(
         print_json(_clean(d))
         return
     out = console()
-    t = Table(title=f"translation equivariance of {r.spec}'s conv layers "
+    t = Table(title=f"translation equivariance of {_u(r.spec)}'s conv layers "
                     f"(network up to the layer, eval mode, {r.images} images, {r.dtype})")
     for c in ("layer", "stride (jump)", "input shift", "positions", "||phi(gx) - g.phi(x)||",
               "||phi(gx) - phi(x)||"):
         t.add_column(c, justify="left" if c == "layer" else "right")
     for row in r.translation:
-        t.add_row(row.layer, f"{row.jump[0]}x{row.jump[1]}", f"{row.shift[0]},{row.shift[1]} px",
+        t.add_row(_u(row.layer), f"{row.jump[0]}x{row.jump[1]}",
+                  f"{row.shift[0]},{row.shift[1]} px",
                   str(row.positions), _g(row.equivariance_error), _g(row.change_unaligned))
     out.print(t)
     out.print("(relative to ||phi(x)||, on output positions whose receptive field stays inside "
               "the image)")
-    inv = Table(title=f"shift invariance of the whole network (output of {r.output_layer})")
+    inv = Table(title=f"shift invariance of the whole network (output of {_u(r.output_layer)})")
     inv.add_column("shift (px)", justify="right")
     inv.add_column("||phi(gx) - phi(x)|| / ||phi(x)||", justify="right")
     for s in r.invariance:
@@ -343,7 +362,7 @@ def equivariance(
     out.print(inv)
     rot = r.rotation
     if rot is not None:
-        rt = Table(title=f"90° rotation: {rot.layer}'s {rot.filters} filters ({rot.kernel}x"
+        rt = Table(title=f"90° rotation: {_u(rot.layer)}'s {rot.filters} filters ({rot.kernel}x"
                          f"{rot.kernel}, stride 1, same padding) on {rot.size}x{rot.size} "
                          "inputs")
         rt.add_column("layer", justify="left")
@@ -353,7 +372,7 @@ def equivariance(
             rt.add_row(f"4 rotations of each filter, channel groups shifted by {c}", _g(e))
         out.print(rt)
         if rot.note:
-            out.print(f"note: {rot.note}")
+            out.print(f"note: {_u(rot.note)}")
     _notes(out, r.notes)
 
 
@@ -379,12 +398,12 @@ def bn_fold(
             raise typer.Exit(code=1)
         return
     out = console()
-    t = Table(title=f"batch norm folded into the layer before it ({r.source}"
+    t = Table(title=f"batch norm folded into the layer before it ({_u(r.source)}"
                     f"{', checkpoint' if r.from_checkpoint else ', random BN statistics'})")
     for c in ("batch norm", "folded into", "kind", "channels"):
         t.add_column(c)
     for p in r.folded:
-        t.add_row(p.batchnorm, p.into, p.kind, str(p.channels))
+        t.add_row(_u(p.batchnorm), _u(p.into), p.kind, str(p.channels))
     out.print(t)
     s = Table(title="inference cost")
     for c in ("", "params", "MACs", "FLOPs", "activations"):
@@ -398,7 +417,8 @@ def bn_fold(
     out.print(f"outputs {verdict} on {r.images} images ({r.dtype}): max |diff| "
               f"{r.max_abs_diff:.3e}, relative {r.max_rel_diff:.3e} (tolerance 1e-5)")
     if r.not_folded:
-        out.print(f"not folded (no conv/fc of their own before them): {', '.join(r.not_folded)}")
+        out.print("not folded (no conv/fc of their own before them): "
+                  + _u(", ".join(r.not_folded)))
     _notes(out, r.notes)
     if not r.agree:
         raise typer.Exit(code=1)
@@ -446,3 +466,103 @@ def preprocess(
                   else f"> {r.max_steps}", _g(run.final_gap_ratio), _g(run.predicted_steps),
                   _g(run.initial_grad[0]), _g(run.initial_grad[1]))
     out.print(g)
+
+
+# ------------------------------------------------------------------------------ filters
+CheckpointArg = typer.Argument(..., help="A checkpoint written by cnncalc train.", exists=True,
+                               dir_okay=False, readable=True, show_default=False)
+
+
+@commands.command("filters")
+@handle_errors
+def filters(
+    checkpoint: Path = CheckpointArg,
+    layer: str = typer.Option(None, "--layer", "-l", help="Conv layer (default: the first)."),
+    mean: bool = typer.Option(False, "--mean", help="One tile per filter: the mean over its "
+                                                    "input channels."),
+    sample: int = typer.Option(500, "--sample", min=0, help="Test images searched for dead "
+                                                            "filters (0: skip)."),
+    fmt: TableOrJson = FormatOpt,
+    plot: Path = PlotOpt,
+    weights: bool = typer.Option(False, "--weights", help="Include the weights in JSON."),
+):
+    """A trained conv layer's filters: norms, means, dead filters; --plot draws them."""
+    from cnncalc.labs import filters as lab
+
+    r = lab.run(checkpoint, layer, mean=mean, sample=sample)
+    _plot("filters", r, plot)
+    if fmt is TableOrJson.json:
+        _emit_json_arrays(r, weights)
+        return
+    out = console()
+    k, c, fh, fw = r.shape
+    t = Table(title=f"{r.checkpoint}: {r.layer}, {k} filters of {fh}x{fw}x{c}")
+    for col in ("filter", "norm", "mean", "bias", "max ReLU output", "dead"):
+        t.add_column(col, justify="right")
+    for row in r.rows:
+        t.add_row(f"#{row.index}", _g(row.norm), _g(row.mean), _g(row.bias),
+                  _g(row.max_response), "-" if row.dead is None else "yes" if row.dead else "no")
+    out.print(t)
+    if r.dead_share is not None:
+        out.print(f"dead filters: {sum(x.dead for x in r.rows)} of {k} ({r.dead_share:.0%}); "
+                  f"dead = {r.relu} outputs 0 everywhere on the first {r.sample} test images "
+                  f"of {r.data}")
+    out.print(f"how alike: mean |cos| between filters {r.mean_abs_cosine:.3f} (1 = all the same)")
+    _notes(out, r.notes)
+
+
+# ------------------------------------------------------------------------------ activation-maps
+@commands.command("activation-maps")
+@handle_errors
+def activation_maps(
+    checkpoint: Path = CheckpointArg,
+    image: str = typer.Option(..., "--image", "-i", help="FILE.png, FILE.npy (one image) or "
+                                                         "FILE.npy[INDEX].", show_default=False),
+    layers: str = typer.Option(None, "--layers", help="Comma-separated layers (default: every "
+                                                      "layer with a spatial output)."),
+    unit: str = typer.Option(None, "--unit", help="LAYER[:CHANNEL[@ROW,COL]] (default: the "
+                                                  "strongest unit of the last layer shown)."),
+    top_k: int = typer.Option(6, "--top-k", "-k", min=0, help="Test images that excite the "
+                                                              "unit's channel most."),
+    sample: int = typer.Option(1000, "--sample", min=0, help="Test images searched for the "
+                                                             "top-k."),
+    fmt: TableOrJson = FormatOpt,
+    plot: Path = PlotOpt,
+    maps: bool = typer.Option(False, "--maps", help="Include the maps and images in JSON."),
+):
+    """One image's activation maps at each layer; a unit's receptive field; its top-k images."""
+    from cnncalc.labs import activation_maps as lab
+
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    r = lab.run(checkpoint, image, names, unit=unit, top_k=top_k, sample=sample)
+    _plot("activation_maps", r, plot)
+    if fmt is TableOrJson.json:
+        _emit_json_arrays(r, maps)
+        return
+    out = console()
+    out.print(f"{r.image}: predicted {r.predicted} ({r.probability:.1%})")
+    t = Table(title=f"activation maps of {r.image} ({r.checkpoint})")
+    for col in ("layer", "type", "maps", "min", "max", "mean", "strongest channel"):
+        t.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for m in r.layers:
+        t.add_row(m.label, m.kind, str(m.shape[0]), _g(m.min), _g(m.max), _g(m.mean),
+                  str(m.strongest))
+    out.print(t)
+    u = r.unit
+    if u is not None:
+        top, left, bottom, right = (_g(v) for v in u.box)
+        out.print(f"unit {u.layer}[{u.channel}] at row {u.row}, col {u.col}: value {_g(u.value)}; "
+                  f"receptive field {u.size[0]}x{u.size[1]} centred at (y, x) = "
+                  f"({_g(u.centre[0])}, {_g(u.centre[1])}): rows {top}..{bottom}, cols "
+                  f"{left}..{right}" + (" (reaches into the padding)" if u.exceeds_input else ""))
+    if r.top:
+        tt = Table(title=f"top {len(r.top)} of the first {r.sample} test images of {r.data} "
+                         f"for {u.layer}[{u.channel}] (max over positions)")
+        for col in ("test image", "class", "value", "at (row, col)", "field [top, left, "
+                    "bottom, right]"):
+            tt.add_column(col, justify="right")
+        for x in r.top:
+            tt.add_row(str(x.index), x.label, _g(x.value), f"({x.row}, {x.col})",
+                       ", ".join(_g(v) for v in x.box))
+        out.print(tt)
+    _notes(out, r.notes)

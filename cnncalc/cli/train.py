@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from cnncalc.cli.common import TableOrJson, console, dumps_json, handle_errors, warn
+from cnncalc.cli.render import user_text as _u
 from cnncalc.errors import CnnCalcError, DataError
 
 
@@ -108,7 +109,7 @@ class RichReporter:
         if isinstance(ev, T.TrainBegin):
             self.epochs = ev.epochs
             self.spe = ev.steps_per_epoch
-            what = (f"resumed from {ev.resumed_from} at epoch {ev.start_epoch}"
+            what = (f"resumed from {_u(ev.resumed_from)} at epoch {ev.start_epoch}"
                     + (f", batch {ev.start_batch}" if ev.start_batch else "")
                     if ev.resumed_from else "training")
             p.console.print(f"{what}: {ev.n_train:,} training / {ev.n_test:,} test images, "
@@ -136,7 +137,7 @@ class RichReporter:
                 p.reset(self.task, total=self.spe, completed=0)
                 p.update(self.task, epoch=ev.epoch + 1)
         elif isinstance(ev, T.CheckpointSaved) and ev.reason == "interrupted":
-            p.console.print(f"checkpoint saved: {ev.path}")
+            p.console.print(f"checkpoint saved: {_u(ev.path)}")
 
 
 def _summary_table(rows: list[dict]):
@@ -180,11 +181,14 @@ def settings_options() -> list[inspect.Parameter]:
 def train(
     spec: Path = typer.Argument(None, help="YAML spec (its train: mapping gives defaults). "
                                 "Optional with --resume.", show_default=False),
-    out: Path = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv, "
-                                                 "curves.png and report.html here.",
-                             file_okay=False),
+    out: str = typer.Option(None, "--out", help="Write last.npz, best.npz, metrics.csv, "
+                                                "curves.png and report.html here (checked "
+                                                "and locked before any work).",
+                            show_default=False),
     resume: Path = typer.Option(None, "--resume", help="Continue from a checkpoint.",
                                 dir_okay=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in "
+                                   "--out (without it, such a folder is refused)."),
     fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json "
                                     "(JSON lines: begin, step, epoch, checkpoint, end)."),
     tensorboard: Path = typer.Option(None, "--tensorboard", file_okay=False,
@@ -206,11 +210,13 @@ def train(
     try:
         if json_mode:
             result = run(spec, given, out_dir=out, resume=resume,
-                         callbacks=[JsonReporter(), *logs], source="command line")
+                         callbacks=[JsonReporter(), *logs], source="command line",
+                         overwrite=overwrite)
         else:
             with RichReporter(out_console) as reporter:
                 result = run(spec, given, out_dir=out, resume=resume,
-                             callbacks=[reporter, *logs], source="command line")
+                             callbacks=[reporter, *logs], source="command line",
+                             overwrite=overwrite)
     except CnnCalcError as err:
         if json_mode:   # scripts read the reason from the last line too
             _emit_json({"event": "error", "type": type(err).__name__, "message": err.message,
@@ -223,7 +229,7 @@ def train(
         from cnncalc.report import write_checkpoint_report
 
         result.outputs["report"] = str(write_checkpoint_report(result.checkpoint,
-                                                               out / "report.html"))
+                                                               Path(out) / "report.html"))
     _report(result, json_mode, out_console)
 
 
@@ -246,7 +252,7 @@ def _report(result, json_mode: bool, out_console) -> None:
                               f"{result.test_loss:.4f}) after {result.epoch} "
                               f"epoch{'s' if result.epoch != 1 else ''}")
         for what, path in outputs.items():
-            out_console.print(f"{what}: {path}")
+            out_console.print(f"{what}: {_u(path)}")
     if result.status == "interrupted":
         where = result.checkpoint or "(no checkpoint)"
         msg = (f"interrupted at epoch {result.epoch + 1}, batch {result.batch}; checkpoint: "
@@ -301,18 +307,18 @@ def evaluate(
     from rich.table import Table
 
     out = console()
-    out.print(f"{checkpoint}: {model.graph.name}, epoch {model.checkpoint.epoch}, "
-              f"{settings.data} {split} split ({res.n:,} images)")
+    out.print(f"{_u(checkpoint)}: {_u(model.graph.name)}, epoch {model.checkpoint.epoch}, "
+              f"{_u(settings.data)} {split} split ({res.n:,} images)")
     k = len(res.classes)
     if k <= 20:
         t = Table(title="confusion matrix (rows: true class, columns: predicted)")
         t.add_column("true \\ pred")
         for c in res.classes:
-            t.add_column(c[:8], justify="right")
+            t.add_column(_u(c[:8]), justify="right")
         t.add_column("acc", justify="right")
         for i, c in enumerate(res.classes):
             pa = res.per_class_accuracy[i]
-            t.add_row(c, *[str(int(v)) for v in res.confusion[i]],
+            t.add_row(_u(c), *[str(int(v)) for v in res.confusion[i]],
                       "-" if pa is None else f"{pa:.1%}")
         out.print(t)
     out.print(f"[bold]accuracy {res.accuracy:.2%}[/]  loss {res.loss:.4f}")
@@ -350,7 +356,7 @@ def predict(
         return
     from rich.table import Table
 
-    t = Table(title=f"predictions of {checkpoint}")
+    t = Table(title=f"predictions of {_u(checkpoint)}")
     t.add_column("input")
     for j in range(top.shape[1]):
         t.add_column("class" if top.shape[1] == 1 else f"#{j + 1}")
@@ -358,8 +364,8 @@ def predict(
     for r in rows[:limit]:
         cells = []
         for pr in r["predictions"]:
-            cells += [pr["name"], f"{pr['probability']:.3f}"]
-        t.add_row(r["input"], *cells)
+            cells += [_u(pr["name"]), f"{pr['probability']:.3f}"]
+        t.add_row(_u(r["input"]), *cells)
     out = console()
     out.print(t)
     if len(rows) > limit:

@@ -15,6 +15,8 @@ Contract
 * ``state_dict()`` / ``load_state_dict(d)``: params + buffers as numpy copies.
 * ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
   cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
+* ``activations(x, layers)`` → ``{layer: output}`` of one forward pass (intermediate values, on
+  the unfused step plan).
 
 Fast path: when the planner recognises the graph as a conv→relu→maxpool … → fc chain
 (:func:`cnncalc.engine.plan.find_chain`), ``forward``/``backward``/``loss``/``loss_and_grads``/
@@ -36,14 +38,23 @@ Thread state: ``forward``/``backward``/``loss``/``loss_and_grads``/``predict`` (
 they return (:class:`cnncalc.kernels.fast.thread_state.EngineCall`); the engine's worker threads
 flush for their lifetime. Creating a network changes no thread's state.
 
+Threads: a network is safe to share between threads. Every call (``forward``, ``backward``,
+``loss``, ``loss_and_grads``, ``predict``, ``state_dict``, ``load_state_dict`` and the
+``thread_state()`` block an optimizer step runs in) holds the network's re-entrant lock
+(``net.lock``), so concurrent calls run one after another and each gets the result it would
+get alone. A *sequence* of calls that shares caches (``forward`` then ``backward``, or ``loss``
+then using its ``dlogits`` buffer) must hold the lock across the sequence: ``with net.lock:``.
+
 Execution: steps (:mod:`cnncalc.engine.plan`) run in node order; a value is dropped after its last
 consumer; backward runs in reverse order and sums the gradients of values with several consumers.
 Ops keep reusable output buffers, reallocated when the batch size changes.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -70,10 +81,11 @@ def _dtype(dtype) -> np.dtype:
 
 
 def _engine_call(method):
-    """Run ``method`` under the engine's thread state (FTZ, BLAS at one thread), restored after."""
+    """Run ``method`` holding the network's lock, under the engine's thread state (FTZ, BLAS at
+    one thread), restored after."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        with self.thread_state():
+        with self.lock, self._engine_state():
             return method(self, *args, **kwargs)
 
     return call
@@ -97,6 +109,10 @@ class Network:
         calling thread during each engine call (restored afterwards).
     threads : threads over which the batch is split, on the fast path and in the step plan
         (``None``: ``min(2, os.cpu_count())``; 1 with ``parallel=False``).
+
+    Thread safety: every method call holds ``lock`` (a ``threading.RLock``), so threads sharing
+    one network get the same outputs as serial calls; hold ``with net.lock:`` around a
+    ``forward``/``backward`` pair that must not interleave with another thread's calls.
     """
 
     def __init__(self, graph, init="he", seed=0, dtype="float32", *, fuse: bool = True,
@@ -105,6 +121,7 @@ class Network:
         if not isinstance(graph, Graph):
             graph = load(graph)
         self.graph = graph
+        self.lock = threading.RLock()   # one call at a time: the ops share buffers and caches
         self.dtype = _dtype(dtype)
         self.seed = seed
         self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
@@ -162,6 +179,7 @@ class Network:
         self.output_name = graph.output.name
         self._liveness()
         self._batch: int | None = None
+        self._unfused_steps: list | None = None  # activations()'s plan, built on first use
 
     # ------------------------------------------------------------------------------ set-up
     def _init_params(self, init) -> None:
@@ -198,8 +216,16 @@ class Network:
         BLAS at one thread inside it, as during an engine call; both are restored on exit.
 
         Wrap an optimizer step on ``flat_params`` in it: momentum of dead units decays into
-        denormals, which are ~20x slower to compute on.
+        denormals, which are ~20x slower to compute on. The block holds the network's lock.
         """
+        return self._locked_state()
+
+    @contextlib.contextmanager
+    def _locked_state(self):
+        with self.lock, self._engine_state():
+            yield
+
+    def _engine_state(self):
         from cnncalc.kernels.fast.thread_state import EngineCall
 
         return EngineCall(self.flush_denormals)
@@ -393,6 +419,41 @@ class Network:
             return np.zeros((self._batch, *self.graph.input_shape), self.dtype)
         return np.array(dx, dtype=self.dtype)
 
+    # ------------------------------------------------------------------------ intermediates
+    @_engine_call
+    def activations(self, x, layers=None, training: bool = False) -> dict[str, np.ndarray]:
+        """The outputs of the nodes named in ``layers`` (every node when None) for one forward
+        pass of ``x``: ``{name: (N, C, H, W) copy}`` in node order.
+
+        Runs the graph's one-op-per-node step plan (built on first use; it shares this
+        network's parameters and buffers), because the fused steps and the whole-network fast
+        path never materialise the values inside a ``conv → relu → maxpool`` block. Its output
+        equals :meth:`forward`'s to float rounding (exactly when ``fuse=False``).
+        """
+        names = [n.name for n in self.graph.nodes]
+        wanted = names if layers is None else list(layers)
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise TrainError(f"no layer named {', '.join(map(repr, unknown))} in the network",
+                             hint=f"layers: {', '.join(names)}")
+        if self._unfused_steps is None:
+            self._unfused_steps = build_plan(self.graph, self._ctx, fuse=False)
+        x = self._as_input(x)
+        steps = self._unfused_steps
+        last_use = {src: i for i, st in enumerate(steps) for src in st.inputs}
+        vals = {INPUT_NAME: x}
+        kept: dict[str, np.ndarray] = {}
+        for i, st in enumerate(steps):
+            if len(kept) == len(set(wanted)):
+                break  # the layers after the last one wanted need not run
+            vals[st.output] = st.op.forward([vals[s] for s in st.inputs], training)
+            if st.output in wanted:
+                kept[st.output] = np.array(vals[st.output], copy=True)
+            for src in st.inputs:
+                if last_use[src] == i:
+                    vals.pop(src, None)
+        return {name: kept[name] for name in wanted}
+
     # ------------------------------------------------------------------------------ loss
     def _labels(self, labels, n: int, k: int) -> np.ndarray:
         y = np.asarray(labels)
@@ -445,6 +506,10 @@ class Network:
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters then buffers, as independent numpy copies."""
+        with self.lock:
+            return self._state_dict()
+
+    def _state_dict(self) -> dict[str, np.ndarray]:
         d = {k: v.copy() for k, v in self.params.items()}
         d.update({k: v.copy() for k, v in self.buffers.items()})
         return d
@@ -453,8 +518,11 @@ class Network:
         """Copy ``state`` into the parameters and buffers (cast to the network's dtype).
 
         PyTorch's ``num_batches_tracked`` entries are ignored. Raises :class:`TrainError` on
-        missing or unexpected keys (``strict``) and on shape mismatches, before changing anything.
+        missing or unexpected keys (``strict``), shape mismatches and NaN/inf values (naming the
+        entry and the first bad index), before changing anything.
         """
+        from cnncalc.engine.finite import nonfinite_message
+
         targets = {**self.params, **self.buffers}
         state = {k: v for k, v in dict(state).items() if not k.endswith("num_batches_tracked")}
         missing = [k for k in targets if k not in state]
@@ -480,9 +548,14 @@ class Network:
                                  hint="the spec's layer sizes differ from the saved network's")
             if not np.issubdtype(a.dtype, np.number):
                 raise TrainError(f"state dict entry '{k}' is not numeric ({a.dtype})")
+            bad = nonfinite_message(f"state dict entry '{k}'", a)
+            if bad is not None:
+                raise TrainError(bad, hint="the weights are damaged (a diverged run?); load "
+                                           "an earlier checkpoint")
             arrays[k] = a
-        for k, a in arrays.items():
-            targets[k][...] = a
+        with self.lock:
+            for k, a in arrays.items():
+                targets[k][...] = a
 
     def __repr__(self) -> str:
         return (f"Network({self.graph.name!r}, {self.n_params:,} params, {self.dtype.name}, "

@@ -13,6 +13,8 @@ module                    lab
 :mod:`.equivariance`      translation / rotation equivariance of conv layers, shift invariance
 :mod:`.bn_fold`           fold batch norm into the conv/fc before it, check, count savings
 :mod:`.preprocess`        centring, normalising, PCA, whitening; the lecture's regression example
+:mod:`.filters`           a trained conv layer's filters: norms, dead filters, how alike
+:mod:`.activation_maps`   one image's activation maps, a unit's receptive field, its top images
 ========================= =====================================================================
 """
 from __future__ import annotations

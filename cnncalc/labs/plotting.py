@@ -11,7 +11,8 @@ import numpy as np
 
 from cnncalc.errors import CnnCalcError
 
-__all__ = ["activations", "init_stats", "optimizers", "preprocess", "pyplot", "schedules"]
+__all__ = ["activation_maps", "activations", "filters", "grid_pixels", "init_stats", "optimizers",
+           "preprocess", "pyplot", "schedules"]
 
 
 def pyplot():
@@ -27,10 +28,11 @@ def pyplot():
     return plt
 
 
-def _save(fig, path) -> Path:
+def _save(fig, path, *, tight: bool = True, dpi: int = 110) -> Path:
+    """Write ``fig``; ``tight=False`` keeps the figure's own size (``figsize x dpi`` pixels)."""
     path = Path(path)
     try:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
     except (OSError, ValueError) as e:
         raise CnnCalcError(f"cannot write plot {path}: {e}",
                            hint="check the folder exists and the extension (.png, .pdf, .svg)"
@@ -174,3 +176,110 @@ def preprocess(lab, path) -> Path:
         for r in lab.regression), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------------- tile pictures
+#: Filter and activation-map pictures are grids of square tiles of ``TILE_INCHES``, with a
+#: title band of ``TITLE_INCHES``, drawn at ``TILE_DPI``: a grid of R x C tiles is exactly
+#: ``grid_pixels(R, C)`` pixels.
+TILE_INCHES, TITLE_INCHES, TILE_DPI = 1.0, 0.5, 100
+#: tiles per row: filters of one-tile-per-filter layers, and activation maps
+GRID_COLUMNS = 8
+#: at most this many maps of one layer are drawn (the first ones, in channel order)
+MAX_MAPS = 32
+
+
+def grid_pixels(rows: int, cols: int) -> tuple[int, int]:
+    """``(width, height)`` in pixels of a picture of ``rows`` x ``cols`` tiles."""
+    return (round(cols * TILE_INCHES * TILE_DPI),
+            round((rows * TILE_INCHES + TITLE_INCHES) * TILE_DPI))
+
+
+def _tile_figure(plt, rows: int, cols: int, title: str):
+    w, h = cols * TILE_INCHES, rows * TILE_INCHES + TITLE_INCHES
+    fig, axes = plt.subplots(rows, cols, figsize=(w, h), squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - TITLE_INCHES / h,
+                        wspace=0.15, hspace=0.35)
+    fig.suptitle(title, fontsize=9, y=1 - 0.1 * TITLE_INCHES / h)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _show(ax, img, title: str = "", **kw) -> None:
+    """One tile: (H, W) in grey or (C, H, W) with C = 1 or 3."""
+    img = np.asarray(img)
+    if img.ndim == 3:
+        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+    ax.set_visible(True)
+    ax.imshow(img, cmap=kw.pop("cmap", "gray"), interpolation="nearest", **kw)
+    if title:
+        ax.set_title(title, fontsize=7, pad=2)
+
+
+def _box(ax, box, colour: str = "red") -> None:
+    """The field ``[top, left, bottom, right]`` (inclusive pixels) as a rectangle."""
+    from matplotlib.patches import Rectangle
+
+    top, left, bottom, right = box
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
+                           fill=False, edgecolor=colour, linewidth=1.2))
+
+
+def filters(lab, path) -> Path:
+    """The filters of ``lab`` (:class:`cnncalc.labs.filters.FilterLab`) as a grid: one tile per
+    filter (8 a row), or one row per filter with a tile per input channel."""
+    plt = pyplot()
+    tiles = lab.tiles
+    k, t = tiles.shape[:2]
+    rows, cols = (-(-k // min(k, GRID_COLUMNS)), min(k, GRID_COLUMNS)) if t == 1 else (k, t)
+    how = "colour" if lab.colour else "channel mean" if lab.mean_over_channels else \
+        "grey" if t == 1 else "one tile per input channel"
+    dead = "" if lab.dead_share is None else f", dead {lab.dead_share:.0%}"
+    fig, axes = _tile_figure(plt, rows, cols, f"{lab.layer}: {k} filters "
+                             f"{lab.shape[2]}x{lab.shape[3]}x{lab.shape[1]} ({how}, each "
+                             f"normalised){dead}")
+    for i in range(k):
+        tag = f"#{i}" + (" dead" if lab.rows[i].dead else "")
+        if t == 1:
+            _show(axes.ravel()[i], tiles[i, 0], tag, vmin=0, vmax=1)
+            continue
+        for c in range(t):
+            _show(axes[i][c], tiles[i, c], f"{tag} ch{c}" if c == 0 else f"ch{c}",
+                  vmin=0, vmax=1)
+    return _save(fig, path, tight=False, dpi=TILE_DPI)
+
+
+def activation_maps_grid(lab) -> tuple[int, int]:
+    """``(rows, cols)`` of tiles in :func:`activation_maps`' picture of ``lab``."""
+    rows = 1 + sum(-(-min(m.shape[0], MAX_MAPS) // GRID_COLUMNS) for m in lab.layers)
+    return rows, GRID_COLUMNS
+
+
+def activation_maps(lab, path) -> Path:
+    """First row: the input with the unit's receptive field, then the top test images with the
+    field where the unit's channel peaks. Then each layer's maps (one shared grey scale per
+    layer), labelled with the layer's output volume."""
+    plt = pyplot()
+    rows, cols = activation_maps_grid(lab)
+    fig, axes = _tile_figure(plt, rows, cols, f"{lab.image}: predicted {lab.predicted} "
+                             f"({lab.probability:.0%})")
+    u = lab.unit
+    _show(axes[0][0], lab.input_image,
+          "input" + (f", field of\n{u.layer}[{u.channel}]@{u.row},{u.col}" if u else ""))
+    if u is not None:
+        _box(axes[0][0], u.box)
+    for j, top in enumerate(lab.top[:cols - 1]):
+        _show(axes[0][j + 1], top.image, f"top {j + 1}: {top.label}\n{top.value:.3g}")
+        _box(axes[0][j + 1], top.box)
+    r = 1
+    for m in lab.layers:
+        n = min(m.shape[0], MAX_MAPS)
+        lo, hi = m.min, m.max if m.max > m.min else m.min + 1.0
+        for c in range(n):
+            ax = axes[r + c // cols][c % cols]
+            _show(ax, m.maps[c], m.label if c == 0 else str(c), vmin=lo, vmax=hi)
+        r += -(-n // cols)
+    return _save(fig, path, tight=False, dpi=TILE_DPI)

@@ -8,6 +8,7 @@ import math
 from cnncalc import __version__
 from cnncalc.analysis import format_bytes
 from cnncalc.report.architecture import ARCH_CSS, architecture_svg, legend_text
+from cnncalc.report.filters import filters_section
 from cnncalc.report.plots import (PLOT_CSS, confusion_svg, layer_bars, line_chart, memory_svg,
                                   receptive_field_svg)
 from cnncalc.report.sources import ReportData
@@ -339,11 +340,14 @@ def render_page(data: ReportData) -> str:
                  _costs(a), _memory(a)]
     if data.training:
         sections.append(_training(data.training))
+    if data.filters:
+        sections.append(filters_section(data.filters))
     sections.append(_warnings(a))
     nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("marking", "marking") if data.marking else ("", ""),
         ("architecture", "architecture"), ("receptive-field", "receptive field"),
         ("layers", "layers"), ("training", "training") if data.training else ("", ""),
+        ("filters", "filters") if data.filters else ("", ""),
         ("warnings", "warnings")) if i)
     sub = (f"{esc(data.source)} · input {shape_text(a['input'])} → output "
            f"{shape_text(a['output'])} · {len(a['layers'])} layers · {esc(a['convention'])} "

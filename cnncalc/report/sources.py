@@ -41,6 +41,7 @@ class ReportData:
     description: str = ""
     training: TrainingRun | None = None
     marking: dict | None = None
+    filters: list | None = None   # FilterGrid per conv layer of a checkpoint
 
 
 def _memory_choice(graph, batch: int | None, optimizer: str | None) -> tuple[int, str | None]:
@@ -78,8 +79,8 @@ def from_spec(source, *, batch: int | None = None, optimizer: str | None = None,
 
 def from_checkpoint(path, *, batch: int | None = None, optimizer: str | None = None,
                     evaluate: bool = True) -> ReportData:
-    """A checkpoint's network, training curves, settings and (when ``evaluate`` and its data set
-    can be loaded) its test-set confusion matrix."""
+    """A checkpoint's network, training curves, settings, conv filters and (when ``evaluate``
+    and its data set can be loaded) its test-set confusion matrix."""
     from cnncalc import load
     from cnncalc.train.checkpoint import load_checkpoint
     from cnncalc.train.settings import resolve
@@ -97,9 +98,12 @@ def from_checkpoint(path, *, batch: int | None = None, optimizer: str | None = N
         run.evaluation, run.evaluation_note = _evaluate(path, settings)
     else:
         run.evaluation_note = "not evaluated (--no-evaluate)"
+    from cnncalc.report.filters import filter_grids
+
     return ReportData(title=graph.name or Path(path).stem, source=str(path),
                       analysis=graph.analyze(batch=batch, optimizer=optimizer),
-                      description=_description(graph), training=run)
+                      description=_description(graph), training=run,
+                      filters=filter_grids(graph, ckpt.params))
 
 
 def _evaluate(path, settings) -> tuple[dict | None, str | None]:

@@ -120,8 +120,9 @@ def run_trial(task: TrialTask) -> dict:
 
             callbacks.append(TensorBoardLogger(task.tensorboard))
         resume = _resumable(folder)
+        # the folder is this trial's own: without a usable checkpoint, start it afresh
         result = run(graph, task.overrides, out_dir=folder, resume=resume, callbacks=callbacks,
-                     source=f"trial {task.trial_id}")
+                     source=f"trial {task.trial_id}", overwrite=resume is None)
         rows = result.epochs
         record.update(status=result.status, epochs=result.epoch, test_acc=result.test_acc,
                       test_loss=result.test_loss, loss=rows[-1]["loss"] if rows else None)

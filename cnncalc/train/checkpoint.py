@@ -121,11 +121,14 @@ def save_checkpoint(path: str | os.PathLike, *, params: dict[str, np.ndarray],
     Raises
     ------
     TrainError
-        A value that cannot be stored without pickle.
+        A value that cannot be stored without pickle, or NaN/inf weights (nothing is written, so
+        a good checkpoint on disk is never replaced by a diverged one).
     OSError
         The folder is not writable (the old file, if any, is untouched).
     """
     path = Path(path)
+    _check_weights(path, params, buffers or {}, error=TrainError,
+                   hint="training diverged; the previous checkpoint is kept")
     arrays: dict[str, np.ndarray] = {}
     values = {"params": params, "buffers": buffers or {}, "optimizer_state": optimizer_state,
               "schedule_state": schedule_state, "preprocess_state": preprocess_state,
@@ -160,13 +163,30 @@ def save_checkpoint(path: str | os.PathLike, *, params: dict[str, np.ndarray],
     return path
 
 
+def _check_weights(path: Path, params: Any, buffers: Any, error=DataError,
+                   hint: str = "the weights diverged before this was saved; use an earlier "
+                               "checkpoint") -> None:
+    """Refuse NaN/inf weights: resuming them would train and save NaN again with exit 0."""
+    from cnncalc.engine.finite import nonfinite_message
+
+    for tree, values in (("params", params), ("buffers", buffers)):
+        if not isinstance(values, dict):
+            raise error(f"checkpoint {path}: {tree} is not a mapping of arrays",
+                        hint="the file is damaged; use another checkpoint")
+        for name, a in values.items():
+            bad = nonfinite_message(f"checkpoint {path}: {tree} entry '{name}'", a)
+            if bad is not None:
+                raise error(bad, hint=hint)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises
     ------
     DataError
-        Missing, truncated, corrupt or not a cnncalc checkpoint, or from a newer version.
+        Missing, truncated, corrupt or not a cnncalc checkpoint, from a newer version, or
+        holding NaN/inf weights.
     """
     path = Path(path)
     hint = "the file is damaged or not a cnncalc checkpoint; use another checkpoint"
@@ -193,6 +213,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                         f"up to {VERSION}", hint="upgrade cnncalc")
     try:
         trees = {name: _join(meta["trees"][name], arrays, path) for name in _TREES}
+        _check_weights(path, trees["params"], trees["buffers"])
         return Checkpoint(
             params=trees["params"], buffers=trees["buffers"],
             optimizer_state=trees["optimizer_state"], schedule_state=trees["schedule_state"],

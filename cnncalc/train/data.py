@@ -102,12 +102,24 @@ class Dataset:
                 f"classes={self.num_classes})")
 
 
+def check_finite(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` itself, or :class:`DataError` naming ``what`` and the first NaN/inf index (one NaN
+    pixel would otherwise train to NaN weights and "acc 0.00%" with exit 0)."""
+    from cnncalc.engine.finite import nonfinite_message
+
+    msg = nonfinite_message(what, x)
+    if msg is not None:
+        raise DataError(msg, hint="fix or drop those examples; cnncalc refuses NaN/inf data")
+    return x
+
+
 def _to_float(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         out = x.astype(np.float32)
         out *= np.float32(1.0 / 255.0)
         return out
-    return np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):   # values beyond float32 become inf: check_finite names them
+        return np.ascontiguousarray(x, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -426,7 +438,7 @@ def _npz_x(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         raise DataError(f"{path}: {key!r} must be (N, C, H, W) or (N, H, W); got shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"{path}: {key!r} must be numeric; got dtype {x.dtype}")
-    return _to_float(x)
+    return check_finite(_to_float(x), f"{path}: {key!r}")
 
 
 def _npz_y(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:

@@ -99,13 +99,18 @@ def write_curves(rows: list[dict], steps: list[int], step_loss: list[float],
 
 def run(spec: Any = None, overrides: Mapping[str, Any] | None = None, *,
         out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        callbacks: Iterable[Any] = (), source: str = "overrides") -> RunResult:
+        callbacks: Iterable[Any] = (), source: str = "overrides",
+        overwrite: bool = False) -> RunResult:
     """Train ``spec`` (a path, YAML text or a loaded graph; optional with ``resume``).
 
     ``overrides`` are training settings that win over the spec's ``train:`` mapping and the
     resumed checkpoint's (``source`` names them in error messages). Without ``out_dir`` no
     files are written, except that Ctrl-C saves ``<name>-interrupted.npz`` in the working
-    directory so the run can be resumed.
+    directory so the run can be resumed (its name made safe from the spec's ``name``).
+
+    ``out_dir`` is checked and locked before any work
+    (:func:`~cnncalc.train.outputs.claim_out_dir`): it must be writable, free of another live
+    run, and hold no earlier run's files unless ``resume`` or ``overwrite`` is given.
 
     Raises
     ------
@@ -113,11 +118,21 @@ def run(spec: Any = None, overrides: Mapping[str, Any] | None = None, *,
         Bad settings, unreadable or mismatched data, a bad spec; a diverging loss
         (:class:`~cnncalc.train.trainer.DivergedError`).
     """
+    from cnncalc.train.outputs import claim_out_dir
+
+    if out_dir is None:
+        return _run(spec, overrides, None, resume, callbacks, source)
+    with claim_out_dir(out_dir, resume=resume is not None, overwrite=overwrite) as claimed:
+        return _run(spec, overrides, claimed.path, resume, callbacks, source)
+
+
+def _run(spec, overrides, out, resume, callbacks, source) -> RunResult:
     from cnncalc import load
     from cnncalc.errors import DataError
     from cnncalc.train import trainer as T
     from cnncalc.train.checkpoint import load_checkpoint
     from cnncalc.train.evaluate import evaluate
+    from cnncalc.train.outputs import interrupt_checkpoint_name
     from cnncalc.train.settings import resolve
 
     ckpt = load_checkpoint(resume) if resume is not None else None
@@ -137,14 +152,13 @@ def run(spec: Any = None, overrides: Mapping[str, Any] | None = None, *,
     layers.append((source, overrides))
     settings = resolve(*layers)
 
-    out = Path(out_dir) if out_dir is not None else None
     steplog = StepLog()
     hooks: list[Any] = [steplog]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         hooks.append(T.CSVLogger(out / "metrics.csv",
                                  history=(ckpt.metrics or []) if ckpt else ()))
-    interrupt_path = None if out is not None else Path(f"{graph.name or 'model'}-interrupted.npz")
+    interrupt_path = None if out is not None else interrupt_checkpoint_name(graph.name)
     built = T.build(graph, settings, resume=ckpt, out_dir=out, interrupt_path=interrupt_path,
                     callbacks=[*hooks, *callbacks])
     history = built.fit()

@@ -15,8 +15,10 @@ The CLI's callback drives a rich progress bar; :class:`CSVLogger` writes the met
 Guard rails:
 
 * a NaN/inf loss stops training before the bad update is applied and raises
-  :class:`DivergedError` (the step, the value, the learning rate); the last good checkpoint on
-  disk is left as it is;
+  :class:`DivergedError` (the step, the value, the learning rate); so do weights that an update
+  made NaN/inf (checked per step by one sum over the flat parameter buffer: a NaN or inf
+  anywhere makes the sum non-finite). The last good checkpoint on disk is left as it is, and
+  :func:`~cnncalc.train.checkpoint.save_checkpoint` refuses NaN/inf weights anyway;
 * SIGINT (Ctrl-C) during :meth:`Trainer.fit` finishes the current step, writes a checkpoint
   (mid-epoch, resumable exactly) and returns a history with ``status="interrupted"``; a second
   Ctrl-C aborts at once;
@@ -31,11 +33,13 @@ the epoch, and of the network's dropout RNG). With serial kernels (``parallel: f
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -167,13 +171,20 @@ class CSVLogger:
         if not isinstance(event, EpochEnd):
             return
         self.rows.append(asdict(event))
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in self.FIELDS})
-        os.replace(tmp, self.path)
+        # a temporary name unique to this process: two writers never share one
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")
+                w.writeheader()
+                for r in self.rows:
+                    w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in self.FIELDS})
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 # ------------------------------------------------------------------------------------------------
@@ -427,6 +438,10 @@ class Trainer:
             net.backward(dlogits, need_dx=False)
             with net.thread_state():  # flush-to-zero: momentum of dead units turns denormal
                 opt.step(self._params, self._grads, lr=lr)
+            with np.errstate(all="ignore"):   # a NaN sum is what the check looks for
+                total = float(net.flat_params.sum())
+            if not math.isfinite(total):
+                self._diverged(loss, lr, b, spe, weights=True)
             self.step += 1
             self.batch = b + 1
             loss_sum += loss * m
@@ -450,15 +465,21 @@ class Trainer:
         self._epoch_rng_state = None
         return True
 
-    def _diverged(self, loss: float, lr: float, b: int, spe: int) -> None:
-        where = (f"loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}, batch "
-                 f"{b + 1}/{spe}) with learning rate {lr:g}")
+    def _diverged(self, loss: float, lr: float, b: int, spe: int, weights: bool = False) -> None:
+        at = (f"at step {self.step + 1} (epoch {self.epoch + 1}, batch {b + 1}/{spe}) with "
+              f"learning rate {lr:g}")
+        if weights:
+            where = f"the update made the weights NaN/inf {at} (loss was {loss:g})"
+            stopped = "Training stopped after this update; nothing was saved from it"
+        else:
+            where = f"loss became {loss} {at}"
+            stopped = "Training stopped before applying this update"
         if self.last_checkpoint:
             kept = f"the last good checkpoint is kept: {self.last_checkpoint}"
         else:
             kept = "no checkpoint had been written yet"
         raise DivergedError(f"training diverged: {where}; the learning rate is probably too "
-                            f"high. Training stopped before applying this update; {kept}",
+                            f"high. {stopped}; {kept}",
                             hint=f"try --lr {lr / 10:g}, a --warmup, or a smaller --init scale")
 
     def _end_epoch(self, epochs: int, x_test, y_test, has_test: bool) -> EpochEnd:
@@ -641,6 +662,10 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
     dt = np.dtype(settings.dtype)
     x_train = np.ascontiguousarray(prep.transform(dataset.x_train), dtype=dt)
     x_test = np.ascontiguousarray(prep.transform(dataset.x_test), dtype=dt)
+    from cnncalc.train.data import check_finite
+
+    check_finite(x_train, f"the preprocessed training images of {dataset.name or 'the data'}")
+    check_finite(x_test, f"the preprocessed test images of {dataset.name or 'the data'}")
     net = Network(graph, init=settings.init, seed=settings.seed, dtype=settings.dtype,
                   parallel=settings.parallel)
     trainer = Trainer(net, settings, preprocessor=prep, spec_text=graph.source or "",

@@ -107,10 +107,10 @@ def _relu_pool_py(conv, col0, Wg, pool, b, y, am, n, zero):
                 for a in range(pool):
                     for c2 in range(pool):
                         v = conv[k, base + a * Wg + c2] + bk
-                        better = v > m
+                        better = (v > m) | (v != v)  # a NaN wins, as in PyTorch
                         m = v if better else m
                         idx = a * pool + c2 if better else idx
-                alive = m > zero
+                alive = not m <= zero  # NaN survives the ReLU
                 y[n, k, i, j] = m if alive else zero
                 am[n, k, i, j] = idx if alive else -1
 
@@ -131,16 +131,16 @@ def _relu_pool2_py(conv, col0, Wg, b, y, am, n, zero):
                 v1 = ck[r0 + 2 * j + 1] + bk
                 v2 = ck[r1 + 2 * j] + bk
                 v3 = ck[r1 + 2 * j + 1] + bk
-                b1 = v1 > v0
+                b1 = (v1 > v0) | (v1 != v1)
                 m01 = v1 if b1 else v0
                 i01 = 1 if b1 else 0
-                b3 = v3 > v2
+                b3 = (v3 > v2) | (v3 != v3)
                 m23 = v3 if b3 else v2
                 i23 = 3 if b3 else 2
-                b2 = m23 > m01
+                b2 = (m23 > m01) | (m23 != m23)
                 m = m23 if b2 else m01
                 idx = i23 if b2 else i01
-                alive = m > zero
+                alive = not m <= zero  # NaN survives the ReLU
                 yk[i, j] = m if alive else zero
                 ak[i, j] = idx if alive else -1
 

@@ -4,8 +4,10 @@ Why generate source (this package's README, "Shapes as compile-time constants"):
 run 3-7x faster when every shape is a compile-time constant, and numba can only cache
 (``cache=True``) functions whose source lives in a real ``.py`` file. So :func:`load_chain`
 writes the kernels for one *shape signature* (a :class:`ChainSpec`) into
-``$CNNCALC_CACHE_DIR/gen/`` (default ``~/.cache/cnncalc/gen/``) under a name made from a hash of
-the signature and the generator version, imports it with :mod:`importlib`, and numba's on-disk
+``$CNNCALC_CACHE_DIR/gen/`` (default ``$XDG_CACHE_HOME/cnncalc/gen/`` or
+``~/.cache/cnncalc/gen/``; mode 0700, refused when another user owns it, in favour of a fresh
+private temporary folder) under a name made from a hash of the signature and the generator
+version, imports it with :mod:`importlib`, and numba's on-disk
 cache (next to the file) makes a second process start without compiling.
 
 Every generated kernel is serial, ``nogil`` and cached (``_jit.jit``); parallelism comes from
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 
 from cnncalc.shapes import out_size
 
-GEN_VERSION = 4
+GEN_VERSION = 5
 SUB_BATCH_ROWS = 400   # GEMM rows (output positions) per im2col sub-batch
 DIRECT_MAX_TAPS = 32    # C*F*F up to which the first block uses the direct kernel
 
@@ -162,17 +164,20 @@ def _out_index(spec: ChainSpec, i: int, k: str, yy: str, xx: str) -> str:
 
 
 def _gen_pool(w: _W, d: int, b: Block, spec: ChainSpec, i: int, read, DT: str, am_idx: str):
-    """Max over the p x p window (first max wins) of ``read(dy, dx)`` + ReLU + int8 argmax."""
+    """Max over the p x p window (first max wins) of ``read(dy, dx)`` + ReLU + int8 argmax.
+
+    NaN propagates as in the generic kernels (and PyTorch): a NaN wins the window
+    (``v > m or v != v``) and survives the ReLU (``alive = not m <= 0``)."""
     p = b.pool
     w(d, f"m = {read(0, 0)}")
     w(d, "idx = 0")
     for t in range(1, p * p):
         a, c = divmod(t, p)
         w(d, f"v = {read(a, c)}")
-        w(d, "bt = v > m")
+        w(d, "bt = (v > m) | (v != v)")
         w(d, "m = v if bt else m")
         w(d, f"idx = {t} if bt else idx")
-    w(d, f"alive = m > {DT}(0)")
+    w(d, f"alive = not m <= {DT}(0)")
 
 
 def _gen_block_direct(w: _W, spec: ChainSpec, i: int, DT: str) -> None:
@@ -426,7 +431,7 @@ def _gen_dense(w: _W, spec: ChainSpec, DT: str) -> None:
         bias = f"p[{d.boff} + o]" if d.boff >= 0 else f"{DT}(0)"
         if d.relu:
             w(3, f"v = hn[r, o] + {bias}")
-            w(3, f"hn[r, o] = v if v > {DT}(0) else {DT}(0)")
+            w(3, f"hn[r, o] = {DT}(0) if v <= {DT}(0) else v  # NaN stays NaN")
         else:
             w(3, f"hn[r, o] = hn[r, o] + {bias}")
     w(0)
@@ -573,18 +578,48 @@ def _gen_composite(w: _W, spec: ChainSpec) -> None:
 
 # ------------------------------------------------------------------------------------ loading
 def cache_dir() -> pathlib.Path:
+    """``$CNNCALC_CACHE_DIR/gen``, else ``$XDG_CACHE_HOME/cnncalc/gen``, else
+    ``~/.cache/cnncalc/gen``: per user, never a shared predictable path."""
     root = os.environ.get("CNNCALC_CACHE_DIR")
-    base = pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "cnncalc"
-    return base / "gen"
+    if root:
+        return pathlib.Path(root).expanduser() / "gen"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = pathlib.Path(xdg) if xdg and os.path.isabs(xdg) else pathlib.Path.home() / ".cache"
+    return base / "cnncalc" / "gen"
 
 
 _LOADED: dict[str, object] = {}
+_PRIVATE_TEMP: list[pathlib.Path] = []
+
+
+class UnsafeCacheError(OSError):
+    """The kernel cache folder is not private to this user (another user could plant code)."""
+
+
+def _private(folder: pathlib.Path) -> pathlib.Path:
+    """``folder``, created with mode 0700, after checking that this user owns it.
+
+    The generated modules are imported (run) from here, so a folder another user owns or can
+    write would let them run code as this user: such a folder is refused, and a folder of ours
+    that others can write is made 0700.
+    """
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.stat(folder)
+    if st.st_uid != os.getuid():
+        raise UnsafeCacheError(f"kernel cache {folder} is owned by uid {st.st_uid}, not by this "
+                               f"user (uid {os.getuid()})")
+    if st.st_mode & 0o022:
+        os.chmod(folder, 0o700)
+    return folder
 
 
 def _fallback_dir() -> pathlib.Path:
+    """A fresh private temporary folder for this process (``mkdtemp``: unique, mode 0700)."""
     import tempfile
 
-    return pathlib.Path(tempfile.gettempdir()) / f"cnncalc-{os.getuid()}" / "gen"
+    if not _PRIVATE_TEMP:
+        _PRIVATE_TEMP.append(pathlib.Path(tempfile.mkdtemp(prefix="cnncalc-gen-")))
+    return _PRIVATE_TEMP[0]
 
 
 def _write(folder: pathlib.Path, name: str, src: str) -> pathlib.Path:
@@ -610,16 +645,17 @@ def load_chain(spec: ChainSpec):
         return mod
     name = f"cnncalc_gen_{key}"
     src = generate(spec)
-    path = None
-    for folder in (cache_dir(), _fallback_dir()):
-        try:
-            path = _write(folder, name, src)
-            break
-        except OSError:
-            continue
-    if path is None:
-        raise OSError(f"cannot write generated kernels to {cache_dir()} (nor to a temporary "
-                      f"folder); set CNNCALC_CACHE_DIR to a writable folder")
+    try:
+        path = _write(_private(cache_dir()), name, src)
+    except OSError as e:
+        import warnings
+
+        fallback = _fallback_dir()
+        reason = e if isinstance(e, UnsafeCacheError) else f"cannot write to {cache_dir()} ({e})"
+        warnings.warn(f"{reason}; generated kernels go to the private temporary folder "
+                      f"{fallback} for this process (set CNNCALC_CACHE_DIR to a folder of "
+                      "your own to keep them)", RuntimeWarning, stacklevel=2)
+        path = _write(fallback, name, src)
     mspec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(mspec)
     sys.modules[name] = mod
