@@ -133,7 +133,7 @@ def test_analyze_never_imports_numba_numpy_or_the_trainer(specs_dir, args):
     """Start-up cost: analysing a spec loads neither the engine nor NumPy nor training code."""
     argv = [str(specs_dir / a) if a.endswith(".yaml") else a for a in args]
     heavy = ["numba", "numpy", "cnncalc.kernels", "cnncalc.engine", "cnncalc.train",
-             "cnncalc.cli.train"]
+             "cnncalc.cli.train", "onnx", "cnncalc.onnx"]
     code = ("import sys; from cnncalc.cli import app; from typer.testing import CliRunner; "
             f"r = CliRunner().invoke(app, {argv!r}); "
             "assert r.exit_code == 0, r.output; "

@@ -22,6 +22,7 @@ COMMAND_MODULES: dict[str, str] = {
     "layer": "homework", "explain": "homework", "check": "homework", "conv": "homework",
     "solve": "homework",
     "report": "report",
+    "import": "interop", "export": "interop",
     "sweep": "sweep",
 }
 

@@ -80,6 +80,15 @@ class Layer:
     saves: str = "x"            # what that backward reads: the input "x" or the output "y"
     kernel_args: tuple[str, ...] = ()  # options passed after the array, in order
 
+    # ---- ONNX mapping, read only by cnncalc.onnx (which alone imports the onnx package).
+    # The common case is declarative: one ONNX op whose attributes are options
+    # (``onnx_attrs``: ONNX attribute -> option). A kind that needs more overrides
+    # :meth:`to_onnx`/:meth:`from_onnx`. ``onnx_ops``: the op types the importer hands to
+    # this kind (default: ``(onnx_op,)``).
+    onnx_op: str = ""
+    onnx_attrs: dict[str, str] = {}
+    onnx_ops: tuple[str, ...] = ()
+
     def __init__(self, **opts):
         for key, opt in self.options.items():
             setattr(self, key, opts.get(key, opt.default))
@@ -107,6 +116,27 @@ class Layer:
     def kernel_values(self) -> tuple:
         """The option values :attr:`kernel_args` names, in order."""
         return tuple(getattr(self, a) for a in self.kernel_args)
+
+    # ---- ONNX ----------------------------------------------------------------------------
+    @classmethod
+    def onnx_op_types(cls) -> tuple[str, ...]:
+        """The ONNX op types the importer maps to this kind."""
+        return cls.onnx_ops or ((cls.onnx_op,) if cls.onnx_op else ())
+
+    def to_onnx(self, g, x: str, node) -> str:
+        """Emit this layer's ONNX nodes on the builder ``g`` for input tensor(s) ``x`` (a
+        list for a merge); return the output tensor's name. ``node`` is the graph node."""
+        if not self.onnx_op:
+            g.unsupported(node)
+        attrs = {a: getattr(self, o) for a, o in self.onnx_attrs.items()}
+        return g.node(self.onnx_op, [x], **attrs)
+
+    @classmethod
+    def from_onnx(cls, n) -> dict | None:
+        """Options (``{"options": ..., "weights": {suffix: array}}``) of the layer an ONNX
+        node ``n`` (the importer's view) stands for, or None when it is not this kind."""
+        return {"options": {o: n.attr(a, cls.options[o].default)
+                            for a, o in cls.onnx_attrs.items()}}
 
     # ---- description -------------------------------------------------------------------
     def hyper(self) -> dict:

@@ -50,6 +50,31 @@ class Conv2d(Layer):
         "bias": Option(boolean, True),
     }
 
+    onnx_op = "Conv"
+
+    def to_onnx(self, g, x, node):
+        (t, b), (left, r) = self.pads(node.in_shape, g.convention)
+        inputs = [g.as_4d(x), g.param(node, "weight")]
+        if self.bias:
+            inputs.append(g.param(node, "bias"))
+        return g.node("Conv", inputs, kernel_shape=list(self.kernel_size),
+                      strides=list(self.stride), pads=[t, left, b, r],
+                      dilations=list(self.dilation), group=self.groups)
+
+    @classmethod
+    def from_onnx(cls, n):
+        weight = n.const(1)
+        if weight is None or weight.ndim != 4:
+            return None
+        bias = n.const(2)
+        dilation = tuple(n.attr("dilations", (1, 1)))
+        return {"options": {"out_channels": weight.shape[0],
+                            "kernel_size": tuple(weight.shape[2:]),
+                            "stride": tuple(n.attr("strides", (1, 1))),
+                            "padding": n.pads(weight.shape[2:]), "dilation": dilation,
+                            "groups": n.attr("group", 1), "bias": bias is not None},
+                "weights": {"weight": weight, "bias": bias}}
+
     def describe(self) -> str:
         parts = [f"{self.out_channels}@{_pair_text(self.kernel_size)}",
                  f"s{_pair_text(self.stride)}", f"p{pad_text(self.padding)}"]
@@ -131,6 +156,23 @@ class ZeroPad2d(Layer):
     prefix = "pad"
     summary = "explicit zero padding per side"
     options = {"padding": Option(_sides, required=True, doc="int, [h, w], [l, r, t, b] or map")}
+
+    onnx_op = "Pad"
+
+    def to_onnx(self, g, x, node):
+        (t, b), (left, r) = self.padding
+        return g.node("Pad", [g.as_4d(x), g.const([0, 0, t, left, 0, 0, b, r], "int64")],
+                      mode="constant")
+
+    @classmethod
+    def from_onnx(cls, n):
+        pads = n.const(1) if n.opset >= 11 else n.attr("pads")
+        value = n.scalar(2) if n.opset >= 11 else n.attr("value", 0.0)
+        if (pads is None or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5))
+                or n.attr("mode", "constant") != "constant" or value not in (None, 0.0)):
+            return None
+        t, left, b, r = (int(pads[i]) for i in (2, 3, 6, 7))
+        return {"options": {"padding": ((t, b), (left, r))}}
 
     def describe(self) -> str:
         return f"p{pad_text(self.padding)}"

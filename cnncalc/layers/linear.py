@@ -27,6 +27,38 @@ class Linear(Layer):
     options = {"out_features": Option(positive_int, required=True, doc="N, number of units"),
                "bias": Option(boolean, True)}
 
+    onnx_ops = ("Gemm", "MatMul")
+
+    def to_onnx(self, g, x, node):
+        # Gemm wants 2-D input (cnncalc flattens implicitly) and, with PyTorch-layout
+        # (out, in) weights, transB=1.
+        inputs = [g.as_2d(x), g.param(node, "weight")]
+        if self.bias:
+            inputs.append(g.param(node, "bias"))
+        return g.node("Gemm", inputs, transB=1)
+
+    @classmethod
+    def from_onnx(cls, n):
+        """Gemm (y = α·A·B' + β·C) or MatMul by a constant (in, out) matrix; a following
+        constant Add becomes the bias (the importer folds it)."""
+        weight = n.const(1)
+        if weight is None or weight.ndim != 2 or n.rank != 2:
+            return None
+        if n.op == "MatMul":
+            return {"options": {"out_features": weight.shape[1], "bias": False},
+                    "weights": {"weight": weight.T}}
+        if n.attr("transA", 0):
+            return None
+        weight = weight if n.attr("transB", 0) else weight.T
+        weight = weight * n.attr("alpha", 1.0)
+        bias = n.const(2)
+        if bias is not None:
+            bias = (bias * n.attr("beta", 1.0)).reshape(-1)
+            if bias.size != weight.shape[0]:
+                return None
+        return {"options": {"out_features": weight.shape[0], "bias": bias is not None},
+                "weights": {"weight": weight, "bias": bias}}
+
     def describe(self):
         return f"{self.out_features} units" + ("" if self.bias else " no bias")
 
@@ -67,6 +99,14 @@ class Maxout(Layer):
                "pieces": Option(positive_int, 2, doc="k, affine pieces per unit")}
     option_aliases = {"k": "pieces"}
 
+    def to_onnx(self, g, x, node):
+        """Gemm to N·k rows (row j·k + p is unit j's piece p), then the max over pieces."""
+        rows = g.node("Gemm", [g.as_2d(x), g.param(node, "weight"), g.param(node, "bias")],
+                      transB=1)
+        pieces = g.node("Reshape", [rows, g.const([0, self.out_features, self.pieces],
+                                                  "int64")])
+        return g.reduce("ReduceMax", pieces, [2], keepdims=0)
+
     def describe(self):
         return f"{self.out_features} units x {self.pieces} pieces"
 
@@ -96,6 +136,19 @@ class Flatten(Layer):
     op = "cnncalc.engine.ops:FlattenOp"
     prefix = "flatten"
     summary = "reshape to 1 x 1 x (C·H·W)"
+    onnx_ops = ("Flatten", "Reshape")
+
+    def to_onnx(self, g, x, node):
+        return g.node("Flatten", [x], axis=1)
+
+    @classmethod
+    def from_onnx(cls, n):
+        """Flatten from axis 1, or a Reshape to (N, -1) (``x.view(N, -1)``)."""
+        if n.op == "Flatten" and n.attr("axis", 1) != 1:
+            return None
+        if n.op == "Reshape" and n.out_rank != 2:
+            return None
+        return {"options": {}}
 
     def out_shape(self, in_shapes, ctx):
         return Shape(in_shapes[0].size, 1, 1)

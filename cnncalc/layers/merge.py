@@ -29,6 +29,14 @@ class Add(Layer):
     prefix = "add"
     summary = "elementwise sum of branches (residual); shapes must match"
     n_inputs = None
+    onnx_ops = ("Add", "Sum")
+
+    def to_onnx(self, g, xs, node):
+        return g.node("Sum", g.same_rank(xs)) if len(xs) > 2 else g.node("Add", g.same_rank(xs))
+
+    @classmethod
+    def from_onnx(cls, n):
+        return {"options": {}} if n.all_data else None
 
     def out_shape(self, in_shapes, ctx):
         return _same_across(in_shapes, lambda s: s, ctx, "add needs inputs of one shape",
@@ -49,6 +57,14 @@ class Concat(Layer):
     prefix = "concat"
     summary = "concatenate branches along depth; spatial sizes must match"
     n_inputs = None
+    onnx_op = "Concat"
+
+    def to_onnx(self, g, xs, node):
+        return g.node("Concat", g.same_rank(xs), axis=1)
+
+    @classmethod
+    def from_onnx(cls, n):
+        return {"options": {}} if n.all_data and n.attr("axis") in (1, -n.rank + 1) else None
 
     def out_shape(self, in_shapes, ctx):
         first = _same_across(in_shapes, lambda s: (s.h, s.w), ctx,

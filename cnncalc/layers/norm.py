@@ -24,6 +24,27 @@ class BatchNorm(Layer):
     options = {"eps": Option(positive_number, 1e-5), "momentum": Option(number, 0.1),
                "affine": Option(boolean, True)}
 
+    onnx_op = "BatchNormalization"
+
+    def to_onnx(self, g, x, node):
+        """Inference mode; ONNX's momentum weighs the old running value (1 − PyTorch's)."""
+        c = node.in_shape.c
+        scale, shift = ((g.param(node, "weight"), g.param(node, "bias")) if self.affine
+                        else (g.const([1.0] * c), g.const([0.0] * c)))
+        return g.node("BatchNormalization", [x, scale, shift, g.param(node, "running_mean"),
+                                             g.param(node, "running_var")],
+                      epsilon=self.eps, momentum=1.0 - self.momentum)
+
+    @classmethod
+    def from_onnx(cls, n):
+        arrays = [n.const(i) for i in range(1, 5)]
+        if any(a is None for a in arrays) or len(n.outputs) > 1:
+            return None
+        return {"options": {"eps": n.attr("epsilon", 1e-5),
+                            "momentum": round(1.0 - n.attr("momentum", 0.9), 7)},
+                "weights": dict(zip(("weight", "bias", "running_mean", "running_var"),
+                                    arrays))}
+
     def describe(self):
         return f"eps={self.eps:g} momentum={self.momentum:g}"
 
@@ -58,6 +79,18 @@ class LocalResponseNorm(Layer):
                "alpha": Option(number, 1e-4), "beta": Option(number, 0.75),
                "k": Option(number, 2.0)}
     option_aliases = {"size": "size", "n": "size"}
+    # ONNX's LRN is PyTorch's: alpha is divided by size, bias is k
+    onnx_op = "LRN"
+    onnx_attrs = {"size": "size", "alpha": "alpha", "beta": "beta", "bias": "k"}
+
+    def to_onnx(self, g, x, node):
+        return super().to_onnx(g, g.as_4d(x), node)
+
+    @classmethod
+    def from_onnx(cls, n):
+        found = super().from_onnx(n)
+        found["options"]["k"] = n.attr("bias", 1.0)  # ONNX's default bias is 1, not 2
+        return found
 
     def describe(self):
         return f"n={self.size} α={self.alpha:g} β={self.beta:g} k={self.k:g}"

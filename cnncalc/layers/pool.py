@@ -64,6 +64,30 @@ class _Pool2d(Layer):
         return tuple(RFStep(d * (k - 1) + 1, s, p[0]) for k, s, p, d in
                      zip(self.kernel_size, self.stride, pads, self.dilation))
 
+    def to_onnx(self, g, x, node):
+        (t, b), (left, r) = self.pads(node.in_shape, g.convention)
+        attrs = {"kernel_shape": list(self.kernel_size), "strides": list(self.stride),
+                 "pads": [t, left, b, r], "ceil_mode": int(self.ceil(g.convention))}
+        if self.dilation != (1, 1):
+            attrs["dilations"] = list(self.dilation)
+        if "count_include_pad" in self.options:  # ONNX's default (0) is PyTorch's opposite
+            attrs["count_include_pad"] = int(self.count_include_pad)
+        return g.node(self.onnx_op, [g.as_4d(x)], **attrs)
+
+    @classmethod
+    def from_onnx(cls, n):
+        kernel = tuple(n.attr("kernel_shape", ()))
+        if len(kernel) != 2:
+            return None
+        pads = n.pads(kernel)
+        options = {"kernel_size": kernel, "stride": tuple(n.attr("strides", (1, 1))),
+                   "padding": None if pads == ((0, 0), (0, 0)) else pads,
+                   "dilation": tuple(n.attr("dilations", (1, 1))),
+                   "ceil_mode": bool(n.attr("ceil_mode", 0))}
+        if "count_include_pad" in cls.options and options["padding"] is not None:
+            options["count_include_pad"] = bool(n.attr("count_include_pad", 0))
+        return {"options": options}
+
 
 @register
 class MaxPool2d(_Pool2d):
@@ -72,6 +96,7 @@ class MaxPool2d(_Pool2d):
     aliases = ("maxpool2d", "max_pool", "pool")
     prefix = "pool"
     summary = "max pooling over F x F windows with stride S"
+    onnx_op = "MaxPool"
 
     def flops(self, in_shape: Shape, out_shape: Shape) -> int:
         return out_shape.size * (self.kernel_size[0] * self.kernel_size[1] - 1)
@@ -84,6 +109,7 @@ class AvgPool2d(_Pool2d):
     aliases = ("avgpool2d", "avg_pool", "averagepool")
     prefix = "avgpool"
     summary = "average pooling over F x F windows with stride S"
+    onnx_op = "AveragePool"
     options = {**_Pool2d.options,
                "count_include_pad": Option(boolean, True, doc="padding counts in the divisor")}
 
@@ -100,6 +126,10 @@ class GlobalAvgPool(Layer):
     aliases = ("globalavgpool", "gap", "global_average_pool", "global_avg_pool")
     prefix = "gap"
     summary = "global average pooling to 1 x 1 x D"
+    onnx_op = "GlobalAveragePool"
+
+    def to_onnx(self, g, x, node):
+        return g.node("GlobalAveragePool", [g.as_4d(x)])
 
     def out_shape(self, in_shapes, ctx):
         return Shape(in_shapes[0].c, 1, 1)
@@ -128,7 +158,8 @@ class AdaptiveAvgPool2d(Layer):
 
     kind = "adaptive_avgpool"
     op = "cnncalc.engine.ops:AdaptiveAvgPoolOp"
-    aliases = ("adaptiveavgpool", "adaptive_avgpool2d", "adaptive_avg_pool")
+    aliases = ("adaptiveavgpool", "adaptive_avgpool2d", "adaptive_avg_pool",
+               "adaptiveavgpool2d")  # the last: PyTorch's class name
     prefix = "avgpool"
     summary = "average pooling to a fixed output size (bins as PyTorch)"
     options = {"output_size": Option(positive_pair, required=True, doc="output H x W")}
@@ -136,6 +167,23 @@ class AdaptiveAvgPool2d(Layer):
 
     def describe(self):
         return f"to {_pair_text(self.output_size)}"
+
+    def to_onnx(self, g, x, node):
+        """ONNX has no adaptive pooling: equal bins are an AveragePool; unequal ones are
+        averaged one by one (Slice, ReduceMean) and concatenated back."""
+        x = g.as_4d(x)
+        n_h, n_w = node.in_shape.h, node.in_shape.w
+        out_h, out_w = self.output_size
+        if n_h % out_h == 0 and n_w % out_w == 0:
+            k = [n_h // out_h, n_w // out_w]
+            return g.node("AveragePool", [x], kernel_shape=k, strides=k)
+        rows = []
+        for top, bottom in adaptive_bins(n_h, out_h):
+            cells = [g.reduce("ReduceMean", g.node("Slice", [
+                x, g.const([top, left], "int64"), g.const([bottom, right], "int64"),
+                g.const([2, 3], "int64")]), [2, 3]) for left, right in adaptive_bins(n_w, out_w)]
+            rows.append(g.node("Concat", cells, axis=3) if len(cells) > 1 else cells[0])
+        return g.node("Concat", rows, axis=2) if len(rows) > 1 else rows[0]
 
     def out_shape(self, in_shapes, ctx):
         return Shape(in_shapes[0].c, *self.output_size)

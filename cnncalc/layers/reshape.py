@@ -17,5 +17,15 @@ class Dropout(Layer):
     summary = "inverted dropout with drop probability p"
     options = {"p": Option(probability, 0.5, doc="drop probability")}
 
+    onnx_op = "Dropout"
+
+    def to_onnx(self, g, x, node):
+        return g.node("Dropout", [x, g.const(self.p)])
+
+    @classmethod
+    def from_onnx(cls, n):
+        ratio = n.scalar(1) if n.opset >= 12 else n.attr("ratio", 0.5)
+        return {"options": {"p": 0.5 if ratio is None else ratio}}
+
     def describe(self):
         return f"p={self.p:g}"

@@ -10,6 +10,7 @@ block entry's own ``from:``). Without ``from`` a layer takes the previous layer.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterator
 
 from cnncalc.errors import SpecError
@@ -25,8 +26,18 @@ def load(spec, *, strict: bool = False, convention: str | None = None,
     """Build a :class:`Graph` from a spec file path, YAML text, or already-parsed data.
 
     ``strict``/``convention`` override what the spec says (cs231n's integer rule, Caffe's ceil
-    pooling, Darknet's padding; see :mod:`cnncalc.conventions`).
+    pooling, Darknet's padding; see :mod:`cnncalc.conventions`). A path ending in ``.onnx`` is
+    an ONNX model, imported first (:mod:`cnncalc.onnx.importer`, loaded only then).
     """
+    if isinstance(spec, (str, os.PathLike)) and "\n" not in str(spec) \
+            and str(spec).strip().lower().endswith(".onnx"):
+        from cnncalc.onnx.importer import import_model
+
+        imported = import_model(str(spec).strip())
+        graph = load(imported.spec_text, strict=strict, convention=convention)
+        graph.file = file or str(spec)
+        graph.warnings.extend(imported.notes)
+        return graph
     data, smap, text = read_source(spec, file)
     header = read_header(data, smap, strict=strict, convention=convention)
     items = BlockExpander(header.blocks, smap).expand(header.layers, ("layers",))

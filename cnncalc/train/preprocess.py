@@ -133,6 +133,10 @@ class NoPreprocess(Preprocessor):
 
     name = "none"
 
+    def to_onnx(self, g, x: str) -> str:
+        """The same transform as ONNX ops on the builder ``g`` (see cnncalc.onnx.export)."""
+        return x
+
 
 class MeanImage(Preprocessor):
     """Subtract the mean image, shape (C, H, W) (AlexNet)."""
@@ -147,6 +151,9 @@ class MeanImage(Preprocessor):
     def _transform(self, x):
         x -= self.mean.astype(x.dtype)
         return x
+
+    def to_onnx(self, g, x):
+        return g.node("Sub", [x, g.const(self.mean)])
 
     def _inverse(self, x):
         x += self.mean.astype(x.dtype)
@@ -166,6 +173,9 @@ class ChannelMean(Preprocessor):
     def _transform(self, x):
         x -= self.mean.astype(x.dtype)[:, None, None]
         return x
+
+    def to_onnx(self, g, x):
+        return g.node("Sub", [x, g.const(self.mean[:, None, None])])
 
     def _inverse(self, x):
         x += self.mean.astype(x.dtype)[:, None, None]
@@ -191,6 +201,10 @@ class ChannelMeanStd(Preprocessor):
         x -= self.mean.astype(x.dtype)[:, None, None]
         x /= self.std.astype(x.dtype)[:, None, None]
         return x
+
+    def to_onnx(self, g, x):
+        centred = g.node("Sub", [x, g.const(self.mean[:, None, None])])
+        return g.node("Div", [centred, g.const(self.std[:, None, None])])
 
     def _inverse(self, x):
         x *= self.std.astype(x.dtype)[:, None, None]

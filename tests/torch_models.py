@@ -1,0 +1,205 @@
+"""Reference models written by hand in PyTorch (torchvision's families, small): what the ONNX
+and ``--torch`` import tests read (torchvision is not installed). ``INPUTS`` gives each
+factory's input (C, H, W), ``MACS`` its multiply-accumulates, worked by hand, and ``PUBLISHED``
+torchvision's own numbers where the model is torchvision's."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LeNet(nn.Module):
+    """LeNet-5 on 28x28 MNIST, flattened with ``x.view(x.size(0), -1)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(400, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = x.view(x.size(0), -1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block; a strided 1x1 projection shortcut where the shape changes."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """torchvision's resnet18, written out (torchvision is not a dependency here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (cout, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)], start=1):
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride),
+                                                     BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class TinyResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = BasicBlock(16, 32, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.avgpool(self.layer1(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+class Fire(nn.Module):
+    def __init__(self, cin, squeeze, expand):
+        super().__init__()
+        self.squeeze = nn.Conv2d(cin, squeeze, 1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class TinySqueezeNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(3, 2, ceil_mode=True), Fire(16, 8, 16))
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(32, 10, 1),
+                                        nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNet v2: 1x1 expand, 3x3 depthwise, 1x1 linear projection, identity shortcut."""
+
+    def __init__(self, c, expand):
+        super().__init__()
+        hidden = c * expand
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, c, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class TinyMobileNetV2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(inplace=True),
+            InvertedResidual(8, 4))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(8, 10))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class TinyAlexNet(nn.Module):
+    """AlexNet/VGG-style: padded average pooling without the padding in the divisor, adaptive
+    pooling to 2x2 and a dropout classifier (torch.onnx writes LocalResponseNorm as a dozen
+    elementwise ops, so it is left out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 5, 2, 2), nn.ReLU(inplace=True),
+            nn.AvgPool2d(3, 2, 1, count_include_pad=False), nn.Conv2d(8, 12, 3, padding=1),
+            nn.LeakyReLU(0.1))
+        self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        self.classifier = nn.Sequential(nn.Dropout(), nn.Linear(48, 16), nn.Hardswish(),
+                                        nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+#: the factories, as ``--torch torch_models:<name>`` names them (call ``.eval()`` to run them)
+lenet, resnet, resnet18, squeezenet, mobilenet_v2, alexnet = (
+    LeNet, TinyResNet, ResNet18, TinySqueezeNet, TinyMobileNetV2, TinyAlexNet)
+
+
+#: input (C, H, W) of each factory
+INPUTS = {"lenet": (1, 28, 28), "resnet": (3, 32, 32), "squeezenet": (3, 33, 33),
+          "mobilenet_v2": (3, 32, 32), "alexnet": (3, 32, 32), "resnet18": (3, 224, 224)}
+
+#: torchvision's published numbers: parameters and MACs ("1.81 GFLOPS", counted as MACs)
+PUBLISHED = {"resnet18": (11_689_512, 1_814_073_344)}
+
+#: multiply-accumulates of weights, by hand: outputs x (inputs per output)
+MACS = {
+    # conv1 28·28·6 · 25, conv2 10·10·16 · 150, fc 400·120 + 120·84 + 84·10
+    "lenet": 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10,
+    # stem 32·32·16 · 27; block at 8x8 (after the 16x16 pool, stride 2): conv1 8·8·32 · 144,
+    # conv2 8·8·32 · 288, shortcut 8·8·32 · 16; fc 32·10
+    "resnet": 32 * 32 * 16 * 27 + 8 * 8 * 32 * 144 + 8 * 8 * 32 * 288 + 8 * 8 * 32 * 16
+    + 32 * 10,
+    # conv 16x16x16 · 27; ceil pool -> 8x8; squeeze 8·8·8 · 16; expand 8·8·16 · 8 and
+    # 8·8·16 · 72; classifier 8·8·10 · 32
+    "squeezenet": 16 * 16 * 16 * 27 + 8 * 8 * 8 * 16 + 8 * 8 * 16 * 8 + 8 * 8 * 16 * 72
+    + 8 * 8 * 10 * 32,
+    # stem 16·16·8 · 27; expand 16·16·32 · 8; depthwise 16·16·32 · 9; project 16·16·8 · 32;
+    # fc 8·10
+    "mobilenet_v2": 16 * 16 * 8 * 27 + 16 * 16 * 32 * 8 + 16 * 16 * 32 * 9 + 16 * 16 * 8 * 32
+    + 8 * 10,
+    # conv1 16·16·8 · 75; pool -> 8x8; conv2 8·8·12 · 72; fc 48·16 + 16·10
+    "alexnet": 16 * 16 * 8 * 75 + 8 * 8 * 12 * 72 + 48 * 16 + 16 * 10,
+    # stem 112²·64 · 147; per stage (56², 28², 14², 7² outputs; 64..512 channels) four 3x3
+    # convs, the first reading the previous stage's width, plus a 1x1 shortcut; fc 512·1000
+    "resnet18": 112 * 112 * 64 * 147
+    + 56 * 56 * 64 * (4 * 64 * 9)
+    + 28 * 28 * 128 * (64 * 9 + 3 * 128 * 9 + 64)
+    + 14 * 14 * 256 * (128 * 9 + 3 * 256 * 9 + 128)
+    + 7 * 7 * 512 * (256 * 9 + 3 * 512 * 9 + 256)
+    + 512 * 1000,
+}
