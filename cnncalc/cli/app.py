@@ -23,6 +23,7 @@ COMMAND_MODULES: dict[str, str] = {
     "solve": "homework",
     "report": "report",
     "import": "interop", "export": "interop",
+    "sweep": "sweep",
 }
 
 

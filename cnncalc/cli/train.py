@@ -191,6 +191,9 @@ def train(
                                    "--out (without it, such a folder is refused)."),
     fmt: TableOrJson = typer.Option(TableOrJson.table, "--format", "-f", help="table or json "
                                     "(JSON lines: begin, step, epoch, checkpoint, end)."),
+    tensorboard: Path = typer.Option(None, "--tensorboard", file_okay=False,
+                                     help="Write TensorBoard event files here (needs "
+                                     "cnncalc[tensorboard])."),
     **overrides,
 ):
     """Train a spec with mini-batch SGD and report the test accuracy."""
@@ -199,19 +202,29 @@ def train(
     json_mode = fmt is TableOrJson.json
     out_console = console()
     given = {k: v for k, v in overrides.items() if v is not None}
+    logs = []
+    if tensorboard is not None:
+        from cnncalc.train.tensorboard import TensorBoardLogger
+
+        logs.append(TensorBoardLogger(tensorboard))
     try:
         if json_mode:
-            result = run(spec, given, out_dir=out, resume=resume, callbacks=[JsonReporter()],
-                         source="command line", overwrite=overwrite)
+            result = run(spec, given, out_dir=out, resume=resume,
+                         callbacks=[JsonReporter(), *logs], source="command line",
+                         overwrite=overwrite)
         else:
             with RichReporter(out_console) as reporter:
-                result = run(spec, given, out_dir=out, resume=resume, callbacks=[reporter],
-                             source="command line", overwrite=overwrite)
+                result = run(spec, given, out_dir=out, resume=resume,
+                             callbacks=[reporter, *logs], source="command line",
+                             overwrite=overwrite)
     except CnnCalcError as err:
         if json_mode:   # scripts read the reason from the last line too
             _emit_json({"event": "error", "type": type(err).__name__, "message": err.message,
                         "hint": err.hint})
         raise
+    finally:
+        for log in logs:
+            log.close()
     if out is not None and result.checkpoint:
         from cnncalc.report import write_checkpoint_report
 
