@@ -179,7 +179,7 @@ def test_unknown_names_are_refused_alike_with_a_suggestion(captured):
 
 
 def test_every_cli_setting_option_comes_from_a_declared_field():
-    from cnncalc.cli.train import settings_options
+    from cnncalc.cli.common import settings_options
 
     names = [p.name for p in settings_options()]
     assert names == list(SETTINGS)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
@@ -147,3 +148,22 @@ def warn(*messages: str) -> None:
     err = console(stderr=True)
     for message in messages:
         err.print(f"[yellow]warning:[/] {user_text(message)}")
+
+
+def settings_options() -> list[inspect.Parameter]:
+    """One typer option per declared :class:`TrainSettings` field: ``--field-name`` (or the
+    field's own flags), its help with choices and default; every option defaults to None,
+    meaning "not given", so the spec's ``train:`` and a resumed checkpoint's settings stand."""
+    from rich.markup import escape
+
+    from cnncalc.train.settings import (KEYS, default_text, meaning, option_flags, setting,
+                                        value_type)
+
+    params = []
+    for name in KEYS:
+        option = typer.Option(None, *option_flags(name), show_default=False,
+                              help=escape(f"{meaning(name)} [default: {default_text(name)}]"),
+                              metavar=setting(name).metavar)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=value_type(name) | None))
+    return params

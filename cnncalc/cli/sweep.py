@@ -16,8 +16,8 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from cnncalc.cli.common import TableOrJson, console, dumps_json, handle_errors, warn
-from cnncalc.cli.train import settings_options
+from cnncalc.cli.common import (TableOrJson, console, dumps_json, handle_errors, settings_options,
+                                warn)
 from cnncalc.sweep.driver import METHODS
 from cnncalc.sweep.space import RANGES
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import typer
 
-from cnncalc.cli.common import TableOrJson, console, dumps_json, handle_errors, warn
+from cnncalc.cli.common import (TableOrJson, console, dumps_json, handle_errors, settings_options,
+                                warn)
 from cnncalc.cli.render import user_text as _u
 from cnncalc.errors import CnnCalcError, DataError
 
@@ -157,25 +158,6 @@ def _summary_table(rows: list[dict]):
 
 # ------------------------------------------------------------------------------------------------
 # train
-
-
-def settings_options() -> list[inspect.Parameter]:
-    """One typer option per declared :class:`TrainSettings` field: ``--field-name`` (or the
-    field's own flags), its help with choices and default; every option defaults to None,
-    meaning "not given", so the spec's ``train:`` and a resumed checkpoint's settings stand."""
-    from rich.markup import escape
-
-    from cnncalc.train.settings import (KEYS, default_text, meaning, option_flags, setting,
-                                        value_type)
-
-    params = []
-    for name in KEYS:
-        option = typer.Option(None, *option_flags(name), show_default=False,
-                              help=escape(f"{meaning(name)} [default: {default_text(name)}]"),
-                              metavar=setting(name).metavar)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=value_type(name) | None))
-    return params
 
 
 def train(

@@ -202,7 +202,7 @@ class _Sweep:
 
     def __init__(self, cfg: SweepConfig, on_trial: Callable[[dict], None] | None):
         from cnncalc import load
-        from cnncalc.train.settings import _normalise_key, resolve
+        from cnncalc.train.settings import normalise_key, resolve
 
         self.cfg = cfg
         if not cfg.scheduler:
@@ -216,7 +216,7 @@ class _Sweep:
         self.spec_path = Path(cfg.spec)
         self.spec_text = self.spec_path.read_text()
         self.graph = load(self.spec_path)
-        self.fixed = {_normalise_key(k, "sweep options"): v for k, v in cfg.fixed.items()
+        self.fixed = {normalise_key(k, "sweep options"): v for k, v in cfg.fixed.items()
                       if v is not None}
         both = sorted(set(self.fixed) & {d.key for d in self.dims})
         if both:

@@ -130,14 +130,14 @@ def parse_param(text: str) -> Dimension:
         No ``=``, an unknown key (with the closest one), a bad range, or a value the setting
         refuses.
     """
-    from cnncalc.train.settings import _normalise_key, setting
+    from cnncalc.train.settings import normalise_key, setting
 
     where = f"--param {text}"
     key, eq, rng_text = text.partition("=")
     if not eq or not key.strip() or not rng_text.strip():
         raise SweepError("expected KEY=RANGE", where=where,
                          hint="e.g. --param lr=log:1e-4:1e-1 or --param optimizer=sgd,adam")
-    key = _normalise_key(key, where)
+    key = normalise_key(key, where)
     rng_text = rng_text.strip()
     head, colon, rest = rng_text.partition(":")
     if colon and RANGES.canonical(head) is not None and "," not in rng_text:

@@ -33,7 +33,7 @@ from cnncalc.train.data import DATA_SOURCES, data_forms
 from cnncalc.train.preprocess import PREPROCESSORS
 
 __all__ = ["KEYS", "SETTINGS", "Setting", "TrainSettings", "default_text", "meaning",
-           "option_flags", "resolve", "settings_table", "value_type"]
+           "normalise_key", "option_flags", "resolve", "settings_table", "value_type"]
 
 #: value parser: ``parse(key, value, source) -> value`` (raises TrainError naming key and source)
 Parser = Callable[[str, Any, str], Any]
@@ -441,7 +441,7 @@ def settings_table() -> str:
 # merging
 
 
-def _normalise_key(key: Any, source: str) -> str:
+def normalise_key(key: Any, source: str) -> str:
     if not isinstance(key, str):
         raise TrainError(f"training setting names must be strings; received {key!r}",
                          where=source)
@@ -486,7 +486,7 @@ def resolve(*layers: tuple[str, Mapping[str, Any] | None]) -> TrainSettings:
             if key == "no_bias_correction":
                 k, v = "bias_correction", not _as_bool(key, v, source)
             else:
-                k = _normalise_key(key, source)
+                k = normalise_key(key, source)
             values[k] = setting(k).parse(k, v, source)
             sources[k] = source
     s = TrainSettings(**values)
