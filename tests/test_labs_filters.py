@@ -5,6 +5,7 @@ and on synthetic data (always run).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_activations_equal_forward_intermediates():
 
 # ------------------------------------------------------------------------------ library
 def _check_lab(ckpt, tmp_path, *, trained_on_mnist: bool):
-    from cnncalc.labs import activation_maps, filters, plotting
+    from cnncalc.labs import activation_maps, filters
     from cnncalc.train.evaluate import load_model
 
     model = load_model(ckpt)
@@ -149,15 +150,26 @@ def _check_lab(ckpt, tmp_path, *, trained_on_mnist: bool):
         assert t.value == pytest.approx(float(b.max()))
         assert b[t.row, t.col] == b.max()
         assert t.box == activation_maps.field_box(rf["conv2"], t.row, t.col, (28, 28))[1]
-    # pictures: written, pinned by their pixel size (tiles of 1 inch at 100 dpi + a title band)
-    p1 = plotting.filters(f, tmp_path / "filters.png")
+    return f, a
+
+
+def _check_pictures(ckpt, tmp_path):
+    """The pictures: written, pinned by their pixel size (1-inch tiles at 100 dpi + a title
+    band). Needs matplotlib (the plot extra)."""
+    pytest.importorskip("matplotlib")
+    from cnncalc.labs import activation_maps, filters, plotting
+    from cnncalc.train.evaluate import load_model
+
+    model = load_model(ckpt)
+    p1 = plotting.filters(filters.run(ckpt, model=model, sample=0), tmp_path / "filters.png")
     assert _png_size(p1) == plotting.grid_pixels(1, 6) == (600, 150)
     p2 = plotting.filters(filters.run(ckpt, "conv2", model=model, sample=0), tmp_path / "f2.png")
     assert _png_size(p2) == plotting.grid_pixels(16, 6) == (600, 1650)
+    a = activation_maps.run(ckpt, f"{_images(tmp_path, ckpt)}[2]", ["conv1", "pool1", "conv2"],
+                            unit="conv2:5@3,4", top_k=4, sample=100, model=model)
     p3 = plotting.activation_maps(a, tmp_path / "maps.png")
     assert plotting.activation_maps_grid(a) == (1 + 1 + 1 + 2, 8)
     assert _png_size(p3) == plotting.grid_pixels(5, 8) == (800, 550)
-    return f, a
 
 
 @pytest.mark.mnist
@@ -170,6 +182,10 @@ def test_filters_and_maps_of_lenet_trained_on_synthetic_data(synthetic_checkpoin
     _check_lab(synthetic_checkpoint, tmp_path, trained_on_mnist=False)
 
 
+def test_pictures_of_filters_and_maps(synthetic_checkpoint, tmp_path):
+    _check_pictures(synthetic_checkpoint, tmp_path)
+
+
 # ------------------------------------------------------------------------------ CLI
 def test_cli_filters_and_maps(synthetic_checkpoint, tmp_path):
     run = CliRunner().invoke
@@ -178,16 +194,14 @@ def test_cli_filters_and_maps(synthetic_checkpoint, tmp_path):
     d = json.loads(r.stdout)
     assert d["layer"] == "conv1" and len(d["rows"]) == 6 and "weights" not in d
     r = run(app, ["lab", "filters", synthetic_checkpoint, "--layer", "conv2", "--mean",
-                  "--sample", "0", "--plot", str(tmp_path / "f.png")])
+                  "--sample", "0"])
     assert r.exit_code == 0, r.output
     assert "conv2, 16 filters of 5x5x6" in r.stdout
-    assert _png_size(tmp_path / "f.png") == (800, 250)    # 16 channel means, 8 a row
     images = _images(tmp_path, synthetic_checkpoint)
     r = run(app, ["lab", "activation-maps", synthetic_checkpoint, "--image", f"{images}[1]",
-                  "--sample", "50", "--plot", str(tmp_path / "m.png")])
+                  "--sample", "50"])
     assert r.exit_code == 0, r.output
     assert "conv1: 28x28x6" in r.stdout and "pool2: 5x5x16" in r.stdout
-    assert _png_size(tmp_path / "m.png") == (800, 1050)   # input row + 1+1+1+2+2+2 map rows
     r = run(app, ["lab", "activation-maps", synthetic_checkpoint, "--image", f"{images}[0]",
                   "--layers", "conv1", "--unit", "conv1:2@0,0", "--top-k", "2", "--sample",
                   "20", "-f", "json"])
@@ -195,6 +209,20 @@ def test_cli_filters_and_maps(synthetic_checkpoint, tmp_path):
     d = json.loads(r.stdout)
     assert d["unit"]["box"] == [-2, -2, 2, 2] and d["unit"]["exceeds_input"] is True
     assert len(d["top"]) == 2 and "image" not in d["top"][0] and "maps" not in d["layers"][0]
+
+
+def test_cli_plots(synthetic_checkpoint, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = CliRunner().invoke
+    r = run(app, ["lab", "filters", synthetic_checkpoint, "--layer", "conv2", "--mean",
+                  "--sample", "0", "--plot", str(tmp_path / "f.png")])
+    assert r.exit_code == 0, r.output
+    assert _png_size(tmp_path / "f.png") == (800, 250)    # 16 channel means, 8 a row
+    images = _images(tmp_path, synthetic_checkpoint)
+    r = run(app, ["lab", "activation-maps", synthetic_checkpoint, "--image", f"{images}[1]",
+                  "--sample", "50", "--plot", str(tmp_path / "m.png")])
+    assert r.exit_code == 0, r.output
+    assert _png_size(tmp_path / "m.png") == (800, 1050)   # input row + 1+1+1+2+2+2 map rows
 
 
 def test_cli_png_image(synthetic_checkpoint, tmp_path):
@@ -268,6 +296,7 @@ def test_first_layer_on_rgb_input_is_shown_in_colour(tmp_path):
     assert tiles.shape == (4, 1, 3, 3, 3)                 # K, 1, FH, FW, RGB
     w = np.asarray(f.weights)
     np.testing.assert_allclose(tiles[1, 0, :, :, 2], (w[1, 2] - w[1].min()) / np.ptp(w[1]))
-    assert _png_size(plotting.filters(f, tmp_path / "rgb.png")) == (400, 150)
+    if importlib.util.find_spec("matplotlib"):           # the picture needs the plot extra
+        assert _png_size(plotting.filters(f, tmp_path / "rgb.png")) == (400, 150)
     grey = filters.run(ckpt, sample=0, mean=True)
     assert not grey.colour and grey.tiles.shape == (4, 1, 3, 3)
