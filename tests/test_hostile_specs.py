@@ -108,3 +108,16 @@ def test_unicode_digits_are_not_numbers():
 def test_input_with_two_sizes_is_depth_one():
     g = cnncalc.load("input: 28x28\nlayers: [relu]\n")
     assert g.input_shape == (1, 28, 28) and g.analyze()["input"]["depth"] == 1
+
+
+def test_value_budget_counts_only_what_aliases_add(monkeypatch):
+    """A long spec written out is fine; the budget is for values that aliases repeat."""
+    from cnncalc.spec import loader
+
+    monkeypatch.setattr(loader, "MAX_VALUES", 40)
+    plain = "input: 4x4x1\nlayers:\n" + "  - relu\n" * 60        # 60+ values, no alias
+    assert len(cnncalc.load(plain).nodes) == 60
+    aliased = ("input: 4x4x1\nblock: &b [relu, relu, relu, relu, relu, relu, relu, relu]\n"
+               "layers: [" + ", ".join(["*b"] * 6) + "]\n")          # 6 x 8 repeated values
+    with pytest.raises(CnnCalcError, match="more than 40 values"):
+        cnncalc.load(aliased)

@@ -24,7 +24,8 @@ Path = tuple
 
 #: deeper nesting than this is no architecture; PyYAML's composer recurses per level
 MAX_NESTING = 200
-#: values (scalars, lists, mappings) a spec may expand to once aliases are followed
+#: values (scalars, lists, mappings) that aliases may add once followed; a file's own values are
+#: bounded by MAX_SPEC_BYTES (a written-out 50,000-layer spec has some 150,000)
 MAX_VALUES = 100_000
 #: a spec file larger than this is no architecture (the Inception v3 spec is 30 kB); the
 #: limit bounds the YAML parser's time and memory
@@ -73,16 +74,21 @@ def _at(smap: SourceMap, node: yaml.Node) -> Location:
 
 
 class _Budget:
-    """Counts the values built and the nodes open on the way down (to find cycles)."""
+    """Counts the values built again through aliases (a node met before), and the nodes open on
+    the way down (to find cycles)."""
 
     def __init__(self):
+        self.seen: set[int] = set()
         self.values = 0
         self.open: set[int] = set()
 
 
 def _walk(node: yaml.Node, path: Path, smap: SourceMap, budget: _Budget | None = None):
     budget = budget or _Budget()
-    budget.values += 1
+    if id(node) in budget.seen:
+        budget.values += 1
+    else:
+        budget.seen.add(id(node))
     if budget.values > MAX_VALUES:
         raise SpecError(f"the spec expands to more than {MAX_VALUES:,} values (aliases "
                         "repeating aliases: a YAML alias bomb?)", location=_at(smap, node),
