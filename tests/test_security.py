@@ -328,3 +328,16 @@ def test_kernel_cache_owned_by_another_user_is_refused(tmp_path, monkeypatch):
         net.forward(np.zeros((1, 1, 8, 8), np.float32))
     assert net.fast_path is not None
     assert not list((cache / "gen").iterdir())                   # nothing written there
+
+
+def test_files_cnncalc_writes_are_strict_json_too(tmp_path):
+    """A diverged sweep trial's NaN loss must not make result.json / results.json unparseable."""
+    import json
+
+    from cnncalc.jsonio import write_json
+
+    write_json(tmp_path / "r.json", {"loss": float("nan"), "acc": np.float32(0.5),
+                                     "where": tmp_path, "odd": {1, 2} and frozenset()})
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "loss": None, "acc": 0.5, "where": str(tmp_path), "odd": "frozenset()"}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]   # no temporary left behind

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 import sys
 from enum import Enum
@@ -14,6 +13,7 @@ from rich.console import Console
 from cnncalc.cli.render import user_text
 from cnncalc.conventions import CONVENTIONS, DEFAULT
 from cnncalc.errors import CnnCalcError
+from cnncalc.jsonio import dumps_json
 
 
 class Format(str, Enum):
@@ -101,46 +101,6 @@ def handle_errors(fn):
 
 def print_json(data) -> None:
     sys.stdout.write(dumps_json(data, indent=2) + "\n")
-
-
-def dumps_json(data, indent: int | None = None) -> str:
-    """Strict JSON text: NaN and ±infinity (not JSON) become ``null``, meaning "no finite value".
-
-    Python's ``json`` writes ``NaN`` and ``Infinity``, which JSON parsers reject; a diverged loss
-    or an undefined ratio must still leave the output parseable.
-    """
-    return json.dumps(_json_safe(data), indent=indent, allow_nan=False, default=json_default)
-
-
-def _json_safe(obj):
-    """``obj`` with numpy values made plain and non-finite floats replaced by None."""
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if type(obj).__module__ == "numpy":
-        return _json_safe(json_default(obj))
-    return obj
-
-
-def json_default(obj):
-    """JSON for numpy scalars and arrays, and paths."""
-    import numpy as np
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def warn(*messages: str) -> None:

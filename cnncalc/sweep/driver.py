@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnncalc.jsonio import write_json
 from cnncalc.registry import Param, Registry
 from cnncalc.sweep.space import Dimension, SweepError, parse_params
 from cnncalc.sweep.trial import TrialTask, load_result
@@ -282,7 +283,7 @@ class _Sweep:
                                  hint="use another --out, or the same command as before "
                                       "to resume")
         self.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(mine, indent=1))
+        write_json(path, mine)
 
     # -- trials ----------------------------------------------------------------------------------
 
@@ -391,11 +392,9 @@ class _Sweep:
                 row.update({k: _cell(rec["params"].get(k)) for k in keys})
                 w.writerow({k: "" if v is None else v for k, v in row.items()})
         os.replace(tmp, self.out / "results.csv")
-        tmp = self.out / ".results.json.tmp"
-        tmp.write_text(json.dumps({"spec": str(self.spec_path), "sweep": self.definition(),
-                                   "trials": self.ordered(),
-                                   "best": self.best()}, indent=1, default=str))
-        os.replace(tmp, self.out / "results.json")
+        write_json(self.out / "results.json",
+                   {"spec": str(self.spec_path), "sweep": self.definition(),
+                    "trials": self.ordered(), "best": self.best()})
 
 
 def _cell(value: Any) -> Any:

@@ -12,11 +12,12 @@ A trial never raises: a diverging loss is ``status: diverged`` and any other exc
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cnncalc.jsonio import write_json
 
 __all__ = ["RESULT_FILE", "TrialTask", "load_result", "pin_threads", "run_trial"]
 
@@ -42,12 +43,6 @@ def load_result(folder: Path) -> dict | None:
         return json.loads((folder / RESULT_FILE).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -139,7 +134,7 @@ def run_trial(task: TrialTask) -> dict:
     record.update(_curve(folder / "metrics.csv"))
     if record["status"] == "diverged":
         record["epochs"] = len(record["curve"])
-    _write_json(folder / RESULT_FILE, record)
+    write_json(folder / RESULT_FILE, record)
     return record
 
 
