@@ -367,12 +367,14 @@ def bench_chain_kernels(xtr, ytr, ceiling, torch_on, rows=128, reps=20):
 
 # ------------------------------------------------------------------------------------ cifar_bn
 def torch_from_network(net):
-    """A PyTorch model of ``net``'s chain graph (conv, batchnorm, relu, maxpool, avgpool,
-    global_avgpool, flatten, fc), modules named after the Network's state_dict keys, carrying
-    the same weights and running statistics."""
+    """A PyTorch model of ``net``'s graph (conv, batchnorm, relu, maxpool, global_avgpool,
+    flatten, fc, add), modules named after the Network's state_dict keys, carrying the same
+    weights and running statistics; nodes run in graph order, each reading its inputs by name."""
     import torch
     import torch.nn.functional as F
     from torch import nn
+
+    from cnncalc.graph import INPUT_NAME
 
     g = net.graph
 
@@ -403,23 +405,27 @@ def torch_from_network(net):
                             parent.add_module(part, nn.Module())
                         parent = getattr(parent, part)
                     parent.add_module(last, mod)
-                    self.calls.append(mod)
+                    fn = mod
                 elif nd.kind == "relu":
-                    self.calls.append(F.relu)
+                    fn = F.relu
                 elif nd.kind == "maxpool":
                     (t, _), (l, _) = nd.pads(g.convention)
-                    self.calls.append(lambda x, L=L, p=(t, l): F.max_pool2d(
+                    fn = (lambda x, L=L, p=(t, l): F.max_pool2d(
                         x, tuple(L.kernel_size), tuple(L.stride), p, tuple(L.dilation)))
                 elif nd.kind == "global_avgpool":
-                    self.calls.append(lambda x: x.mean((2, 3), keepdim=True))
+                    fn = (lambda x: x.mean((2, 3), keepdim=True))
                 elif nd.kind == "flatten":
-                    self.calls.append(lambda x: x.flatten(1))
+                    fn = (lambda x: x.flatten(1))
+                elif nd.kind == "add":
+                    fn = (lambda *xs: sum(xs[1:], xs[0]))
                 else:
                     raise NotImplementedError(nd.kind)
+                self.calls.append((nd.name, list(nd.inputs), fn))
 
         def forward(self, x):
-            for f in self.calls:
-                x = f(x)
+            vals = {INPUT_NAME: x}
+            for name, inputs, fn in self.calls:
+                x = vals[name] = fn(*(vals[i] for i in inputs))
             return x
 
     m = FromGraph()
@@ -428,13 +434,23 @@ def torch_from_network(net):
     return m
 
 
-def bench_cifar_bn(rounds, steps, torch_on, batch=64, n=8192):
+# Nets on the generic step plan: spec, Adam/momentum as their train section, steps per round
+NETS = {"cifar_bn": 25, "resnet20_cifar": 10, "vgg_cifar_bn": 4}
+
+
+def train_flops(graph, batch: int) -> float:
+    """FLOPs of one training step: 2 * MACs forward, twice that backward (dx and dW), so
+    ``6 * MACs * batch`` (the first layer's dx is counted too: an upper bound by < 2 %)."""
+    return 6.0 * graph.analyze()["totals"]["macs"] * batch
+
+
+def bench_net(spec, rounds, steps, torch_on, ceiling, batch=64, n=4096):
     import cnncalc
     from cnncalc import optim
 
-    print(f"\n== cifar_bn training step (conv-bn-relu blocks, generic step plan; forward + "
-          f"backward + Adam lr 1e-3), float32, {THREADS} threads, batch {batch} ==")
-    net = cnncalc.Network(ROOT / "specs" / "cifar_bn.yaml", dtype="float32", threads=THREADS)
+    print(f"\n== {spec} training step (generic step plan; forward + backward + Adam lr 1e-3), "
+          f"float32, {THREADS} threads, batch {batch} ==")
+    net = cnncalc.Network(ROOT / "specs" / f"{spec}.yaml", dtype="float32", threads=THREADS)
     rng = np.random.default_rng(2)
     c, h, w = net.graph.input_shape
     # synthetic, class-dependent images (the loss keeps moving; not a few repeated batches)
@@ -453,6 +469,14 @@ def bench_cifar_bn(rounds, steps, torch_on, batch=64, n=8192):
         perm_t = rng.permutation(n)
     torch_side = (tm, topt, xt_all, yt_all, perm_t) if torch_on else None
     line, res = time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_side)
+    flop = train_flops(net.graph, batch)
+    gf = flop / res["cnncalc_ms"] * 1e-6
+    line += f"\n  {flop / 1e9:.2f} GFLOP/step: cnncalc {gf:.1f} GFLOP/s ({100 * gf / ceiling:.0f}% of peak)"
+    res["gflops"] = gf
+    if "torch_ms" in res:
+        tg = flop / res["torch_ms"] * 1e-6
+        line += f", torch {tg:.1f} GFLOP/s ({100 * tg / ceiling:.0f}%)"
+        res["torch_gflops"] = tg
     print(line, flush=True)
     return res
 
@@ -584,6 +608,8 @@ def main():
     ap.add_argument("--no-cifar", action="store_true")
     ap.add_argument("--only", choices=["conv", "cifar"],
                     help="run only the conv layers or only the cifar_bn steps (no subprocesses)")
+    ap.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS),
+                    help="generic-plan nets for the training-step section")
     ap.add_argument("--json", type=pathlib.Path)
     ap.add_argument("--engine-threads", type=int, default=THREADS,
                     help="cnncalc's threads for the LeNet-5 steps (1: no data parallelism)")
@@ -627,7 +653,9 @@ def main():
     if not args.no_conv and args.only in (None, "conv"):
         out["conv"] = bench_convs(args.conv_reps, ceiling, torch_on)
     if not args.no_cifar and args.only in (None, "cifar"):
-        out["cifar_bn"] = bench_cifar_bn(args.rounds, args.steps, torch_on)
+        for spec in args.nets:
+            out[spec] = bench_net(spec, args.rounds, max(2, NETS[spec] * args.steps // 25),
+                                  torch_on, ceiling)
     if torch_on and "lenet" in out:
         print("\nsummary: " + "; ".join(
             f"batch {b}: {r['torch_ms'] / r['cnncalc_ms']:.2f}x PyTorch's throughput "

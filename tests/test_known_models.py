@@ -21,6 +21,10 @@ KNOWN = [
     ("mobilenet_v2", 3_504_872, 34_112, 300_774_272, (1, 1, 1000)),
     ("squeezenet1_0", 1_248_424, 0, 818_924_576, (1, 1, 1000)),
     ("densenet121", 7_978_856, 83_648, 2_834_161_664, (1, 1, 1000)),
+    # He et al. 2016 4.2 (0.27 M; 272,474 with 1x1 projection shortcuts, 269,722 with option A)
+    ("resnet20_cifar", 272_474, 1_568, 40_813_184, (1, 1, 10)),
+    # VGG-11 (config A) + batch norm, bias-free convs, one fc on 1x1x512 (CIFAR VGG: 9.23 M)
+    ("vgg_cifar_bn", 9_228_362, 5_504, 152_769_536, (1, 1, 10)),
 ]
 
 # torchvision's model tables: num_params and GFLOPS (which are GMACs, two decimals)

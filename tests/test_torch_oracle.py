@@ -92,10 +92,10 @@ class TorchResBlock(nn.Module):
 
 
 def _compare(spec, module, dtype, input_shape, training, seed=0, rtol=None, fuse=True,
-             parallel=False):
+             parallel=False, atol=None):
     tdtype = torch.float64 if dtype == "float64" else torch.float32
     rtol = rtol or (1e-10 if dtype == "float64" else 2e-5)
-    atol = 1e-12 if dtype == "float64" else 1e-6
+    atol = atol or (1e-12 if dtype == "float64" else 1e-6)
     net = cnncalc.Network(spec, init="he", seed=seed, dtype=dtype, fuse=fuse, parallel=parallel)
     # non-trivial batch-norm parameters and statistics, so every term is exercised
     rng = np.random.default_rng(seed + 1)
@@ -154,6 +154,22 @@ def test_lenet5_matches_torch(dtype, fuse, parallel):
 def test_resblock_matches_torch(dtype, training):
     torch.manual_seed(0)
     _compare(cnncalc.load(RESBLOCK), TorchResBlock(), dtype, (3, 8, 8), training=training)
+
+
+@pytest.mark.parametrize("spec,model", [("resnet20_cifar", "ResNet20Cifar"),
+                                        ("vgg_cifar_bn", "VGGCifarBN")])
+@pytest.mark.parametrize("dtype,parallel", [("float64", False), ("float32", None)])
+def test_cifar_specs_match_torch(specs_dir, spec, model, dtype, parallel):
+    """The shipped CIFAR specs against hand-written PyTorch twins (training mode: batch
+    statistics and running-statistics updates), on the engine's threads for float32."""
+    import torch_models
+
+    torch.manual_seed(0)
+    net = _compare(cnncalc.load(specs_dir / f"{spec}.yaml"), getattr(torch_models, model)(),
+                   dtype, (3, 32, 32), training=True, parallel=parallel,
+                   rtol=1e-9 if dtype == "float64" else 2e-4,
+                   atol=1e-12 if dtype == "float64" else 2e-5)
+    assert net.n_params == sum(p.numel() for p in getattr(torch_models, model)().parameters())
 
 
 def test_softmax_cross_entropy_matches_torch():

@@ -164,6 +164,61 @@ class TinyAlexNet(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class ResNet20Cifar(nn.Module):
+    """He et al.'s CIFAR ResNet-20 with 1x1 projection shortcuts (option B), named as
+    ``specs/resnet20_cifar.yaml`` (torchvision's scheme)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        cin = 16
+        for i, cout in enumerate((16, 32, 64), start=1):
+            blocks = [BasicBlock(cin, cout, 1 if i == 1 else 2)]
+            blocks += [BasicBlock(cout, cout, 1) for _ in range(2)]
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
+            cin = cout
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(x.mean((2, 3)), 1))
+
+
+class VGGCifarBN(nn.Module):
+    """VGG-11 with batch norm for 32x32 inputs and bias-free convs, named as
+    ``specs/vgg_cifar_bn.yaml`` (blockI[.J].conv/bn, fc1)."""
+
+    WIDTHS = ((64,), (128,), (256, 256), (512, 512), (512, 512))
+
+    def __init__(self):
+        super().__init__()
+        self.order = []
+        cin = 3
+        for i, widths in enumerate(self.WIDTHS, start=1):
+            block = nn.Module()
+            for j, cout in enumerate(widths):
+                unit = nn.Module()
+                unit.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+                unit.bn = nn.BatchNorm2d(cout)
+                if len(widths) == 1:
+                    block = unit
+                else:
+                    block.add_module(str(j), unit)
+                self.order.append((unit, j == len(widths) - 1))
+                cin = cout
+            self.add_module(f"block{i}", block)
+        self.fc1 = nn.Linear(512, 10)
+
+    def forward(self, x):
+        for unit, pool in self.order:
+            x = F.relu(unit.bn(unit.conv(x)))
+            if pool:
+                x = F.max_pool2d(x, 2)
+        return self.fc1(torch.flatten(x, 1))
+
+
 #: the factories, as ``--torch torch_models:<name>`` names them (call ``.eval()`` to run them)
 lenet, resnet, resnet18, squeezenet, mobilenet_v2, alexnet = (
     LeNet, TinyResNet, ResNet18, TinySqueezeNet, TinyMobileNetV2, TinyAlexNet)
