@@ -481,6 +481,99 @@ def bench_net(spec, rounds, steps, torch_on, ceiling, batch=64, n=4096):
     return res
 
 
+# --------------------------------------------------------------------------------- contention
+BUSY = "while True: pass"   # the competing process: one core's worth of pure-Python spinning
+
+
+def synthetic_set(shape, n, seed=2):
+    """Class-dependent images (the loss keeps moving; not a few repeated batches)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    proto = rng.standard_normal((10, *shape)).astype(np.float32)
+    x = proto[y] + rng.standard_normal((n, *shape)).astype(np.float32) * 2.0
+    return x, y
+
+
+def step_closures(spec, batch, n=2048):
+    """(cnncalc step, PyTorch step): each runs one training step (forward, backward, Adam) on the
+    next batch of a streamed synthetic set; the two models start from the same weights."""
+    import torch
+    import torch.nn.functional as F
+
+    import cnncalc
+    from cnncalc import optim
+
+    net = cnncalc.Network(ROOT / "specs" / f"{spec}.yaml", dtype="float32", threads=THREADS)
+    xtr, ytr = synthetic_set(net.graph.input_shape, n)
+    opt = optim.create("adam", lr=1e-3)
+    tm = torch_from_network(net)
+    topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    xb = np.empty((batch, *xtr.shape[1:]), np.float32)
+    pos = [0, 0]
+    P, G = {"all": net.flat_params}, {"all": net.flat_grads}
+
+    def ours():
+        i = pos[0] = (pos[0] + batch) % (n - batch)
+        np.take(xtr, np.arange(i, i + batch), axis=0, out=xb)
+        net.loss_and_grads(xb, ytr[i:i + batch])
+        with net.thread_state():
+            opt.step(P, G)
+
+    def theirs():
+        i = pos[1] = (pos[1] + batch) % (n - batch)
+        topt.zero_grad(set_to_none=True)
+        F.cross_entropy(tm(xt[i:i + batch]), yt[i:i + batch]).backward()
+        topt.step()
+
+    return ours, theirs
+
+
+def bench_contention(specs, rounds, torch_on, batch=64):
+    """Step time with and without one competing busy process (SIGSTOP/SIGCONT between
+    phases), cnncalc and PyTorch alternating: degradation = contended / uncontended median."""
+    import signal
+
+    if not torch_on:
+        print("\n(contention: needs torch for the comparison; skipped)")
+        return {}
+    print(f"\n== contention: training step (batch {batch}, {THREADS} threads) alone and beside "
+          f"one busy process ({BUSY!r}) ==")
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    os.kill(busy.pid, signal.SIGSTOP)
+    res = {}
+    try:
+        for spec in specs:
+            ours, theirs = step_closures(spec, batch)
+            steps = max(2, NETS.get(spec, 50) // 2)
+            for f in (ours, theirs, ours, theirs):  # warm-up (compiles, allocates)
+                f()
+            t = {(who, st): [] for who in ("cnncalc", "torch") for st in ("alone", "busy")}
+            for _ in range(rounds):
+                for st in ("alone", "busy"):
+                    os.kill(busy.pid, signal.SIGCONT if st == "busy" else signal.SIGSTOP)
+                    for who, f in (("cnncalc", ours), ("torch", theirs)):
+                        time.sleep(SETTLE)
+                        for _ in range(steps):
+                            s0 = time.perf_counter()
+                            f()
+                            t[who, st].append(time.perf_counter() - s0)
+            os.kill(busy.pid, signal.SIGSTOP)
+            m = {k: med(v) * 1e3 for k, v in t.items()}
+            deg = {who: m[who, "busy"] / m[who, "alone"] for who in ("cnncalc", "torch")}
+            res[spec] = {"ms": {f"{a}/{b}": v for (a, b), v in m.items()}, "degradation": deg}
+            print(f"{spec:15s} cnncalc {m['cnncalc', 'alone']:7.2f} -> {m['cnncalc', 'busy']:7.2f}"
+                  f" ms ({deg['cnncalc']:.2f}x) | torch {m['torch', 'alone']:7.2f} -> "
+                  f"{m['torch', 'busy']:7.2f} ms ({deg['torch']:.2f}x) | ratio alone "
+                  f"{m['torch', 'alone'] / m['cnncalc', 'alone']:.2f}x, busy "
+                  f"{m['torch', 'busy'] / m['cnncalc', 'busy']:.2f}x torch", flush=True)
+    finally:
+        os.kill(busy.pid, signal.SIGCONT)
+        busy.kill()
+        busy.wait()
+    return res
+
+
 # ----------------------------------------------------------------------------------- start-up
 _CHILD = r"""
 import time, sys
@@ -610,6 +703,9 @@ def main():
                     help="run only the conv layers or only the cifar_bn steps (no subprocesses)")
     ap.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS),
                     help="generic-plan nets for the training-step section")
+    ap.add_argument("--contention", nargs="*", metavar="SPEC",
+                    help="only the contention section: step times alone and beside a busy "
+                         "process, for these specs (default: lenet5 and the generic-plan nets)")
     ap.add_argument("--json", type=pathlib.Path)
     ap.add_argument("--engine-threads", type=int, default=THREADS,
                     help="cnncalc's threads for the LeNet-5 steps (1: no data parallelism)")
@@ -625,7 +721,7 @@ def main():
     torch_on = have_torch()
     out = {}
     # subprocess measurements first, while this process is still small (see bench_rss)
-    if args.only:
+    if args.only or args.contention is not None:
         args.no_rss = args.no_startup = True
     if not args.no_rss:
         out["rss"] = bench_rss(torch_on)
@@ -644,6 +740,12 @@ def main():
     ceiling, how = ceiling_gflops()
     out["ceiling_gflops"] = ceiling
     print(f"practical ceiling: {ceiling:.0f} GFLOP/s float32 matmul, {THREADS} threads ({how})")
+    if args.contention is not None:
+        out["contention"] = bench_contention(args.contention or ["lenet5", *NETS], args.rounds,
+                                             torch_on)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return
     xtr, ytr, note = load_mnist()
     print(f"data: {note}")
     if args.only is None:

@@ -6,6 +6,7 @@ whole-chain kernels through the engine, and flush-to-zero in every numba thread.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -244,15 +245,27 @@ def test_flush_reaches_the_workers_and_the_caller_only_inside_an_engine_call():
     if not SUPPORTED:
         pytest.skip("MXCSR is x86-only")
     pool = get_pool(2)
+
+    def both(flush=True):
+        """(runs on a worker, FTZ on) per chunk; the barrier makes the caller and the worker
+        take one chunk each (chunks are claimed dynamically)."""
+        meet = threading.Barrier(2, timeout=10)
+
+        def chunk(t):
+            meet.wait()
+            return threading.current_thread() is not threading.main_thread(), flush_enabled()
+
+        return sorted(pool.run(chunk, 2, flush=flush))
+
     assert not flush_enabled()
-    assert pool.run(lambda t: flush_enabled(), flush=False) == [False, False]
-    assert pool.run(lambda t: flush_enabled()) == [False, True]   # the worker is the engine's
+    assert both(flush=False) == [(False, False), (True, False)]
+    assert both() == [(False, False), (True, True)]   # the worker is the engine's
     with EngineCall(flush=True):
-        assert pool.run(lambda t: flush_enabled()) == [True, True]
+        assert both() == [(False, True), (True, True)]
     assert not flush_enabled()                                    # the caller's state is back
     with EngineCall(flush=False):
         assert not flush_enabled()
-    assert pool.run(lambda t: flush_enabled(), flush=False) == [False, False]
+    assert both(flush=False) == [(False, False), (True, False)]
 
 
 # --------------------------------------------------------------------------------------------

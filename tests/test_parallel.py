@@ -20,18 +20,43 @@ from cnncalc.errors import TrainError
 LENET = Path(__file__).resolve().parent.parent / "specs" / "lenet5.yaml"
 
 
-def test_pool_runs_every_slice_in_order_on_distinct_threads():
+def test_pool_runs_every_chunk_in_order_on_any_thread():
     pool = WorkerPool(3)
+    assert pool.run(lambda t: t * 10) == [0, 10, 20]
+    assert pool.run(lambda t: t * 10, 7) == [0, 10, 20, 30, 40, 50, 60]   # more chunks than threads
+    assert pool.run(lambda t: t * 10, 2) == [0, 10]
+    assert pool.run(lambda t: t * 10, 1) == [0]
     seen = {}
+    meet = threading.Barrier(3, timeout=10)   # each of the three threads holds one chunk
 
     def fn(t):
         seen[t] = threading.get_ident()
-        return t * 10
+        meet.wait()
+        return t
 
-    assert pool.run(fn) == [0, 10, 20]
-    assert len(set(seen.values())) == 3 and seen[0] == threading.get_ident()
-    assert pool.run(fn, 2) == [0, 10]
-    assert pool.run(fn, 1) == [0]
+    assert pool.run(fn) == [0, 1, 2]
+    assert len(set(seen.values())) == 3 and threading.get_ident() in seen.values()
+
+
+def test_pool_caller_takes_the_chunks_of_a_stalled_worker():
+    """Chunks are claimed dynamically: a worker stuck in one chunk (descheduled by another
+    process) delays the job by that chunk only; the caller runs the rest."""
+    pool = WorkerPool(2)
+    me = threading.get_ident()
+    ran = {}
+    worker_started = threading.Event()
+
+    def fn(t):
+        ran[t] = threading.get_ident()
+        if ran[t] != me and not worker_started.is_set():
+            worker_started.set()
+            threading.Event().wait(0.3)          # the worker stalls in its first chunk
+        elif ran[t] == me:
+            worker_started.wait(5)               # let the worker claim one chunk first
+        return t * t
+
+    assert pool.run(fn, 8) == [t * t for t in range(8)]
+    assert sum(v != me for v in ran.values()) == 1   # the caller ran the other seven
 
 
 def test_pool_reraises_worker_errors_and_survives():

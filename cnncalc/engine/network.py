@@ -67,6 +67,9 @@ from cnncalc.spec import load
 __all__ = ["Network"]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+# Batch chunks per thread on the generated chain (claimed dynamically by the pool's threads, so
+# a descheduled worker's share is taken by the others); each chunk is one composite kernel call.
+_CHAIN_CHUNKS_PER_THREAD = 2
 
 
 def _dtype(dtype) -> np.dtype:
@@ -282,8 +285,11 @@ class Network:
         return a
 
     def _split(self, n: int):
-        T = min(self.threads, n)
-        return T, [(t * n // T, (t + 1) * n // T) for t in range(T)]
+        from cnncalc.kernels.fast.threads import split
+
+        sl = split(n, self.threads, _CHAIN_CHUNKS_PER_THREAD)
+        self._chain.slot(len(sl) - 1)  # every chunk's slot exists before the threads run
+        return len(sl), sl
 
     def _pool_run(self, fn, T):
         """``[fn(0), ..., fn(T - 1)]`` on the shared pool (the ops' ``ctx.run``)."""
@@ -299,7 +305,7 @@ class Network:
     def _reduce(self, T) -> None:
         g = self.flat_grads
         for t in range(1, T):
-            np.add(g, self._chain.slots[t].grads, out=g)
+            np.add(g, self._chain.slot(t).grads, out=g)
 
     def _chain_forward(self, x):
         """The chain has no training-only layers: training and evaluation run the same."""
@@ -312,7 +318,7 @@ class Network:
         ch.prepare(p)
 
         def work(t):
-            ch.forward_slice(ch.slots[t], x, sl[t][0], sl[t][1], p, logits)
+            ch.forward_slice(ch.slot(t), x, sl[t][0], sl[t][1], p, logits)
 
         self._dispatch(work, T)
         self._batch = n
@@ -330,7 +336,7 @@ class Network:
         ch.prepare(p)  # the weights as they are now, like the generic ops
 
         def work(t):
-            ch.backward_slice(ch.slots[t], x, sl[t][0], sl[t][1], p, logits, dlogits, need_dx,
+            ch.backward_slice(ch.slot(t), x, sl[t][0], sl[t][1], p, logits, dlogits, need_dx,
                               dx)
 
         self._dispatch(work, T)
@@ -351,7 +357,7 @@ class Network:
         inv_n = self.dtype.type(1.0 / n)
 
         def work(t):
-            return ch.step_slice(ch.slots[t], x, y, sl[t][0], sl[t][1], inv_n, p, logits, dl)
+            return ch.step_slice(ch.slot(t), x, y, sl[t][0], sl[t][1], inv_n, p, logits, dl)
 
         losses = self._dispatch(work, T)
         self._reduce(T)

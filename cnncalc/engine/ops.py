@@ -43,6 +43,7 @@ from cnncalc.kernels import dropout as kdrop
 from cnncalc.kernels import linear as klin
 from cnncalc.kernels import norm as knorm
 from cnncalc.kernels import pool as kpool
+from cnncalc.kernels.fast.threads import split
 
 __all__ = ["ElementwiseOp", "Op", "executable_kinds", "make_op"]
 
@@ -83,11 +84,9 @@ class Op:
         return a
 
     def _slices(self, n: int, work: int = 0, min_work: int = 0) -> list[tuple[int, int]]:
-        """Contiguous batch slices, one per thread (one slice when ``work < min_work``)."""
-        T = min(self.threads, n)
-        if T > 1 and work < min_work:
-            T = 1
-        return [(t * n // T, (t + 1) * n // T) for t in range(max(1, T))]
+        """Contiguous batch chunks (:func:`cnncalc.kernels.fast.threads.split`: several per
+        thread, claimed dynamically by the pool's threads); one when ``work < min_work``."""
+        return split(n, 1 if work < min_work else self.threads)
 
     def _run(self, fn, sl) -> list:
         """``[fn(0), fn(1), ...]`` for the slices ``sl``; several run on the thread pool."""
@@ -96,9 +95,9 @@ class Op:
         return self.ctx.run(fn, len(sl))
 
     def _split(self, n: int, work: int, min_work: int, fn) -> list:
-        """``[fn(a, b) for each batch slice [a, b)]``, in slice order: one contiguous slice per
-        thread, run on the pool, when ``work`` (multiply-adds or elements) reaches
-        ``min_work``; else ``[fn(0, n)]`` on the calling thread."""
+        """``[fn(a, b) for each batch chunk [a, b)]``, in chunk order: contiguous chunks run on
+        the pool when ``work`` (multiply-adds or elements) reaches ``min_work``; else
+        ``[fn(0, n)]`` on the calling thread."""
         sl = self._slices(n, work, min_work)
         return self._run(lambda t: fn(*sl[t]), sl)
 

@@ -54,6 +54,20 @@ class Step:
 
 
 # ------------------------------------------------------------------------------- fused ops
+def _chunk_outs(op, chunks: int) -> None:
+    """Grow ``op.bwd_out`` (and ``op.fwd_out`` where the op has one) to one buffer dict per
+    batch chunk: scratch, and the dw/db of chunks 1.. (chunk 0 writes its dw/db straight into
+    the gradient views); the chunks' gradients are summed in chunk order."""
+    for outs in (getattr(op, "fwd_out", None), op.bwd_out):
+        while outs is not None and len(outs) < chunks:
+            outs.append({})
+    d = op.bwd_out[0]
+    if "dw" not in d:
+        d["dw"] = op.grads["weight"]
+        if op.has_bias:
+            d["db"] = op.grads["bias"]
+
+
 class ConvReluPoolOp(Op):
     """``maxpool(relu(conv(x)))`` on :func:`fused.conv_relu_maxpool_forward`."""
 
@@ -70,13 +84,8 @@ class ConvReluPoolOp(Op):
         k = self.node.layer.out_channels
         self.has_bias = "bias" in self.params
         self.b = self.params["bias"] if self.has_bias else np.zeros(k, self.dtype)
-        # per-thread buffer dicts (scratch, and dw/db of slices 1..T-1); slice 0 writes its
-        # dw/db straight into the gradient views
-        self.fwd_out = [{} for _ in range(self.threads)]
-        self.bwd_out = [{} for _ in range(self.threads)]
-        self.bwd_out[0]["dw"] = self.grads["weight"]
-        if self.has_bias:
-            self.bwd_out[0]["db"] = self.grads["bias"]
+        self.fwd_out, self.bwd_out = [], []
+        _chunk_outs(self, 1)
 
     def _slices_for(self, n):
         o = self.node.out_shape
@@ -90,6 +99,7 @@ class ConvReluPoolOp(Op):
         am = self.am = self._buf("am", (n, o.c, o.h, o.w), np.int8)
         w = self.params["weight"]
         sl = self._slices_for(n)
+        _chunk_outs(self, len(sl))
 
         def work(t):
             a, c = sl[t]
@@ -106,6 +116,7 @@ class ConvReluPoolOp(Op):
         need_dx = bool(need[0])
         dx = self._buf("dx", x.shape) if need_dx else None
         sl = self._slices_for(x.shape[0])
+        _chunk_outs(self, len(sl))
 
         def work(t):
             a, c = sl[t]
@@ -135,10 +146,8 @@ class LinearReluOp(Op):
         o = self.node.layer.out_features
         self.has_bias = "bias" in self.params
         self.b = self.params["bias"] if self.has_bias else np.zeros(o, self.dtype)
-        self.bwd_out = [{} for _ in range(self.threads)]
-        self.bwd_out[0]["dw"] = self.grads["weight"]
-        if self.has_bias:
-            self.bwd_out[0]["db"] = self.grads["bias"]
+        self.bwd_out = []
+        _chunk_outs(self, 1)
 
     def forward(self, xs, training):
         x = xs[0]
@@ -163,6 +172,7 @@ class LinearReluOp(Op):
         need_dx = bool(need[0])
         dx = self._buf("dx", x2d.shape) if need_dx else None
         sl = self._slices(n, n * w.size, MIN_MACS)
+        _chunk_outs(self, len(sl))
 
         def work(t):
             a, c = sl[t]

@@ -1,9 +1,10 @@
 """Runtime for the generated conv→relu→maxpool … → fc chain (:mod:`.gen`).
 
-A :class:`FastChain` owns one :class:`Slot` of buffers per worker thread; ``forward_slice``,
+A :class:`FastChain` owns one :class:`Slot` of buffers per batch chunk; ``forward_slice``,
 ``loss_slice`` and ``backward_slice`` run the generated kernels on rows ``[n0, n1)`` of the batch
-with one slot, so several threads can run disjoint slices at once (every kernel is ``nogil``).
-Each slot's parameter gradients go to its own flat buffer; the caller reduces them.
+with that chunk's slot, so any thread can run any chunk and several run at once (every kernel is
+``nogil``). Each slot's parameter gradients go to its own flat buffer; the caller reduces them
+in chunk order (deterministic whichever thread ran a chunk).
 
 Buffers grow to the largest slice seen and are reused (kernels take the live row count).
 """
@@ -93,8 +94,9 @@ class FastChain:
         self.spec = spec
         self.dtype = np.dtype(spec.dtype)
         self.mod = load_chain(spec)
-        # slot 0 writes straight into the network's flat gradients (exact when threads == 1)
-        self.slots = [Slot(self, grads0 if t == 0 else None) for t in range(threads)]
+        # one slot per batch chunk (created on first use); slot 0 writes straight into the
+        # network's flat gradients (exact with one chunk)
+        self.slots = [Slot(self, grads0)]
         self._dummy = np.zeros((1,) * 4, self.dtype)  # dx when it is not wanted
         self.names = buffer_names(spec)
         self.wk, self.wt = {}, {}
@@ -102,6 +104,12 @@ class FastChain:
             if spec.method(i) == "gemm":
                 self.wk[i] = np.empty((b.K, b.F * fc_pad(b.F * b.C)), self.dtype)
                 self.wt[i] = np.empty((b.R, b.K), self.dtype)
+
+    def slot(self, chunk: int) -> Slot:
+        """The buffers of batch chunk ``chunk`` (whichever thread runs it)."""
+        while len(self.slots) <= chunk:
+            self.slots.append(Slot(self, None))
+        return self.slots[chunk]
 
     def prepare(self, params: np.ndarray) -> None:
         """Weight layouts the GEMM blocks need (once per forward, in the calling thread)."""

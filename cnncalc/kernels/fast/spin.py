@@ -1,9 +1,9 @@
 """A GIL-free spin-wait on a shared int64 flag, for the engine's worker threads.
 
 Waking a blocked thread through a futex (``threading.Event``) cost ~40 us per hand-over on these
-(virtualised) machines, i.e. ~80 us per step for two threads. Between training steps a worker
-instead spins for a bounded time in :func:`spin_until` (a serial, cached, ``nogil`` kernel, so
-the spinning thread never holds the GIL) and only then falls back to blocking.
+(virtualised) machines. Between the ops of a step a worker instead spins for a short, bounded
+time in :func:`spin_while` / :func:`spin_until` (serial, cached, ``nogil`` kernels, so the
+spinning thread never holds the GIL) and only then falls back to blocking.
 
 The flag is read with an *atomic acquire load* (an LLVM intrinsic): a plain load in a loop
 that writes nothing would be hoisted out of the loop by LLVM. Writers store with NumPy
@@ -65,3 +65,15 @@ def _spin_until_py(flags, idx, target, max_iters):
 
 
 spin_until = jit(_spin_until_py)
+
+
+def _spin_while_py(flags, idx, value, max_iters):
+    """Spin while ``flags[idx] == value``: True once it differs, False after ``max_iters`` polls."""
+    for _ in range(max_iters):
+        if _load_acquire(flags, idx) != value:
+            return True
+        _cpu_relax()
+    return _load_acquire(flags, idx) != value
+
+
+spin_while = jit(_spin_while_py)

@@ -2,34 +2,54 @@
 
 Why not ``prange``: parallel numba kernels cannot be cached (``_jit`` policy), so every process
 would compile them again (10-30 s). Instead the engine runs *serial, cached, nogil* kernels on
-slices of the batch from ``T`` threads: the calling thread does slice 0, ``T - 1`` persistent
-workers do the others, one dispatch per step (not per op). Why two threads by default, and the
-measured cost of each hand-over: see this package's README.
+chunks of the batch from ``T`` threads: the calling thread and ``T - 1`` persistent workers.
+Why two threads by default, and the measured cost of each hand-over: see this package's README.
 
 * :func:`get_pool` returns the process-wide pool for a thread count (created once, reused by
   every network; a lock serialises concurrent ``run`` calls from different caller threads; a
   forked child builds its own).
+* ``run(fn, n)`` returns ``[fn(0), ..., fn(n - 1)]``, in chunk order. ``n`` may exceed the
+  thread count: chunks are *claimed dynamically* (an atomic counter per job), by the caller as
+  well as by the workers, so a worker the OS has descheduled (another busy process on the cores)
+  delays the job by at most the one chunk it holds; the caller takes the rest. A chunk's result
+  depends on its index only, never on the thread that ran it, so callers that reduce the
+  results in chunk order (per-chunk partial gradients) are bitwise repeatable. Exceptions in a
+  worker are re-raised in the caller.
 * Flush-to-zero is per thread (MXCSR): ``run(fn, n, flush=True)`` has each worker switch
-  FTZ/DAZ to ``flush`` before its slice when it is not already so (a worker is the engine's own
+  FTZ/DAZ to ``flush`` before its chunks when it is not already so (a worker is the engine's own
   thread and keeps the setting between calls). The calling thread is left alone: the engine
   sets and restores its state around the whole call (:class:`.thread_state.EngineCall`), which
   also keeps BLAS single-threaded while the workers run.
-* ``run(fn, T)`` calls ``fn(t)`` for t in 0..T-1, t = 0 on the caller; exceptions in a worker are
-  re-raised in the caller. Results come back in slice order, so reductions are deterministic.
-* Hand-over: a worker spins (GIL-free, :mod:`.spin`) for ~1 ms after each slice waiting for the
-  next one, and the caller spins up to ~2 ms for the workers to finish, before either falls back
-  to blocking on an Event (a futex wake-up cost ~40 us here).
+* Hand-over, bounded so that contention cannot turn it into a collapse: a worker spins
+  (GIL-free, :mod:`.spin`) ~0.2 ms for the next job, the caller ~50 us for the workers' last
+  chunks, before either blocks on an Event (a futex wake-up cost ~40 us here). A spinning thread
+  on a loaded machine takes the core from the thread it waits for; blocking gives it back.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
-__all__ = ["WorkerPool", "default_threads", "get_pool"]
+__all__ = ["WorkerPool", "default_threads", "get_pool", "split"]
 
 
 def default_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
+
+
+# Chunks per thread when a batch is split: more than one, so that the threads that run balance
+# the work of one that does not (descheduled by a competing process); few, because each chunk
+# costs a Python-level call and smaller GEMMs.
+CHUNKS_PER_THREAD = 4
+
+
+def split(n: int, threads: int, per_thread: int = CHUNKS_PER_THREAD) -> list[tuple[int, int]]:
+    """Contiguous chunks ``[(a, b), ...]`` of ``range(n)``: one for one thread, else up to
+    ``per_thread * threads`` (at most ``n``). The boundaries depend on ``n`` and ``threads``
+    only, so per-chunk reductions repeat bit for bit."""
+    c = 1 if threads <= 1 else max(1, min(n, per_thread * threads))
+    return [(i * n // c, (i + 1) * n // c) for i in range(c)]
 
 
 def _set_flush(on: bool) -> None:
@@ -38,22 +58,35 @@ def _set_flush(on: bool) -> None:
     set_thread_flush(on)
 
 
-# Polls (x86 ``pause``, ~50 ns each) a thread spins, without the GIL, before it blocks: a
-# worker waits ~1 ms for the next step (training loops come back well within that), the caller
-# ~2 ms for a worker to finish its slice. Blocking hand-overs cost ~40 us each here.
-SPIN_GO = 20_000
-SPIN_DONE = 40_000
+# Polls (x86 ``pause``, ~50 ns each) before a thread blocks: a worker waits ~0.2 ms for the
+# next job (the ops of a step follow each other within microseconds), the caller ~50 us for
+# the chunks still running on workers.
+SPIN_GO = 4_000
+SPIN_DONE = 1_000
 
 
-def _spinner():
-    """The GIL-free spin kernel, or None when spinning is not possible (no JIT)."""
+def _spinners():
+    """The GIL-free spin kernels (while, until), or (None, None) without the JIT."""
     from .thread_state import jit_disabled
 
     if jit_disabled():
-        return None
-    from .spin import spin_until
+        return None, None
+    from .spin import spin_until, spin_while
 
-    return spin_until
+    return spin_while, spin_until
+
+
+class _Job:
+    """One ``run``: chunks are claimed from ``claim`` and counted done in ``finished``."""
+
+    __slots__ = ("fn", "n", "seq", "flush", "claim", "finished", "results", "error")
+
+    def __init__(self, fn, n, seq, flush):
+        self.fn, self.n, self.seq, self.flush = fn, n, seq, flush
+        self.claim = itertools.count()      # next(...) is atomic under the GIL
+        self.finished = itertools.count(1)
+        self.results = [None] * n
+        self.error: BaseException | None = None
 
 
 class _Worker(threading.Thread):
@@ -61,42 +94,29 @@ class _Worker(threading.Thread):
         super().__init__(name=f"cnncalc-worker-{index}", daemon=True)
         self.pool = pool
         self.index = index
-        self.flush = True       # FTZ/DAZ wanted for the next slice
         self.flushing = None    # FTZ/DAZ as this thread has it now (None: not set yet)
         self.go = threading.Event()
         self.blocking = False
-        self.fn = None
-        self.result = None
-        self.error: BaseException | None = None
 
     def run(self) -> None:  # pragma: no cover - runs on the worker thread
-        pool, flags, i = self.pool, self.pool.flags, 2 * self.index
-        spin = pool.spin
-        seq = 0
+        pool, flags = self.pool, self.pool.flags
+        spin = pool.spin_while
+        seen = 0
         while True:
-            seq += 1
-            if spin is None or not spin(flags, i, seq, SPIN_GO):
+            if spin is None or not spin(flags, 0, seen, SPIN_GO):
                 # block; the GIL makes "blocking = True, then re-check" and the caller's
                 # "publish, then check blocking" sequentially consistent
                 self.blocking = True
-                while flags[i] != seq:
+                while flags[0] == seen:
                     self.go.wait()
                     self.go.clear()
                 self.blocking = False
-            fn = self.fn
-            self.fn = None
-            if self.flushing is not self.flush:
-                _set_flush(self.flush)
-                self.flushing = self.flush
-            try:
-                self.result = fn(self.index)
-                self.error = None
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                self.result = None
-                self.error = e
-            flags[i + 1] = seq
-            if pool.caller_blocking:
-                pool.done.set()
+            job = pool.job
+            seen = job.seq
+            if self.flushing is not job.flush:
+                _set_flush(job.flush)
+                self.flushing = job.flush
+            pool.work(job)
 
 
 class WorkerPool:
@@ -107,60 +127,68 @@ class WorkerPool:
 
         self.threads = max(1, int(threads))
         self._lock = threading.Lock()
-        # flags[2w] = step number posted to worker w, flags[2w + 1] = step it finished
-        self.flags = np.zeros(2 * self.threads, np.int64)
-        self.spin = _spinner()
+        # flags[0] = number of the job posted last, flags[1] = number of the job finished last
+        self.flags = np.zeros(2, np.int64)
+        self.spin_while, self.spin_until = _spinners()
         self.done = threading.Event()
         self.caller_blocking = False
-        self._seq = [0] * self.threads
+        self.job: _Job | None = None
+        self._seq = 0
         self._workers = [_Worker(self, t) for t in range(1, self.threads)]
         for wk in self._workers:
             wk.start()
 
-    def _wait_done(self, wk: _Worker, seq: int) -> None:
-        i = 2 * wk.index + 1
-        if self.spin is not None and self.spin(self.flags, i, seq, SPIN_DONE):
+    def work(self, job: _Job) -> None:
+        """Claim and run chunks of ``job`` until none is left (any thread)."""
+        fn, n, results = job.fn, job.n, job.results
+        while True:
+            i = next(job.claim)
+            if i >= n:
+                return
+            try:
+                results[i] = fn(i)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                if job.error is None:
+                    job.error = e
+            if next(job.finished) == n:   # the last chunk: wake the caller
+                self.flags[1] = job.seq
+                if self.caller_blocking:
+                    self.done.set()
+
+    def _wait_done(self, seq: int) -> None:
+        flags = self.flags
+        if flags[1] == seq or (self.spin_until is not None
+                               and self.spin_until(flags, 1, seq, SPIN_DONE)):
             return
         self.caller_blocking = True
         try:
-            while self.flags[i] != seq:
+            while flags[1] != seq:
                 self.done.wait(0.05)
                 self.done.clear()
         finally:
             self.caller_blocking = False
 
     def run(self, fn, n: int | None = None, flush: bool = True) -> list:
-        """``[fn(0), fn(1), ...]`` for the first ``n`` (default all) slices, in parallel.
+        """``[fn(0), fn(1), ...]`` for ``n`` (default: the thread count) chunks, in parallel.
 
-        The workers run their slices with FTZ/DAZ ``flush``; slice 0 runs on the caller as is.
+        The workers run their chunks with FTZ/DAZ ``flush``; the caller runs its own as is.
         """
-        n = self.threads if n is None else max(1, min(n, self.threads))
+        n = self.threads if n is None else max(1, int(n))
+        if n == 1 or not self._workers:
+            return [fn(i) for i in range(n)]
         with self._lock:
-            active = self._workers[:n - 1]
-            seqs = []
-            for wk in active:
-                seq = self._seq[wk.index] = self._seq[wk.index] + 1
-                seqs.append(seq)
-                wk.fn = fn
-                wk.flush = bool(flush)
-                self.flags[2 * wk.index] = seq
+            self._seq += 1
+            job = _Job(fn, n, self._seq, bool(flush))
+            self.job = job
+            self.flags[0] = job.seq
+            for wk in self._workers[:n - 1]:
                 if wk.blocking:
                     wk.go.set()
-            err = None
-            try:
-                first = fn(0)
-            except BaseException as e:  # noqa: BLE001 - wait for the workers before raising
-                first, err = None, e
-            results = [first]
-            for wk, seq in zip(active, seqs):
-                self._wait_done(wk, seq)
-                if wk.error is not None and err is None:
-                    err = wk.error
-                results.append(wk.result)
-                wk.result = wk.error = None
-            if err is not None:
-                raise err
-            return results
+            self.work(job)
+            self._wait_done(job.seq)
+            if job.error is not None:
+                raise job.error
+            return job.results
 
 
 _POOLS: dict[int, WorkerPool] = {}
