@@ -367,16 +367,26 @@ def bench_chain_kernels(xtr, ytr, ceiling, torch_on, rows=128, reps=20):
 
 # ------------------------------------------------------------------------------------ cifar_bn
 def torch_from_network(net):
-    """A PyTorch model of ``net``'s graph (conv, batchnorm, relu, maxpool, global_avgpool,
-    flatten, fc, add), modules named after the Network's state_dict keys, carrying the same
-    weights and running statistics; nodes run in graph order, each reading its inputs by name."""
+    """:func:`torch_from_graph` of ``net``'s graph, carrying its weights and running
+    statistics."""
     import torch
+
+    m = torch_from_graph(net.graph)
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()},
+                      strict=False)
+    return m
+
+
+def torch_from_graph(g):
+    """A PyTorch model of graph ``g`` (conv, batchnorm, relu, maxpool, global_avgpool, flatten,
+    fc, add), modules named after the Network's state_dict keys (PyTorch's default init); nodes
+    run in graph order, each reading its inputs by name. Needs no numba (``cnncalc.load``)."""
     import torch.nn.functional as F
     from torch import nn
 
     from cnncalc.graph import INPUT_NAME
 
-    g = net.graph
+    params = g.param_shapes()
 
     class FromGraph(nn.Module):
         def __init__(self):
@@ -389,14 +399,14 @@ def torch_from_network(net):
                     assert t == b and l == r, "symmetric padding only"
                     mod = nn.Conv2d(nd.in_shape.c, L.out_channels, tuple(L.kernel_size),
                                     tuple(L.stride), (t, l), tuple(L.dilation), L.groups,
-                                    bias=f"{nd.name}.bias" in net.params)
+                                    bias=f"{nd.name}.bias" in params)
                 elif nd.kind == "batchnorm":
                     mod = nn.BatchNorm2d(nd.in_shape.c, eps=L.eps,
                                          momentum=0.1 if L.momentum is None else L.momentum,
                                          affine=bool(L.affine))
                 elif nd.kind == "fc":
                     mod = nn.Linear(nd.in_shape.size, L.out_features,
-                                    bias=f"{nd.name}.bias" in net.params)
+                                    bias=f"{nd.name}.bias" in params)
                 if mod is not None:
                     parent = self
                     *path, last = nd.name.split(".")
@@ -428,10 +438,7 @@ def torch_from_network(net):
                 x = vals[name] = fn(*(vals[i] for i in inputs))
             return x
 
-    m = FromGraph()
-    m.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()},
-                      strict=False)
-    return m
+    return FromGraph()
 
 
 # Nets on the generic step plan: spec, Adam/momentum as their train section, steps per round
@@ -645,28 +652,29 @@ def bench_startup():
 _TORCH_CHILD = r"""
 import time, sys, resource
 sys.path.insert(0, {bench!r})
+sys.path.insert(0, {root!r})
 import torch, torch.nn.functional as F
 torch.set_num_threads({threads})
-from bench_engine import torch_lenet
-m = torch_lenet()
+import cnncalc
+from bench_engine import torch_from_graph
+g = cnncalc.load({spec!r})
+m = torch_from_graph(g)
 opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
-x = torch.randn({batch}, 1, 28, 28)
+x = torch.randn({batch}, *g.input_shape)
 y = torch.randint(0, 10, ({batch},))
-for _ in range(5):
+for _ in range(3):
     opt.zero_grad(); F.cross_entropy(m(x), y).backward(); opt.step()
 hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
 print("RESULT 0 0", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, (hwm or [-1])[0])
 """
 
 
-def bench_rss(torch_on: bool):
-    """Run before this process loads torch or the data: Linux keeps ru_maxrss across
-    fork+exec, so a child reports at least its parent's peak. VmHWM (/proc) has no such
-    inheritance and is shown next to it."""
-    print("\n== peak RSS of a LeNet-5 batch-256 training step (separate processes) ==")
-    code = _CHILD.format(root=str(ROOT), spec=str(ROOT / "specs" / "lenet5.yaml"),
-                         threads=THREADS, batch=256)
-    _, (_, _, rss, hwm, *_) = run_child(code)
+def bench_rss(torch_on: bool, specs=("lenet5", *NETS), batch=64):
+    """Peak RSS of a training step (batch ``batch``, momentum SGD) per spec, cnncalc and PyTorch
+    each in a fresh subprocess. Run before this process loads torch or the data: Linux keeps
+    ru_maxrss across fork+exec, so a child reports at least its parent's peak. VmHWM (/proc) has
+    no such inheritance and is the figure compared."""
+    print(f"\n== peak RSS (VmHWM) of a batch-{batch} training step (separate processes) ==")
     base_code = (f"import resource, numpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
                  "import cnncalc; "
                  "from cnncalc.kernels import _jit; import numba\n"
@@ -676,15 +684,21 @@ def bench_rss(torch_on: bool):
                  "(h or [-1])[0])")
     _, (_, _, _, base_hwm) = run_child(base_code)
     mib = lambda v: int(v) / 1024
-    res = {"cnncalc_MiB": mib(rss), "cnncalc_hwm_MiB": mib(hwm)}
-    print(f"  cnncalc: ru_maxrss {mib(rss):7.1f} MiB  (VmHWM {mib(hwm):.1f}; just importing "
-          f"numpy+numba+cnncalc: {mib(base_hwm):.1f})")
-    if torch_on:
-        tcode = _TORCH_CHILD.format(bench=str(ROOT / "bench"), threads=THREADS, batch=256)
-        _, (_, _, trss, thwm) = run_child(tcode)
-        res["torch_MiB"] = mib(trss)
-        print(f"  torch  : ru_maxrss {mib(trss):7.1f} MiB  (VmHWM {mib(thwm):.1f})")
-        print(f"  ratio cnncalc / torch: {int(rss) / int(trss):.2f}")
+    print(f"  (just importing numpy+numba+cnncalc: {mib(base_hwm):.1f} MiB)")
+    res = {}
+    for spec in specs:
+        path = str(ROOT / "specs" / f"{spec}.yaml")
+        code = _CHILD.format(root=str(ROOT), spec=path, threads=THREADS, batch=batch)
+        _, (_, _, rss, hwm, *_) = run_child(code)
+        r = res[spec] = {"cnncalc_MiB": mib(hwm)}
+        line = f"  {spec:15s} cnncalc {mib(hwm):7.1f} MiB"
+        if torch_on:
+            tcode = _TORCH_CHILD.format(bench=str(ROOT / "bench"), root=str(ROOT), spec=path,
+                                        threads=THREADS, batch=batch)
+            _, (_, _, trss, thwm) = run_child(tcode)
+            r["torch_MiB"] = mib(thwm)
+            line += f" | torch {mib(thwm):7.1f} MiB | cnncalc / torch {int(hwm) / int(thwm):.2f}"
+        print(line, flush=True)
     return res
 
 
