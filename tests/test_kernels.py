@@ -487,8 +487,9 @@ class TestAgainstTorch:
 
 
 # ---------------------------------------------------------------- batch-norm slice kernels (NCHW)
-def _bn_kernels_forward(x, gamma, beta, eps, nslices=2):
-    """Batch statistics from per-slice partial sums (as the engine does), then normalise."""
+def _bn_kernels_forward(x, gamma, beta, eps, nslices=2, relu=False):
+    """Batch statistics from per-slice partial sums (as the engine does), then normalise (and
+    clamp at 0 with ``relu``)."""
     from cnncalc.kernels import norm as kn
 
     n, c = x.shape[:2]
@@ -505,12 +506,15 @@ def _bn_kernels_forward(x, gamma, beta, eps, nslices=2):
     var = np.maximum(tot[1] / m - d * d, 0).astype(x.dtype)
     inv = (1 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype).astype(np.float64)
     y3 = np.empty_like(x3)
-    kn.bn_normalise(x3, mean, inv, gamma.astype(np.float64), beta.astype(np.float64), y3)
+    kn.bn_normalise(x3, mean, inv, gamma.astype(np.float64), beta.astype(np.float64), relu, y3)
     return y3.reshape(x.shape), mean, inv
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_bn_slice_kernels_match_reference(dtype, tol):
+def test_bn_slice_kernels_match_reference(dtype, tol, relu):
+    """The slice kernels against NumPy's batchnorm_forward/backward (followed by a ReLU whose
+    backward masks dy with y > 0, when ``relu``)."""
     from cnncalc.kernels import norm as kn
 
     rng = np.random.default_rng(5)
@@ -521,39 +525,44 @@ def test_bn_slice_kernels_match_reference(dtype, tol):
     y_ref, cache = kn.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64),
                                         beta.astype(np.float64), rm.astype(np.float64),
                                         rv.astype(np.float64), True)
-    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5)
+    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5, relu=relu)
+    if relu:
+        y_ref = np.maximum(y_ref, 0)
     assert np.abs(y - y_ref).max() / np.abs(y_ref).max() < tol
     dy = rng.standard_normal(x.shape).astype(dtype)
-    dx_ref, dg_ref, db_ref = kn.batchnorm_backward(dy.astype(np.float64), cache)
+    dz = np.where(y_ref > 0, dy, 0) if relu else dy
+    dx_ref, dg_ref, db_ref = kn.batchnorm_backward(dz.astype(np.float64), cache)
     n, c = x.shape[:2]
-    x3, dy3 = x.reshape(n, c, -1), dy.reshape(n, c, -1)
+    x3, dy3, y3 = x.reshape(n, c, -1), dy.reshape(n, c, -1), y.reshape(n, c, -1)
     sums = np.empty((2, c))
-    kn.bn_grad_sums(dy3, x3, mean, inv, sums)
+    kn.bn_grad_sums(dy3, x3, y3, mean, inv, relu, sums)
     assert np.abs(sums[0] - db_ref).max() / np.abs(db_ref).max() < tol
     assert np.abs(sums[1] - dg_ref).max() / np.abs(dg_ref).max() < tol
     m = x3.shape[0] * x3.shape[2]
     scale = (gamma.astype(np.float64) * inv)
     dx3 = np.empty_like(dy3)
-    kn.bn_grad_input(dy3, x3, mean, inv, scale, sums[0] / m, sums[1] / m, dx3)
+    kn.bn_grad_input(dy3, x3, y3, mean, inv, scale, sums[0] / m, sums[1] / m, relu, dx3)
     assert np.abs(dx3.reshape(x.shape) - dx_ref).max() / np.abs(dx_ref).max() < tol * 10
 
 
-def test_bn_slice_kernels_gradcheck():
-    """float64 centered differences of sum(w * bn(x)) through the slice kernels."""
+@pytest.mark.parametrize("relu", [False, True])
+def test_bn_slice_kernels_gradcheck(relu):
+    """float64 centered differences of sum(w * bn(x)) (``relu``: sum(w * relu(bn(x)))) through
+    the slice kernels."""
     from cnncalc.kernels import norm as kn
 
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 3, 3, 5)) + 2.0
     gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
     wt = rng.standard_normal(x.shape)
-    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5)
+    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5, relu=relu)
     n, c = x.shape[:2]
-    x3, dy3 = x.reshape(n, c, -1), wt.reshape(n, c, -1)
+    x3, dy3, y3 = x.reshape(n, c, -1), wt.reshape(n, c, -1), y.reshape(n, c, -1)
     sums = np.empty((2, c))
-    kn.bn_grad_sums(dy3, x3, mean, inv, sums)
+    kn.bn_grad_sums(dy3, x3, y3, mean, inv, relu, sums)
     m = x3.shape[0] * x3.shape[2]
     dx3 = np.empty_like(dy3)
-    kn.bn_grad_input(dy3, x3, mean, inv, gamma * inv, sums[0] / m, sums[1] / m, dx3)
+    kn.bn_grad_input(dy3, x3, y3, mean, inv, gamma * inv, sums[0] / m, sums[1] / m, relu, dx3)
     dx = dx3.reshape(x.shape)
     h = 1e-6
     num = np.empty_like(x)
@@ -561,13 +570,15 @@ def test_bn_slice_kernels_gradcheck():
         xp, xm = x.copy(), x.copy()
         xp[i] += h
         xm[i] -= h
-        num[i] = ((wt * _bn_kernels_forward(xp, gamma, beta, 1e-5)[0]).sum()
-                  - (wt * _bn_kernels_forward(xm, gamma, beta, 1e-5)[0]).sum()) / (2 * h)
+        num[i] = ((wt * _bn_kernels_forward(xp, gamma, beta, 1e-5, relu=relu)[0]).sum()
+                  - (wt * _bn_kernels_forward(xm, gamma, beta, 1e-5, relu=relu)[0]).sum()) / (2 * h)
     assert np.abs(dx - num).max() / np.abs(num).max() < 1e-6
-    # dgamma, dbeta: d sum(w*y)/d gamma_c = sum(w * xhat), d/d beta_c = sum(w)
-    xhat = (y - beta[None, :, None, None]) / gamma[None, :, None, None]
-    assert np.allclose(sums[1], (wt * xhat).sum(axis=(0, 2, 3)), rtol=1e-10)
-    assert np.allclose(sums[0], wt.sum(axis=(0, 2, 3)), rtol=1e-10)
+    # dgamma, dbeta: d sum(w*y)/d gamma_c = sum(w * mask * xhat), d/d beta_c = sum(w * mask),
+    # mask = [y > 0] after a ReLU, else 1
+    xhat = (x - mean[None, :, None, None]) * inv[None, :, None, None]
+    wm = np.where(y > 0, wt, 0) if relu else wt
+    assert np.allclose(sums[1], (wm * xhat).sum(axis=(0, 2, 3)), rtol=1e-10)
+    assert np.allclose(sums[0], wm.sum(axis=(0, 2, 3)), rtol=1e-10)
 
 
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 2), ((3, 2), (1, 2))])

@@ -236,6 +236,28 @@ def test_conv_without_bias_fuses():
         _close(net.grads[k], ref_net.grads[k])
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_relu_fuses(training):
+    """batchnorm -> relu runs as one batchnorm_relu step, on (N, C, H, W) (the slice kernels)
+    and on (N, F) (NumPy), and agrees with the unfused plan; a batchnorm whose output is read
+    by more than the ReLU stays unfused."""
+    spec = _spec("6x6x2", ["conv: {filters: 3, size: 3, pad: 1}", "batchnorm", "relu",
+                           "flatten", "fc: {units: 5}", "batchnorm", "relu",
+                           "fc: {units: 5}", "batchnorm: {name: b3}", "relu: {name: r3}",
+                           "add: {from: [r3, b3]}", "fc: {units: 2}"])
+    net, ref_net = _net(spec, threads=2), _net(spec, fuse=False)
+    assert [ln.split(":")[0] for ln in net.plan].count("batchnorm_relu") == 2
+    ref_net.load_state_dict(net.state_dict())
+    x = _x((2, 6, 6), 6)
+    _close(net.forward(x, training), ref_net.forward(x, training))
+    d = np.random.default_rng(4).standard_normal((6, 2))
+    _close(net.backward(d), ref_net.backward(d))
+    for k in net.grads:
+        _close(net.grads[k], ref_net.grads[k])
+    for k in net.buffers:
+        _close(net.buffers[k], ref_net.buffers[k])
+
+
 # -------------------------------------------------------------------------------- properties
 def test_conv_commutes_with_translation():
     net = _net(_spec("16x16x2", ["conv: {filters: 3, size: 3, pad: 1}", "relu",

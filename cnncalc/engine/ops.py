@@ -411,7 +411,13 @@ class BatchNormOp(Op):
     ``bn_grad_input``) on batch slices: per-slice, per-channel float64 partial sums combined in
     slice order, so the batch statistics do not depend on the thread count beyond rounding and
     are bitwise repeatable for one; the element-wise passes split over threads. (N, F) inputs
-    use the NumPy :func:`cnncalc.kernels.norm.batchnorm_forward` on the calling thread."""
+    use the NumPy :func:`cnncalc.kernels.norm.batchnorm_forward` on the calling thread.
+
+    ``relu`` (the planner's ``batchnorm_relu`` step, :mod:`cnncalc.engine.plan`): the output is
+    ``max(bn(x), 0)``, and the ReLU's backward (``dy * [y > 0]``) runs inside batch norm's
+    backward passes: no separate ReLU pass or buffer."""
+
+    relu = False
 
     def setup(self):
         c = self.node.in_shape.c
@@ -437,6 +443,8 @@ class BatchNormOp(Op):
             self.sliced = False
             y, self.cache = knorm.batchnorm_forward(x, gamma, beta, self.rm, self.rv,
                                                     bool(training), self.momentum, self.eps)
+            if self.relu:
+                y = self.y2d = np.maximum(y, 0)
             return y.astype(self.dtype, copy=False)
         # numba kernels on batch slices: per-slice float64 partial sums combined in slice order
         # (bitwise repeatable for a thread count); xhat is recomputed from x in backward (x is
@@ -447,7 +455,7 @@ class BatchNormOp(Op):
         hw = h * w
         x3 = self.x3 = x.reshape(n, c, hw)
         y = self._buf("y", x.shape)
-        y3 = y.reshape(n, c, hw)
+        y3 = self.y3 = y.reshape(n, c, hw)
         if training:
             m = n * hw
             shift = x3[0, :, 0].astype(np.float64)
@@ -477,7 +485,7 @@ class BatchNormOp(Op):
         b64 = np.asarray(beta, self.dtype).astype(np.float64)
         self._split(n, x.size, MIN_ELEMS,
                     lambda a, b: knorm.bn_normalise(x3[a:b], self.mean64, self.inv_std64, g64,
-                                                    b64, y3[a:b]))
+                                                    b64, self.relu, y3[a:b]))
         self.gamma_used = np.array(gamma, self.dtype)
         return y
 
@@ -489,6 +497,8 @@ class BatchNormOp(Op):
 
     def backward(self, dy, need):
         if not self.sliced:
+            if self.relu:
+                dy = np.where(self.y2d > 0, dy, 0).astype(dy.dtype, copy=False)
             dx, dgamma, dbeta = knorm.batchnorm_backward(dy, self.cache)
             if self.affine:
                 self.grads["weight"][...] = dgamma
@@ -498,11 +508,12 @@ class BatchNormOp(Op):
         n, c = dy.shape[:2]
         hw = dy.size // (n * c)
         dy3 = dy.reshape(n, c, hw)
-        x3 = self.x3
+        x3, y3, relu = self.x3, self.y3, self.relu
 
         def sums(a, b):
             out = np.empty((2, c), np.float64)
-            knorm.bn_grad_sums(dy3[a:b], x3[a:b], self.mean64, self.inv_std64, out)
+            knorm.bn_grad_sums(dy3[a:b], x3[a:b], y3[a:b], self.mean64, self.inv_std64, relu,
+                               out)
             return out
 
         tot = np.empty((2, c), np.float64)
@@ -525,8 +536,9 @@ class BatchNormOp(Op):
             mb = mg = np.zeros(c, np.float64)
         # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
         self._split(n, dy.size, MIN_ELEMS,
-                    lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], self.mean64,
-                                                     self.inv_std64, scale, mb, mg, dx3[a:b]))
+                    lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], y3[a:b], self.mean64,
+                                                     self.inv_std64, scale, mb, mg, relu,
+                                                     dx3[a:b]))
         return [dx]
 
 

@@ -9,6 +9,8 @@ by the next layer of the chain alone (and is not the network output):
   the pooled output (and an int8 argmax) is stored.
 * ``fc → relu``: one ``linear_relu`` step. A lone ``fc`` also runs on the fused linear kernel
   (with the ReLU off).
+* ``batchnorm → relu``: one ``batchnorm_relu`` step (:class:`BatchNormReluOp`): the ReLU is
+  applied in batch norm's normalising pass and its backward inside batch norm's gradient passes.
 
 Whole-network fast path (:func:`find_chain`): when the graph is exactly
 ``input → (conv → relu → maxpool)* → [flatten] → (fc [→ relu])* → fc`` (every block fusable as
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncalc.engine.ops import MIN_MACS, Op, _sum_into, make_op
+from cnncalc.engine.ops import MIN_MACS, BatchNormOp, Op, _sum_into, make_op
 from cnncalc.kernels.fast import fused as _fused
 
 __all__ = ["Step", "build_plan", "find_chain"]
@@ -189,6 +191,15 @@ class LinearReluOp(Op):
         return [None if dx is None else dx.reshape(self.x_shape)]
 
 
+class BatchNormReluOp(BatchNormOp):
+    """``relu(batchnorm(x))``: the ReLU runs inside batch norm's passes (forward: the
+    normalising pass clamps; backward: the two gradient passes mask ``dy`` with ``y > 0``), so
+    it costs no pass and no buffer of its own."""
+
+    kind = "batchnorm_relu"
+    relu = True
+
+
 # ------------------------------------------------------------------------------- planning
 def _consumers(graph) -> dict[str, list[str]]:
     users: dict[str, list[str]] = {}
@@ -246,6 +257,12 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
                         _pool_fusable(pool, node, conv_):
                     step = Step(ConvReluPoolOp(node, pool, ctx), list(node.inputs), pool.name,
                                 [node.name, relu.name, pool.name], "conv_relu_maxpool", True)
+        elif fuse and node.kind == "batchnorm":
+            r = _only_user(users, node.name, out_name)
+            relu = byname.get(r) if r else None
+            if relu is not None and relu.kind == "relu":
+                step = Step(BatchNormReluOp(node, ctx), list(node.inputs), relu.name,
+                            [node.name, relu.name], "batchnorm_relu", True)
         elif fuse and node.kind == "fc":
             r = _only_user(users, node.name, out_name)
             relu = byname.get(r) if r else None

@@ -148,10 +148,12 @@ def bn_sums(x3, shift, out):
 
 
 @jit
-def bn_normalise(x3, mean, inv_std, gamma, beta, y3):
-    """y = (x - mean) * inv_std * gamma + beta per channel (one fused pass)."""
+def bn_normalise(x3, mean, inv_std, gamma, beta, relu, y3):
+    """y = (x - mean) * inv_std * gamma + beta per channel (one fused pass); with ``relu``,
+    y = max(that, 0) in the same pass (batch norm followed by a ReLU)."""
     n, c_n, hw = x3.shape
     dt = y3.dtype.type
+    zero = dt(0)
     for c in range(c_n):
         m = dt(mean[c])
         a = dt(inv_std[c] * gamma[c])
@@ -159,15 +161,21 @@ def bn_normalise(x3, mean, inv_std, gamma, beta, y3):
         for i in range(n):
             src = x3[i, c]
             dst = y3[i, c]
-            for j in range(hw):
-                dst[j] = (src[j] - m) * a + b
+            if relu:
+                for j in range(hw):
+                    dst[j] = max((src[j] - m) * a + b, zero)
+            else:
+                for j in range(hw):
+                    dst[j] = (src[j] - m) * a + b
 
 
 @jit
-def bn_grad_sums(dy3, x3, mean, inv_std, out):
-    """out[0, c] = sum dy, out[1, c] = sum dy * xhat over the slice (float64), with
-    xhat = (x - mean) * inv_std recomputed from ``x``."""
+def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out):
+    """out[0, c] = sum g, out[1, c] = sum g * xhat over the slice (float64), with
+    xhat = (x - mean) * inv_std recomputed from ``x`` and g = dy, or with ``relu``
+    g = dy * [y > 0] (``y`` the ReLU's output: the ReLU's backward in the same pass)."""
     n, c_n, hw = x3.shape
+    zero = dy3.dtype.type(0)
     for c in range(c_n):
         out[0, c] = 0.0
         out[1, c] = 0.0
@@ -176,22 +184,31 @@ def bn_grad_sums(dy3, x3, mean, inv_std, out):
             m = mean[c]
             d = dy3[i, c]
             src = x3[i, c]
+            yc = y3[i, c]
             a1 = 0.0
             a2 = 0.0
-            for j in range(hw):
-                g = np.float64(d[j])
-                a1 += g
-                a2 += g * (np.float64(src[j]) - m)
+            if relu:
+                for j in range(hw):
+                    g = np.float64(d[j] if yc[j] > zero else zero)
+                    a1 += g
+                    a2 += g * (np.float64(src[j]) - m)
+            else:
+                for j in range(hw):
+                    g = np.float64(d[j])
+                    a1 += g
+                    a2 += g * (np.float64(src[j]) - m)
             out[0, c] += a1
             out[1, c] += a2 * inv_std[c]
 
 
 @jit
-def bn_grad_input(dy3, x3, mean, inv_std, scale, mb, mg, dx3):
-    """dx = scale * (dy - mb - xhat * mg) per channel, xhat = (x - mean) * inv_std (training:
-    mb = mean(dy), mg = mean(dy * xhat); evaluation: mb = mg = 0)."""
+def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3):
+    """dx = scale * (g - mb - xhat * mg) per channel, xhat = (x - mean) * inv_std, g = dy or,
+    with ``relu``, dy * [y > 0] (training: mb = mean(g), mg = mean(g * xhat); evaluation:
+    mb = mg = 0)."""
     n, c_n, hw = x3.shape
     dt = dx3.dtype.type
+    zero = dt(0)
     for c in range(c_n):
         m = dt(mean[c])
         a = dt(scale[c])
@@ -200,6 +217,12 @@ def bn_grad_input(dy3, x3, mean, inv_std, scale, mb, mg, dx3):
         for i in range(n):
             d = dy3[i, c]
             src = x3[i, c]
+            yc = y3[i, c]
             dst = dx3[i, c]
-            for j in range(hw):
-                dst[j] = a * d[j] - k * (src[j] - m) - b
+            if relu:
+                for j in range(hw):
+                    g = d[j] if yc[j] > zero else zero
+                    dst[j] = a * g - k * (src[j] - m) - b
+            else:
+                for j in range(hw):
+                    dst[j] = a * d[j] - k * (src[j] - m) - b
