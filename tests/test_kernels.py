@@ -84,6 +84,26 @@ def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, algo, dtype):
     close(dw2, rdw, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_implicit_column_tiles(monkeypatch, dtype):
+    """The implicit GEMM's output-column tiles (several, the last one shorter, groups and a
+    dilation) give the reference's forward and backward."""
+    monkeypatch.setattr(conv, "IG_TILE_BYTES", 4 * 7 * 4)   # 7 columns for 4 channels
+    monkeypatch.setattr(conv, "IG_TILE_MIN", 1)
+    assert conv._ig_tile(4, 2) == 7
+    rng = np.random.default_rng(3)
+    x, x64 = data((2, 4, 7, 6), dtype, rng)
+    wt, w64 = data((8, 2, 3, 2), dtype, rng)
+    out_hw = conv.conv2d_out_hw(7, 6, (3, 2), (1, 1), (1, 1), (1, 1), (1, 2))
+    y = conv.conv2d_forward(x, wt, None, (1, 1), (1, 1), (1, 2), 2, out_hw, algo="implicit")
+    close(y, R.conv2d_forward(x64, w64, None, (1, 1), (1, 1), (1, 2), 2, out_hw), dtype)
+    dy, dy64 = data(y.shape, dtype, rng)
+    dx, dw, _ = conv.conv2d_backward(dy, x, wt, (1, 1), (1, 1), (1, 2), 2, algo="implicit")
+    rdx, rdw, _ = R.conv2d_backward(dy64, x64, w64, (1, 1), (1, 1), (1, 2), 2)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+
+
 def test_conv_algo_choice_and_errors():
     assert conv._use_implicit(None, 1, 1, False, 576, 3136)        # VGG 3x3 layer
     assert not conv._use_implicit(None, 4, 4, False, 363, 3025)    # AlexNet conv1: stride 4

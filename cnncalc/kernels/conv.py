@@ -334,8 +334,10 @@ def _pad_plane_py(xn, c0, cg, pt, pl, hp, wp, xp):
 _pad_plane = jit(_pad_plane_py)
 
 
-def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nchunks):
-    """Forward, stride 1. ``wk`` is (groups, kh*kw, kg, cg): one (kg x cg) matrix per tap."""
+def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nchunks,
+                    tile):
+    """Forward, stride 1. ``wk`` is (groups, kh*kw, kg, cg): one (kg x cg) matrix per tap.
+    The kh*kw tap GEMMs run on ``tile`` output columns at a time (see :func:`_ig_tile`)."""
     n_b = x.shape[0]
     kg = wk.shape[2]
     cg = wk.shape[3]
@@ -356,12 +358,15 @@ def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, 
             ys = y[s]
             for g in range(groups):
                 _pad_plane(x[s], g * cg, cg, pt, pl, hp, wp, xp)
-                for ki in range(kh):
-                    for kj in range(kw):
-                        t = ki * kw + kj
-                        _gemm(False, False, kg, lq, cg, 1.0, wkf, (g * kh * kw + t) * kg * cg, cg,
-                              xpf, ki * dh * wp + kj * dw, plane, 0.0 if t == 0 else 1.0,
-                              ybf, 0, lq)
+                for q0 in range(0, lq, tile):   # column tiles: the accumulator stays in L1
+                    nq = min(tile, lq - q0)
+                    for ki in range(kh):
+                        for kj in range(kw):
+                            t = ki * kw + kj
+                            _gemm(False, False, kg, nq, cg, 1.0, wkf,
+                                  (g * kh * kw + t) * kg * cg, cg, xpf,
+                                  q0 + ki * dh * wp + kj * dw, plane, 0.0 if t == 0 else 1.0,
+                                  ybf, q0, lq)
                 for k in range(kg):
                     bk = b[g * kg + k] if has_bias else zero
                     dst = ys[g * kg + k]
@@ -374,8 +379,9 @@ def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, 
 _conv_fwd_ig_s = jit(_conv_fwd_ig_py)
 
 
-def _conv_bwd_ig_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks):
-    """Weight gradient, stride 1: ``dw_part[chunk]`` is the chunk's (groups, kh*kw, kg, cg)."""
+def _conv_bwd_ig_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks, tile):
+    """Weight gradient, stride 1: ``dw_part[chunk]`` is the chunk's (groups, kh*kw, kg, cg);
+    the reduction over output columns runs ``tile`` columns at a time, every tap per tile."""
     n_b, c_in = x.shape[0], x.shape[1]
     k_out = dy.shape[1]
     ho = dy.shape[2]
@@ -408,12 +414,14 @@ def _conv_bwd_ig_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks):
                             dst[oh * wp + ow] = src[oh, ow]
                         for ow in range(wo, wp):
                             dst[oh * wp + ow] = zero
-                for ki in range(kh):
-                    for kj in range(kw):
-                        t = ki * kw + kj
-                        _gemm(False, True, kg, cg, lq, 1.0, dypf, 0, lq,
-                              xpf, ki * dh * wp + kj * dw, plane, 1.0,
-                              part, (g * kh * kw + t) * kg * cg, cg)
+                for q0 in range(0, lq, tile):   # column tiles: the operands stay in L1
+                    nq = min(tile, lq - q0)
+                    for ki in range(kh):
+                        for kj in range(kw):
+                            t = ki * kw + kj
+                            _gemm(False, True, kg, cg, nq, 1.0, dypf, q0, lq,
+                                  xpf, q0 + ki * dh * wp + kj * dw, plane, 1.0,
+                                  part, (g * kh * kw + t) * kg * cg, cg)
 
 
 _conv_bwd_ig_s = jit(_conv_bwd_ig_py)
@@ -448,6 +456,17 @@ def _sample_block(n: int, nchunks: int, p: int) -> int:
         return 1
     per_chunk = -(-n // nchunks)
     return max(1, min(per_chunk, -(-_BLOCK_COLS // p)))
+
+
+IG_TILE_BYTES = 16 << 10   # implicit GEMM: output-column tile of about this many bytes ...
+IG_TILE_MIN = 32           # ... and at least this many columns
+
+
+def _ig_tile(kg: int, cg: int) -> int:
+    """Output columns per implicit-GEMM tile: the (kg x tile) accumulator (forward) and the
+    (kg + cg) x tile operands (weight gradient) stay in the 32 KiB L1 across the kh*kw taps
+    (float32 sizes; float64 tiles are twice the bytes)."""
+    return max(IG_TILE_MIN, IG_TILE_BYTES // (4 * max(kg, cg)))
 
 
 def _is_direct(kh, kw, sh, sw, pt, pl, h, w, ho, wo):
@@ -531,8 +550,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     nchunks = 1
     groups = int(groups)
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
-        _conv_fwd_ig_s(x, _taps_major(w, groups), bb, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, out,
-             nchunks)
+        _conv_fwd_ig_s(x, _taps_major(w, groups), bb, has_bias, kh, kw, pt, pl, dh, dw, groups,
+                       ho, wo, out, nchunks, _ig_tile(k_out // groups, cg))
         return out
     nb = _sample_block(n, nchunks, ho * wo)
     _conv_fwd_s(x, w.reshape(k_out, cg * kh * kw), bb, has_bias, kh, kw, sh, sw, pt, pl, dh, dw,
@@ -577,7 +596,8 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
         kg = k_out // groups
         dw_part = np.empty((nchunks, groups * kh * kw * kg * cg), dtype=x.dtype)
-        _conv_bwd_ig_s(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks)
+        _conv_bwd_ig_s(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks,
+                       _ig_tile(kg, cg))
         dwt = dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)
         # (groups, kh*kw, kg, cg) -> (K, cg, kh, kw)
         dwt = np.ascontiguousarray(
