@@ -43,7 +43,7 @@ from cnncalc.kernels import dropout as kdrop
 from cnncalc.kernels import linear as klin
 from cnncalc.kernels import norm as knorm
 from cnncalc.kernels import pool as kpool
-from cnncalc.kernels.fast.threads import split
+from cnncalc.kernels.fast.threads import CHUNKS_PER_THREAD, split
 
 __all__ = ["ElementwiseOp", "Op", "executable_kinds", "make_op"]
 
@@ -85,8 +85,14 @@ class Op:
 
     def _slices(self, n: int, work: int = 0, min_work: int = 0) -> list[tuple[int, int]]:
         """Contiguous batch chunks (:func:`cnncalc.kernels.fast.threads.split`: several per
-        thread, claimed dynamically by the pool's threads); one when ``work < min_work``."""
-        return split(n, 1 if work < min_work else self.threads)
+        thread, claimed dynamically by the pool's threads); one when ``work < min_work``.
+        Fewer where the op's weights are large for its work (:func:`weight_chunks`)."""
+        if work < min_work:
+            return split(n, 1)
+        w = self.params.get("weight")
+        per_thread = CHUNKS_PER_THREAD if w is None else weight_chunks(work, w.size,
+                                                                       self.threads)
+        return split(n, self.threads, per_thread)
 
     def _run(self, fn, sl) -> list:
         """``[fn(0), fn(1), ...]`` for the slices ``sl``; several run on the thread pool."""
@@ -142,6 +148,19 @@ class Op:
         raise NotImplementedError
 
 
+# A chunk of a layer with weights should do at least this many multiply-adds per weight: each
+# chunk adds a weight-sized partial gradient into the sum (and rearranges it).
+MIN_MACS_PER_WEIGHT = 256
+
+
+def weight_chunks(work: int, weights: int, threads: int) -> int:
+    """Chunks per thread for an op with ``weights`` parameters doing ``work`` multiply-adds
+    (or elements) per batch: up to ``CHUNKS_PER_THREAD``, fewer while a chunk would do less
+    than ``MIN_MACS_PER_WEIGHT`` per weight (at least one per thread)."""
+    per = work // max(1, weights * MIN_MACS_PER_WEIGHT * threads)
+    return max(1, min(CHUNKS_PER_THREAD, per))
+
+
 def _sum_into(dst, parts) -> None:
     """``dst[...] = parts[0] + parts[1] + ...``, summed in slice order (deterministic)."""
     dst[...] = parts[0]
@@ -165,22 +184,24 @@ class ConvOp(Op):
         x = self.x = np.ascontiguousarray(xs[0])
         n = x.shape[0]
         w, b = self.params["weight"], self.params.get("bias")
+        shared = {}  # the weights rearranged once for all chunks
         return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
                           lambda a, c, y: kconv.conv2d_forward(
                               x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
-                              self.out_hw, out=y))
+                              self.out_hw, out=y, shared=shared))
 
     def backward(self, dy, need):
         has_bias = "bias" in self.params
         x, w = self.x, self.params["weight"]
         dy = np.ascontiguousarray(dy)
         dx = self._buf("dx", x.shape) if need[0] else None
+        shared = {}
 
         def work(a, c):
             _, dw, db = kconv.conv2d_backward(
                 dy[a:c], x[a:c], w, self.stride, self.pad, self.dilation, self.groups,
                 need_dx=bool(need[0]), has_bias=has_bias,
-                out_dx=None if dx is None else dx[a:c])
+                out_dx=None if dx is None else dx[a:c], shared=shared)
             return dw, db
 
         parts = self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, work)

@@ -512,8 +512,18 @@ def _flipped(w, groups):
     ).reshape(groups * cg, kg, kh, kw)
 
 
+def _layout(shared, key, make):
+    """``make()``, or the copy an earlier chunk of the same call left in ``shared[key]``."""
+    if shared is None:
+        return make()
+    a = shared.get(key)
+    if a is None:
+        a = shared[key] = make()
+    return a
+
+
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1, out_hw=None,
-                   *, out=None, algo=None):
+                   *, out=None, algo=None, shared=None):
     """Convolution forward.
 
     Parameters
@@ -527,6 +537,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     out : optional preallocated (N, K, Ho, Wo) C-contiguous output.
     algo : ``None``/"auto" (choose), "im2col", or "implicit" (implicit GEMM: stride 1 only,
         otherwise im2col is used).
+    shared : optional dict shared by the calls on the chunks of one batch (same ``w``): the
+        rearranged weights are made once and reused (``w`` must not change in between).
 
     Returns
     -------
@@ -550,7 +562,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     nchunks = 1
     groups = int(groups)
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
-        _conv_fwd_ig_s(x, _taps_major(w, groups), bb, has_bias, kh, kw, pt, pl, dh, dw, groups,
+        wk = _layout(shared, "taps", lambda: _taps_major(w, groups))
+        _conv_fwd_ig_s(x, wk, bb, has_bias, kh, kw, pt, pl, dh, dw, groups,
                        ho, wo, out, nchunks, _ig_tile(k_out // groups, cg))
         return out
     nb = _sample_block(n, nchunks, ho * wo)
@@ -560,7 +573,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
 
 
 def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1,
-                    need_dx=True, *, has_bias=True, algo=None, out_dx=None):
+                    need_dx=True, *, has_bias=True, algo=None, out_dx=None, shared=None):
     """Convolution backward.
 
     Parameters
@@ -571,6 +584,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     has_bias : compute ``db`` (pass ``has_bias=b is not None``); otherwise ``db`` is None.
     algo : as for :func:`conv2d_forward` (it applies to dw and to dx).
     out_dx : optional preallocated C-contiguous array of x's shape for ``dx`` (with ``need_dx``).
+    shared : as for :func:`conv2d_forward` (the flipped kernel of ``dx`` is made once).
 
     Returns
     -------
@@ -604,9 +618,11 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
             dwt.reshape(groups, kh * kw, kg, cg).transpose(0, 2, 3, 1)).reshape(w.shape)
         dx = None
         if need_dx:
-            dx = conv2d_forward(dy, _flipped(w, groups), None, (1, 1),
+            dx = conv2d_forward(dy, _layout(shared, "flipped", lambda: _flipped(w, groups)),
+                                None, (1, 1),
                                 (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups,
-                                (h, wd), out=out_dx, algo=algo)
+                                (h, wd), out=out_dx, algo=algo,
+                                shared=None if shared is None else _layout(shared, "dx", dict))
         db = dy.sum(axis=(0, 2, 3)) if has_bias else None
         return dx, dwt, db
     if fused_dx:
@@ -617,9 +633,11 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     _conv_bwd_s(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw, groups,
          direct, fused_dx, dx, dw_part, nchunks)
     if via_fwd:
-        dx = conv2d_forward(dy, _flipped(w, groups), None, (1, 1),
+        dx = conv2d_forward(dy, _layout(shared, "flipped", lambda: _flipped(w, groups)),
+                            None, (1, 1),
                             (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups, (h, wd),
-                            out=out_dx, algo=algo)
+                            out=out_dx, algo=algo,
+                            shared=None if shared is None else _layout(shared, "dx", dict))
     dwt = dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return (dx if need_dx else None), dwt.reshape(w.shape), db
