@@ -1,7 +1,9 @@
-"""The engine's benchmark (issue 4 §4-§6): cnncalc vs PyTorch CPU, float32, 2 threads, one run.
+"""The engine's benchmark (issues 4 and 13): cnncalc vs PyTorch CPU, float32, 2 threads, one run.
 
   python bench/bench_engine.py [--rounds 8] [--steps 25] [--quick] [--no-startup] [--no-rss]
-                               [--engine-threads 2] [--no-flush]
+                               [--engine-threads 2] [--no-flush] [--nets SPEC ...]
+  python bench/bench_engine.py --only cifar [--nets cifar_bn resnet20_cifar vgg_cifar_bn]
+  python bench/bench_engine.py --contention [SPEC ...] [--rounds 3]
 
 Prints, side by side with PyTorch (column skipped when torch is not installed):
 
@@ -12,15 +14,19 @@ Prints, side by side with PyTorch (column skipped when torch is not installed):
 2. LeNet-5 training steps (forward + backward + SGD momentum) in images/s at batch 64 and 256, on
    streamed, shuffled real MNIST (gz IDX from ``$CNNCALC_MNIST_DIR`` or /work/shared/data/mnist;
    random data with a note when missing), alternating rounds of both frameworks in this process;
-3. ``specs/cifar_bn.yaml`` (conv-bn-relu blocks: the generic step plan, serial cached kernels
-   split over the engine's threads) training steps (forward + backward + Adam) in images/s at
-   batch 64 vs the same PyTorch model (built from the Network's graph and state_dict names,
-   same weights), on a streamed, shuffled synthetic CIFAR-shaped set, alternating rounds;
+3. the generic-step-plan nets (``NETS``: ``specs/cifar_bn.yaml``, ``specs/resnet20_cifar.yaml``,
+   ``specs/vgg_cifar_bn.yaml``): training steps (forward + backward + Adam) in images/s at batch
+   64 vs the same PyTorch model (built from the Network's graph and state_dict names, same
+   weights), on a streamed, shuffled synthetic CIFAR-shaped set, alternating rounds; with each
+   side's GFLOP/s (6 x MACs x batch per step) and its share of the measured matmul ceiling;
 4. start-up, LeNet-5 and cifar_bn: a subprocess run twice, from process start to the first step
    done: cold (empty kernel caches: ``CNNCALC_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` point at a
    fresh folder) and cached (same folders again), with the number of numba compilations;
-5. peak RSS (``ru_maxrss``) of a batch-256 training step, cnncalc and PyTorch in separate
-   subprocesses.
+5. peak RSS (VmHWM) of a batch-64 training step for LeNet-5 and every ``NETS`` spec, cnncalc
+   and PyTorch each in a fresh subprocess;
+6. ``--contention`` (only this section): each net's step time alone and beside one competing
+   busy process (``python -c 'while True: pass'``, paused with SIGSTOP between phases),
+   cnncalc and PyTorch alternating; the degradation is the contended / uncontended median.
 
 The machine is shared: every comparison alternates the two frameworks and reports ratios of
 medians; check ``uptime`` and rerun when the load is high.
@@ -61,6 +67,11 @@ CONVS = [
     ("LeNet conv2", 64, 6, 14, 14, 16, 5, 1, 0, True),
     ("AlexNet conv1", 8, 3, 227, 227, 96, 11, 4, 0, False),
     ("VGG 3x3 64->64", 16, 64, 56, 56, 64, 3, 1, 1, True),
+    # the 3x3 layers of the CIFAR nets (cifar_bn, resnet20_cifar, vgg_cifar_bn) at batch 64
+    ("CIFAR 32->32 32x32", 64, 32, 32, 32, 32, 3, 1, 1, True),
+    ("CIFAR 64->64 16x16", 64, 64, 16, 16, 64, 3, 1, 1, True),
+    ("CIFAR 128->128 8x8", 64, 128, 8, 8, 128, 3, 1, 1, True),
+    ("CIFAR 256->256 8x8", 64, 256, 8, 8, 256, 3, 1, 1, True),
 ]
 
 
@@ -98,7 +109,7 @@ def ceiling_gflops() -> tuple[float, str]:
         b = torch.randn(n, n)
         torch.mm(a, b)
         ts = []
-        for _ in range(5):
+        for _ in range(10):
             s = time.perf_counter()
             torch.mm(a, b)
             ts.append(time.perf_counter() - s)
@@ -151,7 +162,9 @@ def bench_convs(reps: int, ceiling: float, torch_on: bool):
 
     print(f"\n== conv forward+backward through the engine (one-layer Network, float32, "
           f"{THREADS} threads) ==")
-    hdr = f"{'layer':16s} {'GFLOP':>6s} | {'cnncalc ms':>10s} {'GF/s':>6s} {'%ceil':>6s}"
+    print("(cnncalc's forward alone and the backward as the rest: fwd / bwd GF/s and % of the "
+          "ceiling in the last column)")
+    hdr = f"{'layer':18s} {'GFLOP':>6s} | {'cnncalc ms':>10s} {'GF/s':>6s} {'%ceil':>6s}"
     if torch_on:
         hdr += f" | {'torch ms':>9s} {'GF/s':>6s} {'%ceil':>6s} | {'speed vs torch':>14s}"
     print(hdr)
@@ -173,27 +186,35 @@ def bench_convs(reps: int, ceiling: float, torch_on: bool):
         ours()
         if torch_on:
             theirs()
-        to, tt = [], []
+        to, tt, tf = [], [], []
         for _ in range(reps):
             time.sleep(SETTLE)
             s = time.perf_counter()
             ours()
             to.append(time.perf_counter() - s)
+            s = time.perf_counter()
+            net.forward(x)
+            tf.append(time.perf_counter() - s)
             if torch_on:
                 time.sleep(SETTLE)
                 s = time.perf_counter()
                 theirs()
                 tt.append(time.perf_counter() - s)
-        mo = med(to)
-        line = (f"{name:16s} {flop / 1e9:6.3f} | {mo * 1e3:10.2f} {flop / mo / 1e9:6.1f} "
+        mo, mf = med(to), med(tf)
+        ffwd = 2 * macs
+        gf_f, gf_b = ffwd / mf / 1e9, (flop - ffwd) / max(mo - mf, 1e-9) / 1e9
+        line = (f"{name:18s} {flop / 1e9:6.3f} | {mo * 1e3:10.2f} {flop / mo / 1e9:6.1f} "
                 f"{100 * flop / mo / 1e9 / ceiling:5.1f}%")
-        row = {"layer": name, "gflop": flop / 1e9, "cnncalc_ms": mo * 1e3}
+        row = {"layer": name, "gflop": flop / 1e9, "cnncalc_ms": mo * 1e3,
+               "fwd_gflops": gf_f, "bwd_gflops": gf_b}
         if torch_on:
             mt = med(tt)
             line += (f" | {mt * 1e3:9.2f} {flop / mt / 1e9:6.1f} "
                      f"{100 * flop / mt / 1e9 / ceiling:5.1f}% | {mt / mo:13.2f}x"
                      f" (time {mo / mt:.2f}x torch's)")
             row["torch_ms"] = mt * 1e3
+        line += (f" | fwd {gf_f:5.1f} ({100 * gf_f / ceiling:3.0f}%) bwd {gf_b:5.1f} "
+                 f"({100 * gf_b / ceiling:3.0f}%)")
         print(line, flush=True)
         rows.append(row)
     return rows
@@ -263,11 +284,12 @@ def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_
     return line, res
 
 
-def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling, engine_threads=THREADS,
+def bench_lenet(batches, rounds, steps, torch_on, xtr, ytr, ceiling, engine_threads=None,
                 flush=True):
     import cnncalc
     from cnncalc import optim
 
+    engine_threads = engine_threads or THREADS
     print(f"\n== LeNet-5 training step (forward + backward + SGD momentum 0.9, lr 0.05), "
           f"float32, {THREADS} threads (cnncalc: {engine_threads}"
           f"{', no flush-to-zero' if not flush else ''}) ==")
@@ -720,12 +742,17 @@ def main():
     ap.add_argument("--contention", nargs="*", metavar="SPEC",
                     help="only the contention section: step times alone and beside a busy "
                          "process, for these specs (default: lenet5 and the generic-plan nets)")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="threads of both frameworks (1 compares the kernels without "
+                         "synchronisation: steadier on a loaded machine)")
     ap.add_argument("--json", type=pathlib.Path)
-    ap.add_argument("--engine-threads", type=int, default=THREADS,
+    ap.add_argument("--engine-threads", type=int, default=None,
                     help="cnncalc's threads for the LeNet-5 steps (1: no data parallelism)")
     ap.add_argument("--no-flush", action="store_true",
                     help="LeNet-5 steps without flush-to-zero (denormals cost)")
     args = ap.parse_args()
+    global THREADS
+    THREADS = args.threads
     if args.quick:
         args.rounds, args.steps, args.no_conv = 4, 20, True
 
@@ -764,7 +791,7 @@ def main():
     print(f"data: {note}")
     if args.only is None:
         out["lenet"] = bench_lenet(args.batches, args.rounds, args.steps, torch_on, xtr, ytr,
-                                   ceiling, args.engine_threads, not args.no_flush)
+                                   ceiling, args.engine_threads or THREADS, not args.no_flush)
         out["chain_kernels_us"] = bench_chain_kernels(xtr, ytr, ceiling, torch_on)
     if not args.no_conv and args.only in (None, "conv"):
         out["conv"] = bench_convs(args.conv_reps, ceiling, torch_on)

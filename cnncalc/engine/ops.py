@@ -22,13 +22,16 @@ Arrays an op returns may live in its reusable buffers (``self._buf``): they stay
 op's next call in the same direction. Buffers are reallocated when the batch size changes.
 
 Threads: every kernel is serial (cached, ``nogil``); no process compiles a ``prange`` kernel.
-Ops whose work pays for a hand-over (conv, pools, fully connected, elementwise kernels, batch norm on (N, C, H, W)) split the batch
-into ``ctx.threads`` contiguous slices with :meth:`Op._split` and run them on the engine's
-thread pool (:mod:`cnncalc.kernels.fast.threads`, ``ctx.run``): each slice writes its rows of the
-shared output buffer, and parameter gradients (and batch norm's float64 statistics) come from
-per-slice buffers summed in slice order, so results are bitwise repeatable for a thread count
-and agree with one thread to float rounding. Dropout (masks from ``ctx.rng``), merges and
-reshapes run on the calling thread.
+Ops whose work pays for a hand-over (conv, pools, fully connected, elementwise kernels, batch
+norm on (N, C, H, W)) split the batch into contiguous chunks with :meth:`Op._split` (several
+per thread: :func:`cnncalc.kernels.fast.threads.split`, fewer for large weights:
+:func:`weight_chunks`) and run them on the engine's thread pool
+(:mod:`cnncalc.kernels.fast.threads`, ``ctx.run``), whose threads claim chunks dynamically:
+each chunk writes its rows of the shared output buffer, and parameter gradients (and batch
+norm's float64 statistics) come from per-chunk buffers summed in chunk order, so results are
+bitwise repeatable for a thread count whichever thread ran a chunk, and agree with one thread
+to float rounding. Dropout (masks from ``ctx.rng``), merges and reshapes run on the calling
+thread.
 """
 from __future__ import annotations
 

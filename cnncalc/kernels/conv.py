@@ -10,7 +10,8 @@ Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 * stride 1 (``algo="implicit"``, chosen by default for nearly every stride-1 layer): implicit
   GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
   one strided BLAS GEMM, ``Y += W[:, :, ki, kj] @ shifted planes``, accumulated in an L2-sized
-  buffer (see the section below). dw is the same per tap; dx is the forward correlation of
+  buffer (see the section below), one L1-sized tile of output columns at a time (all taps per
+  tile, :func:`_ig_tile`). dw is the same per tap; dx is the forward correlation of
   ``dy`` with the flipped kernel. The GEMMs call BLAS ``?gemm`` through ``_gemm`` (offsets,
   leading dimensions, ``beta = 1``), the routine numba's ``np.dot`` uses;
 * otherwise (stride > 1, tiny planes with long reductions, ``algo="im2col"``): per sample and
