@@ -725,6 +725,7 @@ def bench_rss(torch_on: bool, specs=("lenet5", *NETS), batch=64):
 
 
 def main():
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=8, help="alternations per batch size")
     ap.add_argument("--steps", type=int, default=25, help="steps per round and framework")
@@ -751,7 +752,6 @@ def main():
     ap.add_argument("--no-flush", action="store_true",
                     help="LeNet-5 steps without flush-to-zero (denormals cost)")
     args = ap.parse_args()
-    global THREADS
     THREADS = args.threads
     if args.quick:
         args.rounds, args.steps, args.no_conv = 4, 20, True
