@@ -104,6 +104,25 @@ def test_conv_implicit_column_tiles(monkeypatch, dtype):
     close(dw, rdw, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_conv_im2col_weight_gradient_blocks(monkeypatch, dtype, stride):
+    """The im2col weight gradient with several samples per GEMM (blocks of 2 of 5 samples,
+    the last one shorter; groups) gives the reference's dW."""
+    rng = np.random.default_rng(4)
+    x, x64 = data((5, 4, 6, 5), dtype, rng)
+    wt, w64 = data((6, 2, 3, 3), dtype, rng)
+    out_hw = conv.conv2d_out_hw(6, 5, (3, 3), stride, (1, 1), (1, 1))
+    p = out_hw[0] * out_hw[1]
+    monkeypatch.setattr(conv, "DW_COLS_BYTES", 2 * 18 * p * x.itemsize)
+    assert conv._dw_samples(5, 18, p, x.itemsize) == 2
+    y = conv.conv2d_forward(x, wt, None, stride, (1, 1), (1, 1), 2, out_hw, algo="im2col")
+    dy, dy64 = data(y.shape, dtype, rng)
+    _, dw, _ = conv.conv2d_backward(dy, x, wt, stride, (1, 1), (1, 1), 2, need_dx=False,
+                                    has_bias=False, algo="im2col")
+    close(dw, R.conv2d_backward(dy64, x64, w64, stride, (1, 1), (1, 1), 2)[1], dtype)
+
+
 def test_conv_algo_choice_and_errors():
     assert conv._use_implicit(None, 1, 1, False, 576, 3136)        # VGG 3x3 layer
     assert not conv._use_implicit(None, 4, 4, False, 363, 3025)    # AlexNet conv1: stride 4

@@ -237,6 +237,51 @@ _conv_fwd_s = jit(_conv_fwd_py)
 # --------------------------------------------------------------------------------------------
 # backward
 # --------------------------------------------------------------------------------------------
+def _conv_dw_block_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dw_part, nchunks, nb):
+    """Weight gradient through im2col, ``nb`` samples side by side: per block and group,
+    ``dW_g += dy_block (kg x nb*P) @ cols^T (nb*P x C/g*kh*kw)``, one BLAS call accumulating
+    straight into the chunk's ``dw_part[chunk]`` (K, C/g*kh*kw). For small output planes,
+    where one sample's GEMM has a reduction of only P = Ho*Wo."""
+    n_b, c_in = x.shape[0], x.shape[1]
+    k_out = dy.shape[1]
+    ho = dy.shape[2]
+    wo = dy.shape[3]
+    p = ho * wo
+    cg = c_in // groups
+    kg = k_out // groups
+    ckk = cg * kh * kw
+    dy3 = dy.reshape(n_b, k_out, p)
+    zero = x.dtype.type(0)
+    for chunk in range(nchunks):
+        n0 = chunk * n_b // nchunks
+        n1 = (chunk + 1) * n_b // nchunks
+        cols = np.empty((ckk, nb * p), x.dtype)
+        dyb = np.empty((kg, nb * p), x.dtype)
+        colsf = cols.ravel()
+        dybf = dyb.ravel()
+        part = dw_part[chunk].ravel()
+        for i in range(part.shape[0]):
+            part[i] = zero
+        for s0 in range(n0, n1, nb):
+            m = min(nb, n1 - s0)
+            for g in range(groups):
+                cb = cols
+                if m < nb:  # the chunk's last, shorter block: its own contiguous buffer
+                    cb = np.empty((ckk, m * p), x.dtype)
+                _im2col_block(x, s0, m, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cb)
+                for si in range(m):
+                    for k in range(kg):
+                        src = dy3[s0 + si, g * kg + k]
+                        dst = dyb[k]
+                        for i in range(p):
+                            dst[si * p + i] = src[i]
+                _gemm(False, True, kg, ckk, m * p, 1.0, dybf, 0, nb * p,
+                      cb.ravel() if m < nb else colsf, 0, m * p, 1.0, part, g * kg * ckk, ckk)
+
+
+_conv_dw_block_s = jit(_conv_dw_block_py)
+
+
 def _conv_bwd_py(dy, x, w2, kh, kw, sh, sw, pt, pl, dh, dw, groups, direct, need_dx, dx,
                  dw_part, nchunks):
     n_b, c_in, h, w = x.shape
@@ -470,6 +515,18 @@ def _ig_tile(kg: int, cg: int) -> int:
     return max(IG_TILE_MIN, IG_TILE_BYTES // (4 * max(kg, cg)))
 
 
+DW_COLS_BYTES = 2 << 20   # im2col weight gradient: samples per GEMM up to this much of cols
+
+
+def _dw_samples(n: int, ckk: int, p: int, itemsize: int) -> int:
+    """Samples side by side in an im2col weight-gradient GEMM: 1 for planes of
+    ``_BLOCK_COLS`` or more, else as many as fit ``DW_COLS_BYTES`` of columns (at most the
+    batch), so small planes stop paying one short GEMM and one (K x C*kh*kw) add per sample."""
+    if p >= _BLOCK_COLS:
+        return 1
+    return max(1, min(n, DW_COLS_BYTES // max(1, ckk * p * itemsize)))
+
+
 def _is_direct(kh, kw, sh, sw, pt, pl, h, w, ho, wo):
     return kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 and ho == h \
         and wo == w
@@ -631,8 +688,12 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     else:
         dx = np.empty((1, c, h, wd), dtype=x.dtype)
     dw_part = np.empty((nchunks, k_out, cg * kh * kw), dtype=x.dtype)
-    _conv_bwd_s(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw, groups,
-         direct, fused_dx, dx, dw_part, nchunks)
+    nb = _dw_samples(n, cg * kh * kw, ho * wo, x.dtype.itemsize)
+    if not direct and not fused_dx and nb > 1:
+        _conv_dw_block_s(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dw_part, nchunks, nb)
+    else:
+        _conv_bwd_s(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw,
+                    groups, direct, fused_dx, dx, dw_part, nchunks)
     if via_fwd:
         dx = conv2d_forward(dy, _layout(shared, "flipped", lambda: _flipped(w, groups)),
                             None, (1, 1),
