@@ -127,6 +127,8 @@ def test_conv_algo_choice_and_errors():
     assert conv._use_implicit(None, 1, 1, False, 576, 3136)        # VGG 3x3 layer
     assert not conv._use_implicit(None, 4, 4, False, 363, 3025)    # AlexNet conv1: stride 4
     assert not conv._use_implicit(None, 1, 1, False, 4608, 49)     # 512ch 7x7: im2col
+    assert conv._use_implicit(None, 1, 1, False, 1152, 64)         # 128ch 8x8
+    assert not conv._use_implicit(None, 1, 1, False, 2304, 64)     # 256ch 8x8: im2col
     assert not conv._use_implicit("implicit", 2, 2, False, 9, 100)  # falls back
     assert not conv._use_implicit("implicit", 1, 1, True, 9, 100)   # 1x1 direct path
     x = np.zeros((1, 1, 4, 4))

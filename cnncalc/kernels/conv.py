@@ -535,9 +535,13 @@ def _is_direct(kh, kw, sh, sw, pt, pl, h, w, ho, wo):
 # "auto" takes the implicit GEMM for every stride-1 layer except tiny planes with many input
 # channels (one (ckk x several samples) im2col GEMM wins there). Measured serially, float32,
 # fwd+bwd, implicit / im2col time: VGG 64ch 56x56 0.55, 128ch 28x28 0.67, 256ch 14x14 0.86,
-# 3ch 112x112 0.82, LeNet conv1/conv2 at batch 64 0.29/0.27, but 512ch 7x7 1.38.
-_IG_MIN_P = 64      # output planes at least this large ...
+# 3ch 112x112 0.82, LeNet conv1/conv2 at batch 64 0.29/0.27, but 512ch 7x7 1.38. With the
+# column tiles (forward / backward GF/s, implicit vs im2col, batch 16, one session): 128ch 8x8
+# 73-77/57-65 vs 56-57/54-57, but 256ch 8x8 58-62/63-64 vs 66-70/68-72 and 256ch 4x4
+# 42-45/45 vs 65-71/58-61: the reduction may be at most 32 times the output plane.
+_IG_MIN_P = 64      # output planes at least this large (and at least 1/32 of ckk) ...
 _IG_MAX_CKK = 512   # ... or reductions (C/groups * kh * kw) at most this long
+_IG_CKK_PER_P = 32
 _ALGOS = (None, "auto", "im2col", "implicit")
 
 
@@ -550,7 +554,7 @@ def _use_implicit(algo, sh, sw, direct, ckk, p) -> bool:
         return False
     if algo == "implicit":
         return True
-    return p >= _IG_MIN_P or ckk <= _IG_MAX_CKK
+    return ckk <= _IG_MAX_CKK or (p >= _IG_MIN_P and ckk <= _IG_CKK_PER_P * p)
 
 
 def _taps_major(w, groups):
