@@ -26,6 +26,7 @@ Everything is per example; ``batch`` scales the activation memory.
 from __future__ import annotations
 
 from cnncalc.layers.base import prod
+from cnncalc.limits import format_bytes
 
 ABSURD_BYTES = 1 << 40  # 1 TiB
 
@@ -139,11 +140,3 @@ def optimizer_state(name: str) -> tuple[str, int]:
         raise SpecError(f"unknown optimizer '{name}'",
                         hint=f"choose one of: {', '.join(OPTIMIZERS.names())}")
     return canonical, OPTIMIZERS.lookup(canonical).extra["state"]
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"

@@ -172,7 +172,7 @@ def _run(spec, overrides, out, resume, callbacks, source) -> RunResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         hooks.append(T.CSVLogger(out / "metrics.csv",
-                                 history=(ckpt.metrics or []) if ckpt else ()))
+                                 history=ckpt.epoch_history() if ckpt else ()))
     interrupt_path = None if out is not None else interrupt_checkpoint_name(graph.name)
     built = T.build(graph, settings, resume=ckpt, out_dir=out, interrupt_path=interrupt_path,
                     callbacks=[*hooks, *callbacks])

@@ -605,12 +605,16 @@ class Trainer:
             raise DataError(f"checkpoint {ckpt.path}: unreadable RNG state ({e})",
                             hint="the file is damaged; use another checkpoint") from None
         part = extra.get("partial") or {}
-        self._partial = {"loss_sum": float(part.get("loss_sum", 0.0)),
-                         "correct": int(part.get("correct", 0)),
-                         "seen": int(part.get("seen", 0)),
-                         "seconds": float(part.get("seconds", 0.0)),
-                         "lr": float(part.get("lr", 0.0))}
-        self.history = History(epochs=[dict(e) for e in (ckpt.metrics or [])])
+        try:
+            self._partial = {"loss_sum": float(part.get("loss_sum", 0.0)),
+                             "correct": int(part.get("correct", 0)),
+                             "seen": int(part.get("seen", 0)),
+                             "seconds": float(part.get("seconds", 0.0)),
+                             "lr": float(part.get("lr", 0.0))}
+        except (TypeError, ValueError, OverflowError) as e:
+            raise DataError(f"checkpoint {ckpt.path}: unreadable training progress ({e})",
+                            hint="the file is damaged; use another checkpoint") from None
+        self.history = History(epochs=ckpt.epoch_history())
         self.best_test_acc = extra.get("best_test_acc")
         self.resumed_from = ckpt.path
         self.last_checkpoint = ckpt.path
