@@ -94,11 +94,12 @@ def memory_budget() -> int:
 
 def format_bytes(n: float) -> str:
     """``n`` bytes in the largest binary unit below 1024 of it: ``"134.11 GiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(n) < 1024 or unit == "EiB":
+            break
         n /= 1024
-    return f"{n:.2f} TiB"
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}" if abs(n) < 1e6 else \
+        f"{n:.3g} {unit}"
 
 
 def check_memory(estimate: float, what: str, *, breakdown: str = "", hint: str = "",
@@ -116,3 +117,32 @@ def check_memory(estimate: float, what: str, *, breakdown: str = "", hint: str =
                      where=where,
                      hint=(f"{hint}; " if hint else "")
                      + f"or raise the limit with {MEMORY_ENV}=SIZE (e.g. 64G)")
+
+
+def network_bytes(graph, *, batch: int, dtype_bytes: int = 4,
+                  optimizer: str | None = None) -> tuple[int, str]:
+    """``(bytes, breakdown)`` a network of ``graph`` needs for a batch of ``batch``: the
+    analyzer's memory figures (parameters and buffers; with ``optimizer``, gradients, optimizer
+    state and the activations' gradients too; the batch's forward activations)."""
+    totals = graph.analyze(batch=batch, optimizer=optimizer, dtype_bytes=dtype_bytes)["totals"]
+    if optimizer is None:
+        parts = {"parameters": totals["param_bytes"], "gradients": totals["param_bytes"],
+                 f"activations of {batch:,}": totals["batch_bytes"]}
+    else:
+        t = totals["training"]
+        parts = {"parameters": t["param_bytes"], "gradients": t["gradient_bytes"],
+                 f"{t['optimizer']} state": t["optimizer_state_bytes"],
+                 f"activations of {batch:,} and their gradients":
+                     t["activation_bytes"] + t["activation_gradient_bytes"]}
+    shown = ", ".join(f"{name} {format_bytes(v)}" for name, v in parts.items() if v)
+    return sum(parts.values()), shown
+
+
+def check_network_memory(graph, what: str, *, batch: int, dtype_bytes: int = 4,
+                         optimizer: str | None = None, hint: str = "") -> None:
+    """:func:`check_memory` for running ``graph`` on batches of ``batch`` (see
+    :func:`network_bytes`)."""
+    estimate, breakdown = network_bytes(graph, batch=batch, dtype_bytes=dtype_bytes,
+                                        optimizer=optimizer)
+    check_memory(estimate, what, breakdown=breakdown,
+                 hint=hint or "lower the batch, the input size or the number of filters")

@@ -62,6 +62,7 @@ import numpy as np
 from cnncalc.engine.plan import build_plan, find_chain
 from cnncalc.errors import TrainError
 from cnncalc.graph import INPUT_NAME, Graph
+from cnncalc.limits import check_network_memory
 from cnncalc.spec import load
 
 __all__ = ["Network"]
@@ -127,6 +128,10 @@ class Network:
         self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
 
         # ---- parameters: one flat buffer, views per tensor ------------------------------------
+        # refused before allocating when the parameters, gradients and one example's
+        # activations alone exceed the memory budget (a spec with ``filters: 1e9``)
+        check_network_memory(graph, f"network '{graph.name}'", batch=1,
+                             dtype_bytes=self.dtype.itemsize)
         shapes = graph.param_shapes()
         self.param_shapes = dict(shapes)
         total = sum(math.prod(s) for s in shapes.values())

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from cnncalc.errors import DataError, TrainError
+from cnncalc.limits import check_network_memory
 from cnncalc.train.settings import TrainSettings, resolve
 
 __all__ = [
@@ -659,6 +660,11 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
     if dataset is None:
         dataset = load_data(settings, graph)
     check_compatible(graph, dataset)
+    check_network_memory(graph, f"training '{graph.name}'",
+                         batch=min(settings.batch_size, len(dataset.x_train)),
+                         dtype_bytes=np.dtype(settings.dtype).itemsize,
+                         optimizer=settings.optimizer,
+                         hint="lower --batch-size, the input size or the number of filters")
     if resume is not None and resume.preprocess_state:
         prep = preprocess.from_state(resume.preprocess_state)
     else:
