@@ -163,7 +163,7 @@ def _walk_collection(node, path: Path, smap: SourceMap, budget: _Budget):
     return [_walk(item, path + (i,), smap, budget) for i, item in enumerate(node.value)]
 
 
-def _check_nesting(text: str, file: str | None, loader=FAST_LOADER) -> None:
+def _check_nesting(text: str, file: str | None, loader) -> None:
     """Refuse nesting deeper than :data:`MAX_NESTING` and more than :data:`MAX_WRITTEN_VALUES`
     values from the parser's events (which PyYAML produces without recursion) before the
     recursive composer sees them."""
@@ -190,7 +190,7 @@ def _compose(text: str, file: str | None) -> yaml.Node | None:
     """The YAML node tree of ``text`` (nesting checked first), by :data:`FAST_LOADER`; a
     syntax error in a small spec is raised by PyYAML's own parser, for its clearer message."""
     try:
-        _check_nesting(text, file)
+        _check_nesting(text, file, FAST_LOADER)
         return yaml.compose(text, Loader=FAST_LOADER)
     except yaml.YAMLError:
         if FAST_LOADER is yaml.SafeLoader or len(text) >= REPARSE_ERRORS_BELOW:
