@@ -543,3 +543,26 @@ def test_syntax_errors_read_as_with_pyyamls_own_parser(monkeypatch, text):
 
     assert message(yaml.CSafeLoader) == message(yaml.SafeLoader)
 
+
+
+def test_readme_states_the_declared_limits():
+    import importlib
+    from pathlib import Path
+
+    from cnncalc import limits
+    from cnncalc.spec import loader, schema
+    from cnncalc.train import checkpoint, data, settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Limits"):readme.index("## Shipped specs")]
+    for _, (module, name) in BOUND_CASES.values():
+        bound = getattr(importlib.import_module(f"cnncalc.{module}"), name)
+        assert bound.name.split("/")[0] in section and f"{bound.lo:,}..{bound.hi:,}" in section, \
+            bound
+    assert f"1..{settings.MAX_EPOCHS:,}" in section
+    assert f"up to {data.IDX_MAX_BYTES:,} bytes" in section
+    assert f"nesting up to {checkpoint.MAX_META_DEPTH} levels" in section
+    assert f"{limits.DEFAULT_MEMORY_FRACTION:.0%} of the machine's physical memory" in section
+    assert limits.MEMORY_ENV in section
+    assert f"more\nthan {loader.MAX_WRITTEN_VALUES:,} written values" in readme
+    assert f"names longer than {schema.MAX_NAME_LENGTH} characters" in readme
