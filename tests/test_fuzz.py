@@ -151,14 +151,8 @@ def test_check_never_crashes(text):
 # ------------------------------------------------------------------------------------------------
 # training settings (the spec's train: and the command line) and checkpoints
 
-TRAIN_SPEC = """name: fuzz
-input: 8x8x1
-layers:
-  - conv: {filters: 2, size: 3}
-  - relu
-  - flatten
-  - fc: {units: 3}
-"""
+from test_hostile_input import SPEC as TRAIN_SPEC  # noqa: E402 - a tiny trainable network
+
 #: keep every fuzzed run short: these always come last on the command line, and win
 RUN_LENGTH = ["--epochs", "1", "--batch-size", "8", "--eval-batch-size", "8"]
 setting_values = st.one_of(values, st.sampled_from(

@@ -4,7 +4,6 @@ point in-process and must end with exit code 2, a short message that says what i
 where, and no traceback."""
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import shutil

@@ -74,7 +74,8 @@ def solve(input: int, output: int, *, kind: str = "conv", kernel: int | None = N
             break
     if candidates > MAX_CANDIDATES:
         raise SpecError("the search bounds are too wide for this homework tool",
-                        hint="fix F, S or P, or lower --max-kernel / --max-stride / --max-pad / --max-dilation")
+                        hint="fix F, S or P, or lower --max-kernel / --max-stride / --max-pad "
+                             "/ --max-dilation")
 
     cls = LAYERS.get(canon)
     ctx_conv = conv
