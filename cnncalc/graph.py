@@ -40,6 +40,7 @@ class LayerEntry:
     block: str | None = None        # the block it was expanded from
     init: object = None             # per-layer init override for the trainer
     trainable: bool = True          # False: parameters frozen (counted, not trained)
+    shares: str | None = None       # an earlier layer whose parameters this one uses
 
 
 @dataclass
@@ -59,20 +60,35 @@ class Node:
     init: object = None             # per-layer init override for the trainer
     warnings: list[str] = field(default_factory=list)
     trainable: bool = True          # False: parameters frozen (counted, not trained)
+    shares: str | None = None       # the layer owning the parameters this one computes with
 
     @property
     def in_shape(self) -> Shape:
         return self.in_shapes[0]
 
     @property
+    def param_owner(self) -> str:
+        """The name under which this layer's parameters are stored: its own, or the name of
+        the layer it shares them with."""
+        return self.shares or self.name
+
+    @property
     def label(self) -> str:
         return layer_label(self.index, self.name, self.kind)
 
     def param_shapes(self) -> dict[str, tuple]:
+        """The tensors this layer computes with (its own or the shared ones)."""
         return self.layer.param_shapes(self.in_shape)
 
     def buffer_shapes(self) -> dict[str, tuple]:
         return self.layer.buffer_shapes(self.in_shape)
+
+    def own_param_shapes(self) -> dict[str, tuple]:
+        """The tensors this layer holds: none when it shares another layer's."""
+        return {} if self.shares else self.param_shapes()
+
+    def own_buffer_shapes(self) -> dict[str, tuple]:
+        return {} if self.shares else self.buffer_shapes()
 
     def pads(self, convention: Convention | None = None):
         """((top, bottom), (left, right)) for sliding-window layers."""
@@ -140,11 +156,13 @@ class Graph:
         return input_field() if name == INPUT_NAME else self.node(name).rf
 
     def param_shapes(self) -> dict[str, tuple]:
-        """All trainable tensors keyed ``<layer>.weight`` / ``<layer>.bias`` (PyTorch's names)."""
-        return {f"{n.name}.{k}": s for n in self.nodes for k, s in n.param_shapes().items()}
+        """All learnable tensors keyed ``<layer>.weight`` / ``<layer>.bias`` (PyTorch's names),
+        once each: a layer that shares another's (``share:``) adds none."""
+        return {f"{n.name}.{k}": s for n in self.nodes for k, s in n.own_param_shapes().items()}
 
     def buffer_shapes(self) -> dict[str, tuple]:
-        return {f"{n.name}.{k}": s for n in self.nodes for k, s in n.buffer_shapes().items()}
+        return {f"{n.name}.{k}": s for n in self.nodes
+                for k, s in n.own_buffer_shapes().items()}
 
     def analyze(self, batch: int = 1, optimizer: str | None = None, dtype_bytes: int = 4):
         """Per-layer and total counts as plain data (the JSON contract)."""
@@ -210,14 +228,52 @@ class Graph:
         else:
             field_in = in_fields[0]
         rf = compose(field_in, layer.rf_step(in_shapes[0], self.convention))
+        owner = self._share_owner(entry, in_shapes[0], where) if entry.shares else None
         node = Node(index=index, name=entry.name, kind=layer.kind, layer=layer, inputs=inputs,
                     in_shapes=in_shapes, out_shape=out, rf=rf, path=entry.path,
                     block=entry.block, init=entry.init, warnings=[*ctx.warnings, *rf_warnings],
-                    trainable=entry.trainable)
+                    trainable=owner.trainable if owner else entry.trainable,
+                    shares=owner.name if owner else None)
         self.nodes.append(node)
         self._by_name[node.name] = node
         self.warnings.extend(f"{node.label}: {w}" for w in node.warnings)
         return node
+
+    def _share_owner(self, entry: LayerEntry, in_shape: Shape, where: str) -> Node:
+        """The node whose parameters ``entry`` uses (``share:``): an earlier layer of the same
+        kind with tensors of the same shapes (a layer sharing a sharing layer shares its
+        owner). Its init and trainable flag are the owner's."""
+        layer, path = entry.layer, entry.path
+        if entry.shares not in self:
+            raise self._error(SpecError, f"share: '{entry.shares}' is not an earlier layer",
+                              path, where, hint="name a layer above this one")
+        owner = self.node(entry.shares)
+        if owner.shares:
+            owner = self.node(owner.shares)
+        mine = layer.param_shapes(in_shape)
+        if not mine:
+            raise self._error(SpecError, f"{layer.kind} has no parameters to share", path,
+                              where, hint="remove 'share'")
+        if owner.kind != layer.kind:
+            raise self._error(SpecError, f"share: '{owner.name}' is a {owner.kind} layer; a "
+                              f"{layer.kind} layer can only share a {layer.kind} layer's "
+                              "parameters", path, where, hint="name a layer of the same type")
+        theirs = owner.param_shapes()
+        if mine != theirs or layer.buffer_shapes(in_shape) != owner.buffer_shapes():
+            show = ", ".join(f"{k} {tuple(v)}" for k, v in mine.items())
+            raise self._error(ShapeError, f"share: this layer's tensors would be {show}; "
+                              f"'{owner.name}' holds "
+                              + ", ".join(f"{k} {tuple(v)}" for k, v in theirs.items()),
+                              path, where, hint="a shared layer needs the same input depth "
+                                                "and options that give the same tensors")
+        if entry.init is not None:
+            raise self._error(SpecError, f"'init' on a layer that shares '{owner.name}'", path,
+                              where, hint=f"its parameters are {owner.name}'s: set init there")
+        if not entry.trainable and owner.trainable:
+            raise self._error(SpecError, f"'trainable: false' on a layer that shares "
+                              f"'{owner.name}'", path, where,
+                              hint=f"its parameters are {owner.name}'s: freeze them there")
+        return owner
 
     def _error(self, cls, message, path, where, hint=None):
         return cls(message, where=where, hint=hint, location=self.locate(path), path=path)

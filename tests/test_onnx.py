@@ -283,3 +283,91 @@ def test_readme_lists_every_importable_onnx_op():
     ops = {op for kind in LAYERS.names() for op in LAYERS.get(kind).onnx_op_types()}
     missing = sorted(op for op in ops if op not in section)
     assert not missing, f"README's 'ONNX and PyTorch' does not list {missing}"
+
+
+PCA_SPEC = """name: pca_tiny
+input: 8x8x1
+layers:
+  - conv: {filters: 4, size: 3, pad: 1}
+  - relu
+  - maxpool: {size: 2}
+  - fc: {units: 5}
+"""
+
+
+def pca_checkpoint(tmp_path, preprocess: str, n_fit: int):
+    """A checkpoint of PCA_SPEC with random weights and ``preprocess`` fitted on ``n_fit``
+    uniform 8x8 images (64 pixels: fewer images give zero eigenvalues), exported by the CLI."""
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+    from cnncalc.train import preprocess as prep
+    from cnncalc.train.checkpoint import save_checkpoint
+
+    rng = np.random.default_rng(11)
+    fitted = prep.fit(preprocess, rng.uniform(size=(n_fit, 1, 8, 8)))
+    net = random_network(load(PCA_SPEC), seed=4)
+    ckpt = save_checkpoint(tmp_path / "pca.npz", params=net.params, buffers=net.buffers,
+                           optimizer_state=None, schedule_state=None,
+                           preprocess_state=fitted.state_dict(), spec_text=PCA_SPEC, seed=0,
+                           epoch=1, step=1)
+    result = CliRunner().invoke(app, ["export", str(ckpt), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    return ckpt, model, fitted
+
+
+def float32_bound(fitted, x: np.ndarray) -> np.ndarray:
+    """A worst-case bound on the float32 rounding error of ``fitted.transform(x)`` per value:
+    (x - mean) @ U sums D products, each of float32-rounded values, so it is off by at most
+    (D + 3)·u·((|x| + |mean|) @ |U|) with u = 2^-24; whitening then divides by sqrt(eigval +
+    eps) (and rounds once more). Small eigenvalues make it large: that is the conditioning."""
+    n, d = x.shape[0], fitted.mean.size
+    u = 2.0 ** -24
+    terms = (np.abs(x.reshape(n, -1)).astype(np.float64) + np.abs(fitted.mean)) \
+        @ np.abs(fitted.components)
+    divisor = fitted._divisor() if fitted._divisor() is not None else 1.0
+    exact = fitted.transform(x.astype(np.float64)).reshape(n, -1)
+    return ((d + 3) * u * terms / divisor + 2 * u * np.abs(exact)).reshape(x.shape)
+
+
+def preprocessing_output(model, x: np.ndarray) -> np.ndarray:
+    """What the exported model's preprocessing (the first Reshape) computes on ``x``."""
+    probe = type(model)()
+    probe.CopyFrom(model)
+    first = next(n for n in probe.graph.node if n.op_type == "Reshape")
+    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(first.output[0]))
+    session = ort.InferenceSession(probe.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run([first.output[0]], {"input": x})[0]
+
+
+@pytest.mark.parametrize("preprocess", ["pca", "whiten"])
+def test_exported_pca_and_whitening_give_the_logits_of_predict(tmp_path, preprocess):
+    """Fitted on 512 images of 64 pixels the smallest eigenvalue is about 0.03, so whitening
+    scales rounding errors by at most ~6: onnxruntime on raw images equals `cnncalc predict`'s
+    logits within 1e-5."""
+    from cnncalc.train.evaluate import load_model
+
+    ckpt, model, fitted = pca_checkpoint(tmp_path, preprocess, n_fit=512)
+    assert fitted.eigval.min() > 0.01
+    loaded = load_model(ckpt)
+    x = np.random.default_rng(0).uniform(size=(6, 1, 8, 8)).astype(np.float32)
+    expected = loaded.net.predict(loaded.prepare(x))
+    np.testing.assert_allclose(run_ort(model, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preprocess", ["pca", "whiten"])
+def test_exported_whitening_is_within_float32_rounding_of_the_exact_transform(tmp_path,
+                                                                              preprocess):
+    """Fitted on 40 images of 64 pixels, 24 eigenvalues are 0 and whitening multiplies their
+    components by 1/sqrt(1e-5) ~ 316: no fixed tolerance fits, so the exported preprocessing
+    and cnncalc's own float32 transform are each held to the worst-case float32 error bound
+    around the float64 transform."""
+    ckpt, model, fitted = pca_checkpoint(tmp_path, preprocess, n_fit=40)
+    x = np.random.default_rng(1).uniform(size=(6, 1, 8, 8)).astype(np.float32)
+    exact = fitted.transform(x.astype(np.float64))
+    bound = float32_bound(fitted, x)
+    assert np.all(np.abs(preprocessing_output(model, x) - exact) <= bound)
+    assert np.all(np.abs(fitted.transform(x) - exact) <= bound)

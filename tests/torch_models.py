@@ -164,14 +164,35 @@ class TinyAlexNet(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class Twice(nn.Module):
+    """A conv and a linear layer each called twice: one set of weights per module, which
+    ``parameters()`` (and so PyTorch's count) holds once."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(128, 32)
+        self.hidden = nn.Linear(32, 32)
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv(F.relu(self.stem(x))))
+        x = self.pool(F.relu(self.conv(x)))
+        x = F.relu(self.hidden(F.relu(self.fc(torch.flatten(x, 1)))))
+        return self.out(F.relu(self.hidden(x)))
+
+
 #: the factories, as ``--torch torch_models:<name>`` names them (call ``.eval()`` to run them)
-lenet, resnet, resnet18, squeezenet, mobilenet_v2, alexnet = (
-    LeNet, TinyResNet, ResNet18, TinySqueezeNet, TinyMobileNetV2, TinyAlexNet)
+lenet, resnet, resnet18, squeezenet, mobilenet_v2, alexnet, twice = (
+    LeNet, TinyResNet, ResNet18, TinySqueezeNet, TinyMobileNetV2, TinyAlexNet, Twice)
 
 
 #: input (C, H, W) of each factory
 INPUTS = {"lenet": (1, 28, 28), "resnet": (3, 32, 32), "squeezenet": (3, 33, 33),
-          "mobilenet_v2": (3, 32, 32), "alexnet": (3, 32, 32), "resnet18": (3, 224, 224)}
+          "mobilenet_v2": (3, 32, 32), "alexnet": (3, 32, 32), "resnet18": (3, 224, 224),
+          "twice": (3, 8, 8)}
 
 #: torchvision's published numbers: parameters and MACs ("1.81 GFLOPS", counted as MACs)
 PUBLISHED = {"resnet18": (11_689_512, 1_814_073_344)}
@@ -202,4 +223,7 @@ MACS = {
     + 14 * 14 * 256 * (128 * 9 + 3 * 256 * 9 + 128)
     + 7 * 7 * 512 * (256 * 9 + 3 * 512 * 9 + 256)
     + 512 * 1000,
+    # stem 8·8·8 · 27, the shared conv twice 8·8·8 · 72; fc 128·32, the shared hidden twice
+    # 32·32, out 32·10: shared weights compute at every use
+    "twice": 8 * 8 * 8 * 27 + 2 * 8 * 8 * 8 * 72 + 128 * 32 + 2 * 32 * 32 + 32 * 10,
 }

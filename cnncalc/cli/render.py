@@ -73,6 +73,8 @@ def row_cells(r: dict) -> list[str]:
         params += f" (+{num(r['buffers'])})"
     if not r["trainable"] and r["params"]:
         params += " frozen"
+    if r.get("shares"):
+        params = f"shares {r['shares']}"
     return [str(r["index"]), visible(r["name"]), visible(r["type"]), visible(r["hyper"]),
             vol(r["input"]), vol(r["output"]), params, num(r["macs"]), num(r["activations"]), rf]
 

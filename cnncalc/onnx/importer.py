@@ -3,7 +3,8 @@
 Each ONNX node that computes on the data is handed to the layer kinds that declare its op type
 (``Layer.onnx_op_types``); the first whose ``from_onnx`` accepts it becomes the layer. What
 is not data is folded away: initializers, ``Constant`` nodes, ``Identity`` on initializers
-(PyTorch's exporter shares equal-valued parameters that way; each stays its layer's), and
+(followed back to the initializer; see :meth:`OnnxImporter._share` for when two layers reading
+one initializer share it), and
 the shape arithmetic of ``x.view(N, -1)`` (Shape → Gather → Unsqueeze → Concat → Reshape),
 whose result ``onnx.shape_inference`` (with data propagation) gives. Reshapes that do not
 change cnncalc's view of a tensor ((N, C) is 1 x 1 x C) are aliases, and so is a flatten that
@@ -189,7 +190,8 @@ class OnnxImporter:
         for node in self.graph.node:
             for x in node.input:
                 self.consumers.setdefault(x, []).append(node)
-        self.shared_users: dict[str, set] = {}   # initializer -> layers reading it directly
+        self.root: dict[str, str] = {}           # Identity of an initializer -> the initializer
+        self.reads: dict[str, list] = {}         # record name -> [(initializer, direct)]
         self.notes: list[str] = []
 
     # ---- shapes ------------------------------------------------------------------------
@@ -231,7 +233,7 @@ class OnnxImporter:
                 self._unsupported(NodeView(node, self), f"operator domain '{node.domain}'")
             self._visit(node, handlers)
         self._check_output()
-        self._note_sharing()
+        self._share()
         self._note_folded_bn()
         return self._result()
 
@@ -266,6 +268,8 @@ class OnnxImporter:
         rest is shape arithmetic, whose result shape inference already gave."""
         if node.op_type == "Identity" and node.input[0] in self.consts:
             self.consts[node.output[0]] = self.consts[node.input[0]]
+            if node.input[0] in self.initializer_names or node.input[0] in self.root:
+                self.root[node.output[0]] = self.root.get(node.input[0], node.input[0])
 
     def _is_alias(self, view: NodeView) -> bool:
         if view.op not in _RESHAPES:
@@ -298,6 +302,7 @@ class OnnxImporter:
             return False
         rec.options["bias"] = True
         rec.weights["bias"] = bias.reshape(-1)
+        self._note_reads(rec.name, consts)
         self.producer[view.outputs[0]] = rec.name
         self.data.add(view.outputs[0])
         return True
@@ -307,15 +312,19 @@ class OnnxImporter:
         inputs = [self.producer[x] for x in view.data_inputs]
         weights = {k: self.np.asarray(v, dtype=self.np.float32)
                    for k, v in (found.get("weights") or {}).items() if v is not None}
-        for x in view.node.input:
-            if x in self.initializer_names:
-                self.shared_users.setdefault(x, set()).add(name)
+        self._note_reads(name, view.node.input)
         rec = LayerRecord(name, cls.kind, dict(found["options"]), inputs, weights)
         self.records.append(rec)
         self.by_name[name] = rec
         for out in view.outputs[:1]:
             self.producer[out] = name
             self.data.add(out)
+
+    def _note_reads(self, name: str, inputs) -> None:
+        """Remember which initializers the record ``name`` reads, and whether directly."""
+        for x in inputs:
+            if x in self.initializer_names or x in self.root:
+                self.reads.setdefault(name, []).append((self.root.get(x, x), x not in self.root))
 
     def _layer_name(self, view: NodeView, cls) -> str:
         """The node's name made a valid, unique layer name (see :func:`node_scope`)."""
@@ -349,17 +358,43 @@ class OnnxImporter:
             self.notes.append(f"the model has {len(outputs)} outputs; only '{outputs[0]}' "
                               "is imported")
 
-    def _note_sharing(self) -> None:
-        """Tied weights: one initializer read by several layers. (PyTorch's exporter also
-        de-duplicates separate parameters that happen to hold equal values, e.g. fresh BN
-        scales, through Identity nodes: those stay one parameter per layer, as in the model.)"""
-        for init, users in sorted(self.shared_users.items()):
-            if len(users) > 1:
+    def _share(self) -> None:
+        """A layer reading the same initializers as an earlier layer of its kind shares that
+        layer's parameters (``share:``; they count once): PyTorch exports a module called twice
+        that way. Reached through ``Identity`` nodes the initializers are shared only when a
+        weight has two or more dimensions: PyTorch's exporter also de-duplicates *separate*
+        parameters that merely hold equal values through Identity (fresh batch norm scales,
+        zero biases), and those stay one parameter per layer, as the model counts them.
+        Layers that share some tensors but not all (tied weights, separate biases) keep their
+        own copies, and a note says how many values that counts twice."""
+        owners: dict[tuple, LayerRecord] = {}
+        for rec in self.records:
+            reads = self.reads.get(rec.name)
+            if not reads:
+                continue
+            key = (rec.kind, tuple(root for root, _ in reads))
+            owner = owners.setdefault(key, rec)
+            if owner is rec:
+                continue
+            direct = all(d for _, d in reads)
+            matrix = any(getattr(v, "ndim", 0) >= 2 for v in rec.weights.values())
+            same = rec.weights.keys() == owner.weights.keys() and all(
+                self.np.array_equal(v, owner.weights[k]) for k, v in rec.weights.items())
+            if same and (direct or matrix):
+                rec.shares, rec.weights = owner.name, {}
+        users: dict[str, set] = {}       # initializer -> the layers holding it, read as is
+        for rec in self.records:
+            if rec.shares is None:
+                for root, direct in self.reads.get(rec.name, ()):
+                    if direct:
+                        users.setdefault(root, set()).add(rec.name)
+        for init, names in sorted(users.items()):
+            if len(names) > 1:
                 size = int(self.consts[init].size)
                 self.notes.append(
-                    f"layers {', '.join(sorted(users))} share the weights '{init}' "
-                    f"({size:,} values); cnncalc counts them in each layer, "
-                    f"{size * (len(users) - 1):,} more than the model holds")
+                    f"layers {', '.join(sorted(names))} share the tensor '{init}' "
+                    f"({size:,} values) but not all their parameters; cnncalc counts it in "
+                    f"each layer, {size * (len(names) - 1):,} more than the model holds")
 
     def _note_folded_bn(self) -> None:
         """PyTorch's exporter folds eval-mode BN into the preceding conv and names the fused

@@ -1,0 +1,151 @@
+"""`share: <layer>`: a layer computing with an earlier layer's parameters (a module called
+twice, tied weights). Its parameters count once, its MACs at every use; the engine runs it on
+the owner's arrays and sums the gradients of the uses."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnncalc
+from cnncalc.errors import ShapeError, SpecError
+
+SHARED = """
+name: shared
+input: 8x8x2
+layers:
+  - conv: {name: c1, filters: 2, size: 3, pad: 1}
+  - batchnorm: {name: bn}
+  - relu
+  - conv: {name: c2, filters: 2, size: 3, pad: 1, share: c1}
+  - batchnorm: {share: bn}
+  - flatten
+  - fc: {name: f0, units: 5}
+  - relu
+  - fc: {name: f1, units: 5}
+  - relu
+  - {type: fc, units: 5, share: f1}
+"""
+
+
+def test_a_sharing_layer_holds_no_parameters_but_computes_at_every_use():
+    report = cnncalc.load(SHARED).analyze(optimizer="sgd")
+    rows = {r["name"]: r for r in report["layers"]}
+    assert (rows["c2"]["params"], rows["c2"]["shares"], rows["c2"]["macs"]) \
+        == (0, "c1", rows["c1"]["macs"])
+    assert (rows["bn1"]["params"], rows["bn1"]["buffers"], rows["bn1"]["shares"]) \
+        == (0, 0, "bn")
+    assert (rows["fc1"]["params"], rows["fc1"]["shares"], rows["fc1"]["macs"]) \
+        == (0, "f1", 25)
+    assert rows["c1"]["shares"] is None
+    t = report["totals"]
+    assert t["params"] == (2 * 18 + 2) + 4 + (128 * 5 + 5) + (5 * 5 + 5)
+    assert t["buffers"] == 4
+    assert t["macs"] == 2 * 64 * 2 * 18 + 128 * 5 + 2 * 25
+    assert t["training"]["gradient_bytes"] == 4 * t["params"]
+    assert set(cnncalc.load(SHARED).param_shapes()) == {
+        "c1.weight", "c1.bias", "bn.weight", "bn.bias", "f0.weight", "f0.bias", "f1.weight",
+        "f1.bias"}
+
+
+def test_text_table_says_which_layer_holds_the_weights():
+    from cnncalc.cli.render import row_cells
+
+    row = next(r for r in cnncalc.load(SHARED).analyze()["layers"] if r["name"] == "c2")
+    assert "shares c1" in row_cells(row)
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("conv: {filters: 2, size: 3, share: nothere}", "'share: nothere' names no earlier"),
+    ("conv: {filters: 2, size: 3, share: input}", "'share' must name an earlier layer"),
+    ("conv: {filters: 2, size: 3, share: [c1]}", "'share' must name an earlier layer"),
+    ("relu: {share: r}", "relu has no parameters to share"),
+    ("fc: {units: 2, share: c1}", "'c1' is a conv layer"),
+    ("conv: {filters: 4, size: 3, share: c1}", "weight (4, 3, 3, 3)"),
+    ("conv: {filters: 3, size: 3, share: c1, init: xavier}", "'init' on a layer that shares"),
+    ("conv: {filters: 3, size: 3, share: c1, trainable: false}", "'trainable: false'"),
+])
+def test_share_errors_name_the_problem(layer, message):
+    spec = f"""
+input: 8x8x3
+layers:
+  - conv: {{name: c1, filters: 3, size: 3, pad: 1}}
+  - relu: {{name: r}}
+  - {layer}
+"""
+    with pytest.raises((SpecError, ShapeError)) as err:
+        cnncalc.load(spec)
+    assert message in str(err.value)
+    assert err.value.location is not None
+
+
+def test_a_frozen_owner_freezes_its_sharer():
+    rows = cnncalc.load("""
+input: 8x8x3
+layers:
+  - conv: {name: c1, filters: 3, size: 3, pad: 1, trainable: false}
+  - conv: {filters: 3, size: 3, pad: 1, share: c1}
+""").analyze()["layers"]
+    assert [r["trainable"] for r in rows] == [False, False]
+
+
+def test_share_inside_a_block_finds_the_instance_layer_first():
+    g = cnncalc.load("""
+input: 8x8x4
+blocks:
+  twice:
+    - conv: {name: a, filters: 4, size: 3, pad: 1}
+    - conv: {name: b, filters: 4, size: 3, pad: 1, share: a}
+layers:
+  - {block: twice, name: s, repeat: 2}
+""")
+    assert [(n.name, n.shares) for n in g.nodes] == [
+        ("s.0.a", None), ("s.0.b", "s.0.a"), ("s.1.a", None), ("s.1.b", "s.1.a")]
+
+
+def test_the_engine_sums_the_gradients_of_every_use_as_torch_does():
+    torch = pytest.importorskip("torch")
+    from cnncalc.engine.network import Network
+
+    graph = cnncalc.load(SHARED)
+    net = Network(graph, seed=1, dtype="float64", parallel=False)
+    rng = np.random.default_rng(0)
+    for key in net.buffers:
+        net.buffers[key][...] = rng.uniform(0.5, 1.5, net.buffers[key].shape)
+    x = rng.normal(size=(4, 2, 8, 8))
+    labels = np.array([0, 1, 4, 2])
+    loss = net.loss_and_grads(x, labels)
+
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in net.params.items()}
+    F = torch.nn.functional
+
+    def bn(v):
+        return F.batch_norm(v, None, None, t["bn.weight"], t["bn.bias"], training=True)
+
+    def conv(v):
+        return F.conv2d(v, t["c1.weight"], t["c1.bias"], padding=1)
+
+    h = bn(conv(F.relu(bn(conv(torch.tensor(x)))))).flatten(1)
+    h = F.relu(F.linear(h, t["f0.weight"], t["f0.bias"]))
+    h = F.linear(F.relu(F.linear(h, t["f1.weight"], t["f1.bias"])), t["f1.weight"],
+                 t["f1.bias"])
+    expected = F.cross_entropy(h, torch.tensor(labels))
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-10)
+    for key, value in t.items():
+        np.testing.assert_allclose(net.grads[key], value.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_train_runs_a_sharing_spec_and_its_checkpoint_keeps_one_copy(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+    from cnncalc.train.evaluate import load_model
+
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(SHARED)
+    result = CliRunner().invoke(app, ["train", str(spec), "--data", "synthetic:64",
+                                      "--epochs", "1", "--deterministic",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "run" / "last.npz")
+    assert set(model.net.params) == set(cnncalc.load(SHARED).param_shapes())
