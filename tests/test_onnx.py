@@ -371,3 +371,105 @@ def test_exported_whitening_is_within_float32_rounding_of_the_exact_transform(tm
     bound = float32_bound(fitted, x)
     assert np.all(np.abs(preprocessing_output(model, x) - exact) <= bound)
     assert np.all(np.abs(fitted.transform(x) - exact) <= bound)
+
+
+def test_a_sharing_layer_exports_the_owners_initializer_and_imports_as_share():
+    """spec → ONNX: the second use reads the first's initializer (one tensor, as PyTorch
+    exports a module called twice); ONNX → spec: share: again, with the same analysis."""
+    from test_share import SHARED
+
+    graph = load(SHARED)
+    net = random_network(graph)
+    model = export_graph(graph, {**net.params, **net.buffers})
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert [list(n.input[1:]) for n in convs] == [["c1.weight", "c1.bias"]] * 2
+    assert sorted(i.name for i in model.graph.initializer if "." in i.name) == sorted(
+        [*net.params, *net.buffers])
+    x = np.random.default_rng(2).normal(size=(3, *graph.input_shape)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(model, x), net.forward(x, training=False),
+                               rtol=1e-5, atol=1e-5)
+    imported = import_model(model)
+    back = load(imported.spec_text)
+    assert [(n.name, n.shares) for n in back.nodes] == [(n.name, n.shares) for n in graph.nodes]
+    assert analysis_view(back) == analysis_view(graph)
+    assert set(imported.params) == set(net.params) and imported.notes == []
+
+
+def _two_gemms(second_weight: str, extra_nodes=()):
+    h, init = onnx.helper, onnx.numpy_helper
+    rng = np.random.default_rng(0)
+    consts = [init.from_array(rng.normal(size=(6, 6)).astype(np.float32), "w"),
+              init.from_array(np.zeros(6, np.float32), "b")]
+    nodes = [*extra_nodes,
+             h.make_node("Gemm", ["x", "w", "b"], ["y1"], name="/a/Gemm", transB=1),
+             h.make_node("Gemm", ["y1", second_weight, "b"], ["y"], name="/b/Gemm", transB=1)]
+    return _model(nodes, consts, input_shape=(1, 6))
+
+
+@pytest.mark.parametrize("through_identity", [False, True])
+def test_an_initializer_read_by_two_gemms_counts_once(through_identity):
+    extra = [onnx.helper.make_node("Identity", ["w"], ["w2"])] if through_identity else []
+    result = import_model(_two_gemms("w2" if through_identity else "w", extra))
+    graph = load(result.spec_text)
+    assert [(n.name, n.shares) for n in graph.nodes] == [("a", None), ("b", "a")]
+    assert graph.analyze()["totals"]["params"] == 6 * 6 + 6
+    assert graph.analyze()["totals"]["macs"] == 2 * 36
+    assert sorted(result.params) == ["a.bias", "a.weight"]
+
+
+def test_identity_deduplicated_vectors_stay_separate_parameters():
+    """PyTorch's exporter points equal-valued parameters of separate modules (fresh batch
+    norm scales) at one initializer through Identity: they stay one parameter per layer."""
+    h, init = onnx.helper, onnx.numpy_helper
+    consts = [init.from_array(np.ones(3, np.float32), "bn1.weight"),
+              init.from_array(np.zeros(3, np.float32), "bn1.bias")]
+    nodes = [h.make_node("Identity", ["bn1.weight"], ["bn2.weight"]),
+             h.make_node("Identity", ["bn1.bias"], ["bn2.bias"]),
+             h.make_node("BatchNormalization", ["x", "bn1.weight", "bn1.bias", "bn1.bias",
+                                                "bn1.weight"], ["y1"], name="/bn1/BN"),
+             h.make_node("BatchNormalization", ["y1", "bn2.weight", "bn2.bias", "bn2.bias",
+                                                "bn2.weight"], ["y"], name="/bn2/BN")]
+    result = import_model(_model(nodes, consts))
+    graph = load(result.spec_text)
+    assert [n.shares for n in graph.nodes] == [None, None]
+    assert graph.analyze()["totals"]["params"] == 2 * 6
+    assert result.notes == []
+
+
+@pytest.mark.parametrize("pool", ["maxpool", "avgpool"])
+def test_ceil_mode_pool_whose_last_window_starts_in_the_padding(pool):
+    """9 + 2·1 padding, windows of 2 by 2: ONNX's ceil mode gives 6 outputs, PyTorch's rule
+    (the last window must start inside the image or its left padding) 5. The export trims
+    the sixth; the import reads the trimmed pool back as one layer."""
+    graph = load(f"input: 9x9x2\nlayers:\n  - {pool}: {{size: 2, stride: 2, pad: 1, "
+                 "ceil_mode: true}\n  - conv: {filters: 2, size: 1}\n")
+    assert graph.nodes[0].out_shape == (2, 5, 5)
+    net = random_network(graph)
+    model = export_graph(graph, {**net.params, **net.buffers})
+    x = np.random.default_rng(3).normal(size=(2, 2, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(model, x), net.forward(x, training=False),
+                               rtol=1e-5, atol=1e-5)
+    back = load(import_model(model).spec_text)
+    assert analysis_view(back) == analysis_view(graph)
+
+
+def test_explain_check_and_report_read_onnx_files(tmp_path):
+    from conftest import SPECS
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    path = tmp_path / "lenet5.onnx"
+    onnx.save(export_spec(SPECS / "lenet5.yaml"), path)
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("layers:\n  conv1: {output: 28x28x6, params: 156}\n"
+                       "totals: {params: 61706}\n")
+    runner = CliRunner()
+    explained = runner.invoke(app, ["explain", str(path)])
+    assert explained.exit_code == 0 and "conv1" in explained.output
+    checked = runner.invoke(app, ["check", str(path), str(answers)])
+    assert checked.exit_code == 0, checked.output
+    page = tmp_path / "lenet5.html"
+    reported = runner.invoke(app, ["report", str(path), "-o", str(page)])
+    assert reported.exit_code == 0, reported.output
+    assert "61,706" in page.read_text(encoding="utf-8")

@@ -149,3 +149,14 @@ def test_train_runs_a_sharing_spec_and_its_checkpoint_keeps_one_copy(tmp_path):
     assert result.exit_code == 0, result.output
     model = load_model(tmp_path / "run" / "last.npz")
     assert set(model.net.params) == set(cnncalc.load(SHARED).param_shapes())
+
+
+def test_explain_and_check_count_a_shared_layer_as_zero():
+    from cnncalc.homework.explain import explain_node, total_steps
+
+    graph = cnncalc.load(SHARED)
+    exp = explain_node(graph.node("c2"), graph)
+    assert [st.value for st in exp.steps if st.topic == "params"] == [0]
+    assert any("share: c1" in note for note in exp.notes)
+    params = next(st for st in total_steps(graph) if st.topic == "params")
+    assert params.value == graph.analyze()["totals"]["params"]

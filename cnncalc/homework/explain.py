@@ -293,7 +293,13 @@ def explain_node(node: Node, graph: Graph) -> LayerExplanation:
         macs = node.layer.macs(node.in_shape, node.out_shape)
         if macs:
             steps.append(Step("macs", "multiply-accumulates", "MACs", "", n(macs), macs))
-    buffers = node.buffer_shapes()
+    if node.shares:     # its tensors are the owner's: counted there, once
+        steps = [st for st in steps if st.topic != "params"]
+        steps.append(Step("params", "own parameters", "params", "0 (share)",
+                          f"{node.shares}'s, counted there = 0", 0))
+        notes.append(f"share: {node.shares}: computes with {node.shares}'s parameters, which "
+                     "count once; its MACs count at every use")
+    buffers = node.own_buffer_shapes()
     if buffers:
         notes.append(f"{', '.join(buffers)}: {n(sum(prod(s) for s in buffers.values()))} buffer "
                      "values (stored, not learned): not parameters, but counted in memory")
@@ -319,7 +325,7 @@ def total_steps(graph: Graph) -> list[Step]:
     out = []
     for topic, symbol, get in (
             ("params", "total params",
-             lambda nd: sum(prod(s) for s in nd.param_shapes().values())),
+             lambda nd: sum(prod(s) for s in nd.own_param_shapes().values())),
             ("macs", "total MACs", lambda nd: nd.layer.macs(nd.in_shape, nd.out_shape))):
         values = [get(nd) for nd in graph.nodes]
         total = sum(values)

@@ -26,8 +26,10 @@ from cnncalc.onnx import InteropError, require
 from cnncalc.onnx.spec_text import LayerRecord, spec_text
 from cnncalc.shapes import same_padding
 
-#: ops that never change cnncalc's view of a tensor when shapes agree
-_RESHAPES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+#: ops that never change cnncalc's view of a tensor when shapes agree (and the Slice cnncalc's
+#: export puts after a ceil-mode pool whose last ONNX window PyTorch drops)
+_RESHAPES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice")
+_CEIL_POOLS = ("maxpool", "avgpool")
 #: ops that only read a tensor's shape (their outputs are not data)
 _SHAPE_READERS = ("Shape", "Size")
 #: layer kinds that flatten their input themselves
@@ -66,13 +68,39 @@ def node_scope(node) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", ".".join(kept)).strip("._")
 
 
-def _with_batch_one(model):
-    """A copy of ``model`` whose inputs have batch 1: with a symbolic batch, data propagation
-    cannot resolve the -1 of ``x.view(N, -1)``."""
-    fixed = type(model)()
-    fixed.CopyFrom(model)
-    initializers = {i.name for i in fixed.graph.initializer}
-    for vi in fixed.graph.input:
+#: initializers larger than this reach shape inference as typed inputs, without their values
+#: (only small constants, shapes and axes, matter to data propagation)
+_INFERENCE_CONST_LIMIT = 1024
+
+
+def _for_shape_inference(model):
+    """A light copy of ``model`` for ``onnx.shape_inference``: the data inputs get batch 1
+    (with a symbolic batch, data propagation cannot resolve the -1 of ``x.view(N, -1)``), and
+    large initializers become typed graph inputs, so that inference does not serialise the
+    weights (VGG-16's are over 500 MB) again and again."""
+    onnx = require("onnx")
+    fixed = onnx.ModelProto()
+    fixed.ir_version = model.ir_version
+    fixed.opset_import.extend(model.opset_import)
+    fixed.functions.extend(model.functions)
+    graph, src = fixed.graph, model.graph
+    graph.name = src.name
+    graph.node.extend(src.node)
+    graph.input.extend(src.input)
+    graph.output.extend(src.output)
+    graph.value_info.extend(src.value_info)
+    declared = {vi.name for vi in src.input}
+    for init in src.initializer:
+        size = 1
+        for d in init.dims:
+            size *= d
+        if size <= _INFERENCE_CONST_LIMIT:
+            graph.initializer.append(init)
+        elif init.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type,
+                                                                  list(init.dims)))
+    initializers = {i.name for i in src.initializer}
+    for vi in graph.input:
         dims = vi.type.tensor_type.shape.dim
         if vi.name not in initializers and len(dims) and not dims[0].HasField("dim_value"):
             dims[0].dim_value = 1
@@ -163,14 +191,14 @@ class OnnxImporter:
         self.source = source
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           1)
-        model = _with_batch_one(model)
         try:
-            model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(_for_shape_inference(model),
+                                                         data_prop=True)
         except Exception as err:  # noqa: BLE001 - onnx raises several kinds
             raise InteropError(f"{source}: shape inference failed: {err}") from None
-        self.graph = model.graph
+        self.graph = inferred.graph
         self.consts: dict = {i.name: onnx.numpy_helper.to_array(i)
-                             for i in self.graph.initializer}
+                             for i in model.graph.initializer}
         self.initializer_names = set(self.consts)
         self.shapes: dict[str, list] = {}
         for vi in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
@@ -277,6 +305,10 @@ class OnnxImporter:
         x, out = view.data_inputs[0], view.outputs[0]
         if view.op == "Identity":
             return True
+        if view.op == "Slice":       # cnncalc's export, after a ceil-mode pool: see _Pool2d
+            rec = self.by_name.get(self.producer[x])
+            return (rec is not None and rec.kind in _CEIL_POOLS and rec.options.get("ceil_mode")
+                    and node_scope(view.node) == rec.name)
         if view.op != "Flatten" and len(self.dims(out, view)) in (2, 4) \
                 and self.shape_of(x, view) == self.shape_of(out, view):
             return True
