@@ -6,7 +6,8 @@ Counting conventions (stated once; README repeats them):
 params             learnable tensors (weights + biases; batchnorm γ, β; PReLU α), as torchvision,
                    torchinfo and the papers count them. ``trainable_params`` are the ones
                    trained, ``non_trainable_params`` the frozen ones (``trainable: false``).
-                   A layer that shares another's (``share:``) holds 0: they count once
+                   A tensor a layer shares with another (``share:``) counts in the layer
+                   holding it only: once
 buffers            state that is not learned: batchnorm running mean and variance. Not in
                    ``params``; counted in ``param_bytes`` (it is stored and loaded)
 MACs               multiply-accumulates of learned weights only: conv (H2·W2·K·(D1/g)·F·F),
@@ -55,7 +56,7 @@ def layer_row(node) -> dict:
         "biases": biases,
         "buffers": buffers,
         "trainable": node.trainable,
-        "shares": node.shares,
+        "shares": dict(node.shared),
         "macs": layer.macs(x, y),
         "flops": flops,
         "activations": y.size,

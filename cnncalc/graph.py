@@ -40,7 +40,8 @@ class LayerEntry:
     block: str | None = None        # the block it was expanded from
     init: object = None             # per-layer init override for the trainer
     trainable: bool = True          # False: parameters frozen (counted, not trained)
-    shares: str | None = None       # an earlier layer whose parameters this one uses
+    shares: str | dict | None = None  # an earlier layer whose parameters (all) this one uses,
+    #                                 or {tensor suffix: earlier layer} for some of them
 
 
 @dataclass
@@ -60,17 +61,17 @@ class Node:
     init: object = None             # per-layer init override for the trainer
     warnings: list[str] = field(default_factory=list)
     trainable: bool = True          # False: parameters frozen (counted, not trained)
-    shares: str | None = None       # the layer owning the parameters this one computes with
+    shares: str | None = None       # the layer whose every parameter and buffer this one uses
+    shared: dict = field(default_factory=dict)  # tensor suffix -> the layer holding it
 
     @property
     def in_shape(self) -> Shape:
         return self.in_shapes[0]
 
-    @property
-    def param_owner(self) -> str:
-        """The name under which this layer's parameters are stored: its own, or the name of
-        the layer it shares them with."""
-        return self.shares or self.name
+    def param_key(self, suffix: str) -> str:
+        """Where this layer's tensor ``suffix`` (a parameter or a buffer) is stored:
+        ``<layer>.<suffix>`` of the layer holding it (this one, or the one it shares it with)."""
+        return f"{self.shared.get(suffix) or self.shares or self.name}.{suffix}"
 
     @property
     def label(self) -> str:
@@ -84,8 +85,8 @@ class Node:
         return self.layer.buffer_shapes(self.in_shape)
 
     def own_param_shapes(self) -> dict[str, tuple]:
-        """The tensors this layer holds: none when it shares another layer's."""
-        return {} if self.shares else self.param_shapes()
+        """The tensors this layer holds: those it does not share with another layer."""
+        return {k: v for k, v in self.param_shapes().items() if k not in self.shared}
 
     def own_buffer_shapes(self) -> dict[str, tuple]:
         return {} if self.shares else self.buffer_shapes()
@@ -228,12 +229,17 @@ class Graph:
         else:
             field_in = in_fields[0]
         rf = compose(field_in, layer.rf_step(in_shapes[0], self.convention))
-        owner = self._share_owner(entry, in_shapes[0], where) if entry.shares else None
+        owner, shared = None, {}
+        if isinstance(entry.shares, str):
+            owner = self._share_owner(entry, in_shapes[0], where)
+            shared = {k: owner.shared.get(k, owner.name) for k in owner.param_shapes()}
+        elif entry.shares:
+            shared = self._shared_tensors(entry, in_shapes[0], where)
         node = Node(index=index, name=entry.name, kind=layer.kind, layer=layer, inputs=inputs,
                     in_shapes=in_shapes, out_shape=out, rf=rf, path=entry.path,
                     block=entry.block, init=entry.init, warnings=[*ctx.warnings, *rf_warnings],
                     trainable=owner.trainable if owner else entry.trainable,
-                    shares=owner.name if owner else None)
+                    shares=owner.name if owner else None, shared=shared)
         self.nodes.append(node)
         self._by_name[node.name] = node
         self.warnings.extend(f"{node.label}: {w}" for w in node.warnings)
@@ -274,6 +280,38 @@ class Graph:
                               f"'{owner.name}'", path, where,
                               hint=f"its parameters are {owner.name}'s: freeze them there")
         return owner
+
+    def _shared_tensors(self, entry: LayerEntry, in_shape: Shape, where: str) -> dict:
+        """``share: {tensor: layer}``: some tensors are an earlier layer's (a tied weight with
+        a bias of its own), any kind holding a tensor of that name and shape, trained alike.
+        Returns tensor -> the layer holding it (followed through layers that share it)."""
+        layer, path = entry.layer, entry.path
+        mine = layer.param_shapes(in_shape)
+        shared = {}
+        for tensor, target in entry.shares.items():
+            if tensor not in mine:
+                raise self._error(SpecError, f"share: {layer.kind} has no tensor '{tensor}'"
+                                  + (f" (it has {', '.join(mine)})" if mine else ""), path,
+                                  where, hint="share: {weight: <layer>} names the tensors "
+                                              "to share")
+            if target not in self:
+                raise self._error(SpecError, f"share: '{target}' is not an earlier layer",
+                                  path, where, hint="name a layer above this one")
+            owner = self.node(target)
+            holder = self.node(owner.shared.get(tensor, owner.name))
+            theirs = holder.param_shapes().get(tensor)
+            if theirs != mine[tensor]:
+                raise self._error(ShapeError, f"share: this layer's {tensor} would be "
+                                  f"{tuple(mine[tensor])}; '{target}' holds "
+                                  + (f"{tuple(theirs)}" if theirs else f"no '{tensor}'"),
+                                  path, where, hint="a shared tensor needs the same shape")
+            if holder.trainable != entry.trainable:
+                raise self._error(SpecError, f"share: '{holder.name}' is "
+                                  f"{'trained' if holder.trainable else 'frozen'} and this "
+                                  "layer is not", path, where,
+                                  hint="layers sharing a tensor are trained (or frozen) alike")
+            shared[tensor] = holder.name
+        return shared
 
     def _error(self, cls, message, path, where, hint=None):
         return cls(message, where=where, hint=hint, location=self.locate(path), path=path)

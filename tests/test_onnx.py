@@ -370,16 +370,23 @@ def test_exported_whitening_is_within_float32_rounding_of_the_exact_transform(tm
     assert np.all(np.abs(fitted.transform(x) - exact) <= bound)
 
 
-def test_a_sharing_layer_exports_the_owners_initializer_and_imports_as_share():
-    """spec → ONNX: the second use reads the first's initializer (one tensor, as PyTorch
-    exports a module called twice); ONNX → spec: share: again, with the same analysis."""
-    from test_share import SHARED
+@pytest.mark.parametrize("spec", ["SHARED", "TIED"])
+def test_a_sharing_layer_exports_the_owners_initializer_and_imports_as_share(spec):
+    """spec → ONNX: a shared tensor is one initializer that every use reads (as PyTorch
+    exports a module called twice, or tied weights); ONNX → spec: share: again, with the same
+    analysis."""
+    import test_share
 
-    graph = load(SHARED)
+    graph = load(getattr(test_share, spec))
     net = random_network(graph)
     model = export_graph(graph, {**net.params, **net.buffers})
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert [list(n.input[1:]) for n in convs] == [["c1.weight", "c1.bias"]] * 2
+    if spec == "SHARED":
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        assert [list(n.input[1:]) for n in convs] == [["c1.weight", "c1.bias"]] * 2
+    else:
+        gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+        assert [list(n.input[1:]) for n in gemms] == [["enc.weight", "enc.bias"],
+                                                      ["enc.weight", "dec.bias"]]
     assert sorted(i.name for i in model.graph.initializer if "." in i.name) == sorted(
         [*net.params, *net.buffers])
     x = np.random.default_rng(2).normal(size=(3, *graph.input_shape)).astype(np.float32)
@@ -387,7 +394,8 @@ def test_a_sharing_layer_exports_the_owners_initializer_and_imports_as_share():
                                rtol=1e-5, atol=1e-5)
     imported = import_model(model)
     back = load(imported.spec_text)
-    assert [(n.name, n.shares) for n in back.nodes] == [(n.name, n.shares) for n in graph.nodes]
+    assert [(n.name, n.shares, n.shared) for n in back.nodes] \
+        == [(n.name, n.shares, n.shared) for n in graph.nodes]
     assert analysis_view(back) == analysis_view(graph)
     assert set(imported.params) == set(net.params) and imported.notes == []
 
@@ -470,3 +478,15 @@ def test_explain_check_and_report_read_onnx_files(tmp_path):
     reported = runner.invoke(app, ["report", str(path), "-o", str(page)])
     assert reported.exit_code == 0, reported.output
     assert "61,706" in page.read_text(encoding="utf-8")
+
+
+def test_an_initializer_read_as_different_tensors_is_counted_twice_and_said():
+    """A decoder reading the encoder's weight transposed (Gemm without transB) holds another
+    tensor in cnncalc's layout: it keeps its copy, and a note says what that overcounts."""
+    model = _two_gemms("w")
+    gemm = model.graph.node[-1]
+    del gemm.attribute[:]                   # transB = 0: the same initializer, transposed
+    result = import_model(model)
+    assert [n.shares for n in load(result.spec_text).nodes] == [None, None]
+    assert any("'w' (36 values) as different tensors" in n and "36 more" in n
+               for n in result.notes)

@@ -31,12 +31,12 @@ def test_a_sharing_layer_holds_no_parameters_but_computes_at_every_use():
     report = cnncalc.load(SHARED).analyze(optimizer="sgd")
     rows = {r["name"]: r for r in report["layers"]}
     assert (rows["c2"]["params"], rows["c2"]["shares"], rows["c2"]["macs"]) \
-        == (0, "c1", rows["c1"]["macs"])
+        == (0, {"weight": "c1", "bias": "c1"}, rows["c1"]["macs"])
     assert (rows["bn1"]["params"], rows["bn1"]["buffers"], rows["bn1"]["shares"]) \
-        == (0, 0, "bn")
+        == (0, 0, {"weight": "bn", "bias": "bn"})
     assert (rows["fc1"]["params"], rows["fc1"]["shares"], rows["fc1"]["macs"]) \
-        == (0, "f1", 25)
-    assert rows["c1"]["shares"] is None
+        == (0, {"weight": "f1", "bias": "f1"}, 25)
+    assert rows["c1"]["shares"] == {}
     t = report["totals"]
     assert t["params"] == (2 * 18 + 2) + 4 + (128 * 5 + 5) + (5 * 5 + 5)
     assert t["buffers"] == 4
@@ -157,6 +157,61 @@ def test_explain_and_check_count_a_shared_layer_as_zero():
     graph = cnncalc.load(SHARED)
     exp = explain_node(graph.node("c2"), graph)
     assert [st.value for st in exp.steps if st.topic == "params"] == [0]
-    assert any("share: c1" in note for note in exp.notes)
+    assert any("weight of c1, bias of c1" in note for note in exp.notes)
     params = next(st for st in total_steps(graph) if st.topic == "params")
     assert params.value == graph.analyze()["totals"]["params"]
+
+
+TIED = """
+input: 4x4x2
+layers:
+  - flatten
+  - fc: {name: enc, units: 32}
+  - relu
+  - fc: {name: dec, units: 32, share: {weight: enc}}
+"""
+
+
+def test_a_tied_weight_with_its_own_bias_counts_once():
+    rows = {r["name"]: r for r in cnncalc.load(TIED).analyze()["layers"]}
+    assert (rows["dec"]["params"], rows["dec"]["biases"], rows["dec"]["shares"]) \
+        == (32, 32, {"weight": "enc"})
+    assert cnncalc.load(TIED).analyze()["totals"]["params"] == 32 * 32 + 32 + 32
+    from cnncalc.cli.render import row_cells
+
+    assert "32 + weight of enc" in row_cells(rows["dec"])
+
+
+def test_the_engine_sums_a_tied_weights_gradients_and_keeps_the_biases_apart():
+    from gradcheck import centred_difference
+
+    from cnncalc.engine.network import Network
+
+    net = Network(cnncalc.load(TIED), seed=2, dtype="float64", parallel=False)
+    assert set(net.params) == {"enc.weight", "enc.bias", "dec.bias"}
+    x = np.random.default_rng(3).normal(size=(5, 2, 4, 4))
+    labels = np.array([1, 7, 30, 2, 2])
+    net.loss_and_grads(x, labels)
+    grads = {k: v.copy() for k, v in net.grads.items()}
+    for key, idx in (("enc.weight", (3, 5)), ("enc.weight", (0, 31)), ("dec.bias", (4,)),
+                     ("enc.bias", (7,))):
+        numeric = centred_difference(lambda: net.loss(x, labels)[0], net.params[key], idx)
+        assert grads[key][idx] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("fc: {units: 3, share: {kernel: f}}", "fc has no tensor 'kernel' (it has weight, bias)"),
+    ("fc: {units: 3, share: {weight: nothere}}", "'share: nothere' names no earlier"),
+    ("fc: {units: 4, share: {weight: f}}", "weight would be (4, 3)"),
+    ("fc: {units: 3, share: {weight: f}, trainable: false}", "'f' is trained"),
+])
+def test_tensor_share_errors_name_the_problem(layer, message):
+    spec = f"""
+input: 1x1x3
+layers:
+  - fc: {{name: f, units: 3}}
+  - {layer}
+"""
+    with pytest.raises((SpecError, ShapeError)) as err:
+        cnncalc.load(spec)
+    assert message in str(err.value)

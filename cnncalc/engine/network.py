@@ -11,9 +11,9 @@ Contract
   d x (``None`` with ``need_dx=False``, which also skips the first layer's input gradient).
 * ``params`` / ``grads``: ``"<layer>.weight"`` / ``"<layer>.bias"`` with PyTorch's shapes, views into
   one flat buffer each (``flat_params`` / ``flat_grads``), so one optimizer kernel can update them
-  all. ``buffers``: batch-norm ``running_mean`` / ``running_var``. A layer that shares another's
-  parameters (``share:``) has no entries: it computes with the owner's, and its gradient is
-  added into the owner's (the sum over the uses).
+  all. ``buffers``: batch-norm ``running_mean`` / ``running_var``. A tensor a layer shares with
+  another (``share:``) has one entry, the holder's: the layer computes with it, and its gradient
+  is added into the holder's (the sum over the uses).
 * ``state_dict()`` / ``load_state_dict(d)``: params + buffers as numpy copies.
 * ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
   cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
@@ -157,22 +157,22 @@ class Network:
             layer, _, pname = key.rpartition(".")
             per_node_p.setdefault(layer, {})[pname] = self.params[key]
             per_node_g.setdefault(layer, {})[pname] = self.grads[key]
-        # a layer that shares another's parameters (`share:`) computes with the owner's arrays
-        # and writes its gradients to its own scratch arrays, added into the owner's after each
-        # backward: the gradient of a weight used twice is the sum over its uses
-        self._shared_grads: list[tuple[dict, dict]] = []
+        # a tensor a layer shares with another (`share:`) is the holder's array; the layer
+        # writes its gradient to a scratch array, added into the holder's after each backward:
+        # the gradient of a weight used twice is the sum over its uses
+        self._shared_grads: list[tuple[np.ndarray, np.ndarray]] = []
         op_buffers = self.buffers
         for n in graph.nodes:
-            if n.shares:
-                per_node_p[n.name] = per_node_p[n.shares]
-                per_node_g[n.name] = {k: np.zeros_like(v)
-                                      for k, v in per_node_g[n.shares].items()}
-                self._shared_grads.append((per_node_g[n.shares], per_node_g[n.name]))
-                if n.buffer_shapes():   # a batch norm used twice keeps one set of statistics
-                    if op_buffers is self.buffers:
-                        op_buffers = dict(self.buffers)
-                    op_buffers.update({f"{n.name}.{k}": self.buffers[f"{n.shares}.{k}"]
-                                       for k in n.buffer_shapes()})
+            for k, holder in n.shared.items():
+                scratch = np.zeros_like(per_node_g[holder][k])
+                per_node_p.setdefault(n.name, {})[k] = per_node_p[holder][k]
+                per_node_g.setdefault(n.name, {})[k] = scratch
+                self._shared_grads.append((per_node_g[holder][k], scratch))
+            if n.shares and n.buffer_shapes():  # a batch norm used twice: one set of statistics
+                if op_buffers is self.buffers:
+                    op_buffers = dict(self.buffers)
+                op_buffers.update({f"{n.name}.{k}": self.buffers[f"{n.shares}.{k}"]
+                                   for k in n.buffer_shapes()})
         if threads is None:
             from cnncalc.kernels.fast.threads import default_threads
 
@@ -211,7 +211,7 @@ class Network:
         for key, v in values.items():
             self.params[key][...] = v
         for n in self.graph.nodes:  # PReLU's α starts at 0.25, as in PyTorch
-            if n.kind == "prelu" and n.init is None and not n.shares:
+            if n.kind == "prelu" and n.init is None and "weight" not in n.shared:
                 self.params[f"{n.name}.weight"][...] = 0.25
 
     def _liveness(self) -> None:
@@ -420,9 +420,8 @@ class Network:
         if self._chain is not None:
             return self._chain_backward(dout.reshape(self._batch, o.c), bool(need_dx))
         needs = self._needs[bool(need_dx)]
-        for _, use in self._shared_grads:
-            for g in use.values():
-                g[...] = 0
+        for _, scratch in self._shared_grads:
+            scratch[...] = 0
         grads = {self.output_name: dout}
         for st in reversed(self.steps):
             dy = grads.pop(st.output, None)
@@ -435,9 +434,8 @@ class Network:
                     continue
                 prev = grads.get(src)
                 grads[src] = dx if prev is None else prev + dx
-        for owner, use in self._shared_grads:
-            for key, g in use.items():
-                owner[key] += g
+        for holder, scratch in self._shared_grads:
+            holder += scratch
         if not need_dx:
             return None
         dx = grads.get(INPUT_NAME)

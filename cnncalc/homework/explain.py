@@ -293,12 +293,16 @@ def explain_node(node: Node, graph: Graph) -> LayerExplanation:
         macs = node.layer.macs(node.in_shape, node.out_shape)
         if macs:
             steps.append(Step("macs", "multiply-accumulates", "MACs", "", n(macs), macs))
-    if node.shares:     # its tensors are the owner's: counted there, once
+    if node.shared:     # shared tensors count in the layer holding them, once
+        own = node.own_param_shapes()
+        total = sum(prod(s) for s in own.values())
+        parts = [f"{k} {n(prod(s))}" for k, s in own.items()]
         steps = [st for st in steps if st.topic != "params"]
-        steps.append(Step("params", "own parameters", "params", "0 (share)",
-                          f"{node.shares}'s, counted there = 0", 0))
-        notes.append(f"share: {node.shares}: computes with {node.shares}'s parameters, which "
-                     "count once; its MACs count at every use")
+        steps.append(Step("params", "own parameters", "params", "the tensors not shared",
+                          (" + ".join(parts) + " = " if parts else "") + n(total), total))
+        notes.append("share: computes with " + ", ".join(
+            f"{k} of {holder}" for k, holder in node.shared.items())
+            + " (counted there, once); its MACs count at every use")
     buffers = node.own_buffer_shapes()
     if buffers:
         notes.append(f"{', '.join(buffers)}: {n(sum(prod(s) for s in buffers.values()))} buffer "

@@ -70,7 +70,7 @@ class Builder:
         """The initializer of the layer's tensor ``suffix`` (weights, BN statistics),
         reshaped to ``shape`` when given. A layer that shares another's parameters reads the
         owner's initializer (one tensor, as PyTorch exports a module called twice)."""
-        key = f"{node.param_owner}.{suffix}"
+        key = node.param_key(suffix)
         if key not in self.params:
             raise InteropError(f"no value for {key}", where=node.label,
                                hint="the checkpoint does not match its spec")

@@ -391,42 +391,54 @@ class OnnxImporter:
                               "is imported")
 
     def _share(self) -> None:
-        """A layer reading the same initializers as an earlier layer of its kind shares that
-        layer's parameters (``share:``; they count once): PyTorch exports a module called twice
-        that way. Reached through ``Identity`` nodes the initializers are shared only when a
-        weight has two or more dimensions: PyTorch's exporter also de-duplicates *separate*
-        parameters that merely hold equal values through Identity (fresh batch norm scales,
-        zero biases), and those stay one parameter per layer, as the model counts them.
-        Layers that share some tensors but not all (tied weights, separate biases) keep their
-        own copies, and a note says how many values that counts twice."""
+        """Initializers count once. A layer reading the same initializers as an earlier layer
+        of its kind shares that layer (``share: <layer>``): PyTorch exports a module called
+        twice that way. One reading some of another layer's initializers (a tied weight with a
+        bias of its own) shares those tensors (``share: {weight: <layer>}``). Reached through
+        ``Identity`` nodes initializers are shared only when a weight has two or more
+        dimensions: PyTorch's exporter also de-duplicates *separate* parameters that merely
+        hold equal values through Identity (fresh batch norm scales, zero biases), and those
+        stay one parameter per layer, as the model counts them."""
         owners: dict[tuple, LayerRecord] = {}
         for rec in self.records:
             reads = self.reads.get(rec.name)
             if not reads:
                 continue
-            key = (rec.kind, tuple(root for root, _ in reads))
-            owner = owners.setdefault(key, rec)
-            if owner is rec:
-                continue
+            owner = owners.setdefault((rec.kind, tuple(root for root, _ in reads)), rec)
             direct = all(d for _, d in reads)
             matrix = any(getattr(v, "ndim", 0) >= 2 for v in rec.weights.values())
-            same = rec.weights.keys() == owner.weights.keys() and all(
-                self.np.array_equal(v, owner.weights[k]) for k, v in rec.weights.items())
-            if same and (direct or matrix):
+            if owner is not rec and (direct or matrix) \
+                    and rec.weights.keys() == owner.weights.keys() \
+                    and self._same(rec, owner, rec.weights):
                 rec.shares, rec.weights = owner.name, {}
-        users: dict[str, set] = {}       # initializer -> the layers holding it, read as is
+        holders: dict[str, LayerRecord] = {}   # initializer -> the layer holding it
+        unshared: dict[str, set] = {}
         for rec in self.records:
-            if rec.shares is None:
-                for root, direct in self.reads.get(rec.name, ()):
-                    if direct:
-                        users.setdefault(root, set()).add(rec.name)
-        for init, names in sorted(users.items()):
-            if len(names) > 1:
-                size = int(self.consts[init].size)
-                self.notes.append(
-                    f"layers {', '.join(sorted(names))} share the tensor '{init}' "
-                    f"({size:,} values) but not all their parameters; cnncalc counts it in "
-                    f"each layer, {size * (len(names) - 1):,} more than the model holds")
+            if isinstance(rec.shares, str):
+                continue
+            for root, direct in self.reads.get(rec.name, ()):
+                holder = holders.setdefault(root, rec) if direct else rec
+                if holder is rec:
+                    continue
+                size = self.consts[root].size     # which tensor the initializer is
+                tensor = next((k for k, v in rec.weights.items()
+                               if v.size == size and self._same(rec, holder, [k])), None)
+                if tensor is None:     # read as another tensor (transposed, another role)
+                    unshared.setdefault(root, {holder.name}).add(rec.name)
+                    continue
+                rec.shares = {**(rec.shares or {}), tensor: holder.name}
+                del rec.weights[tensor]
+        for init, names in sorted(unshared.items()):
+            size = int(self.consts[init].size)
+            self.notes.append(
+                f"layers {', '.join(sorted(names))} read the initializer '{init}' ({size:,} "
+                "values) as different tensors; cnncalc counts it in each layer, "
+                f"{size * (len(names) - 1):,} more than the model holds")
+
+    def _same(self, rec: LayerRecord, other: LayerRecord, tensors) -> bool:
+        """Whether ``rec``'s ``tensors`` (suffixes) equal ``other``'s, value for value."""
+        return all(k in other.weights and rec.weights[k].shape == other.weights[k].shape
+                   and self.np.array_equal(rec.weights[k], other.weights[k]) for k in tensors)
 
     def _note_folded_bn(self) -> None:
         """PyTorch's exporter folds eval-mode BN into the preceding conv and names the fused

@@ -26,7 +26,8 @@ class LayerRecord:
     options: dict
     inputs: list[str]
     weights: dict = field(default_factory=dict)
-    shares: str | None = None       # the record whose parameters this one uses
+    shares: str | dict | None = None  # the record whose parameters this one uses, or
+    #                                   {tensor: record} for some of them
 
 
 def scalar(value) -> str:

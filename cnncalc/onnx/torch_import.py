@@ -6,8 +6,9 @@ Modules and functions find their layer kind by name in the layer registry (``nn.
 attribute and argument names are cnncalc's canonical option names (``out_channels``,
 ``kernel_size``, ``negative_slope``, ...). Calls that only read shapes (``x.size(0)``) are not
 data; ``view``/``reshape``/``flatten`` to (N, -1) is a flatten layer. A module called again
-(or one whose parameters are all another's, tied) shares the first call's layer (``share:``):
-its parameters count once, as ``sum(p.numel() for p in m.parameters())`` counts them.
+(or one whose parameters are all another's) shares the first call's layer (``share:``), and a
+module with some of another's parameters (tied weights) shares those: parameters count once,
+as ``sum(p.numel() for p in m.parameters())`` counts them.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class TorchImporter:
         self.records: list[LayerRecord] = []
         self.notes: list[str] = []
         self.owners: dict[tuple, str] = {}   # a module's parameters (ids) -> its first layer
-        self.holders: dict[int, str] = {}    # parameter id -> the first layer holding it
+        self.holders: dict[int, tuple] = {}  # parameter id -> (first layer holding it, suffix)
 
     def shape(self, node) -> tuple:
         meta = node.meta.get("tensor_meta")
@@ -161,9 +162,10 @@ class TorchImporter:
 
     def note_sharing(self, sub, rec: LayerRecord) -> None:
         """``rec`` (a call of ``sub``) shares the layer of an earlier call of a module with the
-        same parameters; one holding only some of an earlier layer's parameters keeps its own
-        copy, and a note says so."""
-        ids = tuple(id(p) for p in sub.parameters())
+        same parameters (``share: <layer>``), or the tensors it holds of an earlier module's
+        (tied: ``share: {weight: <layer>}``)."""
+        named = dict(sub.named_parameters())
+        ids = tuple(id(p) for p in named.values())
         if not ids:
             return
         owner = self.owners.get((rec.kind, ids))
@@ -171,12 +173,20 @@ class TorchImporter:
             rec.shares = owner
             return
         self.owners[(rec.kind, ids)] = rec.name
-        tied = sorted({self.holders[i] for i in ids if i in self.holders})
-        if tied:
-            self.notes.append(f"layer {rec.name} ties some parameters to {', '.join(tied)} but "
-                              "not all; cnncalc counts them in each layer")
-        for i in ids:
-            self.holders.setdefault(i, rec.name)
+        shared, other = {}, []
+        for suffix, p in named.items():
+            holder = self.holders.setdefault(id(p), (rec.name, suffix))
+            if holder[0] == rec.name:
+                continue
+            if holder[1] == suffix:
+                shared[suffix] = holder[0]
+            else:
+                other.append(f"{suffix} is {holder[0]}'s {holder[1]}")
+        if shared:
+            rec.shares = shared
+        if other:
+            self.notes.append(f"layer {rec.name}: {', '.join(other)}; cnncalc counts them "
+                              "in each layer")
 
     def check_module(self, node, sub, name: str) -> None:
         if getattr(sub, "padding_mode", "zeros") != "zeros":

@@ -109,17 +109,24 @@ class _References:
             found.append(self.find(src, block_in, path))
         return found
 
-    def shares(self) -> str | None:
-        """The layer named by ``share:`` (None without one)."""
-        target = self.item.share
+    def shares(self) -> str | dict | None:
+        """The layer named by ``share: <layer>``, or ``{tensor: layer}`` for
+        ``share: {weight: <layer>}`` (None without ``share``)."""
+        target, path = self.item.share, self.item.share_path
         if target is None:
             return None
+        if isinstance(target, dict) and target:
+            return {str(tensor): self._share_target(layer, path + (tensor,))
+                    for tensor, layer in target.items()}
+        return self._share_target(target, path)
+
+    def _share_target(self, target, path) -> str:
         if not isinstance(target, str) or target == INPUT_NAME:
             raise spec_error(self.smap, SpecError, f"'share' must name an earlier layer, got "
-                             f"{shown(target)}", self.item.share_path, where=self.where,
-                             hint="e.g.  share: conv1   (this layer then uses conv1's "
-                                  "weights)")
-        return self.find(target, None, self.item.share_path, key="share")
+                             f"{shown(target)}", path, where=self.where,
+                             hint="e.g.  share: conv1  (conv1's parameters), or  share: "
+                                  "{weight: fc1}  (only its weight)")
+        return self.find(target, None, path, key="share")
 
     def find(self, src: str, block_in: str | None, path, key: str = "from") -> str:
         """The full name ``src`` refers to: in the item's own instance first, then globally."""

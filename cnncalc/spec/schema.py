@@ -13,7 +13,8 @@ A spec is a mapping::
 
 A layer entry may also carry ``name``, ``from`` (its inputs), ``init``, ``trainable: false``
 (its parameters are frozen: counted, but not trained) and ``share: <layer>`` (it computes with
-that earlier layer's parameters: a module used twice, tied weights; they are counted once).
+that earlier layer's parameters: a module used twice; they are counted once) or
+``share: {weight: <layer>}`` (only the named tensors: tied weights).
 """
 from __future__ import annotations
 
