@@ -158,7 +158,7 @@ class Graph:
 
     def param_shapes(self) -> dict[str, tuple]:
         """All learnable tensors keyed ``<layer>.weight`` / ``<layer>.bias`` (PyTorch's names),
-        once each: a layer that shares another's (``share:``) adds none."""
+        once each: a layer adds none of the tensors it shares with another (``share:``)."""
         return {f"{n.name}.{k}": s for n in self.nodes for k, s in n.own_param_shapes().items()}
 
     def buffer_shapes(self) -> dict[str, tuple]:

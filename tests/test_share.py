@@ -54,26 +54,31 @@ def test_text_table_says_which_layer_holds_the_weights():
     assert "shares c1" in row_cells(row)
 
 
-@pytest.mark.parametrize("layer, message", [
-    ("conv: {filters: 2, size: 3, share: nothere}", "'share: nothere' names no earlier"),
-    ("conv: {filters: 2, size: 3, share: input}", "'share' must name an earlier layer"),
-    ("conv: {filters: 2, size: 3, share: [c1]}", "'share' must name an earlier layer"),
-    ("relu: {share: r}", "relu has no parameters to share"),
-    ("fc: {units: 2, share: c1}", "'c1' is a conv layer"),
-    ("conv: {filters: 4, size: 3, share: c1}", "weight (4, 3, 3, 3)"),
-    ("conv: {filters: 3, size: 3, share: c1, init: xavier}", "'init' on a layer that shares"),
-    ("conv: {filters: 3, size: 3, share: c1, trainable: false}", "'trainable: false'"),
+#: what the share errors below follow: a conv c1 (8x8x3 -> 8x8x3) and a relu r; an fc f (3 -> 3)
+AFTER_CONV = "input: 8x8x3\nlayers:\n  - conv: {name: c1, filters: 3, size: 3, pad: 1}\n" \
+             "  - relu: {name: r}\n"
+AFTER_FC = "input: 1x1x3\nlayers:\n  - fc: {name: f, units: 3}\n"
+
+
+@pytest.mark.parametrize("base, layer, message", [
+    (AFTER_CONV, "conv: {filters: 2, size: 3, share: nothere}", "'share: nothere' names no"),
+    (AFTER_CONV, "conv: {filters: 2, size: 3, share: input}", "'share' must name an earlier"),
+    (AFTER_CONV, "conv: {filters: 2, size: 3, share: [c1]}", "'share' must name an earlier"),
+    (AFTER_CONV, "relu: {share: r}", "relu has no parameters to share"),
+    (AFTER_CONV, "fc: {units: 2, share: c1}", "'c1' is a conv layer"),
+    (AFTER_CONV, "conv: {filters: 4, size: 3, share: c1}", "weight (4, 3, 3, 3)"),
+    (AFTER_CONV, "conv: {filters: 3, size: 3, share: c1, init: xavier}", "'init' on a layer"),
+    (AFTER_CONV, "conv: {filters: 3, size: 3, share: c1, trainable: false}",
+     "'trainable: false'"),
+    (AFTER_FC, "fc: {units: 3, share: {kernel: f}}", "fc has no tensor 'kernel' (it has "
+                                                      "weight, bias)"),
+    (AFTER_FC, "fc: {units: 3, share: {weight: nothere}}", "'share: nothere' names no"),
+    (AFTER_FC, "fc: {units: 4, share: {weight: f}}", "weight would be (4, 3)"),
+    (AFTER_FC, "fc: {units: 3, share: {weight: f}, trainable: false}", "'f' is trained"),
 ])
-def test_share_errors_name_the_problem(layer, message):
-    spec = f"""
-input: 8x8x3
-layers:
-  - conv: {{name: c1, filters: 3, size: 3, pad: 1}}
-  - relu: {{name: r}}
-  - {layer}
-"""
+def test_share_errors_name_the_problem(base, layer, message):
     with pytest.raises((SpecError, ShapeError)) as err:
-        cnncalc.load(spec)
+        cnncalc.load(f"{base}  - {layer}\n")
     assert message in str(err.value)
     assert err.value.location is not None
 
@@ -197,21 +202,3 @@ def test_the_engine_sums_a_tied_weights_gradients_and_keeps_the_biases_apart():
                      ("enc.bias", (7,))):
         numeric = centred_difference(lambda: net.loss(x, labels)[0], net.params[key], idx)
         assert grads[key][idx] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
-
-
-@pytest.mark.parametrize("layer, message", [
-    ("fc: {units: 3, share: {kernel: f}}", "fc has no tensor 'kernel' (it has weight, bias)"),
-    ("fc: {units: 3, share: {weight: nothere}}", "'share: nothere' names no earlier"),
-    ("fc: {units: 4, share: {weight: f}}", "weight would be (4, 3)"),
-    ("fc: {units: 3, share: {weight: f}, trainable: false}", "'f' is trained"),
-])
-def test_tensor_share_errors_name_the_problem(layer, message):
-    spec = f"""
-input: 1x1x3
-layers:
-  - fc: {{name: f, units: 3}}
-  - {layer}
-"""
-    with pytest.raises((SpecError, ShapeError)) as err:
-        cnncalc.load(spec)
-    assert message in str(err.value)
