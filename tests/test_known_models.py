@@ -18,6 +18,8 @@ KNOWN = [
     # torchvision inception_v3(aux_logits=False): 5.71 GFLOPS in torchvision's table (= GMACs)
     ("inception_v3", 23_834_568, 34_432, 5_713_216_096, (1, 1, 1000)),
     ("googlenet", 6_624_904, 14_560, 1_498_376_192, (1, 1, 1000)),
+    # pretrainedmodels' inceptionv4 / timm's inception_v4 at 299x299: 42,679,816 parameters
+    ("inception_v4", 42_679_816, 63_168, 12_253_974_624, (1, 1, 1000)),
     ("mobilenet_v2", 3_504_872, 34_112, 300_774_272, (1, 1, 1000)),
     ("squeezenet1_0", 1_248_424, 0, 818_924_576, (1, 1, 1000)),
     ("densenet121", 7_978_856, 83_648, 2_834_161_664, (1, 1, 1000)),
@@ -111,3 +113,40 @@ def test_inception_v3_plus_aux_logits_is_torchvision_published_count(specs_dir):
     main = cnncalc.load(specs_dir / "inception_v3.yaml")
     assert aux.analyze()["totals"]["params"] == 3_326_696
     assert main.analyze()["totals"]["params"] + 3_326_696 == 27_161_264
+
+
+#: Araujo, Norris & Sim (Distill, 2019) / google-research/receptive_field's table for TF-slim's
+#: inception_v4: end point -> (receptive field, effective stride, effective padding)
+DISTILL_INCEPTION_V4 = {
+    "Mixed_3a": (15, 4, 2), "Mixed_4a": (47, 4, 14), "Mixed_5a": (55, 8, 14),
+    "Mixed_5b": (87, 8, 30), "Mixed_5c": (119, 8, 46), "Mixed_5d": (151, 8, 62),
+    "Mixed_5e": (183, 8, 78), "Mixed_6a": (215, 16, 86), "Mixed_6b": (407, 16, 182),
+    "Mixed_6c": (599, 16, 278), "Mixed_6d": (791, 16, 374), "Mixed_6e": (983, 16, 470),
+    "Mixed_6f": (1175, 16, 566), "Mixed_6g": (1367, 16, 662), "Mixed_6h": (1559, 16, 758),
+    "Mixed_7a": (1687, 32, 806), "Mixed_7b": (1815, 32, 870), "Mixed_7c": (1943, 32, 934),
+    "Mixed_7d": (2071, 32, 998)}
+
+
+def test_inception_v4_receptive_fields_match_the_distill_table(specs_dir):
+    # the PyTorch port's features.3 ... features.21 are TF-slim's Mixed_3a ... Mixed_7d; the
+    # effective padding is how far the first unit's field reaches before the input
+    g = cnncalc.load(specs_dir / "inception_v4.yaml")
+    for i, (end_point, (size, stride, padding)) in enumerate(DISTILL_INCEPTION_V4.items(), 3):
+        rf = g.node(f"features.{i}.cat").rf
+        first_pixel = [c - (n - 1) / 2 for c, n in zip(rf.start, rf.size)]
+        assert (rf.size, rf.stride) == ((size, size), (stride, stride)), end_point
+        assert first_pixel == [-padding, -padding], end_point
+
+
+def test_inception_v4_matches_timm_model_card(specs_dir):
+    # timm's inception_v4.tf_in1k card: Params (M) 42.7, GMACs 12.3, Activations (M) 15.1;
+    # timm measures with fvcore (MACs plus batchnorm and pooling) and counts activations as
+    # the outputs of convolutions and linear layers
+    from cnncalc.counting import count_like
+
+    report = cnncalc.load(specs_dir / "inception_v4.yaml").analyze()
+    outputs = sum(r["activations"] for r in report["layers"] if r["type"] in ("conv", "fc"))
+    assert round(report["totals"]["params"] / 1e6, 1) == 42.7
+    assert round(report["totals"]["macs"] / 1e9, 1) == 12.3
+    assert round(count_like(report, "fvcore").ops / 1e9, 2) == 12.28
+    assert outputs == 15_090_184
