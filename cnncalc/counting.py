@@ -88,8 +88,10 @@ def _ptflops(report, batch):
             ops += r["macs"] + r["biases"] * (_spatial(r["output"]) if kind == "conv" else 1)
         elif kind == "batchnorm":
             ops += inp * (2 if r["params"] else 1)
-        elif kind in _PTFLOPS_TWICE or kind in _POOLS:
-            ops += out + inp if kind not in _POOLS else 2 * inp
+        elif kind in _PTFLOPS_TWICE:
+            ops += out + inp        # the hook counts the output, the functional the input
+        elif kind in _POOLS:
+            ops += 2 * inp          # both count the input
         elif kind in _PTFLOPS_ONCE:
             ops += out
         elif kind in _PTFLOPS_FUNCTIONAL:
