@@ -115,27 +115,50 @@ def test_inception_v3_plus_aux_logits_is_torchvision_published_count(specs_dir):
     assert main.analyze()["totals"]["params"] + 3_326_696 == 27_161_264
 
 
-#: Araujo, Norris & Sim (Distill, 2019) / google-research/receptive_field's table for TF-slim's
-#: inception_v4: end point -> (receptive field, effective stride, effective padding)
-DISTILL_INCEPTION_V4 = {
-    "Mixed_3a": (15, 4, 2), "Mixed_4a": (47, 4, 14), "Mixed_5a": (55, 8, 14),
-    "Mixed_5b": (87, 8, 30), "Mixed_5c": (119, 8, 46), "Mixed_5d": (151, 8, 62),
-    "Mixed_5e": (183, 8, 78), "Mixed_6a": (215, 16, 86), "Mixed_6b": (407, 16, 182),
-    "Mixed_6c": (599, 16, 278), "Mixed_6d": (791, 16, 374), "Mixed_6e": (983, 16, 470),
-    "Mixed_6f": (1175, 16, 566), "Mixed_6g": (1367, 16, 662), "Mixed_6h": (1559, 16, 758),
-    "Mixed_7a": (1687, 32, 806), "Mixed_7b": (1815, 32, 870), "Mixed_7c": (1943, 32, 934),
-    "Mixed_7d": (2071, 32, 998)}
+#: Araujo, Norris & Sim (Distill, 2019) / google-research/receptive_field's table (TF-slim's
+#: models, any resolution): the spec's node for each end point -> (receptive field, effective
+#: stride, effective padding). The PyTorch ports name the end points differently: Inception
+#: v4's features.3 ... features.21 are Mixed_3a ... Mixed_7d
+DISTILL = {
+    "inception_v4": {
+        "features.3.cat": (15, 4, 2), "features.4.cat": (47, 4, 14),
+        "features.5.cat": (55, 8, 14), "features.6.cat": (87, 8, 30),
+        "features.7.cat": (119, 8, 46), "features.8.cat": (151, 8, 62),
+        "features.9.cat": (183, 8, 78), "features.10.cat": (215, 16, 86),
+        "features.11.cat": (407, 16, 182), "features.12.cat": (599, 16, 278),
+        "features.13.cat": (791, 16, 374), "features.14.cat": (983, 16, 470),
+        "features.15.cat": (1175, 16, 566), "features.16.cat": (1367, 16, 662),
+        "features.17.cat": (1559, 16, 758), "features.18.cat": (1687, 32, 806),
+        "features.19.cat": (1815, 32, 870), "features.20.cat": (1943, 32, 934),
+        "features.21.cat": (2071, 32, 998)},
+    "inception_v3": {
+        "Conv2d_1a_3x3.conv": (3, 2, 0), "Conv2d_2a_3x3.conv": (7, 2, 0),
+        "Conv2d_2b_3x3.conv": (11, 2, 2), "maxpool1": (15, 4, 2),
+        "Conv2d_3b_1x1.conv": (15, 4, 2), "Conv2d_4a_3x3.conv": (23, 4, 2),
+        "maxpool2": (31, 8, 2), "Mixed_5b.cat": (63, 8, 18), "Mixed_5c.cat": (95, 8, 34),
+        "Mixed_5d.cat": (127, 8, 50), "Mixed_6a.cat": (159, 16, 58),
+        "Mixed_6b.cat": (351, 16, 154), "Mixed_6c.cat": (543, 16, 250),
+        "Mixed_6d.cat": (735, 16, 346), "Mixed_6e.cat": (927, 16, 442),
+        "Mixed_7a.cat": (1055, 32, 490), "Mixed_7b.cat": (1183, 32, 554),
+        "Mixed_7c.cat": (1311, 32, 618)},
+    "vgg16": {
+        "block1.0.conv1": (3, 1, 1), "pool1": (6, 2, 2), "block2.0.conv1": (10, 2, 4),
+        "pool2": (16, 4, 6), "block3.0.conv1": (24, 4, 10), "block3.1.conv1": (32, 4, 14),
+        "pool3": (44, 8, 18), "block4.0.conv1": (60, 8, 26), "block4.1.conv1": (76, 8, 34),
+        "pool4": (100, 16, 42), "block5.0.conv1": (132, 16, 58),
+        "block5.1.conv1": (164, 16, 74), "pool5": (212, 32, 90)},
+}
 
 
-def test_inception_v4_receptive_fields_match_the_distill_table(specs_dir):
-    # the PyTorch port's features.3 ... features.21 are TF-slim's Mixed_3a ... Mixed_7d; the
-    # effective padding is how far the first unit's field reaches before the input
-    g = cnncalc.load(specs_dir / "inception_v4.yaml")
-    for i, (end_point, (size, stride, padding)) in enumerate(DISTILL_INCEPTION_V4.items(), 3):
-        rf = g.node(f"features.{i}.cat").rf
+@pytest.mark.parametrize("name", DISTILL)
+def test_receptive_fields_match_the_distill_table(specs_dir, name):
+    # the effective padding is how far the first unit's field reaches before the input
+    g = cnncalc.load(specs_dir / f"{name}.yaml")
+    for node, (size, stride, padding) in DISTILL[name].items():
+        rf = g.node(node).rf
         first_pixel = [c - (n - 1) / 2 for c, n in zip(rf.start, rf.size)]
-        assert (rf.size, rf.stride) == ((size, size), (stride, stride)), end_point
-        assert first_pixel == [-padding, -padding], end_point
+        assert (rf.size, rf.stride) == ((size, size), (stride, stride)), node
+        assert first_pixel == [-padding, -padding], node
 
 
 def test_inception_v4_matches_timm_model_card(specs_dir):
