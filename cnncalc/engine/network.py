@@ -14,6 +14,11 @@ Contract
   all. ``buffers``: batch-norm ``running_mean`` / ``running_var``. A tensor a layer shares with
   another (``share:``) has one entry, the holder's: the layer computes with it, and its gradient
   is added into the holder's (the sum over the uses).
+* Frozen layers (``trainable: false``): their tensors sit after the trained ones in the flat
+  buffers, so ``trainable_params`` / ``trainable_grads`` (the first ``n_trainable`` values) are
+  one contiguous view that an optimizer updates without a mask; ``backward`` stops where no
+  trained parameter lies upstream (a frozen stem gets neither dW nor dx). A frozen layer between
+  trained ones still passes dx on; its dW lands in ``grads`` and is never read.
 * ``state_dict()`` / ``load_state_dict(d)``: params + buffers as numpy copies.
 * ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
   cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
@@ -128,22 +133,28 @@ class Network:
         self.seed = seed
         self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
 
-        # ---- parameters: one flat buffer, views per tensor ------------------------------------
+        # ---- parameters: one flat buffer, views per tensor; trained tensors first ------------
         shapes = graph.param_shapes()
         self.param_shapes = dict(shapes)
+        frozen = {f"{n.name}.{k}" for n in graph.nodes if not n.trainable
+                  for k in n.own_param_shapes()}
         total = sum(math.prod(s) for s in shapes.values())
         self.flat_params = np.zeros(total, self.dtype)
         self.flat_grads = np.zeros(total, self.dtype)
+        self._offsets: dict[str, int] = {}
+        off = 0
+        for key in sorted(shapes, key=lambda k: k in frozen):   # stable: graph order within
+            self._offsets[key] = off
+            off += math.prod(shapes[key])
+        self.n_trainable = sum(math.prod(s) for k, s in shapes.items() if k not in frozen)
+        self.trainable_params = self.flat_params[:self.n_trainable]
+        self.trainable_grads = self.flat_grads[:self.n_trainable]
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
-        off = 0
-        self._offsets: dict[str, int] = {}
         for key, shape in shapes.items():
-            size = math.prod(shape)
-            self._offsets[key] = off
+            off, size = self._offsets[key], math.prod(shape)
             self.params[key] = self.flat_params[off:off + size].reshape(shape)
             self.grads[key] = self.flat_grads[off:off + size].reshape(shape)
-            off += size
         self._init_params(init)
         self.buffers: dict[str, np.ndarray] = {}
         for key, shape in graph.buffer_shapes().items():
@@ -223,12 +234,15 @@ class Network:
         for name, i in last.items():
             if name != self.output_name:
                 self._free_after[i].append(name)
-        # which values need a gradient: those with parameters upstream (or the input, on demand)
+        # which values need a gradient: those with trained parameters upstream (or the input,
+        # on demand); frozen layers' weights need none
+        trained = {n.name for n in self.graph.nodes if n.trainable and n.param_shapes()}
         self._needs = {}
         for want_dx in (False, True):
             needs = {INPUT_NAME: want_dx}
             for st in self.steps:
-                needs[st.output] = st.has_params or any(needs.get(s, False) for s in st.inputs)
+                trains = st.has_params and not trained.isdisjoint(st.nodes)
+                needs[st.output] = trains or any(needs.get(s, False) for s in st.inputs)
             self._needs[want_dx] = needs
 
     def thread_state(self):
