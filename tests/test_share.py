@@ -202,3 +202,23 @@ def test_the_engine_sums_a_tied_weights_gradients_and_keeps_the_biases_apart():
                      ("enc.bias", (7,))):
         numeric = centred_difference(lambda: net.loss(x, labels)[0], net.params[key], idx)
         assert grads[key][idx] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+def test_a_frozen_owner_and_its_sharer_stay_out_of_the_trained_slice():
+    from cnncalc.engine.network import Network
+
+    net = Network(cnncalc.load("""
+input: 8x8x3
+layers:
+  - conv: {name: c1, filters: 3, size: 3, pad: 1, trainable: false}
+  - relu
+  - conv: {filters: 3, size: 3, pad: 1, share: c1}
+  - flatten
+  - fc: {name: f, units: 4}
+"""), parallel=False)
+    assert set(net.params) == {"c1.weight", "c1.bias", "f.weight", "f.bias"}
+    assert net.n_trainable == 192 * 4 + 4
+    before = net.params["c1.weight"].copy()
+    net.loss_and_grads(np.ones((2, 3, 8, 8), np.float32), np.array([0, 3]))
+    net.trainable_params -= 0.1 * net.trainable_grads
+    np.testing.assert_array_equal(net.params["c1.weight"], before)
