@@ -1,0 +1,431 @@
+"""The NumPy tier: the engine's ops in plain NumPy (BLAS GEMMs and stride tricks), no numba.
+
+Why it exists: on a fresh install the numba kernels compile for 12-14 s before the first step.
+The trainer runs its first steps on this tier while a background process compiles the kernels
+(:mod:`cnncalc.engine.warmup`), then switches the network back to the compiled ops
+(:meth:`cnncalc.Network.use_tier`). Nothing here calls numba, so the tier is ready at once.
+
+Every op keeps the contract of :mod:`cnncalc.engine.ops` (``forward(xs, training) -> y``,
+``backward(dy, need) -> [dx, ...]``, parameter gradients *written* into the network's gradient
+views) and reads the network's parameters, buffers and dropout RNG, so a network can change tier
+between two steps and training continues where it was. The ops run on the calling thread only:
+during a cold start the other core is compiling.
+
+Formulas (``x`` zero padded by the node's ``((top, bottom), (left, right))``; ``-inf`` padded for
+max pooling):
+
+* conv (im2col): ``cols[n, i, j, (c, a, b)] = xpad[n, c, i*sh + a*dh, j*sw + b*dw]`` (a strided
+  view, copied once per group), ``y = cols @ W.T + b``, ``dW = dy.T @ cols``, ``db = sum dy``,
+  ``dx``: ``dy @ W`` added back tap by tap (col2im).
+* max pooling: the first maximum of each window in (row, column) order wins (the numba kernel's
+  rule); the backward adds ``dy`` at that tap.
+* average pooling: window sums over zeros divided by PyTorch's divisor: the window clipped to
+  the padded extent (``count_include_pad``) or to the input.
+* batch norm on (N, C, H, W): float64 shifted sums for the batch statistics,
+  ``y = (x - mean) * inv_std * gamma + beta`` in float64, ``dx = gamma inv_std (dy - mean(dy)
+  - xhat mean(dy xhat))`` (as the numba kernels; running statistics use the unbiased variance).
+* relu / leaky ReLU: ``x if x > 0 else slope * x``. Every other element-wise kind already runs
+  on its layer's NumPy kernel pair; fully connected, flatten, dropout, add, concat, zero
+  padding, global average pooling, PReLU and maxout run on the engine's own (NumPy) ops.
+* softmax cross-entropy: log-sum-exp, the mean over the batch accumulated in float64.
+
+A graph with a node this tier cannot run (:func:`unsupported`) is never switched to it.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = ["NUMPY_TIER", "NumpyTier", "build_plan", "softmax_cross_entropy", "unsupported"]
+
+
+# ------------------------------------------------------------------------------- helpers
+def _padded(x, top: int, left: int, need_h: int, need_w: int, fill) -> np.ndarray:
+    """``x`` placed at (top, left) in a ``fill``-ed array at least ``need_h`` x ``need_w``."""
+    n, c, h, w = x.shape
+    xp = np.full((n, c, max(need_h, top + h), max(need_w, left + w)), fill, x.dtype)
+    xp[:, :, top:top + h, left:left + w] = x
+    return xp
+
+
+def _windows(xp, k, stride, dilation, out_hw) -> np.ndarray:
+    """Read-only view ``v[n, c, a, b, i, j] = xp[n, c, i*sh + a*dh, j*sw + b*dw]``."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = k, stride, dilation, out_hw
+    s = xp.strides
+    return as_strided(xp, (xp.shape[0], xp.shape[1], kh, kw, oh, ow),
+                      (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
+
+
+def _extent(k, stride, dilation, out_hw) -> tuple[int, int]:
+    """Rows and columns of the padded input the windows read."""
+    return tuple((o - 1) * s + (kk - 1) * d + 1 for kk, s, d, o in zip(k, stride, dilation, out_hw))
+
+
+def _tap(a: np.ndarray, ai: int, bi: int, stride, dilation, out_hw) -> np.ndarray:
+    """The (N, C, OH, OW) view of padded ``a`` that window tap (ai, bi) reads."""
+    (sh, sw), (dh, dw), (oh, ow) = stride, dilation, out_hw
+    r, c = ai * dh, bi * dw
+    return a[:, :, r:r + (oh - 1) * sh + 1:sh, c:c + (ow - 1) * sw + 1:sw]
+
+
+class _Op:
+    """Shared set-up: the node, its parameter/gradient views, options (as :class:`ops.Op`)."""
+
+    def __init__(self, node, ctx):
+        self.node = node
+        self.kind = node.kind
+        self.name = node.name
+        self.ctx = ctx
+        self.dtype = ctx.dtype
+        self.params = ctx.params.get(node.name, {})
+        self.grads = ctx.grads.get(node.name, {})
+        if hasattr(node.layer, "pads"):   # sliding-window layers
+            (self.top, self.bottom), (self.left, self.right) = node.pads(ctx.convention)
+        o = node.out_shape
+        self.out_hw = (o.h, o.w)
+        self.setup()
+
+    def setup(self) -> None:
+        """Read the layer options once (subclasses)."""
+
+    def _unpad(self, dxp, x_shape) -> np.ndarray:
+        h, w = x_shape[2:]
+        return np.ascontiguousarray(dxp[:, :, self.top:self.top + h, self.left:self.left + w])
+
+
+# ------------------------------------------------------------------------------- conv
+class Conv(_Op):
+    """Convolution as im2col + one GEMM per group."""
+
+    def setup(self):
+        L = self.node.layer
+        self.stride, self.dilation, self.groups = tuple(L.stride), tuple(L.dilation), L.groups
+
+    def forward(self, xs, training):
+        x = np.ascontiguousarray(xs[0])
+        w, b = self.params["weight"], self.params.get("bias")
+        K, cg, kh, kw = w.shape
+        kg, n, (oh, ow) = K // self.groups, x.shape[0], self.out_hw
+        self.x_shape = x.shape
+        xp = _padded(x, self.top, self.left,
+                     *_extent((kh, kw), self.stride, self.dilation, self.out_hw), 0)
+        self.xp_shape = xp.shape
+        win = _windows(xp, (kh, kw), self.stride, self.dilation, self.out_hw)
+        y = np.empty((n, K, oh, ow), self.dtype)
+        self.cols = []
+        for g in range(self.groups):
+            cols = win[:, g * cg:(g + 1) * cg].transpose(0, 4, 5, 1, 2, 3).reshape(
+                n * oh * ow, cg * kh * kw)
+            yg = cols @ w[g * kg:(g + 1) * kg].reshape(kg, -1).T
+            y[:, g * kg:(g + 1) * kg] = yg.reshape(n, oh, ow, kg).transpose(0, 3, 1, 2)
+            self.cols.append(cols)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, dy, need):
+        w = self.params["weight"]
+        K, cg, kh, kw = w.shape
+        kg, n, (oh, ow) = K // self.groups, dy.shape[0], self.out_hw
+        dxp = np.zeros(self.xp_shape, self.dtype) if need[0] else None
+        for g in range(self.groups):
+            dyg = dy[:, g * kg:(g + 1) * kg].transpose(0, 2, 3, 1).reshape(-1, kg)
+            wg = w[g * kg:(g + 1) * kg].reshape(kg, -1)
+            self.grads["weight"][g * kg:(g + 1) * kg] = (dyg.T @ self.cols[g]).reshape(
+                kg, cg, kh, kw)
+            if dxp is None:
+                continue
+            dcols = (dyg @ wg).reshape(n, oh, ow, cg, kh, kw).transpose(0, 3, 4, 5, 1, 2)
+            part = dxp[:, g * cg:(g + 1) * cg]
+            for a in range(kh):
+                for bb in range(kw):
+                    _tap(part, a, bb, self.stride, self.dilation, self.out_hw)[...] += \
+                        dcols[:, :, a, bb]
+        if "bias" in self.grads:
+            self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
+        return [None if dxp is None else self._unpad(dxp, self.x_shape)]
+
+
+# ------------------------------------------------------------------------------- pools
+class MaxPool(_Op):
+    def setup(self):
+        L = self.node.layer
+        self.k, self.stride, self.dilation = tuple(L.kernel_size), tuple(L.stride), \
+            tuple(L.dilation)
+
+    def forward(self, xs, training):
+        x = np.ascontiguousarray(xs[0])
+        n, c = x.shape[:2]
+        kh, kw = self.k
+        self.x_shape = x.shape
+        xp = _padded(x, self.top, self.left, *_extent(self.k, self.stride, self.dilation,
+                                                      self.out_hw), -np.inf)
+        self.xp_shape = xp.shape
+        taps = _windows(xp, self.k, self.stride, self.dilation, self.out_hw).reshape(
+            n, c, kh * kw, *self.out_hw)
+        self.am = taps.argmax(axis=2)   # the first maximum in (row, column) order
+        return np.take_along_axis(taps, self.am[:, :, None], axis=2)[:, :, 0]
+
+    def backward(self, dy, need):
+        if not need[0]:
+            return [None]
+        dxp = np.zeros(self.xp_shape, self.dtype)
+        zero = self.dtype.type(0)
+        for t in range(self.k[0] * self.k[1]):
+            a, b = divmod(t, self.k[1])
+            _tap(dxp, a, b, self.stride, self.dilation, self.out_hw)[...] += \
+                np.where(self.am == t, dy, zero)
+        return [self._unpad(dxp, self.x_shape)]
+
+
+def _avg_divisor(out: int, stride: int, pad: int, k: int, size: int, pad_after: int,
+                 include_pad: bool) -> np.ndarray:
+    """PyTorch's per-window divisor along one axis: the window clipped to the padded extent
+    (``include_pad``) or to the input."""
+    start = np.arange(out) * stride - pad
+    end = np.minimum(start + k, size + pad_after)
+    if include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+class AvgPool(_Op):
+    def setup(self):
+        L = self.node.layer
+        self.k, self.stride = tuple(L.kernel_size), tuple(L.stride)
+        self.include = bool(getattr(L, "count_include_pad", True))
+
+    def forward(self, xs, training):
+        x = np.ascontiguousarray(xs[0])
+        self.x_shape = x.shape
+        h, w = x.shape[2:]
+        xp = _padded(x, self.top, self.left, *_extent(self.k, self.stride, (1, 1), self.out_hw),
+                     0)
+        self.xp_shape = xp.shape
+        (oh, ow), (kh, kw), (sh, sw) = self.out_hw, self.k, self.stride
+        rows = _avg_divisor(oh, sh, self.top, kh, h, self.bottom, self.include)
+        cols = _avg_divisor(ow, sw, self.left, kw, w, self.right, self.include)
+        self.div = np.outer(rows, cols).astype(self.dtype)
+        return _windows(xp, self.k, self.stride, (1, 1), self.out_hw).sum(axis=(2, 3)) / self.div
+
+    def backward(self, dy, need):
+        if not need[0]:
+            return [None]
+        g = dy / self.div
+        dxp = np.zeros(self.xp_shape, self.dtype)
+        for a in range(self.k[0]):
+            for b in range(self.k[1]):
+                _tap(dxp, a, b, self.stride, (1, 1), self.out_hw)[...] += g
+        return [self._unpad(dxp, self.x_shape)]
+
+
+# ------------------------------------------------------------------------------- batch norm
+class BatchNorm(_Op):
+    """(N, C, H, W): the numba kernels' float64 formulas in NumPy; (N, F): the NumPy
+    :func:`cnncalc.kernels.norm.batchnorm_forward` (as the engine's op)."""
+
+    def setup(self):
+        L = self.node.layer
+        c = self.node.in_shape.c
+        self.rm = self.ctx.buffers[f"{self.name}.running_mean"]
+        self.rv = self.ctx.buffers[f"{self.name}.running_var"]
+        self.affine = bool(L.affine)
+        self.gamma = self.params["weight"] if self.affine else np.ones(c, self.dtype)
+        self.beta = self.params["bias"] if self.affine else np.zeros(c, self.dtype)
+        self.momentum = 0.1 if L.momentum is None else float(L.momentum)
+        self.eps = float(L.eps)
+
+    def forward(self, xs, training):
+        from cnncalc.kernels import norm
+
+        x = xs[0]
+        if x.ndim != 4:
+            self.cache = None
+            y, self.flat_cache = norm.batchnorm_forward(x, self.gamma, self.beta, self.rm,
+                                                        self.rv, bool(training), self.momentum,
+                                                        self.eps)
+            return y.astype(self.dtype, copy=False)
+        n, c, h, w = x.shape
+        x3 = x.reshape(n, c, h * w)
+        self.training = bool(training)
+        if training:
+            m = n * h * w
+            shift = x3[0, :, 0].astype(np.float64)
+            d = x3 - shift[None, :, None]
+            s0, s1 = d.sum(axis=(0, 2)), (d * d).sum(axis=(0, 2))
+            mean64 = shift + s0 / m
+            var64 = np.maximum(s1 / m - (s0 / m) ** 2, 0.0)
+            unbiased = (var64 * (m / (m - 1)) if m > 1 else var64).astype(self.dtype)
+            mean, var = mean64.astype(self.dtype), var64.astype(self.dtype)
+            mo = self.momentum
+            self.rm *= 1 - mo
+            self.rm += mo * mean
+            self.rv *= 1 - mo
+            self.rv += mo * unbiased
+        else:
+            mean, var = np.asarray(self.rm, self.dtype), np.asarray(self.rv, self.dtype)
+        inv_std = (1 / np.sqrt(var + self.dtype.type(self.eps))).astype(self.dtype)
+        self.mean64, self.inv_std64 = mean.astype(np.float64), inv_std.astype(np.float64)
+        self.gamma_used = np.array(self.gamma, self.dtype)
+        self.xhat = (x3 - self.mean64[:, None]) * self.inv_std64[:, None]   # float64
+        y = self.xhat * self.gamma_used.astype(np.float64)[:, None] + \
+            np.asarray(self.beta, self.dtype).astype(np.float64)[:, None]
+        return y.astype(self.dtype).reshape(x.shape)
+
+    def backward(self, dy, need):
+        from cnncalc.kernels import norm
+
+        if dy.ndim != 4:
+            dx, dgamma, dbeta = norm.batchnorm_backward(dy, self.flat_cache)
+        else:
+            n, c = dy.shape[:2]
+            dy3 = dy.reshape(n, c, -1).astype(np.float64)
+            dbeta = dy3.sum(axis=(0, 2)).astype(self.dtype)
+            dgamma = (dy3 * self.xhat).sum(axis=(0, 2)).astype(self.dtype)
+            dx = None
+            if need[0]:
+                m = dy3.shape[0] * dy3.shape[2]
+                scale = (self.gamma_used * self.inv_std64.astype(self.dtype)).astype(np.float64)
+                mb = dbeta.astype(np.float64) / m if self.training else np.zeros(c)
+                mg = dgamma.astype(np.float64) / m if self.training else np.zeros(c)
+                dx = (scale[:, None] * (dy3 - mb[:, None] - self.xhat * mg[:, None])).astype(
+                    self.dtype).reshape(dy.shape)
+        if self.affine:
+            self.grads["weight"][...] = dgamma
+            self.grads["bias"][...] = dbeta
+        return [dx.astype(self.dtype, copy=False) if need[0] else None]
+
+
+# ------------------------------------------------------------------------------- element-wise
+def _leaky_forward(x, slope=0.0):
+    return np.where(x > 0, x, x * x.dtype.type(slope))
+
+
+def _leaky_backward(dy, x, slope=0.0):
+    return np.where(x > 0, dy, dy * dy.dtype.type(slope))
+
+
+#: NumPy stand-ins for the element-wise kernels that are numba code (by kernel name)
+_NUMPY_KERNELS = {"relu_forward": _leaky_forward, "relu_backward": _leaky_backward,
+                  "leaky_relu_forward": _leaky_forward, "leaky_relu_backward": _leaky_backward}
+
+
+def _numpy_kernel(fn):
+    """``fn`` when it is a NumPy kernel (returns its result, takes no ``out=``), its NumPy
+    stand-in when it is a numba one, else None."""
+    if fn.__name__ in _NUMPY_KERNELS:
+        return _NUMPY_KERNELS[fn.__name__]
+    return None if "out" in inspect.signature(fn).parameters else fn
+
+
+class Elementwise(_Op):
+    """``y = forward(x, *args)``, ``dx = backward(dy, saved, *args)`` (the layer's pair)."""
+
+    def setup(self):
+        layer = self.node.layer
+        self.fwd, self.bwd = (_numpy_kernel(f) for f in layer.kernel_pair())
+        self.args = layer.kernel_values()
+        self.keep_y = layer.saves == "y"
+
+    def forward(self, xs, training):
+        x = xs[0]
+        y = self.fwd(x, *self.args).astype(self.dtype, copy=False)
+        self.saved = y if self.keep_y else x
+        return y
+
+    def backward(self, dy, need):
+        if not need[0]:
+            return [None]
+        return [self.bwd(dy, self.saved, *self.args).astype(self.dtype, copy=False)]
+
+
+# ------------------------------------------------------------------------------- the tier
+def _implementations() -> dict:
+    """Engine op class -> the class this tier runs instead (the engine's NumPy-only ops run
+    as they are)."""
+    from cnncalc.engine import ops
+
+    table = {cls: cls for cls in (ops.LinearOp, ops.FlattenOp, ops.DropoutOp, ops.AddOp,
+                                  ops.ConcatOp, ops.ZeroPadOp, ops.GlobalAvgPoolOp, ops.PReluOp,
+                                  ops.MaxoutOp)}
+    table.update({ops.ConvOp: Conv, ops.MaxPoolOp: MaxPool, ops.AvgPoolOp: AvgPool,
+                  ops.BatchNormOp: BatchNorm, ops.ElementwiseOp: Elementwise})
+    return table
+
+
+def _op_class(node):
+    from cnncalc.engine import ops
+
+    engine_cls = type(node.layer).op_class()
+    cls = _implementations().get(engine_cls)
+    if cls is Elementwise or engine_cls is ops.ElementwiseOp:
+        if any(_numpy_kernel(f) is None for f in node.layer.kernel_pair()):
+            return None
+    return cls
+
+
+def unsupported(graph) -> list[str]:
+    """The kinds of ``graph``'s nodes this tier cannot run (sorted; empty: it runs them all)."""
+    return sorted({n.kind for n in graph.nodes if _op_class(n) is None})
+
+
+class _SerialContext:
+    """The network's op context with one thread: this tier's ops run on the calling thread."""
+
+    threads = 1
+
+    def __init__(self, base):
+        self._base = base
+
+    def __getattr__(self, key):
+        return getattr(self._base, key)
+
+
+def build_plan(graph, ctx) -> list:
+    """One step per node (no fusion), every op from this tier; ``ctx`` is the network's."""
+    from cnncalc.engine.plan import Step
+    from cnncalc.errors import TrainError
+
+    missing = unsupported(graph)
+    if missing:
+        raise TrainError(f"the NumPy tier cannot run {', '.join(missing)}",
+                         hint="run these layers on the compiled kernels")
+    serial = _SerialContext(ctx)
+    return [Step(_op_class(n)(n, serial), list(n.inputs), n.name, [n.name], None,
+                 bool(n.param_shapes())) for n in graph.nodes]
+
+
+def softmax_cross_entropy(logits, labels, *, out=None):
+    """``(mean loss, dlogits)`` as :func:`cnncalc.kernels.loss.softmax_cross_entropy`:
+    ``loss_i = logsumexp(z_i) - z_i[label_i]``, ``dlogits = (softmax(z) - onehot) / N``."""
+    z = np.ascontiguousarray(logits)
+    y = np.asarray(labels, dtype=np.int64)
+    n = z.shape[0]
+    rows = np.arange(n)
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    s = e.sum(axis=1, keepdims=True)
+    losses = np.log(s[:, 0]).astype(np.float64) + m[:, 0] - z[rows, y]
+    if out is None or out.shape != z.shape or out.dtype != z.dtype:
+        out = np.empty_like(z)
+    inv_n = z.dtype.type(1.0 / n)
+    np.multiply(e, inv_n / s, out=out)
+    out[rows, y] -= inv_n
+    return float(losses.sum() / n), out
+
+
+class NumpyTier:
+    """What :meth:`cnncalc.Network.use_tier` needs from a tier: its plan, its loss, and
+    whether its engine calls set flush-to-zero (that switch is itself a numba kernel)."""
+
+    name = "numpy"
+    flush_denormals = False
+
+    build_plan = staticmethod(build_plan)
+    softmax_cross_entropy = staticmethod(softmax_cross_entropy)
+    unsupported = staticmethod(unsupported)
+
+
+NUMPY_TIER = NumpyTier()
