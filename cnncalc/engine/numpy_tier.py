@@ -97,55 +97,68 @@ class _Op:
 
 # ------------------------------------------------------------------------------- conv
 class Conv(_Op):
-    """Convolution as im2col + one GEMM per group."""
+    """Convolution as im2col + one GEMM per group, in a (C, H, W, N) layout: the batch is the
+    innermost axis, so the window copies and the col2im additions move runs of ``OW * N``
+    contiguous values rather than rows of ``OW``."""
 
     def setup(self):
         L = self.node.layer
         self.stride, self.dilation, self.groups = tuple(L.stride), tuple(L.dilation), L.groups
 
     def forward(self, xs, training):
-        x = np.ascontiguousarray(xs[0])
+        x = xs[0]
         w, b = self.params["weight"], self.params.get("bias")
         K, cg, kh, kw = w.shape
         kg, n, (oh, ow) = K // self.groups, x.shape[0], self.out_hw
         self.x_shape = x.shape
-        xp = _padded(x, self.top, self.left,
-                     *_extent((kh, kw), self.stride, self.dilation, self.out_hw), 0)
-        self.xp_shape = xp.shape
-        win = _windows(xp, (kh, kw), self.stride, self.dilation, self.out_hw)
-        y = np.empty((n, K, oh, ow), self.dtype)
+        need_h, need_w = _extent((kh, kw), self.stride, self.dilation, self.out_hw)
+        # xt[c, i, j, n]: x moved to (C, H, W, N) and zero padded
+        xt = np.ascontiguousarray(_padded(x.transpose(1, 0, 2, 3), self.top, self.left, need_h,
+                                          need_w, 0).transpose(0, 2, 3, 1))
+        self.xt_shape = xt.shape
+        s = xt.strides
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        win = as_strided(xt, (xt.shape[0], kh, kw, oh, ow, n),
+                         (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]),
+                         writeable=False)
+        y = np.empty((K, oh * ow * n), self.dtype)
         self.cols = []
         for g in range(self.groups):
-            cols = win[:, g * cg:(g + 1) * cg].transpose(0, 4, 5, 1, 2, 3).reshape(
-                n * oh * ow, cg * kh * kw)
-            yg = cols @ w[g * kg:(g + 1) * kg].reshape(kg, -1).T
-            y[:, g * kg:(g + 1) * kg] = yg.reshape(n, oh, ow, kg).transpose(0, 3, 1, 2)
+            cols = win[g * cg:(g + 1) * cg].reshape(cg * kh * kw, oh * ow * n)
+            np.matmul(w[g * kg:(g + 1) * kg].reshape(kg, -1), cols, out=y[g * kg:(g + 1) * kg])
             self.cols.append(cols)
         if b is not None:
-            y += b.reshape(1, -1, 1, 1)
-        return y
+            y += b.reshape(-1, 1)
+        return np.ascontiguousarray(y.reshape(K, oh, ow, n).transpose(3, 0, 1, 2))
 
     def backward(self, dy, need):
         w = self.params["weight"]
         K, cg, kh, kw = w.shape
         kg, n, (oh, ow) = K // self.groups, dy.shape[0], self.out_hw
-        dxp = np.zeros(self.xp_shape, self.dtype) if need[0] else None
+        dyt = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)).reshape(K, oh * ow * n)
+        dxt = np.zeros(self.xt_shape, self.dtype) if need[0] else None
+        (sh, sw), (dh, dw) = self.stride, self.dilation
         for g in range(self.groups):
-            dyg = dy[:, g * kg:(g + 1) * kg].transpose(0, 2, 3, 1).reshape(-1, kg)
-            wg = w[g * kg:(g + 1) * kg].reshape(kg, -1)
-            self.grads["weight"][g * kg:(g + 1) * kg] = (dyg.T @ self.cols[g]).reshape(
+            dyg = dyt[g * kg:(g + 1) * kg]
+            self.grads["weight"][g * kg:(g + 1) * kg] = (dyg @ self.cols[g].T).reshape(
                 kg, cg, kh, kw)
-            if dxp is None:
+            if dxt is None:
                 continue
-            dcols = (dyg @ wg).reshape(n, oh, ow, cg, kh, kw).transpose(0, 3, 4, 5, 1, 2)
-            part = dxp[:, g * cg:(g + 1) * cg]
+            # dcols[(a, b, c), (i, j, n)]: the weights reordered so each tap is one block
+            wr = w[g * kg:(g + 1) * kg].transpose(0, 2, 3, 1).reshape(kg, -1)
+            dcols = (wr.T @ dyg).reshape(kh, kw, cg, oh, ow, n)
+            part = dxt[g * cg:(g + 1) * cg]
             for a in range(kh):
                 for bb in range(kw):
-                    _tap(part, a, bb, self.stride, self.dilation, self.out_hw)[...] += \
-                        dcols[:, :, a, bb]
+                    part[:, a * dh:a * dh + (oh - 1) * sh + 1:sh,
+                         bb * dw:bb * dw + (ow - 1) * sw + 1:sw] += dcols[a, bb]
         if "bias" in self.grads:
-            self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
-        return [None if dxp is None else self._unpad(dxp, self.x_shape)]
+            self.grads["bias"][...] = dyt.sum(axis=1)
+        if dxt is None:
+            return [None]
+        h, w_ = self.x_shape[2:]
+        return [np.ascontiguousarray(
+            dxt[:, self.top:self.top + h, self.left:self.left + w_].transpose(3, 0, 1, 2))]
 
 
 # ------------------------------------------------------------------------------- pools
@@ -163,10 +176,14 @@ class MaxPool(_Op):
         xp = _padded(x, self.top, self.left, *_extent(self.k, self.stride, self.dilation,
                                                       self.out_hw), -np.inf)
         self.xp_shape = xp.shape
-        taps = _windows(xp, self.k, self.stride, self.dilation, self.out_hw).reshape(
-            n, c, kh * kw, *self.out_hw)
-        self.am = taps.argmax(axis=2)   # the first maximum in (row, column) order
-        return np.take_along_axis(taps, self.am[:, :, None], axis=2)[:, :, 0]
+        win = _windows(xp, self.k, self.stride, self.dilation, self.out_hw)
+        y = win[:, :, 0, 0].copy()
+        am = self.am = np.zeros(y.shape, np.int8 if kh * kw < 128 else np.int32)
+        for t in range(1, kh * kw):   # a later tap wins only when strictly greater
+            v = win[:, :, t // kw, t % kw]
+            np.copyto(am, t, where=v > y)
+            np.maximum(y, v, out=y)      # (a NaN propagates)
+        return y
 
     def backward(self, dy, need):
         if not need[0]:
@@ -300,10 +317,14 @@ class BatchNorm(_Op):
 
 # ------------------------------------------------------------------------------- element-wise
 def _leaky_forward(x, slope=0.0):
+    if slope == 0:
+        return np.maximum(x, x.dtype.type(0))
     return np.where(x > 0, x, x * x.dtype.type(slope))
 
 
 def _leaky_backward(dy, x, slope=0.0):
+    if slope == 0:
+        return dy * (x > 0)
     return np.where(x > 0, dy, dy * dy.dtype.type(slope))
 
 

@@ -9,7 +9,10 @@ so every optimizer of :mod:`cnncalc.optim` updates all ~62k LeNet-5 parameters i
 vectorised pass, and its state (``velocity``, moments) is one flat array too.
 
 Events (dataclasses below) go to every callback, a callable ``cb(event)``: :class:`TrainBegin`,
-:class:`StepEnd` (every step), :class:`EpochEnd`, :class:`CheckpointSaved` and :class:`TrainEnd`.
+:class:`StepEnd` (every step), :class:`EpochEnd`, :class:`CheckpointSaved` and :class:`TrainEnd`;
+on a first run (kernels not in the cache) :class:`~cnncalc.train.kernels.Compiling` and
+:class:`~cnncalc.train.kernels.CompileEnd` (:mod:`cnncalc.train.kernels`: the cold-start
+policy; compile and kernel-loading time is never counted in the epoch time).
 The CLI's callback drives a rich progress bar; :class:`CSVLogger` writes the metrics CSV.
 
 Guard rails:
@@ -50,11 +53,14 @@ from typing import Any
 import numpy as np
 
 from cnncalc.errors import DataError, TrainError
+from cnncalc.train.kernels import CompileEnd, Compiling, KernelStart
 from cnncalc.train.settings import TrainSettings, resolve
 
 __all__ = [
     "CSVLogger",
     "CheckpointSaved",
+    "CompileEnd",
+    "Compiling",
     "DivergedError",
     "EpochEnd",
     "History",
@@ -312,6 +318,7 @@ class Trainer:
         self._stop = False
         self._params = {"all": net.flat_params}
         self._grads = {"all": net.flat_grads}
+        self.kernels = KernelStart(net, settings, self.emit)
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -366,6 +373,8 @@ class Trainer:
                              n_params=int(self.net.flat_params.size), settings=s.to_dict(),
                              resumed_from=self.resumed_from))
         self._stop = False
+        if self.epoch < epochs and not self.kernels.pending:
+            self.kernels.prepare(min(s.batch_size, n), self.step)
         old_handler = self._install_sigint()
         status = "completed"
         try:
@@ -420,7 +429,10 @@ class Trainer:
         callbacks = self.callbacks
         epoch_index = self.epoch
         lr = part["lr"]
+        kernels = self.kernels
         for b in range(self.batch, spe):
+            if kernels.pending:   # the switch to the compiled kernels is not training time
+                t0 += kernels.poll(self.step)
             idx = order[b * bs:(b + 1) * bs]
             m = len(idx)
             xo, yo = xb[:m], yb[:m]
@@ -631,6 +643,7 @@ class Run:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    data_seconds: float = 0.0   # loading and preprocessing the data
 
     def fit(self, epochs: int | None = None) -> History:
         return self.trainer.fit(self.x_train, self.y_train, self.x_test, self.y_test,
@@ -652,6 +665,7 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
     from cnncalc.engine.network import Network
     from cnncalc.train import preprocess
 
+    t0 = time.perf_counter()
     if dataset is None:
         dataset = load_data(settings, graph)
     check_compatible(graph, dataset)
@@ -666,6 +680,7 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
 
     check_finite(x_train, f"the preprocessed training images of {dataset.name or 'the data'}")
     check_finite(x_test, f"the preprocessed test images of {dataset.name or 'the data'}")
+    data_seconds = time.perf_counter() - t0
     net = Network(graph, init=settings.init, seed=settings.seed, dtype=settings.dtype,
                   parallel=settings.parallel)
     trainer = Trainer(net, settings, preprocessor=prep, spec_text=graph.source or "",
@@ -673,7 +688,8 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
                       interrupt_path=interrupt_path, callbacks=callbacks)
     if resume is not None:
         trainer.restore(resume)
-    return Run(trainer, graph, dataset, x_train, dataset.y_train, x_test, dataset.y_test)
+    return Run(trainer, graph, dataset, x_train, dataset.y_train, x_test, dataset.y_test,
+               data_seconds)
 
 
 def fit(model, data, optimizer=None, schedule=None, epochs: int = 1, batch_size: int = 64,
