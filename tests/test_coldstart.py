@@ -170,13 +170,23 @@ def test_compile_and_load_time_is_not_epoch_time(cold, monkeypatch):
     assert res.timings["compile"] >= 2000 and res.timings["train"] < 1000
 
 
-def test_message_on_the_console_and_stderr_in_json_mode(cold, tmp_path):
+def test_message_on_the_console_and_stderr_in_json_mode(cold, tmp_path, monkeypatch):
+    from cnncalc.train import evaluate
+
+    tiers = []
+    load_model = evaluate.load_model
+    monkeypatch.setattr(evaluate, "load_model",
+                        lambda path, tier=None: tiers.append(tier) or load_model(path, tier))
     spec = tmp_path / "small.yaml"
     spec.write_text(SMALL)
     args = ["train", str(spec), "--data", "synthetic:64", "--epochs", "1"]
-    r = CliRunner().invoke(app, args)
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     assert K.COMPILING_MESSAGE in r.stdout
+    # the report's evaluation runs on the tier the run ended on (no compile at the end either)
+    assert (tmp_path / "run" / "report.html").exists()
+    assert [getattr(t, "name", "compiled") for t in tiers] == \
+        ["numpy" if "compiled kernels from step" not in r.stdout else "compiled"]
     warmup.BackgroundCompile.wait_all(timeout=300)
     r = CliRunner().invoke(app, [*args, "--format", "json", "--compile", "wait"])
     assert r.exit_code == 0, r.output

@@ -129,3 +129,19 @@ def test_tier_changes_nothing_at_construction():
     assert net.tier is NUMPY_TIER and net.fast_path is None
     assert all(st.op.__module__ in ("cnncalc.engine.numpy_tier", "cnncalc.engine.ops")
                for st in net.steps)
+
+
+@pytest.mark.parametrize("name", [k for k in sorted(SPECS) if k.startswith("conv-")])
+def test_conv_in_bands_of_output_rows_equals_whole(name, monkeypatch):
+    """A column budget of one value: every output row is its own im2col band."""
+    monkeypatch.setattr(numpy_tier, "COLS_BUDGET", 1)
+    compiled, tier = _pair(SPECS[name], "float64")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, *compiled.graph.input_shape))
+    dout = rng.standard_normal(compiled.forward(x, training=False).shape)
+    for a, b in zip(_step(tier, x, dout, True), _step(compiled, x, dout, True)):
+        if isinstance(a, dict):
+            for k in b:
+                np.testing.assert_allclose(a[k], b[k], err_msg=k, **TOL["float64"])
+        else:
+            np.testing.assert_allclose(a, b, **TOL["float64"])

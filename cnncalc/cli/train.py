@@ -227,8 +227,9 @@ def train(
     if out is not None and result.checkpoint:
         from cnncalc.report import write_checkpoint_report
 
-        result.outputs["report"] = str(write_checkpoint_report(result.checkpoint,
-                                                               Path(out) / "report.html"))
+        # evaluated on the tier the run ended on: a cold run does not compile here either
+        result.outputs["report"] = str(write_checkpoint_report(
+            result.checkpoint, Path(out) / "report.html", tier=result.net.tier))
     _report(result, json_mode, out_console)
 
 

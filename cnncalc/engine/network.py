@@ -32,6 +32,12 @@ process compiles nothing); ops with enough work split the batch over the same ``
 pool and sum parameter gradients in slice order (bitwise repeatable; ``threads=1`` agrees with
 ``threads=2`` to float rounding).
 
+Tiers: ``use_tier(tier)`` runs the graph on another implementation of the ops from the next
+call on, sharing the parameters, gradients, buffers and RNG (the trainer's cold start runs the
+NumPy tier, :mod:`cnncalc.engine.numpy_tier`, while the kernels compile in the background:
+:mod:`cnncalc.engine.warmup`); ``use_tier(None)`` goes back to the compiled kernels. A network
+never changes tier by itself.
+
 Thread state: ``forward``/``backward``/``loss``/``loss_and_grads``/``predict`` (and
 ``with net.thread_state():``, for an optimizer step) run with flush-to-zero on (unless
 ``flush_denormals=False``) and BLAS at one thread on the calling thread, and put both back when

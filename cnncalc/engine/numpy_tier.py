@@ -38,7 +38,11 @@ import inspect
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["NUMPY_TIER", "NumpyTier", "build_plan", "softmax_cross_entropy", "unsupported"]
+__all__ = ["COLS_BUDGET", "NUMPY_TIER", "NumpyTier", "build_plan", "softmax_cross_entropy",
+           "unsupported"]
+
+#: im2col values built at once by a convolution (4 Mi: 16 MiB in float32)
+COLS_BUDGET = 1 << 22
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -97,13 +101,28 @@ class _Op:
 
 # ------------------------------------------------------------------------------- conv
 class Conv(_Op):
-    """Convolution as im2col + one GEMM per group, in a (C, H, W, N) layout: the batch is the
-    innermost axis, so the window copies and the col2im additions move runs of ``OW * N``
-    contiguous values rather than rows of ``OW``."""
+    """Convolution as im2col + GEMMs in a (C, H, W, N) layout: the batch is the innermost axis,
+    so the window copies and the col2im additions move runs of ``OW * N`` contiguous values
+    rather than rows of ``OW``. The columns are built for a band of output rows at a time
+    (at most :data:`COLS_BUDGET` values) and rebuilt in the backward, so memory stays bounded
+    for large inputs and evaluation batches."""
 
     def setup(self):
         L = self.node.layer
         self.stride, self.dilation, self.groups = tuple(L.stride), tuple(L.dilation), L.groups
+
+    def _bands(self, n):
+        """Output row ranges whose im2col columns fit :data:`COLS_BUDGET`."""
+        _, cg, kh, kw = self.params["weight"].shape
+        oh, ow = self.out_hw
+        rows = max(1, COLS_BUDGET // (cg * kh * kw * ow * n))
+        return [(i, min(i + rows, oh)) for i in range(0, oh, rows)]
+
+    def _cols(self, g, i0, i1):
+        """``cols[(c, a, b), (i, j, n)]`` of group ``g`` for output rows ``i0 <= i < i1``."""
+        _, cg, kh, kw = self.params["weight"].shape
+        band = self.win[g * cg:(g + 1) * cg, :, :, i0:i1]
+        return band.reshape(cg * kh * kw, -1)
 
     def forward(self, xs, training):
         x = xs[0]
@@ -115,45 +134,47 @@ class Conv(_Op):
         # xt[c, i, j, n]: x moved to (C, H, W, N) and zero padded
         xt = np.ascontiguousarray(_padded(x.transpose(1, 0, 2, 3), self.top, self.left, need_h,
                                           need_w, 0).transpose(0, 2, 3, 1))
-        self.xt_shape = xt.shape
         s = xt.strides
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        win = as_strided(xt, (xt.shape[0], kh, kw, oh, ow, n),
-                         (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]),
-                         writeable=False)
-        y = np.empty((K, oh * ow * n), self.dtype)
-        self.cols = []
-        for g in range(self.groups):
-            cols = win[g * cg:(g + 1) * cg].reshape(cg * kh * kw, oh * ow * n)
-            np.matmul(w[g * kg:(g + 1) * kg].reshape(kg, -1), cols, out=y[g * kg:(g + 1) * kg])
-            self.cols.append(cols)
+        self.win = as_strided(xt, (xt.shape[0], kh, kw, oh, ow, n),
+                              (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]),
+                              writeable=False)
+        self.xt_shape = xt.shape
+        y = np.empty((K, oh, ow * n), self.dtype)
+        for i0, i1 in self._bands(n):
+            for g in range(self.groups):
+                yg = w[g * kg:(g + 1) * kg].reshape(kg, -1) @ self._cols(g, i0, i1)
+                y[g * kg:(g + 1) * kg, i0:i1] = yg.reshape(kg, i1 - i0, ow * n)
         if b is not None:
-            y += b.reshape(-1, 1)
+            y += b.reshape(-1, 1, 1)
         return np.ascontiguousarray(y.reshape(K, oh, ow, n).transpose(3, 0, 1, 2))
 
     def backward(self, dy, need):
         w = self.params["weight"]
         K, cg, kh, kw = w.shape
         kg, n, (oh, ow) = K // self.groups, dy.shape[0], self.out_hw
-        dyt = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)).reshape(K, oh * ow * n)
+        dyt = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)).reshape(K, oh, ow * n)
         dxt = np.zeros(self.xt_shape, self.dtype) if need[0] else None
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        for g in range(self.groups):
-            dyg = dyt[g * kg:(g + 1) * kg]
-            self.grads["weight"][g * kg:(g + 1) * kg] = (dyg @ self.cols[g].T).reshape(
-                kg, cg, kh, kw)
-            if dxt is None:
-                continue
-            # dcols[(a, b, c), (i, j, n)]: the weights reordered so each tap is one block
-            wr = w[g * kg:(g + 1) * kg].transpose(0, 2, 3, 1).reshape(kg, -1)
-            dcols = (wr.T @ dyg).reshape(kh, kw, cg, oh, ow, n)
-            part = dxt[g * cg:(g + 1) * cg]
-            for a in range(kh):
-                for bb in range(kw):
-                    part[:, a * dh:a * dh + (oh - 1) * sh + 1:sh,
-                         bb * dw:bb * dw + (ow - 1) * sw + 1:sw] += dcols[a, bb]
+        dw_ = np.zeros((K, cg * kh * kw), self.dtype)
+        for i0, i1 in self._bands(n):
+            for g in range(self.groups):
+                dyg = dyt[g * kg:(g + 1) * kg, i0:i1].reshape(kg, -1)
+                dw_[g * kg:(g + 1) * kg] += dyg @ self._cols(g, i0, i1).T
+                if dxt is None:
+                    continue
+                # dcols[(a, b, c), (i, j, n)]: the weights reordered so each tap is one block
+                wr = w[g * kg:(g + 1) * kg].transpose(0, 2, 3, 1).reshape(kg, -1)
+                dcols = (wr.T @ dyg).reshape(kh, kw, cg, i1 - i0, ow, n)
+                part = dxt[g * cg:(g + 1) * cg]
+                for a in range(kh):
+                    r = a * dh + i0 * sh
+                    for bb in range(kw):
+                        part[:, r:r + (i1 - i0 - 1) * sh + 1:sh,
+                             bb * dw:bb * dw + (ow - 1) * sw + 1:sw] += dcols[a, bb]
+        self.grads["weight"][...] = dw_.reshape(K, cg, kh, kw)
         if "bias" in self.grads:
-            self.grads["bias"][...] = dyt.sum(axis=1)
+            self.grads["bias"][...] = dyt.sum(axis=(1, 2))
         if dxt is None:
             return [None]
         h, w_ = self.x_shape[2:]
