@@ -31,13 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # batch norm keeps it off the generated chain: the background process loads generic kernels only
 SMALL = """\
 name: small
-input: 12x12x1
+input: 10x10x1
 layers:
-  - conv: {filters: 4, size: 3, pad: 1}
+  - conv: {filters: 3, size: 3, pad: 1}
   - batchnorm
   - relu
-  - maxpool: {size: 2}
+  - avgpool: {size: 2}
   - flatten
+  - fc: {units: 8}
+  - relu
   - fc: {units: 4}
 """
 SETTINGS = {"data": "synthetic:192", "batch_size": 32, "epochs": 2, "lr": 0.05,
@@ -143,7 +145,7 @@ def test_compile_wait_setting_and_kinds_without_a_numpy_tier_wait(cold):
     rec = Recorder()
     run(SMALL, {**SETTINGS, "compile": "wait", "epochs": 1}, callbacks=[rec])
     assert rec.of(K.Compiling)[0].reason == "compile: wait"
-    net = cnncalc.Network(SMALL.replace("maxpool: {size: 2}", "adaptive_avgpool: "
+    net = cnncalc.Network(SMALL.replace("avgpool: {size: 2}", "adaptive_avgpool: "
                                         "{output_size: 3}"), parallel=None)
     start = K.KernelStart(net, cnncalc.train.settings.resolve(("t", SETTINGS)), lambda e: None)
     assert "adaptive_avgpool" in start._wait_reason()

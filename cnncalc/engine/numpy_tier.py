@@ -21,9 +21,9 @@ max pooling):
   rule); the backward adds ``dy`` at that tap.
 * average pooling: window sums over zeros divided by PyTorch's divisor: the window clipped to
   the padded extent (``count_include_pad``) or to the input.
-* batch norm on (N, C, H, W): float64 shifted sums for the batch statistics,
-  ``y = (x - mean) * inv_std * gamma + beta`` in float64, ``dx = gamma inv_std (dy - mean(dy)
-  - xhat mean(dy xhat))`` (as the numba kernels; running statistics use the unbiased variance).
+* batch norm: the NumPy kernels the engine runs on (N, F) inputs, on every shape:
+  ``y = (x - mean) * inv_std * gamma + beta``, ``dx = gamma inv_std (dy - mean(dy) - xhat
+  mean(dy xhat))``; running statistics take the unbiased variance.
 * relu / leaky ReLU: ``x if x > 0 else slope * x``. Every other element-wise kind already runs
   on its layer's NumPy kernel pair; fully connected, flatten, dropout, add, concat, zero
   padding, global average pooling, PReLU and maxout run on the engine's own (NumPy) ops.
@@ -261,8 +261,9 @@ class AvgPool(_Op):
 
 # ------------------------------------------------------------------------------- batch norm
 class BatchNorm(_Op):
-    """(N, C, H, W): the numba kernels' float64 formulas in NumPy; (N, F): the NumPy
-    :func:`cnncalc.kernels.norm.batchnorm_forward` (as the engine's op)."""
+    """Batch norm on the NumPy :func:`cnncalc.kernels.norm.batchnorm_forward` /
+    ``batchnorm_backward`` for every input shape (the engine's op runs them on (N, F) inputs
+    and numba kernels on (N, C, H, W))."""
 
     def setup(self):
         L = self.node.layer
@@ -278,58 +279,14 @@ class BatchNorm(_Op):
     def forward(self, xs, training):
         from cnncalc.kernels import norm
 
-        x = xs[0]
-        if x.ndim != 4:
-            self.cache = None
-            y, self.flat_cache = norm.batchnorm_forward(x, self.gamma, self.beta, self.rm,
-                                                        self.rv, bool(training), self.momentum,
-                                                        self.eps)
-            return y.astype(self.dtype, copy=False)
-        n, c, h, w = x.shape
-        x3 = x.reshape(n, c, h * w)
-        self.training = bool(training)
-        if training:
-            m = n * h * w
-            shift = x3[0, :, 0].astype(np.float64)
-            d = x3 - shift[None, :, None]
-            s0, s1 = d.sum(axis=(0, 2)), (d * d).sum(axis=(0, 2))
-            mean64 = shift + s0 / m
-            var64 = np.maximum(s1 / m - (s0 / m) ** 2, 0.0)
-            unbiased = (var64 * (m / (m - 1)) if m > 1 else var64).astype(self.dtype)
-            mean, var = mean64.astype(self.dtype), var64.astype(self.dtype)
-            mo = self.momentum
-            self.rm *= 1 - mo
-            self.rm += mo * mean
-            self.rv *= 1 - mo
-            self.rv += mo * unbiased
-        else:
-            mean, var = np.asarray(self.rm, self.dtype), np.asarray(self.rv, self.dtype)
-        inv_std = (1 / np.sqrt(var + self.dtype.type(self.eps))).astype(self.dtype)
-        self.mean64, self.inv_std64 = mean.astype(np.float64), inv_std.astype(np.float64)
-        self.gamma_used = np.array(self.gamma, self.dtype)
-        self.xhat = (x3 - self.mean64[:, None]) * self.inv_std64[:, None]   # float64
-        y = self.xhat * self.gamma_used.astype(np.float64)[:, None] + \
-            np.asarray(self.beta, self.dtype).astype(np.float64)[:, None]
-        return y.astype(self.dtype).reshape(x.shape)
+        y, self.cache = norm.batchnorm_forward(xs[0], self.gamma, self.beta, self.rm, self.rv,
+                                               bool(training), self.momentum, self.eps)
+        return y.astype(self.dtype, copy=False)
 
     def backward(self, dy, need):
         from cnncalc.kernels import norm
 
-        if dy.ndim != 4:
-            dx, dgamma, dbeta = norm.batchnorm_backward(dy, self.flat_cache)
-        else:
-            n, c = dy.shape[:2]
-            dy3 = dy.reshape(n, c, -1).astype(np.float64)
-            dbeta = dy3.sum(axis=(0, 2)).astype(self.dtype)
-            dgamma = (dy3 * self.xhat).sum(axis=(0, 2)).astype(self.dtype)
-            dx = None
-            if need[0]:
-                m = dy3.shape[0] * dy3.shape[2]
-                scale = (self.gamma_used * self.inv_std64.astype(self.dtype)).astype(np.float64)
-                mb = dbeta.astype(np.float64) / m if self.training else np.zeros(c)
-                mg = dgamma.astype(np.float64) / m if self.training else np.zeros(c)
-                dx = (scale[:, None] * (dy3 - mb[:, None] - self.xhat * mg[:, None])).astype(
-                    self.dtype).reshape(dy.shape)
+        dx, dgamma, dbeta = norm.batchnorm_backward(dy, self.cache)
         if self.affine:
             self.grads["weight"][...] = dgamma
             self.grads["bias"][...] = dbeta
