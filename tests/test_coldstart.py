@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import spec_text
 from typer.testing import CliRunner
 
 import cnncalc
@@ -29,19 +30,9 @@ from cnncalc.train import trainer as T
 
 ROOT = Path(__file__).resolve().parent.parent
 # batch norm keeps it off the generated chain: the background process loads generic kernels only
-SMALL = """\
-name: small
-input: 10x10x1
-layers:
-  - conv: {filters: 3, size: 3, pad: 1}
-  - batchnorm
-  - relu
-  - avgpool: {size: 2}
-  - flatten
-  - fc: {units: 8}
-  - relu
-  - fc: {units: 4}
-"""
+SMALL = spec_text("10x10x1", ["conv: {filters: 3, size: 3, pad: 1}", "batchnorm", "relu",
+                             "avgpool: {size: 2}", "flatten", "fc: {units: 8}", "relu",
+                             "fc: {units: 4}"], name="small")
 SETTINGS = {"data": "synthetic:192", "batch_size": 32, "epochs": 2, "lr": 0.05,
             "optimizer": "momentum"}
 
