@@ -373,11 +373,12 @@ class Trainer:
                              n_params=int(self.net.flat_params.size), settings=s.to_dict(),
                              resumed_from=self.resumed_from))
         self._stop = False
-        if self.epoch < epochs and not self.kernels.pending:
-            self.kernels.prepare(min(s.batch_size, n), self.step)
         old_handler = self._install_sigint()
         status = "completed"
         try:
+            if self.epoch < epochs and not self.kernels.pending:
+                # before the first step; Ctrl-C meanwhile stops after that step, as ever
+                self.kernels.prepare(min(s.batch_size, n), self.step)
             while self.epoch < epochs:
                 finished = self._run_epoch(x_train, y_train, spe)
                 if not finished:
