@@ -14,9 +14,10 @@ during a cold start the other core is compiling.
 Formulas (``x`` zero padded by the node's ``((top, bottom), (left, right))``; ``-inf`` padded for
 max pooling):
 
-* conv (im2col): ``cols[n, i, j, (c, a, b)] = xpad[n, c, i*sh + a*dh, j*sw + b*dw]`` (a strided
-  view, copied once per group), ``y = cols @ W.T + b``, ``dW = dy.T @ cols``, ``db = sum dy``,
-  ``dx``: ``dy @ W`` added back tap by tap (col2im).
+* conv (im2col, in a (C, H, W, N) layout with the batch innermost):
+  ``cols[(c, a, b), (i, j, n)] = xpad[c, i*sh + a*dh, j*sw + b*dw, n]`` (a strided view,
+  copied for a band of output rows at a time), ``y = W @ cols + b``, ``dW = dy @ cols.T``,
+  ``db = sum dy``, ``dx``: ``W.T @ dy`` added back tap by tap (col2im).
 * max pooling: the first maximum of each window in (row, column) order wins (the numba kernel's
   rule); the backward adds ``dy`` at that tap.
 * average pooling: window sums over zeros divided by PyTorch's divisor: the window clipped to
