@@ -132,14 +132,18 @@ def test_deterministic_runs_wait_for_the_compiler(cold, monkeypatch):
     np.testing.assert_array_equal(res.net.flat_params, warm.net.flat_params)
 
 
-def test_compile_wait_setting_and_kinds_without_a_numpy_tier_wait(cold):
+def test_compile_wait_setting_and_kinds_without_a_numpy_tier_wait(monkeypatch):
+    from cnncalc.engine import numpy_tier
+
+    monkeypatch.setattr(warmup, "probe", lambda net, batch: False)   # always cold
     rec = Recorder()
     run(SMALL, {**SETTINGS, "compile": "wait", "epochs": 1}, callbacks=[rec])
     assert rec.of(K.Compiling)[0].reason == "compile: wait"
-    net = cnncalc.Network(SMALL.replace("avgpool: {size: 2}", "adaptive_avgpool: "
-                                        "{output_size: 3}"), parallel=None)
-    start = K.KernelStart(net, cnncalc.train.settings.resolve(("t", SETTINGS)), lambda e: None)
-    assert "adaptive_avgpool" in start._wait_reason()
+    monkeypatch.setattr(numpy_tier, "unsupported", lambda graph: ["batchnorm"])
+    rec = Recorder()
+    run(SMALL, {**SETTINGS, "epochs": 1}, callbacks=[rec])
+    assert rec.of(K.Compiling)[0].reason == "no NumPy tier for batchnorm"
+    assert not warmup.BackgroundCompile.started
 
 
 def test_compile_and_load_time_is_not_epoch_time(cold, monkeypatch):

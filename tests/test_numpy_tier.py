@@ -20,6 +20,7 @@ SPECS.update({f"conv-{i}": _spec(c[0], [f"conv: {c[1]}"]) for i, c in enumerate(
 SPECS.update({f"pool-{i}": _spec(p[0], [p[1]]) for i, p in enumerate(POOLS)})
 SPECS["bn-conv"] = _spec("6x5x3", ["conv: {filters: 4, size: 3, pad: 1}", "batchnorm",
                                    "relu", "maxpool: {size: 2}", "flatten", "fc: {units: 3}"])
+SPECS["adaptive-up"] = _spec("2x3x2", ["adaptive_avgpool: {output_size: 4}"])
 SPECS["bn-fc"] = _spec("3x3x2", ["flatten", "fc: {units: 5}", "batchnorm", "relu",
                                  "fc: {units: 3}"])
 TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-4, atol=2e-5)}
@@ -67,7 +68,13 @@ def test_tier_equals_compiled_kernels(name, dtype):
                 np.testing.assert_allclose(d_got[k], d_want[k], err_msg=k, **TOL[dtype])
 
 
-def test_unsupported_kinds_are_named():
+def test_every_kind_has_a_numpy_tier_and_a_missing_one_is_named(monkeypatch):
+    assert all(not numpy_tier.unsupported(cnncalc.load(case_spec(k))) for k in KINDS)
+    from cnncalc.engine import ops
+
+    table = numpy_tier._implementations()
+    del table[ops.AdaptiveAvgPoolOp]
+    monkeypatch.setattr(numpy_tier, "_implementations", lambda: table)
     assert numpy_tier.unsupported(cnncalc.load(case_spec("adaptive_avgpool"))) == \
         ["adaptive_avgpool"]
     assert numpy_tier.unsupported(cnncalc.load(SPECS["bn-conv"])) == []

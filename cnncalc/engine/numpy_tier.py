@@ -21,7 +21,8 @@ max pooling):
 * max pooling: the first maximum of each window in (row, column) order wins (the numba kernel's
   rule); the backward adds ``dy`` at that tap.
 * average pooling: window sums over zeros divided by PyTorch's divisor: the window clipped to
-  the padded extent (``count_include_pad``) or to the input.
+  the padded extent (``count_include_pad``) or to the input. Adaptive average pooling:
+  ``y = R @ x @ C.T`` per plane, ``R``/``C`` averaging PyTorch's row/column bins.
 * batch norm: the NumPy kernels the engine runs on (N, F) inputs, on every shape:
   ``y = (x - mean) * inv_std * gamma + beta``, ``dx = gamma inv_std (dy - mean(dy) - xhat
   mean(dy xhat))``; running statistics take the unbiased variance.
@@ -260,6 +261,31 @@ class AvgPool(_Op):
         return [self._unpad(dxp, self.x_shape)]
 
 
+def _bins(out: int, size: int, dtype) -> np.ndarray:
+    """(out, size) membership of PyTorch's adaptive bins ``[floor(i*size/out),
+    ceil((i+1)*size/out))``, each row divided by its bin's length."""
+    i = np.arange(out)[:, None]
+    r = np.arange(size)[None, :]
+    inside = (r >= (i * size) // out) & (r < -((-(i + 1) * size) // out))
+    return (inside / inside.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+class AdaptiveAvgPool(_Op):
+    """``y = R @ x @ C.T`` per plane, ``R``/``C`` the row/column bin averages (separable)."""
+
+    def forward(self, xs, training):
+        x = xs[0]
+        self.x_shape = x.shape
+        (oh, ow), (h, w) = self.out_hw, x.shape[2:]
+        self.rows, self.cols = _bins(oh, h, self.dtype), _bins(ow, w, self.dtype)
+        return np.matmul(np.matmul(self.rows, x), self.cols.T)
+
+    def backward(self, dy, need):
+        if not need[0]:
+            return [None]
+        return [np.matmul(np.matmul(self.rows.T, dy), self.cols)]
+
+
 # ------------------------------------------------------------------------------- batch norm
 class BatchNorm(_Op):
     """Batch norm on the NumPy :func:`cnncalc.kernels.norm.batchnorm_forward` /
@@ -351,7 +377,8 @@ def _implementations() -> dict:
                                   ops.ConcatOp, ops.ZeroPadOp, ops.GlobalAvgPoolOp, ops.PReluOp,
                                   ops.MaxoutOp)}
     table.update({ops.ConvOp: Conv, ops.MaxPoolOp: MaxPool, ops.AvgPoolOp: AvgPool,
-                  ops.BatchNormOp: BatchNorm, ops.ElementwiseOp: Elementwise})
+                  ops.AdaptiveAvgPoolOp: AdaptiveAvgPool, ops.BatchNormOp: BatchNorm,
+                  ops.ElementwiseOp: Elementwise})
     return table
 
 
