@@ -21,6 +21,9 @@ SPECS.update({f"pool-{i}": _spec(p[0], [p[1]]) for i, p in enumerate(POOLS)})
 SPECS["bn-conv"] = _spec("6x5x3", ["conv: {filters: 4, size: 3, pad: 1}", "batchnorm",
                                    "relu", "maxpool: {size: 2}", "flatten", "fc: {units: 3}"])
 SPECS["adaptive-up"] = _spec("2x3x2", ["adaptive_avgpool: {output_size: 4}"])
+SPECS["frozen-stem"] = _spec("6x6x2", ["conv: {filters: 3, size: 3, trainable: false}",
+                                       "batchnorm: {trainable: false}", "relu", "flatten",
+                                       "fc: {units: 3}"])
 SPECS["bn-fc"] = _spec("3x3x2", ["flatten", "fc: {units: 5}", "batchnorm", "relu",
                                  "fc: {units: 3}"])
 TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-4, atol=2e-5)}

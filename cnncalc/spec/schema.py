@@ -11,8 +11,10 @@ A spec is a mapping::
       - {type: maxpool, size: 2}            # or the type as a key among the options
       - relu                                # or a bare type name
 
-A layer entry may also carry ``name``, ``from`` (its inputs), ``init`` and ``trainable: false``
-(its parameters are frozen: counted, but not trained).
+A layer entry may also carry ``name``, ``from`` (its inputs), ``init``, ``trainable: false``
+(its parameters are frozen: counted, but not trained) and ``share: <layer>`` (it computes with
+that earlier layer's parameters: a module used twice; they are counted once) or
+``share: {weight: <layer>}`` (only the named tensors: tied weights).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from cnncalc.layers.options import (all_spellings, boolean, canonical_option, ot
 TOP_LEVEL_KEYS = ("name", "description", "input", "layers", "blocks", "strict", "convention",
                   "train", "classes")
 #: keys of a layer entry that are not layer options
-LAYER_META_KEYS = ("type", "name", "from", "init", "trainable")
+LAYER_META_KEYS = ("type", "name", "from", "init", "trainable", "share")
 INPUT_HINT = "write the input as WxHxD, e.g. 32x32x3, or {width: 32, height: 32, channels: 3}"
 
 
@@ -140,6 +142,8 @@ class RawLayer:
     kind_path: tuple = ()            # where the type name sits (for "unknown type" errors)
     opts_path: tuple = ()            # where the options sit
     trainable: bool = True           # False: the layer's parameters are frozen
+    share: object = None             # the `share:` reference, as written
+    share_path: tuple = ()           # where it sits
 
     @property
     def kind(self) -> str | None:
@@ -159,7 +163,8 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
         opts = {k: v for k, v in entry.items() if k not in LAYER_META_KEYS}
         return RawLayer(entry["type"], _name(entry.get("name")), opts, p, entry.get("from"),
                         scope, block, entry.get("init"), kind_path=p + ("type",), opts_path=p,
-                        trainable=trainable_flag(entry, p, smap))
+                        trainable=trainable_flag(entry, p, smap), share=entry.get("share"),
+                        share_path=p + ("share",))
     meta = {k: v for k, v in entry.items() if k in LAYER_META_KEYS}
     rest = [k for k in entry if k not in meta]
     if len(rest) != 1:
@@ -182,7 +187,9 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
                     body.get("from", meta.get("from")), scope, block,
                     body.get("init", meta.get("init")), kind_path=kind_path, opts_path=kind_path,
                     trainable=(trainable_flag(body, kind_path, smap)
-                               and trainable_flag(meta, p, smap)))
+                               and trainable_flag(meta, p, smap)),
+                    share=body.get("share", meta.get("share")),
+                    share_path=(kind_path if "share" in body else p) + ("share",))
 
 
 def trainable_flag(entry: dict, p, smap) -> bool:

@@ -104,20 +104,6 @@ def write_curves(rows: list[dict], steps: list[int], step_loss: list[float],
     return True
 
 
-def reject_frozen_layers(graph) -> None:
-    """The trainer updates every parameter: a ``trainable: false`` layer is refused rather
-    than silently trained."""
-    from cnncalc.errors import SpecError
-
-    frozen = [n.name for n in graph.nodes if not n.trainable and n.param_shapes()]
-    if frozen:
-        shown = ", ".join(frozen[:5]) + (f" and {len(frozen) - 5} more" if len(frozen) > 5 else "")
-        raise SpecError(f"'trainable: false' layers cannot be trained yet: {shown}",
-                        where="train",
-                        hint="remove 'trainable: false' to train them (analyze still counts "
-                             "them as frozen)")
-
-
 def run(spec: Any = None, overrides: Mapping[str, Any] | None = None, *,
         out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         callbacks: Iterable[Any] = (), source: str = "overrides",
@@ -166,7 +152,6 @@ def _run(spec, overrides, out, resume, callbacks, source) -> RunResult:
         graph = load(spec)
     else:
         graph = spec
-    reject_frozen_layers(graph)
     named = isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec)
     layers = [(f"{spec if named else 'spec'} train:", graph.train)]
     if ckpt is not None:

@@ -1,12 +1,18 @@
 """The training loop: mini-batch SGD over a :class:`cnncalc.Network`, emitting events, never printing.
 
 Loop (the lecture's): sample a shuffled mini-batch, forward + softmax cross-entropy, backward,
-then ONE optimizer call over the flat parameter buffer::
+then ONE optimizer call over the flat buffer of trained parameters::
 
-    opt.step({"all": net.flat_params}, {"all": net.flat_grads}, lr=schedule(t))
+    opt.step({"all": net.trainable_params}, {"all": net.trainable_grads}, lr=schedule(t))
 
 so every optimizer of :mod:`cnncalc.optim` updates all ~62k LeNet-5 parameters in one
 vectorised pass, and its state (``velocity``, moments) is one flat array too.
+
+Frozen layers (``trainable: false``) lie outside that view (the network puts them last): they
+get no update, no weight decay and no optimizer state, and stay bit-identical to their
+initial (or loaded) values; checkpoints keep them. As in PyTorch with ``requires_grad=False``,
+a frozen batchnorm still updates its running mean and variance in training mode: only γ and β
+are frozen (PyTorch freezes the statistics too only when that layer is put in eval mode).
 
 Events (dataclasses below) go to every callback, a callable ``cb(event)``: :class:`TrainBegin`,
 :class:`StepEnd` (every step), :class:`EpochEnd`, :class:`CheckpointSaved` and :class:`TrainEnd`;
@@ -316,8 +322,8 @@ class Trainer:
         self.resumed_from: str | None = None
         self.last_checkpoint: str | None = None
         self._stop = False
-        self._params = {"all": net.flat_params}
-        self._grads = {"all": net.flat_grads}
+        self._params = {"all": net.trainable_params}
+        self._grads = {"all": net.trainable_grads}
         self.kernels = KernelStart(net, settings, self.emit)
 
     # -- schedule ----------------------------------------------------------------------------
