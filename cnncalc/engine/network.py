@@ -39,6 +39,12 @@ process compiles nothing); ops with enough work split the batch over the same ``
 pool and sum parameter gradients in slice order (bitwise repeatable; ``threads=1`` agrees with
 ``threads=2`` to float rounding).
 
+Tiers: ``use_tier(tier)`` runs the graph on another implementation of the ops from the next
+call on, sharing the parameters, gradients, buffers and RNG (the trainer's cold start runs the
+NumPy tier, :mod:`cnncalc.engine.numpy_tier`, while the kernels compile in the background:
+:mod:`cnncalc.engine.warmup`); ``use_tier(None)`` goes back to the compiled kernels. A network
+never changes tier by itself.
+
 Thread state: ``forward``/``backward``/``loss``/``loss_and_grads``/``predict`` (and
 ``with net.thread_state():``, for an optimizer step) run with flush-to-zero on (unless
 ``flush_denormals=False``) and BLAS at one thread on the calling thread, and put both back when
@@ -216,6 +222,8 @@ class Network:
         self._liveness()
         self._batch: int | None = None
         self._unfused_steps: list | None = None  # activations()'s plan, built on first use
+        self.tier = None                 # None: the compiled kernels; else see use_tier()
+        self._compiled = (self.steps, self._chain)
 
     # ------------------------------------------------------------------------------ set-up
     def _init_params(self, init) -> None:
@@ -250,6 +258,24 @@ class Network:
                 needs[st.output] = trains or any(needs.get(s, False) for s in st.inputs)
             self._needs[want_dx] = needs
 
+    def use_tier(self, tier=None) -> None:
+        """Run on another implementation of the ops from the next call on (``None``: the
+        compiled kernels, the default).
+
+        ``tier`` (e.g. :data:`cnncalc.engine.numpy_tier.NUMPY_TIER`) gives ``build_plan(graph,
+        ctx)`` (steps with the op contract of :mod:`cnncalc.engine.ops`),
+        ``softmax_cross_entropy(logits, labels, out=)`` and ``flush_denormals`` (whether its
+        calls may set flush-to-zero). Parameters, gradients, buffers and the RNG are shared,
+        so training continues where it was; call it between steps, not between a ``forward``
+        and its ``backward``.
+        """
+        with self.lock:
+            self.steps, self._chain = (self._compiled if tier is None
+                                       else (tier.build_plan(self.graph, self._ctx), None))
+            self.tier = tier
+            self._batch = None
+            self._liveness()
+
     def thread_state(self):
         """Context manager: the calling thread runs with FTZ/DAZ (per ``flush_denormals``) and
         BLAS at one thread inside it, as during an engine call; both are restored on exit.
@@ -267,7 +293,8 @@ class Network:
     def _engine_state(self):
         from cnncalc.kernels.fast.thread_state import EngineCall
 
-        return EngineCall(self.flush_denormals)
+        tier_flushes = self.tier is None or self.tier.flush_denormals
+        return EngineCall(self.flush_denormals and tier_flushes)
 
     @property
     def rng(self) -> np.random.Generator:
@@ -523,8 +550,10 @@ class Network:
             dl = self._cb("dlogits", (n, k))
             total = self._chain.loss_slice(y, 0, n, self.dtype.type(1.0 / n), logits, dl)
             return float(total / n), dl
-        from cnncalc.kernels.loss import softmax_cross_entropy
-
+        if self.tier is not None:
+            softmax_cross_entropy = self.tier.softmax_cross_entropy
+        else:
+            from cnncalc.kernels.loss import softmax_cross_entropy
         return softmax_cross_entropy(logits, y, out=self._cb("dlogits", logits.shape))
 
     @_engine_call

@@ -106,8 +106,9 @@ class LoadedModel:
         return np.ascontiguousarray(x, dtype=self.net.dtype)
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Rebuild the network, preprocessing and settings stored in a training checkpoint.
+def load_model(path: str | os.PathLike, tier=None) -> LoadedModel:
+    """Rebuild the network, preprocessing and settings stored in a training checkpoint
+    (``tier``: run the network on that tier, :meth:`cnncalc.Network.use_tier`).
 
     Raises
     ------
@@ -135,6 +136,8 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     state = dict(ckpt.params)
     state.update(ckpt.buffers or {})
     net.load_state_dict(state)
+    if tier is not None:
+        net.use_tier(tier)
     prep = preprocess.from_state(ckpt.preprocess_state) if ckpt.preprocess_state else None
     classes = [str(c) for c in extra.get("classes") or []]
     if not classes:

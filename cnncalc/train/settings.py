@@ -300,6 +300,9 @@ class TrainSettings:
     parallel: bool | None = _setting(None, "parallel kernels (auto); --deterministic: serial "
                                      "kernels, bit-reproducible runs", _as_parallel,
                                      flags=("--parallel/--deterministic",))
+    compile: str = _one_of("background", "on a first run: background = train on the NumPy "
+                           "tier while the kernels compile in another process; wait = compile "
+                           "first (--deterministic always waits)", ("background", "wait"))
     dtype: str = _one_of("float32", "floating-point type of the weights and activations",
                          ("float32", "float64"))
     log_every: int = _setting(100, "steps between progress events in JSON output", _int_from(1))
