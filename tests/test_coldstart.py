@@ -37,6 +37,16 @@ SETTINGS = {"data": "synthetic:192", "batch_size": 32, "epochs": 2, "lr": 0.05,
             "optimizer": "momentum"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compiled_once(tmp_path_factory):
+    """Compile what SMALL's training uses before any test here, waiting for it: on a fresh
+    machine this module may be the first to need these kernels, and the tests below take them
+    as cached."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNCALC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        run(SMALL, {**SETTINGS, "compile": "wait", "epochs": 1})
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """A kernel cache per test, and every background process waited for (none is left)."""
