@@ -83,8 +83,8 @@ def torch_optimizer(model, s):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mnist", default=os.environ.get("CNNCALC_MNIST_DIR",
-                                                      "/work/shared/data/mnist"))
+    ap.add_argument("--mnist", default=os.environ.get("CNNCALC_MNIST_DIR"),
+                    help="folder of MNIST's IDX .gz files (default: $CNNCALC_MNIST_DIR)")
     ap.add_argument("--recipe", action="store_true", help="settings of specs/lenet5_mnist.yaml")
     ap.add_argument("--opt", default="momentum")
     ap.add_argument("--lr", type=float, default=0.05)
@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--fig", type=Path, help="accuracy/time figure (matplotlib)")
     args = ap.parse_args()
+    if not args.mnist:
+        ap.error("no MNIST folder: pass --mnist DIR or set CNNCALC_MNIST_DIR")
 
     import cnncalc
     from cnncalc.train import data

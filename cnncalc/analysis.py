@@ -5,11 +5,14 @@ Counting conventions (stated once; README repeats them):
 =================  ==========================================================================
 params             learnable tensors (weights + biases; batchnorm γ, β; PReLU α), as torchvision,
                    torchinfo and the papers count them. ``trainable_params`` are the ones
-                   trained, ``non_trainable_params`` the frozen ones (``trainable: false``)
+                   trained, ``non_trainable_params`` the frozen ones (``trainable: false``).
+                   A tensor a layer shares with another (``share:``) counts in the layer
+                   holding it only: once
 buffers            state that is not learned: batchnorm running mean and variance. Not in
                    ``params``; counted in ``param_bytes`` (it is stored and loaded)
 MACs               multiply-accumulates of learned weights only: conv (H2·W2·K·(D1/g)·F·F),
-                   fc (D_in·N), maxout (k·D_in·N). Everything else is 0 MACs.
+                   fc (D_in·N), maxout (k·D_in·N), at every use of shared weights. Everything
+                   else is 0 MACs.
 FLOPs              2·MACs + one add per bias; max-pool F·F − 1 compares per output; avg-pool
                    F·F per output; activations 1 per element (softmax 3); batchnorm 2 per
                    element; add (branches − 1) per element; LRN 2n + 3 per element; dropout,
@@ -26,16 +29,17 @@ Everything is per example; ``batch`` scales the activation memory.
 from __future__ import annotations
 
 from cnncalc.layers.base import prod
+from cnncalc.limits import format_bytes
 
 ABSURD_BYTES = 1 << 40  # 1 TiB
 
 
 def layer_row(node) -> dict:
     layer, x, y = node.layer, node.in_shape, node.out_shape
-    shapes = node.param_shapes()
+    shapes = node.own_param_shapes()
     weights = sum(prod(s) for k, s in shapes.items() if k != "bias")
     biases = prod(shapes["bias"]) if "bias" in shapes else 0
-    buffers = sum(prod(s) for s in node.buffer_shapes().values())
+    buffers = sum(prod(s) for s in node.own_buffer_shapes().values())
     flops = layer.flops(x, y)
     if node.kind == "add":
         flops *= len(node.inputs) - 1
@@ -53,6 +57,7 @@ def layer_row(node) -> dict:
         "biases": biases,
         "buffers": buffers,
         "trainable": node.trainable,
+        "shares": dict(node.shared),
         "macs": layer.macs(x, y),
         "flops": flops,
         "activations": y.size,
@@ -139,11 +144,3 @@ def optimizer_state(name: str) -> tuple[str, int]:
         raise SpecError(f"unknown optimizer '{name}'",
                         hint=f"choose one of: {', '.join(OPTIMIZERS.names())}")
     return canonical, OPTIMIZERS.lookup(canonical).extra["state"]
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"

@@ -72,3 +72,8 @@ class TrainError(CnnCalcError):
 
 class DataError(TrainError):
     """A data file is missing, corrupt or does not match what was expected."""
+
+
+class LimitError(CnnCalcError):
+    """The input asks for more work or memory than cnncalc allows (a loop length, an array
+    size, the memory budget); the message names the value and the limit."""

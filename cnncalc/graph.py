@@ -40,6 +40,8 @@ class LayerEntry:
     block: str | None = None        # the block it was expanded from
     init: object = None             # per-layer init override for the trainer
     trainable: bool = True          # False: parameters frozen (counted, not trained)
+    shares: str | dict | None = None  # an earlier layer whose parameters (all) this one uses,
+    #                                 or {tensor suffix: earlier layer} for some of them
 
 
 @dataclass
@@ -59,20 +61,35 @@ class Node:
     init: object = None             # per-layer init override for the trainer
     warnings: list[str] = field(default_factory=list)
     trainable: bool = True          # False: parameters frozen (counted, not trained)
+    shares: str | None = None       # the layer whose every parameter and buffer this one uses
+    shared: dict = field(default_factory=dict)  # tensor suffix -> the layer holding it
 
     @property
     def in_shape(self) -> Shape:
         return self.in_shapes[0]
+
+    def param_key(self, suffix: str) -> str:
+        """Where this layer's tensor ``suffix`` (a parameter or a buffer) is stored:
+        ``<layer>.<suffix>`` of the layer holding it (this one, or the one it shares it with)."""
+        return f"{self.shared.get(suffix) or self.shares or self.name}.{suffix}"
 
     @property
     def label(self) -> str:
         return layer_label(self.index, self.name, self.kind)
 
     def param_shapes(self) -> dict[str, tuple]:
+        """The tensors this layer computes with (its own or the shared ones)."""
         return self.layer.param_shapes(self.in_shape)
 
     def buffer_shapes(self) -> dict[str, tuple]:
         return self.layer.buffer_shapes(self.in_shape)
+
+    def own_param_shapes(self) -> dict[str, tuple]:
+        """The tensors this layer holds: those it does not share with another layer."""
+        return {k: v for k, v in self.param_shapes().items() if k not in self.shared}
+
+    def own_buffer_shapes(self) -> dict[str, tuple]:
+        return {} if self.shares else self.buffer_shapes()
 
     def pads(self, convention: Convention | None = None):
         """((top, bottom), (left, right)) for sliding-window layers."""
@@ -140,11 +157,13 @@ class Graph:
         return input_field() if name == INPUT_NAME else self.node(name).rf
 
     def param_shapes(self) -> dict[str, tuple]:
-        """All trainable tensors keyed ``<layer>.weight`` / ``<layer>.bias`` (PyTorch's names)."""
-        return {f"{n.name}.{k}": s for n in self.nodes for k, s in n.param_shapes().items()}
+        """All learnable tensors keyed ``<layer>.weight`` / ``<layer>.bias`` (PyTorch's names),
+        once each: a layer adds none of the tensors it shares with another (``share:``)."""
+        return {f"{n.name}.{k}": s for n in self.nodes for k, s in n.own_param_shapes().items()}
 
     def buffer_shapes(self) -> dict[str, tuple]:
-        return {f"{n.name}.{k}": s for n in self.nodes for k, s in n.buffer_shapes().items()}
+        return {f"{n.name}.{k}": s for n in self.nodes
+                for k, s in n.own_buffer_shapes().items()}
 
     def analyze(self, batch: int = 1, optimizer: str | None = None, dtype_bytes: int = 4):
         """Per-layer and total counts as plain data (the JSON contract)."""
@@ -210,14 +229,89 @@ class Graph:
         else:
             field_in = in_fields[0]
         rf = compose(field_in, layer.rf_step(in_shapes[0], self.convention))
+        owner, shared = None, {}
+        if isinstance(entry.shares, str):
+            owner = self._share_owner(entry, in_shapes[0], where)
+            shared = {k: owner.shared.get(k, owner.name) for k in owner.param_shapes()}
+        elif entry.shares:
+            shared = self._shared_tensors(entry, in_shapes[0], where)
         node = Node(index=index, name=entry.name, kind=layer.kind, layer=layer, inputs=inputs,
                     in_shapes=in_shapes, out_shape=out, rf=rf, path=entry.path,
                     block=entry.block, init=entry.init, warnings=[*ctx.warnings, *rf_warnings],
-                    trainable=entry.trainable)
+                    trainable=owner.trainable if owner else entry.trainable,
+                    shares=owner.name if owner else None, shared=shared)
         self.nodes.append(node)
         self._by_name[node.name] = node
         self.warnings.extend(f"{node.label}: {w}" for w in node.warnings)
         return node
+
+    def _share_owner(self, entry: LayerEntry, in_shape: Shape, where: str) -> Node:
+        """The node whose parameters ``entry`` uses (``share:``): an earlier layer of the same
+        kind with tensors of the same shapes (a layer sharing a sharing layer shares its
+        owner). Its init and trainable flag are the owner's."""
+        layer, path = entry.layer, entry.path
+        if entry.shares not in self:
+            raise self._error(SpecError, f"share: '{entry.shares}' is not an earlier layer",
+                              path, where, hint="name a layer above this one")
+        owner = self.node(entry.shares)
+        if owner.shares:
+            owner = self.node(owner.shares)
+        mine = layer.param_shapes(in_shape)
+        if not mine:
+            raise self._error(SpecError, f"{layer.kind} has no parameters to share", path,
+                              where, hint="remove 'share'")
+        if owner.kind != layer.kind:
+            raise self._error(SpecError, f"share: '{owner.name}' is a {owner.kind} layer; a "
+                              f"{layer.kind} layer can only share a {layer.kind} layer's "
+                              "parameters", path, where, hint="name a layer of the same type")
+        theirs = owner.param_shapes()
+        if mine != theirs or layer.buffer_shapes(in_shape) != owner.buffer_shapes():
+            show = ", ".join(f"{k} {tuple(v)}" for k, v in mine.items())
+            raise self._error(ShapeError, f"share: this layer's tensors would be {show}; "
+                              f"'{owner.name}' holds "
+                              + ", ".join(f"{k} {tuple(v)}" for k, v in theirs.items()),
+                              path, where, hint="a shared layer needs the same input depth "
+                                                "and options that give the same tensors")
+        if entry.init is not None:
+            raise self._error(SpecError, f"'init' on a layer that shares '{owner.name}'", path,
+                              where, hint=f"its parameters are {owner.name}'s: set init there")
+        if not entry.trainable and owner.trainable:
+            raise self._error(SpecError, f"'trainable: false' on a layer that shares "
+                              f"'{owner.name}'", path, where,
+                              hint=f"its parameters are {owner.name}'s: freeze them there")
+        return owner
+
+    def _shared_tensors(self, entry: LayerEntry, in_shape: Shape, where: str) -> dict:
+        """``share: {tensor: layer}``: some tensors are an earlier layer's (a tied weight with
+        a bias of its own), any kind holding a tensor of that name and shape, trained alike.
+        Returns tensor -> the layer holding it (followed through layers that share it)."""
+        layer, path = entry.layer, entry.path
+        mine = layer.param_shapes(in_shape)
+        shared = {}
+        for tensor, target in entry.shares.items():
+            if tensor not in mine:
+                raise self._error(SpecError, f"share: {layer.kind} has no tensor '{tensor}'"
+                                  + (f" (it has {', '.join(mine)})" if mine else ""), path,
+                                  where, hint="share: {weight: <layer>} names the tensors "
+                                              "to share")
+            if target not in self:
+                raise self._error(SpecError, f"share: '{target}' is not an earlier layer",
+                                  path, where, hint="name a layer above this one")
+            owner = self.node(target)
+            holder = self.node(owner.shared.get(tensor, owner.name))
+            theirs = holder.param_shapes().get(tensor)
+            if theirs != mine[tensor]:
+                raise self._error(ShapeError, f"share: this layer's {tensor} would be "
+                                  f"{tuple(mine[tensor])}; '{target}' holds "
+                                  + (f"{tuple(theirs)}" if theirs else f"no '{tensor}'"),
+                                  path, where, hint="a shared tensor needs the same shape")
+            if holder.trainable != entry.trainable:
+                raise self._error(SpecError, f"share: '{holder.name}' is "
+                                  f"{'trained' if holder.trainable else 'frozen'} and this "
+                                  "layer is not", path, where,
+                                  hint="layers sharing a tensor are trained (or frozen) alike")
+            shared[tensor] = holder.name
+        return shared
 
     def _error(self, cls, message, path, where, hint=None):
         return cls(message, where=where, hint=hint, location=self.locate(path), path=path)

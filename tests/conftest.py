@@ -38,3 +38,15 @@ def trained_lenet(tmp_path_factory) -> Path:
                                  "--epochs", "2", "--deterministic", "--out", str(out)])
     assert r.exit_code == 0, r.output
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_background_compile_left():
+    """On a cold kernel cache a training run compiles in a detached background process
+    (cnncalc.engine.warmup): the session waits for every one it started, so none outlives it."""
+    yield
+    import sys
+
+    warmup = sys.modules.get("cnncalc.engine.warmup")
+    if warmup is not None:
+        warmup.BackgroundCompile.wait_all(timeout=600)

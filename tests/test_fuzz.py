@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,3 +146,103 @@ def test_check_never_crashes(text):
         path = write(folder, "answers.yaml", text)
         # 0: all right, 1: some answers wrong, 2: the answers file is malformed
         assert run("check", str(ROOT / "specs" / "lenet5.yaml"), path).exit_code in (0, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# training settings (the spec's train: and the command line) and checkpoints
+
+from test_hostile_input import SPEC as TRAIN_SPEC  # noqa: E402 - a tiny trainable network
+
+#: keep every fuzzed run short: these always come last on the command line, and win
+RUN_LENGTH = ["--epochs", "1", "--batch-size", "8", "--eval-batch-size", "8"]
+setting_values = st.one_of(values, st.sampled_from(
+    ["1e400", "9" * 400, "-1", "0", "nan", "inf", "adam", "sgd", "cosine", "step", "pca",
+     "whiten", "he", "normal:0.01", "xavier", "float64", "1,2", "0.9,0.999", "epoch", "auto"]))
+
+
+@st.composite
+def train_runs(draw):
+    from cnncalc.train.settings import KEYS, option_flags
+
+    train = draw(st.dictionaries(st.sampled_from([*KEYS, "bogus", "no_bias_correction"]),
+                                 setting_values, max_size=4))
+    argv = []
+    for key in draw(st.lists(st.sampled_from([k for k in KEYS if k not in (
+            "epochs", "batch_size", "eval_batch_size", "data")]), max_size=3, unique=True)):
+        flag = option_flags(key)[0]
+        if "/" in flag:
+            argv.append(draw(st.sampled_from(flag.split("/"))))
+        else:
+            argv += [flag, str(draw(setting_values))]
+    return train, argv
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("fuzz") / "tiny.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.random((16, 1, 8, 8)).astype(np.float32), y=np.arange(16) % 3)
+    return path
+
+
+@settings(parent=FUZZ, max_examples=_EXPLORE or 20)
+@given(run_args=train_runs())
+def test_train_settings_never_crash(tiny_npz, run_args):
+    train, argv = run_args
+    with tempfile.TemporaryDirectory() as folder:
+        text = TRAIN_SPEC + yaml.safe_dump({"train": train}, allow_unicode=True)
+        spec = write(folder, "spec.yaml", text)
+        r = run("train", spec, *argv, "--data", f"npz:{tiny_npz}", *RUN_LENGTH)
+        assert r.exit_code in (0, 2), r.output[-2000:]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fuzz-run") / "run"
+    spec = write(str(out.parent), "spec.yaml", TRAIN_SPEC)
+    r = run("train", spec, "--data", f"npz:{tiny_npz}", "--out", str(out), *RUN_LENGTH)
+    assert r.exit_code == 0, r.output
+    return out / "last.npz"
+
+
+meta_fields = st.sampled_from([("epoch",), ("step",), ("seed",), ("spec_text",), ("version",),
+                               ("trees",), ("trees", "params"), ("trees", "buffers"),
+                               ("trees", "extra"), ("trees", "metrics"),
+                               ("trees", "optimizer_state"), ("trees", "preprocess_state"),
+                               ("trees", "extra", "settings"), ("trees", "extra", "classes"),
+                               ("trees", "extra", "batch"), ("trees", "extra", "partial")])
+
+
+@settings(parent=FUZZ, max_examples=_EXPLORE or 20)
+@given(edits=st.lists(st.tuples(meta_fields, st.one_of(setting_values, st.just("DELETE"))),
+                      min_size=1, max_size=3),
+       command=st.sampled_from(["evaluate", "predict", "resume"]))
+def test_mutated_checkpoints_never_crash(trained, tiny_npz, edits, command):
+    import json
+
+    import numpy as np
+
+    arrays = dict(np.load(trained, allow_pickle=False))
+    meta = json.loads(str(arrays["__meta__"]))
+    for path, value in edits:
+        node = meta
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        if value == "DELETE":
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    arrays["__meta__"] = np.array(json.dumps(meta, allow_nan=True))
+    with tempfile.TemporaryDirectory() as folder:
+        ckpt = Path(folder) / "ck.npz"
+        np.savez(ckpt, **arrays)
+        x = Path(folder) / "x.npy"
+        np.save(x, np.zeros((2, 1, 8, 8), np.float32))
+        argv = {"evaluate": ["evaluate", str(ckpt)], "predict": ["predict", str(ckpt), str(x)],
+                "resume": ["train", "--resume", str(ckpt), "--data", f"npz:{tiny_npz}",
+                           *RUN_LENGTH[2:], "--epochs", "2"]}[command]
+        assert run(*argv).exit_code in (0, 2)

@@ -9,7 +9,7 @@ KNOWN = [
     ("alexnet", 60_965_224, 0, 724_406_816, (1, 1, 1000)),
     ("alexnet_torchvision", 61_100_840, 0, 714_188_480, (1, 1, 1000)),   # torchvision 0.71 GMACs
     ("vgg16", 138_357_544, 0, 15_470_264_320, (1, 1, 1000)),             # torchvision 15.47 GMACs
-    ("resnet18", 11_689_512, 9_600, 1_814_073_344, (1, 1, 1000)),        # fvcore 1.814 G
+    ("resnet18", 11_689_512, 9_600, 1_814_073_344, (1, 1, 1000)),        # torchvision 1.81
     ("lecture_conv_32x32x3", 760, 0, 768_000, (32, 32, 10)),
     ("lecture_7x7_stride1", 10, 0, 225, (5, 5, 1)),
     ("lecture_7x7_stride2", 10, 0, 81, (3, 3, 1)),
@@ -18,6 +18,8 @@ KNOWN = [
     # torchvision inception_v3(aux_logits=False): 5.71 GFLOPS in torchvision's table (= GMACs)
     ("inception_v3", 23_834_568, 34_432, 5_713_216_096, (1, 1, 1000)),
     ("googlenet", 6_624_904, 14_560, 1_498_376_192, (1, 1, 1000)),
+    # pretrainedmodels' inceptionv4 / timm's inception_v4 at 299x299: 42,679,816 parameters
+    ("inception_v4", 42_679_816, 63_168, 12_253_974_624, (1, 1, 1000)),
     ("mobilenet_v2", 3_504_872, 34_112, 300_774_272, (1, 1, 1000)),
     ("squeezenet1_0", 1_248_424, 0, 818_924_576, (1, 1, 1000)),
     ("densenet121", 7_978_856, 83_648, 2_834_161_664, (1, 1, 1000)),
@@ -115,3 +117,63 @@ def test_inception_v3_plus_aux_logits_is_torchvision_published_count(specs_dir):
     main = cnncalc.load(specs_dir / "inception_v3.yaml")
     assert aux.analyze()["totals"]["params"] == 3_326_696
     assert main.analyze()["totals"]["params"] + 3_326_696 == 27_161_264
+
+
+#: Araujo, Norris & Sim (Distill, 2019) / google-research/receptive_field's table (TF-slim's
+#: models, any resolution): the spec's node for each end point -> (receptive field, effective
+#: stride, effective padding). The PyTorch ports name the end points differently: Inception
+#: v4's features.3 ... features.21 are Mixed_3a ... Mixed_7d
+DISTILL = {
+    "inception_v4": {
+        "features.3.cat": (15, 4, 2), "features.4.cat": (47, 4, 14),
+        "features.5.cat": (55, 8, 14), "features.6.cat": (87, 8, 30),
+        "features.7.cat": (119, 8, 46), "features.8.cat": (151, 8, 62),
+        "features.9.cat": (183, 8, 78), "features.10.cat": (215, 16, 86),
+        "features.11.cat": (407, 16, 182), "features.12.cat": (599, 16, 278),
+        "features.13.cat": (791, 16, 374), "features.14.cat": (983, 16, 470),
+        "features.15.cat": (1175, 16, 566), "features.16.cat": (1367, 16, 662),
+        "features.17.cat": (1559, 16, 758), "features.18.cat": (1687, 32, 806),
+        "features.19.cat": (1815, 32, 870), "features.20.cat": (1943, 32, 934),
+        "features.21.cat": (2071, 32, 998)},
+    "inception_v3": {
+        "Conv2d_1a_3x3.conv": (3, 2, 0), "Conv2d_2a_3x3.conv": (7, 2, 0),
+        "Conv2d_2b_3x3.conv": (11, 2, 2), "maxpool1": (15, 4, 2),
+        "Conv2d_3b_1x1.conv": (15, 4, 2), "Conv2d_4a_3x3.conv": (23, 4, 2),
+        "maxpool2": (31, 8, 2), "Mixed_5b.cat": (63, 8, 18), "Mixed_5c.cat": (95, 8, 34),
+        "Mixed_5d.cat": (127, 8, 50), "Mixed_6a.cat": (159, 16, 58),
+        "Mixed_6b.cat": (351, 16, 154), "Mixed_6c.cat": (543, 16, 250),
+        "Mixed_6d.cat": (735, 16, 346), "Mixed_6e.cat": (927, 16, 442),
+        "Mixed_7a.cat": (1055, 32, 490), "Mixed_7b.cat": (1183, 32, 554),
+        "Mixed_7c.cat": (1311, 32, 618)},
+    "vgg16": {
+        "block1.0.conv1": (3, 1, 1), "pool1": (6, 2, 2), "block2.0.conv1": (10, 2, 4),
+        "pool2": (16, 4, 6), "block3.0.conv1": (24, 4, 10), "block3.1.conv1": (32, 4, 14),
+        "pool3": (44, 8, 18), "block4.0.conv1": (60, 8, 26), "block4.1.conv1": (76, 8, 34),
+        "pool4": (100, 16, 42), "block5.0.conv1": (132, 16, 58),
+        "block5.1.conv1": (164, 16, 74), "pool5": (212, 32, 90)},
+}
+
+
+@pytest.mark.parametrize("name", DISTILL)
+def test_receptive_fields_match_the_distill_table(specs_dir, name):
+    # the effective padding is how far the first unit's field reaches before the input
+    g = cnncalc.load(specs_dir / f"{name}.yaml")
+    for node, (size, stride, padding) in DISTILL[name].items():
+        rf = g.node(node).rf
+        first_pixel = [c - (n - 1) / 2 for c, n in zip(rf.start, rf.size)]
+        assert (rf.size, rf.stride) == ((size, size), (stride, stride)), node
+        assert first_pixel == [-padding, -padding], node
+
+
+def test_inception_v4_matches_timm_model_card(specs_dir):
+    # timm's inception_v4.tf_in1k card: Params (M) 42.7, GMACs 12.3, Activations (M) 15.1;
+    # timm measures with fvcore (MACs plus batchnorm and pooling) and counts activations as
+    # the outputs of convolutions and linear layers
+    from cnncalc.counting import count_like
+
+    report = cnncalc.load(specs_dir / "inception_v4.yaml").analyze()
+    outputs = sum(r["activations"] for r in report["layers"] if r["type"] in ("conv", "fc"))
+    assert round(report["totals"]["params"] / 1e6, 1) == 42.7
+    assert round(report["totals"]["macs"] / 1e9, 1) == 12.3
+    assert round(count_like(report, "fvcore").ops / 1e9, 2) == 12.28
+    assert outputs == 15_090_184

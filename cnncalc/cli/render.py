@@ -73,6 +73,11 @@ def row_cells(r: dict) -> list[str]:
         params += f" (+{num(r['buffers'])})"
     if not r["trainable"] and r["params"]:
         params += " frozen"
+    shares = r.get("shares") or {}
+    if shares:     # all from one layer: "shares conv1"; some: "5 + weight of fc1"
+        owners = sorted(set(shares.values()))
+        params = (f"shares {owners[0]}" if not r["params"] and len(owners) == 1 else
+                  f"{params} + " + ", ".join(f"{k} of {v}" for k, v in shares.items()))
     return [str(r["index"]), visible(r["name"]), visible(r["type"]), visible(r["hyper"]),
             vol(r["input"]), vol(r["output"]), params, num(r["macs"]), num(r["activations"]), rf]
 

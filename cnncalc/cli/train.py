@@ -69,6 +69,21 @@ class JsonReporter:
             _emit_json({"event": "begin", **asdict(ev)})
         elif isinstance(ev, T.CheckpointSaved):
             _emit_json({"event": "checkpoint", **asdict(ev)})
+        elif isinstance(ev, (T.Compiling, T.CompileEnd)):
+            console(stderr=True).print(compile_text(ev))   # stdout stays JSON lines
+
+
+def compile_text(ev) -> str:
+    """The line a :class:`~cnncalc.train.kernels.Compiling` or ``CompileEnd`` event prints."""
+    from cnncalc.train import trainer as T
+
+    if isinstance(ev, T.Compiling):
+        return f"{ev.message}: {'in the background; ' if ev.mode == 'background' else ''}" \
+               f"{_u(ev.reason)}"
+    if ev.tier == "compiled":
+        return (f"kernels ready after {ev.seconds:.1f} s (not counted in the epoch time); "
+                f"compiled kernels from step {ev.step + 1}")
+    return f"background compile failed (see {_u(ev.log)}); training stays on the NumPy tier"
 
 
 class RichReporter:
@@ -139,6 +154,8 @@ class RichReporter:
                 p.update(self.task, epoch=ev.epoch + 1)
         elif isinstance(ev, T.CheckpointSaved) and ev.reason == "interrupted":
             p.console.print(f"checkpoint saved: {_u(ev.path)}")
+        elif isinstance(ev, (T.Compiling, T.CompileEnd)):
+            p.console.print(compile_text(ev))
 
 
 def _summary_table(rows: list[dict]):
@@ -210,8 +227,9 @@ def train(
     if out is not None and result.checkpoint:
         from cnncalc.report import write_checkpoint_report
 
-        result.outputs["report"] = str(write_checkpoint_report(result.checkpoint,
-                                                               Path(out) / "report.html"))
+        # evaluated on the tier the run ended on: a cold run does not compile here either
+        result.outputs["report"] = str(write_checkpoint_report(
+            result.checkpoint, Path(out) / "report.html", tier=result.net.tier))
     _report(result, json_mode, out_console)
 
 
@@ -220,7 +238,8 @@ def _report(result, json_mode: bool, out_console) -> None:
     if json_mode:
         _emit_json({"event": "end", "status": result.status, "epoch": result.epoch,
                     "step": result.step, "test_loss": result.test_loss,
-                    "test_acc": result.test_acc, "outputs": outputs})
+                    "test_acc": result.test_acc, "outputs": outputs,
+                    "timings": result.timings})
     else:
         if rows:
             out_console.print(_summary_table(rows))

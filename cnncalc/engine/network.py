@@ -11,7 +11,14 @@ Contract
   d x (``None`` with ``need_dx=False``, which also skips the first layer's input gradient).
 * ``params`` / ``grads``: ``"<layer>.weight"`` / ``"<layer>.bias"`` with PyTorch's shapes, views into
   one flat buffer each (``flat_params`` / ``flat_grads``), so one optimizer kernel can update them
-  all. ``buffers``: batch-norm ``running_mean`` / ``running_var``.
+  all. ``buffers``: batch-norm ``running_mean`` / ``running_var``. A tensor a layer shares with
+  another (``share:``) has one entry, the holder's: the layer computes with it, and its gradient
+  is added into the holder's (the sum over the uses).
+* Frozen layers (``trainable: false``): their tensors sit after the trained ones in the flat
+  buffers, so ``trainable_params`` / ``trainable_grads`` (the first ``n_trainable`` values) are
+  one contiguous view that an optimizer updates without a mask; ``backward`` stops where no
+  trained parameter lies upstream (a frozen stem gets neither dW nor dx). A frozen layer between
+  trained ones still passes dx on; its dW lands in ``grads`` and is never read.
 * ``state_dict()`` / ``load_state_dict(d)``: params + buffers as numpy copies.
 * ``loss(x, labels)`` → ``(loss, dlogits)``; ``loss_and_grads(x, labels)`` → loss (forward, softmax
   cross-entropy, backward); ``predict(x, batch_size)`` (evaluation mode, batched).
@@ -31,6 +38,12 @@ serial, cached kernels only (no ``prange`` kernel is ever compiled by the engine
 process compiles nothing); ops with enough work split the batch over the same ``threads``-thread
 pool and sum parameter gradients in slice order (bitwise repeatable; ``threads=1`` agrees with
 ``threads=2`` to float rounding).
+
+Tiers: ``use_tier(tier)`` runs the graph on another implementation of the ops from the next
+call on, sharing the parameters, gradients, buffers and RNG (the trainer's cold start runs the
+NumPy tier, :mod:`cnncalc.engine.numpy_tier`, while the kernels compile in the background:
+:mod:`cnncalc.engine.warmup`); ``use_tier(None)`` goes back to the compiled kernels. A network
+never changes tier by itself.
 
 Thread state: ``forward``/``backward``/``loss``/``loss_and_grads``/``predict`` (and
 ``with net.thread_state():``, for an optimizer step) run with flush-to-zero on (unless
@@ -62,6 +75,7 @@ import numpy as np
 from cnncalc.engine.plan import build_plan, find_chain
 from cnncalc.errors import TrainError
 from cnncalc.graph import INPUT_NAME, Graph
+from cnncalc.limits import check_network_memory
 from cnncalc.spec import load
 
 __all__ = ["Network"]
@@ -131,22 +145,32 @@ class Network:
         self.seed = seed
         self._ctx = SimpleNamespace(rng=np.random.default_rng(seed))
 
-        # ---- parameters: one flat buffer, views per tensor ------------------------------------
+        # ---- parameters: one flat buffer, views per tensor; trained tensors first ------------
+        # refused before allocating when the parameters, gradients and one example's
+        # activations alone exceed the memory budget (a spec with ``filters: 1e9``)
+        check_network_memory(graph, f"network '{graph.name}'", batch=1,
+                             dtype_bytes=self.dtype.itemsize)
         shapes = graph.param_shapes()
         self.param_shapes = dict(shapes)
+        frozen = {f"{n.name}.{k}" for n in graph.nodes if not n.trainable
+                  for k in n.own_param_shapes()}
         total = sum(math.prod(s) for s in shapes.values())
         self.flat_params = np.zeros(total, self.dtype)
         self.flat_grads = np.zeros(total, self.dtype)
+        self._offsets: dict[str, int] = {}
+        off = 0
+        for key in sorted(shapes, key=lambda k: k in frozen):   # stable: graph order within
+            self._offsets[key] = off
+            off += math.prod(shapes[key])
+        self.n_trainable = sum(math.prod(s) for k, s in shapes.items() if k not in frozen)
+        self.trainable_params = self.flat_params[:self.n_trainable]
+        self.trainable_grads = self.flat_grads[:self.n_trainable]
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
-        off = 0
-        self._offsets: dict[str, int] = {}
         for key, shape in shapes.items():
-            size = math.prod(shape)
-            self._offsets[key] = off
+            off, size = self._offsets[key], math.prod(shape)
             self.params[key] = self.flat_params[off:off + size].reshape(shape)
             self.grads[key] = self.flat_grads[off:off + size].reshape(shape)
-            off += size
         self._init_params(init)
         self.buffers: dict[str, np.ndarray] = {}
         for key, shape in graph.buffer_shapes().items():
@@ -160,6 +184,22 @@ class Network:
             layer, _, pname = key.rpartition(".")
             per_node_p.setdefault(layer, {})[pname] = self.params[key]
             per_node_g.setdefault(layer, {})[pname] = self.grads[key]
+        # a tensor a layer shares with another (`share:`) is the holder's array; the layer
+        # writes its gradient to a scratch array, added into the holder's after each backward:
+        # the gradient of a weight used twice is the sum over its uses
+        self._shared_grads: list[tuple[np.ndarray, np.ndarray]] = []
+        op_buffers = self.buffers
+        for n in graph.nodes:
+            for k, holder in n.shared.items():
+                scratch = np.zeros_like(per_node_g[holder][k])
+                per_node_p.setdefault(n.name, {})[k] = per_node_p[holder][k]
+                per_node_g.setdefault(n.name, {})[k] = scratch
+                self._shared_grads.append((per_node_g[holder][k], scratch))
+            if n.shares and n.buffer_shapes():  # a batch norm used twice: one set of statistics
+                if op_buffers is self.buffers:
+                    op_buffers = dict(self.buffers)
+                op_buffers.update({f"{n.name}.{k}": self.buffers[f"{n.shares}.{k}"]
+                                   for k in n.buffer_shapes()})
         if threads is None:
             from cnncalc.kernels.fast.threads import default_threads
 
@@ -169,13 +209,15 @@ class Network:
         self.threads = int(threads)
         self.flush_denormals = bool(flush_denormals)
         ctx = self._ctx
-        ctx.__dict__.update(params=per_node_p, grads=per_node_g, buffers=self.buffers,
+        ctx.__dict__.update(params=per_node_p, grads=per_node_g, buffers=op_buffers,
                             dtype=self.dtype, parallel=parallel, convention=graph.convention,
                             threads=self.threads, run=self._pool_run)
         self.fuse = bool(fuse)
         self.steps = build_plan(graph, ctx, fuse=self.fuse)
         self._chain = None
-        spec = find_chain(graph, self._offsets, self.dtype) if fuse else None
+        # the generated chain reads each layer's own weights: not for shared ones
+        spec = (find_chain(graph, self._offsets, self.dtype)
+                if fuse and not self._shared_grads else None)
         if spec is not None:
             from cnncalc.kernels.fast.chain import FastChain
 
@@ -185,6 +227,8 @@ class Network:
         self._liveness()
         self._batch: int | None = None
         self._unfused_steps: list | None = None  # activations()'s plan, built on first use
+        self.tier = None                 # None: the compiled kernels; else see use_tier()
+        self._compiled = (self.steps, self._chain)
 
     # ------------------------------------------------------------------------------ set-up
     def _init_params(self, init) -> None:
@@ -196,7 +240,7 @@ class Network:
         for key, v in values.items():
             self.params[key][...] = v
         for n in self.graph.nodes:  # PReLU's α starts at 0.25, as in PyTorch
-            if n.kind == "prelu" and n.init is None:
+            if n.kind == "prelu" and n.init is None and "weight" not in n.shared:
                 self.params[f"{n.name}.weight"][...] = 0.25
 
     def _liveness(self) -> None:
@@ -208,13 +252,34 @@ class Network:
         for name, i in last.items():
             if name != self.output_name:
                 self._free_after[i].append(name)
-        # which values need a gradient: those with parameters upstream (or the input, on demand)
+        # which values need a gradient: those with trained parameters upstream (or the input,
+        # on demand); frozen layers' weights need none
+        trained = {n.name for n in self.graph.nodes if n.trainable and n.param_shapes()}
         self._needs = {}
         for want_dx in (False, True):
             needs = {INPUT_NAME: want_dx}
             for st in self.steps:
-                needs[st.output] = st.has_params or any(needs.get(s, False) for s in st.inputs)
+                trains = st.has_params and not trained.isdisjoint(st.nodes)
+                needs[st.output] = trains or any(needs.get(s, False) for s in st.inputs)
             self._needs[want_dx] = needs
+
+    def use_tier(self, tier=None) -> None:
+        """Run on another implementation of the ops from the next call on (``None``: the
+        compiled kernels, the default).
+
+        ``tier`` (e.g. :data:`cnncalc.engine.numpy_tier.NUMPY_TIER`) gives ``build_plan(graph,
+        ctx)`` (steps with the op contract of :mod:`cnncalc.engine.ops`),
+        ``softmax_cross_entropy(logits, labels, out=)`` and ``flush_denormals`` (whether its
+        calls may set flush-to-zero). Parameters, gradients, buffers and the RNG are shared,
+        so training continues where it was; call it between steps, not between a ``forward``
+        and its ``backward``.
+        """
+        with self.lock:
+            self.steps, self._chain = (self._compiled if tier is None
+                                       else (tier.build_plan(self.graph, self._ctx), None))
+            self.tier = tier
+            self._batch = None
+            self._liveness()
 
     def thread_state(self):
         """Context manager: the calling thread runs with FTZ/DAZ (per ``flush_denormals``) and
@@ -233,7 +298,8 @@ class Network:
     def _engine_state(self):
         from cnncalc.kernels.fast.thread_state import EngineCall
 
-        return EngineCall(self.flush_denormals)
+        tier_flushes = self.tier is None or self.tier.flush_denormals
+        return EngineCall(self.flush_denormals and tier_flushes)
 
     @property
     def rng(self) -> np.random.Generator:
@@ -408,6 +474,8 @@ class Network:
         if self._chain is not None:
             return self._chain_backward(dout.reshape(self._batch, o.c), bool(need_dx))
         needs = self._needs[bool(need_dx)]
+        for _, scratch in self._shared_grads:
+            scratch[...] = 0
         grads = {self.output_name: dout}
         for st in reversed(self.steps):
             dy = grads.pop(st.output, None)
@@ -420,6 +488,8 @@ class Network:
                     continue
                 prev = grads.get(src)
                 grads[src] = dx if prev is None else prev + dx
+        for holder, scratch in self._shared_grads:
+            holder += scratch
         if not need_dx:
             return None
         dx = grads.get(INPUT_NAME)
@@ -488,8 +558,10 @@ class Network:
             dl = self._cb("dlogits", (n, k))
             total = self._chain.loss_slice(y, 0, n, self.dtype.type(1.0 / n), logits, dl)
             return float(total / n), dl
-        from cnncalc.kernels.loss import softmax_cross_entropy
-
+        if self.tier is not None:
+            softmax_cross_entropy = self.tier.softmax_cross_entropy
+        else:
+            from cnncalc.kernels.loss import softmax_cross_entropy
         return softmax_cross_entropy(logits, y, out=self._cb("dlogits", logits.shape))
 
     @_engine_call

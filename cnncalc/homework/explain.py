@@ -293,7 +293,17 @@ def explain_node(node: Node, graph: Graph) -> LayerExplanation:
         macs = node.layer.macs(node.in_shape, node.out_shape)
         if macs:
             steps.append(Step("macs", "multiply-accumulates", "MACs", "", n(macs), macs))
-    buffers = node.buffer_shapes()
+    if node.shared:     # shared tensors count in the layer holding them, once
+        own = node.own_param_shapes()
+        total = sum(prod(s) for s in own.values())
+        parts = [f"{k} {n(prod(s))}" for k, s in own.items()]
+        steps = [st for st in steps if st.topic != "params"]
+        steps.append(Step("params", "own parameters", "params", "the tensors not shared",
+                          (" + ".join(parts) + " = " if parts else "") + n(total), total))
+        notes.append("share: computes with " + ", ".join(
+            f"{k} of {holder}" for k, holder in node.shared.items())
+            + " (counted there, once); its MACs count at every use")
+    buffers = node.own_buffer_shapes()
     if buffers:
         notes.append(f"{', '.join(buffers)}: {n(sum(prod(s) for s in buffers.values()))} buffer "
                      "values (stored, not learned): not parameters, but counted in memory")
@@ -319,7 +329,7 @@ def total_steps(graph: Graph) -> list[Step]:
     out = []
     for topic, symbol, get in (
             ("params", "total params",
-             lambda nd: sum(prod(s) for s in nd.param_shapes().values())),
+             lambda nd: sum(prod(s) for s in nd.own_param_shapes().values())),
             ("macs", "total MACs", lambda nd: nd.layer.macs(nd.in_shape, nd.out_shape))):
         values = [get(nd) for nd in graph.nodes]
         total = sum(values)

@@ -60,16 +60,22 @@ def solve(input: int, output: int, *, kind: str = "conv", kernel: int | None = N
     darknet_conv = conv.darknet and not is_pool
     darknet_pool = conv.darknet and canon == "maxpool"
 
-    dils = [dilation] if dilation is not None else list(range(1, max_dilation + 1))
+    # ranges, not lists: a huge --max-dilation or --max-kernel is refused by the count below
+    dils = [dilation] if dilation is not None else range(1, max_dilation + 1)
     limit_p = max(padding or 0, max_pad or 0)
-    ks = ([kernel] if kernel is not None else list(range(1, min(max_kernel, n) + 1)))
+    ks = ([kernel] if kernel is not None else range(1, min(max_kernel, n) + 1))
     candidates = 0
     for k in ks:
         for d in dils:
             candidates += (max_stride or max(effective_kernel(k, d), 2)) * (k + limit_p + 1)
+            if candidates > MAX_CANDIDATES:
+                break
+        if candidates > MAX_CANDIDATES:
+            break
     if candidates > MAX_CANDIDATES:
         raise SpecError("the search bounds are too wide for this homework tool",
-                        hint="fix F, S or P, or lower --max-kernel / --max-stride")
+                        hint="fix F, S or P, or lower --max-kernel / --max-stride / --max-pad "
+                             "/ --max-dilation")
 
     cls = LAYERS.get(canon)
     ctx_conv = conv

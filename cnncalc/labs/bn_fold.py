@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncalc.errors import TrainError
 from cnncalc.labs import data_rng
+from cnncalc.limits import Bound, check_network_memory
 
 __all__ = ["BnFoldLab", "FoldedPair", "fold_graph", "fold_state", "run"]
 
@@ -152,15 +152,20 @@ def _load(source, seed: int, dtype: str):
     return net, name, False
 
 
+#: test images run through the network and its folded copy
+IMAGES = Bound("--images", 1, 1024, "each image runs through the network twice")
+
+
 def run(source, *, images: int = 8, seed: int = 0, dtype: str = "float64") -> BnFoldLab:
     """Fold ``source`` (spec path / YAML text / dict, or a ``.npz`` checkpoint); check; count."""
     from cnncalc.engine import Network
     from cnncalc.labs.equivariance import _images
 
-    if images < 1:
-        raise TrainError(f"images must be >= 1; got {images}")
+    IMAGES.check(images)
     net, name, from_ck = _load(source, seed, dtype)
     graph = net.graph
+    check_network_memory(graph, f"lab bn-fold on {name}", batch=images,
+                         dtype_bytes=np.dtype(dtype).itemsize, hint="use fewer --images")
     pairs, skipped = _pairs(graph)
     notes = []
     if not pairs:

@@ -27,6 +27,7 @@ import numpy as np
 
 from cnncalc.errors import TrainError
 from cnncalc.labs import data_rng
+from cnncalc.limits import Bound, check_network_memory
 
 __all__ = ["EquivarianceLab", "RotationResult", "ShiftInvariance", "TranslationRow", "run"]
 
@@ -185,6 +186,14 @@ def _rotation(graph, net, seed: int, dtype, size: int | None) -> RotationResult 
                           int(np.argmin(errs)), note)
 
 
+#: test images: each goes through every conv prefix of the network and every shift
+IMAGES = Bound("--images", 2, 1024, "each image goes through the network once per layer "
+               "and per shift")
+#: the largest shift of the invariance test: one pass of the whole network per pixel
+MAX_SHIFT = Bound("--max-shift", 1, 256, "each pixel of shift is one more pass of the "
+                  "network")
+
+
 def run(spec, *, images: int = 4, shift: int = 1, max_shift: int = 4, seed: int = 0,
         dtype: str = "float64", rotation_size: int | None = None) -> EquivarianceLab:
     """Measure the three properties of ``spec`` (path, YAML text, dict or Graph)."""
@@ -193,10 +202,12 @@ def run(spec, *, images: int = 4, shift: int = 1, max_shift: int = 4, seed: int 
     from cnncalc.spec import load
 
     graph = spec if isinstance(spec, Graph) else load(spec)
-    if images < 2:
-        raise TrainError(f"images must be >= 2; got {images}")
-    if shift < 1 or max_shift < 1:
+    IMAGES.check(images)
+    MAX_SHIFT.check(max_shift)
+    if shift < 1:
         raise TrainError("shifts must be >= 1 pixel / position")
+    check_network_memory(graph, f"lab equivariance on {graph.name}", batch=images,
+                         dtype_bytes=np.dtype(dtype).itemsize, hint="use fewer --images")
     net = Network(graph, seed=seed, dtype=dtype)
     x = _images(graph.input_shape, images, seed)
     notes = []

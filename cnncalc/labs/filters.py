@@ -168,8 +168,8 @@ def run(checkpoint, layer: str | None = None, *, mean: bool = False, sample: int
 
     model = model or load_model(checkpoint)
     node = conv_layer(model.graph, layer)
-    w = np.array(model.net.params[f"{node.name}.weight"], dtype=np.float64)
-    bias = model.net.params.get(f"{node.name}.bias")
+    w = np.array(model.net.params[node.param_key("weight")], dtype=np.float64)
+    bias = model.net.params.get(node.param_key("bias"))
     k, c = w.shape[:2]
     notes = []
     colour = in_colour(node, c) and not mean

@@ -23,6 +23,7 @@ import numpy as np
 
 from cnncalc.errors import TrainError
 from cnncalc.labs import data_rng
+from cnncalc.limits import Bound, check_memory
 
 __all__ = ["INITS", "NONLINEARITIES", "InitStats", "LayerStats", "init_spec", "run"]
 
@@ -61,6 +62,13 @@ class InitStats:
     notes: list[str] = field(default_factory=list)
 
 
+#: layers of the experiment: each is a network of its own and a pass forward and back
+DEPTH = Bound("--depth", 1, 1000, "each layer is a network of its own, run forward and back")
+#: inputs and units per layer; their product (times the depth) is also held to the memory budget
+N = Bound("--n", 1, 10_000_000, "every layer keeps n x width activations")
+WIDTH = Bound("--width", 1, 100_000, "every layer holds width x width weights")
+
+
 def init_spec(init: str) -> str:
     """The lecture's names ("0.01", "1.0") as :mod:`cnncalc.engine.init` specs."""
     return _INIT_SPEC.get(str(init).strip(), str(init).strip())
@@ -85,9 +93,16 @@ def run(init: str = "xavier", nonlinearity: str = "tanh", *, n: int = 1000, widt
     if nonlin not in NONLINEARITIES:
         raise TrainError(f"nonlinearity must be one of {', '.join(NONLINEARITIES)}; got "
                          f"{nonlinearity!r}")
-    for nm, v in (("n", n), ("width", width), ("depth", depth)):
-        if int(v) < 1:
-            raise TrainError(f"{nm} must be >= 1; got {v}")
+    N.check(n)
+    WIDTH.check(width)
+    DEPTH.check(depth)
+    # float64: every layer keeps its n x width activations and their gradients, and its
+    # width x width weights twice (the whole network and the layer's own probe) plus gradients
+    activations, weights = 2 * (depth + 1) * n * width * 8, 3 * depth * width * width * 8
+    check_memory(activations + weights, "lab init-stats",
+                 breakdown=f"{depth + 1} x {n:,} x {width:,} activations and gradients, "
+                           f"{depth} x {width:,}^2 weights",
+                 hint="use a smaller --n, --width or --depth")
     spec = init_spec(init)
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnncalc.errors import TrainError
+from cnncalc.limits import Bound
 from cnncalc.optim import OPTIMIZERS as _REGISTRY
 
 __all__ = ["FUNCTIONS", "OPTIMIZERS", "OptimizerLab", "TestFunction", "Trajectory", "run"]
@@ -154,6 +155,11 @@ def trajectory(fn: TestFunction, name: str, lr: float, *, steps: int, tol: float
     return Trajectory(name, float(lr), hit, gap, [float(v) for v in p], diverged, path)
 
 
+#: each optimizer takes one Python-level step per iteration and keeps its whole path
+STEPS = Bound("--steps", 1, 100_000, "each optimizer takes one step per iteration and "
+              "keeps its path")
+
+
 def run(function: str = "ravine", optimizers=OPTIMIZERS, *, kappa: float = 50.0,
         noise: float = 0.0, steps: int | None = None, tol: float | None = None,
         lrs: dict | None = None, seed: int = 0, start=None) -> OptimizerLab:
@@ -161,8 +167,7 @@ def run(function: str = "ravine", optimizers=OPTIMIZERS, *, kappa: float = 50.0,
     fn = get_function(function, kappa)
     steps = fn.steps if steps is None else int(steps)
     tol = fn.tol if tol is None else float(tol)
-    if steps < 1:
-        raise TrainError(f"steps must be >= 1; got {steps}")
+    STEPS.check(steps)
     if not tol > 0:
         raise TrainError(f"tol must be > 0; got {tol}")
     if noise < 0:

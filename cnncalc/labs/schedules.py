@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from cnncalc.errors import TrainError
+from cnncalc.limits import Bound
 
 __all__ = ["ScheduleCurve", "ScheduleLab", "run", "schedule_kwargs"]
 
@@ -53,14 +54,16 @@ def schedule_kwargs(name: str, steps: int) -> dict:
     }[name]
 
 
+#: every schedule is evaluated (twice: without and with warm-up) at each of the T steps
+STEPS = Bound("-T/--steps", 2, 100_000, "every schedule is evaluated at each step")
+
+
 def run(lr: float = 0.1, steps: int = 100, warmup: int | None = None,
         names=None) -> ScheduleLab:
     """Every schedule (or ``names``) without and with ``warmup`` steps (default ``steps // 10``)."""
     from cnncalc import schedules
 
-    if isinstance(steps, bool) or int(steps) < 2:
-        raise TrainError(f"steps must be >= 2; got {steps!r}")
-    steps = int(steps)
+    steps = STEPS.check(steps)
     warmup = max(1, steps // 10) if warmup is None else int(warmup)
     if not 0 <= warmup < steps:
         raise TrainError(f"warmup must be in [0, steps); got {warmup}",

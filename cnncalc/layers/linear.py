@@ -50,7 +50,8 @@ class Linear(Layer):
         if n.attr("transA", 0):
             return None
         weight = weight if n.attr("transB", 0) else weight.T
-        weight = weight * n.attr("alpha", 1.0)
+        if n.attr("alpha", 1.0) != 1.0:      # (a copy: VGG's first fc has 103 M weights)
+            weight = weight * n.attr("alpha", 1.0)
         bias = n.const(2)
         if bias is not None:
             bias = (bias * n.attr("beta", 1.0)).reshape(-1)

@@ -72,7 +72,18 @@ class _Pool2d(Layer):
             attrs["dilations"] = list(self.dilation)
         if "count_include_pad" in self.options:  # ONNX's default (0) is PyTorch's opposite
             attrs["count_include_pad"] = int(self.count_include_pad)
-        return g.node(self.onnx_op, [g.as_4d(x)], **attrs)
+        y = g.node(self.onnx_op, [g.as_4d(x)], **attrs)
+        # ONNX's ceil mode keeps a last window that starts in the bottom/right padding, which
+        # PyTorch (and cnncalc) drop: cut that row/column off again
+        onnx_out = [-(-(n + p0 + p1 - d * (k - 1) - 1) // s) + 1 if attrs["ceil_mode"]
+                    else (n + p0 + p1 - d * (k - 1) - 1) // s + 1 for n, (p0, p1), k, s, d in
+                    zip(node.in_shape[1:], ((t, b), (left, r)), self.kernel_size, self.stride,
+                        self.dilation)]
+        out = [node.out_shape.h, node.out_shape.w]
+        if onnx_out != out:
+            y = g.node("Slice", [y, g.const([0, 0], "int64"), g.const(out, "int64"),
+                                 g.const([2, 3], "int64")])
+        return y
 
     @classmethod
     def from_onnx(cls, n):

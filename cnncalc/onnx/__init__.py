@@ -27,7 +27,7 @@ def require(module: str = "onnx"):
     """Import ``module`` (``onnx``, ``onnxruntime`` or ``torch``) or explain how to get it."""
     from importlib import import_module
 
-    extra = {"onnx": "onnx", "onnxruntime": "onnx", "torch": "torch"}.get(module, module)
+    extra = {"onnx": "onnx", "onnxruntime": "test", "torch": "torch"}.get(module, module)
     try:
         return import_module(module)
     except ImportError:

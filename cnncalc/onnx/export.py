@@ -58,8 +58,8 @@ class Builder:
     def _rank_after(self, op: str, inputs: list[str], attrs: dict) -> int:
         if op in ("Gemm", "Flatten", "Squeeze"):
             return 2
-        if op == "Reshape":
-            return 3
+        if op == "Reshape":     # the rank of its constant target shape
+            return int(self.initializers[inputs[1]].dims[0])
         if op in ("ReduceMax", "ReduceMean"):
             return self.ranks.get(inputs[0], 4) - (0 if attrs.get("keepdims", 1) else 1)
         if op == "Unsqueeze":
@@ -68,8 +68,9 @@ class Builder:
 
     def param(self, node, suffix: str, shape: tuple | None = None) -> str:
         """The initializer of the layer's tensor ``suffix`` (weights, BN statistics),
-        reshaped to ``shape`` when given."""
-        key = f"{node.name}.{suffix}"
+        reshaped to ``shape`` when given. A layer that shares another's parameters reads the
+        owner's initializer (one tensor, as PyTorch exports a module called twice)."""
+        key = node.param_key(suffix)
         if key not in self.params:
             raise InteropError(f"no value for {key}", where=node.label,
                                hint="the checkpoint does not match its spec")

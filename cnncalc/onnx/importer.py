@@ -3,7 +3,8 @@
 Each ONNX node that computes on the data is handed to the layer kinds that declare its op type
 (``Layer.onnx_op_types``); the first whose ``from_onnx`` accepts it becomes the layer. What
 is not data is folded away: initializers, ``Constant`` nodes, ``Identity`` on initializers
-(PyTorch's exporter shares equal-valued parameters that way; each stays its layer's), and
+(followed back to the initializer; see :meth:`OnnxImporter._share` for when two layers reading
+one initializer share it), and
 the shape arithmetic of ``x.view(N, -1)`` (Shape → Gather → Unsqueeze → Concat → Reshape),
 whose result ``onnx.shape_inference`` (with data propagation) gives. Reshapes that do not
 change cnncalc's view of a tensor ((N, C) is 1 x 1 x C) are aliases, and so is a flatten that
@@ -25,8 +26,10 @@ from cnncalc.onnx import InteropError, require
 from cnncalc.onnx.spec_text import LayerRecord, spec_text
 from cnncalc.shapes import same_padding
 
-#: ops that never change cnncalc's view of a tensor when shapes agree
-_RESHAPES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+#: ops that never change cnncalc's view of a tensor when shapes agree (and the Slice cnncalc's
+#: export puts after a ceil-mode pool whose last ONNX window PyTorch drops)
+_RESHAPES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice")
+_CEIL_POOLS = ("maxpool", "avgpool")
 #: ops that only read a tensor's shape (their outputs are not data)
 _SHAPE_READERS = ("Shape", "Size")
 #: layer kinds that flatten their input themselves
@@ -65,13 +68,39 @@ def node_scope(node) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", ".".join(kept)).strip("._")
 
 
-def _with_batch_one(model):
-    """A copy of ``model`` whose inputs have batch 1: with a symbolic batch, data propagation
-    cannot resolve the -1 of ``x.view(N, -1)``."""
-    fixed = type(model)()
-    fixed.CopyFrom(model)
-    initializers = {i.name for i in fixed.graph.initializer}
-    for vi in fixed.graph.input:
+#: initializers larger than this reach shape inference as typed inputs, without their values
+#: (only small constants, shapes and axes, matter to data propagation)
+_INFERENCE_CONST_LIMIT = 1024
+
+
+def _for_shape_inference(model):
+    """A light copy of ``model`` for ``onnx.shape_inference``: the data inputs get batch 1
+    (with a symbolic batch, data propagation cannot resolve the -1 of ``x.view(N, -1)``), and
+    large initializers become typed graph inputs, so that inference does not serialise the
+    weights (VGG-16's are over 500 MB) again and again."""
+    onnx = require("onnx")
+    fixed = onnx.ModelProto()
+    fixed.ir_version = model.ir_version
+    fixed.opset_import.extend(model.opset_import)
+    fixed.functions.extend(model.functions)
+    graph, src = fixed.graph, model.graph
+    graph.name = src.name
+    graph.node.extend(src.node)
+    graph.input.extend(src.input)
+    graph.output.extend(src.output)
+    graph.value_info.extend(src.value_info)
+    declared = {vi.name for vi in src.input}
+    for init in src.initializer:
+        size = 1
+        for d in init.dims:
+            size *= d
+        if size <= _INFERENCE_CONST_LIMIT:
+            graph.initializer.append(init)
+        elif init.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type,
+                                                                  list(init.dims)))
+    initializers = {i.name for i in src.initializer}
+    for vi in graph.input:
         dims = vi.type.tensor_type.shape.dim
         if vi.name not in initializers and len(dims) and not dims[0].HasField("dim_value"):
             dims[0].dim_value = 1
@@ -162,14 +191,14 @@ class OnnxImporter:
         self.source = source
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           1)
-        model = _with_batch_one(model)
         try:
-            model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(_for_shape_inference(model),
+                                                         data_prop=True)
         except Exception as err:  # noqa: BLE001 - onnx raises several kinds
             raise InteropError(f"{source}: shape inference failed: {err}") from None
-        self.graph = model.graph
+        self.graph = inferred.graph
         self.consts: dict = {i.name: onnx.numpy_helper.to_array(i)
-                             for i in self.graph.initializer}
+                             for i in model.graph.initializer}
         self.initializer_names = set(self.consts)
         self.shapes: dict[str, list] = {}
         for vi in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
@@ -189,7 +218,8 @@ class OnnxImporter:
         for node in self.graph.node:
             for x in node.input:
                 self.consumers.setdefault(x, []).append(node)
-        self.shared_users: dict[str, set] = {}   # initializer -> layers reading it directly
+        self.root: dict[str, str] = {}           # Identity of an initializer -> the initializer
+        self.reads: dict[str, list] = {}         # record name -> [(initializer, direct)]
         self.notes: list[str] = []
 
     # ---- shapes ------------------------------------------------------------------------
@@ -231,7 +261,7 @@ class OnnxImporter:
                 self._unsupported(NodeView(node, self), f"operator domain '{node.domain}'")
             self._visit(node, handlers)
         self._check_output()
-        self._note_sharing()
+        self._share()
         self._note_folded_bn()
         return self._result()
 
@@ -266,6 +296,8 @@ class OnnxImporter:
         rest is shape arithmetic, whose result shape inference already gave."""
         if node.op_type == "Identity" and node.input[0] in self.consts:
             self.consts[node.output[0]] = self.consts[node.input[0]]
+            if node.input[0] in self.initializer_names or node.input[0] in self.root:
+                self.root[node.output[0]] = self.root.get(node.input[0], node.input[0])
 
     def _is_alias(self, view: NodeView) -> bool:
         if view.op not in _RESHAPES:
@@ -273,6 +305,10 @@ class OnnxImporter:
         x, out = view.data_inputs[0], view.outputs[0]
         if view.op == "Identity":
             return True
+        if view.op == "Slice":       # cnncalc's export, after a ceil-mode pool: see _Pool2d
+            rec = self.by_name.get(self.producer[x])
+            return (rec is not None and rec.kind in _CEIL_POOLS and rec.options.get("ceil_mode")
+                    and node_scope(view.node) == rec.name)
         if view.op != "Flatten" and len(self.dims(out, view)) in (2, 4) \
                 and self.shape_of(x, view) == self.shape_of(out, view):
             return True
@@ -298,6 +334,7 @@ class OnnxImporter:
             return False
         rec.options["bias"] = True
         rec.weights["bias"] = bias.reshape(-1)
+        self._note_reads(rec.name, consts)
         self.producer[view.outputs[0]] = rec.name
         self.data.add(view.outputs[0])
         return True
@@ -307,15 +344,19 @@ class OnnxImporter:
         inputs = [self.producer[x] for x in view.data_inputs]
         weights = {k: self.np.asarray(v, dtype=self.np.float32)
                    for k, v in (found.get("weights") or {}).items() if v is not None}
-        for x in view.node.input:
-            if x in self.initializer_names:
-                self.shared_users.setdefault(x, set()).add(name)
+        self._note_reads(name, view.node.input)
         rec = LayerRecord(name, cls.kind, dict(found["options"]), inputs, weights)
         self.records.append(rec)
         self.by_name[name] = rec
         for out in view.outputs[:1]:
             self.producer[out] = name
             self.data.add(out)
+
+    def _note_reads(self, name: str, inputs) -> None:
+        """Remember which initializers the record ``name`` reads, and whether directly."""
+        for x in inputs:
+            if x in self.initializer_names or x in self.root:
+                self.reads.setdefault(name, []).append((self.root.get(x, x), x not in self.root))
 
     def _layer_name(self, view: NodeView, cls) -> str:
         """The node's name made a valid, unique layer name (see :func:`node_scope`)."""
@@ -349,17 +390,55 @@ class OnnxImporter:
             self.notes.append(f"the model has {len(outputs)} outputs; only '{outputs[0]}' "
                               "is imported")
 
-    def _note_sharing(self) -> None:
-        """Tied weights: one initializer read by several layers. (PyTorch's exporter also
-        de-duplicates separate parameters that happen to hold equal values, e.g. fresh BN
-        scales, through Identity nodes: those stay one parameter per layer, as in the model.)"""
-        for init, users in sorted(self.shared_users.items()):
-            if len(users) > 1:
-                size = int(self.consts[init].size)
-                self.notes.append(
-                    f"layers {', '.join(sorted(users))} share the weights '{init}' "
-                    f"({size:,} values); cnncalc counts them in each layer, "
-                    f"{size * (len(users) - 1):,} more than the model holds")
+    def _share(self) -> None:
+        """Initializers count once. A layer reading the same initializers as an earlier layer
+        of its kind shares that layer (``share: <layer>``): PyTorch exports a module called
+        twice that way. One reading some of another layer's initializers (a tied weight with a
+        bias of its own) shares those tensors (``share: {weight: <layer>}``). Reached through
+        ``Identity`` nodes initializers are shared only when a weight has two or more
+        dimensions: PyTorch's exporter also de-duplicates *separate* parameters that merely
+        hold equal values through Identity (fresh batch norm scales, zero biases), and those
+        stay one parameter per layer, as the model counts them."""
+        owners: dict[tuple, LayerRecord] = {}
+        for rec in self.records:
+            reads = self.reads.get(rec.name)
+            if not reads:
+                continue
+            owner = owners.setdefault((rec.kind, tuple(root for root, _ in reads)), rec)
+            direct = all(d for _, d in reads)
+            matrix = any(getattr(v, "ndim", 0) >= 2 for v in rec.weights.values())
+            if owner is not rec and (direct or matrix) \
+                    and rec.weights.keys() == owner.weights.keys() \
+                    and self._same(rec, owner, rec.weights):
+                rec.shares, rec.weights = owner.name, {}
+        holders: dict[str, LayerRecord] = {}   # initializer -> the layer holding it
+        unshared: dict[str, set] = {}
+        for rec in self.records:
+            if isinstance(rec.shares, str):
+                continue
+            for root, direct in self.reads.get(rec.name, ()):
+                holder = holders.setdefault(root, rec) if direct else rec
+                if holder is rec:
+                    continue
+                size = self.consts[root].size     # which tensor the initializer is
+                tensor = next((k for k, v in rec.weights.items()
+                               if v.size == size and self._same(rec, holder, [k])), None)
+                if tensor is None:     # read as another tensor (transposed, another role)
+                    unshared.setdefault(root, {holder.name}).add(rec.name)
+                    continue
+                rec.shares = {**(rec.shares or {}), tensor: holder.name}
+                del rec.weights[tensor]
+        for init, names in sorted(unshared.items()):
+            size = int(self.consts[init].size)
+            self.notes.append(
+                f"layers {', '.join(sorted(names))} read the initializer '{init}' ({size:,} "
+                "values) as different tensors; cnncalc counts it in each layer, "
+                f"{size * (len(names) - 1):,} more than the model holds")
+
+    def _same(self, rec: LayerRecord, other: LayerRecord, tensors) -> bool:
+        """Whether ``rec``'s ``tensors`` (suffixes) equal ``other``'s, value for value."""
+        return all(k in other.weights and rec.weights[k].shape == other.weights[k].shape
+                   and self.np.array_equal(rec.weights[k], other.weights[k]) for k in tensors)
 
     def _note_folded_bn(self) -> None:
         """PyTorch's exporter folds eval-mode BN into the preceding conv and names the fused

@@ -2,7 +2,7 @@
 
 Each option is written in the shortest spelling that the layer's own parser reads back to the
 same value (``3`` rather than ``[3, 3]``), options at their default are left out, and ``from:``
-appears only where the graph branches.
+appears only where the graph branches; a layer using another's parameters says ``share:``.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class LayerRecord:
     options: dict
     inputs: list[str]
     weights: dict = field(default_factory=dict)
+    shares: str | dict | None = None  # the record whose parameters this one uses, or
+    #                                   {tensor: record} for some of them
 
 
 def scalar(value) -> str:
@@ -87,6 +89,8 @@ def spec_text(name: str, input_shape, records: list[LayerRecord], notes: list[st
         for option, value in rec.options.items():
             if value != cls.options[option].default:
                 body[option] = option_text(cls, option, value)
+        if rec.shares:
+            body["share"] = rec.shares
         lines.append(f"  - {rec.kind}: {flow(body)}")
         previous = rec.name
     return "\n".join(lines) + "\n"

@@ -5,7 +5,10 @@ Modules and functions find their layer kind by name in the layer registry (``nn.
 ``conv2d`` → ``conv``; ``F.max_pool2d`` → ``maxpool2d``), and their options by name: PyTorch's
 attribute and argument names are cnncalc's canonical option names (``out_channels``,
 ``kernel_size``, ``negative_slope``, ...). Calls that only read shapes (``x.size(0)``) are not
-data; ``view``/``reshape``/``flatten`` to (N, -1) is a flatten layer.
+data; ``view``/``reshape``/``flatten`` to (N, -1) is a flatten layer. A module called again
+(or one whose parameters are all another's) shares the first call's layer (``share:``), and a
+module with some of another's parameters (tied weights) shares those: parameters count once,
+as ``sum(p.numel() for p in m.parameters())`` counts them.
 """
 from __future__ import annotations
 
@@ -59,7 +62,8 @@ class TorchImporter:
         self.producer: dict = {}          # fx node -> record name or "input"
         self.records: list[LayerRecord] = []
         self.notes: list[str] = []
-        self.calls: dict[str, int] = {}   # module with parameters -> times called
+        self.owners: dict[tuple, str] = {}   # a module's parameters (ids) -> its first layer
+        self.holders: dict[int, tuple] = {}  # parameter id -> (first layer holding it, suffix)
 
     def shape(self, node) -> tuple:
         meta = node.meta.get("tensor_meta")
@@ -115,10 +119,6 @@ class TorchImporter:
                     self.fail(node, "the output is not the last layer")
             elif node.op in ("call_module", "call_function", "call_method"):
                 self.visit(node)
-        for path, n in self.calls.items():
-            if n > 1:
-                self.notes.append(f"module '{path}' is called {n} times; cnncalc counts its "
-                                  "parameters at every call (the model holds them once)")
         text = spec_text(self.label, self.input_shape, self.records, self.notes)
         return ImportResult(text, {}, {}, list(self.notes), self.label)
 
@@ -128,8 +128,6 @@ class TorchImporter:
             return                           # constants and shape arithmetic
         if node.op == "call_module":
             sub = self.gm.get_submodule(node.target)
-            if any(True for _ in sub.parameters()):
-                self.calls[node.target] = self.calls.get(node.target, 0) + 1
             name = type(sub).__name__
             if name == "Identity":
                 self.producer[node] = self.producer[data[0]]
@@ -140,28 +138,55 @@ class TorchImporter:
             values = {k: getattr(sub, k) for k in LAYERS.get(kind).options if hasattr(sub, k)}
             values["bias"] = getattr(sub, "bias", None) is not None
             self.check_module(node, sub, name)
-            layer_name = node.target
-        else:
-            fn = node.target
-            name = fn if isinstance(fn, str) else getattr(fn, "__name__", str(fn))
-            if name in _SHAPE_READERS or fn in (getattr, operator.getitem):
-                return
-            if name in _MERGES:
-                self.add(node, node.name, _MERGES[name], {}, data)
-                if _MERGES[name] == "concat":
-                    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-                    if dim not in (1, -3):
-                        self.fail(node, f"concatenation along dim {dim}")
-                return
-            if name in _RESHAPES:
-                self.reshape(node, data)
-                return
-            kind = _kind_of(name)
-            if kind is None:
-                self.fail(node, f"unsupported operation {name}")
-            values = self.arguments(fn, name, node)
-            layer_name = ""
-        self.add(node, layer_name, kind, values, data[:1])
+            self.add(node, node.target, kind, values, data[:1])
+            self.note_sharing(sub, self.records[-1])
+            return
+        fn = node.target
+        name = fn if isinstance(fn, str) else getattr(fn, "__name__", str(fn))
+        if name in _SHAPE_READERS or fn in (getattr, operator.getitem):
+            return
+        if name in _MERGES:
+            self.add(node, node.name, _MERGES[name], {}, data)
+            if _MERGES[name] == "concat":
+                dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+                if dim not in (1, -3):
+                    self.fail(node, f"concatenation along dim {dim}")
+            return
+        if name in _RESHAPES:
+            self.reshape(node, data)
+            return
+        kind = _kind_of(name)
+        if kind is None:
+            self.fail(node, f"unsupported operation {name}")
+        self.add(node, "", kind, self.arguments(fn, name, node), data[:1])
+
+    def note_sharing(self, sub, rec: LayerRecord) -> None:
+        """``rec`` (a call of ``sub``) shares the layer of an earlier call of a module with the
+        same parameters (``share: <layer>``), or the tensors it holds of an earlier module's
+        (tied: ``share: {weight: <layer>}``)."""
+        named = dict(sub.named_parameters())
+        ids = tuple(id(p) for p in named.values())
+        if not ids:
+            return
+        owner = self.owners.get((rec.kind, ids))
+        if owner is not None:
+            rec.shares = owner
+            return
+        self.owners[(rec.kind, ids)] = rec.name
+        shared, other = {}, []
+        for suffix, p in named.items():
+            holder = self.holders.setdefault(id(p), (rec.name, suffix))
+            if holder[0] == rec.name:
+                continue
+            if holder[1] == suffix:
+                shared[suffix] = holder[0]
+            else:
+                other.append(f"{suffix} is {holder[0]}'s {holder[1]}")
+        if shared:
+            rec.shares = shared
+        if other:
+            self.notes.append(f"layer {rec.name}: {', '.join(other)}; cnncalc counts them "
+                              "in each layer")
 
     def check_module(self, node, sub, name: str) -> None:
         if getattr(sub, "padding_mode", "zeros") != "zeros":
@@ -201,6 +226,9 @@ class TorchImporter:
         cls = LAYERS.get(kind)
         options = self.options(node, cls, values)
         taken = {r.name for r in self.records}
+        if name and name in taken:       # a module called again: conv_1, as torch.onnx names it
+            name = next(f"{name}_{n}" for n in range(1, len(taken) + 2)
+                        if f"{name}_{n}" not in taken)
         if not name or name in taken or name == "input":
             count = sum(r.kind == kind for r in self.records) + 1
             name = f"{cls.prefix}{count}"

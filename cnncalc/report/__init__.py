@@ -49,9 +49,10 @@ def write_report(source, out, **options) -> Path:
     return _write(out, render(from_source(source, **options)))
 
 
-def write_checkpoint_report(checkpoint, out, evaluate: bool = True) -> Path:
-    """The report of a training checkpoint (what ``cnncalc train --out`` writes at the end)."""
-    return _write(out, render(from_checkpoint(checkpoint, evaluate=evaluate)))
+def write_checkpoint_report(checkpoint, out, evaluate: bool = True, tier=None) -> Path:
+    """The report of a training checkpoint (what ``cnncalc train --out`` writes at the end;
+    ``tier``: evaluate on that op tier, e.g. the NumPy tier a cold run ended on)."""
+    return _write(out, render(from_checkpoint(checkpoint, evaluate=evaluate, tier=tier)))
 
 
 def write_check_report(spec, result: dict, out, *, strict: bool = False,

@@ -78,9 +78,10 @@ def from_spec(source, *, batch: int | None = None, optimizer: str | None = None,
 
 
 def from_checkpoint(path, *, batch: int | None = None, optimizer: str | None = None,
-                    evaluate: bool = True) -> ReportData:
+                    evaluate: bool = True, tier=None) -> ReportData:
     """A checkpoint's network, training curves, settings, conv filters and (when ``evaluate``
-    and its data set can be loaded) its test-set confusion matrix."""
+    and its data set can be loaded) its test-set confusion matrix, computed on ``tier``
+    (:meth:`cnncalc.Network.use_tier`; None: the compiled kernels)."""
     from cnncalc import load
     from cnncalc.train.checkpoint import load_checkpoint
     from cnncalc.train.settings import resolve
@@ -95,7 +96,7 @@ def from_checkpoint(path, *, batch: int | None = None, optimizer: str | None = N
                       metrics=[dict(r) for r in ckpt.metrics or [] if isinstance(r, dict)],
                       settings=settings.to_dict(), given=set(settings.sources))
     if evaluate:
-        run.evaluation, run.evaluation_note = _evaluate(path, settings)
+        run.evaluation, run.evaluation_note = _evaluate(path, settings, tier)
     else:
         run.evaluation_note = "not evaluated (--no-evaluate)"
     from cnncalc.report.filters import filter_grids
@@ -106,14 +107,14 @@ def from_checkpoint(path, *, batch: int | None = None, optimizer: str | None = N
                       filters=filter_grids(graph, ckpt.params))
 
 
-def _evaluate(path, settings) -> tuple[dict | None, str | None]:
+def _evaluate(path, settings, tier=None) -> tuple[dict | None, str | None]:
     """The checkpoint on its test split, as ``cnncalc evaluate`` computes it (imports the
     engine)."""
     from cnncalc.train import trainer as T
     from cnncalc.train.evaluate import evaluate, load_model
 
     try:
-        model = load_model(path)
+        model = load_model(path, tier)
         ds = T.load_data(settings, model.graph)
         T.check_compatible(model.graph, ds)
         if not len(ds.y_test):

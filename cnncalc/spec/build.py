@@ -5,7 +5,8 @@ Names: a layer without ``name`` is called after its type's prefix and a counter 
 instance (``conv1``, ``pool2``); inside an instance every name gets the instance's prefix
 (``s1.0.conv1``). ``from:`` names an earlier layer, looked up in the enclosing instance first;
 inside a block ``from: input`` means the block's input (the layer before the instance, or the
-block entry's own ``from:``). Without ``from`` a layer takes the previous layer.
+block entry's own ``from:``). Without ``from`` a layer takes the previous layer. ``share:``
+names the earlier layer whose parameters a layer uses, looked up like ``from:``.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def resolve_entries(items: list[RawLayer], smap: SourceMap) -> Iterator[LayerEnt
             block_in = block_inputs[item.scope]
         yield LayerEntry(name=name, layer=layer, inputs=refs.inputs(prev, block_in),
                          path=item.path, opts_path=item.opts_path, block=item.block,
-                         init=item.init, trainable=item.trainable)
+                         init=item.init, trainable=item.trainable, shares=refs.shares())
         known.add(name)
         prev = name
 
@@ -108,7 +109,26 @@ class _References:
             found.append(self.find(src, block_in, path))
         return found
 
-    def find(self, src: str, block_in: str | None, path) -> str:
+    def shares(self) -> str | dict | None:
+        """The layer named by ``share: <layer>``, or ``{tensor: layer}`` for
+        ``share: {weight: <layer>}`` (None without ``share``)."""
+        target, path = self.item.share, self.item.share_path
+        if target is None:
+            return None
+        if isinstance(target, dict) and target:
+            return {str(tensor): self._share_target(layer, path + (tensor,))
+                    for tensor, layer in target.items()}
+        return self._share_target(target, path)
+
+    def _share_target(self, target, path) -> str:
+        if not isinstance(target, str) or target == INPUT_NAME:
+            raise spec_error(self.smap, SpecError, f"'share' must name an earlier layer, got "
+                             f"{shown(target)}", path, where=self.where,
+                             hint="e.g.  share: conv1  (conv1's parameters), or  share: "
+                                  "{weight: fc1}  (only its weight)")
+        return self.find(target, None, path, key="share")
+
+    def find(self, src: str, block_in: str | None, path, key: str = "from") -> str:
         """The full name ``src`` refers to: in the item's own instance first, then globally."""
         if src == INPUT_NAME:
             return block_in if block_in is not None else INPUT_NAME
@@ -117,7 +137,9 @@ class _References:
             if cand in self.known:
                 return cand
         close = difflib.get_close_matches(src, [*self.known, INPUT_NAME], n=1)
-        raise spec_error(self.smap, SpecError, f"'from: {src}' names no earlier layer", path,
+        raise spec_error(self.smap, SpecError, f"'{key}: {src}' names no earlier layer", path,
                          where=self.where,
                          hint=(f"did you mean '{close[0]}'? " if close else "")
-                         + "a layer can only take inputs from layers above it, or 'input'")
+                         + ("a layer can only take inputs from layers above it, or 'input'"
+                            if key == "from" else
+                            "a layer can only share the parameters of a layer above it"))

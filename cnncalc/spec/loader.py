@@ -25,8 +25,12 @@ Path = tuple
 #: deeper nesting than this is no architecture; PyYAML's composer recurses per level
 MAX_NESTING = 200
 #: values (scalars, lists, mappings) that aliases may add once followed; a file's own values are
-#: bounded by MAX_SPEC_BYTES (a written-out 50,000-layer spec has some 150,000)
+#: bounded by MAX_WRITTEN_VALUES
 MAX_VALUES = 100_000
+#: values written in the file (a written-out 50,000-layer spec of conv and relu has 250,000):
+#: counted while the parser streams them, so a megabyte spec of tiny values is refused before
+#: the slower composing and building start
+MAX_WRITTEN_VALUES = 300_000
 #: a spec file larger than this is no architecture (the Inception v3 spec is 30 kB); the
 #: limit bounds the YAML parser's time and memory
 MAX_SPEC_BYTES = 8 << 20
@@ -63,6 +67,12 @@ class SourceMap:
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
+#: libyaml's parser where PyYAML was built with it: some 30 times faster than PyYAML's own, so a
+#: spec of megabytes is read (or refused) in well under a second
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: a syntax error in a spec up to this size is parsed again with PyYAML's own parser, whose
+#: messages say what it expected where (libyaml's are terser)
+REPARSE_ERRORS_BELOW = 1 << 20
 
 
 def _construct(node: yaml.Node):
@@ -153,11 +163,19 @@ def _walk_collection(node, path: Path, smap: SourceMap, budget: _Budget):
     return [_walk(item, path + (i,), smap, budget) for i, item in enumerate(node.value)]
 
 
-def _check_nesting(text: str, file: str | None) -> None:
-    """Refuse nesting deeper than :data:`MAX_NESTING` from the parser's events (which PyYAML
-    produces without recursion) before the recursive composer sees it."""
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+def _check_nesting(text: str, file: str | None, loader) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` and more than :data:`MAX_WRITTEN_VALUES`
+    values from the parser's events (which PyYAML produces without recursion) before the
+    recursive composer sees them."""
+    depth = values = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.NodeEvent):        # a scalar, an alias or a collection start
+            values += 1
+            if values > MAX_WRITTEN_VALUES:
+                mark = event.start_mark
+                raise SpecError(f"the spec has more than {MAX_WRITTEN_VALUES:,} values",
+                                location=Location(file, mark.line + 1, mark.column + 1),
+                                hint="use blocks and repeat: for long, regular networks")
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             depth += 1
             if depth > MAX_NESTING:
@@ -166,6 +184,19 @@ def _check_nesting(text: str, file: str | None) -> None:
                                 location=Location(file, mark.line + 1, mark.column + 1))
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
+
+
+def _compose(text: str, file: str | None) -> yaml.Node | None:
+    """The YAML node tree of ``text`` (nesting checked first), by :data:`FAST_LOADER`; a
+    syntax error in a small spec is raised by PyYAML's own parser, for its clearer message."""
+    try:
+        _check_nesting(text, file, FAST_LOADER)
+        return yaml.compose(text, Loader=FAST_LOADER)
+    except yaml.YAMLError:
+        if FAST_LOADER is yaml.SafeLoader or len(text) >= REPARSE_ERRORS_BELOW:
+            raise
+    _check_nesting(text, file, yaml.SafeLoader)
+    return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 def parse_yaml(text: str, file: str | None = None) -> tuple[object, SourceMap]:
@@ -182,8 +213,7 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[object, SourceMap]:
                         f"{MAX_SPEC_BYTES:,}", location=Location(file),
                         hint="use blocks and repeat: for long, regular networks")
     try:
-        _check_nesting(text, file)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text, file)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         context = f" ({err.context})" if err.context else ""

@@ -11,8 +11,10 @@ A spec is a mapping::
       - {type: maxpool, size: 2}            # or the type as a key among the options
       - relu                                # or a bare type name
 
-A layer entry may also carry ``name``, ``from`` (its inputs), ``init`` and ``trainable: false``
-(its parameters are frozen: counted, but not trained).
+A layer entry may also carry ``name``, ``from`` (its inputs), ``init``, ``trainable: false``
+(its parameters are frozen: counted, but not trained) and ``share: <layer>`` (it computes with
+that earlier layer's parameters: a module used twice; they are counted once) or
+``share: {weight: <layer>}`` (only the named tensors: tied weights).
 """
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ from cnncalc.layers.options import (all_spellings, boolean, canonical_option, ot
 TOP_LEVEL_KEYS = ("name", "description", "input", "layers", "blocks", "strict", "convention",
                   "train", "classes")
 #: keys of a layer entry that are not layer options
-LAYER_META_KEYS = ("type", "name", "from", "init", "trainable")
+LAYER_META_KEYS = ("type", "name", "from", "init", "trainable", "share")
+#: longest network or layer name: names are printed in every table, title and error
+MAX_NAME_LENGTH = 200
 INPUT_HINT = "write the input as WxHxD, e.g. 32x32x3, or {width: 32, height: 32, channels: 3}"
 
 
@@ -89,7 +93,8 @@ def read_header(data, smap, *, strict: bool = False, convention: str | None = No
     if not isinstance(train, dict):
         raise spec_error(smap, SpecError, "'train' must be a mapping of training settings",
                          ("train",))
-    return Header(str(data.get("name", "network")), input_shape, conv, layers, blocks, train)
+    name = _name(data.get("name", "network"), smap, ("name",))
+    return Header(name, input_shape, conv, layers, blocks, train)
 
 
 def parse_input(raw, smap) -> Shape:
@@ -140,6 +145,8 @@ class RawLayer:
     kind_path: tuple = ()            # where the type name sits (for "unknown type" errors)
     opts_path: tuple = ()            # where the options sit
     trainable: bool = True           # False: the layer's parameters are frozen
+    share: object = None             # the `share:` reference, as written
+    share_path: tuple = ()           # where it sits
 
     @property
     def kind(self) -> str | None:
@@ -157,9 +164,11 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
                          hint="e.g.  - relu   or   - conv: {filters: 6, size: 5}")
     if "type" in entry:
         opts = {k: v for k, v in entry.items() if k not in LAYER_META_KEYS}
-        return RawLayer(entry["type"], _name(entry.get("name")), opts, p, entry.get("from"),
+        return RawLayer(entry["type"], _name(entry.get("name"), smap, p + ("name",)), opts, p,
+                        entry.get("from"),
                         scope, block, entry.get("init"), kind_path=p + ("type",), opts_path=p,
-                        trainable=trainable_flag(entry, p, smap))
+                        trainable=trainable_flag(entry, p, smap), share=entry.get("share"),
+                        share_path=p + ("share",))
     meta = {k: v for k, v in entry.items() if k in LAYER_META_KEYS}
     rest = [k for k in entry if k not in meta]
     if len(rest) != 1:
@@ -178,11 +187,14 @@ def parse_entry(entry, p, smap, scope=None, block=None) -> RawLayer:
         raise spec_error(smap, SpecError, "'type' inside a one-key layer mapping",
                          kind_path + ("type",), hint="use one form or the other")
     opts = {k: v for k, v in body.items() if k not in LAYER_META_KEYS}
-    return RawLayer(kind, _name(body.get("name", meta.get("name"))), opts, p,
+    name_path = kind_path + ("name",) if "name" in body else p + ("name",)
+    return RawLayer(kind, _name(body.get("name", meta.get("name")), smap, name_path), opts, p,
                     body.get("from", meta.get("from")), scope, block,
                     body.get("init", meta.get("init")), kind_path=kind_path, opts_path=kind_path,
                     trainable=(trainable_flag(body, kind_path, smap)
-                               and trainable_flag(meta, p, smap)))
+                               and trainable_flag(meta, p, smap)),
+                    share=body.get("share", meta.get("share")),
+                    share_path=(kind_path if "share" in body else p) + ("share",))
 
 
 def trainable_flag(entry: dict, p, smap) -> bool:
@@ -197,8 +209,16 @@ def trainable_flag(entry: dict, p, smap) -> bool:
                          ) from None
 
 
-def _name(value) -> str | None:
-    return None if value is None else str(value)
+def _name(value, smap, path) -> str | None:
+    """A layer's or the network's name as text, at most :data:`MAX_NAME_LENGTH` characters."""
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) > MAX_NAME_LENGTH:
+        raise spec_error(smap, SpecError, f"the name is {len(text):,} characters long; a name "
+                         f"may have at most {MAX_NAME_LENGTH}", path,
+                         hint="give a short name; put longer text under 'description:'")
+    return text
 
 
 def build_layer(item: RawLayer, smap, where: str) -> Layer:

@@ -179,18 +179,14 @@ def _sigint_ignored():
 
 
 def warm_kernels(graph, dtypes: set[str]) -> None:
-    """One tiny training step and one evaluation forward pass (its kernels differ) of
-    ``graph`` per dtype in this process, so numba's kernel cache is written once, here, before
-    any worker needs it."""
-    import numpy as np
-
+    """The calls of a training run (:func:`cnncalc.engine.warmup.warm_up`: a training step and
+    an evaluation forward pass) on ``graph`` per dtype in this process, so numba's kernel cache
+    is written once, here, and every trial's probe finds its kernels cached."""
     from cnncalc.engine.network import Network
+    from cnncalc.engine.warmup import warm_up
 
     for dtype in sorted(dtypes):
-        net = Network(graph, dtype=dtype, parallel=False)
-        x = np.zeros((2, *graph.input_shape), dtype=net.dtype)
-        net.loss_and_grads(x, np.zeros(2, dtype=np.int64))
-        net.forward(x, training=False)
+        warm_up(Network(graph, dtype=dtype, parallel=False), 2)
 
 
 def _plain(value: Any) -> Any:

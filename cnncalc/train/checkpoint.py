@@ -55,6 +55,18 @@ class Checkpoint:
     version: int = VERSION
     path: str | None = field(default=None, compare=False)
 
+    def epoch_history(self) -> list[dict]:
+        """``metrics`` as training writes it, one mapping per epoch (resuming appends to it).
+
+        Raises :class:`DataError` when ``metrics`` is another shape."""
+        epochs = self.metrics or []
+        if not isinstance(epochs, list) or not all(isinstance(e, dict) for e in epochs):
+            raise DataError(f"checkpoint {self.path}: field 'metrics' must be a list of "
+                            "per-epoch mappings to resume training",
+                            hint="the file was not written by `cnncalc train`; use another "
+                                 "checkpoint")
+        return [dict(e) for e in epochs]
+
 
 def _split(obj: Any, key: str, arrays: dict[str, np.ndarray], where: str) -> Any:
     """JSON-able copy of ``obj`` with arrays moved into ``arrays`` under unique keys."""
@@ -179,46 +191,157 @@ def _check_weights(path: Path, params: Any, buffers: Any, error=DataError,
                 raise error(bad, hint=hint)
 
 
+#: deepest nesting of the metadata JSON: cnncalc writes fewer than 10 levels; a crafted file
+#: nested thousands deep would exhaust Python's recursion while it is read
+MAX_META_DEPTH = 64
+#: the largest epoch or step count a checkpoint may claim
+MAX_COUNT = 2**53
+_NONE = type(None)
+#: the metadata's scalar fields: the types each must have
+SCALAR_TYPES: dict[str, tuple[type, ...]] = {"spec_text": (str,), "seed": (int, _NONE),
+                                             "epoch": (int,), "step": (int,)}
+#: each tree: the containers it may be (None: not saved)
+TREE_TYPES: dict[str, tuple[type, ...]] = {
+    "params": (dict,), "buffers": (dict, _NONE), "optimizer_state": (dict, _NONE),
+    "schedule_state": (dict, _NONE), "preprocess_state": (dict, _NONE),
+    "metrics": (list, dict, _NONE), "extra": (dict, _NONE)}
+#: the keys of ``extra`` that training and evaluation read back, and their types
+EXTRA_TYPES: dict[str, tuple[type, ...]] = {
+    "settings": (dict, _NONE), "batch": (int,), "classes": (list, _NONE),
+    "partial": (dict, _NONE), "rng_state": (dict, _NONE), "net_rng_state": (dict, _NONE),
+    "best_test_acc": (int, float, _NONE), "input_shape": (list, _NONE)}
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", dict: "a mapping",
+               list: "a list", _NONE: "null"}
+_HINT = "the file is damaged or not a cnncalc checkpoint; use another checkpoint"
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _expect(path: Path, field_name: str, value: Any, types: tuple[type, ...]) -> None:
+    """:class:`DataError` naming the file and field unless ``value`` is one of ``types`` (a
+    bool is not an integer here)."""
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        wanted = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in types)
+        shown = repr(value) if isinstance(value, (str, int, float, bool)) else _kind(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        raise DataError(f"checkpoint {path}: field '{field_name}' must be {wanted}; got {shown}",
+                        hint=_HINT)
+
+
+def _depth(obj: Any) -> int:
+    """How deeply ``obj`` nests lists and dicts, counted without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level <= MAX_META_DEPTH:
+                stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` zip at ``path``, refusing other files (a ``.npy``) and
+    archives that would unpack past the memory budget."""
+    from cnncalc.limits import check_memory
+
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(f"{path} is a single .npy array, not a checkpoint (.npz archive)",
+                        hint="checkpoints are written by `cnncalc train`; was a .npy renamed?")
+    if not magic.startswith(b"PK"):
+        raise DataError(f"{path} is not a checkpoint: not a .npz (zip) archive", hint=_HINT)
+    with zipfile.ZipFile(path) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    check_memory(unpacked, f"checkpoint {path}", hint="is it a cnncalc checkpoint?")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _check_schema(path: Path, meta: dict, trees: dict[str, Any]) -> None:
+    """The fields' types and ranges (see :data:`SCALAR_TYPES`, :data:`TREE_TYPES`,
+    :data:`EXTRA_TYPES`); every array of ``params`` and ``buffers`` a real-valued float."""
+    for name, types in SCALAR_TYPES.items():
+        _expect(path, name, meta[name], types)
+    for name in ("epoch", "step"):
+        if not 0 <= meta[name] <= MAX_COUNT:
+            raise DataError(f"checkpoint {path}: field '{name}' must be in 0..{MAX_COUNT:,}; "
+                            f"got {meta[name]}", hint=_HINT)
+    for name, types in TREE_TYPES.items():
+        _expect(path, name, trees[name], types)
+    for tree in ("params", "buffers"):
+        for key, value in (trees[tree] or {}).items():
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                shown = f"dtype {value.dtype}" if isinstance(value, np.ndarray) else _kind(value)
+                raise DataError(f"checkpoint {path}: {tree} entry '{key}' must be a float "
+                                f"array; got {shown}", hint=_HINT)
+    extra = trees["extra"] or {}
+    for name, types in EXTRA_TYPES.items():
+        if name in extra:
+            _expect(path, f"extra.{name}", extra[name], types)
+    if extra.get("batch", 0) < 0:
+        raise DataError(f"checkpoint {path}: field 'extra.batch' must be >= 0; got "
+                        f"{extra['batch']}", hint=_HINT)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, checking its schema: the
+    metadata's fields and types (:data:`SCALAR_TYPES`, :data:`TREE_TYPES`,
+    :data:`EXTRA_TYPES`), its nesting (at most :data:`MAX_META_DEPTH`), real float weights.
 
     Raises
     ------
     DataError
-        Missing, truncated, corrupt or not a cnncalc checkpoint, from a newer version, or
-        holding NaN/inf weights.
+        Missing, truncated, corrupt or not a cnncalc checkpoint, from a newer version, a field
+        of the wrong type (the message names the file and the field), or NaN/inf weights.
     """
     path = Path(path)
-    hint = "the file is damaged or not a cnncalc checkpoint; use another checkpoint"
+    hint = _HINT
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist",
                         hint="check the path; checkpoints are written by `cnncalc train`")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = _read_arrays(path)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
         raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}",
                         hint=hint) from None
     if _META not in arrays:
         raise DataError(f"{path} is not a cnncalc checkpoint (no {_META} entry)", hint=hint)
+    too_deep = False
     try:
         meta = json.loads(str(arrays.pop(_META)))
     except (json.JSONDecodeError, TypeError) as e:
         raise DataError(f"checkpoint {path} has unreadable metadata: {e}", hint=hint) from None
+    except RecursionError:
+        too_deep = True
+    if too_deep or _depth(meta) > MAX_META_DEPTH:
+        raise DataError(f"checkpoint {path}: metadata nests more than {MAX_META_DEPTH} levels",
+                        hint=hint)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path} is not a cnncalc checkpoint", hint=hint)
     version = meta.get("version")
     if not isinstance(version, int) or version > VERSION:
         raise DataError(f"checkpoint {path} has format version {version!r}; this cnncalc reads "
                         f"up to {VERSION}", hint="upgrade cnncalc")
-    try:
-        trees = {name: _join(meta["trees"][name], arrays, path) for name in _TREES}
-        _check_weights(path, trees["params"], trees["buffers"])
-        return Checkpoint(
-            params=trees["params"], buffers=trees["buffers"],
-            optimizer_state=trees["optimizer_state"], schedule_state=trees["schedule_state"],
-            preprocess_state=trees["preprocess_state"], spec_text=meta["spec_text"],
-            seed=meta["seed"], epoch=meta["epoch"], step=meta["step"],
-            metrics=trees["metrics"], extra=trees["extra"], version=version, path=str(path))
-    except (KeyError, TypeError) as e:
-        raise DataError(f"checkpoint {path} lacks {e}", hint=hint) from None
+    missing = [k for k in (*SCALAR_TYPES, "trees") if k not in meta]
+    if missing:
+        raise DataError(f"checkpoint {path} lacks the field '{missing[0]}'", hint=hint)
+    _expect(path, "trees", meta["trees"], (dict,))
+    missing = [k for k in _TREES if k not in meta["trees"]]
+    if missing:
+        raise DataError(f"checkpoint {path} lacks the field 'trees.{missing[0]}'", hint=hint)
+    trees = {name: _join(meta["trees"][name], arrays, path) for name in _TREES}
+    _check_schema(path, meta, trees)
+    _check_weights(path, trees["params"], trees["buffers"] or {})
+    return Checkpoint(
+        params=trees["params"], buffers=trees["buffers"] or {},
+        optimizer_state=trees["optimizer_state"], schedule_state=trees["schedule_state"],
+        preprocess_state=trees["preprocess_state"], spec_text=meta["spec_text"],
+        seed=meta["seed"], epoch=meta["epoch"], step=meta["step"],
+        metrics=trees["metrics"], extra=trees["extra"], version=version, path=str(path))

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import io
 import os
 import pickle
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from cnncalc.errors import DataError, TrainError
+from cnncalc.limits import Bound, check_memory
 from cnncalc.registry import REQUIRED, Param, Registry
 
 __all__ = [
@@ -126,6 +129,32 @@ def _to_float(x: np.ndarray) -> np.ndarray:
 # MNIST
 
 
+#: the largest IDX file cnncalc reads (decompressed): MNIST's training images are 47 MB
+IDX_MAX_BYTES = 1 << 31
+
+
+def _read_idx_bytes(path: Path) -> bytes:
+    """The (decompressed) bytes of an IDX file, read no further than its header claims (so a
+    gzip bomb is never unpacked) and refused when it claims more than :data:`IDX_MAX_BYTES`."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\0\0\x08":
+            return head + f.read(4)       # too short or not unsigned-byte IDX: read_idx says so
+        head += f.read(4 * head[3])
+        if len(head) < 4 + 4 * head[3]:
+            return head                   # truncated inside the header
+        claimed = math.prod(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big")
+                            for i in range(head[3]))
+        if claimed > IDX_MAX_BYTES:
+            raise DataError(f"{path}: its header claims {claimed:,} bytes of data; cnncalc "
+                            f"reads IDX files of up to {IDX_MAX_BYTES:,} bytes",
+                            hint="is it an MNIST-style IDX file? check its header")
+        return head + f.read(claimed + 1)   # one byte more tells a file longer than claimed
+
+
 def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
     """Read one IDX file (gzipped or not; detected from its first bytes) as a uint8 array.
 
@@ -137,10 +166,8 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raw = _read_idx_bytes(path)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e}",
                         hint="the file is damaged; delete it and download it again") from None
     if len(raw) < 8:
@@ -161,10 +188,12 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
         raise DataError(f"{path} is truncated inside its header",
                         hint="delete it and download it again")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    need = int(np.prod(dims, dtype=np.int64)) if dims else 1
-    have = len(raw) - header
+    need = math.prod(dims)            # exact: a header's 32-bit sizes can multiply past int64
+    have = len(raw) - header          # at most need + 1: reading stops past the claim
     if have != need:
-        raise DataError(f"{path}: header says shape {dims} ({need} bytes of data), file has {have}",
+        more = " or more" if have > need else ""
+        raise DataError(f"{path}: header says shape {dims} ({need:,} bytes of data), file has "
+                        f"{have:,}{more}",
                         hint="the file is truncated or damaged; delete it and download it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -505,6 +534,8 @@ def load_npz(path: str | os.PathLike, seed: int = 0, test_fraction: float = 1 / 
 # synthetic
 
 SYNTHETIC_N = 2000  # training images of plain ``synthetic``
+#: ``synthetic:N``: each image is drawn by numpy expressions over the whole batch
+SYNTHETIC_N_BOUND = Bound("synthetic:N", 4, 1_000_000, "the images are generated in memory")
 SYNTHETIC_CLASSES = ["hstripes", "vstripes", "diag", "antidiag", "disc", "ring", "square",
                      "plus", "cross", "checker"]
 
@@ -575,6 +606,10 @@ def synthetic(n_train: int = 2000, n_test: int = 500, *, seed: int = 0,
         raise TrainError(f"synthetic shape must have C >= 1 and H, W >= 8; got {shape!r}")
     if not (0 <= noise < 10):
         raise TrainError(f"synthetic noise must be in [0, 10); got {noise}")
+    # float32 images, and the same again for one class's pattern and noise while drawing
+    check_memory((int(n_train) + int(n_test)) * c * h * w * 4 * 2, "the synthetic data set",
+                 breakdown=f"{n_train + n_test:,} images of {h}x{w}x{c}",
+                 hint="use a smaller synthetic:N")
     rng = np.random.default_rng(seed)
     k = int(num_classes)
 
@@ -610,8 +645,7 @@ def _from_synthetic(arg: str, *, seed: int, shape, num_classes: int, **_: Any) -
         except ValueError:
             raise DataError(f"synthetic:N needs an integer N; got {arg!r}",
                             hint="e.g. synthetic:2000") from None
-        if n < 4:
-            raise DataError(f"synthetic:N needs N >= 4; got {n}")
+        SYNTHETIC_N_BOUND.check(n)
     return synthetic(n, max(1, n // 4), seed=seed, shape=shape or (1, 28, 28),
                      num_classes=num_classes)
 
@@ -637,7 +671,8 @@ def _from_npz(arg: str, *, seed: int, **_: Any) -> Dataset:
 DATA_SOURCES = Registry("data source", error=DataError)
 DATA_SOURCES.add("synthetic", _from_synthetic, help="generated stripes, discs and squares in "
                  "the spec's input shape, no download",
-                 params=(Param("n", SYNTHETIC_N, "training images (test: N/4)"),))
+                 params=(Param("n", SYNTHETIC_N, "training images (test: N/4), "
+                               f"{SYNTHETIC_N_BOUND.lo}..{SYNTHETIC_N_BOUND.hi:,}"),))
 DATA_SOURCES.add("mnist", _from_mnist, help="the four MNIST IDX files (.gz or not), downloaded "
                  "if absent", params=(Param("dir", None, f"folder (default: ${MNIST_ENV}, "
                                                          "else ~/.cache/cnncalc/mnist)"),))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cnncalc.errors import DataError, TrainError
+from cnncalc.limits import check_network_memory
 
 __all__ = ["EvalResult", "LoadedModel", "evaluate", "load_inputs", "load_model", "log_softmax",
            "predict"]
@@ -105,8 +106,9 @@ class LoadedModel:
         return np.ascontiguousarray(x, dtype=self.net.dtype)
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Rebuild the network, preprocessing and settings stored in a training checkpoint.
+def load_model(path: str | os.PathLike, tier=None) -> LoadedModel:
+    """Rebuild the network, preprocessing and settings stored in a training checkpoint
+    (``tier``: run the network on that tier, :meth:`cnncalc.Network.use_tier`).
 
     Raises
     ------
@@ -126,11 +128,16 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     graph = load(ckpt.spec_text)
     extra = ckpt.extra or {}
     settings = resolve(("checkpoint", extra.get("settings") or {}))
+    check_network_memory(graph, f"checkpoint {path}'s network", batch=settings.eval_batch_size,
+                         dtype_bytes=np.dtype(settings.dtype).itemsize,
+                         hint="lower eval_batch_size")
     net = Network(graph, init=settings.init, seed=settings.seed,
                   dtype=settings.dtype, parallel=settings.parallel)
     state = dict(ckpt.params)
     state.update(ckpt.buffers or {})
     net.load_state_dict(state)
+    if tier is not None:
+        net.use_tier(tier)
     prep = preprocess.from_state(ckpt.preprocess_state) if ckpt.preprocess_state else None
     classes = [str(c) for c in extra.get("classes") or []]
     if not classes:
@@ -204,7 +211,7 @@ def load_inputs(paths: list[str | os.PathLike], input_shape: tuple[int, int, int
     Returns ``(x, names)``: ``x`` is (N, C, H, W) float32 with 8-bit data scaled to [0, 1];
     ``names`` labels each image (``file`` or ``file[i]``).
     """
-    from cnncalc.train.data import read_idx
+    from cnncalc.train.data import check_finite, read_idx
 
     shape = tuple(int(s) for s in input_shape)
     xs: list[np.ndarray] = []
@@ -242,6 +249,10 @@ def load_inputs(paths: list[str | os.PathLike], input_shape: tuple[int, int, int
             raise DataError(f"{path}: unknown input format {suffix or '(no suffix)'}",
                             hint="give .npy, .npz, IDX (-ubyte) files, or PNG/JPEG with Pillow")
         a = _arrange(_scale(np.asarray(a), path), shape, path)
+        if len(a) == 0:
+            raise DataError(f"{path} holds no images (an array of shape {a.shape})",
+                            hint="give at least one image")
+        check_finite(a, str(path))
         xs.append(a)
         if len(a) == 1:
             names.append(str(path))

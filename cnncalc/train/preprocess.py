@@ -253,6 +253,21 @@ class PCA(Preprocessor):
     def _inverse(self, x):
         return self._unproject(x)
 
+    def _divisor(self) -> np.ndarray | None:
+        """What each component is divided by after the projection (none for plain PCA)."""
+        return None
+
+    def to_onnx(self, g, x):
+        """Flatten, subtract the mean, MatMul by the components (then divide, for whitening)
+        and Reshape back to (N, C, H, W): the float32 operations of :meth:`transform`, in
+        its order."""
+        flat = g.node("Flatten", [x], axis=1)
+        y = g.node("MatMul", [g.node("Sub", [flat, g.const(self.mean)]),
+                              g.const(self.components)])
+        if self._divisor() is not None:
+            y = g.node("Div", [y, g.const(self._divisor())])
+        return g.node("Reshape", [y, g.const([-1, *self.input_shape], "int64")])
+
 
 class Whiten(PCA):
     """PCA, then divide each component by ``sqrt(eigval + eps)`` (eps default 1e-5).
@@ -282,17 +297,17 @@ class Whiten(PCA):
     def _scalars(self):
         return {"eps": np.array(self.eps)}
 
-    def _scale(self, dt):
-        return np.sqrt(self.eigval + self.eps).astype(dt)
+    def _divisor(self):
+        return np.sqrt(self.eigval + self.eps)
 
     def _transform(self, x):
         y = self._project(x)
         n = y.shape[0]
-        return (y.reshape(n, -1) / self._scale(y.dtype)).reshape(y.shape)
+        return (y.reshape(n, -1) / self._divisor().astype(y.dtype)).reshape(y.shape)
 
     def _inverse(self, x):
         n = x.shape[0]
-        y = (x.reshape(n, -1) * self._scale(x.dtype)).reshape(x.shape)
+        y = (x.reshape(n, -1) * self._divisor().astype(x.dtype)).reshape(x.shape)
         return self._unproject(y)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,12 @@ class RunResult:
     written to ``checkpoint``); ``epochs`` holds one record per epoch (the trainer's
     :class:`~cnncalc.train.trainer.EpochEnd` as a dict); ``test_loss``/``test_acc`` are the
     final test-split numbers (None without test data); ``outputs`` maps ``metrics``,
-    ``curves``, ``checkpoint`` and ``best`` to the files written.
+    ``curves``, ``checkpoint`` and ``best`` to the files written. ``timings`` breaks this run's
+    seconds down: ``data`` (load and preprocess), ``compile`` (compiling or loading kernels in
+    this process, outside the epochs), ``train`` (the epochs), ``eval`` (test evaluations), and
+    says which ``tier`` the network ended on (``"compiled"`` or ``"numpy"``), the ``start``
+    (``"warm"``, ``"background"`` or ``"wait"``: :mod:`cnncalc.train.kernels`) and
+    ``switched_at_step`` (the step from which the compiled kernels ran; None: never).
     """
 
     status: str
@@ -41,6 +47,7 @@ class RunResult:
     outputs: dict[str, str] = field(default_factory=dict)
     net: Any = field(default=None, repr=False)
     steps_per_epoch: int = 0
+    timings: dict[str, Any] = field(default_factory=dict)
 
 
 class StepLog:
@@ -97,20 +104,6 @@ def write_curves(rows: list[dict], steps: list[int], step_loss: list[float],
     return True
 
 
-def reject_frozen_layers(graph) -> None:
-    """The trainer updates every parameter: a ``trainable: false`` layer is refused rather
-    than silently trained."""
-    from cnncalc.errors import SpecError
-
-    frozen = [n.name for n in graph.nodes if not n.trainable and n.param_shapes()]
-    if frozen:
-        shown = ", ".join(frozen[:5]) + (f" and {len(frozen) - 5} more" if len(frozen) > 5 else "")
-        raise SpecError(f"'trainable: false' layers cannot be trained yet: {shown}",
-                        where="train",
-                        hint="remove 'trainable: false' to train them (analyze still counts "
-                             "them as frozen)")
-
-
 def run(spec: Any = None, overrides: Mapping[str, Any] | None = None, *,
         out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         callbacks: Iterable[Any] = (), source: str = "overrides",
@@ -159,7 +152,6 @@ def _run(spec, overrides, out, resume, callbacks, source) -> RunResult:
         graph = load(spec)
     else:
         graph = spec
-    reject_frozen_layers(graph)
     named = isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec)
     layers = [(f"{spec if named else 'spec'} train:", graph.train)]
     if ckpt is not None:
@@ -172,20 +164,28 @@ def _run(spec, overrides, out, resume, callbacks, source) -> RunResult:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         hooks.append(T.CSVLogger(out / "metrics.csv",
-                                 history=(ckpt.metrics or []) if ckpt else ()))
+                                 history=ckpt.epoch_history() if ckpt else ()))
     interrupt_path = None if out is not None else interrupt_checkpoint_name(graph.name)
     built = T.build(graph, settings, resume=ckpt, out_dir=out, interrupt_path=interrupt_path,
                     callbacks=[*hooks, *callbacks])
     history = built.fit()
     trainer = built.trainer
+    new_epochs = history.epochs[len(ckpt.metrics or []) if ckpt else 0:]
+    kernels = trainer.kernels
+    timings = {"data": built.data_seconds, "compile": kernels.seconds,
+               "train": sum(e["seconds"] for e in new_epochs),
+               "eval": sum(e["eval_seconds"] for e in new_epochs), "tier": kernels.tier,
+               "start": kernels.mode, "switched_at_step": kernels.switched_at}
 
     last = history.last
     test_acc = last.get("test_acc") if last else None
     test_loss = last.get("test_loss") if last else None
     if test_acc is None and len(built.x_test):
+        t0 = time.perf_counter()
         res = evaluate(trainer.net, built.x_test, built.y_test, settings.eval_batch_size,
                        confusion=False)
         test_acc, test_loss = res.accuracy, res.loss
+        timings["eval"] += time.perf_counter() - t0
 
     spe = math.ceil(len(built.x_train) / settings.batch_size)
     outputs: dict[str, str] = {}
@@ -202,4 +202,4 @@ def _run(spec, overrides, out, resume, callbacks, source) -> RunResult:
     return RunResult(status=history.status, settings=settings, epoch=trainer.epoch,
                      step=trainer.step, batch=trainer.batch, epochs=history.epochs,
                      test_loss=test_loss, test_acc=test_acc, checkpoint=history.checkpoint,
-                     outputs=outputs, net=trainer.net, steps_per_epoch=spe)
+                     outputs=outputs, net=trainer.net, steps_per_epoch=spe, timings=timings)

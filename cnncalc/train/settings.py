@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnncalc.engine.init import INITS
+from cnncalc.layers.options import MAX_INT
 from cnncalc.errors import TrainError
 from cnncalc.optim import OPTIMIZERS
 from cnncalc.registry import REQUIRED, Registry
@@ -47,7 +48,19 @@ def _err(key: str, source: str, message: str, hint: str | None = None) -> TrainE
     return TrainError(f"{key}: {message}", where=source, hint=hint)
 
 
-def _as_int(key, v, source, lo=1, hint=None):
+def _received(v: Any) -> str:
+    """``v`` for a message: a huge integer by its magnitude, long text cut."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(v).bit_length() > 99:
+        return f"{'-' if v < 0 else ''}about 10^{int(abs(v).bit_length() * 0.30103)}"
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+#: the most epochs one run may ask for (each is a pass over the training set)
+MAX_EPOCHS = 1_000_000
+
+
+def _as_int(key, v, source, lo=1, hint=None, hi=MAX_INT):
     if isinstance(v, str):
         try:
             v = int(v.strip())
@@ -56,9 +69,11 @@ def _as_int(key, v, source, lo=1, hint=None):
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise _err(key, source, f"expected an integer; received {v!r}", hint)
+        raise _err(key, source, f"expected an integer; received {_received(v)}", hint)
     if v < lo:
-        raise _err(key, source, f"must be >= {lo}; received {v}", hint)
+        raise _err(key, source, f"must be >= {lo}; received {_received(v)}", hint)
+    if v > hi:
+        raise _err(key, source, f"must be at most {hi:,}; received {_received(v)}", hint)
     return int(v)
 
 
@@ -69,8 +84,11 @@ def _as_float(key, v, source, lo=0.0, hi=math.inf, lo_open=False, hi_open=True, 
         except ValueError:
             pass
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise _err(key, source, f"expected a number; received {v!r}", hint)
-    v = float(v)
+        raise _err(key, source, f"expected a number; received {_received(v)}", hint)
+    try:
+        v = float(v)
+    except OverflowError:       # an integer past float's range: refused as out of range below
+        v = math.inf if v > 0 else -math.inf
     ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
           and (v < hi if hi_open else v <= hi))
     if not ok:
@@ -89,7 +107,7 @@ def _as_bool(key, v, source):
         return False
     if isinstance(v, numbers.Integral) and v in (0, 1):
         return bool(v)
-    raise _err(key, source, f"expected true or false; received {v!r}")
+    raise _err(key, source, f"expected true or false; received {_received(v)}")
 
 
 def _as_name(registry: Registry) -> Parser:
@@ -101,7 +119,7 @@ def _as_name(registry: Registry) -> Parser:
             close = registry.suggest(v) if isinstance(v, str) else []
             hint = (f"did you mean {registry.canonical(close[0])!r}?" if close
                     else f"one of: {names}")
-            raise _err(key, source, f"unknown value {v!r}; expected one of {names}", hint)
+            raise _err(key, source, f"unknown value {_received(v)}; expected one of {names}", hint)
         return name
     return parse
 
@@ -120,7 +138,7 @@ def _as_int_list(key, v, source):
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         v = [v]
     if not isinstance(v, (list, tuple)) or not v:
-        raise _err(key, source, f"expected a list of integers; received {v!r}",
+        raise _err(key, source, f"expected a list of integers; received {_received(v)}",
                    "e.g. milestones: [30, 60] or --milestones 30,60")
     out = [_as_int(key, x, source, lo=1) for x in v]
     if any(b <= a for a, b in itertools.pairwise(out)):
@@ -132,18 +150,18 @@ def _as_betas(key, v, source):
     if isinstance(v, str):
         v = [p for p in v.replace(",", " ").split() if p]
     if not isinstance(v, (list, tuple)) or len(v) != 2:
-        raise _err(key, source, f"expected two numbers (beta1, beta2); received {v!r}",
+        raise _err(key, source, f"expected two numbers (beta1, beta2); received {_received(v)}",
                    "e.g. betas: [0.9, 0.999] or --betas 0.9,0.999")
     return tuple(_as_float(key, b, source, 0.0, 1.0, hint="each beta is in [0, 1)") for b in v)
 
 
 def _as_data(key, v, source):
     if not isinstance(v, str) or not v.strip():
-        raise _err(key, source, f"expected a data source string; received {v!r}",
+        raise _err(key, source, f"expected a data source string; received {_received(v)}",
                    data_forms())
     v = v.strip()
     if v.partition(":")[0] not in DATA_SOURCES and not v.lower().endswith(".npz"):
-        raise _err(key, source, f"unknown data source {v!r}",
+        raise _err(key, source, f"unknown data source {_received(v)}",
                    f"use {data_forms()} or a path ending in .npz")
     return v
 
@@ -164,8 +182,8 @@ def _as_parallel(key, v, source):
     return _as_bool(key, v, source)
 
 
-def _int_from(lo: int, hint: str | None = None) -> Parser:
-    return lambda k, v, s: _as_int(k, v, s, lo=lo, hint=hint)
+def _int_from(lo: int, hint: str | None = None, hi: int = MAX_INT) -> Parser:
+    return lambda k, v, s: _as_int(k, v, s, lo=lo, hint=hint, hi=hi)
 
 
 def _float_in(lo=0.0, hi=math.inf, lo_open=False, hi_open=True, hint=None) -> Parser:
@@ -226,7 +244,7 @@ class TrainSettings:
     data: str = _setting("synthetic", "data source: " + data_forms()
                          + ", or a path ending in .npz", _as_data, aliases=("dataset",),
                          flags=("--data", "-d"), metavar="SOURCE")
-    epochs: int = _setting(10, "passes over the training set", _int_from(1),
+    epochs: int = _setting(10, "passes over the training set", _int_from(1, hi=MAX_EPOCHS),
                            aliases=("epoch",), flags=("--epochs", "-e"))
     batch_size: int = _setting(64, "images per step", _int_from(1),
                                aliases=("batch", "batchsize"), flags=("--batch-size", "-b"))
@@ -282,6 +300,9 @@ class TrainSettings:
     parallel: bool | None = _setting(None, "parallel kernels (auto); --deterministic: serial "
                                      "kernels, bit-reproducible runs", _as_parallel,
                                      flags=("--parallel/--deterministic",))
+    compile: str = _one_of("background", "on a first run: background = train on the NumPy "
+                           "tier while the kernels compile in another process; wait = compile "
+                           "first (--deterministic always waits)", ("background", "wait"))
     dtype: str = _one_of("float32", "floating-point type of the weights and activations",
                          ("float32", "float64"))
     log_every: int = _setting(100, "steps between progress events in JSON output", _int_from(1))

@@ -1,15 +1,24 @@
 """The training loop: mini-batch SGD over a :class:`cnncalc.Network`, emitting events, never printing.
 
 Loop (the lecture's): sample a shuffled mini-batch, forward + softmax cross-entropy, backward,
-then ONE optimizer call over the flat parameter buffer::
+then ONE optimizer call over the flat buffer of trained parameters::
 
-    opt.step({"all": net.flat_params}, {"all": net.flat_grads}, lr=schedule(t))
+    opt.step({"all": net.trainable_params}, {"all": net.trainable_grads}, lr=schedule(t))
 
 so every optimizer of :mod:`cnncalc.optim` updates all ~62k LeNet-5 parameters in one
 vectorised pass, and its state (``velocity``, moments) is one flat array too.
 
+Frozen layers (``trainable: false``) lie outside that view (the network puts them last): they
+get no update, no weight decay and no optimizer state, and stay bit-identical to their
+initial (or loaded) values; checkpoints keep them. As in PyTorch with ``requires_grad=False``,
+a frozen batchnorm still updates its running mean and variance in training mode: only γ and β
+are frozen (PyTorch freezes the statistics too only when that layer is put in eval mode).
+
 Events (dataclasses below) go to every callback, a callable ``cb(event)``: :class:`TrainBegin`,
-:class:`StepEnd` (every step), :class:`EpochEnd`, :class:`CheckpointSaved` and :class:`TrainEnd`.
+:class:`StepEnd` (every step), :class:`EpochEnd`, :class:`CheckpointSaved` and :class:`TrainEnd`;
+on a first run (kernels not in the cache) :class:`~cnncalc.train.kernels.Compiling` and
+:class:`~cnncalc.train.kernels.CompileEnd` (:mod:`cnncalc.train.kernels`: the cold-start
+policy; compile and kernel-loading time is never counted in the epoch time).
 The CLI's callback drives a rich progress bar; :class:`CSVLogger` writes the metrics CSV.
 
 Guard rails:
@@ -50,11 +59,15 @@ from typing import Any
 import numpy as np
 
 from cnncalc.errors import DataError, TrainError
+from cnncalc.limits import check_network_memory
+from cnncalc.train.kernels import CompileEnd, Compiling, KernelStart
 from cnncalc.train.settings import TrainSettings, resolve
 
 __all__ = [
     "CSVLogger",
     "CheckpointSaved",
+    "CompileEnd",
+    "Compiling",
     "DivergedError",
     "EpochEnd",
     "History",
@@ -310,8 +323,9 @@ class Trainer:
         self.resumed_from: str | None = None
         self.last_checkpoint: str | None = None
         self._stop = False
-        self._params = {"all": net.flat_params}
-        self._grads = {"all": net.flat_grads}
+        self._params = {"all": net.trainable_params}
+        self._grads = {"all": net.trainable_grads}
+        self.kernels = KernelStart(net, settings, self.emit)
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -369,6 +383,9 @@ class Trainer:
         old_handler = self._install_sigint()
         status = "completed"
         try:
+            if self.epoch < epochs and not self.kernels.pending:
+                # before the first step; Ctrl-C meanwhile stops after that step, as ever
+                self.kernels.prepare(min(s.batch_size, n), self.step)
             while self.epoch < epochs:
                 finished = self._run_epoch(x_train, y_train, spe)
                 if not finished:
@@ -420,7 +437,10 @@ class Trainer:
         callbacks = self.callbacks
         epoch_index = self.epoch
         lr = part["lr"]
+        kernels = self.kernels
         for b in range(self.batch, spe):
+            if kernels.pending:   # the switch to the compiled kernels is not training time
+                t0 += kernels.poll(self.step)
             idx = order[b * bs:(b + 1) * bs]
             m = len(idx)
             xo, yo = xb[:m], yb[:m]
@@ -605,12 +625,16 @@ class Trainer:
             raise DataError(f"checkpoint {ckpt.path}: unreadable RNG state ({e})",
                             hint="the file is damaged; use another checkpoint") from None
         part = extra.get("partial") or {}
-        self._partial = {"loss_sum": float(part.get("loss_sum", 0.0)),
-                         "correct": int(part.get("correct", 0)),
-                         "seen": int(part.get("seen", 0)),
-                         "seconds": float(part.get("seconds", 0.0)),
-                         "lr": float(part.get("lr", 0.0))}
-        self.history = History(epochs=[dict(e) for e in (ckpt.metrics or [])])
+        try:
+            self._partial = {"loss_sum": float(part.get("loss_sum", 0.0)),
+                             "correct": int(part.get("correct", 0)),
+                             "seen": int(part.get("seen", 0)),
+                             "seconds": float(part.get("seconds", 0.0)),
+                             "lr": float(part.get("lr", 0.0))}
+        except (TypeError, ValueError, OverflowError) as e:
+            raise DataError(f"checkpoint {ckpt.path}: unreadable training progress ({e})",
+                            hint="the file is damaged; use another checkpoint") from None
+        self.history = History(epochs=ckpt.epoch_history())
         self.best_test_acc = extra.get("best_test_acc")
         self.resumed_from = ckpt.path
         self.last_checkpoint = ckpt.path
@@ -631,6 +655,7 @@ class Run:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    data_seconds: float = 0.0   # loading and preprocessing the data
 
     def fit(self, epochs: int | None = None) -> History:
         return self.trainer.fit(self.x_train, self.y_train, self.x_test, self.y_test,
@@ -652,9 +677,15 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
     from cnncalc.engine.network import Network
     from cnncalc.train import preprocess
 
+    t0 = time.perf_counter()
     if dataset is None:
         dataset = load_data(settings, graph)
     check_compatible(graph, dataset)
+    check_network_memory(graph, f"training '{graph.name}'",
+                         batch=min(settings.batch_size, len(dataset.x_train)),
+                         dtype_bytes=np.dtype(settings.dtype).itemsize,
+                         optimizer=settings.optimizer,
+                         hint="lower --batch-size, the input size or the number of filters")
     if resume is not None and resume.preprocess_state:
         prep = preprocess.from_state(resume.preprocess_state)
     else:
@@ -666,6 +697,7 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
 
     check_finite(x_train, f"the preprocessed training images of {dataset.name or 'the data'}")
     check_finite(x_test, f"the preprocessed test images of {dataset.name or 'the data'}")
+    data_seconds = time.perf_counter() - t0
     net = Network(graph, init=settings.init, seed=settings.seed, dtype=settings.dtype,
                   parallel=settings.parallel)
     trainer = Trainer(net, settings, preprocessor=prep, spec_text=graph.source or "",
@@ -673,7 +705,8 @@ def build(graph, settings: TrainSettings, *, dataset=None, resume=None,
                       interrupt_path=interrupt_path, callbacks=callbacks)
     if resume is not None:
         trainer.restore(resume)
-    return Run(trainer, graph, dataset, x_train, dataset.y_train, x_test, dataset.y_test)
+    return Run(trainer, graph, dataset, x_train, dataset.y_train, x_test, dataset.y_test,
+               data_seconds)
 
 
 def fit(model, data, optimizer=None, schedule=None, epochs: int = 1, batch_size: int = 64,
