@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import spec_text
 
 import cnncalc
 from cnncalc.kernels.fast.threads import WorkerPool, default_threads, get_pool
@@ -150,13 +151,19 @@ def test_threads_one_is_exact_against_serial_reference_float64():
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compilation")
 def test_second_process_does_not_recompile(tmp_path):
-    """With cache=True the generated kernels compile once; a second process only loads them."""
+    """With cache=True the generated kernels compile once; a second process only loads them.
+    A one-block chain (conv -> relu -> maxpool -> fc): the child compiles from an empty cache,
+    and fewer kernels keep that short on a fresh machine."""
+    one_block = spec_text("8x8x1", ["conv: {filters: 2, size: 3, pad: 1}", "relu",
+                                    "maxpool: {size: 2}", "flatten", "fc: {units: 3}"],
+                          name="one_block_chain")
     code = textwrap.dedent(f"""
         import numpy as np, cnncalc
-        net = cnncalc.Network({str(LENET)!r}, dtype="float32", threads=2)
-        x = np.zeros((4, 1, 28, 28), np.float32)
-        net.loss_and_grads(x, np.arange(4))
-        net.forward(x); net.backward(np.ones((4, 10), np.float32))
+        net = cnncalc.Network({one_block!r}, dtype="float32", threads=2)
+        assert net._chain is not None
+        x = np.zeros((4, 1, 8, 8), np.float32)
+        net.loss_and_grads(x, np.arange(4) % 3)
+        net.forward(x); net.backward(np.ones((4, 3), np.float32))
         mod = net._chain.mod
         hits = misses = 0
         for name in dir(mod):
