@@ -70,6 +70,21 @@ def test_footer_names_only_tools_that_differ(specs_dir):
     assert "other tools would say: torchinfo 1.81 G" in res.output
 
 
+def test_footer_unit_fits_the_count(tmp_path):
+    """A small network's footer is in K (it read "0.00 M"), a mid-sized one's in M."""
+    from cnncalc.cli.render import short_count
+
+    assert [short_count(n) for n in (920, 421_642, 1_814_083_944)] == \
+        ["0.92 K", "0.42 M", "1.81 G"]
+    tiny = ("input: 8x8x1\nlayers:\n  - conv: {filters: 2, size: 3}\n  - flatten\n"
+            "  - fc: {units: 3}\n")
+    (tmp_path / "tiny.yaml").write_text(tiny)
+    res = CliRunner().invoke(app, ["analyze", str(tmp_path / "tiny.yaml")])
+    assert res.exit_code == 0, res.output
+    footer = [ln for ln in res.output.splitlines() if ln.startswith("other tools would say")]
+    assert footer and " K " in footer[0] and "0.00" not in footer[0]
+
+
 @pytest.mark.parametrize("tool", COUNTERS.names())
 def test_counts_like_cli(specs_dir, tool):
     res = CliRunner().invoke(app, ["analyze", str(specs_dir / "lenet5.yaml"), "--counts-like",

@@ -199,15 +199,20 @@ def layers_table(rows: list[dict]) -> Table:
     return table
 
 
-def giga(n: int) -> str:
-    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+def short_count(n: int) -> str:
+    """A count in G, M or K (whichever keeps it >= 0.1), as the counting tools print theirs."""
+    if n >= 1e8:
+        return f"{n / 1e9:.2f} G"
+    if n >= 1e5:
+        return f"{n / 1e6:.2f} M"
+    return f"{n / 1e3:.2f} K"
 
 
 def counted_lines(tool: str, help_line: str, counted, batch: int) -> list[str]:
     """`analyze --counts-like TOOL`: the totals as that tool prints them."""
     scope = f"for batch {batch}" if counted.per_batch else "per example"
     return [f"as {tool} would report it: params {num(counted.params)}; {counted.ops_name} "
-            f"{num(counted.ops)} ({giga(counted.ops)}) {scope}",
+            f"{num(counted.ops)} ({short_count(counted.ops)}) {scope}",
             f"  {tool} counts: {help_line}"]
 
 
@@ -216,5 +221,5 @@ def other_tools_line(others: dict) -> str | None:
     if not others:
         return None
     return "other tools would say: " + "; ".join(
-        f"{tool} {giga(c.ops)} {c.ops_name}" for tool, c in others.items()) + \
+        f"{tool} {short_count(c.ops)} {c.ops_name}" for tool, c in others.items()) + \
         " (--counts-like TOOL explains each)"
