@@ -257,17 +257,17 @@ def _conv_dw_block_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dw_part, nc
         n1 = (chunk + 1) * n_b // nchunks
         cols = np.empty((ckk, nb * p), x.dtype)
         dyb = np.empty((kg, nb * p), x.dtype)
-        colsf = cols.ravel()
         dybf = dyb.ravel()
         part = dw_part[chunk].ravel()
         for i in range(part.shape[0]):
             part[i] = zero
         for s0 in range(n0, n1, nb):
             m = min(nb, n1 - s0)
+            cb = cols
+            if m < nb:  # the chunk's last, shorter block: its own contiguous buffer
+                cb = np.empty((ckk, m * p), x.dtype)
+            cbf = cb.ravel()
             for g in range(groups):
-                cb = cols
-                if m < nb:  # the chunk's last, shorter block: its own contiguous buffer
-                    cb = np.empty((ckk, m * p), x.dtype)
                 _im2col_block(x, s0, m, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo, cb)
                 for si in range(m):
                     for k in range(kg):
@@ -276,7 +276,7 @@ def _conv_dw_block_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dw_part, nc
                         for i in range(p):
                             dst[si * p + i] = src[i]
                 _gemm(False, True, kg, ckk, m * p, 1.0, dybf, 0, nb * p,
-                      cb.ravel() if m < nb else colsf, 0, m * p, 1.0, part, g * kg * ckk, ckk)
+                      cbf, 0, m * p, 1.0, part, g * kg * ckk, ckk)
 
 
 _conv_dw_block_s = jit(_conv_dw_block_py)
