@@ -678,32 +678,26 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
         # (groups, kh*kw, kg, cg) -> (K, cg, kh, kw)
         dwt = np.ascontiguousarray(
             dwt.reshape(groups, kh * kw, kg, cg).transpose(0, 2, 3, 1)).reshape(w.shape)
-        dx = None
-        if need_dx:
-            dx = conv2d_forward(dy, _layout(shared, "flipped", lambda: _flipped(w, groups)),
-                                None, (1, 1),
-                                (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups,
-                                (h, wd), out=out_dx, algo=algo,
-                                shared=None if shared is None else _layout(shared, "dx", dict))
-        db = dy.sum(axis=(0, 2, 3)) if has_bias else None
-        return dx, dwt, db
-    if fused_dx:
-        dx = np.empty_like(x) if out_dx is None else out_dx
+        dx = None   # implicit GEMM is stride 1 and not 1x1: dx, when needed, comes via_fwd
     else:
-        dx = np.empty((1, c, h, wd), dtype=x.dtype)
-    dw_part = np.empty((nchunks, k_out, cg * kh * kw), dtype=x.dtype)
-    nb = _dw_samples(n, cg * kh * kw, ho * wo, x.dtype.itemsize)
-    if not direct and not fused_dx and nb > 1:
-        _conv_dw_block_s(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dw_part, nchunks, nb)
-    else:
-        _conv_bwd_s(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw,
-                    groups, direct, fused_dx, dx, dw_part, nchunks)
+        if fused_dx:
+            dx = np.empty_like(x) if out_dx is None else out_dx
+        else:
+            dx = np.empty((1, c, h, wd), dtype=x.dtype)
+        dw_part = np.empty((nchunks, k_out, cg * kh * kw), dtype=x.dtype)
+        nb = _dw_samples(n, cg * kh * kw, ho * wo, x.dtype.itemsize)
+        if not direct and not fused_dx and nb > 1:
+            _conv_dw_block_s(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dw_part, nchunks,
+                             nb)
+        else:
+            _conv_bwd_s(dy, x, w.reshape(k_out, cg * kh * kw), kh, kw, sh, sw, pt, pl, dh, dw,
+                        groups, direct, fused_dx, dx, dw_part, nchunks)
+        dwt = (dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)).reshape(w.shape)
     if via_fwd:
         dx = conv2d_forward(dy, _layout(shared, "flipped", lambda: _flipped(w, groups)),
                             None, (1, 1),
                             (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups, (h, wd),
                             out=out_dx, algo=algo,
                             shared=None if shared is None else _layout(shared, "dx", dict))
-    dwt = dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
-    return (dx if need_dx else None), dwt.reshape(w.shape), db
+    return (dx if need_dx else None), dwt, db
