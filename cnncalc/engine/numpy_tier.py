@@ -223,12 +223,12 @@ class MaxPool(_Op):
 def _avg_divisor(out: int, stride: int, pad: int, k: int, size: int, pad_after: int,
                  include_pad: bool) -> np.ndarray:
     """PyTorch's per-window divisor along one axis: the window clipped to the padded extent
-    (``include_pad``) or to the input."""
-    start = np.arange(out) * stride - pad
-    end = np.minimum(start + k, size + pad_after)
-    if include_pad:
-        return end - start
-    return np.minimum(end, size) - np.maximum(start, 0)
+    (``include_pad``) or to the input (the compiled kernel's
+    :func:`cnncalc.kernels.pool._avg_bounds`, called as plain Python)."""
+    from cnncalc.kernels.pool import _avg_bounds
+
+    spans = [_avg_bounds(i, stride, pad, k, size, pad_after) for i in range(out)]
+    return np.array([full if include_pad else end - start for start, end, full in spans])
 
 
 class AvgPool(_Op):
