@@ -482,10 +482,7 @@ def bench_net(spec, rounds, steps, torch_on, ceiling, batch=64, n=4096):
     net = cnncalc.Network(ROOT / "specs" / f"{spec}.yaml", dtype="float32", threads=THREADS)
     rng = np.random.default_rng(2)
     c, h, w = net.graph.input_shape
-    # synthetic, class-dependent images (the loss keeps moving; not a few repeated batches)
-    ytr = rng.integers(0, 10, n)
-    proto = rng.standard_normal((10, c, h, w)).astype(np.float32)
-    xtr = (proto[ytr] + rng.standard_normal((n, c, h, w)).astype(np.float32) * 2.0)
+    xtr, ytr = synthetic_set((c, h, w), n, rng)   # rng goes on to shuffle
     opt = optim.create("adam", lr=1e-3)
     xb = np.empty((batch, c, h, w), np.float32)
     perm_o = rng.permutation(n)
@@ -514,9 +511,9 @@ def bench_net(spec, rounds, steps, torch_on, ceiling, batch=64, n=4096):
 BUSY = "while True: pass"   # the competing process: one core's worth of pure-Python spinning
 
 
-def synthetic_set(shape, n, seed=2):
-    """Class-dependent images (the loss keeps moving; not a few repeated batches)."""
-    rng = np.random.default_rng(seed)
+def synthetic_set(shape, n, rng):
+    """Class-dependent images (the loss keeps moving; not a few repeated batches), drawn from
+    the generator ``rng``."""
     y = rng.integers(0, 10, n)
     proto = rng.standard_normal((10, *shape)).astype(np.float32)
     x = proto[y] + rng.standard_normal((n, *shape)).astype(np.float32) * 2.0
@@ -533,7 +530,7 @@ def step_closures(spec, batch, n=2048):
     from cnncalc import optim
 
     net = cnncalc.Network(ROOT / "specs" / f"{spec}.yaml", dtype="float32", threads=THREADS)
-    xtr, ytr = synthetic_set(net.graph.input_shape, n)
+    xtr, ytr = synthetic_set(net.graph.input_shape, n, np.random.default_rng(2))
     opt = optim.create("adam", lr=1e-3)
     tm = torch_from_network(net)
     topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
