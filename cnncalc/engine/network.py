@@ -75,6 +75,7 @@ import numpy as np
 from cnncalc.engine.plan import build_plan, find_chain
 from cnncalc.errors import TrainError
 from cnncalc.graph import INPUT_NAME, Graph
+from cnncalc.kernels.fast.threads import default_threads, split
 from cnncalc.limits import check_network_memory
 from cnncalc.spec import load
 
@@ -201,8 +202,6 @@ class Network:
                 op_buffers.update({f"{n.name}.{k}": self.buffers[f"{n.shares}.{k}"]
                                    for k in n.buffer_shapes()})
         if threads is None:
-            from cnncalc.kernels.fast.threads import default_threads
-
             threads = 1 if parallel is False else default_threads()
         if int(threads) < 1:
             raise TrainError(f"threads must be at least 1, got {threads}")
@@ -353,8 +352,6 @@ class Network:
         return a
 
     def _split(self, n: int):
-        from cnncalc.kernels.fast.threads import split
-
         sl = split(n, self.threads, _CHAIN_CHUNKS_PER_THREAD)
         self._chain.slot(len(sl) - 1)  # every chunk's slot exists before the threads run
         return len(sl), sl
