@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 import io
+import math
 import os
 import pickle
 import tempfile
@@ -133,6 +133,12 @@ def _to_float(x: np.ndarray) -> np.ndarray:
 IDX_MAX_BYTES = 1 << 31
 
 
+def _idx_dims(head: bytes) -> tuple[int, ...]:
+    """The sizes an IDX header declares: after the 4-byte magic (whose last byte is the number
+    of dimensions), one big-endian 32-bit size per dimension."""
+    return tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(head[3]))
+
+
 def _read_idx_bytes(path: Path) -> bytes:
     """The (decompressed) bytes of an IDX file, read no further than its header claims (so a
     gzip bomb is never unpacked) and refused when it claims more than :data:`IDX_MAX_BYTES`."""
@@ -146,8 +152,7 @@ def _read_idx_bytes(path: Path) -> bytes:
         head += f.read(4 * head[3])
         if len(head) < 4 + 4 * head[3]:
             return head                   # truncated inside the header
-        claimed = math.prod(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big")
-                            for i in range(head[3]))
+        claimed = math.prod(_idx_dims(head))
         if claimed > IDX_MAX_BYTES:
             raise DataError(f"{path}: its header claims {claimed:,} bytes of data; cnncalc "
                             f"reads IDX files of up to {IDX_MAX_BYTES:,} bytes",
@@ -187,7 +192,7 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
     if len(raw) < header:
         raise DataError(f"{path} is truncated inside its header",
                         hint="delete it and download it again")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = _idx_dims(raw)
     need = math.prod(dims)            # exact: a header's 32-bit sizes can multiply past int64
     have = len(raw) - header          # at most need + 1: reading stops past the claim
     if have != need:
