@@ -250,10 +250,7 @@ class Graph:
         kind with tensors of the same shapes (a layer sharing a sharing layer shares its
         owner). Its init and trainable flag are the owner's."""
         layer, path = entry.layer, entry.path
-        if entry.shares not in self:
-            raise self._error(SpecError, f"share: '{entry.shares}' is not an earlier layer",
-                              path, where, hint="name a layer above this one")
-        owner = self.node(entry.shares)
+        owner = self._earlier(entry.shares, path, where)
         if owner.shares:
             owner = self.node(owner.shares)
         mine = layer.param_shapes(in_shape)
@@ -266,12 +263,12 @@ class Graph:
                               "parameters", path, where, hint="name a layer of the same type")
         theirs = owner.param_shapes()
         if mine != theirs or layer.buffer_shapes(in_shape) != owner.buffer_shapes():
-            show = ", ".join(f"{k} {tuple(v)}" for k, v in mine.items())
-            raise self._error(ShapeError, f"share: this layer's tensors would be {show}; "
-                              f"'{owner.name}' holds "
-                              + ", ".join(f"{k} {tuple(v)}" for k, v in theirs.items()),
-                              path, where, hint="a shared layer needs the same input depth "
-                                                "and options that give the same tensors")
+            def show(shapes):
+                return ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())
+            raise self._error(ShapeError, f"share: this layer's tensors would be {show(mine)}; "
+                              f"'{owner.name}' holds {show(theirs)}", path, where,
+                              hint="a shared layer needs the same input depth and options "
+                                   "that give the same tensors")
         if entry.init is not None:
             raise self._error(SpecError, f"'init' on a layer that shares '{owner.name}'", path,
                               where, hint=f"its parameters are {owner.name}'s: set init there")
@@ -294,10 +291,7 @@ class Graph:
                                   + (f" (it has {', '.join(mine)})" if mine else ""), path,
                                   where, hint="share: {weight: <layer>} names the tensors "
                                               "to share")
-            if target not in self:
-                raise self._error(SpecError, f"share: '{target}' is not an earlier layer",
-                                  path, where, hint="name a layer above this one")
-            owner = self.node(target)
+            owner = self._earlier(target, path, where)
             holder = self.node(owner.shared.get(tensor, owner.name))
             theirs = holder.param_shapes().get(tensor)
             if theirs != mine[tensor]:
@@ -312,6 +306,13 @@ class Graph:
                                   hint="layers sharing a tensor are trained (or frozen) alike")
             shared[tensor] = holder.name
         return shared
+
+    def _earlier(self, target: str, path, where: str) -> Node:
+        """The earlier layer ``target`` that a ``share:`` names."""
+        if target not in self:
+            raise self._error(SpecError, f"share: '{target}' is not an earlier layer", path,
+                              where, hint="name a layer above this one")
+        return self.node(target)
 
     def _error(self, cls, message, path, where, hint=None):
         return cls(message, where=where, hint=hint, location=self.locate(path), path=path)

@@ -98,8 +98,9 @@ def format_bytes(n: float) -> str:
         if abs(n) < 1024 or unit == "EiB":
             break
         n /= 1024
-    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}" if abs(n) < 1e6 else \
-        f"{n:.3g} {unit}"
+    if unit == "B":
+        return f"{n:.0f} B"
+    return f"{n:.2f} {unit}" if abs(n) < 1e6 else f"{n:.3g} {unit}"   # 1e6 and more: EiB only
 
 
 def check_memory(estimate: float, what: str, *, breakdown: str = "", hint: str = "",

@@ -39,14 +39,15 @@ def effective_kernel(k: int, dilation: int = 1) -> int:
 
 
 def out_size(n: int, k: int, s: int, pad_before: int, pad_after: int, dilation: int = 1,
-             ceil_mode: bool = False) -> OutSize:
+             ceil_mode: bool = False, keep_padded_window: bool = False) -> OutSize:
     """Output length on one axis.
 
     Notes
     -----
     ``out = floor((n + p_before + p_after − d·(k−1) − 1)/s) + 1``, the lecture's
     ``(W − F + 2P)/S + 1`` with PyTorch's floor. With ``ceil_mode`` the division rounds up, and (as
-    PyTorch does) a last window that would start entirely inside the right padding is dropped.
+    PyTorch does) a last window that would start entirely inside the right padding is dropped;
+    ``keep_padded_window`` keeps it, as ONNX's ``ceil_mode`` does.
 
     >>> out_size(32, 5, 1, 2, 2).size
     32
@@ -59,7 +60,7 @@ def out_size(n: int, k: int, s: int, pad_before: int, pad_after: int, dilation: 
         return OutSize(size=0, exact=numerator / s + 1, numerator=numerator, stride=s, unseen=0)
     if ceil_mode:
         size = -(-numerator // s) + 1
-        if (size - 1) * s >= n + pad_before:
+        if not keep_padded_window and (size - 1) * s >= n + pad_before:
             size -= 1
     else:
         size = numerator // s + 1

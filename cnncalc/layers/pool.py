@@ -6,6 +6,7 @@ from cnncalc.layers.base import Context, Layer, RFStep, Shape
 from cnncalc.layers.conv import _pair_text, pad_text
 from cnncalc.layers.options import Option, boolean, padding, positive_pair
 from cnncalc.layers.spatial import resolve_padding, spatial_out
+from cnncalc.shapes import out_size
 
 
 class _Pool2d(Layer):
@@ -75,10 +76,9 @@ class _Pool2d(Layer):
         y = g.node(self.onnx_op, [g.as_4d(x)], **attrs)
         # ONNX's ceil mode keeps a last window that starts in the bottom/right padding, which
         # PyTorch (and cnncalc) drop: cut that row/column off again
-        onnx_out = [-(-(n + p0 + p1 - d * (k - 1) - 1) // s) + 1 if attrs["ceil_mode"]
-                    else (n + p0 + p1 - d * (k - 1) - 1) // s + 1 for n, (p0, p1), k, s, d in
-                    zip(node.in_shape[1:], ((t, b), (left, r)), self.kernel_size, self.stride,
-                        self.dilation)]
+        onnx_out = [out_size(n, k, s, p0, p1, d, attrs["ceil_mode"], keep_padded_window=True).size
+                    for n, (p0, p1), k, s, d in zip(node.in_shape[1:], ((t, b), (left, r)),
+                                                    self.kernel_size, self.stride, self.dilation)]
         out = [node.out_shape.h, node.out_shape.w]
         if onnx_out != out:
             y = g.node("Slice", [y, g.const([0, 0], "int64"), g.const(out, "int64"),

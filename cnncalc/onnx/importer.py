@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnncalc.layers import LAYERS
-from cnncalc.layers.base import Shape
+from cnncalc.layers.base import Shape, prod
 from cnncalc.onnx import InteropError, require
 from cnncalc.onnx.spec_text import LayerRecord, spec_text
 from cnncalc.shapes import same_padding
@@ -91,10 +91,7 @@ def _for_shape_inference(model):
     graph.value_info.extend(src.value_info)
     declared = {vi.name for vi in src.input}
     for init in src.initializer:
-        size = 1
-        for d in init.dims:
-            size *= d
-        if size <= _INFERENCE_CONST_LIMIT:
+        if prod(init.dims) <= _INFERENCE_CONST_LIMIT:
             graph.initializer.append(init)
         elif init.name not in declared:
             graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type,

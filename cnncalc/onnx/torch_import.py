@@ -226,10 +226,10 @@ class TorchImporter:
         cls = LAYERS.get(kind)
         options = self.options(node, cls, values)
         taken = {r.name for r in self.records}
-        if name and name in taken:       # a module called again: conv_1, as torch.onnx names it
+        if name in taken:       # a module called again: conv_1, as torch.onnx names it
             name = next(f"{name}_{n}" for n in range(1, len(taken) + 2)
                         if f"{name}_{n}" not in taken)
-        if not name or name in taken or name == "input":
+        if not name or name == "input":
             count = sum(r.kind == kind for r in self.records) + 1
             name = f"{cls.prefix}{count}"
             while name in taken:

@@ -302,7 +302,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         of the wrong type (the message names the file and the field), or NaN/inf weights.
     """
     path = Path(path)
-    hint = _HINT
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist",
                         hint="check the path; checkpoints are written by `cnncalc train`")
@@ -310,32 +309,32 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         arrays = _read_arrays(path)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
         raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}",
-                        hint=hint) from None
+                        hint=_HINT) from None
     if _META not in arrays:
-        raise DataError(f"{path} is not a cnncalc checkpoint (no {_META} entry)", hint=hint)
+        raise DataError(f"{path} is not a cnncalc checkpoint (no {_META} entry)", hint=_HINT)
     too_deep = False
     try:
         meta = json.loads(str(arrays.pop(_META)))
     except (json.JSONDecodeError, TypeError) as e:
-        raise DataError(f"checkpoint {path} has unreadable metadata: {e}", hint=hint) from None
+        raise DataError(f"checkpoint {path} has unreadable metadata: {e}", hint=_HINT) from None
     except RecursionError:
         too_deep = True
     if too_deep or _depth(meta) > MAX_META_DEPTH:
         raise DataError(f"checkpoint {path}: metadata nests more than {MAX_META_DEPTH} levels",
-                        hint=hint)
+                        hint=_HINT)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{path} is not a cnncalc checkpoint", hint=hint)
+        raise DataError(f"{path} is not a cnncalc checkpoint", hint=_HINT)
     version = meta.get("version")
     if not isinstance(version, int) or version > VERSION:
         raise DataError(f"checkpoint {path} has format version {version!r}; this cnncalc reads "
                         f"up to {VERSION}", hint="upgrade cnncalc")
     missing = [k for k in (*SCALAR_TYPES, "trees") if k not in meta]
     if missing:
-        raise DataError(f"checkpoint {path} lacks the field '{missing[0]}'", hint=hint)
+        raise DataError(f"checkpoint {path} lacks the field '{missing[0]}'", hint=_HINT)
     _expect(path, "trees", meta["trees"], (dict,))
     missing = [k for k in _TREES if k not in meta["trees"]]
     if missing:
-        raise DataError(f"checkpoint {path} lacks the field 'trees.{missing[0]}'", hint=hint)
+        raise DataError(f"checkpoint {path} lacks the field 'trees.{missing[0]}'", hint=_HINT)
     trees = {name: _join(meta["trees"][name], arrays, path) for name in _TREES}
     _check_schema(path, meta, trees)
     _check_weights(path, trees["params"], trees["buffers"] or {})

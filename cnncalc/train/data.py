@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 import io
+import math
 import os
 import pickle
 import tempfile
@@ -133,9 +133,10 @@ def _to_float(x: np.ndarray) -> np.ndarray:
 IDX_MAX_BYTES = 1 << 31
 
 
-def _idx_dims(raw: bytes) -> tuple[int, ...]:
-    """The dimensions an IDX header declares: ``raw[3]`` big-endian uint32s after the magic."""
-    return tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3]))
+def _idx_dims(head: bytes) -> tuple[int, ...]:
+    """The sizes an IDX header declares: after the 4-byte magic (whose last byte is the number
+    of dimensions), one big-endian 32-bit size per dimension."""
+    return tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(head[3]))
 
 
 def _read_idx_bytes(path: Path) -> bytes:
