@@ -12,7 +12,7 @@ import pytest
 import reference as R
 
 from cnncalc.kernels import activation as act
-from cnncalc.kernels import conv, dropout, linear, loss, norm, pool
+from cnncalc.kernels import blas, conv, dropout, linear, loss, norm, pool
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-5}
 DTYPES = [np.float64, np.float32]
@@ -131,9 +131,19 @@ def test_conv_algo_choice_and_errors():
     assert not conv._use_implicit(None, 1, 1, False, 2304, 64)     # 256ch 8x8: im2col
     assert not conv._use_implicit("implicit", 2, 2, False, 9, 100)  # falls back
     assert not conv._use_implicit("implicit", 1, 1, True, 9, 100)   # 1x1 direct path
+    # Winograd F(2x2, 3x3): 3x3 / stride 1 / dilation 1 / one group, chosen by "auto" from
+    # WINOGRAD_MIN_CHANNELS channels on both sides
+    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16))
+    assert not conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16))
+    assert conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16), algo="winograd")
+    assert not conv.uses_winograd((64, 64, 3, 3), 2, 1, 1, 1, (8, 8))        # stride 2
+    assert not conv.uses_winograd((64, 64, 3, 3), 1, 2, 2, 1, (16, 16))      # dilation 2
+    assert not conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 2, (16, 16))      # groups
+    assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16))      # 5x5
+    assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit")
     x = np.zeros((1, 1, 4, 4))
     with pytest.raises(ValueError, match="algo"):
-        conv.conv2d_forward(x, np.zeros((1, 1, 3, 3)), None, algo="winograd")
+        conv.conv2d_forward(x, np.zeros((1, 1, 3, 3)), None, algo="fft")
 
 
 def test_conv_split_batch_threads_matches_whole_batch():
@@ -163,7 +173,7 @@ def test_conv_split_batch_threads_matches_whole_batch():
 
 
 def test_gemm_helper_python_fallback():
-    """conv._gemm's Python body (what runs under NUMBA_DISABLE_JIT) against numpy."""
+    """blas._gemm's Python body (what runs under NUMBA_DISABLE_JIT) against numpy."""
     rng = np.random.default_rng(4)
     for ta in (False, True):
         for tb in (False, True):
@@ -175,7 +185,7 @@ def test_gemm_helper_python_fallback():
             am = a[2:2 + 6 * 4].reshape(4, 6)[:, :3] if ta else a[2:2 + 6 * 3].reshape(3, 6)[:, :4]
             bm = b[1:1 + 7 * 5].reshape(5, 7)[:, :4] if tb else b[1:1 + 7 * 4].reshape(4, 7)[:, :5]
             ref = (am.T if ta else am) @ (bm.T if tb else bm) * 2.0 + 0.5 * c0[4:4 + 24].reshape(3, 8)[:, :5]
-            conv._gemm(ta, tb, 3, 5, 4, 2.0, a, 2, 6, b, 1, 7, 0.5, c, 4, 8)
+            blas._gemm(ta, tb, 3, 5, 4, 2.0, a, 2, 6, b, 1, 7, 0.5, c, 4, 8)
             np.testing.assert_allclose(c[4:4 + 24].reshape(3, 8)[:, :5], ref, rtol=1e-12)
             np.testing.assert_array_equal(c[:4], c0[:4])
 

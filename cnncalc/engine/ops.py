@@ -46,6 +46,7 @@ from cnncalc.kernels import dropout as kdrop
 from cnncalc.kernels import linear as klin
 from cnncalc.kernels import norm as knorm
 from cnncalc.kernels import pool as kpool
+from cnncalc.kernels import winograd as kwino
 from cnncalc.kernels.fast.threads import CHUNKS_PER_THREAD, split
 
 __all__ = ["ElementwiseOp", "Op", "executable_kinds", "make_op"]
@@ -173,21 +174,40 @@ def _sum_into(dst, parts) -> None:
 
 # ------------------------------------------------------------------------------- conv, pools
 class ConvOp(Op):
+    """Convolution on batch chunks. Where the kernels take Winograd F(2x2, 3x3)
+    (:func:`cnncalc.kernels.conv.uses_winograd`), the weight transform ``U`` is made once per
+    forward (split over output channels) and kept for the backward, and the chunks' ``dU``
+    are summed (chunk order) before one ``dW = G^T dU G``."""
+
     def setup(self):
         L = self.node.layer
         self.pad, _ = self._pads()
         self.stride, self.dilation, self.groups = L.stride, L.dilation, L.groups
         o = self.node.out_shape
         self.out_hw = (o.h, o.w)
+        self.winograd = kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
+                                            self.dilation, self.groups, self.out_hw)
+        self.shared: dict = {}
 
     def _macs(self, n):
         return n * self.params["weight"].size * self.out_hw[0] * self.out_hw[1]
+
+    def _by_out_channel(self, fn, k_out: int, work: int) -> None:
+        """``fn(k0, k1)`` over output-channel ranges, on the pool when ``work`` pays."""
+        sl = split(k_out, self.threads if work >= MIN_ELEMS else 1)
+        self._run(lambda t: fn(*sl[t]), sl)
 
     def forward(self, xs, training):
         x = self.x = np.ascontiguousarray(xs[0])
         n = x.shape[0]
         w, b = self.params["weight"], self.params.get("bias")
-        shared = {}  # the weights rearranged once for all chunks
+        # the weights rearranged once for all chunks, and kept for the backward
+        shared = self.shared = {}
+        if self.winograd:
+            u = self._buf("winograd_u", (kwino.TILES, w.shape[0], w.shape[1]))
+            self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1),
+                                 w.shape[0], u.size)
+            shared["winograd"] = u
         return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
                           lambda a, c, y: kconv.conv2d_forward(
                               x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
@@ -198,7 +218,24 @@ class ConvOp(Op):
         x, w = self.x, self.params["weight"]
         dy = np.ascontiguousarray(dy)
         dx = self._buf("dx", x.shape) if need[0] else None
-        shared = {}
+        shared = self.shared
+        if self.winograd:
+            u = shared["winograd"]
+
+            def work_du(a, c):
+                return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),
+                                         out_dx=None if dx is None else dx[a:c])[1]
+
+            parts = self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, work_du)
+            du = parts[0]
+            for p in parts[1:]:
+                du += p
+            dw = self.grads["weight"]
+            self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1),
+                                 w.shape[0], du.size)
+            if has_bias:
+                self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
+            return [dx]
 
         def work(a, c):
             _, dw, db = kconv.conv2d_backward(

@@ -31,68 +31,13 @@ reference path) and compiled by ``jit``.
 from __future__ import annotations
 
 import numpy as np
-from numba.extending import overload
-
 from cnncalc.shapes import out_size
 
+from . import winograd as wg
 from ._jit import jit
+from .blas import _gemm
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv2d_out_hw"]
-
-
-# --------------------------------------------------------------------------------------------
-# BLAS GEMM with offsets, leading dimensions and beta (row-major view)
-# --------------------------------------------------------------------------------------------
-def _gemm(ta, tb, m, n, k, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc):
-    """``C = alpha * op(A) @ op(B) + beta * C`` on flat (1-D, contiguous) buffers, row-major.
-
-    ``C[i, j]`` is ``c[co + i*ldc + j]`` (m x n); ``A[i, l]`` is ``a[ao + i*lda + l]`` (m x k), or
-    ``a[ao + l*lda + i]`` when ``ta``; ``B[l, j]`` is ``b[bo + l*ldb + j]`` (k x n), or
-    ``b[bo + j*ldb + l]`` when ``tb``. Inside numba this is one call to the same BLAS ``?gemm``
-    that ``np.dot`` uses (numba's ``numba_xxgemm`` helper, so cached kernels stay cacheable), but
-    with strided operands (no copies) and ``beta = 1`` accumulation. This Python body is the
-    ``NUMBA_DISABLE_JIT`` fallback.
-    """
-    st = np.lib.stride_tricks.as_strided
-    isz = a.itemsize
-    if ta:
-        am = st(a[ao:], (k, m), (lda * isz, isz)).T
-    else:
-        am = st(a[ao:], (m, k), (lda * isz, isz))
-    if tb:
-        bm = st(b[bo:], (n, k), (ldb * isz, isz)).T
-    else:
-        bm = st(b[bo:], (k, n), (ldb * isz, isz))
-    cm = st(c[co:], (m, n), (ldc * isz, isz), writeable=True)
-    r = alpha * (am @ bm)
-    if beta != 0:
-        r = r + beta * cm
-    cm[...] = r
-
-
-@overload(_gemm)
-def _gemm_ol(ta, tb, m, n, k, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc):
-    from numba.np.linalg import _BLAS, ensure_blas, get_blas_kind
-    from numba.np.numpy_support import as_dtype
-
-    ensure_blas()
-    xxgemm = _BLAS().numba_xxgemm(a.dtype)
-    kind = ord(get_blas_kind(a.dtype, "gemm"))
-    dt = as_dtype(a.dtype)
-    trans = ord("t")
-    notrans = ord("n")
-
-    def impl(ta, tb, m, n, k, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc):
-        if m == 0 or n == 0:
-            return
-        ab = np.empty(2, dt)
-        ab[0] = alpha
-        ab[1] = beta
-        # row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T
-        xxgemm(kind, trans if tb else notrans, trans if ta else notrans, n, m, k, ab.ctypes,
-               b[bo:].ctypes, ldb, a[ao:].ctypes, lda, ab[1:].ctypes, c[co:].ctypes, ldc)
-
-    return impl
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,14 +487,42 @@ def _is_direct(kh, kw, sh, sw, pt, pl, h, w, ho, wo):
 _IG_MIN_P = 64      # output planes at least this large (and at least 1/32 of ckk) ...
 _IG_MAX_CKK = 512   # ... or reductions (C/groups * kh * kw) at most this long
 _IG_CKK_PER_P = 32
-_ALGOS = (None, "auto", "im2col", "implicit")
+_ALGOS = (None, "auto", "im2col", "implicit", "winograd")
+# "auto" takes Winograd F(2x2, 3x3) (``winograd.py``) for 3x3 / stride 1 / one group when both
+# channel counts reach this. Measured serially, float32, batch chunk 8-16, fwd / bwd speed-up
+# over the implicit GEMM: 16 ch 32x32 0.73 / 0.85 (the transforms dominate), 32 ch 32x32
+# 1.28 / 1.21, 64 ch 16x16 1.53 / 1.79, 128 ch 16x16 1.76 / 1.88, 256 ch 8x8 1.99 / 2.02,
+# 512 ch 4x4 1.37 / 1.34, 512 ch 2x2 1.11 / 1.24 (``bench/bench_engine.py --only conv``).
+WINOGRAD_MIN_CHANNELS = 32
+
+
+def _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k) -> bool:
+    """Winograd F(2x2, 3x3) where it applies (``algo="winograd"``), or by ``"auto"`` where it
+    applies and both channel counts reach ``WINOGRAD_MIN_CHANNELS``."""
+    if algo not in _ALGOS:
+        raise ValueError(f"algo must be one of {_ALGOS[1:]}, got {algo!r}")
+    if algo not in (None, "auto", "winograd"):
+        return False
+    if not wg.applies(kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo):
+        return False
+    return algo == "winograd" or min(c, k) >= WINOGRAD_MIN_CHANNELS
+
+
+def uses_winograd(w_shape, stride, pad, dilation, groups, out_hw, algo=None) -> bool:
+    """Whether :func:`conv2d_forward` / :func:`conv2d_backward` take the Winograd path for
+    these arguments (``w_shape`` = (K, C/groups, kh, kw), ``pad`` = (top, left))."""
+    k_out, cg, kh, kw = w_shape
+    (sh, sw), (pt, pl), (dh, dw), (ho, wo) = (_pair(stride), _pair(pad), _pair(dilation),
+                                              _pair(out_hw))
+    return _use_winograd(algo, kh, kw, sh, sw, dh, dw, int(groups), pt, pl, ho, wo,
+                         cg * int(groups), k_out)
 
 
 def _use_implicit(algo, sh, sw, direct, ckk, p) -> bool:
     """Implicit GEMM (stride 1 only) or im2col; ``algo="implicit"`` falls back to im2col where
     it does not apply (stride > 1, or the 1x1 direct case)."""
     if algo not in _ALGOS:
-        raise ValueError(f"algo must be 'auto', 'im2col' or 'implicit', got {algo!r}")
+        raise ValueError(f"algo must be one of {_ALGOS[1:]}, got {algo!r}")
     if sh != 1 or sw != 1 or direct or algo == "im2col":
         return False
     if algo == "implicit":
@@ -597,8 +570,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
         axis (top, left); the padding after is implied by ``out_hw``.
     out_hw : (Ho, Wo); ``None`` means symmetric padding with floor.
     out : optional preallocated (N, K, Ho, Wo) C-contiguous output.
-    algo : ``None``/"auto" (choose), "im2col", or "implicit" (implicit GEMM: stride 1 only,
-        otherwise im2col is used).
+    algo : ``None``/"auto" (choose), "im2col", "implicit" (implicit GEMM: stride 1 only,
+        otherwise im2col is used) or "winograd" (F(2x2, 3x3): 3x3, stride 1, dilation 1, one
+        group, padding 0..2; otherwise as "auto").
     shared : optional dict shared by the calls on the chunks of one batch (same ``w``): the
         rearranged weights are made once and reused (``w`` must not change in between).
 
@@ -623,6 +597,11 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     direct = _is_direct(kh, kw, sh, sw, pt, pl, h, wd, ho, wo)
     nchunks = 1
     groups = int(groups)
+    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out):
+        return wg.winograd_forward(x, w, b, (pt, pl), (ho, wo), out=out,
+                                   u=_layout(shared, "winograd", lambda: wg.weight_transform(w)))
+    if algo == "winograd":
+        algo = "auto"
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
         wk = _layout(shared, "taps", lambda: _taps_major(w, groups))
         _conv_fwd_ig_s(x, wk, bb, has_bias, kh, kw, pt, pl, dh, dw, groups,
@@ -664,6 +643,12 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     groups = int(groups)
     direct = _is_direct(kh, kw, sh, sw, pt, pl, h, wd, ho, wo)
     nchunks = 1
+    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out):
+        return wg.winograd_backward(
+            dy, x, w, (pt, pl), need_dx, has_bias=has_bias, out_dx=out_dx,
+            u=_layout(shared, "winograd", lambda: wg.weight_transform(w)))
+    if algo == "winograd":
+        algo = "auto"
     # Stride 1 (and not 1x1): dx is a stride-1 correlation of dy with the flipped, transposed
     # kernel, i.e. the forward kernel again (im2col + a GEMM shaped like the forward one), which
     # is cheaper than W^T @ dy followed by a col2im scatter.

@@ -98,6 +98,51 @@ def _maxpool_fwd_inside_py(x, kh, kw, sh, sw, dh, dw, y, am):
 _maxpool_fwd_inside = jit(_maxpool_fwd_inside_py)
 
 
+def _better(v, best):
+    """Does ``v`` replace ``best`` in a max scan? First maximum wins; NaN propagates."""
+    return (v > best) | ((v != v) & (best == best))
+
+
+_better_j = jit(_better, inline="always")
+
+
+def _maxpool2x2_py(x, y, am):
+    """The 2x2 / stride-2 window inside the input (the CNN default), same rules as
+    :func:`_maxpool_fwd_inside_py`: the window's four values as constants, so the loop over
+    output columns vectorises (the general loop ran at ~2 ns per input value)."""
+    n, c, w = x.shape[0], x.shape[1], x.shape[3]
+    ho = y.shape[2]
+    wo = y.shape[3]
+    for b in range(n):
+        for ch in range(c):
+            for i in range(ho):
+                r0 = x[b, ch, 2 * i]
+                r1 = x[b, ch, 2 * i + 1]
+                yr = y[b, ch, i]
+                ar = am[b, ch, i]
+                base = 2 * i * w
+                for j in range(wo):
+                    best = r0[2 * j]
+                    arg = base + 2 * j
+                    v = r0[2 * j + 1]
+                    t = _better_j(v, best)
+                    best = v if t else best
+                    arg = base + 2 * j + 1 if t else arg
+                    v = r1[2 * j]
+                    t = _better_j(v, best)
+                    best = v if t else best
+                    arg = base + w + 2 * j if t else arg
+                    v = r1[2 * j + 1]
+                    t = _better_j(v, best)
+                    best = v if t else best
+                    arg = base + w + 2 * j + 1 if t else arg
+                    yr[j] = best
+                    ar[j] = arg
+
+
+_maxpool2x2 = jit(_maxpool2x2_py)
+
+
 def _maxpool_bwd_py(dy, am, dx):
     n, c, ho, wo = dy.shape
     h = dx.shape[2]
@@ -278,7 +323,10 @@ def maxpool2d_forward(x, k, stride=None, pad=(0, 0), out_hw=None, dilation=(1, 1
     am = np.empty((n, c, ho, wo), dtype=np.int32) if out_argmax is None else out_argmax
     if pt == 0 and pl == 0 and ho > 0 and wo > 0 \
             and (ho - 1) * sh + dh * (kh - 1) < h and (wo - 1) * sw + dw * (kw - 1) < w:
-        _maxpool_fwd_inside(x, kh, kw, sh, sw, dh, dw, y, am)
+        if (kh, kw, sh, sw, dh, dw) == (2, 2, 2, 2, 1, 1):
+            _maxpool2x2(x, y, am)
+        else:
+            _maxpool_fwd_inside(x, kh, kw, sh, sw, dh, dw, y, am)
         return y, am
     _maxpool_fwd_s(x, kh, kw, sh, sw, pt, pl, dh, dw, y, am)
     return y, am

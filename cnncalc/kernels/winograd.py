@@ -1,0 +1,525 @@
+"""Winograd F(2x2, 3x3) convolution: 3x3, stride 1, dilation 1, one group.
+
+Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural Networks". Each 2x2 block of
+output is computed from a 4x4 input tile ``d`` and the 3x3 kernel ``g`` as::
+
+    Y = A^T [ (G g G^T) ⊙ (B^T d B) ] A
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+Summed over input channels, the element-wise product becomes 16 GEMMs, one per position
+``xi = 4*a + b`` of the 4x4 transformed tile: ``M[xi] (K x T) = U[xi] (K x C) @ V[xi] (C x T)``
+with ``U = G g G^T`` (16, K, C), ``V = B^T d B`` (16, C, T) and T the number of tiles. That is
+16 multiply-adds per 4 outputs instead of 36: 2.25x fewer than the direct convolution, for the
+cost of the transforms (a few additions per value, memory-bound).
+
+The backward pass is the exact gradient of that computation (exact arithmetic makes it the
+convolution's gradient):
+
+* ``dM = A dY A^T`` per tile (16, K, T);
+* weight: ``dU[xi] = sum over tiles dM[xi] @ V[xi]^T``, then ``dW = G^T dU G``;
+* input: ``dV[xi] = U[xi]^T @ dM[xi]``, then ``dX += B dV B^T`` scattered into the
+  overlapping 4x4 input tiles (stride 2).
+
+Layout: ``x`` (N, C, H, W), ``w`` (K, C, 3, 3), ``y`` (N, K, Ho, Wo) as in ``conv.py``;
+padding ``(pad_top, pad_left)`` with the output size fixing the rest. Output tile ``(i, j)``
+covers outputs ``(2i..2i+1, 2j..2j+1)`` and reads input rows ``2i - pad_top .. 2i - pad_top + 3``
+(zero outside the input). Every kernel is serial; the engine runs them on batch chunks.
+Each kernel is written once as an undecorated ``_*_py`` function and compiled by ``jit``.
+Why and where this path is taken: ``cnncalc/kernels/fast/README.md`` ("Winograd").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit
+from .blas import _gemm
+
+__all__ = ["applies", "weight_transform", "winograd_forward", "winograd_backward"]
+
+TILES = 16              # positions in a 4x4 transformed tile
+BLOCK_BYTES = 1 << 20   # transformed input of one block of samples: about this many bytes ...
+MIN_TILES = 128         # ... unless that leaves the GEMMs fewer rows (tiles) than this
+
+
+def applies(kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo) -> bool:
+    """Can F(2x2, 3x3) compute this layer? 3x3, stride 1, dilation 1, one group, padding
+    0..2 before each axis (any padding after: the output size sets it)."""
+    return (kh == 3 and kw == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1
+            and groups == 1 and 0 <= pt <= 2 and 0 <= pl <= 2 and ho >= 1 and wo >= 1)
+
+
+# --------------------------------------------------------------------------------------------
+# weight transforms: U = G g G^T and its adjoint dW = G^T dU G
+# --------------------------------------------------------------------------------------------
+def _g_rows_py(t0, t1, t2, wa, wb, wc, u, xi0, k):
+    """u[xi0 + b, k, :] = ((wa*t0 + wb*t1 + wc*t2) G^T)[b], where t0, t1, t2 are one column's
+    three taps (rows of ``g``) for every channel: one row of ``G g G^T`` (G's rows: g0,
+    (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2)."""
+    half = u.dtype.type(0.5)
+    for c in range(u.shape[2]):
+        r0 = wa * t0[0, c] + wb * t1[0, c] + wc * t2[0, c]
+        r1 = wa * t0[1, c] + wb * t1[1, c] + wc * t2[1, c]
+        r2 = wa * t0[2, c] + wb * t1[2, c] + wc * t2[2, c]
+        u[xi0, k, c] = r0
+        u[xi0 + 1, k, c] = half * (r0 + r1 + r2)
+        u[xi0 + 2, k, c] = half * (r0 - r1 + r2)
+        u[xi0 + 3, k, c] = r2
+
+
+_g_rows = jit(_g_rows_py)
+
+
+def _weight_transform_py(w, k0, k1, u):
+    """u[4*a + b, k, c] = (G w[k, c] G^T)[a, b] for output channels k0..k1."""
+    c_in = w.shape[1]
+    one = w.dtype.type(1)
+    zero = w.dtype.type(0)
+    half = w.dtype.type(0.5)
+    taps = np.empty((3, 3, c_in), w.dtype)    # taps[i, j, c] = w[k, c, i, j]
+    for k in range(k0, k1):
+        for i in range(3):
+            for j in range(3):
+                for c in range(c_in):
+                    taps[i, j, c] = w[k, c, i, j]
+        _g_rows(taps[0], taps[1], taps[2], one, zero, zero, u, 0, k)
+        _g_rows(taps[0], taps[1], taps[2], half, half, half, u, 4, k)
+        _g_rows(taps[0], taps[1], taps[2], half, -half, half, u, 8, k)
+        _g_rows(taps[0], taps[1], taps[2], zero, zero, one, u, 12, k)
+
+
+_weight_transform = jit(_weight_transform_py)
+
+
+def _gt_rows_py(du, k, wa, wb, wc, wd, out):
+    """out[j, :] = ((wa*dU[0] + wb*dU[1] + wc*dU[2] + wd*dU[3]) G)[j] for output channel k,
+    where dU[a] is row a of each channel's 4x4 tile: one row of ``G^T dU G`` (G^T's rows over
+    4 values: d0 + (d1 + d2)/2, (d1 - d2)/2, (d1 + d2)/2 + d3)."""
+    half = out.dtype.type(0.5)
+    for c in range(out.shape[1]):
+        e0 = wa * du[0, k, c] + wb * du[4, k, c] + wc * du[8, k, c] + wd * du[12, k, c]
+        e1 = wa * du[1, k, c] + wb * du[5, k, c] + wc * du[9, k, c] + wd * du[13, k, c]
+        e2 = wa * du[2, k, c] + wb * du[6, k, c] + wc * du[10, k, c] + wd * du[14, k, c]
+        e3 = wa * du[3, k, c] + wb * du[7, k, c] + wc * du[11, k, c] + wd * du[15, k, c]
+        out[0, c] = e0 + half * (e1 + e2)
+        out[1, c] = half * (e1 - e2)
+        out[2, c] = half * (e1 + e2) + e3
+
+
+_gt_rows = jit(_gt_rows_py)
+
+
+def _weight_grad_py(du, k0, k1, dw):
+    """dw[k, c] = G^T du[:, k, c] G for output channels k0..k1 (du: the 16 positions of each
+    4x4 tile)."""
+    c_in = dw.shape[1]
+    one = dw.dtype.type(1)
+    zero = dw.dtype.type(0)
+    half = dw.dtype.type(0.5)
+    taps = np.empty((3, 3, c_in), dw.dtype)   # taps[i, j, c] = dw[k, c, i, j]
+    for k in range(k0, k1):
+        _gt_rows(du, k, one, half, half, zero, taps[0])
+        _gt_rows(du, k, zero, half, -half, zero, taps[1])
+        _gt_rows(du, k, zero, half, half, one, taps[2])
+        for c in range(c_in):
+            for i in range(3):
+                for j in range(3):
+                    dw[k, c, i, j] = taps[i, j, c]
+
+
+_weight_grad = jit(_weight_grad_py)
+
+
+def weight_transform(w, out=None, k0=0, k1=None) -> np.ndarray:
+    """U = G w G^T as (16, K, C), C-contiguous (rows ``k0..k1`` of ``out`` when given: the
+    engine splits this over its threads)."""
+    w = np.ascontiguousarray(w)
+    u = np.empty((TILES, w.shape[0], w.shape[1]), w.dtype) if out is None else out
+    _weight_transform(w, k0, w.shape[0] if k1 is None else k1, u)
+    return u
+
+
+# --------------------------------------------------------------------------------------------
+# data transforms on one block of samples. Inside a block everything is channels-last (NHWC
+# scratch planes; V and M as (16, tiles, channels)) so that each transform's inner loop runs
+# over contiguous channels; tile t = (s - s0)*th*tw + i*tw + j.
+# --------------------------------------------------------------------------------------------
+def _pad_nhwc_py(x, s0, s1, pt, pl, xp):
+    """xp[s - s0, r, q, c] = x[s, c, r - pt, q - pl] (zero outside the input)."""
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp = xp.shape[1], xp.shape[2]
+    zero = x.dtype.type(0)
+    rows = min(h, hp - pt)
+    cols = min(w, wp - pl)
+    for s in range(s0, s1):
+        dst = xp[s - s0]
+        for r in range(hp):
+            for q in range(wp):
+                if r < pt or r >= pt + rows or q < pl or q >= pl + cols:
+                    for c in range(c_in):
+                        dst[r, q, c] = zero
+        src = x[s]
+        for c in range(c_in):
+            for r in range(rows):
+                for q in range(cols):
+                    dst[pt + r, pl + q, c] = src[c, r, q]
+
+
+_pad_nhwc = jit(_pad_nhwc_py)
+
+
+def _row_transform_py(ra, rb, sign, q, t, v, xi0):
+    """v[xi0 + b, t, :] = ((ra + sign * rb) B)[b] over the 4 columns q..q+3: one row of
+    ``B^T d B`` (``ra + sign*rb`` is that row of ``B^T d``). Four stores per loop keep it
+    vectorised (LLVM gives up on loops with many store streams)."""
+    for c in range(v.shape[2]):
+        a0 = ra[q, c] + sign * rb[q, c]
+        a1 = ra[q + 1, c] + sign * rb[q + 1, c]
+        a2 = ra[q + 2, c] + sign * rb[q + 2, c]
+        a3 = ra[q + 3, c] + sign * rb[q + 3, c]
+        v[xi0, t, c] = a0 - a2
+        v[xi0 + 1, t, c] = a1 + a2
+        v[xi0 + 2, t, c] = a2 - a1
+        v[xi0 + 3, t, c] = a1 - a3
+
+
+_row_transform = jit(_row_transform_py)
+
+
+def _input_transform_py(xp, th, tw, v):
+    """v[xi, t, :] = (B^T d B)[xi] for the 4x4 input tile d of tile t, all channels at once
+    (B^T's rows: d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    one = xp.dtype.type(1)
+    for sb in range(xp.shape[0]):
+        for i in range(th):
+            r0 = xp[sb, 2 * i]
+            r1 = xp[sb, 2 * i + 1]
+            r2 = xp[sb, 2 * i + 2]
+            r3 = xp[sb, 2 * i + 3]
+            for j in range(tw):
+                t = (sb * th + i) * tw + j
+                q = 2 * j
+                _row_transform(r0, r2, -one, q, t, v, 0)
+                _row_transform(r1, r2, one, q, t, v, 4)
+                _row_transform(r2, r1, -one, q, t, v, 8)
+                _row_transform(r1, r3, -one, q, t, v, 12)
+
+
+_input_transform = jit(_input_transform_py)
+
+
+def _out_row_py(m, t, xa, xb, xc, sign, row, q):
+    """row[q, :], row[q + 1, :] = (r A)[0, 1] with r[c] = m[xa + c] + sign*(m[xb + c] +
+    m[xc + c]): one output row of ``A^T m A`` (A^T's rows: m0 + m1 + m2, m1 - m2 - m3)."""
+    for k in range(m.shape[2]):
+        p0 = m[xa, t, k] + sign * (m[xb, t, k] + m[xc, t, k])
+        p1 = m[xa + 1, t, k] + sign * (m[xb + 1, t, k] + m[xc + 1, t, k])
+        p2 = m[xa + 2, t, k] + sign * (m[xb + 2, t, k] + m[xc + 2, t, k])
+        p3 = m[xa + 3, t, k] + sign * (m[xb + 3, t, k] + m[xc + 3, t, k])
+        row[q, k] = p0 + p1 + p2
+        row[q + 1, k] = p1 - p2 - p3
+
+
+_out_row = jit(_out_row_py)
+
+
+def _output_transform_py(m, th, tw, yb):
+    """yb[sb, 2i + a, 2j + b, :] = (A^T m[:, t, :] A)[a, b] (channels-last, whole tiles)."""
+    one = m.dtype.type(1)
+    for sb in range(yb.shape[0]):
+        for i in range(th):
+            o0 = yb[sb, 2 * i]
+            o1 = yb[sb, 2 * i + 1]
+            for j in range(tw):
+                t = (sb * th + i) * tw + j
+                _out_row(m, t, 0, 4, 8, one, o0, 2 * j)      # m0 + m1 + m2
+                _out_row(m, t, 4, 8, 12, -one, o1, 2 * j)    # m1 - (m2 + m3)
+
+
+_output_transform = jit(_output_transform_py)
+
+
+def _unpad_nchw_py(yb, b, has_bias, s0, y):
+    """y[s0 + sb, k, r, q] = yb[sb, r, q, k] (+ b[k]) inside y's (Ho, Wo)."""
+    k_out, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    zero = y.dtype.type(0)
+    for sb in range(yb.shape[0]):
+        dst = y[s0 + sb]
+        src = yb[sb]
+        for k in range(k_out):
+            bk = b[k] if has_bias else zero
+            for r in range(ho):
+                for q in range(wo):
+                    dst[k, r, q] = src[r, q, k] + bk
+
+
+_unpad_nchw = jit(_unpad_nchw_py)
+
+
+def _row_dm_py(g0, wa, g1, wb, q, t, dm, xi0):
+    """dm[xi0 + b, t, :] = ((wa*g0 + wb*g1) A^T)[b] over the 2 columns q, q+1: one row of
+    ``A dY A^T`` (A^T's columns: y0, y0 + y1, y0 - y1, -y1)."""
+    for k in range(dm.shape[2]):
+        a0 = wa * g0[q, k] + wb * g1[q, k]
+        a1 = wa * g0[q + 1, k] + wb * g1[q + 1, k]
+        dm[xi0, t, k] = a0
+        dm[xi0 + 1, t, k] = a0 + a1
+        dm[xi0 + 2, t, k] = a0 - a1
+        dm[xi0 + 3, t, k] = -a1
+
+
+_row_dm = jit(_row_dm_py)
+
+
+def _output_grad_transform_py(dyb, th, tw, dm):
+    """dm[:, t, :] = A dY A^T for the 2x2 output-gradient block of tile t (``dyb`` is the
+    block's dY channels-last, zero past the output's edge). A's rows over dY's two rows:
+    y0, y0 + y1, y0 - y1, -y1."""
+    one = dyb.dtype.type(1)
+    zero = dyb.dtype.type(0)
+    for sb in range(dyb.shape[0]):
+        for i in range(th):
+            g0 = dyb[sb, 2 * i]
+            g1 = dyb[sb, 2 * i + 1]
+            for j in range(tw):
+                t = (sb * th + i) * tw + j
+                q = 2 * j
+                _row_dm(g0, one, g1, zero, q, t, dm, 0)
+                _row_dm(g0, one, g1, one, q, t, dm, 4)
+                _row_dm(g0, one, g1, -one, q, t, dm, 8)
+                _row_dm(g0, zero, g1, -one, q, t, dm, 12)
+
+
+_output_grad_transform = jit(_output_grad_transform_py)
+
+
+def _row_grad_py(dv, t, xi0, wa, xi1, wb, xi2, wc, row, q):
+    """row[q .. q+3, :] += (e B^T) with e[b] = wa*dv[xi0 + b] + wb*dv[xi1 + b] + wc*dv[xi2 + b]:
+    one row of ``B dV B^T`` (B^T's columns: e0, e1 - e2 + e3, e1 + e2 - e0, -e3)."""
+    for c in range(dv.shape[2]):
+        e0 = wa * dv[xi0, t, c] + wb * dv[xi1, t, c] + wc * dv[xi2, t, c]
+        e1 = wa * dv[xi0 + 1, t, c] + wb * dv[xi1 + 1, t, c] + wc * dv[xi2 + 1, t, c]
+        e2 = wa * dv[xi0 + 2, t, c] + wb * dv[xi1 + 2, t, c] + wc * dv[xi2 + 2, t, c]
+        e3 = wa * dv[xi0 + 3, t, c] + wb * dv[xi1 + 3, t, c] + wc * dv[xi2 + 3, t, c]
+        row[q, c] += e0
+        row[q + 1, c] += e1 - e2 + e3
+        row[q + 2, c] += e1 + e2 - e0
+        row[q + 3, c] -= e3
+
+
+_row_grad = jit(_row_grad_py)
+
+
+def _input_grad_transform_py(dv, th, tw, dxp):
+    """dxp[sb, 2i .. 2i+3, 2j .. 2j+3, :] += B dV B^T for every tile (tiles overlap by two
+    rows and columns; they run one after another, channels in the inner loop). ``dxp`` starts
+    zeroed. B's rows over dV's tile rows: v0, v1 - v2 + v3, v1 + v2 - v0, -v3."""
+    one = dv.dtype.type(1)
+    zero = dv.dtype.type(0)
+    for sb in range(dxp.shape[0]):
+        for i in range(th):
+            r0 = dxp[sb, 2 * i]
+            r1 = dxp[sb, 2 * i + 1]
+            r2 = dxp[sb, 2 * i + 2]
+            r3 = dxp[sb, 2 * i + 3]
+            for j in range(tw):
+                t = (sb * th + i) * tw + j
+                q = 2 * j
+                _row_grad(dv, t, 0, one, 0, zero, 0, zero, r0, q)
+                _row_grad(dv, t, 4, one, 8, -one, 12, one, r1, q)
+                _row_grad(dv, t, 4, one, 8, one, 0, -one, r2, q)
+                _row_grad(dv, t, 12, -one, 12, zero, 12, zero, r3, q)
+
+
+_input_grad_transform = jit(_input_grad_transform_py)
+
+
+def _crop_nchw_py(xp, s0, pt, pl, dx):
+    """dx[s0 + sb, c, r, q] = xp[sb, r + pt, q + pl, c] (zero where the tiles did not reach)."""
+    c_in, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    hp, wp = xp.shape[1], xp.shape[2]
+    zero = dx.dtype.type(0)
+    for sb in range(xp.shape[0]):
+        dst = dx[s0 + sb]
+        src = xp[sb]
+        for c in range(c_in):
+            for r in range(h):
+                for q in range(w):
+                    if r + pt < hp and q + pl < wp:
+                        dst[c, r, q] = src[r + pt, q + pl, c]
+                    else:
+                        dst[c, r, q] = zero
+
+
+_crop_nchw = jit(_crop_nchw_py)
+
+
+def _dy_nhwc_py(dy, s0, s1, dyb):
+    """dyb[s - s0, r, q, k] = dy[s, k, r, q], zero past the output's edge."""
+    k_out, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    zero = dy.dtype.type(0)
+    for s in range(s0, s1):
+        dst = dyb[s - s0]
+        for r in range(dyb.shape[1]):
+            for q in range(dyb.shape[2]):
+                if r >= ho or q >= wo:
+                    for k in range(k_out):
+                        dst[r, q, k] = zero
+        src = dy[s]
+        for k in range(k_out):
+            for r in range(ho):
+                for q in range(wo):
+                    dst[r, q, k] = src[k, r, q]
+
+
+_dy_nhwc = jit(_dy_nhwc_py)
+
+
+# --------------------------------------------------------------------------------------------
+# forward and backward over a batch, in blocks of samples
+# --------------------------------------------------------------------------------------------
+def _forward_py(x, u, b, has_bias, pt, pl, th, tw, nb, y):
+    """y = conv(x, w) + b through the 16 GEMMs ``M[xi] = V[xi] @ U[xi]^T`` (tiles x K),
+    ``nb`` samples per block."""
+    n = x.shape[0]
+    c_in = x.shape[1]
+    k_out = u.shape[1]
+    tpp = th * tw
+    hp = 2 * th + 2
+    wp = 2 * tw + 2
+    xp = np.empty(nb * hp * wp * c_in, x.dtype)
+    v = np.empty(TILES * nb * tpp * c_in, x.dtype)
+    m = np.empty(TILES * nb * tpp * k_out, x.dtype)
+    yb = np.empty(nb * 2 * th * 2 * tw * k_out, x.dtype)
+    uf = u.ravel()
+    for s0 in range(0, n, nb):
+        s1 = min(n, s0 + nb)
+        ns = s1 - s0
+        t = ns * tpp
+        xpb = xp[:ns * hp * wp * c_in].reshape((ns, hp, wp, c_in))
+        _pad_nhwc(x, s0, s1, pt, pl, xpb)
+        _input_transform(xpb, th, tw, v[:TILES * t * c_in].reshape((TILES, t, c_in)))
+        for xi in range(TILES):
+            _gemm(False, True, t, k_out, c_in, 1.0, v, xi * t * c_in, c_in,
+                  uf, xi * k_out * c_in, c_in, 0.0, m, xi * t * k_out, k_out)
+        ybb = yb[:ns * 4 * tpp * k_out].reshape((ns, 2 * th, 2 * tw, k_out))
+        _output_transform(m[:TILES * t * k_out].reshape((TILES, t, k_out)), th, tw, ybb)
+        _unpad_nchw(ybb, b, has_bias, s0, y)
+
+
+_forward = jit(_forward_py)
+
+
+def _backward_py(dy, x, u, pt, pl, th, tw, nb, need_dx, dx, du):
+    """du (16, K, C) = the batch's dU (overwritten); dx too with ``need_dx``."""
+    n = x.shape[0]
+    c_in = x.shape[1]
+    k_out = u.shape[1]
+    tpp = th * tw
+    hp = 2 * th + 2
+    wp = 2 * tw + 2
+    zero = x.dtype.type(0)
+    xp = np.empty(nb * hp * wp * c_in, x.dtype)
+    v = np.empty(TILES * nb * tpp * c_in, x.dtype)
+    m = np.empty(TILES * nb * tpp * k_out, x.dtype)
+    dyb = np.empty(nb * 2 * th * 2 * tw * k_out, x.dtype)
+    uf = u.ravel()
+    duf = du.ravel()
+    for s0 in range(0, n, nb):
+        s1 = min(n, s0 + nb)
+        ns = s1 - s0
+        t = ns * tpp
+        xpb = xp[:ns * hp * wp * c_in].reshape((ns, hp, wp, c_in))
+        vb = v[:TILES * t * c_in].reshape((TILES, t, c_in))
+        _pad_nhwc(x, s0, s1, pt, pl, xpb)
+        _input_transform(xpb, th, tw, vb)
+        dybb = dyb[:ns * 4 * tpp * k_out].reshape((ns, 2 * th, 2 * tw, k_out))
+        _dy_nhwc(dy, s0, s1, dybb)
+        _output_grad_transform(dybb, th, tw, m[:TILES * t * k_out].reshape((TILES, t, k_out)))
+        for xi in range(TILES):   # dU[xi] (K x C) += dM[xi]^T @ V[xi]
+            _gemm(True, False, k_out, c_in, t, 1.0, m, xi * t * k_out, k_out,
+                  v, xi * t * c_in, c_in, 0.0 if s0 == 0 else 1.0, duf, xi * k_out * c_in, c_in)
+        if need_dx:   # dV[xi] (tiles x C) = dM[xi] @ U[xi], into v (free again)
+            for xi in range(TILES):
+                _gemm(False, False, t, c_in, k_out, 1.0, m, xi * t * k_out, k_out,
+                      uf, xi * k_out * c_in, c_in, 0.0, v, xi * t * c_in, c_in)
+            xpf = xp[:ns * hp * wp * c_in]
+            for e in range(xpf.shape[0]):
+                xpf[e] = zero
+            _input_grad_transform(vb, th, tw, xpb)
+            _crop_nchw(xpb, s0, pt, pl, dx)
+
+
+_backward = jit(_backward_py)
+
+
+def _tiles(ho, wo):
+    return (ho + 1) // 2, (wo + 1) // 2
+
+
+def _block(n, c_in, k_out, tpp, itemsize) -> int:
+    """Samples per block: the block's transformed input and output stay about
+    ``BLOCK_BYTES`` each (cache-sized), but the 16 GEMMs get at least ``MIN_TILES`` rows where
+    the batch has them (short GEMMs run far below BLAS's peak: 512 channels on 4x4 planes,
+    16 samples, forward 112 GF/s with 32 tiles per GEMM, 153 with 64)."""
+    per = TILES * max(c_in, k_out) * tpp * itemsize
+    return max(1, min(n, max(BLOCK_BYTES // per, -(-MIN_TILES // tpp))))
+
+
+def winograd_forward(x, w, b, pad, out_hw, *, out=None, u=None):
+    """F(2x2, 3x3) convolution forward. ``x`` (N, C, H, W), ``w`` (K, C, 3, 3), ``b`` (K,) or
+    None, ``pad`` = (top, left), ``out_hw`` = (Ho, Wo). ``u``: ``weight_transform(w)`` when the
+    caller already has it. Returns ``y`` (N, K, Ho, Wo)."""
+    x = np.ascontiguousarray(x)
+    n, c_in = x.shape[0], x.shape[1]
+    k_out = w.shape[0]
+    ho, wo = out_hw
+    th, tw = _tiles(ho, wo)
+    if u is None:
+        u = weight_transform(w)
+    if out is None:
+        out = np.empty((n, k_out, ho, wo), x.dtype)
+    has_bias = b is not None
+    bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
+    _forward(x, u, bb, has_bias, int(pad[0]), int(pad[1]), th, tw,
+             _block(n, c_in, k_out, th * tw, x.dtype.itemsize), out)
+    return out
+
+
+def backward_du(dy, x, u, pad, need_dx=True, *, out_dx=None):
+    """The backward pass up to ``dU``: ``(dx or None, du)`` with ``du`` (16, K, C) summed over
+    the batch (``dW = G^T dU G``: :func:`weight_grad`). The engine sums the ``du`` of its batch
+    chunks and transforms once."""
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    n, c_in = x.shape[0], x.shape[1]
+    k_out = u.shape[1]
+    th, tw = _tiles(dy.shape[2], dy.shape[3])
+    du = np.empty((TILES, k_out, c_in), x.dtype)
+    dx = None
+    if need_dx:
+        dx = np.empty_like(x) if out_dx is None else out_dx
+    _backward(dy, x, u, int(pad[0]), int(pad[1]), th, tw,
+              _block(n, c_in, k_out, th * tw, x.dtype.itemsize), bool(need_dx),
+              dx if need_dx else np.empty((1, 1, 1, 1), x.dtype), du)
+    return dx, du
+
+
+def weight_grad(du, out=None, k0=0, k1=None) -> np.ndarray:
+    """dW = G^T dU G as (K, C, 3, 3) (rows ``k0..k1`` of ``out`` when given)."""
+    k_out, c_in = du.shape[1], du.shape[2]
+    dw = np.empty((k_out, c_in, 3, 3), du.dtype) if out is None else out
+    _weight_grad(du, k0, k_out if k1 is None else k1, dw)
+    return dw
+
+
+def winograd_backward(dy, x, w, pad, need_dx=True, *, has_bias=True, out_dx=None, u=None):
+    """F(2x2, 3x3) convolution backward: ``(dx or None, dw, db or None)``; arguments as for
+    :func:`winograd_forward` (the output size comes from ``dy``)."""
+    dy = np.ascontiguousarray(dy)
+    dx, du = backward_du(dy, x, weight_transform(w) if u is None else u, pad, need_dx,
+                         out_dx=out_dx)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, weight_grad(du), db

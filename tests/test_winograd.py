@@ -1,0 +1,146 @@
+"""Winograd F(2x2, 3x3) convolution (``cnncalc/kernels/winograd.py``): the kernels against the
+plain-NumPy reference (float64, any size, padding before 0..2 and any padding after), their
+float32 rounding, the engine's use of them (shared weight transform, chunked dU) and a float64
+centred-difference gradient check of a network whose convolutions take this path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as R
+from gradcheck import check_network
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import spec_text as _spec
+
+import cnncalc
+from cnncalc.kernels import conv
+from cnncalc.kernels import winograd as wg
+
+
+def _case(rng, n, c, k, h, w, dtype=np.float64):
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = (rng.standard_normal((k, c, 3, 3)) / np.sqrt(9 * c)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    return x, wt, b
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 5), k=st.integers(1, 5), h=st.integers(1, 9),
+       w=st.integers(1, 9), pt=st.integers(0, 2), pl=st.integers(0, 2), pb=st.integers(-2, 2),
+       pr=st.integers(-2, 2), bias=st.booleans(), need_dx=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_matches_reference_any_size(n, c, k, h, w, pt, pl, pb, pr, bias, need_dx, seed):
+    """Odd and even sizes, partial last tiles, asymmetric padding: forward, dx, dw and db equal
+    the reference's to float64 rounding."""
+    ho, wo = h + pt + pb - 2, w + pl + pr - 2
+    if ho < 1 or wo < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x, wt, b = _case(rng, n, c, k, h, w)
+    b = b if bias else None
+    assert wg.applies(3, 3, 1, 1, 1, 1, 1, pt, pl, ho, wo)
+    y = wg.winograd_forward(x, wt, b, (pt, pl), (ho, wo))
+    np.testing.assert_allclose(y, R.conv2d_forward(x, wt, b, (1, 1), (pt, pl), (1, 1), 1,
+                                                   (ho, wo)), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = wg.winograd_backward(dy, x, wt, (pt, pl), need_dx, has_bias=bias)
+    rdx, rdw, rdb = R.conv2d_backward(dy, x, wt, (1, 1), (pt, pl), (1, 1), 1)
+    np.testing.assert_allclose(dw, rdw, rtol=1e-10, atol=1e-12)
+    if need_dx:
+        np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-12)
+    else:
+        assert dx is None
+    if bias:
+        np.testing.assert_allclose(db, rdb, rtol=1e-12)
+    else:
+        assert db is None
+
+
+def test_weight_transforms_are_adjoint():
+    """<G g G^T, D> = <g, G^T D G> for every tile: the weight gradient is the transpose of the
+    weight transform (so dW is exact, not just close)."""
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((4, 3, 3, 3))
+    d = rng.standard_normal((16, 4, 3))
+    lhs = np.sum(wg.weight_transform(g) * d)
+    rhs = np.sum(g * wg.weight_grad(d))
+    assert lhs == pytest.approx(rhs, rel=1e-13)
+    G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
+    np.testing.assert_allclose(wg.weight_transform(g).reshape(4, 4, 4, 3).transpose(2, 3, 0, 1),
+                               G @ g @ G.T, rtol=1e-15)
+
+
+def test_split_weight_transform_equals_whole():
+    """The engine fills U and dW in output-channel ranges on its threads."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((7, 5, 3, 3))
+    u = np.empty((16, 7, 5))
+    wg.weight_transform(w, u, 0, 3)
+    wg.weight_transform(w, u, 3, 7)
+    np.testing.assert_array_equal(u, wg.weight_transform(w))
+    dw = np.empty_like(w)
+    wg.weight_grad(u, dw, 0, 4)
+    wg.weight_grad(u, dw, 4, 7)
+    np.testing.assert_array_equal(dw, wg.weight_grad(u))
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 8, 8, 64), (3, 64, 5, 6, 32), (2, 48, 2, 2, 40)])
+def test_float32_rounding(shape):
+    """float32 Winograd stays within a few ulps of the layer's scale (F(2x2, 3x3)'s transforms
+    are small: errors ~1e-6 of the largest output, like a direct sum)."""
+    n, c, h, w, k = shape
+    rng = np.random.default_rng(2)
+    x, wt, b = _case(rng, n, c, k, h, w)
+    y64 = R.conv2d_forward(x, wt, b, (1, 1), (1, 1), (1, 1), 1, (h, w))
+    dy = rng.standard_normal(y64.shape)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (1, 1), (1, 1), (1, 1), 1)
+    f32 = [a.astype(np.float32) for a in (x, wt, b, dy)]
+    y = wg.winograd_forward(f32[0], f32[1], f32[2], (1, 1), (h, w))
+    dx, dw, _ = wg.winograd_backward(f32[3], f32[0], f32[1], (1, 1))
+    for got, ref in ((y, y64), (dx, rdx), (dw, rdw)):
+        assert got.dtype == np.float32
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_conv_wrappers_route_by_channels():
+    """conv2d_forward/backward take Winograd by "auto" at >= WINOGRAD_MIN_CHANNELS channels
+    (same numbers as forcing it), and "implicit" still runs the implicit GEMM."""
+    rng = np.random.default_rng(3)
+    x, wt, b = _case(rng, 2, 32, 32, 6, 6)
+    y_auto = conv.conv2d_forward(x, wt, b, 1, 1)
+    y_wino = wg.winograd_forward(x, wt, b, (1, 1), (6, 6))
+    y_impl = conv.conv2d_forward(x, wt, b, 1, 1, algo="implicit")
+    np.testing.assert_array_equal(y_auto, y_wino)
+    assert not np.array_equal(y_impl, y_wino)   # another summation order ...
+    np.testing.assert_allclose(y_impl, y_wino, rtol=1e-10, atol=1e-12)   # ... same values
+
+
+WINO_NET = _spec("6x6x2", [
+    "conv: {filters: 32, size: 3, pad: 1}", "batchnorm", "relu",
+    "conv: {filters: 32, size: 3, pad: 1}", "relu",
+    "conv: {filters: 33, size: 3, pad: 0, bias: false}", "global_avgpool", "flatten",
+    "fc: {units: 3}"], "wino")
+
+
+def test_network_takes_winograd_and_passes_gradcheck():
+    net = cnncalc.Network(WINO_NET, dtype="float64", seed=0, parallel=False)
+    convs = [st.op for st in net.steps if st.op.kind == "conv"]
+    assert [op.winograd for op in convs] == [False, True, True]   # 2 input channels: direct
+    x = np.random.default_rng(1).standard_normal((2, 2, 6, 6))
+    check_network(net, x)
+
+
+def test_network_threads_match_one_thread():
+    """Chunked dU summed in chunk order: 2 threads equal 1 thread to rounding and repeat bit
+    for bit."""
+    x = np.random.default_rng(4).standard_normal((16, 2, 6, 6)).astype(np.float32)
+    outs = []
+    for threads in (1, 2, 2):
+        net = cnncalc.Network(WINO_NET, dtype="float32", seed=0, threads=threads)
+        y = net.forward(x)
+        dx = net.backward(np.ones_like(y))
+        outs.append((y, dx, net.flat_grads.copy()))
+    for a, b in zip(outs[1], outs[2]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(a).max())
