@@ -245,7 +245,7 @@ def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_
             np.take(xtr, idx, axis=0, out=xb)
             loss = net.loss_and_grads(xb, ytr[idx])
             with net.thread_state():  # flush-to-zero for the momentum buffers, as the trainer
-                opt.step(P, G)
+                opt.step(P, G, run=net.parallel)
             e = time.perf_counter() - s
             pos_o += batch
             if rnd:
@@ -544,7 +544,7 @@ def step_closures(spec, batch, n=2048):
         np.take(xtr, np.arange(i, i + batch), axis=0, out=xb)
         net.loss_and_grads(xb, ytr[i:i + batch])
         with net.thread_state():
-            opt.step(P, G)
+            opt.step(P, G, run=net.parallel)
 
     def theirs():
         i = pos[1] = (pos[1] + batch) % (n - batch)

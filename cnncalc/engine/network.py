@@ -356,6 +356,15 @@ class Network:
         self._chain.slot(len(sl) - 1)  # every chunk's slot exists before the threads run
         return len(sl), sl
 
+    def parallel(self, fn, n: int) -> list:
+        """``[fn(0), ..., fn(n - 1)]`` on the network's threads (the calling thread takes part),
+        e.g. ``opt.step(params, grads, run=net.parallel)`` inside ``thread_state()``. Runs
+        serially with one thread, and on the NumPy tier (whose point is to need no compiled
+        kernel: the pool's hand-over is one)."""
+        if self.threads == 1 or n == 1 or self.tier is not None:
+            return [fn(i) for i in range(n)]
+        return self._pool_run(fn, n)
+
     def _pool_run(self, fn, T):
         """``[fn(0), ..., fn(T - 1)]`` on the shared pool (the ops' ``ctx.run``)."""
         from cnncalc.kernels.fast.threads import get_pool

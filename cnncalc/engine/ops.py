@@ -56,6 +56,9 @@ __all__ = ["ElementwiseOp", "Op", "executable_kinds", "make_op"]
 MIN_MACS = 1 << 20      # conv / fully connected: multiply-adds
 MIN_ELEMS = 1 << 16     # numba element-wise / pooling kernels: elements touched
 MIN_ELEMS_NP = 1 << 17  # NumPy element-wise expressions (several passes, temporaries)
+# Winograd layers with output planes up to this many pixels run position-parallel
+# (kernels.winograd.ByPosition); larger planes run batch chunks end to end
+BY_POSITION_MAX_PLANE = 64
 
 
 class Op:
@@ -86,6 +89,17 @@ class Op:
             a = np.empty(shape, dtype)
             self.bufs[key] = a
         return a
+
+    def _scratch(self, key, shape):
+        """A ``shape`` buffer shared by all the network's ops (they run one at a time), valid
+        only within the current call: workspace no op keeps across calls needs no memory per
+        op."""
+        pool = self.ctx.__dict__.setdefault("scratch", {})
+        size = int(np.prod(shape))
+        a = pool.get(key)
+        if a is None or a.size < size or a.dtype != self.dtype:
+            a = pool[key] = np.empty(size, self.dtype)
+        return a[:size].reshape(shape)
 
     def _slices(self, n: int, work: int = 0, min_work: int = 0) -> list[tuple[int, int]]:
         """Contiguous batch chunks (:func:`cnncalc.kernels.fast.threads.split`: several per
@@ -187,10 +201,20 @@ class ConvOp(Op):
         self.out_hw = (o.h, o.w)
         self.winograd = kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
                                             self.dilation, self.groups, self.out_hw)
+        # small planes (weights large next to the activations): position-parallel phases
+        self.by_position = (kwino.ByPosition(self.pad, self.out_hw)
+                            if self.winograd and o.h * o.w <= BY_POSITION_MAX_PLANE else None)
         self.shared: dict = {}
 
     def _macs(self, n):
         return n * self.params["weight"].size * self.out_hw[0] * self.out_hw[1]
+
+    def _pool(self, fn, n: int) -> None:
+        if self.threads == 1 or n == 1:
+            for i in range(n):
+                fn(i)
+        else:
+            self.ctx.run(fn, n)
 
     def _by_out_channel(self, fn, k_out: int, work: int) -> None:
         """``fn(k0, k1)`` over output-channel ranges, on the pool when ``work`` pays."""
@@ -208,6 +232,10 @@ class ConvOp(Op):
             self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1),
                                  w.shape[0], u.size)
             shared["winograd"] = u
+            if self.by_position is not None:
+                y = self._buf("y", (n, self.node.out_shape.c, *self.out_hw))
+                return self.by_position.forward(x, u, b, y, self._pool,
+                                                split(n, self.threads), self._scratch)
         return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
                           lambda a, c, y: kconv.conv2d_forward(
                               x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
@@ -219,7 +247,12 @@ class ConvOp(Op):
         dy = np.ascontiguousarray(dy)
         dx = self._buf("dx", x.shape) if need[0] else None
         shared = self.shared
-        if self.winograd:
+        if self.by_position is not None:
+            u = shared["winograd"]
+            du = self._scratch("winograd_du", u.shape)
+            self.by_position.backward(dy, x, u, du, dx, self._pool,
+                                      split(x.shape[0], self.threads), self._scratch)
+        elif self.winograd:
             u = shared["winograd"]
 
             def work_du(a, c):
@@ -230,6 +263,7 @@ class ConvOp(Op):
             du = parts[0]
             for p in parts[1:]:
                 du += p
+        if self.winograd:
             dw = self.grads["weight"]
             self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1),
                                  w.shape[0], du.size)

@@ -457,7 +457,7 @@ class Trainer:
             ok = int(np.count_nonzero(p.argmax(axis=1) == yo))
             net.backward(dlogits, need_dx=False)
             with net.thread_state():  # flush-to-zero: momentum of dead units turns denormal
-                opt.step(self._params, self._grads, lr=lr)
+                opt.step(self._params, self._grads, lr=lr, run=net.parallel)
             with np.errstate(all="ignore"):   # a NaN sum is what the check looks for
                 total = float(net.flat_params.sum())
             if not math.isfinite(total):
