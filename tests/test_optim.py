@@ -338,3 +338,38 @@ def test_matches_torch_with_changing_lr(ours, tcls, tkw):
         (0.5 * ta * tw ** 2 + tb * tw).sum().backward()
         topt.step()
     np.testing.assert_allclose(params["w"], tw.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_step_in_slices_gives_the_same_bits(name, weight_decay):
+    """``step(run=)`` updates a large parameter in contiguous slices (on the caller's threads):
+    the update is element-wise, so three steps give exactly the serial result; small or
+    non-contiguous parameters are updated whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    n = optim.PARALLEL_UPDATE_MIN + 12345
+    x0 = {"big": rng.standard_normal(n).astype(np.float32),
+          "small": rng.standard_normal((7, 3)).astype(np.float32),
+          "strided": rng.standard_normal((2 * n,)).astype(np.float32)[::2]}
+    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in x0.items()}
+             for _ in range(3)]
+    calls = []
+
+    def run(fn, k):
+        calls.append(k)
+        with ThreadPoolExecutor(2) as ex:
+            return list(ex.map(fn, range(k)))
+
+    results = []
+    for runner in (None, run):
+        opt = create(name, lr=0.01, weight_decay=weight_decay)
+        x = {k: v.copy() for k, v in x0.items()}
+        for g in grads:
+            opt.step(x, g, run=runner)
+        results.append(x)
+    for k in x0:
+        np.testing.assert_array_equal(results[0][k], results[1][k])
+        assert not np.array_equal(results[1][k], x0[k])
+    assert calls == [optim.PARALLEL_UPDATE_SLICES] * 3   # only "big" went in slices

@@ -115,25 +115,29 @@ def test_conv_wrappers_route_by_channels():
     np.testing.assert_allclose(y_impl, y_wino, rtol=1e-10, atol=1e-12)   # ... same values
 
 
-WINO_NET = _spec("6x6x2", [
+# 10x10 planes run in batch chunks, 5x5 and 3x3 ones by position; the first conv (2 input
+# channels) stays on the implicit GEMM
+WINO_NET = _spec("10x10x2", [
     "conv: {filters: 32, size: 3, pad: 1}", "batchnorm", "relu",
-    "conv: {filters: 32, size: 3, pad: 1}", "relu",
-    "conv: {filters: 33, size: 3, pad: 0, bias: false}", "global_avgpool", "flatten",
+    "conv: {filters: 32, size: 3, pad: 1}", "relu", "maxpool: {size: 2}",
+    "conv: {filters: 33, size: 3, pad: 1}", "relu",
+    "conv: {filters: 32, size: 3, pad: 0, bias: false}", "global_avgpool", "flatten",
     "fc: {units: 3}"], "wino")
 
 
 def test_network_takes_winograd_and_passes_gradcheck():
     net = cnncalc.Network(WINO_NET, dtype="float64", seed=0, parallel=False)
     convs = [st.op for st in net.steps if st.op.kind == "conv"]
-    assert [op.winograd for op in convs] == [False, True, True]   # 2 input channels: direct
-    x = np.random.default_rng(1).standard_normal((2, 2, 6, 6))
+    assert [op.winograd for op in convs] == [False, True, True, True]
+    assert [op.by_position is not None for op in convs] == [False, False, True, True]
+    x = np.random.default_rng(1).standard_normal((2, 2, 10, 10))
     check_network(net, x)
 
 
 def test_network_threads_match_one_thread():
-    """Chunked dU summed in chunk order: 2 threads equal 1 thread to rounding and repeat bit
-    for bit."""
-    x = np.random.default_rng(4).standard_normal((16, 2, 6, 6)).astype(np.float32)
+    """Batch chunks (dU partials summed in chunk order) and positions (one GEMM per position):
+    2 threads equal 1 thread to rounding and repeat bit for bit."""
+    x = np.random.default_rng(4).standard_normal((16, 2, 10, 10)).astype(np.float32)
     outs = []
     for threads in (1, 2, 2):
         net = cnncalc.Network(WINO_NET, dtype="float32", seed=0, threads=threads)
@@ -144,3 +148,41 @@ def test_network_threads_match_one_thread():
         np.testing.assert_array_equal(a, b)
     for a, b in zip(outs[0], outs[1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("chunks", [[(0, 5)], [(0, 1), (1, 3), (3, 5)]])
+@pytest.mark.parametrize("pads,hw", [((1, 1), (5, 5)), ((0, 2), (4, 7)), ((2, 0), (3, 3))])
+def test_by_position_matches_reference(chunks, pads, hw):
+    """The three-phase mode, any chunking of the batch, odd planes, asymmetric padding."""
+    rng = np.random.default_rng(5)
+    x, wt, b = _case(rng, 5, 4, 6, *hw)
+    out_hw = (hw[0] + 2 * pads[0] - 2, hw[1] + 2 * pads[1] - 2)
+    bp = wg.ByPosition(pads, out_hw)
+    u = wg.weight_transform(wt)
+
+    def run(fn, n):
+        return [fn(i) for i in range(n)]
+
+    y = bp.forward(x, u, b, np.empty((5, 6, *out_hw)), run, chunks)
+    np.testing.assert_allclose(y, R.conv2d_forward(x, wt, b, (1, 1), pads, (1, 1), 1, out_hw),
+                               rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    du = np.empty_like(u)
+    dx = np.empty_like(x)
+    bp.backward(dy, x, u, du, dx, run, chunks)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (1, 1), pads, (1, 1), 1)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(wg.weight_grad(du), rdw, rtol=1e-10, atol=1e-12)
+
+
+def test_network_parallel_runs_in_order_and_serially_on_the_numpy_tier():
+    from cnncalc.engine.numpy_tier import NUMPY_TIER
+
+    net = cnncalc.Network(WINO_NET, dtype="float32", seed=0, threads=2)
+    assert net.parallel(lambda i: i * i, 5) == [0, 1, 4, 9, 16]
+    import threading
+
+    main = threading.get_ident()
+    net.use_tier(NUMPY_TIER)
+    assert net.parallel(lambda i: threading.get_ident() == main, 4) == [True] * 4
+    net.use_tier(None)

@@ -7,6 +7,10 @@ asymmetric ("same") padding works: output ``(i, j)`` reads input row
 
 Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
+* 3x3, stride 1, one group, >= 32 channels on both sides (``algo="auto"``; ``"winograd"``
+  forces it where it applies): Winograd F(2x2, 3x3), :mod:`cnncalc.kernels.winograd`
+  (2.25x fewer multiplications);
+
 * stride 1 (``algo="implicit"``, chosen by default for nearly every stride-1 layer): implicit
   GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
   one strided BLAS GEMM, ``Y += W[:, :, ki, kj] @ shifted planes``, accumulated in an L2-sized

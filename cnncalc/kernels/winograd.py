@@ -10,23 +10,25 @@ output is computed from a 4x4 input tile ``d`` and the 3x3 kernel ``g`` as::
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 
 Summed over input channels, the element-wise product becomes 16 GEMMs, one per position
-``xi = 4*a + b`` of the 4x4 transformed tile: ``M[xi] (K x T) = U[xi] (K x C) @ V[xi] (C x T)``
-with ``U = G g G^T`` (16, K, C), ``V = B^T d B`` (16, C, T) and T the number of tiles. That is
+``xi = 4*a + b`` of the 4x4 transformed tile: ``M[xi] (T x K) = V[xi] (T x C) @ U[xi]^T``
+with ``U = G g G^T`` (16, K, C), ``V = B^T d B`` (16, T, C) and T the number of tiles
+(channels last, so the transforms' inner loops run over contiguous channels). That is
 16 multiply-adds per 4 outputs instead of 36: 2.25x fewer than the direct convolution, for the
 cost of the transforms (a few additions per value, memory-bound).
 
 The backward pass is the exact gradient of that computation (exact arithmetic makes it the
 convolution's gradient):
 
-* ``dM = A dY A^T`` per tile (16, K, T);
-* weight: ``dU[xi] = sum over tiles dM[xi] @ V[xi]^T``, then ``dW = G^T dU G``;
-* input: ``dV[xi] = U[xi]^T @ dM[xi]``, then ``dX += B dV B^T`` scattered into the
+* ``dM = A dY A^T`` per tile (16, T, K);
+* weight: ``dU[xi] = dM[xi]^T @ V[xi]`` (summed over the tiles), then ``dW = G^T dU G``;
+* input: ``dV[xi] = dM[xi] @ U[xi]``, then ``dX += B dV B^T`` scattered into the
   overlapping 4x4 input tiles (stride 2).
 
 Layout: ``x`` (N, C, H, W), ``w`` (K, C, 3, 3), ``y`` (N, K, Ho, Wo) as in ``conv.py``;
 padding ``(pad_top, pad_left)`` with the output size fixing the rest. Output tile ``(i, j)``
 covers outputs ``(2i..2i+1, 2j..2j+1)`` and reads input rows ``2i - pad_top .. 2i - pad_top + 3``
-(zero outside the input). Every kernel is serial; the engine runs them on batch chunks.
+(zero outside the input). Every kernel is serial; the engine runs them on batch chunks, or
+for small planes in the three phases of :class:`ByPosition`.
 Each kernel is written once as an undecorated ``_*_py`` function and compiled by ``jit``.
 Why and where this path is taken: ``cnncalc/kernels/fast/README.md`` ("Winograd").
 """
@@ -37,10 +39,11 @@ import numpy as np
 from ._jit import jit
 from .blas import _gemm
 
-__all__ = ["applies", "weight_transform", "winograd_forward", "winograd_backward"]
+__all__ = ["TILES", "ByPosition", "applies", "backward_du", "weight_grad", "weight_transform",
+           "winograd_backward", "winograd_forward"]
 
 TILES = 16              # positions in a 4x4 transformed tile
-BLOCK_BYTES = 1 << 20   # transformed input of one block of samples: about this many bytes ...
+BLOCK_BYTES = 1 << 19   # transformed input of one block of samples: about this many bytes ...
 MIN_TILES = 128         # ... unless that leaves the GEMMs fewer rows (tiles) than this
 
 
