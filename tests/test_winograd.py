@@ -116,10 +116,11 @@ def test_conv_wrappers_route_by_channels():
 
 
 # 10x10 planes run in batch chunks, 5x5 and 3x3 ones by position; the first conv (2 input
-# channels) stays on the implicit GEMM
+# channels) stays on the implicit GEMM. (conv -> relu -> maxpool would run fused instead:
+# plan.ConvReluPoolOp, a kernel of its own.)
 WINO_NET = _spec("10x10x2", [
     "conv: {filters: 32, size: 3, pad: 1}", "batchnorm", "relu",
-    "conv: {filters: 32, size: 3, pad: 1}", "relu", "maxpool: {size: 2}",
+    "conv: {filters: 32, size: 3, pad: 1}", "batchnorm", "relu", "maxpool: {size: 2}",
     "conv: {filters: 33, size: 3, pad: 1}", "relu",
     "conv: {filters: 32, size: 3, pad: 0, bias: false}", "global_avgpool", "flatten",
     "fc: {units: 3}"], "wino")
