@@ -135,6 +135,7 @@ def test_conv_algo_choice_and_errors():
     # WINOGRAD_MIN_CHANNELS channels on both sides
     assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16))
     assert not conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16))
+    assert not conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16), dtype="float64")
     assert conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16), algo="winograd")
     assert not conv.uses_winograd((64, 64, 3, 3), 2, 1, 1, 1, (8, 8))        # stride 2
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 2, 2, 1, (16, 16))      # dilation 2

@@ -158,15 +158,14 @@ def test_resblock_matches_torch(dtype, training):
 
 @pytest.mark.parametrize("spec,model", [("resnet20_cifar", "ResNet20Cifar"),
                                         ("vgg_cifar_bn", "VGGCifarBN")])
-@pytest.mark.parametrize("dtype,parallel", [("float64", False), ("float64", None),
-                                            ("float32", None)])
+@pytest.mark.parametrize("dtype,parallel", [("float64", False), ("float32", None)])
 def test_cifar_specs_match_torch(specs_dir, spec, model, dtype, parallel, monkeypatch):
     """The shipped CIFAR specs against hand-written PyTorch twins (training mode: batch
-    statistics and running-statistics updates), on the engine's threads for float64 and
-    float32. The float32 run keeps the implicit GEMM: another rounding (Winograd's) can flip
-    a ReLU or max-pool decision whose inputs differ by ~1e-7, which moves a whole gradient
-    entry (seen on vgg_cifar_bn); Winograd's float32 error is pinned per layer in
-    ``test_winograd.py`` and its exactness here in float64."""
+    statistics and running-statistics updates), on the engine's threads for float32. The
+    float32 run keeps the implicit GEMM: another rounding (Winograd's) can flip a ReLU or
+    max-pool decision whose inputs differ by ~1e-7, which moves a whole gradient entry (seen
+    on vgg_cifar_bn); Winograd's float32 error is pinned per layer, and its exactness in
+    float64 through a network, in ``test_winograd.py``."""
     import torch_models
 
     from cnncalc.kernels import conv as kconv

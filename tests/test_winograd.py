@@ -102,15 +102,20 @@ def test_float32_rounding(shape):
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-def test_conv_wrappers_route_by_channels():
-    """conv2d_forward/backward take Winograd by "auto" at >= WINOGRAD_MIN_CHANNELS channels
-    (same numbers as forcing it), and "implicit" still runs the implicit GEMM."""
+def test_conv_wrappers_route_by_channels_and_dtype():
+    """conv2d_forward/backward take Winograd by "auto" at >= WINOGRAD_MIN_CHANNELS channels in
+    float32 (same bits as calling it), float64 keeps the implicit GEMM unless forced."""
     rng = np.random.default_rng(3)
     x, wt, b = _case(rng, 2, 32, 32, 6, 6)
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, wt, b))
+    np.testing.assert_array_equal(conv.conv2d_forward(x32, w32, b32, 1, 1),
+                                  wg.winograd_forward(x32, w32, b32, (1, 1), (6, 6)))
+    assert conv.uses_winograd(wt.shape, 1, 1, 1, 1, (6, 6), dtype="float32")
+    assert not conv.uses_winograd(wt.shape, 1, 1, 1, 1, (6, 6), dtype="float64")
     y_auto = conv.conv2d_forward(x, wt, b, 1, 1)
-    y_wino = wg.winograd_forward(x, wt, b, (1, 1), (6, 6))
     y_impl = conv.conv2d_forward(x, wt, b, 1, 1, algo="implicit")
-    np.testing.assert_array_equal(y_auto, y_wino)
+    y_wino = conv.conv2d_forward(x, wt, b, 1, 1, algo="winograd")
+    np.testing.assert_array_equal(y_auto, y_impl)
     assert not np.array_equal(y_impl, y_wino)   # another summation order ...
     np.testing.assert_allclose(y_impl, y_wino, rtol=1e-10, atol=1e-12)   # ... same values
 
@@ -126,7 +131,8 @@ WINO_NET = _spec("10x10x2", [
     "fc: {units: 3}"], "wino")
 
 
-def test_network_takes_winograd_and_passes_gradcheck():
+def test_network_takes_winograd_and_passes_gradcheck(monkeypatch):
+    monkeypatch.setattr(conv, "WINOGRAD_AUTO_DTYPES", ("float32", "float64"))
     net = cnncalc.Network(WINO_NET, dtype="float64", seed=0, parallel=False)
     convs = [st.op for st in net.steps if st.op.kind == "conv"]
     assert [op.winograd for op in convs] == [False, True, True, True]

@@ -200,7 +200,8 @@ class ConvOp(Op):
         o = self.node.out_shape
         self.out_hw = (o.h, o.w)
         self.winograd = kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
-                                            self.dilation, self.groups, self.out_hw)
+                                            self.dilation, self.groups, self.out_hw,
+                                            dtype=self.dtype)
         # small planes (weights large next to the activations): position-parallel phases
         self.by_position = (kwino.ByPosition(self.pad, self.out_hw)
                             if self.winograd and o.h * o.w <= BY_POSITION_MAX_PLANE else None)

@@ -7,9 +7,9 @@ asymmetric ("same") padding works: output ``(i, j)`` reads input row
 
 Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
-* 3x3, stride 1, one group, >= 32 channels on both sides (``algo="auto"``; ``"winograd"``
-  forces it where it applies): Winograd F(2x2, 3x3), :mod:`cnncalc.kernels.winograd`
-  (2.25x fewer multiplications);
+* 3x3, stride 1, one group, >= 32 channels on both sides, float32 (``algo="auto"``;
+  ``"winograd"`` forces it where it applies): Winograd F(2x2, 3x3),
+  :mod:`cnncalc.kernels.winograd` (2.25x fewer multiplications);
 
 * stride 1 (``algo="implicit"``, chosen by default for nearly every stride-1 layer): implicit
   GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
@@ -498,28 +498,35 @@ _ALGOS = (None, "auto", "im2col", "implicit", "winograd")
 # 1.28 / 1.21, 64 ch 16x16 1.53 / 1.79, 128 ch 16x16 1.76 / 1.88, 256 ch 8x8 1.99 / 2.02,
 # 512 ch 4x4 1.37 / 1.34, 512 ch 2x2 1.11 / 1.24 (``bench/bench_engine.py --only conv``).
 WINOGRAD_MIN_CHANNELS = 32
+# ... and only in these dtypes: float64 is the checking dtype, kept on the direct sum that the
+# float32 fast path is checked against ("winograd" still forces it, e.g. to check Winograd
+# itself in float64)
+WINOGRAD_AUTO_DTYPES = ("float32",)
 
 
-def _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k) -> bool:
+def _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k, dtype) -> bool:
     """Winograd F(2x2, 3x3) where it applies (``algo="winograd"``), or by ``"auto"`` where it
-    applies and both channel counts reach ``WINOGRAD_MIN_CHANNELS``."""
+    applies, both channel counts reach ``WINOGRAD_MIN_CHANNELS`` and the dtype is one of
+    ``WINOGRAD_AUTO_DTYPES``."""
     if algo not in _ALGOS:
         raise ValueError(f"algo must be one of {_ALGOS[1:]}, got {algo!r}")
     if algo not in (None, "auto", "winograd"):
         return False
     if not wg.applies(kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo):
         return False
-    return algo == "winograd" or min(c, k) >= WINOGRAD_MIN_CHANNELS
+    return algo == "winograd" or (min(c, k) >= WINOGRAD_MIN_CHANNELS
+                                  and np.dtype(dtype).name in WINOGRAD_AUTO_DTYPES)
 
 
-def uses_winograd(w_shape, stride, pad, dilation, groups, out_hw, algo=None) -> bool:
+def uses_winograd(w_shape, stride, pad, dilation, groups, out_hw, algo=None,
+                  dtype="float32") -> bool:
     """Whether :func:`conv2d_forward` / :func:`conv2d_backward` take the Winograd path for
     these arguments (``w_shape`` = (K, C/groups, kh, kw), ``pad`` = (top, left))."""
     k_out, cg, kh, kw = w_shape
     (sh, sw), (pt, pl), (dh, dw), (ho, wo) = (_pair(stride), _pair(pad), _pair(dilation),
                                               _pair(out_hw))
     return _use_winograd(algo, kh, kw, sh, sw, dh, dw, int(groups), pt, pl, ho, wo,
-                         cg * int(groups), k_out)
+                         cg * int(groups), k_out, dtype)
 
 
 def _use_implicit(algo, sh, sw, direct, ckk, p) -> bool:
@@ -601,7 +608,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     direct = _is_direct(kh, kw, sh, sw, pt, pl, h, wd, ho, wo)
     nchunks = 1
     groups = int(groups)
-    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out):
+    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out, x.dtype):
         return wg.winograd_forward(x, w, b, (pt, pl), (ho, wo), out=out,
                                    u=_layout(shared, "winograd", lambda: wg.weight_transform(w)))
     if algo == "winograd":
@@ -647,7 +654,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     groups = int(groups)
     direct = _is_direct(kh, kw, sh, sw, pt, pl, h, wd, ho, wo)
     nchunks = 1
-    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out):
+    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out, x.dtype):
         return wg.winograd_backward(
             dy, x, w, (pt, pl), need_dx, has_bias=has_bias, out_dx=out_dx,
             u=_layout(shared, "winograd", lambda: wg.weight_transform(w)))

@@ -37,7 +37,6 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from .blas import _gemm
 
 __all__ = ["TILES", "ByPosition", "applies", "backward_du", "weight_grad", "weight_transform",
            "winograd_backward", "winograd_forward"]
@@ -389,127 +388,44 @@ _dy_nhwc = jit(_dy_nhwc_py)
 
 
 # --------------------------------------------------------------------------------------------
-# forward and backward over a batch, in blocks of samples
+# the transforms of a batch slice s0..s1, whose tiles start at index t0 of V / M (0 for a
+# block's own buffers, s0*th*tw for whole-batch ones)
 # --------------------------------------------------------------------------------------------
-def _forward_py(x, u, b, has_bias, pt, pl, th, tw, nb, y):
-    """y = conv(x, w) + b through the 16 GEMMs ``M[xi] = V[xi] @ U[xi]^T`` (tiles x K),
-    ``nb`` samples per block."""
-    n = x.shape[0]
-    c_in = x.shape[1]
-    k_out = u.shape[1]
-    tpp = th * tw
-    hp = 2 * th + 2
-    wp = 2 * tw + 2
-    xp = np.empty(nb * hp * wp * c_in, x.dtype)
-    v = np.empty(TILES * nb * tpp * c_in, x.dtype)
-    m = np.empty(TILES * nb * tpp * k_out, x.dtype)
-    yb = np.empty(nb * 2 * th * 2 * tw * k_out, x.dtype)
-    uf = u.ravel()
-    for s0 in range(0, n, nb):
-        s1 = min(n, s0 + nb)
-        ns = s1 - s0
-        t = ns * tpp
-        xpb = xp[:ns * hp * wp * c_in].reshape((ns, hp, wp, c_in))
-        _pad_nhwc(x, s0, s1, pt, pl, xpb)
-        _input_transform(xpb, th, tw, v[:TILES * t * c_in].reshape((TILES, t, c_in)), 0)
-        for xi in range(TILES):
-            _gemm(False, True, t, k_out, c_in, 1.0, v, xi * t * c_in, c_in,
-                  uf, xi * k_out * c_in, c_in, 0.0, m, xi * t * k_out, k_out)
-        ybb = yb[:ns * 4 * tpp * k_out].reshape((ns, 2 * th, 2 * tw, k_out))
-        _output_transform(m[:TILES * t * k_out].reshape((TILES, t, k_out)), th, tw, ybb, 0)
-        _unpad_nchw(ybb, b, has_bias, s0, y)
-
-
-_forward = jit(_forward_py)
-
-
-def _backward_py(dy, x, u, pt, pl, th, tw, nb, need_dx, dx, du):
-    """du (16, K, C) = the batch's dU (overwritten); dx too with ``need_dx``."""
-    n = x.shape[0]
-    c_in = x.shape[1]
-    k_out = u.shape[1]
-    tpp = th * tw
-    hp = 2 * th + 2
-    wp = 2 * tw + 2
-    zero = x.dtype.type(0)
-    xp = np.empty(nb * hp * wp * c_in, x.dtype)
-    v = np.empty(TILES * nb * tpp * c_in, x.dtype)
-    m = np.empty(TILES * nb * tpp * k_out, x.dtype)
-    dyb = np.empty(nb * 2 * th * 2 * tw * k_out, x.dtype)
-    uf = u.ravel()
-    duf = du.ravel()
-    for s0 in range(0, n, nb):
-        s1 = min(n, s0 + nb)
-        ns = s1 - s0
-        t = ns * tpp
-        xpb = xp[:ns * hp * wp * c_in].reshape((ns, hp, wp, c_in))
-        vb = v[:TILES * t * c_in].reshape((TILES, t, c_in))
-        _pad_nhwc(x, s0, s1, pt, pl, xpb)
-        _input_transform(xpb, th, tw, vb, 0)
-        dybb = dyb[:ns * 4 * tpp * k_out].reshape((ns, 2 * th, 2 * tw, k_out))
-        _dy_nhwc(dy, s0, s1, dybb)
-        _output_grad_transform(dybb, th, tw, m[:TILES * t * k_out].reshape((TILES, t, k_out)), 0)
-        for xi in range(TILES):   # dU[xi] (K x C) += dM[xi]^T @ V[xi]
-            _gemm(True, False, k_out, c_in, t, 1.0, m, xi * t * k_out, k_out,
-                  v, xi * t * c_in, c_in, 0.0 if s0 == 0 else 1.0, duf, xi * k_out * c_in, c_in)
-        if need_dx:   # dV[xi] (tiles x C) = dM[xi] @ U[xi], into v (free again)
-            for xi in range(TILES):
-                _gemm(False, False, t, c_in, k_out, 1.0, m, xi * t * k_out, k_out,
-                      uf, xi * k_out * c_in, c_in, 0.0, v, xi * t * c_in, c_in)
-            xpf = xp[:ns * hp * wp * c_in]
-            for e in range(xpf.shape[0]):
-                xpf[e] = zero
-            _input_grad_transform(vb, th, tw, xpb, 0)
-            _crop_nchw(xpb, s0, pt, pl, dx)
-
-
-_backward = jit(_backward_py)
-
-
-# The phases of the by-position mode (:func:`forward_by_position` and friends): a batch chunk
-# s0..s1 owns the tiles t0 = s0*th*tw .. s1*th*tw of whole-batch V / M buffers.
-def _chunk_input_py(x, s0, s1, pt, pl, th, tw, v):
-    """v[:, tiles of s0..s1, :] = B^T d B."""
-    c_in = x.shape[1]
-    hp = 2 * th + 2
-    wp = 2 * tw + 2
-    xp = np.empty((s1 - s0, hp, wp, c_in), x.dtype)
+def _chunk_input_py(x, s0, s1, pt, pl, th, tw, v, t0):
+    """v[:, t0 + tiles of s0..s1, :] = B^T d B."""
+    xp = np.empty((s1 - s0, 2 * th + 2, 2 * tw + 2, x.shape[1]), x.dtype)
     _pad_nhwc(x, s0, s1, pt, pl, xp)
-    _input_transform(xp, th, tw, v, s0 * th * tw)
+    _input_transform(xp, th, tw, v, t0)
 
 
 _chunk_input = jit(_chunk_input_py)
 
 
-def _chunk_output_py(m, b, has_bias, s0, s1, th, tw, y):
-    """y[s0..s1] = A^T m A (+ b) from the chunk's tiles of m."""
-    k_out = m.shape[2]
-    yb = np.empty((s1 - s0, 2 * th, 2 * tw, k_out), m.dtype)
-    _output_transform(m, th, tw, yb, s0 * th * tw)
+def _chunk_output_py(m, b, has_bias, s0, s1, th, tw, y, t0):
+    """y[s0..s1] = A^T m A (+ b) from the slice's tiles of m."""
+    yb = np.empty((s1 - s0, 2 * th, 2 * tw, m.shape[2]), m.dtype)
+    _output_transform(m, th, tw, yb, t0)
     _unpad_nchw(yb, b, has_bias, s0, y)
 
 
 _chunk_output = jit(_chunk_output_py)
 
 
-def _chunk_output_grad_py(dy, s0, s1, th, tw, dm):
-    """dm[:, tiles of s0..s1, :] = A dY A^T."""
-    k_out = dy.shape[1]
-    dyb = np.empty((s1 - s0, 2 * th, 2 * tw, k_out), dy.dtype)
+def _chunk_output_grad_py(dy, s0, s1, th, tw, dm, t0):
+    """dm[:, t0 + tiles of s0..s1, :] = A dY A^T."""
+    dyb = np.empty((s1 - s0, 2 * th, 2 * tw, dy.shape[1]), dy.dtype)
     _dy_nhwc(dy, s0, s1, dyb)
-    _output_grad_transform(dyb, th, tw, dm, s0 * th * tw)
+    _output_grad_transform(dyb, th, tw, dm, t0)
 
 
 _chunk_output_grad = jit(_chunk_output_grad_py)
 
 
-def _chunk_input_grad_py(dv, s0, s1, pt, pl, th, tw, dx):
-    """dx[s0..s1] = the sum of B dV B^T over the chunk's tiles, cropped to the input."""
-    c_in = dv.shape[2]
-    xp = np.zeros((s1 - s0, 2 * th + 2, 2 * tw + 2, c_in), dv.dtype)
-    _input_grad_transform(dv, th, tw, xp, s0 * th * tw)
-    # _crop_nchw writes dx[s0 + sb]: hand it the rows from s0 on
-    _crop_nchw(xp, 0, pt, pl, dx[s0:s1])
+def _chunk_input_grad_py(dv, s0, s1, pt, pl, th, tw, dx, t0):
+    """dx[s0..s1] = the sum of B dV B^T over the slice's tiles, cropped to the input."""
+    xp = np.zeros((s1 - s0, 2 * th + 2, 2 * tw + 2, dv.shape[2]), dv.dtype)
+    _input_grad_transform(dv, th, tw, xp, t0)
+    _crop_nchw(xp, s0, pt, pl, dx)
 
 
 _chunk_input_grad = jit(_chunk_input_grad_py)
@@ -528,42 +444,71 @@ def _block(n, c_in, k_out, tpp, itemsize) -> int:
     return max(1, min(n, max(BLOCK_BYTES // per, -(-MIN_TILES // tpp))))
 
 
+def _blocks(n, nb):
+    return [(s0, min(n, s0 + nb)) for s0 in range(0, n, nb)]
+
+
 def winograd_forward(x, w, b, pad, out_hw, *, out=None, u=None):
     """F(2x2, 3x3) convolution forward. ``x`` (N, C, H, W), ``w`` (K, C, 3, 3), ``b`` (K,) or
     None, ``pad`` = (top, left), ``out_hw`` = (Ho, Wo). ``u``: ``weight_transform(w)`` when the
-    caller already has it. Returns ``y`` (N, K, Ho, Wo)."""
+    caller already has it. Returns ``y`` (N, K, Ho, Wo). Runs in cache-sized blocks of samples
+    (:func:`_block`): transform, the 16 GEMMs (one ``matmul`` call), transform back."""
     x = np.ascontiguousarray(x)
     n, c_in = x.shape[0], x.shape[1]
     k_out = w.shape[0]
     ho, wo = out_hw
     th, tw = _tiles(ho, wo)
-    if u is None:
-        u = weight_transform(w)
-    if out is None:
-        out = np.empty((n, k_out, ho, wo), x.dtype)
+    u = weight_transform(w) if u is None else u
+    out = np.empty((n, k_out, ho, wo), x.dtype) if out is None else out
     has_bias = b is not None
     bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
-    _forward(x, u, bb, has_bias, int(pad[0]), int(pad[1]), th, tw,
-             _block(n, c_in, k_out, th * tw, x.dtype.itemsize), out)
+    nb = _block(n, c_in, k_out, th * tw, x.dtype.itemsize)
+    vbuf = np.empty(TILES * nb * th * tw * c_in, x.dtype)
+    mbuf = np.empty(TILES * nb * th * tw * k_out, x.dtype)
+    ut = u.transpose(0, 2, 1)
+    for s0, s1 in _blocks(n, nb):
+        t = (s1 - s0) * th * tw
+        v = vbuf[:TILES * t * c_in].reshape(TILES, t, c_in)
+        m = mbuf[:TILES * t * k_out].reshape(TILES, t, k_out)
+        _chunk_input(x, s0, s1, int(pad[0]), int(pad[1]), th, tw, v, 0)
+        np.matmul(v, ut, out=m)
+        _chunk_output(m, bb, has_bias, s0, s1, th, tw, out, 0)
     return out
 
 
 def backward_du(dy, x, u, pad, need_dx=True, *, out_dx=None):
     """The backward pass up to ``dU``: ``(dx or None, du)`` with ``du`` (16, K, C) summed over
-    the batch (``dW = G^T dU G``: :func:`weight_grad`). The engine sums the ``du`` of its batch
-    chunks and transforms once."""
+    the batch in block order (``dW = G^T dU G``: :func:`weight_grad`). The engine sums the
+    ``du`` of its batch chunks and transforms once."""
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
     n, c_in = x.shape[0], x.shape[1]
     k_out = u.shape[1]
     th, tw = _tiles(dy.shape[2], dy.shape[3])
+    pt, pl = int(pad[0]), int(pad[1])
     du = np.empty((TILES, k_out, c_in), x.dtype)
+    part = np.empty_like(du)
     dx = None
     if need_dx:
         dx = np.empty_like(x) if out_dx is None else out_dx
-    _backward(dy, x, u, int(pad[0]), int(pad[1]), th, tw,
-              _block(n, c_in, k_out, th * tw, x.dtype.itemsize), bool(need_dx),
-              dx if need_dx else np.empty((1, 1, 1, 1), x.dtype), du)
+    nb = _block(n, c_in, k_out, th * tw, x.dtype.itemsize)
+    vbuf = np.empty(TILES * nb * th * tw * c_in, x.dtype)
+    mbuf = np.empty(TILES * nb * th * tw * k_out, x.dtype)
+    for s0, s1 in _blocks(n, nb):
+        t = (s1 - s0) * th * tw
+        v = vbuf[:TILES * t * c_in].reshape(TILES, t, c_in)
+        dm = mbuf[:TILES * t * k_out].reshape(TILES, t, k_out)
+        _chunk_input(x, s0, s1, pt, pl, th, tw, v, 0)
+        _chunk_output_grad(dy, s0, s1, th, tw, dm, 0)
+        dmt = dm.transpose(0, 2, 1)
+        if s0 == 0:
+            np.matmul(dmt, v, out=du)                   # dU = dM^T V
+        else:
+            np.matmul(dmt, v, out=part)
+            du += part
+        if need_dx:
+            np.matmul(dm, u, out=v)                     # dV = dM U, into V (used up)
+            _chunk_input_grad(v, s0, s1, pt, pl, th, tw, dx, 0)
     return dx, du
 
 
@@ -605,13 +550,13 @@ class ByPosition:
         scratch = scratch or (lambda name, shape: np.empty(shape, x.dtype))
         v = scratch("winograd_v", (TILES, t, x.shape[1]))
         m = scratch("winograd_m", (TILES, t, u.shape[1]))
-        run(lambda i: _chunk_input(x, chunks[i][0], chunks[i][1], self.pt, self.pl, th, tw, v),
-            len(chunks))
+        run(lambda i: _chunk_input(x, chunks[i][0], chunks[i][1], self.pt, self.pl, th, tw, v,
+                                   chunks[i][0] * tpp), len(chunks))
         run(lambda xi: np.dot(v[xi], u[xi].T, out=m[xi]), TILES)
         has_bias = b is not None
         bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
-        run(lambda i: _chunk_output(m, bb, has_bias, chunks[i][0], chunks[i][1], th, tw, y),
-            len(chunks))
+        run(lambda i: _chunk_output(m, bb, has_bias, chunks[i][0], chunks[i][1], th, tw, y,
+                                    chunks[i][0] * tpp), len(chunks))
         return y
 
     def backward(self, dy, x, u, du, dx, run, chunks, scratch=None):
@@ -626,8 +571,8 @@ class ByPosition:
 
         def phase1(i):
             s0, s1 = chunks[i]
-            _chunk_input(x, s0, s1, self.pt, self.pl, th, tw, v)
-            _chunk_output_grad(dy, s0, s1, th, tw, dm)
+            _chunk_input(x, s0, s1, self.pt, self.pl, th, tw, v, s0 * tpp)
+            _chunk_output_grad(dy, s0, s1, th, tw, dm, s0 * tpp)
 
         def phase2(xi):
             np.dot(dm[xi].T, v[xi], out=du[xi])
@@ -638,7 +583,7 @@ class ByPosition:
         run(phase2, TILES)
         if dx is not None:
             run(lambda i: _chunk_input_grad(v, chunks[i][0], chunks[i][1], self.pt, self.pl,
-                                            th, tw, dx), len(chunks))
+                                            th, tw, dx, chunks[i][0] * tpp), len(chunks))
         return du
 
 
