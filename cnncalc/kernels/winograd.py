@@ -42,6 +42,17 @@ __all__ = ["TILES", "ByPosition", "applies", "backward_du", "weight_grad", "weig
            "winograd_backward", "winograd_forward"]
 
 TILES = 16              # positions in a 4x4 transformed tile
+# The transform matrices, as coefficient tables for the row kernels (each caller loops over
+# them through one call site: every inlined copy of a vectorised row loop costs compile time)
+_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+# row a of B^T d as d[ra] + sign * d[rb]: (ra, rb, sign)
+_BT_ROWS = np.array([[0, 2, -1], [1, 2, 1], [2, 1, -1], [1, 3, -1]], np.int64)
+# row r of B dV as the sum of w * dV[xi] over (first position xi of a tile row, weight) pairs:
+# v0; v1 - v2 + v3; v1 + v2 - v0; -v3 (unused terms weigh 0)
+_B_ROWS = np.array([[0, 0, 0], [4, 8, 12], [4, 8, 0], [12, 12, 12]], np.int64)
+_B_ROWS_W = np.array([[1, 0, 0], [1, -1, 1], [1, 1, -1], [-1, 0, 0]], np.float64)
 BLOCK_BYTES = 1 << 19   # transformed input of one block of samples: about this many bytes ...
 MIN_TILES = 128         # ... unless that leaves the GEMMs fewer rows (tiles) than this
 
@@ -77,19 +88,15 @@ _g_rows = jit(_g_rows_py)
 def _weight_transform_py(w, k0, k1, u):
     """u[4*a + b, k, c] = (G w[k, c] G^T)[a, b] for output channels k0..k1."""
     c_in = w.shape[1]
-    one = w.dtype.type(1)
-    zero = w.dtype.type(0)
-    half = w.dtype.type(0.5)
     taps = np.empty((3, 3, c_in), w.dtype)    # taps[i, j, c] = w[k, c, i, j]
     for k in range(k0, k1):
         for i in range(3):
             for j in range(3):
                 for c in range(c_in):
                     taps[i, j, c] = w[k, c, i, j]
-        _g_rows(taps[0], taps[1], taps[2], one, zero, zero, u, 0, k)
-        _g_rows(taps[0], taps[1], taps[2], half, half, half, u, 4, k)
-        _g_rows(taps[0], taps[1], taps[2], half, -half, half, u, 8, k)
-        _g_rows(taps[0], taps[1], taps[2], zero, zero, one, u, 12, k)
+        for a in range(4):      # one call site: each inlined copy costs compile time
+            _g_rows(taps[0], taps[1], taps[2], w.dtype.type(_G[a, 0]), w.dtype.type(_G[a, 1]),
+                    w.dtype.type(_G[a, 2]), u, 4 * a, k)
 
 
 _weight_transform = jit(_weight_transform_py)
@@ -117,14 +124,11 @@ def _weight_grad_py(du, k0, k1, dw):
     """dw[k, c] = G^T du[:, k, c] G for output channels k0..k1 (du: the 16 positions of each
     4x4 tile)."""
     c_in = dw.shape[1]
-    one = dw.dtype.type(1)
-    zero = dw.dtype.type(0)
-    half = dw.dtype.type(0.5)
+    dt = dw.dtype.type
     taps = np.empty((3, 3, c_in), dw.dtype)   # taps[i, j, c] = dw[k, c, i, j]
     for k in range(k0, k1):
-        _gt_rows(du, k, one, half, half, zero, taps[0])
-        _gt_rows(du, k, zero, half, -half, zero, taps[1])
-        _gt_rows(du, k, zero, half, half, one, taps[2])
+        for i in range(3):      # row i of G^T: column i of G
+            _gt_rows(du, k, dt(_G[0, i]), dt(_G[1, i]), dt(_G[2, i]), dt(_G[3, i]), taps[i])
         for c in range(c_in):
             for i in range(3):
                 for j in range(3):
@@ -196,18 +200,12 @@ _row_transform = jit(_row_transform_py)
 def _input_transform_py(xp, th, tw, v, t0):
     """v[xi, t0 + t, :] = (B^T d B)[xi] for the 4x4 input tile d of tile t, all channels at
     once (B^T's rows: d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
-    one = xp.dtype.type(1)
     for sb in range(xp.shape[0]):
         for i in range(th):
-            r0 = xp[sb, 2 * i]
-            r1 = xp[sb, 2 * i + 1]
-            r2 = xp[sb, 2 * i + 2]
-            r3 = xp[sb, 2 * i + 3]
             t = t0 + (sb * th + i) * tw
-            _row_transform(r0, r2, -one, tw, t, v, 0)
-            _row_transform(r1, r2, one, tw, t, v, 4)
-            _row_transform(r2, r1, -one, tw, t, v, 8)
-            _row_transform(r1, r3, -one, tw, t, v, 12)
+            for a in range(4):   # row a of B^T d: d[ra] + sign * d[rb]
+                _row_transform(xp[sb, 2 * i + _BT_ROWS[a, 0]], xp[sb, 2 * i + _BT_ROWS[a, 1]],
+                               xp.dtype.type(_BT_ROWS[a, 2]), tw, t, v, 4 * a)
 
 
 _input_transform = jit(_input_transform_py)
@@ -234,14 +232,12 @@ _out_row = jit(_out_row_py)
 
 def _output_transform_py(m, th, tw, yb, t0):
     """yb[sb, 2i + a, 2j + b, :] = (A^T m[:, t, :] A)[a, b] (channels-last, whole tiles)."""
-    one = m.dtype.type(1)
     for sb in range(yb.shape[0]):
         for i in range(th):
-            o0 = yb[sb, 2 * i]
-            o1 = yb[sb, 2 * i + 1]
             t = t0 + (sb * th + i) * tw
-            _out_row(m, t, 0, 4, 8, one, o0, tw)      # m0 + m1 + m2
-            _out_row(m, t, 4, 8, 12, -one, o1, tw)    # m1 - (m2 + m3)
+            for a in range(2):   # m0 + (m1 + m2), then m1 - (m2 + m3)
+                _out_row(m, t, 4 * a, 4 * a + 4, 4 * a + 8, m.dtype.type(1 - 2 * a),
+                         yb[sb, 2 * i + a], tw)
 
 
 _output_transform = jit(_output_transform_py)
@@ -286,17 +282,13 @@ def _output_grad_transform_py(dyb, th, tw, dm, t0):
     """dm[:, t, :] = A dY A^T for the 2x2 output-gradient block of tile t (``dyb`` is the
     block's dY channels-last, zero past the output's edge). A's rows over dY's two rows:
     y0, y0 + y1, y0 - y1, -y1."""
-    one = dyb.dtype.type(1)
-    zero = dyb.dtype.type(0)
+    dt = dyb.dtype.type
     for sb in range(dyb.shape[0]):
         for i in range(th):
-            g0 = dyb[sb, 2 * i]
-            g1 = dyb[sb, 2 * i + 1]
             t = t0 + (sb * th + i) * tw
-            _row_dm(g0, one, g1, zero, tw, t, dm, 0)
-            _row_dm(g0, one, g1, one, tw, t, dm, 4)
-            _row_dm(g0, one, g1, -one, tw, t, dm, 8)
-            _row_dm(g0, zero, g1, -one, tw, t, dm, 12)
+            for a in range(4):   # row a of A dY: A[a, 0] * y0 + A[a, 1] * y1
+                _row_dm(dyb[sb, 2 * i], dt(_AT[0, a]), dyb[sb, 2 * i + 1], dt(_AT[1, a]), tw, t,
+                        dm, 4 * a)
 
 
 _output_grad_transform = jit(_output_grad_transform_py)
@@ -304,9 +296,9 @@ _output_grad_transform = jit(_output_grad_transform_py)
 
 def _row_grad_py(dv, t, xi0, wa, xi1, wb, xi2, wc, row, tw):
     """row[2j .. 2j+3, :] += (e B^T) with e[b] = wa*dv[xi0 + b] + wb*dv[xi1 + b] +
-    wc*dv[xi2 + b] for the tiles t + j of a tile row, one after another (neighbours overlap
-    by two columns): one row of ``B dV B^T`` (B^T's columns: e0, e1 - e2 + e3, e1 + e2 - e0,
-    -e3)."""
+    wc*dv[xi2 + b] (one row of ``B dV``: at most three of dV's tile rows) for the tiles t + j
+    of a tile row, one after another (neighbours overlap by two columns): one row of
+    ``B dV B^T`` (B^T's columns: e0, e1 - e2 + e3, e1 + e2 - e0, -e3)."""
     for j in range(tw):
         q = 2 * j
         tj = t + j
@@ -328,19 +320,14 @@ def _input_grad_transform_py(dv, th, tw, dxp, t0):
     """dxp[sb, 2i .. 2i+3, 2j .. 2j+3, :] += B dV B^T for every tile (tiles overlap by two
     rows and columns; they run one after another, channels in the inner loop). ``dxp`` starts
     zeroed. B's rows over dV's tile rows: v0, v1 - v2 + v3, v1 + v2 - v0, -v3."""
-    one = dv.dtype.type(1)
-    zero = dv.dtype.type(0)
+    dt = dv.dtype.type
     for sb in range(dxp.shape[0]):
         for i in range(th):
-            r0 = dxp[sb, 2 * i]
-            r1 = dxp[sb, 2 * i + 1]
-            r2 = dxp[sb, 2 * i + 2]
-            r3 = dxp[sb, 2 * i + 3]
             t = t0 + (sb * th + i) * tw
-            _row_grad(dv, t, 0, one, 0, zero, 0, zero, r0, tw)
-            _row_grad(dv, t, 4, one, 8, -one, 12, one, r1, tw)
-            _row_grad(dv, t, 4, one, 8, one, 0, -one, r2, tw)
-            _row_grad(dv, t, 12, -one, 12, zero, 12, zero, r3, tw)
+            for r in range(4):   # row r of B dV: its (at most 3) terms B^T[a, r] * dV[a]
+                _row_grad(dv, t, _B_ROWS[r, 0], dt(_B_ROWS_W[r, 0]), _B_ROWS[r, 1],
+                          dt(_B_ROWS_W[r, 1]), _B_ROWS[r, 2], dt(_B_ROWS_W[r, 2]),
+                          dxp[sb, 2 * i + r], tw)
 
 
 _input_grad_transform = jit(_input_grad_transform_py)
