@@ -3,6 +3,7 @@
   python bench/bench_engine.py [--rounds 8] [--steps 25] [--quick] [--no-startup] [--no-rss]
                                [--engine-threads 2] [--no-flush] [--nets SPEC ...]
   python bench/bench_engine.py --only cifar [--nets cifar_bn resnet20_cifar vgg_cifar_bn]
+  python bench/bench_engine.py --only rss
   python bench/bench_engine.py --contention [SPEC ...] [--rounds 3]
 
 Prints, side by side with PyTorch (column skipped when torch is not installed):
@@ -733,8 +734,9 @@ def main():
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--no-conv", action="store_true")
     ap.add_argument("--no-cifar", action="store_true")
-    ap.add_argument("--only", choices=["conv", "cifar"],
-                    help="run only the conv layers or only the cifar_bn steps (no subprocesses)")
+    ap.add_argument("--only", choices=["conv", "cifar", "rss"],
+                    help="run only the conv layers, only the generic-plan nets' steps (no "
+                         "subprocesses) or only the peak-RSS subprocesses")
     ap.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS),
                     help="generic-plan nets for the training-step section")
     ap.add_argument("--contention", nargs="*", metavar="SPEC",
@@ -758,6 +760,11 @@ def main():
     limit_blas_threads()
     torch_on = have_torch()
     out = {}
+    if args.only == "rss":
+        out["rss"] = bench_rss(torch_on)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return
     # subprocess measurements first, while this process is still small (see bench_rss)
     if args.only or args.contention is not None:
         args.no_rss = args.no_startup = True

@@ -353,25 +353,6 @@ def _crop_nchw_py(xp, s0, pt, pl, dx):
 _crop_nchw = jit(_crop_nchw_py)
 
 
-def _dy_nhwc_py(dy, s0, s1, dyb):
-    """dyb[s - s0, r, q, k] = dy[s, k, r, q], zero past the output's edge."""
-    k_out, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
-    zero = dy.dtype.type(0)
-    for s in range(s0, s1):
-        dst = dyb[s - s0]
-        for r in range(dyb.shape[1]):
-            for q in range(dyb.shape[2]):
-                if r >= ho or q >= wo:
-                    for k in range(k_out):
-                        dst[r, q, k] = zero
-        src = dy[s]
-        for k in range(k_out):
-            for r in range(ho):
-                for q in range(wo):
-                    dst[r, q, k] = src[k, r, q]
-
-
-_dy_nhwc = jit(_dy_nhwc_py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,7 +378,7 @@ def _chunk_output(m, b, has_bias, s0, s1, th, tw, y, t0):
 def _chunk_output_grad(dy, s0, s1, th, tw, dm, t0):
     """dm[:, t0 + tiles of s0..s1, :] = A dY A^T."""
     dyb = np.empty((s1 - s0, 2 * th, 2 * tw, dy.shape[1]), dy.dtype)
-    _dy_nhwc(dy, s0, s1, dyb)
+    _pad_nhwc(dy, s0, s1, 0, 0, dyb)   # channels last, zero past the output's edge
     _output_grad_transform(dyb, th, tw, dm, t0)
 
 
@@ -421,6 +402,13 @@ def _block(n, c_in, k_out, tpp, itemsize) -> int:
     return max(1, min(n, max(BLOCK_BYTES // per, -(-MIN_TILES // tpp))))
 
 
+def _bias(b, dtype):
+    """(has_bias, the bias as an array of ``dtype``; one placeholder 0 without one)."""
+    if b is None:
+        return False, np.zeros(1, dtype)
+    return True, np.ascontiguousarray(b, dtype=dtype)
+
+
 def _blocks(n, nb):
     return [(s0, min(n, s0 + nb)) for s0 in range(0, n, nb)]
 
@@ -437,8 +425,7 @@ def winograd_forward(x, w, b, pad, out_hw, *, out=None, u=None):
     th, tw = _tiles(ho, wo)
     u = weight_transform(w) if u is None else u
     out = np.empty((n, k_out, ho, wo), x.dtype) if out is None else out
-    has_bias = b is not None
-    bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
+    has_bias, bb = _bias(b, x.dtype)
     nb = _block(n, c_in, k_out, th * tw, x.dtype.itemsize)
     vbuf = np.empty(TILES * nb * th * tw * c_in, x.dtype)
     mbuf = np.empty(TILES * nb * th * tw * k_out, x.dtype)
@@ -520,18 +507,21 @@ class ByPosition:
         self.ho, self.wo = out_hw
         self.th, self.tw = _tiles(*out_hw)
 
+    def _workspaces(self, x, u, scratch):
+        """Whole-batch V (16, T, C) and M / dM (16, T, K)."""
+        t = x.shape[0] * self.th * self.tw
+        scratch = scratch or (lambda name, shape: np.empty(shape, x.dtype))
+        return (scratch("winograd_v", (TILES, t, x.shape[1])),
+                scratch("winograd_m", (TILES, t, u.shape[1])))
+
     def forward(self, x, u, b, y, run, chunks, scratch=None):
         x = np.ascontiguousarray(x)
         th, tw, tpp = self.th, self.tw, self.th * self.tw
-        t = x.shape[0] * tpp
-        scratch = scratch or (lambda name, shape: np.empty(shape, x.dtype))
-        v = scratch("winograd_v", (TILES, t, x.shape[1]))
-        m = scratch("winograd_m", (TILES, t, u.shape[1]))
+        v, m = self._workspaces(x, u, scratch)
         run(lambda i: _chunk_input(x, chunks[i][0], chunks[i][1], self.pt, self.pl, th, tw, v,
                                    chunks[i][0] * tpp), len(chunks))
         run(lambda xi: np.dot(v[xi], u[xi].T, out=m[xi]), TILES)
-        has_bias = b is not None
-        bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
+        has_bias, bb = _bias(b, x.dtype)
         run(lambda i: _chunk_output(m, bb, has_bias, chunks[i][0], chunks[i][1], th, tw, y,
                                     chunks[i][0] * tpp), len(chunks))
         return y
@@ -541,10 +531,7 @@ class ByPosition:
         dy = np.ascontiguousarray(dy)
         x = np.ascontiguousarray(x)
         th, tw, tpp = self.th, self.tw, self.th * self.tw
-        t = x.shape[0] * tpp
-        scratch = scratch or (lambda name, shape: np.empty(shape, x.dtype))
-        v = scratch("winograd_v", (TILES, t, x.shape[1]))
-        dm = scratch("winograd_m", (TILES, t, u.shape[1]))
+        v, dm = self._workspaces(x, u, scratch)
 
         def phase1(i):
             s0, s1 = chunks[i]
