@@ -185,22 +185,28 @@ class Optimizer:
                 gb = self._gbuf.get(key)
                 if gb is None:
                     gb = self._gbuf[key] = np.empty_like(x)
-            arrays = (x, g, self._buf[key], *state.values(), *(() if gb is None else (gb,)))
+            buf = self._buf[key]
+            arrays = (x, g, buf, *state.values(), *(() if gb is None else (gb,)))
             if run is None or x.size < PARALLEL_UPDATE_MIN or not all(
                     a.flags.c_contiguous for a in arrays):
-                self._update_slice(x, g, state, self._buf[key], gb, wd, lr)
+                self._update_slice(x, g, state, buf, gb, wd, lr)
                 continue
-            flat = [a.reshape(-1) for a in arrays]
-            n = len(arrays) - (gb is not None)
-            bounds = np.linspace(0, x.size, PARALLEL_UPDATE_SLICES + 1).astype(np.int64)
+            run(self._slice_updater(x, g, state, buf, gb, wd, lr), PARALLEL_UPDATE_SLICES)
 
-            def piece(i, flat=flat, n=n, gb=gb, keys=tuple(state)):
-                a, b = int(bounds[i]), int(bounds[i + 1])
-                xs, gs, bs, *rest = (f[a:b] for f in flat)
-                self._update_slice(xs, gs, dict(zip(keys, rest[:n - 3])), bs,
-                                   None if gb is None else rest[-1], wd, lr)
+    def _slice_updater(self, x, g, state, buf, gb, wd, lr):
+        """``piece(i)``: :meth:`_update_slice` on the i-th of ``PARALLEL_UPDATE_SLICES``
+        contiguous slices of one (C-contiguous) parameter and its arrays."""
+        xf, gf, bf = x.reshape(-1), g.reshape(-1), buf.reshape(-1)
+        sf = {k: v.reshape(-1) for k, v in state.items()}
+        gbf = None if gb is None else gb.reshape(-1)
+        n, k = x.size, PARALLEL_UPDATE_SLICES
 
-            run(piece, PARALLEL_UPDATE_SLICES)
+        def piece(i):
+            a, b = i * n // k, (i + 1) * n // k
+            self._update_slice(xf[a:b], gf[a:b], {s: v[a:b] for s, v in sf.items()}, bf[a:b],
+                               None if gbf is None else gbf[a:b], wd, lr)
+
+        return piece
 
     def _update_slice(self, x, g, state, buf, gb, wd, lr) -> None:
         """``_update`` on (a slice of) one parameter, the L2 term first added into ``gb``."""

@@ -210,12 +210,9 @@ class ConvOp(Op):
     def _macs(self, n):
         return n * self.params["weight"].size * self.out_hw[0] * self.out_hw[1]
 
-    def _pool(self, fn, n: int) -> None:
-        if self.threads == 1 or n == 1:
-            for i in range(n):
-                fn(i)
-        else:
-            self.ctx.run(fn, n)
+    def _pool(self, fn, n: int) -> list:
+        """``[fn(0), ..., fn(n - 1)]`` on the pool (the ``run`` of :class:`ByPosition`)."""
+        return self._run(fn, range(n))
 
     def _by_out_channel(self, fn, k_out: int, work: int) -> None:
         """``fn(k0, k1)`` over output-channel ranges, on the pool when ``work`` pays."""
@@ -260,10 +257,8 @@ class ConvOp(Op):
                 return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),
                                          out_dx=None if dx is None else dx[a:c])[1]
 
-            parts = self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, work_du)
-            du = parts[0]
-            for p in parts[1:]:
-                du += p
+            du = self._scratch("winograd_du", u.shape)
+            _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, work_du))
         if self.winograd:
             dw = self.grads["weight"]
             self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1),

@@ -493,10 +493,9 @@ _IG_MAX_CKK = 512   # ... or reductions (C/groups * kh * kw) at most this long
 _IG_CKK_PER_P = 32
 _ALGOS = (None, "auto", "im2col", "implicit", "winograd")
 # "auto" takes Winograd F(2x2, 3x3) (``winograd.py``) for 3x3 / stride 1 / one group when both
-# channel counts reach this. Measured serially, float32, batch chunk 8-16, fwd / bwd speed-up
-# over the implicit GEMM: 16 ch 32x32 0.73 / 0.85 (the transforms dominate), 32 ch 32x32
-# 1.28 / 1.21, 64 ch 16x16 1.53 / 1.79, 128 ch 16x16 1.76 / 1.88, 256 ch 8x8 1.99 / 2.02,
-# 512 ch 4x4 1.37 / 1.34, 512 ch 2x2 1.11 / 1.24 (``bench/bench_engine.py --only conv``).
+# channel counts reach this: below it the transforms cost more than they save (16 channels on
+# 32x32: 0.34 / 0.47 the implicit GEMM's speed, fwd / bwd; 32 channels: 1.27 / 1.27; the
+# figures: ``cnncalc/kernels/fast/README.md``, "Winograd").
 WINOGRAD_MIN_CHANNELS = 32
 # ... and only in these dtypes: float64 is the checking dtype, kept on the direct sum that the
 # float32 fast path is checked against ("winograd" still forces it, e.g. to check Winograd

@@ -44,7 +44,6 @@ __all__ = ["TILES", "ByPosition", "applies", "backward_du", "weight_grad", "weig
 TILES = 16              # positions in a 4x4 transformed tile
 # The transform matrices, as coefficient tables for the row kernels (each caller loops over
 # them through one call site: every inlined copy of a vectorised row loop costs compile time)
-_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 # row a of B^T d as d[ra] + sign * d[rb]: (ra, rb, sign)
