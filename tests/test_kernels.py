@@ -62,7 +62,7 @@ CONV_CASES_IG = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("algo", ["im2col", "implicit"])
+@pytest.mark.parametrize("algo", ["im2col", "implicit", "simd"])
 @pytest.mark.parametrize("n,c,h,w,k,kh,kw,s,p,d,g,pa", CONV_CASES + CONV_CASES_IG)
 def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, algo, dtype):
     rng = np.random.default_rng(0)
@@ -142,9 +142,15 @@ def test_conv_algo_choice_and_errors():
     assert not conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 2, (16, 16))      # groups
     assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16))      # 5x5
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit")
+    # the direct vector-register kernel: every stride-1 layer Winograd does not take
+    assert conv.uses_simd(1) and conv.uses_simd((1, 1), "simd")
+    assert not conv.uses_simd((2, 2)) and not conv.uses_simd((1, 2), "simd")
+    assert not conv.uses_simd(1, "implicit") and not conv.uses_simd(1, "im2col")
     x = np.zeros((1, 1, 4, 4))
     with pytest.raises(ValueError, match="algo"):
         conv.conv2d_forward(x, np.zeros((1, 1, 3, 3)), None, algo="fft")
+    with pytest.raises(ValueError, match="algo"):
+        conv.uses_simd(1, "fft")
 
 
 def test_conv_split_batch_threads_matches_whole_batch():
@@ -225,7 +231,7 @@ if given is not None:
         return n, c, h, w, k, kh, kw, s, p, d, g, pa
 
     @settings(max_examples=40, deadline=None)
-    @given(conv_shapes(), st.sampled_from(["im2col", "implicit"]))
+    @given(conv_shapes(), st.sampled_from(["im2col", "implicit", "simd"]))
     def test_conv_forward_property(shape, algo):
         n, c, h, w, k, kh, kw, s, p, d, g, pa = shape
         rng = np.random.default_rng(n * 1000 + c * 100 + h * 10 + w)

@@ -106,7 +106,8 @@ def test_float32_rounding(shape):
 
 def test_conv_wrappers_route_by_channels_and_dtype():
     """conv2d_forward/backward take Winograd by "auto" at >= WINOGRAD_MIN_CHANNELS channels in
-    float32 (same bits as calling it), float64 keeps the implicit GEMM unless forced."""
+    float32 (same bits as calling it), float64 keeps the direct sum (the vector-register
+    kernel) unless forced."""
     rng = np.random.default_rng(3)
     x, wt, b = _case(rng, 2, 32, 32, 6, 6)
     x32, w32, b32 = (a.astype(np.float32) for a in (x, wt, b))
@@ -117,13 +118,13 @@ def test_conv_wrappers_route_by_channels_and_dtype():
     y_auto = conv.conv2d_forward(x, wt, b, 1, 1)
     y_impl = conv.conv2d_forward(x, wt, b, 1, 1, algo="implicit")
     y_wino = conv.conv2d_forward(x, wt, b, 1, 1, algo="winograd")
-    np.testing.assert_array_equal(y_auto, y_impl)
+    np.testing.assert_array_equal(y_auto, conv.conv2d_forward(x, wt, b, 1, 1, algo="simd"))
     assert not np.array_equal(y_impl, y_wino)   # another summation order ...
     np.testing.assert_allclose(y_impl, y_wino, rtol=1e-10, atol=1e-12)   # ... same values
 
 
 # 10x10 planes run in batch chunks, 5x5 and 3x3 ones by position; the first conv (2 input
-# channels) stays on the implicit GEMM. (conv -> relu -> maxpool would run fused instead:
+# channels) stays on the direct vector-register kernel. (conv -> relu -> maxpool would run fused instead:
 # plan.ConvReluPoolOp, a kernel of its own.)
 WINO_NET = _spec("10x10x2", [
     "conv: {filters: 32, size: 3, pad: 1}", "batchnorm", "relu",
@@ -172,7 +173,7 @@ def test_by_position_matches_reference(chunks, pads, hw):
     def run(fn, n):
         return [fn(i) for i in range(n)]
 
-    y = bp.forward(x, u, b, np.empty((5, 6, *out_hw)), run, chunks)
+    y = bp.forward(x, wg.forward_weights(u), b, np.empty((5, 6, *out_hw)), run, chunks)
     np.testing.assert_allclose(y, R.conv2d_forward(x, wt, b, (1, 1), pads, (1, 1), 1, out_hw),
                                rtol=1e-10, atol=1e-12)
     dy = rng.standard_normal(y.shape)
@@ -182,6 +183,28 @@ def test_by_position_matches_reference(chunks, pads, hw):
     rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (1, 1), pads, (1, 1), 1)
     np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(wg.weight_grad(du), rdw, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [wg.FORWARD_UT_MAX_CHANNELS, wg.FORWARD_UT_MAX_CHANNELS + 1])
+def test_forward_weights_are_u_transposed(channels):
+    """A contiguous copy up to the threshold, the view past it; the same values either way,
+    and the forward gives the same convolution from both."""
+    rng = np.random.default_rng(6)
+    u = rng.standard_normal((wg.TILES, 3, channels)).astype(np.float32)
+    ut = wg.forward_weights(u)
+    np.testing.assert_array_equal(ut, u.transpose(0, 2, 1))
+    assert ut.flags.c_contiguous == (channels <= wg.FORWARD_UT_MAX_CHANNELS)
+    out = np.empty((wg.TILES, channels, 3), np.float32)
+    got = wg.forward_weights(u, out)
+    np.testing.assert_array_equal(got, ut)
+    assert (got is out) == (channels <= wg.FORWARD_UT_MAX_CHANNELS)
+    x, wt, _ = _case(rng, 2, 5, 4, 6, 6)
+    u = wg.weight_transform(wt)
+    y_view = wg.winograd_forward(x, wt, None, (1, 1), (6, 6), ut=u.transpose(0, 2, 1))
+    y_copy = wg.winograd_forward(x, wt, None, (1, 1), (6, 6), ut=wg.forward_weights(u))
+    np.testing.assert_allclose(y_copy, y_view, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y_copy, R.conv2d_forward(x, wt, None, (1, 1), (1, 1), (1, 1), 1,
+                                                        (6, 6)), rtol=1e-10, atol=1e-12)
 
 
 def test_network_parallel_runs_in_order_and_serially_on_the_numpy_tier():

@@ -230,9 +230,11 @@ class ConvOp(Op):
             self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1),
                                  w.shape[0], u.size)
             shared["winograd"] = u
+            ut = shared["winograd_t"] = kwino.forward_weights(
+                u, self._scratch("winograd_ut", (kwino.TILES, w.shape[1], w.shape[0])))
             if self.by_position is not None:
                 y = self._buf("y", (n, self.node.out_shape.c, *self.out_hw))
-                return self.by_position.forward(x, u, b, y, self._pool,
+                return self.by_position.forward(x, ut, b, y, self._pool,
                                                 split(n, self.threads), self._scratch)
         return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
                           lambda a, c, y: kconv.conv2d_forward(

@@ -38,8 +38,8 @@ import numpy as np
 
 from ._jit import jit
 
-__all__ = ["TILES", "ByPosition", "applies", "backward_du", "weight_grad", "weight_transform",
-           "winograd_backward", "winograd_forward"]
+__all__ = ["TILES", "ByPosition", "applies", "backward_du", "forward_weights", "weight_grad",
+           "weight_transform", "winograd_backward", "winograd_forward"]
 
 TILES = 16              # positions in a 4x4 transformed tile
 # The transform matrices, as coefficient tables for the row kernels (each caller loops over
@@ -54,6 +54,11 @@ _B_ROWS = np.array([[0, 0, 0], [4, 8, 12], [4, 8, 0], [12, 12, 12]], np.int64)
 _B_ROWS_W = np.array([[1, 0, 0], [1, -1, 1], [1, 1, -1], [-1, 0, 0]], np.float64)
 BLOCK_BYTES = 1 << 20   # transformed input of one block of samples: about this many bytes ...
 MIN_TILES = 128         # ... unless that leaves the GEMMs fewer rows (tiles) than this
+# The forward GEMMs multiply by U[xi]^T. BLAS runs them faster from a contiguous (C x K) copy
+# than from the transposed view of U's (K x C) rows, most for few channels; NumPy's transposed
+# copy, though, grows costly past 128 channels. So layers up to this many channels get the copy
+# (the figures: cnncalc/kernels/fast/README.md, "Winograd").
+FORWARD_UT_MAX_CHANNELS = 128
 
 
 def applies(kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo) -> bool:
@@ -144,6 +149,19 @@ def weight_transform(w, out=None, k0=0, k1=None) -> np.ndarray:
     u = np.empty((TILES, w.shape[0], w.shape[1]), w.dtype) if out is None else out
     _weight_transform(w, k0, w.shape[0] if k1 is None else k1, u)
     return u
+
+
+def forward_weights(u, out=None) -> np.ndarray:
+    """The forward GEMMs' right operand ``U^T`` (16, C, K): a C-contiguous copy (into ``out``
+    when given) for layers of at most ``FORWARD_UT_MAX_CHANNELS`` channels, else the
+    transposed view of ``u``."""
+    ut = u.transpose(0, 2, 1)
+    if max(u.shape[1], u.shape[2]) > FORWARD_UT_MAX_CHANNELS:
+        return ut
+    if out is None:
+        return np.ascontiguousarray(ut)
+    np.copyto(out, ut)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,23 +430,23 @@ def _blocks(n, nb):
     return [(s0, min(n, s0 + nb)) for s0 in range(0, n, nb)]
 
 
-def winograd_forward(x, w, b, pad, out_hw, *, out=None, u=None):
+def winograd_forward(x, w, b, pad, out_hw, *, out=None, u=None, ut=None):
     """F(2x2, 3x3) convolution forward. ``x`` (N, C, H, W), ``w`` (K, C, 3, 3), ``b`` (K,) or
-    None, ``pad`` = (top, left), ``out_hw`` = (Ho, Wo). ``u``: ``weight_transform(w)`` when the
-    caller already has it. Returns ``y`` (N, K, Ho, Wo). Runs in cache-sized blocks of samples
+    None, ``pad`` = (top, left), ``out_hw`` = (Ho, Wo). ``u``: ``weight_transform(w)``, or
+    ``ut``: ``forward_weights(u)``, when the caller already has it. Returns ``y`` (N, K, Ho, Wo). Runs in cache-sized blocks of samples
     (:func:`_block`): transform, the 16 GEMMs (one ``matmul`` call), transform back."""
     x = np.ascontiguousarray(x)
     n, c_in = x.shape[0], x.shape[1]
     k_out = w.shape[0]
     ho, wo = out_hw
     th, tw = _tiles(ho, wo)
-    u = weight_transform(w) if u is None else u
+    if ut is None:
+        ut = forward_weights(weight_transform(w) if u is None else u)
     out = np.empty((n, k_out, ho, wo), x.dtype) if out is None else out
     has_bias, bb = _bias(b, x.dtype)
     nb = _block(n, c_in, k_out, th * tw, x.dtype.itemsize)
     vbuf = np.empty(TILES * nb * th * tw * c_in, x.dtype)
     mbuf = np.empty(TILES * nb * th * tw * k_out, x.dtype)
-    ut = u.transpose(0, 2, 1)
     for s0, s1 in _blocks(n, nb):
         t = (s1 - s0) * th * tw
         v = vbuf[:TILES * t * c_in].reshape(TILES, t, c_in)
@@ -506,20 +524,21 @@ class ByPosition:
         self.ho, self.wo = out_hw
         self.th, self.tw = _tiles(*out_hw)
 
-    def _workspaces(self, x, u, scratch):
+    def _workspaces(self, x, k_out, scratch):
         """Whole-batch V (16, T, C) and M / dM (16, T, K)."""
         t = x.shape[0] * self.th * self.tw
         scratch = scratch or (lambda name, shape: np.empty(shape, x.dtype))
         return (scratch("winograd_v", (TILES, t, x.shape[1])),
-                scratch("winograd_m", (TILES, t, u.shape[1])))
+                scratch("winograd_m", (TILES, t, k_out)))
 
-    def forward(self, x, u, b, y, run, chunks, scratch=None):
+    def forward(self, x, ut, b, y, run, chunks, scratch=None):
+        """``y`` := the convolution of ``x``; ``ut`` is :func:`forward_weights` of U."""
         x = np.ascontiguousarray(x)
         th, tw, tpp = self.th, self.tw, self.th * self.tw
-        v, m = self._workspaces(x, u, scratch)
+        v, m = self._workspaces(x, ut.shape[2], scratch)
         run(lambda i: _chunk_input(x, chunks[i][0], chunks[i][1], self.pt, self.pl, th, tw, v,
                                    chunks[i][0] * tpp), len(chunks))
-        run(lambda xi: np.dot(v[xi], u[xi].T, out=m[xi]), TILES)
+        run(lambda xi: np.dot(v[xi], ut[xi], out=m[xi]), TILES)
         has_bias, bb = _bias(b, x.dtype)
         run(lambda i: _chunk_output(m, bb, has_bias, chunks[i][0], chunks[i][1], th, tw, y,
                                     chunks[i][0] * tpp), len(chunks))
@@ -530,7 +549,7 @@ class ByPosition:
         dy = np.ascontiguousarray(dy)
         x = np.ascontiguousarray(x)
         th, tw, tpp = self.th, self.tw, self.th * self.tw
-        v, dm = self._workspaces(x, u, scratch)
+        v, dm = self._workspaces(x, u.shape[1], scratch)
 
         def phase1(i):
             s0, s1 = chunks[i]

@@ -1,0 +1,455 @@
+"""Direct convolution in vector registers (stride 1, any kernel size, dilation, padding, groups).
+
+The output ``(k, q)`` is computed at the *pitched* column ``q = oh*wp + ow`` of the zero-padded
+input planes (row pitch ``wp = wo + dw*(kw-1)``), exactly as in ``conv.py``'s implicit GEMM:
+tap ``t = (ki, kj)`` reads plane column ``q + ki*dh*wp + kj*dw``, so for a fixed tap the
+outputs of consecutive columns read consecutive inputs, and ::
+
+    y[k, q] = sum over c, t of  w[k, c, t] * xp[c, q + off[t]]
+
+The micro-kernel :func:`tile` keeps a block of ``KB`` output channels by ``QB`` columns
+(``NV`` vectors of ``lanes(dtype)`` values each) in ``KB * NV`` vector registers while it runs
+over every input channel and tap: per ``(c, t)`` it loads ``NV`` vectors of the plane,
+broadcasts ``KB`` weights and issues ``KB * NV`` multiply-adds, and it writes the block once at
+the end. BLAS cannot do this for short reductions: the implicit GEMM's per-tap GEMMs (reduction
+= the channels, 16 to 64) reload and store their output block for every tap. numba has no
+vector types, and LLVM does not keep such a block in registers when it is written in Python
+(it vectorises only the innermost loop), so the kernel is written as LLVM IR through a numba
+``intrinsic``: the same IR for float32 and float64, fused multiply-adds wherever the CPU has
+them (``contract`` fast-math flag), cached with the kernels that call it. Measured figures:
+``cnncalc/kernels/fast/README.md`` ("Direct convolution in vector registers").
+
+The weight gradient is the same sum turned around, a reduction over the columns::
+
+    dW[k, c, t] = sum over q of  dyp[k, q] * xp[c, q + off[t]]
+
+with ``dyp`` the pitched copy of ``dy`` (zero in the padding columns). Its micro-kernel
+:func:`dw_tile` keeps ``KB`` output channels by ``TB`` taps of one input channel as vectors of
+partial sums (``KB*TB`` registers) while it runs along the columns, one vector at a time
+(``KB + TB`` loads for ``KB*TB`` multiply-adds), and adds each one's horizontal sum into dW at
+the end.
+
+Several samples run side by side: their padded planes lie one after another in the pitched
+buffer (``nb`` planes of ``hp*wp`` columns), so small planes still give the kernel long rows;
+columns that fall in padding are computed and dropped.
+
+Every kernel is written once as an undecorated ``_*_py`` function (the ``NUMBA_DISABLE_JIT``
+reference path; :func:`tile` has a NumPy body for it) and compiled by ``jit``.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba.extending import intrinsic, overload
+
+from ._jit import jit
+
+__all__ = ["KB", "NV", "TB", "lanes", "simd_forward", "simd_weight_grad"]
+
+KB = 4        # output channels per register block ...
+NV = 4        # ... by this many vectors of columns: KB*NV accumulators + NV loads + 1 broadcast
+TB = 3        # weight gradient: taps per register block (KB*TB partial sums, KB + TB loads)
+
+
+@functools.lru_cache(maxsize=None)
+def vector_bytes() -> int:
+    """Bytes per vector register: 64 where the CPU has AVX-512, else 32 (LLVM splits wider
+    vectors into these; the blocks are sized so that the accumulators fit the registers)."""
+    try:
+        from llvmlite import binding as llvm
+
+        feats = llvm.get_host_cpu_features()
+        return 64 if feats.get("avx512f", False) else 32
+    except Exception:   # pragma: no cover - feature query unavailable
+        return 32
+
+
+def lanes(dtype) -> int:
+    """Values per vector of ``dtype``; a register block is ``NV * lanes`` columns wide."""
+    return vector_bytes() // np.dtype(dtype).itemsize
+
+
+# --------------------------------------------------------------------------------------------
+# the micro-kernel
+# --------------------------------------------------------------------------------------------
+def _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
+    """``y[yo + k*ldy + j] = sum_{c, t} w[wo + (k*cg + c)*taps + t] * xp[xo + c*plane + offs[t]
+    + j]`` for ``k < kb`` and ``j < qb`` (flat arrays). NumPy body of :func:`tile`."""
+    for k in range(kb):
+        acc = np.zeros(qb, y.dtype)
+        for c in range(cg):
+            for t in range(taps):
+                s = xo + c * plane + offs[t]
+                acc += w[wo + (k * cg + c) * taps + t] * xp[s:s + qb]
+        y[yo + k * ldy:yo + k * ldy + qb] = acc
+
+
+def _make_tile_ir(kb):
+    """The intrinsic for ``kb`` output channels (``KB`` for full blocks, 1 for the rest)."""
+
+    @intrinsic
+    def tile_ir(typingctx, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy):
+        from numba.core import types
+
+        sig = types.void(xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy)
+
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+            from numba.core import cgutils
+
+            xa, xo_, plane_, wa, wo_, cg_, taps_, oa, ya, yo_, ldy_ = args
+            at = signature.args
+            ft = context.get_value_type(at[0].dtype)
+            vl = vector_bytes() // context.get_abi_sizeof(ft)
+            vt = ir.VectorType(ft, vl)
+            vptr = vt.as_pointer()
+            i64 = ir.IntType(64)
+            xptr = context.make_array(at[0])(context, builder, xa).data
+            wptr = context.make_array(at[3])(context, builder, wa).data
+            optr = context.make_array(at[7])(context, builder, oa).data
+            yptr = context.make_array(at[8])(context, builder, ya).data
+            flags = ("contract",)
+            zero = ir.Constant(vt, [0.0] * vl)
+            lane0 = ir.Constant(ir.IntType(32), 0)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl)
+            # accumulators in allocas: LLVM's mem2reg turns them into registers
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
+                    for _ in range(kb)]
+            wstride = builder.mul(cg_, taps_)          # weights of one output channel
+            with cgutils.for_range(builder, cg_) as cl:
+                c = cl.index
+                xc = builder.add(xo_, builder.mul(c, plane_))
+                wc = builder.add(wo_, builder.mul(c, taps_))
+                with cgutils.for_range(builder, taps_) as tl:
+                    t = tl.index
+                    xb = builder.add(xc, builder.load(builder.gep(optr, [t])))
+                    xs = [builder.load(builder.bitcast(
+                        builder.gep(xptr, [builder.add(xb, ir.Constant(i64, vl * j))]), vptr),
+                        align=1) for j in range(NV)]
+                    wt = builder.add(wc, t)
+                    for k in range(kb):
+                        wv = builder.load(builder.gep(
+                            wptr, [builder.add(wt, builder.mul(ir.Constant(i64, k), wstride))]))
+                        wb = builder.shuffle_vector(
+                            builder.insert_element(ir.Constant(vt, ir.Undefined), wv, lane0),
+                            ir.Constant(vt, ir.Undefined), splat)
+                        for j in range(NV):
+                            prod = builder.fmul(wb, xs[j], flags=flags)
+                            builder.store(builder.fadd(builder.load(accs[k][j]), prod,
+                                                       flags=flags), accs[k][j])
+            for k in range(kb):
+                row = builder.add(yo_, builder.mul(ir.Constant(i64, k), ldy_))
+                for j in range(NV):
+                    p = builder.gep(yptr, [builder.add(row, ir.Constant(i64, vl * j))])
+                    builder.store(builder.load(accs[k][j]), builder.bitcast(p, vptr), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile_ir
+
+
+_TILE_IR = {kb: _make_tile_ir(kb) for kb in sorted({KB, 1})}
+
+
+def tile(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
+    """One register block: ``kb`` (``KB`` or 1) output channels by ``qb = NV * lanes``
+    columns (see :func:`_tile_py`; inside numba, the vector-register intrinsic)."""
+    _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb)
+
+
+@overload(tile)
+def _tile_ol(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
+    full, one = _TILE_IR[KB], _TILE_IR[1]
+
+    def impl(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
+        if kb == KB:
+            full(xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy)
+        else:
+            for k in range(kb):
+                one(xp, xo, plane, w, wo + k * cg * taps, cg, taps, offs, y, yo + k * ldy, ldy)
+
+    return impl
+
+
+def _dw_tile_py(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+    """``out[oo + k*ldo + t] += sum_{j < nq} dyp[do + k*ldd + j] * xp[xo + offs[t0 + t] + j]``
+    for ``k < kb``, ``t < tb`` (flat arrays). NumPy body of :func:`dw_tile`."""
+    for k in range(kb):
+        d = dyp[do + k * ldd:do + k * ldd + nq]
+        for t in range(tb):
+            s = xo + offs[t0 + t]
+            out[oo + k * ldo + t] += np.dot(d, xp[s:s + nq])
+
+
+def _make_dw_tile_ir(kb, tb):
+    """The weight-gradient intrinsic for ``kb`` output channels by ``tb`` taps."""
+
+    @intrinsic
+    def dw_tile_ir(typingctx, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+        from numba.core import types
+
+        sig = types.void(dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo)
+
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+            from numba.core import cgutils
+
+            da, do_, ldd_, xa, xo_, oa, t0_, nq_, outa, oo_, ldo_ = args
+            at = signature.args
+            ft = context.get_value_type(at[0].dtype)
+            vl = vector_bytes() // context.get_abi_sizeof(ft)
+            vt = ir.VectorType(ft, vl)
+            vptr = vt.as_pointer()
+            i64 = ir.IntType(64)
+            dptr = context.make_array(at[0])(context, builder, da).data
+            xptr = context.make_array(at[3])(context, builder, xa).data
+            optr = context.make_array(at[5])(context, builder, oa).data
+            outp = context.make_array(at[8])(context, builder, outa).data
+            flags = ("contract",)
+            zero = ir.Constant(vt, [0.0] * vl)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(tb)]
+                    for _ in range(kb)]
+            xts = [builder.add(xo_, builder.load(builder.gep(
+                optr, [builder.add(t0_, ir.Constant(i64, t))]))) for t in range(tb)]
+            drows = [builder.add(do_, builder.mul(ir.Constant(i64, k), ldd_)) for k in range(kb)]
+            nvec = builder.udiv(nq_, ir.Constant(i64, vl))
+            with cgutils.for_range(builder, nvec) as ql:
+                j = builder.mul(ql.index, ir.Constant(i64, vl))
+                ds = [builder.load(builder.bitcast(builder.gep(dptr, [builder.add(r, j)]), vptr),
+                                   align=1) for r in drows]
+                for t in range(tb):
+                    xv = builder.load(builder.bitcast(
+                        builder.gep(xptr, [builder.add(xts[t], j)]), vptr), align=1)
+                    for k in range(kb):
+                        prod = builder.fmul(ds[k], xv, flags=flags)
+                        builder.store(builder.fadd(builder.load(accs[k][t]), prod, flags=flags),
+                                      accs[k][t])
+            reduce = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ft, [ft, vt]),
+                f"llvm.vector.reduce.fadd.v{vl}{'f32' if isinstance(ft, ir.FloatType) else 'f64'}")
+            for k in range(kb):
+                row = builder.add(oo_, builder.mul(ir.Constant(i64, k), ldo_))
+                for t in range(tb):
+                    p = builder.gep(outp, [builder.add(row, ir.Constant(i64, t))])
+                    total = builder.call(reduce, [builder.load(p), builder.load(accs[k][t])],
+                                         fastmath=("reassoc",))
+                    builder.store(total, p)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dw_tile_ir
+
+
+_DW_TILE_IR = {(kb, tb): _make_dw_tile_ir(kb, tb) for kb in sorted({KB, 1})
+               for tb in sorted({TB, 1})}
+
+
+def dw_tile(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+    """One weight-gradient register block: ``kb`` (``KB`` or fewer) output channels by ``tb``
+    (``TB`` or fewer) taps of one input channel over ``nq`` columns, a multiple of the vector
+    length (see :func:`_dw_tile_py`; inside numba, the vector-register intrinsic)."""
+    _dw_tile_py(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo)
+
+
+@overload(dw_tile)
+def _dw_tile_ol(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+    full, rows, cols, one = (_DW_TILE_IR[KB, TB], _DW_TILE_IR[KB, 1], _DW_TILE_IR[1, TB],
+                             _DW_TILE_IR[1, 1])
+
+    def impl(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+        if kb == KB and tb == TB:
+            full(dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo)
+        elif kb == KB:
+            for t in range(tb):
+                rows(dyp, do, ldd, xp, xo, offs, t0 + t, nq, out, oo + t, ldo)
+        elif tb == TB:
+            for k in range(kb):
+                cols(dyp, do + k * ldd, ldd, xp, xo, offs, t0, nq, out, oo + k * ldo, ldo)
+        else:
+            for k in range(kb):
+                for t in range(tb):
+                    one(dyp, do + k * ldd, ldd, xp, xo, offs, t0 + t, nq, out,
+                        oo + k * ldo + t, ldo)
+
+    return impl
+
+
+# --------------------------------------------------------------------------------------------
+# forward and weight gradient over a batch
+# --------------------------------------------------------------------------------------------
+def _pad_planes_py(x, s0, m, c0, cg, pt, pl, hp, wp, xp):
+    """xp[c, si*hp*wp + i*wp + j] = x[s0 + si, c0 + c, i - pt, j - pl] (zero outside the
+    input, ``hp`` rows of pitch ``wp`` per sample) for the m samples side by side; the rest of
+    each row of xp is zeroed."""
+    h = x.shape[2]
+    w = x.shape[3]
+    plane = hp * wp
+    zero = xp.dtype.type(0)
+    jlo = max(pl, 0)                 # first padded column holding input ...
+    jhi = max(min(w + pl, wp), jlo)  # ... and one past the last
+    for c in range(cg):
+        dst = xp[c]
+        for si in range(m):
+            src = x[s0 + si, c0 + c]
+            for i in range(hp):
+                ih = i - pt
+                row = dst[si * plane + i * wp:si * plane + (i + 1) * wp]
+                if ih < 0 or ih >= h:
+                    row[:] = zero
+                else:   # slices: no per-element index checks, so the copy vectorises
+                    row[:jlo] = zero
+                    row[jlo:jhi] = src[ih, jlo - pl:jhi - pl]
+                    row[jhi:] = zero
+        dst[m * plane:] = zero
+
+
+_pad_planes = jit(_pad_planes_py)
+
+
+def _compact_plane(h, w, kh, kw, pt, pl, dh, dw, ho, wo):
+    """(rows, row pitch) of one sample's plane in the pitched buffer. Padding is shared: the
+    zero columns at the end of a row also pad the start of the next one (and the zero rows
+    after a sample the next sample's top), so a row needs ``w + max(pad_left, pad_right)``
+    columns, not ``w + pad_left + pad_right``: reads past a row's end wrap into zeros. (At least
+    the output size, so a sample's outputs never reach into the next plane.)"""
+    pb = ho + dh * (kh - 1) - h - pt
+    pr = wo + dw * (kw - 1) - w - pl
+    return max(h + max(pt, pb), ho), max(w + max(pl, pr), wo)
+
+
+_compact_plane_j = jit(_compact_plane)
+
+
+def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nb, qb):
+    """Forward, stride 1, ``nb`` samples per block (their planes side by side), register
+    blocks of ``KB`` output channels by ``qb`` columns (``w`` is (K, C/groups, kh, kw),
+    C-contiguous)."""
+    n_b, c_in = x.shape[0], x.shape[1]
+    k_out = w.shape[0]
+    cg = c_in // groups
+    kg = k_out // groups
+    taps = kh * kw
+    hp, wp = _compact_plane_j(x.shape[2], x.shape[3], kh, kw, pt, pl, dh, dw, ho, wo)
+    plane = hp * wp
+    offs = np.empty(taps, np.int64)
+    for ki in range(kh):
+        for kj in range(kw):
+            offs[ki * kw + kj] = ki * dh * wp + kj * dw
+    lq = (nb * plane + qb - 1) // qb * qb        # output columns of a full block
+    span = lq + offs[taps - 1]                   # input columns the last register block reads
+    xp = np.empty((cg, span), x.dtype)
+    yb = np.empty((kg, lq), x.dtype)
+    xpf = xp.ravel()
+    ybf = yb.ravel()
+    wf = w.ravel()
+    kfull = kg - kg % KB
+    zero = x.dtype.type(0)
+    for s0 in range(0, n_b, nb):
+        m = min(nb, n_b - s0)
+        nq = (m * plane + qb - 1) // qb * qb
+        for g in range(groups):
+            _pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
+            w0 = g * kg * cg * taps
+            for q0 in range(0, nq, qb):
+                for k0 in range(0, kfull, KB):
+                    tile(KB, xpf, q0, span, wf, w0 + k0 * cg * taps, cg, taps, offs, ybf,
+                         k0 * lq + q0, lq, qb)
+                if kfull < kg:
+                    tile(kg - kfull, xpf, q0, span, wf, w0 + kfull * cg * taps, cg, taps, offs,
+                         ybf, kfull * lq + q0, lq, qb)
+            for si in range(m):
+                ys = y[s0 + si]
+                for k in range(kg):
+                    bk = b[g * kg + k] if has_bias else zero
+                    dst = ys[g * kg + k]
+                    for oh in range(ho):
+                        src = yb[k, si * plane + oh * wp:si * plane + oh * wp + wo]
+                        row = dst[oh]
+                        for ow in range(wo):
+                            row[ow] = src[ow] + bk
+
+
+_conv_fwd_simd = jit(_conv_fwd_simd_py)
+
+
+def _conv_dw_simd_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dwt, nb, vl):
+    """Weight gradient, stride 1, into ``dwt`` (K, C/groups * kh * kw) (overwritten): ``nb``
+    samples per block, the reduction over each block's columns in vectors of ``vl``."""
+    n_b, c_in, h, w = x.shape
+    k_out, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    cg = c_in // groups
+    kg = k_out // groups
+    taps = kh * kw
+    hp, wp = _compact_plane_j(h, w, kh, kw, pt, pl, dh, dw, ho, wo)
+    plane = hp * wp
+    offs = np.empty(taps, np.int64)
+    for ki in range(kh):
+        for kj in range(kw):
+            offs[ki * kw + kj] = ki * dh * wp + kj * dw
+    lq = (nb * plane + vl - 1) // vl * vl
+    xp = np.empty((cg, lq + offs[taps - 1]), x.dtype)
+    dyp = np.empty((kg, lq), x.dtype)
+    xpf = xp.ravel()
+    dypf = dyp.ravel()
+    span = xp.shape[1]
+    kfull = kg - kg % KB
+    tfull = taps - taps % TB
+    dwf = dwt.ravel()
+    dwf[:] = 0
+    for s0 in range(0, n_b, nb):
+        m = min(nb, n_b - s0)
+        nq = (m * plane + vl - 1) // vl * vl
+        for g in range(groups):
+            _pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
+            _pad_planes(dy, s0, m, g * kg, kg, 0, 0, hp, wp, dyp)   # zero in the padding
+            for k0 in range(0, kg, KB):
+                kb = KB if k0 < kfull else kg - kfull
+                for c in range(cg):
+                    o = ((g * kg + k0) * cg + c) * taps
+                    for t0 in range(0, taps, TB):
+                        dw_tile(kb, TB if t0 < tfull else taps - tfull, dypf, k0 * lq, lq,
+                                xpf, c * span, offs, t0, nq, dwf, o + t0, cg * taps)
+
+
+_conv_dw_simd = jit(_conv_dw_simd_py)
+
+BLOCK_COLUMNS = 512   # samples side by side until a block has about this many columns
+
+
+def block_samples(n: int, plane: int) -> int:
+    """Samples per block: enough planes for ``BLOCK_COLUMNS`` columns (at most the batch)."""
+    return max(1, min(n, -(-BLOCK_COLUMNS // plane)))
+
+
+def simd_weight_grad(dy, x, w_shape, pad, dilation, groups, out=None):
+    """Stride-1 weight gradient (K, C/groups, kh, kw) of the convolution that gave ``dy``
+    (N, K, Ho, Wo) from ``x``; ``pad`` = (top, left)."""
+    k_out, cg, kh, kw = w_shape
+    dh, dw = dilation
+    ho, wo = dy.shape[2], dy.shape[3]
+    rows, pitch = _compact_plane(x.shape[2], x.shape[3], kh, kw, int(pad[0]), int(pad[1]), dh,
+                                 dw, ho, wo)
+    out = np.empty(w_shape, x.dtype) if out is None else out
+    _conv_dw_simd(dy, x, kh, kw, int(pad[0]), int(pad[1]), dh, dw, int(groups),
+                  out.reshape(k_out, cg * kh * kw), block_samples(x.shape[0], rows * pitch),
+                  lanes(x.dtype))
+    return out
+
+
+def simd_forward(x, w, b, pad, dilation, groups, out_hw, out):
+    """Stride-1 convolution forward into ``out`` (N, K, Ho, Wo); ``pad`` = (top, left) (may be
+    negative: cropping), ``w`` (K, C/groups, kh, kw), ``b`` (K,) or None."""
+    k_out, cg, kh, kw = w.shape
+    ho, wo = out_hw
+    dh, dw = dilation
+    has_bias = b is not None
+    bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
+    rows, pitch = _compact_plane(x.shape[2], x.shape[3], kh, kw, int(pad[0]), int(pad[1]), dh,
+                                 dw, ho, wo)
+    plane = rows * pitch
+    _conv_fwd_simd(x, w, bb, has_bias, kh, kw, int(pad[0]), int(pad[1]), dh, dw, int(groups),
+                   ho, wo, out, block_samples(x.shape[0], plane), NV * lanes(x.dtype))
+    return out

@@ -1,0 +1,95 @@
+"""The direct vector-register convolution (``cnncalc/kernels/simd.py``) against the NumPy
+reference: any stride-1 shape, padding (also past the kernel's reach, and cropping),
+dilation, groups, channel counts that leave a partial register block, several samples side by
+side; and the LLVM-IR micro-kernel against its NumPy body."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as R
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnncalc.kernels import conv, simd
+
+
+@st.composite
+def shapes(draw):
+    g = draw(st.integers(1, 3))
+    c = g * draw(st.integers(1, 4))
+    k = g * draw(st.integers(1, 7))          # K/groups of 1..7: partial blocks of KB = 4
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = [draw(st.integers(-1, kk + 1)) for kk in (kh, kw, kh, kw)]   # top, left, bottom, right
+    h = draw(st.integers(d[0] * (kh - 1) + 2, 10))
+    w = draw(st.integers(d[1] * (kw - 1) + 2, 10))
+    n = draw(st.integers(1, 5))
+    return n, c, h, w, k, kh, kw, d, g, pads
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes(), st.sampled_from([np.float64, np.float32]), st.sampled_from([1, 40, 512]),
+       st.booleans())
+def test_forward_matches_reference(shape, dtype, block_columns, bias):
+    """Random shapes, paddings from -1 (crop) to past the kernel, a few block sizes (one
+    sample per block up to the whole batch), float32 and float64."""
+    n, c, h, w, k, kh, kw, d, g, (pt, pl, pb, pr) = shape
+    out_hw = conv.conv2d_out_hw(h, w, (kh, kw), 1, (pt, pl), (pb, pr), d)
+    if min(out_hw) < 1:
+        return
+    rng = np.random.default_rng(n * 7 + c * 5 + h * 3 + w)
+    x = rng.standard_normal((n, c, h, w))
+    wt = rng.standard_normal((k, c // g, kh, kw))
+    b = rng.standard_normal(k) if bias else None
+    want = R.conv2d_forward(x, wt, b, (1, 1), (pt, pl), d, g, out_hw)
+    old = simd.BLOCK_COLUMNS
+    simd.BLOCK_COLUMNS = block_columns
+    try:
+        got = simd.simd_forward(x.astype(dtype), wt.astype(dtype),
+                                None if b is None else b.astype(dtype), (pt, pl), d, g, out_hw,
+                                np.empty((n, k, *out_hw), dtype))
+    finally:
+        simd.BLOCK_COLUMNS = old
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [4, 3, 9])
+def test_micro_kernel_matches_its_numpy_body(dtype, k):
+    """The compiled driver (LLVM-IR register blocks) and the plain-Python driver (the NumPy
+    body of ``tile``, as under NUMBA_DISABLE_JIT) give the same outputs, full and partial
+    blocks of output channels."""
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((3, 5, 9, 7)).astype(dtype)
+    wt = rng.standard_normal((k, 5, 3, 2)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    out_hw = conv.conv2d_out_hw(9, 7, (3, 2), 1, (1, 0), (2, 1), (2, 1))
+    args = (x, wt, b, True, 3, 2, 1, 0, 2, 1, 1, *out_hw)
+    rows, pitch = simd._compact_plane(9, 7, 3, 2, 1, 0, 2, 1, *out_hw)
+    nb, qb = simd.block_samples(3, rows * pitch), simd.NV * simd.lanes(dtype)
+    jitted = np.empty((3, k, *out_hw), dtype)
+    simd._conv_fwd_simd(*args, jitted, nb, qb)
+    python = np.empty_like(jitted)
+    simd._conv_fwd_simd_py(*args, python, nb, qb)
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(jitted, python, rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        python, R.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                                 b.astype(np.float64), (1, 1), (1, 0), (2, 1), 1, out_hw),
+        rtol=tol, atol=tol * 10)
+
+
+def test_compact_plane_shares_padding():
+    """A 3x3 'same' layer on 32x32 needs 33 columns per row and 33 rows per sample (the zero
+    column / row between neighbours pads both), a 5x5 'valid' one no padding at all, and no
+    plane is shorter than the output it holds."""
+    assert simd._compact_plane(32, 32, 3, 3, 1, 1, 1, 1, 32, 32) == (33, 33)
+    assert simd._compact_plane(14, 14, 5, 5, 0, 0, 1, 1, 10, 10) == (14, 14)
+    assert simd._compact_plane(8, 8, 3, 3, 2, 2, 1, 1, 10, 10) == (10, 10)   # 2 rows both sides
+    assert simd._compact_plane(4, 4, 1, 1, 3, 3, 1, 1, 10, 10) == (10, 10)   # past the reach
+
+
+def test_vector_width_follows_the_cpu():
+    assert simd.vector_bytes() in (32, 64)
+    assert simd.lanes(np.float32) == 2 * simd.lanes(np.float64) == simd.vector_bytes() // 4
