@@ -1,19 +1,20 @@
 """Fused fast-path kernels for the common small-CNN pattern (LeNet-5 and friends).
 
-* ``conv_relu_maxpool_forward``: conv2d (stride 1, symmetric zero pad) + bias + ReLU + max-pool
-  (pool x pool, stride pool, floor) in one pass. Only the pooled output and a small int8 argmax are
-  kept; the full-resolution activation never leaves the per-thread scratch.
+* ``conv_relu_maxpool_forward``: conv2d (stride 1, symmetric zero pad; the convolution
+  kernels of :mod:`cnncalc.kernels.conv`, so the vector-register or Winograd kernel as they
+  choose) into per-thread scratch, then bias + ReLU + max-pool (pool x pool, stride pool,
+  floor) in one pass over it. Only the pooled output and a small int8 argmax are kept.
 * ``conv_relu_maxpool_backward``: driven by that argmax. Windows whose max was <= 0 (argmax -1:
-  ReLU killed them) contribute nothing; the conv gradient is scattered to the winners only.
+  ReLU killed them) contribute nothing; the conv gradient is scattered to the winners only,
+  then the convolution's backward runs on it.
 * ``linear_relu_forward`` / ``linear_relu_backward``: fc + bias (+ ReLU) fused.
 
 Boundary layout is NCHW with PyTorch weight shapes (conv ``(K, C, F, F)``, linear ``(out, in)``).
 
 Design (README of this package): every kernel is serial, cached and ``nogil``; the engine's step
 plan calls it on batch slices from its worker threads, each slice with its own ``out`` dict
-(scratch and partial weight/bias gradients), and sums the partial gradients in slice order. A
-sub-batch of samples is im2col'ed into one matrix and multiplied with one BLAS call (``np.dot``
-in nopython mode), so BLAS runs at one thread during engine calls (:mod:`.thread_state`).
+(scratch and partial weight/bias gradients), and sums the partial gradients in slice order;
+BLAS runs at one thread during engine calls (:mod:`.thread_state`).
 
 Buffer reuse: every public function takes ``out``, a dict it fills with the arrays it needs (outputs
 and scratch) and reuses on the next call when shapes and dtype still match. The arrays it returns
@@ -27,69 +28,11 @@ import numpy as np
 from cnncalc.shapes import out_size
 
 from .._jit import jit
-
-# Bytes of im2col columns per thread and sub-batch (128 KiB measured best of 128 KiB-1 MiB).
-COLS_BUDGET = 1 << 17
-# Largest padded-width / output-width ratio for which im2col keeps the padded row width.
-GRID_WASTE = 1.5
+from ..conv import conv2d_backward, conv2d_forward
 
 # --------------------------------------------------------------------------------------------
 # kernels
 # --------------------------------------------------------------------------------------------
-
-
-def _pad_copy_py(x, n, pad, xp):
-    """xp[c, pad + i, pad + j] = x[n, c, i, j] (xp's border and tail stay as they are: zero)."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    Wd = W + 2 * pad
-    HWd = (H + 2 * pad) * Wd
-    for c in range(C):
-        for i in range(H):
-            o = c * HWd + (i + pad) * Wd + pad
-            for j in range(W):
-                xp[o + j] = x[n, c, i, j]
-
-
-def _im2col_py(xp, C, Hd, Wd, F, Ho, Wo, Wg, cols, col0):
-    """cols[(c*F + fy)*F + fx, col0 + oy*Wg + ox] = xp[c, oy + fy, ox + fx] (xp padded, flat).
-
-    With ``Wg == Wd`` (the padded width) each row is one contiguous copy; the columns
-    ox >= Wo are garbage that the caller ignores (forward) or zeroes (backward).
-    """
-    HWd = Hd * Wd
-    for c in range(C):
-        for fy in range(F):
-            for fx in range(F):
-                r = (c * F + fy) * F + fx
-                src = c * HWd + fy * Wd + fx
-                if Wg == Wd:
-                    for q in range(Ho * Wd):
-                        cols[r, col0 + q] = xp[src + q]
-                else:
-                    for oy in range(Ho):
-                        o = col0 + oy * Wg
-                        so = src + oy * Wd
-                        for ox in range(Wo):
-                            cols[r, o + ox] = xp[so + ox]
-
-
-def _col2im_py(dcols, col0, C, Hd, Wd, F, Ho, Wo, Wg, dxp):
-    """dxp[c, oy + fy, ox + fx] += dcols[(c*F + fy)*F + fx, col0 + oy*Wg + ox]."""
-    HWd = Hd * Wd
-    for c in range(C):
-        for fy in range(F):
-            for fx in range(F):
-                r = (c * F + fy) * F + fx
-                dst = c * HWd + fy * Wd + fx
-                if Wg == Wd:
-                    for q in range(Ho * Wd):
-                        dxp[dst + q] += dcols[r, col0 + q]
-                else:
-                    for oy in range(Ho):
-                        o = col0 + oy * Wg
-                        do = dst + oy * Wd
-                        for ox in range(Wo):
-                            dxp[do + ox] += dcols[r, o + ox]
 
 
 def _relu_pool_py(conv, col0, Wg, pool, b, y, am, n, zero):
@@ -145,100 +88,34 @@ def _relu_pool2_py(conv, col0, Wg, b, y, am, n, zero):
                 ak[i, j] = idx if alive else -1
 
 
-def _crm_fwd_py(x, w2, b, pad, F, pool, S, Wg, y, am, xp_s, cols_s, conv_s, zero):
-    N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    K, R = w2.shape[0], w2.shape[1]
-    Hd = H + 2 * pad
-    Wd = W + 2 * pad
-    Ho = Hd - F + 1
-    Wo = Wd - F + 1
-    P = Ho * Wg
-    T = cols_s.shape[0]
-    for t in range(T):
-        n0 = t * N // T
-        n1 = (t + 1) * N // T
-        xp = xp_s[t]
-        xp[:] = 0
-        for s0 in range(n0, n1, S):
-            ns = min(S, n1 - s0)
-            L = ns * P
-            cols = cols_s[t][:R * L].reshape((R, L))
-            conv = conv_s[t][:K * L].reshape((K, L))
-            for s in range(ns):
-                _pad_copy(x, s0 + s, pad, xp)
-                _im2col(xp, C, Hd, Wd, F, Ho, Wo, Wg, cols, s * P)
-            np.dot(w2, cols, conv)
-            for s in range(ns):
-                if pool == 2:
-                    _relu_pool2(conv, s * P, Wg, b, y, am, s0 + s, zero)
-                else:
-                    _relu_pool(conv, s * P, Wg, pool, b, y, am, s0 + s, zero)
+def _relu_pool_batch_py(conv, b, pool, y, am, zero):
+    """y, am of every sample from the conv output ``conv`` (N, K, Ho, Wo) (bias not added)."""
+    n_b, k_out, ho, wo = conv.shape
+    for n in range(n_b):
+        cn = conv[n].reshape((k_out, ho * wo))
+        if pool == 2:
+            _relu_pool2(cn, 0, wo, b, y, am, n, zero)
+        else:
+            _relu_pool(cn, 0, wo, pool, b, y, am, n, zero)
 
 
-def _crm_bwd_py(dy, x, w2, w2t, am, pad, F, pool, S, Wg, need_dx, dx, dw, db,
-                xp_s, dxp_s, cols_s, dconv_s, dcols_s, dwp, dbp, tmp, zero):
-    N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    K, R = w2.shape[0], w2.shape[1]
-    Hd = H + 2 * pad
-    Wd = W + 2 * pad
-    Ho = Hd - F + 1
-    Wo = Wd - F + 1
-    P = Ho * Wg
-    Hp = Ho // pool
-    Wp = Wo // pool
-    T = cols_s.shape[0]
-    for t in range(T):
-        n0 = t * N // T
-        n1 = (t + 1) * N // T
-        dwt = dwp[t]
-        dbt = dbp[t]
-        dwt[:] = 0
-        dbt[:] = 0
-        xp = xp_s[t]
-        xp[:] = 0
-        for s0 in range(n0, n1, S):
-            ns = min(S, n1 - s0)
-            L = ns * P
-            cols = cols_s[t][:R * L].reshape((R, L))
-            dconv = dconv_s[t][:K * L].reshape((K, L))
-            dconv[:] = 0
-            for s in range(ns):
-                n = s0 + s
-                _pad_copy(x, n, pad, xp)
-                _im2col(xp, C, Hd, Wd, F, Ho, Wo, Wg, cols, s * P)
-                for k in range(K):
-                    acc = zero
-                    for i in range(Hp):
-                        for j in range(Wp):
-                            a = np.int64(am[n, k, i, j])  # int8 arithmetic would overflow
-                            live = a >= 0
-                            g = dy[n, k, i, j] if live else zero
-                            a = a if live else 0  # a dead window writes its zero to slot 0
-                            acc += g
-                            dconv[k, s * P + (i * pool + a // pool) * Wg + j * pool + a % pool] = g
-                    dbt[k] += acc
-            tt = tmp[t]
-            np.dot(dconv, cols.T, tt)
-            dwt += tt
-            if need_dx:
-                dcols = dcols_s[t][:R * L].reshape((R, L))
-                np.dot(w2t, dconv, dcols)
-                dxp = dxp_s[t]
-                for s in range(ns):
-                    dxp[:] = 0
-                    _col2im(dcols, s * P, C, Hd, Wd, F, Ho, Wo, Wg, dxp)
-                    n = s0 + s
-                    HWd = Hd * Wd
-                    for c in range(C):
-                        for i in range(H):
-                            o = c * HWd + (i + pad) * Wd + pad
-                            for j in range(W):
-                                dx[n, c, i, j] = dxp[o + j]
-    dw[:] = 0
-    db[:] = 0
-    for t in range(T):
-        dw += dwp[t]
-        db += dbp[t]
+def _pool_grad_py(dy, am, pool, dconv, db, zero):
+    """dconv (N, K, Ho, Wo) := dy at each live window's winner, zero elsewhere; db := the sum
+    of dy over the live windows (argmax -1: the ReLU killed the window, no gradient)."""
+    n_b, k_out, hp, wp = dy.shape
+    dconv[...] = zero
+    db[:] = zero
+    for n in range(n_b):
+        for k in range(k_out):
+            acc = zero
+            for i in range(hp):
+                for j in range(wp):
+                    a = np.int64(am[n, k, i, j])  # int8 arithmetic would overflow
+                    if a >= 0:
+                        g = dy[n, k, i, j]
+                        acc += g
+                        dconv[n, k, i * pool + a // pool, j * pool + a % pool] = g
+            db[k] += acc
 
 
 def _linear_fwd_py(x, w, b, relu, T, y):
@@ -287,14 +164,10 @@ def _linear_bwd_py(dy, x, w, y, relu, need_dx, dz, dx, dw, db, dwp, dbp):
         db += dbp[t]
 
 
-_im2col = jit(_im2col_py)
-_col2im = jit(_col2im_py)
-_pad_copy = jit(_pad_copy_py)
 _relu_pool = jit(_relu_pool_py)
 _relu_pool2 = jit(_relu_pool2_py)
-
-_crm_fwd = jit(_crm_fwd_py)
-_crm_bwd = jit(_crm_bwd_py)
+_relu_pool_batch = jit(_relu_pool_batch_py)
+_pool_grad = jit(_pool_grad_py)
 _linear_fwd = jit(_linear_fwd_py)
 _linear_bwd = jit(_linear_bwd_py)
 
@@ -322,20 +195,6 @@ def conv_out_shape(H: int, W: int, F: int, pad: int, pool: int) -> tuple[int, in
     return Ho, Wo, out_size(Ho, pool, pool, 0, 0).size, out_size(Wo, pool, pool, 0, 0).size
 
 
-def _geometry(x, w, pad, pool):
-    """Shapes the kernels share: (R, Wg, P, S, xp_len)."""
-    N, C, H, W = x.shape
-    F = w.shape[2]
-    Ho, Wo, _, _ = conv_out_shape(H, W, F, pad, pool)
-    Wd = W + 2 * pad
-    # Rows of width Wd make each im2col row one contiguous copy, at the price of Wd - Wo garbage
-    # columns in the GEMMs; worth it while the waste is small.
-    Wg = Wd if Wd <= GRID_WASTE * Wo else Wo
-    R, P = C * F * F, Ho * Wg
-    S = max(1, min(N, COLS_BUDGET // max(1, R * P * x.dtype.itemsize)))
-    return R, Wg, P, S, C * (H + 2 * pad) * Wd + F
-
-
 def conv_relu_maxpool_forward(x, w, b, pad=0, pool=2, out=None):
     """Fused ``maxpool(relu(conv2d(x, w, pad) + b), pool)``.
 
@@ -356,18 +215,13 @@ def conv_relu_maxpool_forward(x, w, b, pad=0, pool=2, out=None):
     """
     N, _, H, W = x.shape
     K, _, F, _ = w.shape
-    _, _, Hp, Wp = conv_out_shape(H, W, F, pad, pool)
-    T = 1  # the kernels' per-thread buffers: one slice per call
-    R, Wg, P, S, xp_len = _geometry(x, w, pad, pool)
+    Ho, Wo, Hp, Wp = conv_out_shape(H, W, F, pad, pool)
     out = {} if out is None else out
     y = _buf(out, "y", (N, K, Hp, Wp), x.dtype)
     am = _buf(out, "argmax", (N, K, Hp, Wp), np.int8)
-    xp = _buf(out, "xpad", (T, xp_len), x.dtype)
-    cols = _buf(out, "cols", (T, R * S * P), x.dtype)
-    conv = _buf(out, "conv", (T, K * S * P), x.dtype)
-    w2 = w.reshape(K, R)
-    _crm_fwd(x, w2, b, pad, F, pool, S, Wg, y, am, xp, cols, conv,
-                                 x.dtype.type(0))
+    conv = _buf(out, "conv", (N, K, Ho, Wo), x.dtype)
+    conv2d_forward(x, w, None, 1, pad, 1, 1, (Ho, Wo), out=conv)
+    _relu_pool_batch(conv, b, pool, y, am, x.dtype.type(0))
     return y, am
 
 
@@ -379,28 +233,15 @@ def conv_relu_maxpool_backward(dy, x, w, argmax, pad=0, pool=2, need_dx=True, ou
     """
     N, C, H, W = x.shape
     K, _, F, _ = w.shape
-    T = 1  # the kernels' per-thread buffers: one slice per call
-    R, Wg, P, S, xp_len = _geometry(x, w, pad, pool)
+    Ho, Wo, _, _ = conv_out_shape(H, W, F, pad, pool)
     out = {} if out is None else out
     dt = x.dtype
-    xp = _buf(out, "xpad", (T, xp_len), dt)
-    dxp = _buf(out, "dxpad", (T, xp_len if need_dx else 1), dt)
-    dx = _buf(out, "dx", (N, C, H, W) if need_dx else (1, C, H, W), dt)
-    dw = _buf(out, "dw", (K, C, F, F), dt)
+    dconv = _buf(out, "dconv", (N, K, Ho, Wo), dt)
     db = _buf(out, "db", (K,), dt)
-    cols = _buf(out, "cols", (T, R * S * P), dt)
-    dconv = _buf(out, "dconv", (T, K * S * P), dt)
-    dcols = _buf(out, "dcols", (T, R * S * P) if need_dx else (T, 1), dt)
-    dwp = _buf(out, "dw_partial", (T, K, R), dt)
-    dbp = _buf(out, "db_partial", (T, K), dt)
-    tmp = _buf(out, "dw_tmp", (T, K, R), dt)
-    w2 = w.reshape(K, R)
-    w2t = _buf(out, "w2t", (R, K), dt)
-    w2t[...] = w2.T
-    _crm_bwd(dy, x, w2, w2t, argmax, pad, F, pool, S, Wg, need_dx, dx,
-                                 dw.reshape(K, R), db, xp, dxp, cols, dconv, dcols, dwp, dbp, tmp,
-                                 dt.type(0))
-    return (dx if need_dx else None), dw, db
+    _pool_grad(dy, argmax, pool, dconv, db, dt.type(0))
+    dx = _buf(out, "dx", (N, C, H, W), dt) if need_dx else None
+    dx, dw, _ = conv2d_backward(dconv, x, w, 1, pad, 1, 1, need_dx, has_bias=False, out_dx=dx)
+    return dx, dw, db
 
 
 def linear_relu_forward(x, w, b, relu=True, out=None):
