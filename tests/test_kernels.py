@@ -143,14 +143,18 @@ def test_conv_algo_choice_and_errors():
     assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16))      # 5x5
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit")
     # the direct vector-register kernel: every stride-1 layer Winograd does not take
-    assert conv.uses_simd(1) and conv.uses_simd((1, 1), "simd")
-    assert not conv.uses_simd((2, 2)) and not conv.uses_simd((1, 2), "simd")
-    assert not conv.uses_simd(1, "implicit") and not conv.uses_simd(1, "im2col")
+    # (and strided layers through the phase planes: forced by "simd", by "auto" where their
+    # zero taps add at most PHASE_MAX_WASTE)
+    assert conv.uses_simd(3, 1) and conv.uses_simd(5, (1, 1), 2, "simd")
+    assert conv.uses_simd(11, 4) and conv.uses_simd(7, 2)           # AlexNet conv1, 7x7 stem
+    assert not conv.uses_simd(3, 2) and not conv.uses_simd(1, 2)     # 16/9 and 4x the work
+    assert conv.uses_simd(3, 2, algo="simd") and conv.uses_simd(1, (1, 2), algo="simd")
+    assert not conv.uses_simd(3, 1, algo="implicit") and not conv.uses_simd(3, 1, algo="im2col")
     x = np.zeros((1, 1, 4, 4))
     with pytest.raises(ValueError, match="algo"):
         conv.conv2d_forward(x, np.zeros((1, 1, 3, 3)), None, algo="fft")
     with pytest.raises(ValueError, match="algo"):
-        conv.uses_simd(1, "fft")
+        conv.uses_simd(3, 1, algo="fft")
 
 
 def test_conv_split_batch_threads_matches_whole_batch():

@@ -93,3 +93,38 @@ def test_compact_plane_shares_padding():
 def test_vector_width_follows_the_cpu():
     assert simd.vector_bytes() in (32, 64)
     assert simd.lanes(np.float32) == 2 * simd.lanes(np.float64) == simd.vector_bytes() // 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes(), st.integers(1, 4), st.integers(1, 4))
+def test_strided_through_phase_planes_matches_reference(shape, sh, sw):
+    """Stride > 1 (space-to-depth, the stride-1 kernels, read back): forward, dx and dw."""
+    n, c, h, w, k, kh, kw, d, g, (pt, pl, pb, pr) = shape
+    pt, pl = max(pt, 0), max(pl, 0)            # the layers' padding (no cropping)
+    out_hw = conv.conv2d_out_hw(h, w, (kh, kw), (sh, sw), (pt, pl), (max(pb, 0), max(pr, 0)), d)
+    if min(out_hw) < 1:
+        return
+    rng = np.random.default_rng(n * 7 + c * 5 + h * 3 + w + sh)
+    x = rng.standard_normal((n, c, h, w))
+    wt = rng.standard_normal((k, c // g, kh, kw))
+    y = simd.strided_forward(x, wt, None, (sh, sw), (pt, pl), d, g, out_hw,
+                             np.empty((n, k, *out_hw)))
+    np.testing.assert_allclose(y, R.conv2d_forward(x, wt, None, (sh, sw), (pt, pl), d, g,
+                                                   out_hw), rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, dw = simd.strided_backward(dy, x, wt, (sh, sw), (pt, pl), d, g, True)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (sh, sw), (pt, pl), d, g)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
+
+
+def test_phase_weights_place_every_tap_once():
+    """W' holds each of the kernel's taps exactly once (the rest zero): 3x3 stride 2 on a 2x2
+    grid of 4 phases, AlexNet's 11x11 stride 4 on a 3x3 grid of 16."""
+    rng = np.random.default_rng(0)
+    for (kh, s, grid) in ((3, 2, 2), (11, 4, 3)):
+        w = rng.standard_normal((2, 3, kh, kh)) + 5.0     # no zero taps of its own
+        wp = simd.phase_weights(w, (s, s), (1, 1))
+        assert wp.shape == (2, 3 * s * s, grid, grid)
+        assert np.count_nonzero(wp) == w.size
+        np.testing.assert_array_equal(np.sort(wp[wp != 0]), np.sort(w.ravel()))

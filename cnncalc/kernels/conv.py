@@ -14,7 +14,9 @@ Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 * every other stride-1 layer (``algo="simd"``): the direct convolution of
   :mod:`cnncalc.kernels.simd`, register-blocked micro-kernels over pitched planes (forward
   1.0-2.5x the implicit GEMM's speed on every layer measured, weight gradient 1.1-1.3x); its
-  ``dx`` is the forward kernel again, on the flipped weights;
+  ``dx`` is the forward kernel again, on the flipped weights. Strided stems with few input
+  channels (AlexNet's conv1, 7x7 stride 2) run the same kernels on the input's phase planes
+  (``PHASE_MAX_WASTE``);
 * stride 1 (``algo="implicit"``): implicit GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
   one strided BLAS GEMM, ``Y += W[:, :, ki, kj] @ shifted planes``, accumulated in an L2-sized
   buffer (see the section below), one L1-sized tile of output columns at a time (all taps per
@@ -532,20 +534,33 @@ def uses_winograd(w_shape, stride, pad, dilation, groups, out_hw, algo=None,
                          cg * int(groups), k_out, dtype)
 
 
-def _use_simd(algo, sh, sw) -> bool:
-    """The register-blocked direct convolution (``simd.py``): every stride-1 layer that
-    Winograd does not take, under ``"auto"`` or ``"simd"`` (which falls back to im2col at
-    stride > 1)."""
+# Stride > 1 runs the vector kernels on the input's phase planes (``simd.strided_forward``)
+# where the phase kernel's zero taps add at most this much work: stems with few input
+# channels, where im2col's GEMMs are short (AlexNet's 11x11 stride 4: 144/121 of the work, 1.5x
+# im2col's speed; 7x7 stride 2: 64/49, 1.4x), not 3x3 stride 2 (16/9: 0.5-0.9x). Figures:
+# cnncalc/kernels/fast/README.md, "Direct convolution in vector registers".
+PHASE_MAX_WASTE = 4 / 3
+
+
+def _use_simd(algo, kh, kw, sh, sw, dh, dw) -> bool:
+    """The register-blocked direct convolution (``simd.py``) under ``"auto"`` (for layers
+    Winograd does not take) or ``"simd"``: every stride-1 layer, and strided ones through the
+    phase planes (``"auto"``: where their zero taps add at most ``PHASE_MAX_WASTE``)."""
     if algo not in _ALGOS:
         raise ValueError(f"algo must be one of {_ALGOS[1:]}, got {algo!r}")
-    return algo in (None, "auto", "simd") and sh == 1 and sw == 1
+    if algo not in (None, "auto", "simd"):
+        return False
+    if sh == 1 and sw == 1 or algo == "simd":
+        return True
+    u, v, _, _ = ksimd.phase_shape(kh, kw, sh, sw, dh, dw, 1, 1)
+    return u * v * sh * sw <= PHASE_MAX_WASTE * kh * kw
 
 
-def uses_simd(stride, algo=None) -> bool:
-    """Whether :func:`conv2d_forward` takes the direct vector-register kernel (for a layer
+def uses_simd(kernel_size, stride, dilation=1, algo=None) -> bool:
+    """Whether :func:`conv2d_forward` takes the direct vector-register kernels (for a layer
     :func:`uses_winograd` does not take)."""
-    sh, sw = _pair(stride)
-    return _use_simd(algo, sh, sw)
+    (kh, kw), (sh, sw), (dh, dw) = _pair(kernel_size), _pair(stride), _pair(dilation)
+    return _use_simd(algo, kh, kw, sh, sw, dh, dw)
 
 
 def _use_implicit(algo, sh, sw, direct, ckk, p) -> bool:
@@ -635,8 +650,11 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
                 _layout(shared, "winograd", lambda: wg.weight_transform(w)))))
     if algo == "winograd":
         algo = "auto"
-    if _use_simd(algo, sh, sw):
-        return ksimd.simd_forward(x, w, b, (pt, pl), (dh, dw), groups, (ho, wo), out)
+    if _use_simd(algo, kh, kw, sh, sw, dh, dw):
+        if sh == 1 and sw == 1:
+            return ksimd.simd_forward(x, w, b, (pt, pl), (dh, dw), groups, (ho, wo), out)
+        return ksimd.strided_forward(x, w, b, (sh, sw), (pt, pl), (dh, dw), groups, (ho, wo),
+                                     out)
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
         wk = _layout(shared, "taps", lambda: _taps_major(w, groups))
         _conv_fwd_ig_s(x, wk, bb, has_bias, kh, kw, pt, pl, dh, dw, groups,
@@ -688,7 +706,11 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     # kernel, i.e. the forward kernel again (im2col + a GEMM shaped like the forward one), which
     # is cheaper than W^T @ dy followed by a col2im scatter.
     # (With the direct vector kernel, a plain 1x1 layer's dx goes the same way.)
-    simd = _use_simd(algo, sh, sw)
+    simd = _use_simd(algo, kh, kw, sh, sw, dh, dw)
+    if simd and (sh != 1 or sw != 1):
+        dx, dwt = ksimd.strided_backward(dy, x, w, (sh, sw), (pt, pl), (dh, dw), groups, need_dx,
+                                         out_dx)
+        return dx, dwt, (dy.sum(axis=(0, 2, 3)) if has_bias else None)
     via_fwd = need_dx and sh == 1 and sw == 1 and (simd or not direct)
     fused_dx = need_dx and not via_fwd
     if simd:

@@ -453,3 +453,123 @@ def simd_forward(x, w, b, pad, dilation, groups, out_hw, out):
     _conv_fwd_simd(x, w, bb, has_bias, kh, kw, int(pad[0]), int(pad[1]), dh, dw, int(groups),
                    ho, wo, out, block_samples(x.shape[0], plane), NV * lanes(x.dtype))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# stride > 1: the same kernels on phase planes
+# --------------------------------------------------------------------------------------------
+# A stride-(sh, sw) convolution is a stride-1 one on the input's sh*sw phase planes
+# (space-to-depth): output (oh, ow) reads padded input row oh*sh + ki*dh = sh*(oh + u) + a with
+# a = ki*dh mod sh, u = ki*dh div sh, i.e. row oh + u of phase plane a (and the same for
+# columns). So with  X'[n, (c*sh + a)*sw + b, i, j] = xpad[n, c, sh*i + a, sw*j + b]  and
+# W'[k, (c*sh + a)*sw + b, u, v] = w[k, c, ki, kj] for the tap of that phase (zero for the
+# grid points no tap lands on), y = conv(X', W') with stride 1 and no padding. Each padded
+# input value appears once in X', so the input gradient is dX' read back in the same places.
+# The zero taps cost (U*V*sh*sw / (kh*kw) - 1) extra work (3x3 stride 2: 16/9; AlexNet's 11x11
+# stride 4: 144/121), far less than the vector kernels gain over im2col (measured in
+# cnncalc/kernels/fast/README.md).
+def phase_shape(kh, kw, sh, sw, dh, dw, ho, wo):
+    """(U, V, rows, cols): the phase kernel's size and the phase planes' size that a valid
+    stride-1 convolution to (ho, wo) needs."""
+    u = dh * (kh - 1) // sh + 1
+    v = dw * (kw - 1) // sw + 1
+    return u, v, ho + u - 1, wo + v - 1
+
+
+def _space_to_depth_py(x, sh, sw, pt, pl, xs):
+    """xs[n, (c*sh + a)*sw + b, i, j] = x[n, c, sh*i + a - pt, sw*j + b - pl] (zero outside)."""
+    n_b, c_in, h, w = x.shape
+    rows, cols = xs.shape[2], xs.shape[3]
+    zero = xs.dtype.type(0)
+    for n in range(n_b):
+        for c in range(c_in):
+            for a in range(sh):
+                for b in range(sw):
+                    dst = xs[n, (c * sh + a) * sw + b]
+                    for i in range(rows):
+                        r = sh * i + a - pt
+                        if r < 0 or r >= h:
+                            for j in range(cols):
+                                dst[i, j] = zero
+                        else:
+                            src = x[n, c, r]
+                            for j in range(cols):
+                                q = sw * j + b - pl
+                                dst[i, j] = src[q] if 0 <= q < w else zero
+
+
+_space_to_depth = jit(_space_to_depth_py)
+
+
+def _depth_to_space_py(dxs, sh, sw, pt, pl, dx):
+    """dx[n, c, r, q] = dxs[n, (c*sh + a)*sw + b, i, j] where r + pt = sh*i + a and
+    q + pl = sw*j + b (zero where that lies past the phase planes: no output read it)."""
+    n_b, c_in, h, w = dx.shape
+    rows, cols = dxs.shape[2], dxs.shape[3]
+    zero = dx.dtype.type(0)
+    for n in range(n_b):
+        for c in range(c_in):
+            for r in range(h):
+                i, a = divmod(r + pt, sh)
+                for q in range(w):
+                    j, b = divmod(q + pl, sw)
+                    ok = i >= 0 and i < rows and j >= 0 and j < cols
+                    dx[n, c, r, q] = dxs[n, (c * sh + a) * sw + b, i, j] if ok else zero
+
+
+_depth_to_space = jit(_depth_to_space_py)
+
+
+def phase_weights(w, stride, dilation):
+    """W' (K, C/g*sh*sw, U, V) of the phase-plane convolution (see above)."""
+    k_out, cg, kh, kw = w.shape
+    sh, sw = stride
+    dh, dw = dilation
+    u, v = dh * (kh - 1) // sh + 1, dw * (kw - 1) // sw + 1
+    wp = np.zeros((k_out, cg, sh, sw, u, v), w.dtype)
+    for ki in range(kh):
+        for kj in range(kw):
+            (ui, a), (vj, b) = divmod(ki * dh, sh), divmod(kj * dw, sw)
+            wp[:, :, a, b, ui, vj] = w[:, :, ki, kj]
+    return wp.reshape(k_out, cg * sh * sw, u, v)
+
+
+def strided_forward(x, w, b, stride, pad, dilation, groups, out_hw, out):
+    """Convolution with stride > 1 into ``out`` through the phase planes."""
+    k_out, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    u, v, rows, cols = phase_shape(kh, kw, sh, sw, dh, dw, *out_hw)
+    xs = np.empty((x.shape[0], x.shape[1] * sh * sw, rows, cols), x.dtype)
+    _space_to_depth(x, sh, sw, int(pad[0]), int(pad[1]), xs)
+    return simd_forward(xs, phase_weights(w, stride, dilation), b, (0, 0), (1, 1), groups,
+                        out_hw, out)
+
+
+def strided_backward(dy, x, w, stride, pad, dilation, groups, need_dx, out_dx=None):
+    """``(dx or None, dw)`` of :func:`strided_forward`: the stride-1 gradients on the phase
+    planes, read back into the input's and the kernel's places."""
+    k_out, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    u, v, rows, cols = phase_shape(kh, kw, sh, sw, dh, dw, dy.shape[2], dy.shape[3])
+    xs = np.empty((x.shape[0], x.shape[1] * sh * sw, rows, cols), x.dtype)
+    _space_to_depth(x, sh, sw, int(pad[0]), int(pad[1]), xs)
+    wp = phase_weights(w, stride, dilation)
+    dwp = simd_weight_grad(dy, xs, wp.shape, (0, 0), (1, 1), groups)
+    dwp = dwp.reshape(k_out, cg, sh, sw, u, v)
+    dwt = np.empty_like(w)
+    for ki in range(kh):
+        for kj in range(kw):
+            (ui, a), (vj, b) = divmod(ki * dh, sh), divmod(kj * dw, sw)
+            dwt[:, :, ki, kj] = dwp[:, :, a, b, ui, vj]
+    if not need_dx:
+        return None, dwt
+    # dX' of a valid stride-1 convolution: the full correlation of dy with the flipped kernel
+    kg = k_out // groups
+    wflip = np.ascontiguousarray(
+        wp[:, :, ::-1, ::-1].reshape(groups, kg, cg * sh * sw, u, v).transpose(0, 2, 1, 3, 4)
+    ).reshape(groups * cg * sh * sw, kg, u, v)
+    dxs = simd_forward(dy, wflip, None, (u - 1, v - 1), (1, 1), groups, (rows, cols),
+                       np.empty_like(xs))
+    dx = np.empty_like(x) if out_dx is None else out_dx
+    _depth_to_space(dxs, sh, sw, int(pad[0]), int(pad[1]), dx)
+    return dx, dwt
