@@ -30,9 +30,9 @@ def shapes(draw):
 @settings(max_examples=60, deadline=None)
 @given(shapes(), st.sampled_from([np.float64, np.float32]), st.sampled_from([1, 40, 512]),
        st.booleans())
-def test_forward_matches_reference(shape, dtype, block_columns, bias):
+def test_forward_and_weight_grad_match_reference(shape, dtype, block_columns, bias):
     """Random shapes, paddings from -1 (crop) to past the kernel, a few block sizes (one
-    sample per block up to the whole batch), float32 and float64."""
+    sample per block up to the whole batch), float32 and float64: forward and dW."""
     n, c, h, w, k, kh, kw, d, g, (pt, pl, pb, pr) = shape
     out_hw = conv.conv2d_out_hw(h, w, (kh, kw), 1, (pt, pl), (pb, pr), d)
     if min(out_hw) < 1:
@@ -52,6 +52,16 @@ def test_forward_matches_reference(shape, dtype, block_columns, bias):
         simd.BLOCK_COLUMNS = old
     tol = 1e-12 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+    dy = rng.standard_normal(want.shape)
+    want_dw = R.conv2d_backward(dy, x, wt, (1, 1), (pt, pl), d, g)[1]
+    simd.BLOCK_COLUMNS = block_columns
+    try:
+        got_dw = simd.simd_weight_grad(dy.astype(dtype), x.astype(dtype), wt.shape, (pt, pl), d,
+                                       g)
+    finally:
+        simd.BLOCK_COLUMNS = old
+    np.testing.assert_allclose(got_dw, want_dw, rtol=tol,
+                               atol=tol * max(1.0, np.abs(want_dw).max()))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -62,11 +72,11 @@ def test_micro_kernel_matches_its_numpy_body(dtype, k):
     blocks of output channels."""
     rng = np.random.default_rng(k)
     x = rng.standard_normal((3, 5, 9, 7)).astype(dtype)
-    wt = rng.standard_normal((k, 5, 3, 2)).astype(dtype)
+    wt = rng.standard_normal((k, 5, 2, 2)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
-    out_hw = conv.conv2d_out_hw(9, 7, (3, 2), 1, (1, 0), (2, 1), (2, 1))
-    args = (x, wt, b, True, 3, 2, 1, 0, 2, 1, 1, *out_hw)
-    rows, pitch = simd._compact_plane(9, 7, 3, 2, 1, 0, 2, 1, *out_hw)
+    out_hw = conv.conv2d_out_hw(9, 7, (2, 2), 1, (1, 0), (2, 1), (2, 1))
+    args = (x, wt, b, True, 2, 2, 1, 0, 2, 1, 1, *out_hw)
+    rows, pitch = simd._compact_plane(9, 7, 2, 2, 1, 0, 2, 1, *out_hw)
     nb, qb = simd.block_samples(3, rows * pitch), simd.NV * simd.lanes(dtype)
     jitted = np.empty((3, k, *out_hw), dtype)
     simd._conv_fwd_simd(*args, jitted, nb, qb)
@@ -78,6 +88,19 @@ def test_micro_kernel_matches_its_numpy_body(dtype, k):
         python, R.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
                                  b.astype(np.float64), (1, 1), (1, 0), (2, 1), 1, out_hw),
         rtol=tol, atol=tol * 10)
+    # the weight gradient's intrinsic (full and partial blocks of channels and taps: 2x2 = 4
+    # taps, TB = 3) against its NumPy body
+    dy = rng.standard_normal(jitted.shape).astype(dtype)
+    vl = simd.lanes(dtype)
+    dw_jit = np.empty((k, 5 * 4), dtype)
+    simd._conv_dw_simd(dy, x, 2, 2, 1, 0, 2, 1, 1, dw_jit, nb, vl)
+    dw_py = np.empty_like(dw_jit)
+    simd._conv_dw_simd_py(dy, x, 2, 2, 1, 0, 2, 1, 1, dw_py, nb, vl)
+    np.testing.assert_allclose(dw_jit, dw_py, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(
+        dw_py.reshape(wt.shape), R.conv2d_backward(dy.astype(np.float64), x.astype(np.float64),
+                                                   wt.astype(np.float64), (1, 1), (1, 0), (2, 1),
+                                                   1)[1], rtol=tol, atol=tol * 10)
 
 
 def test_compact_plane_shares_padding():

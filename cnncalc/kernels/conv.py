@@ -13,8 +13,9 @@ Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
 * every other stride-1 layer (``algo="simd"``): the direct convolution of
   :mod:`cnncalc.kernels.simd`, register-blocked micro-kernels over pitched planes (forward
-  1.0-2.5x the implicit GEMM's speed on every layer measured, weight gradient 1.1-1.3x); its
-  ``dx`` is the forward kernel again, on the flipped weights. Strided stems with few input
+  1.0-3.2x the implicit GEMM's speed on every layer measured; the weight gradient 1.0-1.4x on
+  planes from 10x10 up, ``SIMD_DW_MIN_PLANE``, BLAS's below and for 1x1); its ``dx`` is the
+  forward kernel again, on the flipped weights. Strided stems with few input
   channels (AlexNet's conv1, 7x7 stride 2) run the same kernels on the input's phase planes
   (``PHASE_MAX_WASTE``);
 * stride 1 (``algo="implicit"``): implicit GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
@@ -556,6 +557,16 @@ def _use_simd(algo, kh, kw, sh, sw, dh, dw) -> bool:
     return u * v * sh * sw <= PHASE_MAX_WASTE * kh * kw
 
 
+# The vector kernel's weight gradient reduces over the output columns, one (K, C, tap) block
+# at a time: 1.0-1.4x the implicit GEMM's speed on planes of 14x14 and more, but 0.9-1.0x on
+# 8x8 / 7x7 ones and 0.45x on a 1x1 layer (one BLAS GEMM there); those keep BLAS.
+SIMD_DW_MIN_PLANE = 100
+
+
+def _simd_weight_grad_pays(kh, kw, ho, wo) -> bool:
+    return kh * kw > 1 and ho * wo >= SIMD_DW_MIN_PLANE
+
+
 def uses_simd(kernel_size, stride, dilation=1, algo=None) -> bool:
     """Whether :func:`conv2d_forward` takes the direct vector-register kernels (for a layer
     :func:`uses_winograd` does not take)."""
@@ -713,10 +724,10 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
         return dx, dwt, (dy.sum(axis=(0, 2, 3)) if has_bias else None)
     via_fwd = need_dx and sh == 1 and sw == 1 and (simd or not direct)
     fused_dx = need_dx and not via_fwd
-    if simd:
+    if simd and _simd_weight_grad_pays(kh, kw, ho, wo):
         dwt = ksimd.simd_weight_grad(dy, x, w.shape, (pt, pl), (dh, dw), groups)
         dx = None   # stride 1: dx, when needed, comes via_fwd
-    elif _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
+    elif _use_implicit("auto" if simd else algo, sh, sw, direct, cg * kh * kw, ho * wo):
         kg = k_out // groups
         dw_part = np.empty((nchunks, groups * kh * kw * kg * cg), dtype=x.dtype)
         _conv_bwd_ig_s(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks,

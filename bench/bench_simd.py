@@ -1,0 +1,151 @@
+"""The direct vector-register convolution kernels (``cnncalc/kernels/simd.py``) against the
+other algorithms of ``conv.py``, serially (one thread, BLAS at one thread), float32.
+
+Run: ``python bench/bench_simd.py [--reps 4] [--batch 32]``. Sections:
+
+1. the forward micro-kernel alone (register blocks over one pitched block of planes, no
+   padding or copying): GFLOP/s on the computed columns;
+2. forward per layer: ``simd`` / ``implicit`` / ``winograd`` (where it applies) GFLOP/s and
+   the ratio simd : implicit;
+3. weight gradient per layer: ``simd`` / ``implicit``;
+4. strided layers: the phase-plane path against im2col, forward and backward (dx + dw).
+
+Every ratio is measured in the same run, best of 3 rounds of ``--reps`` calls (the machine is
+shared: compare ratios, not absolute times). GFLOP/s count the direct convolution's FLOPs
+(2 x MACs per pass), so Winograd can show more than the machine's peak.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cnncalc.kernels import conv, simd  # noqa: E402
+
+# (C, K, H, F): stride-1 "same" layers, CIFAR / ResNet-20 / VGG / LeNet-like
+LAYERS = [(3, 16, 32, 3), (16, 16, 32, 3), (16, 32, 32, 3), (32, 32, 32, 3), (32, 64, 16, 3),
+          (64, 64, 16, 3), (64, 64, 56, 3), (128, 128, 8, 3), (128, 128, 28, 3),
+          (256, 256, 8, 3), (256, 256, 14, 3), (512, 512, 7, 3), (6, 16, 14, 5), (1, 6, 28, 5),
+          (64, 64, 16, 1)]
+# (C, K, H, F, stride, pad, batch)
+STRIDED = [(3, 96, 227, 11, 4, 0, 4), (3, 64, 224, 7, 2, 3, 4), (16, 32, 32, 3, 2, 1, 32),
+           (32, 64, 16, 3, 2, 1, 32)]
+
+
+def best(fn, reps):
+    fn()
+    out = 1e9
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        out = min(out, (time.perf_counter() - t) / reps)
+    return out
+
+
+@numba.njit(nogil=True)
+def _tiles(xpf, span, wf, cg, offs, ybf, lq, blocks, kg, qb):
+    for _ in range(blocks):
+        for q0 in range(0, lq, qb):
+            for k0 in range(0, kg, simd.KB):
+                simd.tile(simd.KB, xpf, q0, span, wf, k0 * cg * 9, cg, 9, offs, ybf,
+                          k0 * lq + q0, lq, qb)
+
+
+def micro_kernel(reps):
+    print("\n== forward micro-kernel alone (3x3, KB x NV*lanes register blocks) ==")
+    rng = np.random.default_rng(0)
+    qb = simd.NV * simd.lanes(np.float32)
+    for c in (16, 32, 64):
+        pitch = 34
+        lq = 16 * qb
+        offs = np.array([i * pitch + j for i in range(3) for j in range(3)], np.int64)
+        span = lq + int(offs[-1])
+        xp = rng.standard_normal((c, span)).astype(np.float32)
+        w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+        yb = np.empty((c, lq), np.float32)
+        t = best(lambda: _tiles(xp.ravel(), span, w.ravel(), c, offs, yb.ravel(), lq, 8, c, qb),
+                 reps)
+        print(f"  {c:3d} channels: {2 * 8 * lq * c * c * 9 / t / 1e9:6.1f} GFLOP/s")
+
+
+def layers(batch, reps):
+    rng = np.random.default_rng(0)
+    print("\n== forward, stride 1, 'same' padding, one thread (GFLOP/s) ==")
+    print(f"{'layer':22s} {'simd':>6s} {'implicit':>9s} {'winograd':>9s} | simd : implicit")
+    for c, k, h, f in LAYERS:
+        n = batch if h <= 32 else max(1, batch // 2)
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((k, c, f, f)).astype(np.float32)
+        y = np.empty((n, k, h, h), np.float32)
+        flop = 2 * n * k * c * f * f * h * h
+        p = f // 2
+        ts = best(lambda: conv.conv2d_forward(x, w, None, 1, p, algo="simd", out=y), reps)
+        ti = best(lambda: conv.conv2d_forward(x, w, None, 1, p, algo="implicit", out=y), reps)
+        wino = "-"
+        if f == 3 and c >= 4:
+            tw = best(lambda: conv.conv2d_forward(x, w, None, 1, p, algo="winograd", out=y), reps)
+            wino = f"{flop / tw / 1e9:.0f}"
+        print(f"{c:4d}->{k:4d} {h:3d}x{h:<3d} {f}x{f}  {flop / ts / 1e9:6.0f} {flop / ti / 1e9:9.0f} "
+              f"{wino:>9s} | {ti / ts:.2f}x", flush=True)
+    print("\n== weight gradient, stride 1, one thread (GFLOP/s) ==")
+    print(f"{'layer':22s} {'simd':>6s} {'implicit':>9s} | simd : implicit")
+    for c, k, h, f in LAYERS:
+        n = batch if h <= 32 else max(1, batch // 2)
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((k, c, f, f)).astype(np.float32)
+        dy = rng.standard_normal((n, k, h, h)).astype(np.float32)
+        flop = 2 * n * k * c * f * f * h * h
+        p = f // 2
+        ts = best(lambda: simd.simd_weight_grad(dy, x, w.shape, (p, p), (1, 1), 1), reps)
+        ti = best(lambda: conv.conv2d_backward(dy, x, w, 1, p, need_dx=False, has_bias=False,
+                                               algo="implicit"), reps)
+        print(f"{c:4d}->{k:4d} {h:3d}x{h:<3d} {f}x{f}  {flop / ts / 1e9:6.0f} {flop / ti / 1e9:9.0f}"
+              f" | {ti / ts:.2f}x", flush=True)
+
+
+def strided(reps):
+    rng = np.random.default_rng(0)
+    print("\n== strided: phase planes vs im2col, one thread (GFLOP/s; backward = dx + dw) ==")
+    for c, k, h, f, s, p, n in STRIDED:
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((k, c, f, f)).astype(np.float32)
+        ho = (h + 2 * p - f) // s + 1
+        y = np.empty((n, k, ho, ho), np.float32)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        flop = 2 * n * k * c * f * f * ho * ho
+        u, v, _, _ = simd.phase_shape(f, f, s, s, 1, 1, ho, ho)
+        fp = best(lambda: conv.conv2d_forward(x, w, None, s, p, algo="simd", out=y), reps)
+        fi = best(lambda: conv.conv2d_forward(x, w, None, s, p, algo="im2col", out=y), reps)
+        bp = best(lambda: conv.conv2d_backward(dy, x, w, s, p, has_bias=False, algo="simd"), reps)
+        bi = best(lambda: conv.conv2d_backward(dy, x, w, s, p, has_bias=False, algo="im2col"),
+                  reps)
+        print(f"{c:4d}->{k:4d} {h:3d}x{h:<3d} {f}x{f}/{s} (phase work {u * v * s * s / f / f:.2f}x,"
+              f" auto: {'phases' if conv.uses_simd(f, s) else 'im2col'}): forward "
+              f"{flop / fp / 1e9:4.0f} vs {flop / fi / 1e9:4.0f} ({fi / fp:.2f}x), backward "
+              f"{2 * flop / bp / 1e9:4.0f} vs {2 * flop / bi / 1e9:4.0f} ({bi / bp:.2f}x)",
+              flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    print(f"vector registers: {simd.vector_bytes()} bytes; load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    micro_kernel(args.reps * 10)
+    layers(args.batch, args.reps)
+    strided(args.reps)
+
+
+if __name__ == "__main__":
+    main()
