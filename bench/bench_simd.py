@@ -77,17 +77,22 @@ def micro_kernel(reps):
         print(f"  {c:3d} channels: {2 * 8 * lq * c * c * 9 / t / 1e9:6.1f} GFLOP/s")
 
 
+def _layer(rng, batch, c, k, h, f):
+    """(x, w, dy, flop, pad) of one stride-1 'same' layer (half the batch on large planes)."""
+    n = batch if h <= 32 else max(1, batch // 2)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((k, c, f, f)).astype(np.float32)
+    dy = rng.standard_normal((n, k, h, h)).astype(np.float32)
+    return x, w, dy, 2 * n * k * c * f * f * h * h, f // 2
+
+
 def layers(batch, reps):
     rng = np.random.default_rng(0)
     print("\n== forward, stride 1, 'same' padding, one thread (GFLOP/s) ==")
     print(f"{'layer':22s} {'simd':>6s} {'implicit':>9s} {'winograd':>9s} | simd : implicit")
     for c, k, h, f in LAYERS:
-        n = batch if h <= 32 else max(1, batch // 2)
-        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
-        w = rng.standard_normal((k, c, f, f)).astype(np.float32)
-        y = np.empty((n, k, h, h), np.float32)
-        flop = 2 * n * k * c * f * f * h * h
-        p = f // 2
+        x, w, dy, flop, p = _layer(rng, batch, c, k, h, f)
+        y = np.empty_like(dy)
         ts = best(lambda: conv.conv2d_forward(x, w, None, 1, p, algo="simd", out=y), reps)
         ti = best(lambda: conv.conv2d_forward(x, w, None, 1, p, algo="implicit", out=y), reps)
         wino = "-"
@@ -99,12 +104,7 @@ def layers(batch, reps):
     print("\n== weight gradient, stride 1, one thread (GFLOP/s) ==")
     print(f"{'layer':22s} {'simd':>6s} {'implicit':>9s} | simd : implicit")
     for c, k, h, f in LAYERS:
-        n = batch if h <= 32 else max(1, batch // 2)
-        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
-        w = rng.standard_normal((k, c, f, f)).astype(np.float32)
-        dy = rng.standard_normal((n, k, h, h)).astype(np.float32)
-        flop = 2 * n * k * c * f * f * h * h
-        p = f // 2
+        x, w, dy, flop, p = _layer(rng, batch, c, k, h, f)
         ts = best(lambda: simd.simd_weight_grad(dy, x, w.shape, (p, p), (1, 1), 1), reps)
         ti = best(lambda: conv.conv2d_backward(dy, x, w, 1, p, need_dx=False, has_bias=False,
                                                algo="implicit"), reps)

@@ -45,6 +45,7 @@ from cnncalc.shapes import out_size
 
 from . import simd as ksimd
 from . import winograd as wg
+from .simd import pad_planes
 from ._jit import jit
 from .blas import _gemm
 
@@ -305,35 +306,6 @@ _conv_bwd_s = jit(_conv_bwd_py)
 # junk columns are zero:  dW[:, :, ki, kj] += dy_pitched (kg x ho*wp) @ Xpad_shift^T.
 # For VGG-sized layers this runs the GEMMs at BLAS speed and replaces the im2col traffic (9x the
 # input) by one padded copy of the input.
-def _pad_plane_py(xn, c0, cg, pt, pl, hp, wp, xp):
-    """xp[c, i*wp + j] = xn[c0 + c, i - pt, j - pl] (zero outside the input), zero tail."""
-    h = xn.shape[1]
-    w = xn.shape[2]
-    plane = xp.shape[1]
-    zero = xp.dtype.type(0)
-    jlo = max(pl, 0)               # first padded column holding input ...
-    jhi = max(min(w + pl, wp), jlo)  # ... and one past the last
-    for c in range(cg):
-        dst = xp[c]
-        for i in range(hp):
-            ih = i - pt
-            base = i * wp
-            if ih < 0 or ih >= h:
-                for j in range(wp):
-                    dst[base + j] = zero
-            else:
-                src = xn[c0 + c, ih]
-                for j in range(jlo):
-                    dst[base + j] = zero
-                for j in range(jlo, jhi):
-                    dst[base + j] = src[j - pl]
-                for j in range(jhi, wp):
-                    dst[base + j] = zero
-        for j in range(hp * wp, plane):
-            dst[j] = zero
-
-
-_pad_plane = jit(_pad_plane_py)
 
 
 def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nchunks,
@@ -359,7 +331,7 @@ def _conv_fwd_ig_py(x, wk, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, 
         for s in range(n0, n1):
             ys = y[s]
             for g in range(groups):
-                _pad_plane(x[s], g * cg, cg, pt, pl, hp, wp, xp)
+                pad_planes(x, s, 1, g * cg, cg, pt, pl, hp, wp, xp)
                 for q0 in range(0, lq, tile):   # column tiles: the accumulator stays in L1
                     nq = min(tile, lq - q0)
                     for ki in range(kh):
@@ -407,7 +379,7 @@ def _conv_bwd_ig_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dw_part, nchunks, til
             part[i] = zero
         for s in range(n0, n1):
             for g in range(groups):
-                _pad_plane(x[s], g * cg, cg, pt, pl, hp, wp, xp)
+                pad_planes(x, s, 1, g * cg, cg, pt, pl, hp, wp, xp)
                 for k in range(kg):
                     src = dy[s, g * kg + k]
                     dst = dyp[k]

@@ -45,7 +45,8 @@ from numba.extending import intrinsic, overload
 
 from ._jit import jit
 
-__all__ = ["KB", "NV", "TB", "lanes", "simd_forward", "simd_weight_grad"]
+__all__ = ["KB", "NV", "TB", "lanes", "pad_planes", "simd_forward", "simd_weight_grad",
+           "strided_backward", "strided_forward"]
 
 KB = 4        # output channels per register block ...
 NV = 4        # ... by this many vectors of columns: KB*NV accumulators + NV loads + 1 broadcast
@@ -85,6 +86,17 @@ def _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
         y[yo + k * ldy:yo + k * ldy + qb] = acc
 
 
+def _ir_arrays(context, builder, signature, args, *positions):
+    """For an intrinsic's codegen: the element type, the vector type (``vector_bytes()``
+    wide) and the data pointers of the array arguments at ``positions``."""
+    from llvmlite import ir
+
+    at = signature.args
+    ft = context.get_value_type(at[positions[0]].dtype)
+    vt = ir.VectorType(ft, vector_bytes() // context.get_abi_sizeof(ft))
+    return ft, vt, [context.make_array(at[i])(context, builder, args[i]).data for i in positions]
+
+
 def _make_tile_ir(kb):
     """The intrinsic for ``kb`` output channels (``KB`` for full blocks, 1 for the rest)."""
 
@@ -98,17 +110,10 @@ def _make_tile_ir(kb):
             from llvmlite import ir
             from numba.core import cgutils
 
-            xa, xo_, plane_, wa, wo_, cg_, taps_, oa, ya, yo_, ldy_ = args
-            at = signature.args
-            ft = context.get_value_type(at[0].dtype)
-            vl = vector_bytes() // context.get_abi_sizeof(ft)
-            vt = ir.VectorType(ft, vl)
-            vptr = vt.as_pointer()
-            i64 = ir.IntType(64)
-            xptr = context.make_array(at[0])(context, builder, xa).data
-            wptr = context.make_array(at[3])(context, builder, wa).data
-            optr = context.make_array(at[7])(context, builder, oa).data
-            yptr = context.make_array(at[8])(context, builder, ya).data
+            _, xo_, plane_, _, wo_, cg_, taps_, _, _, yo_, ldy_ = args
+            _, vt, (xptr, wptr, optr, yptr) = _ir_arrays(context, builder, signature, args,
+                                                         0, 3, 7, 8)
+            vl, vptr, i64 = vt.count, vt.as_pointer(), ir.IntType(64)
             flags = ("contract",)
             zero = ir.Constant(vt, [0.0] * vl)
             lane0 = ir.Constant(ir.IntType(32), 0)
@@ -196,17 +201,10 @@ def _make_dw_tile_ir(kb, tb):
             from llvmlite import ir
             from numba.core import cgutils
 
-            da, do_, ldd_, xa, xo_, oa, t0_, nq_, outa, oo_, ldo_ = args
-            at = signature.args
-            ft = context.get_value_type(at[0].dtype)
-            vl = vector_bytes() // context.get_abi_sizeof(ft)
-            vt = ir.VectorType(ft, vl)
-            vptr = vt.as_pointer()
-            i64 = ir.IntType(64)
-            dptr = context.make_array(at[0])(context, builder, da).data
-            xptr = context.make_array(at[3])(context, builder, xa).data
-            optr = context.make_array(at[5])(context, builder, oa).data
-            outp = context.make_array(at[8])(context, builder, outa).data
+            _, do_, ldd_, _, xo_, _, t0_, nq_, _, oo_, ldo_ = args
+            ft, vt, (dptr, xptr, optr, outp) = _ir_arrays(context, builder, signature, args,
+                                                          0, 3, 5, 8)
+            vl, vptr, i64 = vt.count, vt.as_pointer(), ir.IntType(64)
             flags = ("contract",)
             zero = ir.Constant(vt, [0.0] * vl)
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(tb)]
@@ -283,7 +281,7 @@ def _dw_tile_ol(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
 def _pad_planes_py(x, s0, m, c0, cg, pt, pl, hp, wp, xp):
     """xp[c, si*hp*wp + i*wp + j] = x[s0 + si, c0 + c, i - pt, j - pl] (zero outside the
     input, ``hp`` rows of pitch ``wp`` per sample) for the m samples side by side; the rest of
-    each row of xp is zeroed."""
+    each row of xp is zeroed. (Also the implicit GEMM's padded planes in ``conv.py``.)"""
     h = x.shape[2]
     w = x.shape[3]
     plane = hp * wp
@@ -306,7 +304,7 @@ def _pad_planes_py(x, s0, m, c0, cg, pt, pl, hp, wp, xp):
         dst[m * plane:] = zero
 
 
-_pad_planes = jit(_pad_planes_py)
+pad_planes = jit(_pad_planes_py)
 
 
 def _compact_plane(h, w, kh, kw, pt, pl, dh, dw, ho, wo):
@@ -351,7 +349,7 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
         m = min(nb, n_b - s0)
         nq = (m * plane + qb - 1) // qb * qb
         for g in range(groups):
-            _pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
+            pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
             w0 = g * kg * cg * taps
             for q0 in range(0, nq, qb):
                 for k0 in range(0, kfull, KB):
@@ -403,8 +401,8 @@ def _conv_dw_simd_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dwt, nb, vl):
         m = min(nb, n_b - s0)
         nq = (m * plane + vl - 1) // vl * vl
         for g in range(groups):
-            _pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
-            _pad_planes(dy, s0, m, g * kg, kg, 0, 0, hp, wp, dyp)   # zero in the padding
+            pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
+            pad_planes(dy, s0, m, g * kg, kg, 0, 0, hp, wp, dyp)   # zero in the padding
             for k0 in range(0, kg, KB):
                 kb = KB if k0 < kfull else kg - kfull
                 for c in range(cg):
