@@ -281,27 +281,40 @@ def _dw_tile_ol(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
 def _pad_planes_py(x, s0, m, c0, cg, pt, pl, hp, wp, xp):
     """xp[c, si*hp*wp + i*wp + j] = x[s0 + si, c0 + c, i - pt, j - pl] (zero outside the
     input, ``hp`` rows of pitch ``wp`` per sample) for the m samples side by side; the rest of
-    each row of xp is zeroed. (Also the implicit GEMM's padded planes in ``conv.py``.)"""
-    h = x.shape[2]
-    w = x.shape[3]
+    each row of xp is zeroed. (Also the implicit GEMM's padded planes in ``conv.py``.) ``x``
+    and ``xp`` are C-contiguous; the flat indices are unsigned, so numba adds no
+    negative-index checks and the row copies vectorise (3x faster than slice assignments,
+    which cost a call per row)."""
+    n_c, h, w = x.shape[1], x.shape[2], x.shape[3]
     plane = hp * wp
+    span = xp.shape[1]
     zero = xp.dtype.type(0)
     jlo = max(pl, 0)                 # first padded column holding input ...
     jhi = max(min(w + pl, wp), jlo)  # ... and one past the last
+    u = np.uint64
+    xf = x.ravel()
+    xpf = xp.ravel()
     for c in range(cg):
-        dst = xp[c]
+        dst = u(c * span)
         for si in range(m):
-            src = x[s0 + si, c0 + c]
+            src = ((s0 + si) * n_c + c0 + c) * h * w
             for i in range(hp):
                 ih = i - pt
-                row = dst[si * plane + i * wp:si * plane + (i + 1) * wp]
+                d = dst + u(si * plane + i * wp)
                 if ih < 0 or ih >= h:
-                    row[:] = zero
-                else:   # slices: no per-element index checks, so the copy vectorises
-                    row[:jlo] = zero
-                    row[jlo:jhi] = src[ih, jlo - pl:jhi - pl]
-                    row[jhi:] = zero
-        dst[m * plane:] = zero
+                    for j in range(wp):
+                        xpf[d + u(j)] = zero
+                else:
+                    for j in range(jlo):
+                        xpf[d + u(j)] = zero
+                    s = u(src + ih * w + jlo - pl)
+                    dd = d + u(jlo)
+                    for j in range(jhi - jlo):
+                        xpf[dd + u(j)] = xf[s + u(j)]
+                    for j in range(jhi, wp):
+                        xpf[d + u(j)] = zero
+        for j in range(m * plane, span):
+            xpf[dst + u(j)] = zero
 
 
 pad_planes = jit(_pad_planes_py)
@@ -342,6 +355,7 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
     yb = np.empty((kg, lq), x.dtype)
     xpf = xp.ravel()
     ybf = yb.ravel()
+    yf = y.ravel()
     wf = w.ravel()
     kfull = kg - kg % KB
     zero = x.dtype.type(0)
@@ -358,16 +372,16 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
                 if kfull < kg:
                     tile(kg - kfull, xpf, q0, span, wf, w0 + kfull * cg * taps, cg, taps, offs,
                          ybf, kfull * lq + q0, lq, qb)
-            for si in range(m):
-                ys = y[s0 + si]
+            for si in range(m):      # unsigned flat indices: see pad_planes
                 for k in range(kg):
                     bk = b[g * kg + k] if has_bias else zero
-                    dst = ys[g * kg + k]
+                    src = k * lq + si * plane
+                    dst = ((s0 + si) * k_out + g * kg + k) * ho * wo
                     for oh in range(ho):
-                        src = yb[k, si * plane + oh * wp:si * plane + oh * wp + wo]
-                        row = dst[oh]
+                        sr = np.uint64(src + oh * wp)
+                        dr = np.uint64(dst + oh * wo)
                         for ow in range(wo):
-                            row[ow] = src[ow] + bk
+                            yf[dr + np.uint64(ow)] = ybf[sr + np.uint64(ow)] + bk
 
 
 _conv_fwd_simd = jit(_conv_fwd_simd_py)
