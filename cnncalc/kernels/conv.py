@@ -13,8 +13,8 @@ Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
 * every other stride-1 layer (``algo="simd"``): the direct convolution of
   :mod:`cnncalc.kernels.simd`, register-blocked micro-kernels over pitched planes (forward
-  1.0-3.2x the implicit GEMM's speed on every layer measured; the weight gradient 1.0-1.4x on
-  planes from 10x10 up, ``SIMD_DW_MIN_PLANE``, BLAS's below and for 1x1); its ``dx`` is the
+  1.0-3.1x the implicit GEMM's speed on every layer measured; the weight gradient 1.04-1.9x on
+  planes from 7x7 up, ``SIMD_DW_MIN_PLANE``, BLAS's below and for 1x1); its ``dx`` is the
   forward kernel again, on the flipped weights. Strided stems with few input
   channels (AlexNet's conv1, 7x7 stride 2) run the same kernels on the input's phase planes
   (``PHASE_MAX_WASTE``);
@@ -530,9 +530,10 @@ def _use_simd(algo, kh, kw, sh, sw, dh, dw) -> bool:
 
 
 # The vector kernel's weight gradient reduces over the output columns, one (K, C, tap) block
-# at a time: 1.0-1.4x the implicit GEMM's speed on planes of 14x14 and more, but 0.9-1.0x on
-# 8x8 / 7x7 ones and 0.45x on a 1x1 layer (one BLAS GEMM there); those keep BLAS.
-SIMD_DW_MIN_PLANE = 100
+# at a time: 1.04-1.9x the implicit GEMM's speed on every 3x3 / 5x5 layer measured down to
+# 7x7 planes, but 0.58x on a 1x1 layer (one BLAS GEMM there, kept) and not measured on
+# smaller planes (kept on BLAS).
+SIMD_DW_MIN_PLANE = 49
 
 
 def _simd_weight_grad_pays(kh, kw, ho, wo) -> bool:
