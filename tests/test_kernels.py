@@ -142,6 +142,14 @@ def test_conv_algo_choice_and_errors():
     assert not conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 2, (16, 16))      # groups
     assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16))      # 5x5
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit")
+    # ... the backward too, except at <= WINOGRAD_BWD_MAX_CHANNELS channels on planes of
+    # WINOGRAD_BWD_MIN_PLANE pixels or more (forward only there)
+    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (32, 32))
+    assert not conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (32, 32), backward=True)
+    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (32, 32), algo="winograd",
+                              backward=True)
+    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16), backward=True)
+    assert conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 1, (32, 32), backward=True)
     # the direct vector-register kernel: every stride-1 layer Winograd does not take
     # (and strided layers through the phase planes: forced by "simd", by "auto" where their
     # zero taps add at most PHASE_MAX_WASTE)

@@ -199,9 +199,10 @@ class ConvOp(Op):
         self.stride, self.dilation, self.groups = L.stride, L.dilation, L.groups
         o = self.node.out_shape
         self.out_hw = (o.h, o.w)
-        self.winograd = kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
-                                            self.dilation, self.groups, self.out_hw,
-                                            dtype=self.dtype)
+        self.winograd, self.winograd_backward = (
+            kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
+                                self.dilation, self.groups, self.out_hw, dtype=self.dtype,
+                                backward=backward) for backward in (False, True))
         # small planes (weights large next to the activations): position-parallel phases
         self.by_position = (kwino.ByPosition(self.pad, self.out_hw)
                             if self.winograd and o.h * o.w <= BY_POSITION_MAX_PLANE else None)
@@ -252,7 +253,7 @@ class ConvOp(Op):
             du = self._scratch("winograd_du", u.shape)
             self.by_position.backward(dy, x, u, du, dx, self._pool,
                                       split(x.shape[0], self.threads), self._scratch)
-        elif self.winograd:
+        elif self.winograd_backward:
             u = shared["winograd"]
 
             def work_du(a, c):
@@ -261,7 +262,7 @@ class ConvOp(Op):
 
             du = self._scratch("winograd_du", u.shape)
             _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, work_du))
-        if self.winograd:
+        if self.winograd_backward:
             dw = self.grads["weight"]
             self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1),
                                  w.shape[0], du.size)
