@@ -231,6 +231,8 @@ class ConvOp(Op):
             self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1),
                                  w.shape[0], u.size)
             shared["winograd"] = u
+            # U^T for the forward GEMMs: network-wide scratch, valid during this forward only
+            # (the backward uses U)
             ut = shared["winograd_t"] = kwino.forward_weights(
                 u, self._scratch("winograd_ut", (kwino.TILES, w.shape[1], w.shape[0])))
             if self.by_position is not None:

@@ -430,6 +430,18 @@ def _blocks(n, nb):
     return [(s0, min(n, s0 + nb)) for s0 in range(0, n, nb)]
 
 
+def _block_views(n, c_in, k_out, th, tw, dtype):
+    """``(s0, s1, V, M)`` for each cache-sized block of samples (:func:`_block`): V (16, T, C)
+    and M (16, T, K) views of two buffers allocated once."""
+    nb = _block(n, c_in, k_out, th * tw, np.dtype(dtype).itemsize)
+    vbuf = np.empty(TILES * nb * th * tw * c_in, dtype)
+    mbuf = np.empty(TILES * nb * th * tw * k_out, dtype)
+    for s0, s1 in _blocks(n, nb):
+        t = (s1 - s0) * th * tw
+        yield (s0, s1, vbuf[:TILES * t * c_in].reshape(TILES, t, c_in),
+               mbuf[:TILES * t * k_out].reshape(TILES, t, k_out))
+
+
 def winograd_forward(x, w, b, pad, out_hw, *, out=None, u=None, ut=None):
     """F(2x2, 3x3) convolution forward. ``x`` (N, C, H, W), ``w`` (K, C, 3, 3), ``b`` (K,) or
     None, ``pad`` = (top, left), ``out_hw`` = (Ho, Wo). ``u``: ``weight_transform(w)``, or
@@ -444,13 +456,7 @@ def winograd_forward(x, w, b, pad, out_hw, *, out=None, u=None, ut=None):
         ut = forward_weights(weight_transform(w) if u is None else u)
     out = np.empty((n, k_out, ho, wo), x.dtype) if out is None else out
     has_bias, bb = _bias(b, x.dtype)
-    nb = _block(n, c_in, k_out, th * tw, x.dtype.itemsize)
-    vbuf = np.empty(TILES * nb * th * tw * c_in, x.dtype)
-    mbuf = np.empty(TILES * nb * th * tw * k_out, x.dtype)
-    for s0, s1 in _blocks(n, nb):
-        t = (s1 - s0) * th * tw
-        v = vbuf[:TILES * t * c_in].reshape(TILES, t, c_in)
-        m = mbuf[:TILES * t * k_out].reshape(TILES, t, k_out)
+    for s0, s1, v, m in _block_views(n, c_in, k_out, th, tw, x.dtype):
         _chunk_input(x, s0, s1, int(pad[0]), int(pad[1]), th, tw, v, 0)
         np.matmul(v, ut, out=m)
         _chunk_output(m, bb, has_bias, s0, s1, th, tw, out, 0)
@@ -472,13 +478,7 @@ def backward_du(dy, x, u, pad, need_dx=True, *, out_dx=None):
     dx = None
     if need_dx:
         dx = np.empty_like(x) if out_dx is None else out_dx
-    nb = _block(n, c_in, k_out, th * tw, x.dtype.itemsize)
-    vbuf = np.empty(TILES * nb * th * tw * c_in, x.dtype)
-    mbuf = np.empty(TILES * nb * th * tw * k_out, x.dtype)
-    for s0, s1 in _blocks(n, nb):
-        t = (s1 - s0) * th * tw
-        v = vbuf[:TILES * t * c_in].reshape(TILES, t, c_in)
-        dm = mbuf[:TILES * t * k_out].reshape(TILES, t, k_out)
+    for s0, s1, v, dm in _block_views(n, c_in, k_out, th, tw, x.dtype):
         _chunk_input(x, s0, s1, pt, pl, th, tw, v, 0)
         _chunk_output_grad(dy, s0, s1, th, tw, dm, 0)
         dmt = dm.transpose(0, 2, 1)
