@@ -45,7 +45,7 @@ from cnncalc.shapes import out_size
 
 from . import simd as ksimd
 from . import winograd as wg
-from .simd import pad_planes
+from .simd import flipped_weights, pad_planes
 from ._jit import jit
 from .blas import _gemm
 
@@ -581,15 +581,6 @@ def _taps_major(w, groups):
         w.reshape(groups, kg, cg, kh * kw).transpose(0, 3, 1, 2))
 
 
-def _flipped(w, groups):
-    """Kernel of the stride-1 dx correlation: wt[g*cg + c, k, a, b] = w[g*kg + k, c, kh-1-a, kw-1-b]."""
-    k_out, cg, kh, kw = w.shape
-    kg = k_out // groups
-    return np.ascontiguousarray(
-        w[:, :, ::-1, ::-1].reshape(groups, kg, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    ).reshape(groups * cg, kg, kh, kw)
-
-
 def _layout(shared, key, make):
     """``make()``, or the copy an earlier chunk of the same call left in ``shared[key]``."""
     if shared is None:
@@ -740,7 +731,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
                         groups, direct, fused_dx, dx, dw_part, nchunks)
         dwt = (dw_part[0] if nchunks == 1 else dw_part.sum(axis=0)).reshape(w.shape)
     if via_fwd:
-        dx = conv2d_forward(dy, _layout(shared, "flipped", lambda: _flipped(w, groups)),
+        dx = conv2d_forward(dy, _layout(shared, "flipped", lambda: flipped_weights(w, groups)),
                             None, (1, 1),
                             (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups, (h, wd),
                             out=out_dx, algo=algo,

@@ -334,6 +334,20 @@ def _compact_plane(h, w, kh, kw, pt, pl, dh, dw, ho, wo):
 _compact_plane_j = jit(_compact_plane)
 
 
+def _plane_and_offsets_py(h, w, kh, kw, pt, pl, dh, dw, ho, wo):
+    """(rows, row pitch, each tap's column offset in the pitched plane): tap (ki, kj) reads
+    ``ki*dh`` rows and ``kj*dw`` columns past the output's position."""
+    hp, wp = _compact_plane_j(h, w, kh, kw, pt, pl, dh, dw, ho, wo)
+    offs = np.empty(kh * kw, np.int64)
+    for ki in range(kh):
+        for kj in range(kw):
+            offs[ki * kw + kj] = ki * dh * wp + kj * dw
+    return hp, wp, offs
+
+
+_plane_and_offsets = jit(_plane_and_offsets_py)
+
+
 def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nb, qb):
     """Forward, stride 1, ``nb`` samples per block (their planes side by side), register
     blocks of ``KB`` output channels by ``qb`` columns (``w`` is (K, C/groups, kh, kw),
@@ -343,12 +357,8 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
     cg = c_in // groups
     kg = k_out // groups
     taps = kh * kw
-    hp, wp = _compact_plane_j(x.shape[2], x.shape[3], kh, kw, pt, pl, dh, dw, ho, wo)
+    hp, wp, offs = _plane_and_offsets(x.shape[2], x.shape[3], kh, kw, pt, pl, dh, dw, ho, wo)
     plane = hp * wp
-    offs = np.empty(taps, np.int64)
-    for ki in range(kh):
-        for kj in range(kw):
-            offs[ki * kw + kj] = ki * dh * wp + kj * dw
     lq = (nb * plane + qb - 1) // qb * qb        # output columns of a full block
     span = lq + offs[taps - 1]                   # input columns the last register block reads
     xp = np.empty((cg, span), x.dtype)
@@ -395,12 +405,8 @@ def _conv_dw_simd_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dwt, nb, vl):
     cg = c_in // groups
     kg = k_out // groups
     taps = kh * kw
-    hp, wp = _compact_plane_j(h, w, kh, kw, pt, pl, dh, dw, ho, wo)
+    hp, wp, offs = _plane_and_offsets(h, w, kh, kw, pt, pl, dh, dw, ho, wo)
     plane = hp * wp
-    offs = np.empty(taps, np.int64)
-    for ki in range(kh):
-        for kj in range(kw):
-            offs[ki * kw + kj] = ki * dh * wp + kj * dw
     lq = (nb * plane + vl - 1) // vl * vl
     xp = np.empty((cg, lq + offs[taps - 1]), x.dtype)
     dyp = np.empty((kg, lq), x.dtype)
@@ -532,27 +538,47 @@ def _depth_to_space_py(dxs, sh, sw, pt, pl, dx):
 _depth_to_space = jit(_depth_to_space_py)
 
 
+def _tap_places(kh, kw, stride, dilation):
+    """``(ki, kj, a, u, b, v)`` for every tap: its phase (a, b) and place (u, v) in it."""
+    (sh, sw), (dh, dw) = stride, dilation
+    return [(ki, kj, *divmod(ki * dh, sh)[::-1], *divmod(kj * dw, sw)[::-1])
+            for ki in range(kh) for kj in range(kw)]
+
+
 def phase_weights(w, stride, dilation):
     """W' (K, C/g*sh*sw, U, V) of the phase-plane convolution (see above)."""
     k_out, cg, kh, kw = w.shape
-    sh, sw = stride
-    dh, dw = dilation
-    u, v = dh * (kh - 1) // sh + 1, dw * (kw - 1) // sw + 1
+    (sh, sw), (dh, dw) = stride, dilation
+    u, v, _, _ = phase_shape(kh, kw, sh, sw, dh, dw, 1, 1)
     wp = np.zeros((k_out, cg, sh, sw, u, v), w.dtype)
-    for ki in range(kh):
-        for kj in range(kw):
-            (ui, a), (vj, b) = divmod(ki * dh, sh), divmod(kj * dw, sw)
-            wp[:, :, a, b, ui, vj] = w[:, :, ki, kj]
+    for ki, kj, a, ui, b, vj in _tap_places(kh, kw, stride, dilation):
+        wp[:, :, a, b, ui, vj] = w[:, :, ki, kj]
     return wp.reshape(k_out, cg * sh * sw, u, v)
+
+
+def flipped_weights(w, groups):
+    """Kernel of the stride-1 input gradient as a forward correlation:
+    ``wt[g*cg + c, k, a, b] = w[g*kg + k, c, kh-1-a, kw-1-b]`` (also ``conv.py``'s)."""
+    k_out, cg, kh, kw = w.shape
+    kg = k_out // groups
+    return np.ascontiguousarray(
+        w[:, :, ::-1, ::-1].reshape(groups, kg, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    ).reshape(groups * cg, kg, kh, kw)
+
+
+def _phase_planes(x, kh, kw, stride, pad, dilation, out_hw):
+    """X' (N, C*sh*sw, rows, cols): the padded input's phase planes (see above)."""
+    sh, sw = stride
+    _, _, rows, cols = phase_shape(kh, kw, sh, sw, *dilation, *out_hw)
+    xs = np.empty((x.shape[0], x.shape[1] * sh * sw, rows, cols), x.dtype)
+    _space_to_depth(x, sh, sw, int(pad[0]), int(pad[1]), xs)
+    return xs
 
 
 def strided_forward(x, w, b, stride, pad, dilation, groups, out_hw, out):
     """Convolution with stride > 1 into ``out`` through the phase planes."""
-    k_out, cg, kh, kw = w.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    u, v, rows, cols = phase_shape(kh, kw, sh, sw, dh, dw, *out_hw)
-    xs = np.empty((x.shape[0], x.shape[1] * sh * sw, rows, cols), x.dtype)
-    _space_to_depth(x, sh, sw, int(pad[0]), int(pad[1]), xs)
+    kh, kw = w.shape[2], w.shape[3]
+    xs = _phase_planes(x, kh, kw, stride, pad, dilation, out_hw)
     return simd_forward(xs, phase_weights(w, stride, dilation), b, (0, 0), (1, 1), groups,
                         out_hw, out)
 
@@ -561,27 +587,20 @@ def strided_backward(dy, x, w, stride, pad, dilation, groups, need_dx, out_dx=No
     """``(dx or None, dw)`` of :func:`strided_forward`: the stride-1 gradients on the phase
     planes, read back into the input's and the kernel's places."""
     k_out, cg, kh, kw = w.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    u, v, rows, cols = phase_shape(kh, kw, sh, sw, dh, dw, dy.shape[2], dy.shape[3])
-    xs = np.empty((x.shape[0], x.shape[1] * sh * sw, rows, cols), x.dtype)
-    _space_to_depth(x, sh, sw, int(pad[0]), int(pad[1]), xs)
+    sh, sw = stride
+    xs = _phase_planes(x, kh, kw, stride, pad, dilation, (dy.shape[2], dy.shape[3]))
     wp = phase_weights(w, stride, dilation)
+    u, v = wp.shape[2], wp.shape[3]
     dwp = simd_weight_grad(dy, xs, wp.shape, (0, 0), (1, 1), groups)
     dwp = dwp.reshape(k_out, cg, sh, sw, u, v)
     dwt = np.empty_like(w)
-    for ki in range(kh):
-        for kj in range(kw):
-            (ui, a), (vj, b) = divmod(ki * dh, sh), divmod(kj * dw, sw)
-            dwt[:, :, ki, kj] = dwp[:, :, a, b, ui, vj]
+    for ki, kj, a, ui, b, vj in _tap_places(kh, kw, stride, dilation):
+        dwt[:, :, ki, kj] = dwp[:, :, a, b, ui, vj]
     if not need_dx:
         return None, dwt
     # dX' of a valid stride-1 convolution: the full correlation of dy with the flipped kernel
-    kg = k_out // groups
-    wflip = np.ascontiguousarray(
-        wp[:, :, ::-1, ::-1].reshape(groups, kg, cg * sh * sw, u, v).transpose(0, 2, 1, 3, 4)
-    ).reshape(groups * cg * sh * sw, kg, u, v)
-    dxs = simd_forward(dy, wflip, None, (u - 1, v - 1), (1, 1), groups, (rows, cols),
-                       np.empty_like(xs))
+    dxs = simd_forward(dy, flipped_weights(wp, groups), None, (u - 1, v - 1), (1, 1), groups,
+                       xs.shape[2:], np.empty_like(xs))
     dx = np.empty_like(x) if out_dx is None else out_dx
     _depth_to_space(dxs, sh, sw, int(pad[0]), int(pad[1]), dx)
     return dx, dwt
