@@ -557,9 +557,9 @@ class TestAgainstTorch:
 
 
 # ---------------------------------------------------------------- batch-norm slice kernels (NCHW)
-def _bn_kernels_forward(x, gamma, beta, eps, nslices=2, relu=False):
-    """Batch statistics from per-slice partial sums (as the engine does), then normalise (and
-    clamp at 0 with ``relu``)."""
+def _bn_kernels_forward(x, gamma, beta, eps, nslices=2, relu=False, res=None):
+    """Batch statistics from per-slice partial sums (as the engine does), then normalise (add
+    the residual ``res`` when given, and clamp at 0 with ``relu``)."""
     from cnncalc.kernels import norm as kn
 
     n, c = x.shape[:2]
@@ -576,15 +576,18 @@ def _bn_kernels_forward(x, gamma, beta, eps, nslices=2, relu=False):
     var = np.maximum(tot[1] / m - d * d, 0).astype(x.dtype)
     inv = (1 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype).astype(np.float64)
     y3 = np.empty_like(x3)
-    kn.bn_normalise(x3, mean, inv, gamma.astype(np.float64), beta.astype(np.float64), relu, y3)
+    kn.bn_normalise(x3, mean, inv, gamma.astype(np.float64), beta.astype(np.float64), relu, y3,
+                    None if res is None else np.ascontiguousarray(res).reshape(x3.shape))
     return y3.reshape(x.shape), mean, inv
 
 
-@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("relu,residual", [(False, False), (True, False), (False, True),
+                                           (True, True)])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_bn_slice_kernels_match_reference(dtype, tol, relu):
-    """The slice kernels against NumPy's batchnorm_forward/backward (followed by a ReLU whose
-    backward masks dy with y > 0, when ``relu``)."""
+def test_bn_slice_kernels_match_reference(dtype, tol, relu, residual):
+    """The slice kernels against NumPy's batchnorm_forward/backward (plus a residual ``s``,
+    when ``residual``, then a ReLU whose backward masks dy with y > 0, when ``relu``); with the
+    residual the input-gradient pass also writes ds = the masked dy."""
     from cnncalc.kernels import norm as kn
 
     rng = np.random.default_rng(5)
@@ -595,7 +598,10 @@ def test_bn_slice_kernels_match_reference(dtype, tol, relu):
     y_ref, cache = kn.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64),
                                         beta.astype(np.float64), rm.astype(np.float64),
                                         rv.astype(np.float64), True)
-    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5, relu=relu)
+    res = rng.standard_normal(x.shape).astype(dtype) * 2 if residual else None
+    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5, relu=relu, res=res)
+    if residual:
+        y_ref = y_ref + res
     if relu:
         y_ref = np.maximum(y_ref, 0)
     assert np.abs(y - y_ref).max() / np.abs(y_ref).max() < tol
@@ -611,38 +617,51 @@ def test_bn_slice_kernels_match_reference(dtype, tol, relu):
     m = x3.shape[0] * x3.shape[2]
     scale = (gamma.astype(np.float64) * inv)
     dx3 = np.empty_like(dy3)
-    kn.bn_grad_input(dy3, x3, y3, mean, inv, scale, sums[0] / m, sums[1] / m, relu, dx3)
+    ds3 = np.full_like(dy3, np.nan) if residual else None
+    kn.bn_grad_input(dy3, x3, y3, mean, inv, scale, sums[0] / m, sums[1] / m, relu, dx3, ds3)
     assert np.abs(dx3.reshape(x.shape) - dx_ref).max() / np.abs(dx_ref).max() < tol * 10
+    if residual:
+        assert np.array_equal(ds3.reshape(x.shape), dz.astype(dtype))
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_bn_slice_kernels_gradcheck(relu):
-    """float64 centered differences of sum(w * bn(x)) (``relu``: sum(w * relu(bn(x)))) through
-    the slice kernels."""
+@pytest.mark.parametrize("relu,residual", [(False, False), (True, False), (True, True)])
+def test_bn_slice_kernels_gradcheck(relu, residual):
+    """float64 centered differences of sum(w * bn(x)) (``relu``: sum(w * relu(bn(x))); with
+    ``residual``: sum(w * relu(bn(x) + s)), differentiated in x and in s) through the slice
+    kernels."""
     from cnncalc.kernels import norm as kn
 
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 3, 3, 5)) + 2.0
     gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
     wt = rng.standard_normal(x.shape)
-    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5, relu=relu)
+    res = rng.standard_normal(x.shape) if residual else None
+
+    def loss(xv, sv):
+        return (wt * _bn_kernels_forward(xv, gamma, beta, 1e-5, relu=relu, res=sv)[0]).sum()
+
+    y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5, relu=relu, res=res)
     n, c = x.shape[:2]
     x3, dy3, y3 = x.reshape(n, c, -1), wt.reshape(n, c, -1), y.reshape(n, c, -1)
     sums = np.empty((2, c))
     kn.bn_grad_sums(dy3, x3, y3, mean, inv, relu, sums)
     m = x3.shape[0] * x3.shape[2]
     dx3 = np.empty_like(dy3)
-    kn.bn_grad_input(dy3, x3, y3, mean, inv, gamma * inv, sums[0] / m, sums[1] / m, relu, dx3)
-    dx = dx3.reshape(x.shape)
+    ds3 = np.empty_like(dy3) if residual else None
+    kn.bn_grad_input(dy3, x3, y3, mean, inv, gamma * inv, sums[0] / m, sums[1] / m, relu, dx3,
+                     ds3)
     h = 1e-6
-    num = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        num[i] = ((wt * _bn_kernels_forward(xp, gamma, beta, 1e-5, relu=relu)[0]).sum()
-                  - (wt * _bn_kernels_forward(xm, gamma, beta, 1e-5, relu=relu)[0]).sum()) / (2 * h)
-    assert np.abs(dx - num).max() / np.abs(num).max() < 1e-6
+    for wrt, grad in ((0, dx3), (1, ds3)) if residual else ((0, dx3),):
+        v = (x, res)[wrt]
+        num = np.empty_like(v)
+        for i in np.ndindex(v.shape):
+            vp, vm = v.copy(), v.copy()
+            vp[i] += h
+            vm[i] -= h
+            args_p = (vp, res) if wrt == 0 else (x, vp)
+            args_m = (vm, res) if wrt == 0 else (x, vm)
+            num[i] = (loss(*args_p) - loss(*args_m)) / (2 * h)
+        assert np.abs(grad.reshape(v.shape) - num).max() / np.abs(num).max() < 1e-6
     # dgamma, dbeta: d sum(w*y)/d gamma_c = sum(w * mask * xhat), d/d beta_c = sum(w * mask),
     # mask = [y > 0] after a ReLU, else 1
     xhat = (x - mean[None, :, None, None]) * inv[None, :, None, None]

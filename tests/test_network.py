@@ -258,6 +258,42 @@ def test_batchnorm_relu_fuses(training):
         _close(net.buffers[k], ref_net.buffers[k])
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_add_relu_fuses(training):
+    """batchnorm -> add -> relu runs as one batchnorm_add_relu step when the add's other input
+    already exists: the identity block fuses its bn2, the projection block its shortcut's
+    batch norm (whose partner comes first), on (N, C, H, W) and on (N, F); outputs, gradients
+    (the input's too: it feeds both branches) and running statistics agree with the unfused
+    plan. A batchnorm whose add partner comes later (and is no batch norm) or whose add is not
+    followed by a ReLU stays unfused."""
+    spec = _spec("6x6x2", [
+        "conv: {name: c0, filters: 3, size: 3, pad: 1}",
+        "conv: {name: c1, filters: 3, size: 3, pad: 1}", "batchnorm: {name: b1}",
+        "add: {name: a1, from: [b1, c0]}", "relu: {name: r1}",
+        "conv: {name: c2, filters: 4, size: 3, stride: 2, pad: 1}", "batchnorm: {name: b2}",
+        "conv: {name: p2, from: r1, filters: 4, size: 1, stride: 2}",
+        "batchnorm: {name: q2}", "add: {name: a2, from: [b2, q2]}", "relu: {name: r2}",
+        "flatten: {name: fl}", "fc: {name: g3, units: 5}", "fc: {name: f3, from: fl, units: 5}",
+        "batchnorm: {name: b3}", "add: {name: a3, from: [g3, b3]}", "relu: {name: r3}",
+        "fc: {name: f4, units: 5}", "batchnorm: {name: b4}", "fc: {name: g4, from: r3, units: 5}",
+        "add: {name: a4, from: [b4, g4]}", "relu: {name: r4}",
+        "fc: {name: f5, units: 5}", "batchnorm: {name: b5}", "add: {name: a5, from: [b5, r4]}",
+        "fc: {units: 2}"])
+    net, ref_net = _net(spec, threads=2), _net(spec, fuse=False)
+    fused = [ln for ln in net.plan if ln.startswith("batchnorm_add_relu")]
+    assert [ln.split(": ")[1].split(" <-")[0] for ln in fused] == [
+        "b1 + a1 + r1", "q2 + a2 + r2", "b3 + a3 + r3"]
+    ref_net.load_state_dict(net.state_dict())
+    x = _x((2, 6, 6), 6)
+    _close(net.forward(x, training), ref_net.forward(x, training))
+    d = np.random.default_rng(4).standard_normal((6, 2))
+    _close(net.backward(d), ref_net.backward(d))
+    for k in net.grads:
+        _close(net.grads[k], ref_net.grads[k])
+    for k in net.buffers:
+        _close(net.buffers[k], ref_net.buffers[k])
+
+
 # -------------------------------------------------------------------------------- properties
 def test_conv_commutes_with_translation():
     net = _net(_spec("16x16x2", ["conv: {filters: 3, size: 3, pad: 1}", "relu",

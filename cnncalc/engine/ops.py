@@ -511,9 +511,14 @@ class BatchNormOp(Op):
 
     ``relu`` (the planner's ``batchnorm_relu`` step, :mod:`cnncalc.engine.plan`): the output is
     ``max(bn(x), 0)``, and the ReLU's backward (``dy * [y > 0]``) runs inside batch norm's
-    backward passes: no separate ReLU pass or buffer."""
+    backward passes: no separate ReLU pass or buffer.
+
+    ``residual`` (the planner's ``batchnorm_add_relu`` step): a second input ``s`` is added in
+    the normalising pass, ``y = max(bn(x) + s, 0)``, and its gradient ``dy * [y > 0]`` is written
+    by the input-gradient pass: the ``add`` and the ReLU cost no pass of their own."""
 
     relu = False
+    residual = False   # a second input added before the ReLU (``batchnorm_add_relu``)
 
     def setup(self):
         c = self.node.in_shape.c
@@ -539,6 +544,8 @@ class BatchNormOp(Op):
             self.sliced = False
             y, self.cache = knorm.batchnorm_forward(x, gamma, beta, self.rm, self.rv,
                                                     bool(training), self.momentum, self.eps)
+            if self.residual:
+                y = y + xs[1].reshape(y.shape)
             if self.relu:
                 y = self.y2d = np.maximum(y, 0)
             return y.astype(self.dtype, copy=False)
@@ -552,6 +559,8 @@ class BatchNormOp(Op):
         x3 = self.x3 = x.reshape(n, c, hw)
         y = self._buf("y", x.shape)
         y3 = self.y3 = y.reshape(n, c, hw)
+        s3 = (np.ascontiguousarray(xs[1], dtype=self.dtype).reshape(n, c, hw) if self.residual
+              else None)
         if training:
             m = n * hw
             shift = x3[0, :, 0].astype(np.float64)
@@ -581,7 +590,8 @@ class BatchNormOp(Op):
         b64 = np.asarray(beta, self.dtype).astype(np.float64)
         self._split(n, x.size, MIN_ELEMS,
                     lambda a, b: knorm.bn_normalise(x3[a:b], self.mean64, self.inv_std64, g64,
-                                                    b64, self.relu, y3[a:b]))
+                                                    b64, self.relu, y3[a:b],
+                                                    None if s3 is None else s3[a:b]))
         self.gamma_used = np.array(gamma, self.dtype)
         return y
 
@@ -599,7 +609,8 @@ class BatchNormOp(Op):
             if self.affine:
                 self.grads["weight"][...] = dgamma
                 self.grads["bias"][...] = dbeta
-            return [dx.astype(self.dtype, copy=False) if need[0] else None]
+            dx = dx.astype(self.dtype, copy=False) if need[0] else None
+            return [dx, dy.astype(self.dtype, copy=False)] if self.residual else [dx]
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
         n, c = dy.shape[:2]
         hw = dy.size // (n * c)
@@ -619,8 +630,15 @@ class BatchNormOp(Op):
         if self.affine:
             self.grads["weight"][...] = dgamma
             self.grads["bias"][...] = dbeta
+        ds = ds3 = None
+        if self.residual and need[1]:
+            # the residual's gradient: dy (masked by the ReLU), written by the dx pass below
+            ds = self._buf("ds", dy.shape)
+            ds3 = ds.reshape(n, c, hw)
+            if not need[0]:
+                np.multiply(dy, y3.reshape(dy.shape) > 0, out=ds)
         if not need[0]:
-            return [None]
+            return [None, ds] if self.residual else [None]
         scale = (self.gamma_used * self.inv_std64.astype(self.dtype)).astype(np.float64)
         dx = self._buf("dx", dy.shape)
         dx3 = dx.reshape(n, c, hw)
@@ -634,8 +652,9 @@ class BatchNormOp(Op):
         self._split(n, dy.size, MIN_ELEMS,
                     lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], y3[a:b], self.mean64,
                                                      self.inv_std64, scale, mb, mg, relu,
-                                                     dx3[a:b]))
-        return [dx]
+                                                     dx3[a:b],
+                                                     None if ds3 is None else ds3[a:b]))
+        return [dx, ds] if self.residual else [dx]
 
 
 class DropoutOp(Op):

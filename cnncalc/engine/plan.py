@@ -11,6 +11,10 @@ by the next layer of the chain alone (and is not the network output):
   (with the ReLU off).
 * ``batchnorm → relu``: one ``batchnorm_relu`` step (:class:`BatchNormReluOp`): the ReLU is
   applied in batch norm's normalising pass and its backward inside batch norm's gradient passes.
+* ``batchnorm → add → relu`` (a residual block's tail, ``relu(bn(x) + s)`` with ``s`` the add's
+  other input, computed before the batch norm): one ``batchnorm_add_relu`` step
+  (:class:`BatchNormAddReluOp`): the sum in the normalising pass, ``s``'s gradient written by
+  the input-gradient pass.
 
 Whole-network fast path (:func:`find_chain`): when the graph is exactly
 ``input → (conv → relu → maxpool)* → [flatten] → (fc [→ relu])* → fc`` (every block fusable as
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnncalc.engine.ops import MIN_MACS, BatchNormOp, Op, _sum_into, make_op
+from cnncalc.graph import INPUT_NAME
 from cnncalc.kernels.fast import fused as _fused
 
 __all__ = ["Step", "build_plan", "find_chain"]
@@ -200,6 +205,17 @@ class BatchNormReluOp(BatchNormOp):
     relu = True
 
 
+class BatchNormAddReluOp(BatchNormOp):
+    """``relu(batchnorm(x) + s)``: inputs ``[x, s]``; the sum and the ReLU run in batch norm's
+    normalising pass, and ``ds = dy * [y > 0]`` is written by its input-gradient pass (the
+    batch norm's own gradient is masked the same way), so neither the ``add`` nor the ReLU
+    costs a pass over memory or a buffer of its own."""
+
+    kind = "batchnorm_add_relu"
+    relu = True
+    residual = True
+
+
 # ------------------------------------------------------------------------------- planning
 def _consumers(graph) -> dict[str, list[str]]:
     users: dict[str, list[str]] = {}
@@ -242,6 +258,7 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
     byname = {n.name: n for n in graph.nodes}
     conv_ = graph.convention
     taken: set[str] = set()
+    produced = {INPUT_NAME}   # values the steps so far have made
     steps: list[Step] = []
     for node in graph.nodes:
         if node.name in taken:
@@ -259,10 +276,12 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
                                 [node.name, relu.name, pool.name], "conv_relu_maxpool", True)
         elif fuse and node.kind == "batchnorm":
             r = _only_user(users, node.name, out_name)
-            relu = byname.get(r) if r else None
-            if relu is not None and relu.kind == "relu":
-                step = Step(BatchNormReluOp(node, ctx), list(node.inputs), relu.name,
-                            [node.name, relu.name], "batchnorm_relu", True)
+            reader = byname.get(r) if r else None
+            if reader is not None and reader.kind == "relu":
+                step = Step(BatchNormReluOp(node, ctx), list(node.inputs), reader.name,
+                            [node.name, reader.name], "batchnorm_relu", True)
+            elif reader is not None and reader.kind == "add":
+                step = _bn_add_relu_step(node, reader, users, out_name, byname, produced, ctx)
         elif fuse and node.kind == "fc":
             r = _only_user(users, node.name, out_name)
             relu = byname.get(r) if r else None
@@ -276,8 +295,25 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
             step = Step(make_op(node, ctx), list(node.inputs), node.name, [node.name],
                         None, bool(node.param_shapes()))
         taken.update(step.nodes)
+        produced.add(step.output)
         steps.append(step)
     return steps
+
+
+def _bn_add_relu_step(bn, add, users, out_name, byname, produced, ctx) -> Step | None:
+    """``batchnorm → add → relu`` as one step, when the add has two inputs, the ReLU is its only
+    reader and the other input already exists (the step runs at the batch norm's place: in a
+    ResNet's downsampling block the shortcut's batch norm comes later, and it is the one
+    fused)."""
+    if len(add.inputs) != 2:
+        return None
+    r = _only_user(users, add.name, out_name)
+    relu = byname.get(r) if r else None
+    other = add.inputs[1] if add.inputs[0] == bn.name else add.inputs[0]
+    if relu is None or relu.kind != "relu" or other == bn.name or other not in produced:
+        return None
+    return Step(BatchNormAddReluOp(bn, ctx), [*bn.inputs, other], relu.name,
+                [bn.name, add.name, relu.name], "batchnorm_add_relu", True)
 
 
 def find_chain(graph, offsets: dict[str, int], dtype) -> object | None:
@@ -286,7 +322,6 @@ def find_chain(graph, offsets: dict[str, int], dtype) -> object | None:
     ``offsets`` maps ``"<layer>.weight"`` / ``"<layer>.bias"`` to their offset in the flat
     parameter buffer.
     """
-    from cnncalc.graph import INPUT_NAME
     from cnncalc.kernels.fast.gen import Block, ChainSpec, Dense
 
     dtype = np.dtype(dtype)

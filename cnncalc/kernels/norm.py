@@ -148,9 +148,10 @@ def bn_sums(x3, shift, out):
 
 
 @jit
-def bn_normalise(x3, mean, inv_std, gamma, beta, relu, y3):
-    """y = (x - mean) * inv_std * gamma + beta per channel (one fused pass); with ``relu``,
-    y = max(that, 0) in the same pass (batch norm followed by a ReLU)."""
+def bn_normalise(x3, mean, inv_std, gamma, beta, relu, y3, s3=None):
+    """y = (x - mean) * inv_std * gamma + beta per channel (one fused pass); with ``s3``,
+    y = that + s (a residual added in the same pass: batch norm feeding an ``add``); with
+    ``relu``, y = max(..., 0) (the ReLU that follows)."""
     n, c_n, hw = x3.shape
     dt = y3.dtype.type
     zero = dt(0)
@@ -161,7 +162,15 @@ def bn_normalise(x3, mean, inv_std, gamma, beta, relu, y3):
         for i in range(n):
             src = x3[i, c]
             dst = y3[i, c]
-            if relu:
+            if s3 is not None:
+                res = s3[i, c]
+                if relu:
+                    for j in range(hw):
+                        dst[j] = max((src[j] - m) * a + b + res[j], zero)
+                else:
+                    for j in range(hw):
+                        dst[j] = (src[j] - m) * a + b + res[j]
+            elif relu:
                 for j in range(hw):
                     dst[j] = max((src[j] - m) * a + b, zero)
             else:
@@ -202,10 +211,11 @@ def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out):
 
 
 @jit
-def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3):
+def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, ds3=None):
     """dx = scale * (g - mb - xhat * mg) per channel, xhat = (x - mean) * inv_std, g = dy or,
     with ``relu``, dy * [y > 0] (training: mb = mean(g), mg = mean(g * xhat); evaluation:
-    mb = mg = 0)."""
+    mb = mg = 0). With ``ds3``, also ds = g: the gradient of the residual that
+    :func:`bn_normalise` added (the ``add``'s other input), in the same pass."""
     n, c_n, hw = x3.shape
     dt = dx3.dtype.type
     zero = dt(0)
@@ -219,7 +229,18 @@ def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3):
             src = x3[i, c]
             yc = y3[i, c]
             dst = dx3[i, c]
-            if relu:
+            if ds3 is not None:
+                res = ds3[i, c]
+                if relu:
+                    for j in range(hw):
+                        g = d[j] if yc[j] > zero else zero
+                        res[j] = g
+                        dst[j] = a * g - k * (src[j] - m) - b
+                else:
+                    for j in range(hw):
+                        res[j] = d[j]
+                        dst[j] = a * d[j] - k * (src[j] - m) - b
+            elif relu:
                 for j in range(hw):
                     g = d[j] if yc[j] > zero else zero
                     dst[j] = a * g - k * (src[j] - m) - b
