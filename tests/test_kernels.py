@@ -132,24 +132,20 @@ def test_conv_algo_choice_and_errors():
     assert not conv._use_implicit("implicit", 2, 2, False, 9, 100)  # falls back
     assert not conv._use_implicit("implicit", 1, 1, True, 9, 100)   # 1x1 direct path
     # Winograd F(2x2, 3x3): 3x3 / stride 1 / dilation 1 / one group, chosen by "auto" from
-    # WINOGRAD_MIN_CHANNELS channels on both sides
-    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16))
+    # WINOGRAD_MIN_CHANNELS channels on both sides and WINOGRAD_MIN_WIDE_CHANNELS on one,
+    # for the forward and the backward alike
+    assert conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 1, (16, 16))
+    assert conv.uses_winograd((32, 64, 3, 3), 1, 1, 1, 1, (32, 32))
+    assert not conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16))   # 32 -> 32: simd
+    assert not conv.uses_winograd((64, 16, 3, 3), 1, 1, 1, 1, (16, 16))   # 16 channels
     assert not conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16))
-    assert not conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16), dtype="float64")
+    assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), dtype="float64")
     assert conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16), algo="winograd")
     assert not conv.uses_winograd((64, 64, 3, 3), 2, 1, 1, 1, (8, 8))        # stride 2
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 2, 2, 1, (16, 16))      # dilation 2
     assert not conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 2, (16, 16))      # groups
     assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16))      # 5x5
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit")
-    # ... the backward too, except at <= WINOGRAD_BWD_MAX_CHANNELS channels on planes of
-    # WINOGRAD_BWD_MIN_PLANE pixels or more (forward only there)
-    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (32, 32))
-    assert not conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (32, 32), backward=True)
-    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (32, 32), algo="winograd",
-                              backward=True)
-    assert conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16), backward=True)
-    assert conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 1, (32, 32), backward=True)
     # the direct vector-register kernel: every stride-1 layer Winograd does not take
     # (and strided layers through the phase planes: forced by "simd", by "auto" where their
     # zero taps add at most PHASE_MAX_WASTE)

@@ -105,11 +105,11 @@ def test_float32_rounding(shape):
 
 
 def test_conv_wrappers_route_by_channels_and_dtype():
-    """conv2d_forward/backward take Winograd by "auto" at >= WINOGRAD_MIN_CHANNELS channels in
-    float32 (same bits as calling it), float64 keeps the direct sum (the vector-register
-    kernel) unless forced."""
+    """conv2d_forward/backward take Winograd by "auto" at >= WINOGRAD_MIN_CHANNELS channels
+    (one side >= WINOGRAD_MIN_WIDE_CHANNELS) in float32 (same bits as calling it), float64
+    keeps the direct sum (the vector-register kernel) unless forced."""
     rng = np.random.default_rng(3)
-    x, wt, b = _case(rng, 2, 32, 32, 6, 6)
+    x, wt, b = _case(rng, 2, 32, 64, 6, 6)
     x32, w32, b32 = (a.astype(np.float32) for a in (x, wt, b))
     np.testing.assert_array_equal(conv.conv2d_forward(x32, w32, b32, 1, 1),
                                   wg.winograd_forward(x32, w32, b32, (1, 1), (6, 6)))
@@ -128,9 +128,9 @@ def test_conv_wrappers_route_by_channels_and_dtype():
 # plan.ConvReluPoolOp, a kernel of its own.)
 WINO_NET = _spec("10x10x2", [
     "conv: {filters: 32, size: 3, pad: 1}", "batchnorm", "relu",
-    "conv: {filters: 32, size: 3, pad: 1}", "batchnorm", "relu", "maxpool: {size: 2}",
+    "conv: {filters: 64, size: 3, pad: 1}", "batchnorm", "relu", "maxpool: {size: 2}",
     "conv: {filters: 33, size: 3, pad: 1}", "relu",
-    "conv: {filters: 32, size: 3, pad: 0, bias: false}", "global_avgpool", "flatten",
+    "conv: {filters: 64, size: 3, pad: 0, bias: false}", "global_avgpool", "flatten",
     "fc: {units: 3}"], "wino")
 
 

@@ -199,10 +199,9 @@ class ConvOp(Op):
         self.stride, self.dilation, self.groups = L.stride, L.dilation, L.groups
         o = self.node.out_shape
         self.out_hw = (o.h, o.w)
-        self.winograd, self.winograd_backward = (
-            kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
-                                self.dilation, self.groups, self.out_hw, dtype=self.dtype,
-                                backward=backward) for backward in (False, True))
+        self.winograd = kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
+                                            self.dilation, self.groups, self.out_hw,
+                                            dtype=self.dtype)
         # small planes (weights large next to the activations): position-parallel phases
         self.by_position = (kwino.ByPosition(self.pad, self.out_hw)
                             if self.winograd and o.h * o.w <= BY_POSITION_MAX_PLANE else None)
@@ -250,21 +249,19 @@ class ConvOp(Op):
         dy = np.ascontiguousarray(dy)
         dx = self._buf("dx", x.shape) if need[0] else None
         shared = self.shared
-        if self.by_position is not None:
+        if self.winograd:
             u = shared["winograd"]
             du = self._scratch("winograd_du", u.shape)
-            self.by_position.backward(dy, x, u, du, dx, self._pool,
-                                      split(x.shape[0], self.threads), self._scratch)
-        elif self.winograd_backward:
-            u = shared["winograd"]
+            if self.by_position is not None:
+                self.by_position.backward(dy, x, u, du, dx, self._pool,
+                                          split(x.shape[0], self.threads), self._scratch)
+            else:
+                def work_du(a, c):
+                    return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),
+                                             out_dx=None if dx is None else dx[a:c])[1]
 
-            def work_du(a, c):
-                return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),
-                                         out_dx=None if dx is None else dx[a:c])[1]
-
-            du = self._scratch("winograd_du", u.shape)
-            _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, work_du))
-        if self.winograd_backward:
+                _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS,
+                                          work_du))
             dw = self.grads["weight"]
             self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1),
                                  w.shape[0], du.size)

@@ -472,30 +472,23 @@ _IG_MAX_CKK = 512   # ... or reductions (C/groups * kh * kw) at most this long
 _IG_CKK_PER_P = 32
 _ALGOS = (None, "auto", "im2col", "implicit", "simd", "winograd")
 # "auto" takes Winograd F(2x2, 3x3) (``winograd.py``) for 3x3 / stride 1 / one group when both
-# channel counts reach this: below it the transforms cost more than they save (16 channels on
-# 32x32: 0.34 / 0.47 the implicit GEMM's speed, fwd / bwd; 32 channels: 1.27 / 1.27; the
-# figures: ``cnncalc/kernels/fast/README.md``, "Winograd").
+# channel counts reach WINOGRAD_MIN_CHANNELS and the wider side WINOGRAD_MIN_WIDE_CHANNELS:
+# below that the transforms cost more than they save. 16 channels on 32x32: 0.34 / 0.47 the
+# implicit GEMM's speed (fwd / bwd); 32 -> 32 channels, against the vector kernels (``simd.py``)
+# inside the networks: 0.82-0.87x forward and 0.88-0.94x backward on 32x32 and 16x16 maps;
+# 32 -> 64 and wider: 1.07-1.9x. The figures: ``cnncalc/kernels/fast/README.md``, "Winograd".
 WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_WIDE_CHANNELS = 64
 # ... and only in these dtypes: float64 is the checking dtype, kept on the direct sum that the
 # float32 fast path is checked against ("winograd" still forces it, e.g. to check Winograd
 # itself in float64)
 WINOGRAD_AUTO_DTYPES = ("float32",)
 
 
-# ... but not for the backward of layers with at most this many channels on both sides and
-# planes of WINOGRAD_BWD_MIN_PLANE pixels or more: Winograd's backward runs three transforms to
-# the forward's two, and there the vector kernels' backward (dx and dW) measured 1.14-1.2x
-# faster (32 channels on 32x32; 16x16: 0.92-1.04x, kept), while Winograd's forward stays
-# ahead. Those layers run Winograd forward only.
-WINOGRAD_BWD_MAX_CHANNELS = 32
-WINOGRAD_BWD_MIN_PLANE = 1024
-
-
-def _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k, dtype,
-                  backward=False) -> bool:
+def _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k, dtype) -> bool:
     """Winograd F(2x2, 3x3) where it applies (``algo="winograd"``), or by ``"auto"`` where it
-    applies, both channel counts reach ``WINOGRAD_MIN_CHANNELS`` and the dtype is one of
-    ``WINOGRAD_AUTO_DTYPES`` (for the ``backward``, not where the vector kernels' is faster)."""
+    applies, both channel counts reach ``WINOGRAD_MIN_CHANNELS``, the wider one
+    ``WINOGRAD_MIN_WIDE_CHANNELS``, and the dtype is one of ``WINOGRAD_AUTO_DTYPES``."""
     if algo not in _ALGOS:
         raise ValueError(f"algo must be one of {_ALGOS[1:]}, got {algo!r}")
     if algo not in (None, "auto", "winograd"):
@@ -504,21 +497,19 @@ def _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k, dt
         return False
     if algo == "winograd":
         return True
-    if backward and max(c, k) <= WINOGRAD_BWD_MAX_CHANNELS and ho * wo >= WINOGRAD_BWD_MIN_PLANE:
-        return False
-    return min(c, k) >= WINOGRAD_MIN_CHANNELS and np.dtype(dtype).name in WINOGRAD_AUTO_DTYPES
+    return (min(c, k) >= WINOGRAD_MIN_CHANNELS and max(c, k) >= WINOGRAD_MIN_WIDE_CHANNELS
+            and np.dtype(dtype).name in WINOGRAD_AUTO_DTYPES)
 
 
 def uses_winograd(w_shape, stride, pad, dilation, groups, out_hw, algo=None,
-                  dtype="float32", backward=False) -> bool:
-    """Whether :func:`conv2d_forward` (or, with ``backward``, :func:`conv2d_backward`) takes
-    the Winograd path for these arguments (``w_shape`` = (K, C/groups, kh, kw), ``pad`` =
-    (top, left))."""
+                  dtype="float32") -> bool:
+    """Whether :func:`conv2d_forward` and :func:`conv2d_backward` take the Winograd path for
+    these arguments (``w_shape`` = (K, C/groups, kh, kw), ``pad`` = (top, left))."""
     k_out, cg, kh, kw = w_shape
     (sh, sw), (pt, pl), (dh, dw), (ho, wo) = (_pair(stride), _pair(pad), _pair(dilation),
                                               _pair(out_hw))
     return _use_winograd(algo, kh, kw, sh, sw, dh, dw, int(groups), pt, pl, ho, wo,
-                         cg * int(groups), k_out, dtype, backward)
+                         cg * int(groups), k_out, dtype)
 
 
 # Stride > 1 runs the vector kernels on the input's phase planes (``simd.strided_forward``)
@@ -685,8 +676,7 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     groups = int(groups)
     direct = _is_direct(kh, kw, sh, sw, pt, pl, h, wd, ho, wo)
     nchunks = 1
-    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out, x.dtype,
-                     backward=True):
+    if _use_winograd(algo, kh, kw, sh, sw, dh, dw, groups, pt, pl, ho, wo, c, k_out, x.dtype):
         return wg.winograd_backward(
             dy, x, w, (pt, pl), need_dx, has_bias=has_bias, out_dx=out_dx,
             u=_layout(shared, "winograd", lambda: wg.weight_transform(w)))
