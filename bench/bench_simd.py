@@ -1,14 +1,16 @@
 """The direct vector-register convolution kernels (``cnncalc/kernels/simd.py``) against the
 other algorithms of ``conv.py``, serially (one thread, BLAS at one thread), float32.
 
-Run: ``python bench/bench_simd.py [--reps 4] [--batch 32]``. Sections:
+Run: ``python bench/bench_simd.py [--reps 4] [--batch 32] [--only micro|layers|strided]``.
+Sections:
 
 1. the forward micro-kernel alone (register blocks over one pitched block of planes, no
    padding or copying): GFLOP/s on the computed columns;
 2. forward per layer: ``simd`` / ``implicit`` / ``winograd`` (where it applies) GFLOP/s and
    the ratio simd : implicit;
 3. weight gradient per layer: ``simd`` / ``implicit``;
-4. strided layers: the phase-plane path against im2col, forward and backward (dx + dw).
+4. strided layers: the phase-plane path and the vector-per-output-row path against im2col,
+   forward and backward (dx + dw), with the path ``"auto"`` takes.
 
 Every ratio is measured in the same run, best of 3 rounds of ``--reps`` calls (the machine is
 shared: compare ratios, not absolute times). GFLOP/s count the direct convolution's FLOPs
@@ -37,7 +39,8 @@ LAYERS = [(3, 16, 32, 3), (16, 16, 32, 3), (16, 32, 32, 3), (32, 32, 32, 3), (32
           (64, 64, 16, 1)]
 # (C, K, H, F, stride, pad, batch)
 STRIDED = [(3, 96, 227, 11, 4, 0, 4), (3, 64, 224, 7, 2, 3, 4), (16, 32, 32, 3, 2, 1, 32),
-           (32, 64, 16, 3, 2, 1, 32)]
+           (32, 64, 16, 3, 2, 1, 32), (64, 128, 56, 3, 2, 1, 8), (128, 256, 28, 3, 2, 1, 8),
+           (256, 512, 14, 3, 2, 1, 8), (16, 32, 32, 1, 2, 0, 32), (64, 128, 56, 1, 2, 0, 8)]
 
 
 def best(fn, reps):
@@ -57,7 +60,7 @@ def _tiles(xpf, span, wf, cg, offs, ybf, lq, blocks, kg, qb):
         for q0 in range(0, lq, qb):
             for k0 in range(0, kg, simd.KB):
                 simd.tile(simd.KB, xpf, q0, span, wf, k0 * cg * 9, cg, 9, offs, ybf,
-                          k0 * lq + q0, lq, qb)
+                          k0 * lq + q0, lq, qb, qb // simd.NV)
 
 
 def micro_kernel(reps):
@@ -114,7 +117,10 @@ def layers(batch, reps):
 
 def strided(reps):
     rng = np.random.default_rng(0)
-    print("\n== strided: phase planes vs im2col, one thread (GFLOP/s; backward = dx + dw) ==")
+    print("\n== strided: phase planes and a vector per output row vs im2col, one thread "
+          "(GFLOP/s; backward = dx + dw) ==")
+    print(f"{'layer':40s} {'auto':>7s} | forward: phases   rows im2col | backward: phases   rows "
+          f"im2col")
     for c, k, h, f, s, p, n in STRIDED:
         x = rng.standard_normal((n, c, h, h)).astype(np.float32)
         w = rng.standard_normal((k, c, f, f)).astype(np.float32)
@@ -123,28 +129,33 @@ def strided(reps):
         dy = rng.standard_normal(y.shape).astype(np.float32)
         flop = 2 * n * k * c * f * f * ho * ho
         u, v, _, _ = simd.phase_shape(f, f, s, s, 1, 1, ho, ho)
-        fp = best(lambda: conv.conv2d_forward(x, w, None, s, p, algo="simd", out=y), reps)
-        fi = best(lambda: conv.conv2d_forward(x, w, None, s, p, algo="im2col", out=y), reps)
-        bp = best(lambda: conv.conv2d_backward(dy, x, w, s, p, has_bias=False, algo="simd"), reps)
-        bi = best(lambda: conv.conv2d_backward(dy, x, w, s, p, has_bias=False, algo="im2col"),
-                  reps)
-        print(f"{c:4d}->{k:4d} {h:3d}x{h:<3d} {f}x{f}/{s} (phase work {u * v * s * s / f / f:.2f}x,"
-              f" auto: {'phases' if conv.uses_simd(f, s) else 'im2col'}): forward "
-              f"{flop / fp / 1e9:4.0f} vs {flop / fi / 1e9:4.0f} ({fi / fp:.2f}x), backward "
-              f"{2 * flop / bp / 1e9:4.0f} vs {2 * flop / bi / 1e9:4.0f} ({bi / bp:.2f}x)",
-              flush=True)
+        fwd, bwd = [], []
+        for algo in ("simd", "rows", "im2col"):    # "simd": the phase planes when strided
+            fwd.append(flop / best(lambda: conv.conv2d_forward(x, w, None, s, p, algo=algo,
+                                                                out=y), reps) / 1e9)
+            bwd.append(2 * flop / best(lambda: conv.conv2d_backward(
+                dy, x, w, s, p, has_bias=False, algo=algo), reps) / 1e9)
+        name = f"{c}->{k} {h}x{h} {f}x{f}/{s} (phase work {u * v * s * s / f / f:.2f}x)"
+        print(f"{name:40s} {conv.simd_path(f, s, out_w=ho) or 'im2col':>7s} |         "
+              + " ".join(f"{g:6.0f}" for g in fwd) + " |          "
+              + " ".join(f"{g:6.0f}" for g in bwd), flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--only", choices=("micro", "layers", "strided"), default=None,
+                    help="run one section")
     args = ap.parse_args()
     print(f"vector registers: {simd.vector_bytes()} bytes; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    micro_kernel(args.reps * 10)
-    layers(args.batch, args.reps)
-    strided(args.reps)
+    if args.only in (None, "micro"):
+        micro_kernel(args.reps * 10)
+    if args.only in (None, "layers"):
+        layers(args.batch, args.reps)
+    if args.only in (None, "strided"):
+        strided(args.reps)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("algo", ["im2col", "implicit", "simd"])
+@pytest.mark.parametrize("algo", ["im2col", "implicit", "simd", "rows"])
 def test_conv_grad(case, algo):
     n, c, h, w, k, kh, kw, s, p, d, g, pa = case
     rng = _rng(1)

@@ -12,7 +12,7 @@ import pytest
 import reference as R
 
 from cnncalc.kernels import activation as act
-from cnncalc.kernels import blas, conv, dropout, linear, loss, norm, pool
+from cnncalc.kernels import blas, conv, dropout, linear, loss, norm, pool, simd
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-5}
 DTYPES = [np.float64, np.float32]
@@ -62,7 +62,7 @@ CONV_CASES_IG = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("algo", ["im2col", "implicit", "simd"])
+@pytest.mark.parametrize("algo", ["im2col", "implicit", "simd", "rows"])
 @pytest.mark.parametrize("n,c,h,w,k,kh,kw,s,p,d,g,pa", CONV_CASES + CONV_CASES_IG)
 def test_conv(n, c, h, w, k, kh, kw, s, p, d, g, pa, algo, dtype):
     rng = np.random.default_rng(0)
@@ -146,19 +146,26 @@ def test_conv_algo_choice_and_errors():
     assert not conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 2, (16, 16))      # groups
     assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16))      # 5x5
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit")
-    # the direct vector-register kernel: every stride-1 layer Winograd does not take
-    # (and strided layers through the phase planes: forced by "simd", by "auto" where their
-    # zero taps add at most PHASE_MAX_WASTE)
-    assert conv.uses_simd(3, 1) and conv.uses_simd(5, (1, 1), 2, "simd")
-    assert conv.uses_simd(11, 4) and conv.uses_simd(7, 2)           # AlexNet conv1, 7x7 stem
-    assert not conv.uses_simd(3, 2) and not conv.uses_simd(1, 2)     # 16/9 and 4x the work
-    assert conv.uses_simd(3, 2, algo="simd") and conv.uses_simd(1, (1, 2), algo="simd")
-    assert not conv.uses_simd(3, 1, algo="implicit") and not conv.uses_simd(3, 1, algo="im2col")
+    # the direct vector-register kernels: every stride-1 layer Winograd does not take; strided
+    # layers through the phase planes (forced by "simd", by "auto" where their zero taps add
+    # at most PHASE_MAX_WASTE), else a vector per output row (forced by "rows", by "auto"
+    # where the rows fill ROWS_MIN_LANE_USE of their vectors and the kernel is not 1x1)
+    sp = conv.simd_path
+    assert sp(3, 1) == sp(5, (1, 1), 2, "simd") == sp(3, 1, algo="rows") == "stride1"
+    assert sp(11, 4, out_w=55) == sp(7, 2, out_w=112) == "phases"   # AlexNet conv1, 7x7 stem
+    vl = simd.lanes(np.float32)            # the host's vector (16 with AVX-512, else 8)
+    assert sp(3, 2, out_w=vl) == sp(3, 2, out_w=vl + 1) == sp(3, 2, out_w=vl // 2) == "rows"
+    assert sp(3, 2, out_w=vl // 2 - 1) is None                          # under half the lanes
+    assert sp(3, 2, out_w=vl // 2 - 1, dtype="float64") == "rows"       # float64: half as many
+    assert sp(1, 2, out_w=16) is None                                 # 1x1: im2col's GEMM
+    assert sp(3, 2, algo="simd") == sp(1, (1, 2), algo="simd") == "phases"
+    assert sp(1, 2, algo="rows") == sp(3, 2, out_w=3, algo="rows") == "rows"
+    assert sp(3, 1, algo="implicit") is None and sp(3, 2, out_w=16, algo="im2col") is None
     x = np.zeros((1, 1, 4, 4))
     with pytest.raises(ValueError, match="algo"):
         conv.conv2d_forward(x, np.zeros((1, 1, 3, 3)), None, algo="fft")
     with pytest.raises(ValueError, match="algo"):
-        conv.uses_simd(3, 1, algo="fft")
+        conv.simd_path(3, 1, algo="fft")
 
 
 def test_conv_split_batch_threads_matches_whole_batch():
@@ -239,7 +246,7 @@ if given is not None:
         return n, c, h, w, k, kh, kw, s, p, d, g, pa
 
     @settings(max_examples=40, deadline=None)
-    @given(conv_shapes(), st.sampled_from(["im2col", "implicit", "simd"]))
+    @given(conv_shapes(), st.sampled_from(["im2col", "implicit", "simd", "rows"]))
     def test_conv_forward_property(shape, algo):
         n, c, h, w, k, kh, kw, s, p, d, g, pa = shape
         rng = np.random.default_rng(n * 1000 + c * 100 + h * 10 + w)

@@ -141,6 +141,78 @@ def test_strided_through_phase_planes_matches_reference(shape, sh, sw):
     np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=50, deadline=None)
+@given(shapes(), st.integers(1, 4), st.integers(1, 4), st.sampled_from([np.float64, np.float32]),
+       st.sampled_from([1, 64, 512]), st.booleans())
+def test_strided_with_a_vector_per_row_matches_reference(shape, sh, sw, dtype, block_columns,
+                                                          bias):
+    """Stride > 1 with a vector per output row (column phases; one sample per block up to the
+    whole batch; rows wider and narrower than a vector) for the forward and the weight
+    gradient, and the input gradient phase by phase."""
+    n, c, h, w, k, kh, kw, d, g, (pt, pl, pb, pr) = shape
+    pt, pl = max(pt, 0), max(pl, 0)
+    out_hw = conv.conv2d_out_hw(h, w, (kh, kw), (sh, sw), (pt, pl), (max(pb, 0), max(pr, 0)), d)
+    if min(out_hw) < 1:
+        return
+    rng = np.random.default_rng(n * 7 + c * 5 + h * 3 + w + sh * 11 + sw)
+    x = rng.standard_normal((n, c, h, w))
+    wt = rng.standard_normal((k, c // g, kh, kw))
+    b = rng.standard_normal(k) if bias else None
+    want = R.conv2d_forward(x, wt, b, (sh, sw), (pt, pl), d, g, out_hw)
+    dy = rng.standard_normal(want.shape)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (sh, sw), (pt, pl), d, g)
+    xs, ws, dys = x.astype(dtype), wt.astype(dtype), dy.astype(dtype)
+    old = simd.ROW_BLOCK_COLUMNS
+    simd.ROW_BLOCK_COLUMNS = block_columns
+    try:
+        y = simd.rows_forward(xs, ws, None if b is None else b.astype(dtype), (sh, sw), (pt, pl),
+                              d, g, out_hw, np.full((n, k, *out_hw), np.nan, dtype))
+        dw = simd.rows_weight_grad(dys, xs, wt.shape, (sh, sw), (pt, pl), d, g)
+    finally:
+        simd.ROW_BLOCK_COLUMNS = old
+    dx = simd.phase_input_grad(dys, ws, (sh, sw), (pt, pl), d, g, x.shape,
+                               np.full(x.shape, np.nan, dtype))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for got, ref in ((y, want), (dw, rdw), (dx, rdx)):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("stride,pad", [((2, 2), (1, 1)), ((2, 2), (2, 2)), ((3, 2), (0, 3)),
+                                        ((1, 3), (1, 1))])
+def test_row_kernels_match_their_numpy_bodies(stride, pad):
+    """The compiled row drivers (LLVM-IR register blocks, vector steps of a row pitch) and
+    their plain-Python versions (the NumPy bodies, as under NUMBA_DISABLE_JIT) agree; the
+    column phases' stride-2 fast paths (even and odd left padding) and the general one are
+    all taken."""
+    rng = np.random.default_rng(sum(stride) + pad[1])
+    x = rng.standard_normal((3, 5, 11, 19)).astype(np.float32)
+    wt = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    out_hw = conv.conv2d_out_hw(11, 19, (3, 3), stride, pad, pad)
+    geo, blk = simd._rows_args(x.shape, wt.shape, stride, pad, (1, 1), out_hw, x.dtype)
+    jitted, python = (np.empty((3, 6, *out_hw), np.float32) for _ in range(2))
+    simd._conv_fwd_rows(x, wt, b, True, *geo, 1, *out_hw, jitted, *blk)
+    simd._conv_fwd_rows_py(x, wt, b, True, *geo, 1, *out_hw, python, *blk)
+    np.testing.assert_allclose(jitted, python, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(python, R.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                                                        b.astype(np.float64), stride, pad, (1, 1),
+                                                        1, out_hw), rtol=1e-5, atol=1e-4)
+    dy = rng.standard_normal(jitted.shape).astype(np.float32)
+    dw_jit, dw_py = (np.empty((6, 5 * 9), np.float32) for _ in range(2))
+    simd._conv_dw_rows(dy, x, *geo, 1, dw_jit, *blk)
+    simd._conv_dw_rows_py(dy, x, *geo, 1, dw_py, *blk)
+    np.testing.assert_allclose(dw_jit, dw_py, rtol=1e-5, atol=1e-4)
+
+
+def test_rows_layout():
+    """ResNet's 3x3 stride-2 layer on 32x32: 16 output rows in a slot of 17 (its 33 padded
+    input rows rounded up to the stride), phase rows of 17 columns, one 16-lane vector per row
+    of float32; 7x7 stride 2 on 224x224: 112 columns in 7 vectors."""
+    assert simd.rows_layout(32, 32, 3, 3, 2, 2, 1, 1, 1, 16, 16, 16) == (17, 17, 1)
+    assert simd.rows_layout(224, 224, 7, 7, 2, 2, 3, 1, 1, 112, 112, 16) == (115, 115, 7)
+    assert simd.rows_layout(16, 16, 3, 3, 2, 2, 1, 1, 1, 8, 8, 16) == (9, 9, 1)
+
+
 def test_phase_weights_place_every_tap_once():
     """W' holds each of the kernel's taps exactly once (the rest zero): 3x3 stride 2 on a 2x2
     grid of 4 phases, AlexNet's 11x11 stride 4 on a 3x3 grid of 16."""

@@ -470,7 +470,7 @@ def _is_direct(kh, kw, sh, sw, pt, pl, h, w, ho, wo):
 _IG_MIN_P = 64      # output planes at least this large (and at least 1/32 of ckk) ...
 _IG_MAX_CKK = 512   # ... or reductions (C/groups * kh * kw) at most this long
 _IG_CKK_PER_P = 32
-_ALGOS = (None, "auto", "im2col", "implicit", "simd", "winograd")
+_ALGOS = (None, "auto", "im2col", "implicit", "simd", "rows", "winograd")
 # "auto" takes Winograd F(2x2, 3x3) (``winograd.py``) for 3x3 / stride 1 / one group when both
 # channel counts reach WINOGRAD_MIN_CHANNELS and the wider side WINOGRAD_MIN_WIDE_CHANNELS:
 # below that the transforms cost more than they save. 16 channels on 32x32: 0.34 / 0.47 the
@@ -518,20 +518,39 @@ def uses_winograd(w_shape, stride, pad, dilation, groups, out_hw, algo=None,
 # im2col's speed; 7x7 stride 2: 64/49, 1.4x), not 3x3 stride 2 (16/9: 0.5-0.9x). Figures:
 # cnncalc/kernels/fast/README.md, "Direct convolution in vector registers".
 PHASE_MAX_WASTE = 4 / 3
+# Other strided layers (3x3 stride 2) run a vector per output row (``simd.rows_forward``)
+# where the output rows fill at least this share of their vectors, except 1x1 layers (their
+# backward: 3 of 4 input phases get no tap, and im2col's single GEMMs are faster: 0.7-1.0x).
+# Serially, against im2col (forward / backward): 16 -> 32 on 32x32 (16-wide rows, all lanes)
+# 3x / 2.2x; 64 -> 128 on 56x56 (28 of 32) 1.2x / 1.1x; 128 -> 256 on 28x28 (14 of 16)
+# 1.1x / 1.0x; 32 -> 64 on 16x16 (8 of 16) 1.1x / 1.2x; 256 -> 512 on 14x14 (7 of 16) 0.5x /
+# 0.8x.
+# Figures: cnncalc/kernels/fast/README.md, "Strided layers with a vector per output row".
+ROWS_MIN_LANE_USE = 0.5
 
 
-def _use_simd(algo, kh, kw, sh, sw, dh, dw) -> bool:
-    """The register-blocked direct convolution (``simd.py``) under ``"auto"`` (for layers
-    Winograd does not take) or ``"simd"``: every stride-1 layer, and strided ones through the
-    phase planes (``"auto"``: where their zero taps add at most ``PHASE_MAX_WASTE``)."""
+def _simd_path(algo, kh, kw, sh, sw, dh, dw, wo, dtype) -> str | None:
+    """How the register-blocked direct convolution (``simd.py``) runs this layer, or None
+    (not at all): ``"stride1"`` (every stride-1 layer, for the layers Winograd does not take),
+    ``"phases"`` (strided, on the phase planes: ``"auto"`` where their zero taps add at most
+    ``PHASE_MAX_WASTE``; always under ``"simd"``) or ``"rows"`` (strided, a vector per output
+    row: ``"auto"`` where the rows fill ``ROWS_MIN_LANE_USE`` of their vectors; always under
+    ``"rows"``)."""
     if algo not in _ALGOS:
         raise ValueError(f"algo must be one of {_ALGOS[1:]}, got {algo!r}")
-    if algo not in (None, "auto", "simd"):
-        return False
-    if sh == 1 and sw == 1 or algo == "simd":
-        return True
+    if algo not in (None, "auto", "simd", "rows"):
+        return None
+    if sh == 1 and sw == 1:
+        return "stride1"
+    if algo == "rows":
+        return "rows"
     u, v, _, _ = ksimd.phase_shape(kh, kw, sh, sw, dh, dw, 1, 1)
-    return u * v * sh * sw <= PHASE_MAX_WASTE * kh * kw
+    if algo == "simd" or u * v * sh * sw <= PHASE_MAX_WASTE * kh * kw:
+        return "phases"
+    vl = ksimd.lanes(dtype)
+    if kh * kw > 1 and wo / (-(-wo // vl) * vl) >= ROWS_MIN_LANE_USE:
+        return "rows"
+    return None
 
 
 # The vector kernel's weight gradient reduces over the output columns, one (K, C, tap) block
@@ -545,11 +564,13 @@ def _simd_weight_grad_pays(kh, kw, ho, wo) -> bool:
     return kh * kw > 1 and ho * wo >= SIMD_DW_MIN_PLANE
 
 
-def uses_simd(kernel_size, stride, dilation=1, algo=None) -> bool:
-    """Whether :func:`conv2d_forward` takes the direct vector-register kernels (for a layer
-    :func:`uses_winograd` does not take)."""
+def simd_path(kernel_size, stride, dilation=1, algo=None, out_w=1, dtype="float32"):
+    """How :func:`conv2d_forward` and :func:`conv2d_backward` run a layer that
+    :func:`uses_winograd` does not take on the direct vector-register kernels: ``"stride1"``,
+    ``"phases"``, ``"rows"`` or None (BLAS: im2col / implicit GEMM); ``out_w`` is the output's
+    width."""
     (kh, kw), (sh, sw), (dh, dw) = _pair(kernel_size), _pair(stride), _pair(dilation)
-    return _use_simd(algo, kh, kw, sh, sw, dh, dw)
+    return _simd_path(algo, kh, kw, sh, sw, dh, dw, int(out_w), dtype)
 
 
 def _use_implicit(algo, sh, sw, direct, ckk, p) -> bool:
@@ -596,9 +617,10 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     out_hw : (Ho, Wo); ``None`` means symmetric padding with floor.
     out : optional preallocated (N, K, Ho, Wo) C-contiguous output.
     algo : ``None``/"auto" (choose), "im2col", "implicit" (implicit GEMM: stride 1 only,
-        otherwise im2col is used), "simd" (the direct vector-register kernel: stride 1 only,
-        otherwise im2col) or "winograd" (F(2x2, 3x3): 3x3, stride 1, dilation 1, one group,
-        padding 0..2; otherwise as "auto").
+        otherwise im2col is used), "simd" (the direct vector-register kernels; strided layers
+        on the phase planes), "rows" (as "simd", strided layers with a vector per output
+        row) or "winograd" (F(2x2, 3x3): 3x3, stride 1, dilation 1, one group, padding 0..2;
+        otherwise as "auto").
     shared : optional dict shared by the calls on the chunks of one batch (same ``w``): the
         rearranged weights are made once and reused (``w`` must not change in between).
 
@@ -630,11 +652,14 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
                 _layout(shared, "winograd", lambda: wg.weight_transform(w)))))
     if algo == "winograd":
         algo = "auto"
-    if _use_simd(algo, kh, kw, sh, sw, dh, dw):
-        if sh == 1 and sw == 1:
-            return ksimd.simd_forward(x, w, b, (pt, pl), (dh, dw), groups, (ho, wo), out)
+    path = _simd_path(algo, kh, kw, sh, sw, dh, dw, wo, x.dtype)
+    if path == "stride1":
+        return ksimd.simd_forward(x, w, b, (pt, pl), (dh, dw), groups, (ho, wo), out)
+    if path == "phases":
         return ksimd.strided_forward(x, w, b, (sh, sw), (pt, pl), (dh, dw), groups, (ho, wo),
                                      out)
+    if path == "rows":
+        return ksimd.rows_forward(x, w, b, (sh, sw), (pt, pl), (dh, dw), groups, (ho, wo), out)
     if _use_implicit(algo, sh, sw, direct, cg * kh * kw, ho * wo):
         wk = _layout(shared, "taps", lambda: _taps_major(w, groups))
         _conv_fwd_ig_s(x, wk, bb, has_bias, kh, kw, pt, pl, dh, dw, groups,
@@ -686,11 +711,18 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     # kernel, i.e. the forward kernel again (im2col + a GEMM shaped like the forward one), which
     # is cheaper than W^T @ dy followed by a col2im scatter.
     # (With the direct vector kernel, a plain 1x1 layer's dx goes the same way.)
-    simd = _use_simd(algo, kh, kw, sh, sw, dh, dw)
-    if simd and (sh != 1 or sw != 1):
+    path = _simd_path(algo, kh, kw, sh, sw, dh, dw, wo, x.dtype)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    if path == "phases":
         dx, dwt = ksimd.strided_backward(dy, x, w, (sh, sw), (pt, pl), (dh, dw), groups, need_dx,
                                          out_dx)
-        return dx, dwt, (dy.sum(axis=(0, 2, 3)) if has_bias else None)
+        return dx, dwt, db
+    if path == "rows":
+        dwt = ksimd.rows_weight_grad(dy, x, w.shape, (sh, sw), (pt, pl), (dh, dw), groups)
+        dx = (ksimd.phase_input_grad(dy, w, (sh, sw), (pt, pl), (dh, dw), groups, x.shape,
+                                     out_dx) if need_dx else None)
+        return dx, dwt, db
+    simd = path == "stride1"
     via_fwd = need_dx and sh == 1 and sw == 1 and (simd or not direct)
     fused_dx = need_dx and not via_fwd
     if simd and _simd_weight_grad_pays(kh, kw, ho, wo):
@@ -726,5 +758,4 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
                             (dh * (kh - 1) - pt, dw * (kw - 1) - pl), (dh, dw), groups, (h, wd),
                             out=out_dx, algo=algo,
                             shared=None if shared is None else _layout(shared, "dx", dict))
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return (dx if need_dx else None), dwt, db

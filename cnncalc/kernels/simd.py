@@ -74,15 +74,20 @@ def lanes(dtype) -> int:
 # --------------------------------------------------------------------------------------------
 # the micro-kernel
 # --------------------------------------------------------------------------------------------
-def _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
-    """``y[yo + k*ldy + j] = sum_{c, t} w[wo + (k*cg + c)*taps + t] * xp[xo + c*plane + offs[t]
-    + j]`` for ``k < kb`` and ``j < qb`` (flat arrays). NumPy body of :func:`tile`."""
+def _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb, vs):
+    """``y[yo + k*ldy + v*vl + j] = sum_{c, t} w[wo + (k*cg + c)*taps + t] * xp[xo + c*plane +
+    offs[t] + v*vs + j]`` for ``k < kb``, the ``NV`` vectors ``v`` and ``j < vl = qb / NV``
+    (flat arrays): with ``vs = vl`` one run of ``qb`` columns; with a row pitch, ``NV`` rows.
+    NumPy body of :func:`tile`."""
+    vl = qb // NV
     for k in range(kb):
         acc = np.zeros(qb, y.dtype)
         for c in range(cg):
             for t in range(taps):
-                s = xo + c * plane + offs[t]
-                acc += w[wo + (k * cg + c) * taps + t] * xp[s:s + qb]
+                wv = w[wo + (k * cg + c) * taps + t]
+                for v in range(NV):
+                    s = xo + c * plane + offs[t] + v * vs
+                    acc[v * vl:(v + 1) * vl] += wv * xp[s:s + vl]
         y[yo + k * ldy:yo + k * ldy + qb] = acc
 
 
@@ -101,16 +106,16 @@ def _make_tile_ir(kb):
     """The intrinsic for ``kb`` output channels (``KB`` for full blocks, 1 for the rest)."""
 
     @intrinsic
-    def tile_ir(typingctx, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy):
+    def tile_ir(typingctx, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, vs):
         from numba.core import types
 
-        sig = types.void(xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy)
+        sig = types.void(xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, vs)
 
         def codegen(context, builder, signature, args):
             from llvmlite import ir
             from numba.core import cgutils
 
-            _, xo_, plane_, _, wo_, cg_, taps_, _, _, yo_, ldy_ = args
+            _, xo_, plane_, _, wo_, cg_, taps_, _, _, yo_, ldy_, vs_ = args
             _, vt, (xptr, wptr, optr, yptr) = _ir_arrays(context, builder, signature, args,
                                                          0, 3, 7, 8)
             vl, vptr, i64 = vt.count, vt.as_pointer(), ir.IntType(64)
@@ -122,6 +127,7 @@ def _make_tile_ir(kb):
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
                     for _ in range(kb)]
             wstride = builder.mul(cg_, taps_)          # weights of one output channel
+            vsteps = [builder.mul(vs_, ir.Constant(i64, j)) for j in range(NV)]
             with cgutils.for_range(builder, cg_) as cl:
                 c = cl.index
                 xc = builder.add(xo_, builder.mul(c, plane_))
@@ -130,7 +136,7 @@ def _make_tile_ir(kb):
                     t = tl.index
                     xb = builder.add(xc, builder.load(builder.gep(optr, [t])))
                     xs = [builder.load(builder.bitcast(
-                        builder.gep(xptr, [builder.add(xb, ir.Constant(i64, vl * j))]), vptr),
+                        builder.gep(xptr, [builder.add(xb, vsteps[j])]), vptr),
                         align=1) for j in range(NV)]
                     wt = builder.add(wc, t)
                     for k in range(kb):
@@ -158,50 +164,56 @@ def _make_tile_ir(kb):
 _TILE_IR = {kb: _make_tile_ir(kb) for kb in sorted({KB, 1})}
 
 
-def tile(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
-    """One register block: ``kb`` (``KB`` or 1) output channels by ``qb = NV * lanes``
-    columns (see :func:`_tile_py`; inside numba, the vector-register intrinsic)."""
-    _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb)
+def tile(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb, vs):
+    """One register block: ``kb`` (``KB`` or 1) output channels by ``NV`` vectors of
+    ``lanes`` columns (``qb`` in all), read ``vs`` apart (see :func:`_tile_py`; inside numba,
+    the vector-register intrinsic)."""
+    _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb, vs)
 
 
 @overload(tile)
-def _tile_ol(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
+def _tile_ol(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb, vs):
     full, one = _TILE_IR[KB], _TILE_IR[1]
 
-    def impl(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb):
+    def impl(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb, vs):
         if kb == KB:
-            full(xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy)
+            full(xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, vs)
         else:
             for k in range(kb):
-                one(xp, xo, plane, w, wo + k * cg * taps, cg, taps, offs, y, yo + k * ldy, ldy)
+                one(xp, xo, plane, w, wo + k * cg * taps, cg, taps, offs, y, yo + k * ldy, ldy,
+                    vs)
 
     return impl
 
 
-def _dw_tile_py(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
-    """``out[oo + k*ldo + t] += sum_{j < nq} dyp[do + k*ldd + j] * xp[xo + offs[t0 + t] + j]``
-    for ``k < kb``, ``t < tb`` (flat arrays). NumPy body of :func:`dw_tile`."""
+def _dw_tile_py(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs):
+    """``out[oo + k*ldo + t] += sum_{i, j} dyp[do + k*ldd + i*vl + j] * xp[xo + offs[t0 + t]
+    + i*xs + j]`` over the ``nq / vl`` vectors ``i`` of ``dyp`` and their lanes ``j``, for
+    ``k < kb``, ``t < tb`` (flat arrays; ``xs = vl``: one run of ``nq`` columns of ``xp``,
+    else a vector per row of pitch ``xs``). NumPy body of :func:`dw_tile`."""
+    vl = lanes(dyp.dtype)
     for k in range(kb):
         d = dyp[do + k * ldd:do + k * ldd + nq]
         for t in range(tb):
             s = xo + offs[t0 + t]
-            out[oo + k * ldo + t] += np.dot(d, xp[s:s + nq])
+            xv = np.concatenate([xp[s + i * xs:s + i * xs + vl] for i in range(nq // vl)])
+            out[oo + k * ldo + t] += np.dot(d, xv)
 
 
 def _make_dw_tile_ir(kb, tb):
     """The weight-gradient intrinsic for ``kb`` output channels by ``tb`` taps."""
 
     @intrinsic
-    def dw_tile_ir(typingctx, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+    def dw_tile_ir(typingctx, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs):
         from numba.core import types
 
-        sig = types.void(dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo)
+        sig = types.void(dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs)
 
         def codegen(context, builder, signature, args):
             from llvmlite import ir
             from numba.core import cgutils
 
-            _, do_, ldd_, _, xo_, _, t0_, nq_, _, oo_, ldo_ = args
+            _, do_, ldd_, _, xo_, _, t0_, nq_, _, oo_, ldo_, xs_ = args
             ft, vt, (dptr, xptr, optr, outp) = _ir_arrays(context, builder, signature, args,
                                                           0, 3, 5, 8)
             vl, vptr, i64 = vt.count, vt.as_pointer(), ir.IntType(64)
@@ -215,11 +227,12 @@ def _make_dw_tile_ir(kb, tb):
             nvec = builder.udiv(nq_, ir.Constant(i64, vl))
             with cgutils.for_range(builder, nvec) as ql:
                 j = builder.mul(ql.index, ir.Constant(i64, vl))
+                jx = builder.mul(ql.index, xs_)
                 ds = [builder.load(builder.bitcast(builder.gep(dptr, [builder.add(r, j)]), vptr),
                                    align=1) for r in drows]
                 for t in range(tb):
                     xv = builder.load(builder.bitcast(
-                        builder.gep(xptr, [builder.add(xts[t], j)]), vptr), align=1)
+                        builder.gep(xptr, [builder.add(xts[t], jx)]), vptr), align=1)
                     for k in range(kb):
                         prod = builder.fmul(ds[k], xv, flags=flags)
                         builder.store(builder.fadd(builder.load(accs[k][t]), prod, flags=flags),
@@ -245,32 +258,33 @@ _DW_TILE_IR = {(kb, tb): _make_dw_tile_ir(kb, tb) for kb in sorted({KB, 1})
                for tb in sorted({TB, 1})}
 
 
-def dw_tile(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+def dw_tile(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs):
     """One weight-gradient register block: ``kb`` (``KB`` or fewer) output channels by ``tb``
-    (``TB`` or fewer) taps of one input channel over ``nq`` columns, a multiple of the vector
-    length (see :func:`_dw_tile_py`; inside numba, the vector-register intrinsic)."""
-    _dw_tile_py(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo)
+    (``TB`` or fewer) taps of one input channel over ``nq`` columns of ``dyp``, a multiple of
+    the vector length, against vectors of ``xp`` read ``xs`` apart (see :func:`_dw_tile_py`;
+    inside numba, the vector-register intrinsic)."""
+    _dw_tile_py(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs)
 
 
 @overload(dw_tile)
-def _dw_tile_ol(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+def _dw_tile_ol(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs):
     full, rows, cols, one = (_DW_TILE_IR[KB, TB], _DW_TILE_IR[KB, 1], _DW_TILE_IR[1, TB],
                              _DW_TILE_IR[1, 1])
 
-    def impl(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo):
+    def impl(kb, tb, dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs):
         if kb == KB and tb == TB:
-            full(dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo)
+            full(dyp, do, ldd, xp, xo, offs, t0, nq, out, oo, ldo, xs)
         elif kb == KB:
             for t in range(tb):
-                rows(dyp, do, ldd, xp, xo, offs, t0 + t, nq, out, oo + t, ldo)
+                rows(dyp, do, ldd, xp, xo, offs, t0 + t, nq, out, oo + t, ldo, xs)
         elif tb == TB:
             for k in range(kb):
-                cols(dyp, do + k * ldd, ldd, xp, xo, offs, t0, nq, out, oo + k * ldo, ldo)
+                cols(dyp, do + k * ldd, ldd, xp, xo, offs, t0, nq, out, oo + k * ldo, ldo, xs)
         else:
             for k in range(kb):
                 for t in range(tb):
                     one(dyp, do + k * ldd, ldd, xp, xo, offs, t0 + t, nq, out,
-                        oo + k * ldo + t, ldo)
+                        oo + k * ldo + t, ldo, xs)
 
     return impl
 
@@ -368,6 +382,7 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
     yf = y.ravel()
     wf = w.ravel()
     kfull = kg - kg % KB
+    vl = qb // NV
     zero = x.dtype.type(0)
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
@@ -378,10 +393,10 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
             for q0 in range(0, nq, qb):
                 for k0 in range(0, kfull, KB):
                     tile(KB, xpf, q0, span, wf, w0 + k0 * cg * taps, cg, taps, offs, ybf,
-                         k0 * lq + q0, lq, qb)
+                         k0 * lq + q0, lq, qb, vl)
                 if kfull < kg:
                     tile(kg - kfull, xpf, q0, span, wf, w0 + kfull * cg * taps, cg, taps, offs,
-                         ybf, kfull * lq + q0, lq, qb)
+                         ybf, kfull * lq + q0, lq, qb, vl)
             for si in range(m):      # unsigned flat indices: see pad_planes
                 for k in range(kg):
                     bk = b[g * kg + k] if has_bias else zero
@@ -429,7 +444,7 @@ def _conv_dw_simd_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dwt, nb, vl):
                     o = ((g * kg + k0) * cg + c) * taps
                     for t0 in range(0, taps, TB):
                         dw_tile(kb, TB if t0 < tfull else taps - tfull, dypf, k0 * lq, lq,
-                                xpf, c * span, offs, t0, nq, dwf, o + t0, cg * taps)
+                                xpf, c * span, offs, t0, nq, dwf, o + t0, cg * taps, vl)
 
 
 _conv_dw_simd = jit(_conv_dw_simd_py)
@@ -604,3 +619,334 @@ def strided_backward(dy, x, w, stride, pad, dilation, groups, need_dx, out_dx=No
     dx = np.empty_like(x) if out_dx is None else out_dx
     _depth_to_space(dxs, sh, sw, int(pad[0]), int(pad[1]), dx)
     return dx, dwt
+
+
+# --------------------------------------------------------------------------------------------
+# stride > 1: one vector per output row
+# --------------------------------------------------------------------------------------------
+# Where the phase planes' zero taps cost too much (3x3 stride 2: 16/9 of the work), each vector
+# of the register block holds one output row instead: output (oh, ow .. ow + lanes) reads the
+# padded input at row sh*oh + ki*dh, columns sw*(ow ..) + kj*dw. Split the columns into their
+# sw phases (phase b holds padded columns b, b + sw, ...) and those reads are contiguous:
+# phase (kj*dw) mod sw, columns ow + (kj*dw) div sw on. The rows of a block's samples lie one
+# after another (a sample's slot of sh*gs rows gives gs output rows), so output row G of the
+# block reads row sh*G + ki*dh: the NV vectors of a register block are NV output rows, read
+# sh*P apart (P the phase row's pitch). No zero taps; the lanes past the output's width (when
+# it is not a multiple of the vector) and the output rows between samples are computed and
+# dropped. The weight gradient runs the same reads with the output gradient in the same layout
+# (zero where nothing was output); the input gradient is, per input phase (a, b), a stride-1
+# correlation of dy with the taps that land on that phase (no zero taps either).
+def rows_layout(h, w, kh, kw, sh, sw, pt, dh, dw, ho, wo, vl):
+    """(gs, P, segments): output rows per sample slot (``gs >= ho``; the slot has ``sh*gs``
+    padded input rows), the phase rows' pitch, and vectors per output row."""
+    gs = max(ho, -(-(sh * (ho - 1) + dh * (kh - 1) + 1) // sh))
+    pitch = -(-(sw * (wo - 1) + dw * (kw - 1) + 1) // sw)
+    return gs, pitch, -(-wo // vl)
+
+
+def _col_phases_py(x, s0, m, c0, cg, sh, sw, pt, pl, gs, pitch, bplane, cplane, xq):
+    """xq[c*cplane + b*bplane + (si*sh*gs + pt + i)*pitch + j] = x[s0 + si, c0 + c, i,
+    sw*j + b - pl] for the input rows that fall in a sample's slot and the columns inside the
+    input; every other element of xq is left as it is (zero from its allocation). Each input
+    row is read once, in order, and dealt to the phases (stride 2 with a literal step, which
+    LLVM turns into vector shuffles)."""
+    n_c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    rows = min(h, sh * gs - pt)
+    xf = x.ravel()
+    xqf = xq.ravel()
+    u = np.uint64
+    # input column q goes to phase (q + pl) % sw, column (q + pl) // sw; the row's columns
+    # q < wlim fit the pitch
+    wlim = min(w, sw * pitch - pl)
+    for c in range(cg):
+        for si in range(m):
+            src0 = ((s0 + si) * n_c + c0 + c) * h * w
+            for i in range(rows):
+                d = c * cplane + (si * sh * gs + pt + i) * pitch
+                s = u(src0 + i * w)
+                if sw == 2 and pl % 2 == 0:          # q even -> phase 0, odd -> phase 1
+                    d0 = u(d + pl // 2)
+                    d1 = u(d + bplane + pl // 2)
+                    for j in range(wlim // 2):
+                        xqf[d0 + u(j)] = xf[s + u(2 * j)]
+                        xqf[d1 + u(j)] = xf[s + u(2 * j + 1)]
+                    if wlim % 2:
+                        xqf[d0 + u(wlim // 2)] = xf[s + u(wlim - 1)]
+                elif sw == 2:                         # q even -> phase 1, odd -> phase 0
+                    d1 = u(d + bplane + pl // 2)
+                    d0 = u(d + pl // 2 + 1)
+                    for j in range(wlim // 2):
+                        xqf[d1 + u(j)] = xf[s + u(2 * j)]
+                        xqf[d0 + u(j)] = xf[s + u(2 * j + 1)]
+                    if wlim % 2:
+                        xqf[d1 + u(wlim // 2)] = xf[s + u(wlim - 1)]
+                else:
+                    for q in range(wlim):
+                        pq = q + pl
+                        xqf[u(d + (pq % sw) * bplane + pq // sw)] = xf[s + u(q)]
+
+
+_col_phases = jit(_col_phases_py)
+
+
+def _rows_buffers(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl):
+    """(rows of one phase plane, its size, tap offsets) for blocks of ``nb`` samples whose
+    ``G`` output rows are computed in register blocks of ``NV`` (``ceil(nb*gs / NV) * NV``)."""
+    gpad = -(-nb * gs // NV) * NV
+    # the rows the register blocks read, and at least the samples' slots (their input rows)
+    rows = max(sh * (gpad - 1) + dh * (kh - 1) + 1, nb * sh * gs)
+    bplane = rows * pitch + vl          # + vl: the last vector's lanes past the pitch
+    offs = np.empty(kh * kw, np.int64)
+    for ki in range(kh):
+        for kj in range(kw):
+            offs[ki * kw + kj] = (kj * dw) % sw * bplane + ki * dh * pitch + (kj * dw) // sw
+    return gpad, bplane, offs
+
+
+_rows_buffers_j = jit(_rows_buffers)
+
+
+def _conv_fwd_rows_py(x, w, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups, ho, wo, y,
+                      nb, gs, pitch, nseg, vl):
+    """Forward with a vector per output row (see above), ``nb`` samples per block."""
+    n_b, c_in = x.shape[0], x.shape[1]
+    k_out = w.shape[0]
+    cg = c_in // groups
+    kg = k_out // groups
+    taps = kh * kw
+    gpad, bplane, offs = _rows_buffers_j(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl)
+    cplane = sw * bplane
+    xq = np.zeros((cg, cplane), x.dtype)
+    ldy = nseg * gpad * vl
+    yb = np.empty((kg, ldy), x.dtype)
+    xqf = xq.ravel()
+    ybf = yb.ravel()
+    yf = y.ravel()
+    wf = w.ravel()
+    kfull = kg - kg % KB
+    qb = NV * vl
+    vs = sh * pitch
+    zero = x.dtype.type(0)
+    for s0 in range(0, n_b, nb):
+        m = min(nb, n_b - s0)
+        gm = -(-m * gs // NV) * NV
+        for g in range(groups):
+            _col_phases(x, s0, m, g * cg, cg, sh, sw, pt, pl, gs, pitch, bplane, cplane, xq)
+            w0 = g * kg * cg * taps
+            for seg in range(nseg):
+                for g0 in range(0, gm, NV):
+                    xo = sh * g0 * pitch + seg * vl
+                    yo = seg * gpad * vl + g0 * vl
+                    for k0 in range(0, kfull, KB):
+                        tile(KB, xqf, xo, cplane, wf, w0 + k0 * cg * taps, cg, taps, offs, ybf,
+                             k0 * ldy + yo, ldy, qb, vs)
+                    if kfull < kg:
+                        tile(kg - kfull, xqf, xo, cplane, wf, w0 + kfull * cg * taps, cg, taps,
+                             offs, ybf, kfull * ldy + yo, ldy, qb, vs)
+            for si in range(m):      # unsigned flat indices: see pad_planes
+                for k in range(kg):
+                    bk = b[g * kg + k] if has_bias else zero
+                    dst = ((s0 + si) * k_out + g * kg + k) * ho * wo
+                    if wo == vl:     # one vector per row: the sample's rows are one run
+                        sr = np.uint64(k * ldy + si * gs * vl)
+                        for j in range(ho * wo):
+                            yf[np.uint64(dst) + np.uint64(j)] = ybf[sr + np.uint64(j)] + bk
+                        continue
+                    for seg in range(nseg):
+                        c0 = seg * vl
+                        nc = min(vl, wo - c0)
+                        for oh in range(ho):
+                            sr = np.uint64(k * ldy + seg * gpad * vl + (si * gs + oh) * vl)
+                            dr = np.uint64(dst + oh * wo + c0)
+                            for j in range(nc):
+                                yf[dr + np.uint64(j)] = ybf[sr + np.uint64(j)] + bk
+
+
+_conv_fwd_rows = jit(_conv_fwd_rows_py)
+
+
+def _conv_dw_rows_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dwt, nb, gs, pitch, nseg,
+                     vl):
+    """Weight gradient with a vector per output row, into ``dwt`` (K, C/groups*kh*kw)
+    (overwritten): ``dy`` laid out like the forward's output buffer, zero where no output
+    is, against the same reads of the column phases."""
+    n_b, c_in = x.shape[0], x.shape[1]
+    k_out, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    cg = c_in // groups
+    kg = k_out // groups
+    taps = kh * kw
+    gpad, bplane, offs = _rows_buffers_j(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl)
+    cplane = sw * bplane
+    xq = np.zeros((cg, cplane), x.dtype)
+    ldd = nseg * gpad * vl
+    dq = np.zeros((kg, ldd), x.dtype)
+    xqf = xq.ravel()
+    dqf = dq.ravel()
+    dyf = dy.ravel()
+    dwf = dwt.ravel()
+    dwf[:] = 0
+    kfull = kg - kg % KB
+    tfull = taps - taps % TB
+    xs = sh * pitch
+    for s0 in range(0, n_b, nb):
+        m = min(nb, n_b - s0)
+        nq = m * gs * vl                 # this block's output rows (the rest is not read)
+        for g in range(groups):
+            _col_phases(x, s0, m, g * cg, cg, sh, sw, pt, pl, gs, pitch, bplane, cplane, xq)
+            for si in range(m):      # unsigned flat indices: see pad_planes
+                for k in range(kg):
+                    src = ((s0 + si) * k_out + g * kg + k) * ho * wo
+                    for seg in range(nseg):
+                        c0 = seg * vl
+                        nc = min(vl, wo - c0)
+                        for oh in range(ho):
+                            dr = np.uint64(k * ldd + seg * gpad * vl + (si * gs + oh) * vl)
+                            sr = np.uint64(src + oh * wo + c0)
+                            for j in range(nc):
+                                dqf[dr + np.uint64(j)] = dyf[sr + np.uint64(j)]
+            for k0 in range(0, kg, KB):
+                kb = KB if k0 < kfull else kg - kfull
+                for c in range(cg):
+                    o = ((g * kg + k0) * cg + c) * taps
+                    for seg in range(nseg):
+                        for t0 in range(0, taps, TB):
+                            dw_tile(kb, TB if t0 < tfull else taps - tfull, dqf,
+                                    k0 * ldd + seg * gpad * vl, ldd, xqf, c * cplane + seg * vl,
+                                    offs, t0, nq, dwf, o + t0, cg * taps, xs)
+
+
+_conv_dw_rows = jit(_conv_dw_rows_py)
+
+ROW_BLOCK_COLUMNS = 512   # samples per block: about this many output columns (rows x vectors)
+
+
+def _rows_args(x_shape, w_shape, stride, pad, dilation, out_hw, dtype):
+    k_out, cg, kh, kw = w_shape
+    (sh, sw), (pt, pl), (dh, dw), (ho, wo) = stride, pad, dilation, out_hw
+    vl = lanes(dtype)
+    gs, pitch, nseg = rows_layout(x_shape[2], x_shape[3], kh, kw, sh, sw, pt, dh, dw, ho, wo,
+                                  vl)
+    nb = max(1, min(x_shape[0], -(-ROW_BLOCK_COLUMNS // (gs * nseg * vl))))
+    return (kh, kw, sh, sw, int(pt), int(pl), dh, dw), (nb, gs, pitch, nseg, vl)
+
+
+def rows_forward(x, w, b, stride, pad, dilation, groups, out_hw, out):
+    """Convolution with stride > 1 into ``out``, a vector per output row (see above); ``pad``
+    = (top, left), the output size fixes the rest."""
+    geo, blk = _rows_args(x.shape, w.shape, stride, pad, dilation, out_hw, x.dtype)
+    has_bias = b is not None
+    bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
+    _conv_fwd_rows(x, w, bb, has_bias, *geo, int(groups), *out_hw, out, *blk)
+    return out
+
+
+def rows_weight_grad(dy, x, w_shape, stride, pad, dilation, groups, out=None):
+    """Weight gradient (K, C/groups, kh, kw) of :func:`rows_forward`."""
+    k_out, cg, kh, kw = w_shape
+    geo, blk = _rows_args(x.shape, w_shape, stride, pad, dilation, dy.shape[2:], x.dtype)
+    out = np.empty(w_shape, x.dtype) if out is None else out
+    _conv_dw_rows(dy, x, *geo, int(groups), out.reshape(k_out, cg * kh * kw), *blk)
+    return out
+
+
+def _conv_dx_phases_py(dy, wph, offs, ph, dx, sh, sw, pt, pl, groups, hp, wp, ptd, pld, nb,
+                       qb):
+    """Input gradient of a strided convolution, every input phase from one padded copy of
+    ``dy`` per block (``ptd`` rows above, ``pld`` columns left, planes of ``hp`` x ``wp``):
+    phase ``p`` (a row of ``ph``: a, b, i0, j0, rows, cols, first tap, taps, weight offset)
+    is a stride-1 correlation whose output (i, j) goes to ``dx[.., sh*(i0 + i) + a - pt,
+    sw*(j0 + j) + b - pl]``; its taps' offsets are ``offs[first:first + taps]`` and its
+    weights ``wph[woff:]`` laid out (C, K/groups, taps)."""
+    n_b, k_out = dy.shape[0], dy.shape[1]
+    c_in, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    kg = k_out // groups
+    cg = c_in // groups
+    plane = hp * wp
+    lq = (nb * plane + qb - 1) // qb * qb
+    span = lq + wp * hp                  # reads reach at most a plane past the last column
+    dyp = np.empty((kg, span), dy.dtype)
+    yb = np.empty((cg, lq), dy.dtype)
+    dypf = dyp.ravel()
+    ybf = yb.ravel()
+    dxf = dx.ravel()
+    cfull = cg - cg % KB
+    vl = qb // NV
+    for s0 in range(0, n_b, nb):
+        m = min(nb, n_b - s0)
+        nq = (m * plane + qb - 1) // qb * qb
+        for g in range(groups):
+            pad_planes(dy, s0, m, g * kg, kg, ptd, pld, hp, wp, dyp)
+            for p in range(ph.shape[0]):
+                a, b, i0, j0, ni, nj, t0, nt, w0 = (ph[p, 0], ph[p, 1], ph[p, 2], ph[p, 3],
+                                                    ph[p, 4], ph[p, 5], ph[p, 6], ph[p, 7],
+                                                    ph[p, 8])
+                po = offs[t0:t0 + nt]
+                wg0 = w0 + g * cg * kg * nt
+                for q0 in range(0, nq, qb):
+                    for c0 in range(0, cfull, KB):
+                        tile(KB, dypf, q0, span, wph, wg0 + c0 * kg * nt, kg, nt, po, ybf,
+                             c0 * lq + q0, lq, qb, vl)
+                    if cfull < cg:
+                        tile(cg - cfull, dypf, q0, span, wph, wg0 + cfull * kg * nt, kg, nt, po,
+                             ybf, cfull * lq + q0, lq, qb, vl)
+                for si in range(m):      # unsigned flat indices: see pad_planes
+                    for c in range(cg):
+                        src = c * lq + si * plane
+                        dst = ((s0 + si) * c_in + g * cg + c) * h * w
+                        for i in range(ni):
+                            sr = np.uint64(src + i * wp)
+                            dr = np.uint64(dst + (sh * (i0 + i) + a - pt) * w
+                                           + sw * j0 + b - pl)
+                            for j in range(nj):
+                                dxf[dr + np.uint64(sw * j)] = ybf[sr + np.uint64(j)]
+
+
+_conv_dx_phases = jit(_conv_dx_phases_py)
+
+
+def phase_input_grad(dy, w, stride, pad, dilation, groups, x_shape, out=None):
+    """``dx`` of a strided convolution, input phase by input phase: padded row ``sh*i + a``
+    takes the taps ``ki`` with ``ki*dh = sh*u + a``, from output row ``i - u`` (and the same for
+    columns), so each phase's rows and columns are a stride-1 correlation of ``dy`` with those
+    taps (no zero taps), written to every ``sh``-th row and ``sw``-th column of ``dx``. One
+    padded copy of ``dy`` serves every phase."""
+    k_out, cg, kh, kw = w.shape
+    (sh, sw), (pt, pl) = stride, pad
+    n, c_in, h, wd = x_shape
+    ho, wo = dy.shape[2], dy.shape[3]
+    dx = np.empty(x_shape, dy.dtype) if out is None else out
+    places = _tap_places(kh, kw, stride, dilation)
+    phases, taps, weights = [], [], []
+    for a in range(sh):
+        i0, i1 = -(-(pt - a) // sh), (pt + h - 1 - a) // sh   # phase rows inside the input
+        for b in range(sw):
+            j0, j1 = -(-(pl - b) // sw), (pl + wd - 1 - b) // sw
+            mine = [(ki, kj, u, v) for ki, kj, pa, u, pb, v in places if (pa, pb) == (a, b)]
+            if i1 < i0 or j1 < j0:
+                continue
+            if not mine:                 # no tap lands here: zero (set below)
+                phases.append(None)
+                continue
+            phases.append((a, b, i0, j0, i1 - i0 + 1, j1 - j0 + 1, len(taps), len(mine),
+                           sum(wt.size for wt in weights)))
+            taps.extend((i0 - u, j0 - v) for _, _, u, v in mine)
+            # (C, K/groups, taps): the forward's weights of these taps, transposed per group
+            sub = np.stack([w[:, :, ki, kj] for ki, kj, _, _ in mine], axis=-1)
+            weights.append(np.ascontiguousarray(
+                sub.reshape(groups, k_out // groups, cg, len(mine)).transpose(0, 2, 1, 3)))
+    if None in phases:
+        dx[...] = 0
+    phases = [p for p in phases if p is not None]
+    if not phases:
+        return dx
+    # dy padded so that every tap's read (row i0 - u + i, column j0 - v + j) is in the plane
+    ptd = max(0, max(-r for r, _ in taps))
+    pld = max(0, max(-c for _, c in taps))
+    hp = max(ptd + ho, max(p[2] + p[4] for p in phases) + ptd)
+    wp = max(pld + wo, max(p[3] + p[5] for p in phases) + pld)
+    offs = np.array([(r + ptd) * wp + (c + pld) for r, c in taps], np.int64)
+    qb = NV * lanes(dy.dtype)
+    _conv_dx_phases(dy, np.concatenate([wt.ravel() for wt in weights]).astype(dy.dtype), offs,
+                    np.array(phases, np.int64), dx, sh, sw, pt, pl, int(groups), hp, wp, ptd,
+                    pld, block_samples(n, hp * wp), qb)
+    return dx
