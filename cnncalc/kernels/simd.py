@@ -649,7 +649,7 @@ def _col_phases_py(x, s0, m, c0, cg, sh, sw, pt, pl, gs, pitch, bplane, cplane, 
     sw*j + b - pl] for the input rows that fall in a sample's slot and the columns inside the
     input; every other element of xq is left as it is (zero from its allocation). Each input
     row is read once, in order, and dealt to the phases (stride 2 with a literal step, which
-    LLVM turns into vector shuffles)."""
+    LLVM turns into vector shuffles; stride 1 as a plain copy)."""
     n_c, h, w = x.shape[1], x.shape[2], x.shape[3]
     rows = min(h, sh * gs - pt)
     xf = x.ravel()
@@ -680,6 +680,10 @@ def _col_phases_py(x, s0, m, c0, cg, sh, sw, pt, pl, gs, pitch, bplane, cplane, 
                         xqf[d0 + u(j)] = xf[s + u(2 * j + 1)]
                     if wlim % 2:
                         xqf[d1 + u(wlim // 2)] = xf[s + u(wlim - 1)]
+                elif sw == 1:
+                    d0 = u(d + pl)
+                    for q in range(wlim):
+                        xqf[d0 + u(q)] = xf[s + u(q)]
                 else:
                     for q in range(wlim):
                         pq = q + pl
