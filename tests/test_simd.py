@@ -204,6 +204,29 @@ def test_row_kernels_match_their_numpy_bodies(stride, pad):
     np.testing.assert_allclose(dw_jit, dw_py, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_stride_one_rows_a_vector_wide_take_the_row_kernel(dtype):
+    """Stride-1 layers whose rows are exactly one vector wide run a vector per row (the same
+    sums as rows_forward, bit for bit), forward and through the input gradient; against the
+    reference."""
+    vl = simd.lanes(dtype)
+    rng = np.random.default_rng(vl)
+    x = rng.standard_normal((3, 5, 7, vl)).astype(dtype)
+    wt = rng.standard_normal((6, 5, 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    y = conv.conv2d_forward(x, wt, b, 1, 1)
+    np.testing.assert_array_equal(y, simd.rows_forward(x, wt, b, (1, 1), (1, 1), (1, 1), 1,
+                                                       (7, vl), np.empty_like(y)))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(y, R.conv2d_forward(x, wt, b, (1, 1), (1, 1), (1, 1), 1, (7, vl)),
+                               rtol=tol, atol=tol * 10)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, _ = conv.conv2d_backward(dy, x, wt, 1, 1)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (1, 1), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(dx, rdx, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(dw, rdw, rtol=tol, atol=tol * 10)
+
+
 def test_rows_layout():
     """ResNet's 3x3 stride-2 layer on 32x32: 16 output rows in a slot of 17 (its 33 padded
     input rows rounded up to the stride), phase rows of 17 columns, one 16-lane vector per row

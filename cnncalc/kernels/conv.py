@@ -653,6 +653,11 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1
     if algo == "winograd":
         algo = "auto"
     path = _simd_path(algo, kh, kw, sh, sw, dh, dw, wo, x.dtype)
+    if path == "stride1" and wo == ksimd.lanes(x.dtype) and kh * kw > 1 and pt >= 0 and pl >= 0:
+        # rows exactly one vector wide: a vector per row wastes no column (the pitched planes
+        # compute 2 of every 18 on 16x16 maps): 1.10-1.14x serially, 1.15x forward and 1.07x
+        # backward (its dx) for resnet20_cifar's 32-channel layers through the engine
+        path = "rows"
     if path == "stride1":
         return ksimd.simd_forward(x, w, b, (pt, pl), (dh, dw), groups, (ho, wo), out)
     if path == "phases":
