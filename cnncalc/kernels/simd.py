@@ -362,6 +362,24 @@ def _plane_and_offsets_py(h, w, kh, kw, pt, pl, dh, dw, ho, wo):
 _plane_and_offsets = jit(_plane_and_offsets_py)
 
 
+def _tiles_py(xpf, span, wf, w0, cgi, taps, offs, ybf, lq, nq, kg, qb):
+    """Register blocks over the first ``nq`` columns of a pitched buffer for all ``kg`` output
+    channels: ``ybf[k*lq + q] = sum_{c, t} wf[w0 + (k*cgi + c)*taps + t] *
+    xpf[c*span + q + offs[t]]`` (full blocks of ``KB`` channels, then the rest)."""
+    kfull = kg - kg % KB
+    vl = qb // NV
+    for q0 in range(0, nq, qb):
+        for k0 in range(0, kfull, KB):
+            tile(KB, xpf, q0, span, wf, w0 + k0 * cgi * taps, cgi, taps, offs, ybf, k0 * lq + q0,
+                 lq, qb, vl)
+        if kfull < kg:
+            tile(kg - kfull, xpf, q0, span, wf, w0 + kfull * cgi * taps, cgi, taps, offs, ybf,
+                 kfull * lq + q0, lq, qb, vl)
+
+
+_tiles = jit(_tiles_py)
+
+
 def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nb, qb):
     """Forward, stride 1, ``nb`` samples per block (their planes side by side), register
     blocks of ``KB`` output channels by ``qb`` columns (``w`` is (K, C/groups, kh, kw),
@@ -381,22 +399,13 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
     ybf = yb.ravel()
     yf = y.ravel()
     wf = w.ravel()
-    kfull = kg - kg % KB
-    vl = qb // NV
     zero = x.dtype.type(0)
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
         nq = (m * plane + qb - 1) // qb * qb
         for g in range(groups):
             pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
-            w0 = g * kg * cg * taps
-            for q0 in range(0, nq, qb):
-                for k0 in range(0, kfull, KB):
-                    tile(KB, xpf, q0, span, wf, w0 + k0 * cg * taps, cg, taps, offs, ybf,
-                         k0 * lq + q0, lq, qb, vl)
-                if kfull < kg:
-                    tile(kg - kfull, xpf, q0, span, wf, w0 + kfull * cg * taps, cg, taps, offs,
-                         ybf, kfull * lq + q0, lq, qb, vl)
+            _tiles(xpf, span, wf, g * kg * cg * taps, cg, taps, offs, ybf, lq, nq, kg, qb)
             for si in range(m):      # unsigned flat indices: see pad_planes
                 for k in range(kg):
                     bk = b[g * kg + k] if has_bias else zero
@@ -710,27 +719,62 @@ def _rows_buffers(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl):
 _rows_buffers_j = jit(_rows_buffers)
 
 
+def _rows_transfer_py(flat, buf, s0, m, c0, kc, c_tot, ho, wo, gs, gpad, nseg, vl, ld,
+                      into_buf, b, has_bias):
+    """Between channels ``c0 .. c0 + kc`` of samples ``s0 .. s0 + m`` of an (N, c_tot, ho, wo)
+    tensor (``flat``, raveled) and the row layout ``buf[k*ld + seg*gpad*vl + G*vl + lane]``
+    (G = si*gs + oh, column seg*vl + lane): ``into_buf`` copies the tensor in, else the
+    buffer (plus ``b[c0 + k]`` with ``has_bias``) out. Rows one vector wide are one run per
+    sample and channel; unsigned flat indices (see pad_planes)."""
+    zero = buf.dtype.type(0)
+    u = np.uint64
+    nrun = 1 if wo == vl else ho              # runs per segment, and their length
+    for si in range(m):
+        for k in range(kc):
+            bk = b[c0 + k] if has_bias else zero
+            base = ((s0 + si) * c_tot + c0 + k) * ho * wo
+            for seg in range(nseg):
+                run = ho * wo if wo == vl else min(vl, wo - seg * vl)
+                for oh in range(nrun):
+                    r = u(k * ld + seg * gpad * vl + (si * gs + oh) * vl)
+                    f = u(base + oh * wo + seg * vl)
+                    if into_buf:
+                        for j in range(run):
+                            buf[r + u(j)] = flat[f + u(j)]
+                    else:
+                        for j in range(run):
+                            flat[f + u(j)] = buf[r + u(j)] + bk
+
+
+_rows_transfer = jit(_rows_transfer_py)
+
+
+def _rows_setup(x, k_out, kh, kw, sh, sw, dh, dw, groups, nb, gs, pitch, nseg, vl):
+    """(C/groups, K/groups, taps, rows per block, phase-plane size, channel-plane size, tap
+    offsets, the zeroed column-phase buffer, the row buffer's row length) for the row
+    drivers."""
+    cg = x.shape[1] // groups
+    gpad, bplane, offs = _rows_buffers_j(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl)
+    xq = np.zeros((cg, sw * bplane), x.dtype)
+    return (cg, k_out // groups, kh * kw, gpad, bplane, sw * bplane, offs, xq,
+            nseg * gpad * vl)
+
+
+_rows_setup_j = jit(_rows_setup)
+
+
 def _conv_fwd_rows_py(x, w, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups, ho, wo, y,
                       nb, gs, pitch, nseg, vl):
     """Forward with a vector per output row (see above), ``nb`` samples per block."""
-    n_b, c_in = x.shape[0], x.shape[1]
-    k_out = w.shape[0]
-    cg = c_in // groups
-    kg = k_out // groups
-    taps = kh * kw
-    gpad, bplane, offs = _rows_buffers_j(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl)
-    cplane = sw * bplane
-    xq = np.zeros((cg, cplane), x.dtype)
-    ldy = nseg * gpad * vl
-    yb = np.empty((kg, ldy), x.dtype)
+    n_b, k_out = x.shape[0], w.shape[0]
+    cg, kg, taps, gpad, bplane, cplane, offs, xq, ldy = _rows_setup_j(
+        x, k_out, kh, kw, sh, sw, dh, dw, groups, nb, gs, pitch, nseg, vl)
     xqf = xq.ravel()
-    ybf = yb.ravel()
-    yf = y.ravel()
+    ybf = np.empty(kg * ldy, x.dtype)
     wf = w.ravel()
     kfull = kg - kg % KB
     qb = NV * vl
     vs = sh * pitch
-    zero = x.dtype.type(0)
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
         gm = -(-m * gs // NV) * NV
@@ -747,23 +791,8 @@ def _conv_fwd_rows_py(x, w, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups,
                     if kfull < kg:
                         tile(kg - kfull, xqf, xo, cplane, wf, w0 + kfull * cg * taps, cg, taps,
                              offs, ybf, kfull * ldy + yo, ldy, qb, vs)
-            for si in range(m):      # unsigned flat indices: see pad_planes
-                for k in range(kg):
-                    bk = b[g * kg + k] if has_bias else zero
-                    dst = ((s0 + si) * k_out + g * kg + k) * ho * wo
-                    if wo == vl:     # one vector per row: the sample's rows are one run
-                        sr = np.uint64(k * ldy + si * gs * vl)
-                        for j in range(ho * wo):
-                            yf[np.uint64(dst) + np.uint64(j)] = ybf[sr + np.uint64(j)] + bk
-                        continue
-                    for seg in range(nseg):
-                        c0 = seg * vl
-                        nc = min(vl, wo - c0)
-                        for oh in range(ho):
-                            sr = np.uint64(k * ldy + seg * gpad * vl + (si * gs + oh) * vl)
-                            dr = np.uint64(dst + oh * wo + c0)
-                            for j in range(nc):
-                                yf[dr + np.uint64(j)] = ybf[sr + np.uint64(j)] + bk
+            _rows_transfer(y.ravel(), ybf, s0, m, g * kg, kg, k_out, ho, wo, gs, gpad, nseg, vl,
+                           ldy, False, b, has_bias)
 
 
 _conv_fwd_rows = jit(_conv_fwd_rows_py)
@@ -774,19 +803,11 @@ def _conv_dw_rows_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dwt, nb, gs,
     """Weight gradient with a vector per output row, into ``dwt`` (K, C/groups*kh*kw)
     (overwritten): ``dy`` laid out like the forward's output buffer, zero where no output
     is, against the same reads of the column phases."""
-    n_b, c_in = x.shape[0], x.shape[1]
-    k_out, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
-    cg = c_in // groups
-    kg = k_out // groups
-    taps = kh * kw
-    gpad, bplane, offs = _rows_buffers_j(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl)
-    cplane = sw * bplane
-    xq = np.zeros((cg, cplane), x.dtype)
-    ldd = nseg * gpad * vl
-    dq = np.zeros((kg, ldd), x.dtype)
+    n_b, k_out, ho, wo = dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]
+    cg, kg, taps, gpad, bplane, cplane, offs, xq, ldd = _rows_setup_j(
+        x, k_out, kh, kw, sh, sw, dh, dw, groups, nb, gs, pitch, nseg, vl)
     xqf = xq.ravel()
-    dqf = dq.ravel()
-    dyf = dy.ravel()
+    dqf = np.zeros(kg * ldd, x.dtype)
     dwf = dwt.ravel()
     dwf[:] = 0
     kfull = kg - kg % KB
@@ -797,17 +818,8 @@ def _conv_dw_rows_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dwt, nb, gs,
         nq = m * gs * vl                 # this block's output rows (the rest is not read)
         for g in range(groups):
             _col_phases(x, s0, m, g * cg, cg, sh, sw, pt, pl, gs, pitch, bplane, cplane, xq)
-            for si in range(m):      # unsigned flat indices: see pad_planes
-                for k in range(kg):
-                    src = ((s0 + si) * k_out + g * kg + k) * ho * wo
-                    for seg in range(nseg):
-                        c0 = seg * vl
-                        nc = min(vl, wo - c0)
-                        for oh in range(ho):
-                            dr = np.uint64(k * ldd + seg * gpad * vl + (si * gs + oh) * vl)
-                            sr = np.uint64(src + oh * wo + c0)
-                            for j in range(nc):
-                                dqf[dr + np.uint64(j)] = dyf[sr + np.uint64(j)]
+            _rows_transfer(dy.ravel(), dqf, s0, m, g * kg, kg, k_out, ho, wo, gs, gpad, nseg, vl,
+                           ldd, True, dwf, False)
             for k0 in range(0, kg, KB):
                 kb = KB if k0 < kfull else kg - kfull
                 for c in range(cg):
@@ -873,8 +885,6 @@ def _conv_dx_phases_py(dy, wph, offs, ph, dx, sh, sw, pt, pl, groups, hp, wp, pt
     dypf = dyp.ravel()
     ybf = yb.ravel()
     dxf = dx.ravel()
-    cfull = cg - cg % KB
-    vl = qb // NV
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
         nq = (m * plane + qb - 1) // qb * qb
@@ -884,15 +894,8 @@ def _conv_dx_phases_py(dy, wph, offs, ph, dx, sh, sw, pt, pl, groups, hp, wp, pt
                 a, b, i0, j0, ni, nj, t0, nt, w0 = (ph[p, 0], ph[p, 1], ph[p, 2], ph[p, 3],
                                                     ph[p, 4], ph[p, 5], ph[p, 6], ph[p, 7],
                                                     ph[p, 8])
-                po = offs[t0:t0 + nt]
-                wg0 = w0 + g * cg * kg * nt
-                for q0 in range(0, nq, qb):
-                    for c0 in range(0, cfull, KB):
-                        tile(KB, dypf, q0, span, wph, wg0 + c0 * kg * nt, kg, nt, po, ybf,
-                             c0 * lq + q0, lq, qb, vl)
-                    if cfull < cg:
-                        tile(cg - cfull, dypf, q0, span, wph, wg0 + cfull * kg * nt, kg, nt, po,
-                             ybf, cfull * lq + q0, lq, qb, vl)
+                _tiles(dypf, span, wph, w0 + g * cg * kg * nt, kg, nt, offs[t0:t0 + nt], ybf, lq,
+                       nq, cg, qb)
                 for si in range(m):      # unsigned flat indices: see pad_planes
                     for c in range(cg):
                         src = c * lq + si * plane
