@@ -292,6 +292,24 @@ def test_batchnorm_add_relu_fuses(training):
     _same_as_unfused(net, ref_net, training)
 
 
+def test_batchnorm_add_relu_shortcut_gradient_alone():
+    """When only the shortcut needs its gradient, the fused step still gives it: the same
+    values (ReLU-masked dy, zero where the ReLU is off) as beside the batch norm's dx."""
+    spec = _spec("6x6x2", ["conv: {name: c0, filters: 3, size: 3, pad: 1}",
+                           "conv: {name: c1, filters: 3, size: 3, pad: 1}",
+                           "batchnorm: {name: b1}", "add: {name: a1, from: [b1, c0]}",
+                           "relu: {name: r1}", "flatten", "fc: {units: 2}"])
+    op = next(st.op for st in _net(spec).steps if st.fused == "batchnorm_add_relu")
+    rng = np.random.default_rng(0)
+    y = op.forward([rng.standard_normal((4, 3, 6, 6)), rng.standard_normal((4, 3, 6, 6))], True)
+    dy = rng.standard_normal(y.shape)
+    both = op.backward(dy, [True, True])[1].copy()
+    dx, ds = op.backward(dy, [False, True])
+    assert dx is None
+    np.testing.assert_array_equal(ds, np.where(y > 0, dy, 0))
+    np.testing.assert_array_equal(ds, both)
+
+
 # -------------------------------------------------------------------------------- properties
 def test_conv_commutes_with_translation():
     net = _net(_spec("16x16x2", ["conv: {filters: 3, size: 3, pad: 1}", "relu",

@@ -632,8 +632,9 @@ class BatchNormOp(Op):
             # the residual's gradient: dy (masked by the ReLU), written by the dx pass below
             ds = self._buf("ds", dy.shape)
             ds3 = ds.reshape(n, c, hw)
-            if not need[0]:
-                np.multiply(dy, y3.reshape(dy.shape) > 0, out=ds)
+            if not need[0]:              # no dx pass: the ReLU's mask alone (zero, not 0 * dy)
+                ds[...] = 0
+                np.copyto(ds, dy, where=y3.reshape(dy.shape) > 0)
         if not need[0]:
             return [None, ds] if self.residual else [None]
         scale = (self.gamma_used * self.inv_std64.astype(self.dtype)).astype(np.float64)
