@@ -1,4 +1,4 @@
-"""Direct convolution in vector registers (stride 1, any kernel size, dilation, padding, groups).
+"""Direct convolution in vector registers (any kernel size, stride, dilation, padding, groups).
 
 The output ``(k, q)`` is computed at the *pitched* column ``q = oh*wp + ow`` of the zero-padded
 input planes (row pitch ``wp = wo + dw*(kw-1)``), exactly as in ``conv.py``'s implicit GEMM:
@@ -33,6 +33,12 @@ Several samples run side by side: their padded planes lie one after another in t
 buffer (``nb`` planes of ``hp*wp`` columns), so small planes still give the kernel long rows;
 columns that fall in padding are computed and dropped.
 
+Both micro-kernels take a vector step: the ``NV`` vectors of a register block (and the
+weight gradient's successive vectors of ``x``) lie that far apart. Stride 1 passes the vector
+length (one run of columns). With a row pitch instead, each vector is one output row: that is
+how strided layers run (see "stride > 1: one vector per output row" below); layers with a
+large stride and few input channels (stems) run on the input's phase planes instead.
+
 Every kernel is written once as an undecorated ``_*_py`` function (the ``NUMBA_DISABLE_JIT``
 reference path; :func:`tile` has a NumPy body for it) and compiled by ``jit``.
 """
@@ -45,8 +51,9 @@ from numba.extending import intrinsic, overload
 
 from ._jit import jit
 
-__all__ = ["KB", "NV", "TB", "lanes", "pad_planes", "simd_forward", "simd_weight_grad",
-           "strided_backward", "strided_forward"]
+__all__ = ["KB", "NV", "TB", "lanes", "pad_planes", "phase_input_grad", "rows_forward",
+           "rows_weight_grad", "simd_forward", "simd_weight_grad", "strided_backward",
+           "strided_forward"]
 
 KB = 4        # output channels per register block ...
 NV = 4        # ... by this many vectors of columns: KB*NV accumulators + NV loads + 1 broadcast
