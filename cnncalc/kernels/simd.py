@@ -100,13 +100,16 @@ def _tile_py(kb, xp, xo, plane, w, wo, cg, taps, offs, y, yo, ldy, qb, vs):
 
 def _ir_arrays(context, builder, signature, args, *positions):
     """For an intrinsic's codegen: the element type, the vector type (``vector_bytes()``
-    wide) and the data pointers of the array arguments at ``positions``."""
+    wide), the data pointers of the array arguments at ``positions``, and the vector's lane
+    count, its pointer type, i64 and a zero vector."""
     from llvmlite import ir
 
     at = signature.args
     ft = context.get_value_type(at[positions[0]].dtype)
     vt = ir.VectorType(ft, vector_bytes() // context.get_abi_sizeof(ft))
-    return ft, vt, [context.make_array(at[i])(context, builder, args[i]).data for i in positions]
+    ptrs = [context.make_array(at[i])(context, builder, args[i]).data for i in positions]
+    return (ft, vt, ptrs, vt.count, vt.as_pointer(), ir.IntType(64),
+            ir.Constant(vt, [0.0] * vt.count))
 
 
 def _make_tile_ir(kb):
@@ -123,11 +126,9 @@ def _make_tile_ir(kb):
             from numba.core import cgutils
 
             _, xo_, plane_, _, wo_, cg_, taps_, _, _, yo_, ldy_, vs_ = args
-            _, vt, (xptr, wptr, optr, yptr) = _ir_arrays(context, builder, signature, args,
-                                                         0, 3, 7, 8)
-            vl, vptr, i64 = vt.count, vt.as_pointer(), ir.IntType(64)
+            _, vt, (xptr, wptr, optr, yptr), vl, vptr, i64, zero = _ir_arrays(
+                context, builder, signature, args, 0, 3, 7, 8)
             flags = ("contract",)
-            zero = ir.Constant(vt, [0.0] * vl)
             lane0 = ir.Constant(ir.IntType(32), 0)
             splat = ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl)
             # accumulators in allocas: LLVM's mem2reg turns them into registers
@@ -221,11 +222,9 @@ def _make_dw_tile_ir(kb, tb):
             from numba.core import cgutils
 
             _, do_, ldd_, _, xo_, _, t0_, nq_, _, oo_, ldo_, xs_ = args
-            ft, vt, (dptr, xptr, optr, outp) = _ir_arrays(context, builder, signature, args,
-                                                          0, 3, 5, 8)
-            vl, vptr, i64 = vt.count, vt.as_pointer(), ir.IntType(64)
+            ft, vt, (dptr, xptr, optr, outp), vl, vptr, i64, zero = _ir_arrays(
+                context, builder, signature, args, 0, 3, 5, 8)
             flags = ("contract",)
-            zero = ir.Constant(vt, [0.0] * vl)
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(tb)]
                     for _ in range(kb)]
             xts = [builder.add(xo_, builder.load(builder.gep(
