@@ -708,7 +708,7 @@ def _col_phases_py(x, s0, m, c0, cg, sh, sw, pt, pl, gs, pitch, bplane, cplane, 
 _col_phases = jit(_col_phases_py)
 
 
-def _rows_buffers(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl):
+def _rows_buffers_py(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl):
     """(rows of one phase plane, its size, tap offsets) for blocks of ``nb`` samples whose
     ``G`` output rows are computed in register blocks of ``NV`` (``ceil(nb*gs / NV) * NV``)."""
     gpad = -(-nb * gs // NV) * NV
@@ -722,7 +722,7 @@ def _rows_buffers(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl):
     return gpad, bplane, offs
 
 
-_rows_buffers_j = jit(_rows_buffers)
+_rows_buffers = jit(_rows_buffers_py)
 
 
 def _rows_transfer_py(flat, buf, s0, m, c0, kc, c_tot, ho, wo, gs, gpad, nseg, vl, ld,
@@ -755,25 +755,25 @@ def _rows_transfer_py(flat, buf, s0, m, c0, kc, c_tot, ho, wo, gs, gpad, nseg, v
 _rows_transfer = jit(_rows_transfer_py)
 
 
-def _rows_setup(x, k_out, kh, kw, sh, sw, dh, dw, groups, nb, gs, pitch, nseg, vl):
+def _rows_setup_py(x, k_out, kh, kw, sh, sw, dh, dw, groups, nb, gs, pitch, nseg, vl):
     """(C/groups, K/groups, taps, rows per block, phase-plane size, channel-plane size, tap
     offsets, the zeroed column-phase buffer, the row buffer's row length) for the row
     drivers."""
     cg = x.shape[1] // groups
-    gpad, bplane, offs = _rows_buffers_j(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl)
+    gpad, bplane, offs = _rows_buffers(kh, kw, sh, sw, dh, dw, nb, gs, pitch, vl)
     xq = np.zeros((cg, sw * bplane), x.dtype)
     return (cg, k_out // groups, kh * kw, gpad, bplane, sw * bplane, offs, xq,
             nseg * gpad * vl)
 
 
-_rows_setup_j = jit(_rows_setup)
+_rows_setup = jit(_rows_setup_py)
 
 
 def _conv_fwd_rows_py(x, w, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups, ho, wo, y,
                       nb, gs, pitch, nseg, vl):
     """Forward with a vector per output row (see above), ``nb`` samples per block."""
     n_b, k_out = x.shape[0], w.shape[0]
-    cg, kg, taps, gpad, bplane, cplane, offs, xq, ldy = _rows_setup_j(
+    cg, kg, taps, gpad, bplane, cplane, offs, xq, ldy = _rows_setup(
         x, k_out, kh, kw, sh, sw, dh, dw, groups, nb, gs, pitch, nseg, vl)
     xqf = xq.ravel()
     ybf = np.empty(kg * ldy, x.dtype)
@@ -810,7 +810,7 @@ def _conv_dw_rows_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dwt, nb, gs,
     (overwritten): ``dy`` laid out like the forward's output buffer, zero where no output
     is, against the same reads of the column phases."""
     n_b, k_out, ho, wo = dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]
-    cg, kg, taps, gpad, bplane, cplane, offs, xq, ldd = _rows_setup_j(
+    cg, kg, taps, gpad, bplane, cplane, offs, xq, ldd = _rows_setup(
         x, k_out, kh, kw, sh, sw, dh, dw, groups, nb, gs, pitch, nseg, vl)
     xqf = xq.ravel()
     dqf = np.zeros(kg * ldd, x.dtype)
