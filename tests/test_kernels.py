@@ -131,21 +131,30 @@ def test_conv_algo_choice_and_errors():
     assert not conv._use_implicit(None, 1, 1, False, 2304, 64)     # 256ch 8x8: im2col
     assert not conv._use_implicit("implicit", 2, 2, False, 9, 100)  # falls back
     assert not conv._use_implicit("implicit", 1, 1, True, 9, 100)   # 1x1 direct path
-    # Winograd F(2x2, 3x3): 3x3 / stride 1 / dilation 1 / one group, chosen by "auto" from
-    # WINOGRAD_MIN_CHANNELS channels on both sides and WINOGRAD_MIN_WIDE_CHANNELS on one,
-    # for the forward and the backward alike
-    assert conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 1, (16, 16))
-    assert conv.uses_winograd((32, 64, 3, 3), 1, 1, 1, 1, (32, 32))
-    assert not conv.uses_winograd((32, 32, 3, 3), 1, 1, 1, 1, (16, 16))   # 32 -> 32: simd
-    assert not conv.uses_winograd((64, 16, 3, 3), 1, 1, 1, 1, (16, 16))   # 16 channels
-    assert not conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16))
-    assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), dtype="float64")
-    assert conv.uses_winograd((16, 16, 3, 3), 1, 1, 1, 1, (16, 16), algo="winograd")
-    assert not conv.uses_winograd((64, 64, 3, 3), 2, 1, 1, 1, (8, 8))        # stride 2
-    assert not conv.uses_winograd((64, 64, 3, 3), 1, 2, 2, 1, (16, 16))      # dilation 2
-    assert not conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 2, (16, 16))      # groups
-    assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16))      # 5x5
-    assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit")
+    # Winograd F(2x2, 3x3): 3x3 / stride 1 / dilation 1 / one group, for the forward and the
+    # backward alike. "Same" layers on even planes over 8x8 (the lanes layout) from
+    # WINOGRAD_LANES_MIN_CHANNELS channels on both sides ...
+    def wino(k, c, hw, pad=1, out_hw=None, **kw):
+        return conv.uses_winograd((k, c, 3, 3), 1, pad, 1, 1, out_hw or hw, in_hw=hw, **kw)
+
+    assert conv.WINOGRAD_LANES_MIN_CHANNELS == 16
+    assert wino(16, 16, (32, 32)) and wino(32, 32, (16, 16)) and wino(16, 64, (16, 16))
+    assert wino(16, 16, (16, 10))                               # any even plane over 64 outputs
+    assert not wino(16, 8, (32, 32)) and not wino(8, 16, (32, 32))
+    # ... any other case from WINOGRAD_MIN_CHANNELS on both sides and
+    # WINOGRAD_MIN_WIDE_CHANNELS on one
+    assert wino(64, 32, (8, 8)) and wino(32, 64, (8, 8))          # plane of 64: channels last
+    assert not wino(32, 32, (8, 8)) and not wino(16, 16, (8, 8))
+    assert wino(64, 32, (15, 15)) and not wino(32, 32, (15, 15))  # odd plane
+    assert wino(64, 64, (16, 16), pad=0, out_hw=(14, 14))         # no padding
+    assert not wino(32, 32, (16, 16), pad=0, out_hw=(14, 14))
+    assert not wino(64, 64, (16, 16), dtype="float64")
+    assert wino(16, 8, (16, 16), algo="winograd") and wino(3, 3, (8, 8), algo="winograd")
+    assert not conv.uses_winograd((64, 64, 3, 3), 2, 1, 1, 1, (8, 8), in_hw=(8, 8))        # stride 2
+    assert not conv.uses_winograd((64, 64, 3, 3), 1, 2, 2, 1, (16, 16), in_hw=(16, 16))      # dilation 2
+    assert not conv.uses_winograd((64, 32, 3, 3), 1, 1, 1, 2, (16, 16), in_hw=(16, 16))      # groups
+    assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16), in_hw=(16, 16))      # 5x5
+    assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit", in_hw=(16, 16))
     # the direct vector-register kernels: every stride-1 layer Winograd does not take; strided
     # layers through the phase planes (forced by "simd", by "auto" where their zero taps add
     # at most PHASE_MAX_WASTE), else a vector per output row (forced by "rows", by "auto"

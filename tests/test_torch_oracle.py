@@ -174,6 +174,7 @@ def test_cifar_specs_match_torch(specs_dir, spec, model, dtype, parallel, monkey
 
     if dtype == "float32":
         monkeypatch.setattr(kconv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+        monkeypatch.setattr(kconv, "WINOGRAD_LANES_MIN_CHANNELS", 1 << 30)
         monkeypatch.setattr(kconv, "_simd_path", lambda *args: None)
     torch.manual_seed(0)
     net = _compare(cnncalc.load(specs_dir / f"{spec}.yaml"), getattr(torch_models, model)(),

@@ -56,6 +56,97 @@ def test_matches_reference_any_size(n, c, k, h, w, pt, pl, pb, pr, bias, need_dx
         assert db is None
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 5), k=st.integers(1, 5), th=st.integers(1, 6),
+       tw=st.integers(1, 6), bias=st.booleans(), need_dx=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_lanes_matches_reference(n, c, k, th, tw, bias, need_dx, seed):
+    """The tiles-in-lanes layout ("same" layers on even planes, of any size: the rule that
+    takes it for planes over 8x8 is the caller's): forward, dx and dU (through dW) equal the
+    reference's to float64 rounding, in blocks of samples that end early."""
+    h, w = 2 * th, 2 * tw
+    rng = np.random.default_rng(seed)
+    x, wt, b = _case(rng, n, c, k, h, w)
+    b = b if bias else None
+    u = wg.weight_transform(wt)
+    y = wg.lanes_forward(x, u, b, np.empty((n, k, h, w)))
+    np.testing.assert_allclose(y, R.conv2d_forward(x, wt, b, (1, 1), (1, 1), (1, 1), 1,
+                                                   (h, w)), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, du = wg.lanes_backward_du(dy, x, u, need_dx)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (1, 1), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(wg.weight_grad(du), rdw, rtol=1e-10, atol=1e-12)
+    if need_dx:
+        np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-12)
+    else:
+        assert dx is None
+
+
+def test_lanes_blocks_and_dx_weights(monkeypatch):
+    """Blocks of one sample (the last block's tiles fewer than a register block), and the
+    input gradient's U' is the transform of the turned-around kernel."""
+    rng = np.random.default_rng(7)
+    x, wt, _ = _case(rng, 3, 6, 5, 4, 6)
+    u = wg.weight_transform(wt)
+    np.testing.assert_allclose(wg.lanes_dx_weights(u),
+                               wg.weight_transform(conv.flipped_weights(wt, 1)), rtol=1e-13,
+                               atol=1e-15)   # the same sums in another order
+    whole = wg.lanes_forward(x, u, None, np.empty((3, 5, 4, 6)))
+    dy = rng.standard_normal(whole.shape)
+    dx, du = wg.lanes_backward_du(dy, x, u)
+    monkeypatch.setattr(wg, "LANES_BLOCK_BYTES", 1)
+    assert wg._lanes_block(3, 6, 5, 6, 8) == 1
+    np.testing.assert_allclose(wg.lanes_forward(x, u, None, np.empty_like(whole)), whole,
+                               rtol=1e-13, atol=1e-14)
+    dx1, du1 = wg.lanes_backward_du(dy, x, u)
+    np.testing.assert_allclose(dx1, dx, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(du1, du, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lanes_numpy_bodies_match_jit(dtype):
+    """The transforms' plain-Python bodies (as under NUMBA_DISABLE_JIT) give the compiled
+    kernels' values."""
+    rng = np.random.default_rng(8)
+    n, c, k, th, tw = 2, 3, 4, 2, 3
+    x = rng.standard_normal((n, c, 2 * th, 2 * tw)).astype(dtype)
+    dy = rng.standard_normal((n, k, 2 * th, 2 * tw)).astype(dtype)
+    tpp, ld = th * tw, n * th * tw
+    ph = np.empty(4 * tpp, dtype)
+    rt = np.empty(8 * (tpp + 2 * tw), dtype)
+    outs = []
+    for fns in ((wg._lanes_input, wg._lanes_output_grad, wg._lanes_output),
+                (wg._lanes_input_py, wg._lanes_output_grad_py, wg._lanes_output_py)):
+        v = np.zeros(16 * c * ld, dtype)
+        dm = np.zeros(16 * k * ld, dtype)
+        y = np.empty((n, k, 2 * th, 2 * tw), dtype)
+        fns[0](x, 0, n, th, tw, v, ld, ph, rt)
+        fns[1](dy, 0, n, th, tw, dm, ld, ph)
+        fns[2](dm, ld, np.arange(k, dtype=dtype), True, 0, n, th, tw, y,
+               np.empty(8 * tpp, dtype), ph)
+        outs.append((v, dm, y))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("c,k,hw", [(16, 16, 32), (32, 32, 16), (16, 64, 12)])
+def test_lanes_float32_rounding(c, k, hw):
+    """float32 through the lanes layout: within ~1e-6 of the largest value (forward, dx, dW),
+    against the float64 implicit GEMM."""
+    rng = np.random.default_rng(9)
+    x, wt, b = _case(rng, 3, c, k, hw, hw)
+    y64 = conv.conv2d_forward(x, wt, b, 1, 1, algo="implicit")
+    dy = rng.standard_normal(y64.shape)
+    rdx, rdw, _ = conv.conv2d_backward(dy, x, wt, 1, 1, algo="implicit")
+    f32 = [a.astype(np.float32) for a in (x, wt, b, dy)]
+    assert conv.uses_winograd(wt.shape, 1, 1, 1, 1, (hw, hw), in_hw=(hw, hw))
+    y = conv.conv2d_forward(*f32[:3], 1, 1)
+    dx, dw, _ = conv.conv2d_backward(f32[3], *f32[:2], 1, 1)
+    for got, ref in ((y, y64), (dx, rdx), (dw, rdw)):
+        assert got.dtype == np.float32
+        assert np.abs(got - ref).max() <= 5e-6 * np.abs(ref).max()
+
+
 def test_weight_transforms_are_adjoint():
     """<G g G^T, D> = <g, G^T D G> for every tile: the weight gradient is the transpose of the
     weight transform (so dW is exact, not just close)."""
@@ -113,8 +204,8 @@ def test_conv_wrappers_route_by_channels_and_dtype():
     x32, w32, b32 = (a.astype(np.float32) for a in (x, wt, b))
     np.testing.assert_array_equal(conv.conv2d_forward(x32, w32, b32, 1, 1),
                                   wg.winograd_forward(x32, w32, b32, (1, 1), (6, 6)))
-    assert conv.uses_winograd(wt.shape, 1, 1, 1, 1, (6, 6), dtype="float32")
-    assert not conv.uses_winograd(wt.shape, 1, 1, 1, 1, (6, 6), dtype="float64")
+    assert conv.uses_winograd(wt.shape, 1, 1, 1, 1, (6, 6), dtype="float32", in_hw=(6, 6))
+    assert not conv.uses_winograd(wt.shape, 1, 1, 1, 1, (6, 6), dtype="float64", in_hw=(6, 6))
     y_auto = conv.conv2d_forward(x, wt, b, 1, 1)
     y_impl = conv.conv2d_forward(x, wt, b, 1, 1, algo="implicit")
     y_wino = conv.conv2d_forward(x, wt, b, 1, 1, algo="winograd")
@@ -123,7 +214,7 @@ def test_conv_wrappers_route_by_channels_and_dtype():
     np.testing.assert_allclose(y_impl, y_wino, rtol=1e-10, atol=1e-12)   # ... same values
 
 
-# 10x10 planes run in batch chunks, 5x5 and 3x3 ones by position; the first conv (2 input
+# 10x10 planes run in batch chunks (tiles in the lanes), 5x5 and 3x3 ones by position; the first conv (2 input
 # channels) stays on the direct vector-register kernel. (conv -> relu -> maxpool would run fused instead:
 # plan.ConvReluPoolOp, a kernel of its own.)
 WINO_NET = _spec("10x10x2", [
@@ -139,6 +230,7 @@ def test_network_takes_winograd_and_passes_gradcheck(monkeypatch):
     net = cnncalc.Network(WINO_NET, dtype="float64", seed=0, parallel=False)
     convs = [st.op for st in net.steps if st.op.kind == "conv"]
     assert [op.winograd for op in convs] == [False, True, True, True]
+    assert [op.lanes for op in convs] == [False, True, False, False]
     assert [op.by_position is not None for op in convs] == [False, False, True, True]
     x = np.random.default_rng(1).standard_normal((2, 2, 10, 10))
     check_network(net, x)

@@ -199,12 +199,17 @@ class ConvOp(Op):
         self.stride, self.dilation, self.groups = L.stride, L.dilation, L.groups
         o = self.node.out_shape
         self.out_hw = (o.h, o.w)
+        i = self.node.in_shape
         self.winograd = kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
                                             self.dilation, self.groups, self.out_hw,
-                                            dtype=self.dtype)
-        # small planes (weights large next to the activations): position-parallel phases
+                                            dtype=self.dtype, in_hw=(i.h, i.w))
+        # Winograd with the tiles in the vector lanes ("same" layers on planes over 8x8) ...
+        self.lanes = self.winograd and kwino.lanes_applies(*self.pad, i.h, i.w, o.h, o.w)
+        # ... else small planes (weights large next to the activations): position-parallel
+        # phases
         self.by_position = (kwino.ByPosition(self.pad, self.out_hw)
-                            if self.winograd and o.h * o.w <= BY_POSITION_MAX_PLANE else None)
+                            if self.winograd and not self.lanes
+                            and o.h * o.w <= BY_POSITION_MAX_PLANE else None)
         self.shared: dict = {}
 
     def _macs(self, n):
@@ -230,10 +235,16 @@ class ConvOp(Op):
             self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1),
                                  w.shape[0], u.size)
             shared["winograd"] = u
-            # U^T for the forward GEMMs: network-wide scratch, valid during this forward only
-            # (the backward uses U)
-            ut = shared["winograd_t"] = kwino.forward_weights(
-                u, self._scratch("winograd_ut", (kwino.TILES, w.shape[1], w.shape[0])))
+            if self.lanes:
+                # the input gradient's U' (the backward's), made while the threads are here
+                shared["winograd_dx"] = self._buf("winograd_dx", (kwino.TILES, w.shape[1],
+                                                                  w.shape[0]))
+                shared["winograd_dx"][...] = kwino.lanes_dx_weights(u)
+            else:
+                # U^T for the forward GEMMs: network-wide scratch, valid during this forward
+                # only (the backward uses U)
+                ut = shared["winograd_t"] = kwino.forward_weights(
+                    u, self._scratch("winograd_ut", (kwino.TILES, w.shape[1], w.shape[0])))
             if self.by_position is not None:
                 y = self._buf("y", (n, self.node.out_shape.c, *self.out_hw))
                 return self.by_position.forward(x, ut, b, y, self._pool,
@@ -255,6 +266,14 @@ class ConvOp(Op):
             if self.by_position is not None:
                 self.by_position.backward(dy, x, u, du, dx, self._pool,
                                           split(x.shape[0], self.threads), self._scratch)
+            elif self.lanes:
+                def work_du(a, c):
+                    return kwino.lanes_backward_du(dy[a:c], x[a:c], u, bool(need[0]),
+                                                   out_dx=None if dx is None else dx[a:c],
+                                                   u_dx=shared["winograd_dx"])[1]
+
+                _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS,
+                                          work_du))
             else:
                 def work_du(a, c):
                     return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),

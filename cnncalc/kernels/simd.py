@@ -53,7 +53,7 @@ from ._jit import jit
 
 __all__ = ["KB", "NV", "TB", "lanes", "pad_planes", "phase_input_grad", "rows_forward",
            "rows_weight_grad", "simd_forward", "simd_weight_grad", "strided_backward",
-           "strided_forward"]
+           "strided_forward", "tiles"]
 
 KB = 4        # output channels per register block ...
 NV = 4        # ... by this many vectors of columns: KB*NV accumulators + NV loads + 1 broadcast
@@ -383,7 +383,7 @@ def _tiles_py(xpf, span, wf, w0, cgi, taps, offs, ybf, lq, nq, kg, qb):
                  kfull * lq + q0, lq, qb, vl)
 
 
-_tiles = jit(_tiles_py)
+tiles = jit(_tiles_py)
 
 
 def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nb, qb):
@@ -411,7 +411,7 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
         nq = (m * plane + qb - 1) // qb * qb
         for g in range(groups):
             pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
-            _tiles(xpf, span, wf, g * kg * cg * taps, cg, taps, offs, ybf, lq, nq, kg, qb)
+            tiles(xpf, span, wf, g * kg * cg * taps, cg, taps, offs, ybf, lq, nq, kg, qb)
             for si in range(m):      # unsigned flat indices: see pad_planes
                 for k in range(kg):
                     bk = b[g * kg + k] if has_bias else zero
@@ -900,7 +900,7 @@ def _conv_dx_phases_py(dy, wph, offs, ph, dx, sh, sw, pt, pl, groups, hp, wp, pt
                 a, b, i0, j0, ni, nj, t0, nt, w0 = (ph[p, 0], ph[p, 1], ph[p, 2], ph[p, 3],
                                                     ph[p, 4], ph[p, 5], ph[p, 6], ph[p, 7],
                                                     ph[p, 8])
-                _tiles(dypf, span, wph, w0 + g * cg * kg * nt, kg, nt, offs[t0:t0 + nt], ybf, lq,
+                tiles(dypf, span, wph, w0 + g * cg * kg * nt, kg, nt, offs[t0:t0 + nt], ybf, lq,
                        nq, cg, qb)
                 for si in range(m):      # unsigned flat indices: see pad_planes
                     for c in range(cg):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import simd
 from ._jit import jit
 
 __all__ = ["TILES", "ByPosition", "applies", "backward_du", "forward_weights", "weight_grad",
@@ -577,3 +578,264 @@ def winograd_backward(dy, x, w, pad, need_dx=True, *, has_bias=True, out_dx=None
                          out_dx=out_dx)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, weight_grad(du), db
+
+
+# --------------------------------------------------------------------------------------------
+# tiles in the vector lanes: "same" layers on even planes, NCHW kept throughout
+# --------------------------------------------------------------------------------------------
+# The layout above puts channels last, so each batch block is transposed to NHWC and back, and
+# its 16 GEMMs run through BLAS with a reduction of only C (16-64): at 16 and 32 channels that
+# cost more than Winograd saves. Here the tiles lie along the vector lanes instead:
+#
+#     V[xi] (C, T),  M[xi] (K, T) = U[xi] (K, C) @ V[xi],  tile t = s*th*tw + i*tw + j
+#
+# so each position's product is a 1x1 convolution over the tiles, run by the vector-register
+# micro-kernel (``simd.tiles``), and the transforms are flat loops over the tiles of a plane:
+# the input's four (row, column) phase planes X_ab[i*tw + j] = x[2i + a, 2j + b] make every
+# tap of a tile a contiguous stream. With padding 1 on every side (a "same" 3x3 layer) and an
+# even plane, tile (i, j) reads x rows 2i-1 .. 2i+2 and columns 2j-1 .. 2j+2: columns
+# O[j-1], E[j], O[j], E[j+1] of its rows' even / odd column phases, rows X_1[i-1], X_0[i],
+# X_1[i], X_0[i+1] of the row phases. The input gradient is this forward on dY with the
+# kernel turned around (U'[(3-a)', (3-b)'][c, k] = U[a, b][k, c] with the position order
+# 3, 1, 2, 0: G applied to a reversed kernel column is G's rows reordered), and dU is one BLAS
+# GEMM per position over the block's tiles (a long reduction, where BLAS is fast).
+# Figures: cnncalc/kernels/fast/README.md, "Winograd with the tiles in the vector lanes".
+_FLIP = np.array([3, 1, 2, 0], np.int64)    # position of G(reversed g) row r: row _FLIP[r]
+LANES_BLOCK_BYTES = 1 << 20     # V and M of one block of samples together: about this much
+# Planes of at most this many outputs keep the channels-last layout (by position in the
+# engine): 64 -> 64 on 8x8, serially, lanes 0.85x forward and 0.94x backward its speed.
+LANES_MAX_SMALL_PLANE = 64
+
+
+def lanes_applies(pt, pl, h, w, ho, wo) -> bool:
+    """The lanes layout's case: padding 1 on every side (output = input size) of an even
+    plane of more than ``LANES_MAX_SMALL_PLANE`` outputs."""
+    return (pt == 1 and pl == 1 and ho == h and wo == w and h % 2 == 0 and w % 2 == 0
+            and ho * wo > LANES_MAX_SMALL_PLANE)
+
+
+def _phases_py(xf, src, th, tw, ph):
+    """ph[(a*2 + b)*th*tw + i*tw + j] = xf[src + (2i + a)*2tw + 2j + b]: a (2th, 2tw) plane's
+    four phase planes (unsigned flat indices: no negative-index checks, see simd.pad_planes)."""
+    u = np.uint64
+    n = th * tw
+    for r in range(2 * th):
+        s = u(src + r * 2 * tw)
+        d = u((r & 1) * 2 * n + (r >> 1) * tw)
+        for j in range(tw):
+            ph[d + u(j)] = xf[s + u(2 * j)]
+            ph[d + u(n + j)] = xf[s + u(2 * j + 1)]
+
+
+_phases = jit(_phases_py)
+
+
+def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt):
+    """v[xi*C*ld + c*ld + si*th*tw + t] = (B^T d B)[xi] for tile t of sample s0 + si, channel c
+    (``v`` flat (16, C, ld)). Scratch: ``ph`` 4*th*tw, ``rt`` 8 planes of (th + 2)*tw (the
+    first and last row of each stay zero: the padding rows)."""
+    u = np.uint64
+    c_in = x.shape[1]
+    n = th * tw
+    pr = n + 2 * tw                  # one row-transformed plane, a zero row on either side
+    xf = x.ravel()
+    z = x.dtype.type(0)
+    for q in range(8 * pr):
+        rt[u(q)] = z
+    for c in range(c_in):
+        for si in range(m):
+            _phases(xf, ((s0 + si) * c_in + c) * 4 * n, th, tw, ph)
+            for a in range(2):
+                # the columns: tile j reads O[j-1], E[j], O[j], E[j+1] of row phase a
+                e = u((2 * a) * n)
+                o = u((2 * a + 1) * n)
+                r0 = u((4 * a) * pr + tw)
+                for t in range(1, n):
+                    rt[r0 + u(t)] = ph[o + u(t - 1)] - ph[o + u(t)]
+                for t in range(n):
+                    rt[r0 + u(pr + t)] = ph[e + u(t)] + ph[o + u(t)]
+                for t in range(n):
+                    rt[r0 + u(2 * pr + t)] = ph[o + u(t)] - ph[e + u(t)]
+                for t in range(n - 1):
+                    rt[r0 + u(3 * pr + t)] = ph[e + u(t)] - ph[e + u(t + 1)]
+                for i in range(th):            # columns -1 and 2tw are padding
+                    rt[r0 + u(i * tw)] = -ph[o + u(i * tw)]
+                    rt[r0 + u(3 * pr + i * tw + tw - 1)] = ph[e + u(i * tw + tw - 1)]
+            # the rows: tile row i reads X_1[i-1], X_0[i], X_1[i], X_0[i+1]
+            base = c * ld + si * n
+            for b in range(4):
+                p0 = u(b * pr + tw)          # row phase 0, column position b
+                p1 = u((4 + b) * pr + tw)    # row phase 1
+                d = u(b * c_in * ld + base)
+                step = u(4 * c_in * ld)
+                for t in range(n):
+                    d0 = rt[p1 + u(t) - u(tw)]
+                    d1 = rt[p0 + u(t)]
+                    d2 = rt[p1 + u(t)]
+                    d3 = rt[p0 + u(t + tw)]
+                    v[d + u(t)] = d0 - d2
+                    v[d + step + u(t)] = d1 + d2
+                    v[d + u(2) * step + u(t)] = d2 - d1
+                    v[d + u(3) * step + u(t)] = d1 - d3
+
+
+_lanes_input = jit(_lanes_input_py)
+
+
+def _lanes_output_py(mf, ld, b, has_bias, s0, m, th, tw, y, q, ph):
+    """y[s0 + si, k] = A^T M A (+ b[k]) from ``mf`` flat (16, K, ld). Scratch: ``q`` 8*th*tw,
+    ``ph`` 4*th*tw."""
+    u = np.uint64
+    k_out = y.shape[1]
+    n = th * tw
+    yf = y.ravel()
+    step = u(4 * k_out * ld)
+    zero = y.dtype.type(0)
+    for si in range(m):
+        for k in range(k_out):
+            src = u(k * ld + si * n)
+            for s in range(4):      # the rows: A^T's rows m0 + m1 + m2 and m1 - m2 - m3
+                o = src + u(s * k_out * ld)
+                for t in range(n):
+                    m0 = mf[o + u(t)]
+                    m1 = mf[o + step + u(t)]
+                    m2 = mf[o + u(2) * step + u(t)]
+                    m3 = mf[o + u(3) * step + u(t)]
+                    q[u(s * n + t)] = m0 + m1 + m2
+                    q[u((4 + s) * n + t)] = m1 - m2 - m3
+            bk = b[k] if has_bias else zero
+            for a in range(2):      # the columns, into the output's phase planes
+                o = u(4 * a * n)
+                d = u(2 * a * n)
+                for t in range(n):
+                    q0 = q[o + u(t)]
+                    q1 = q[o + u(n + t)]
+                    q2 = q[o + u(2 * n + t)]
+                    q3 = q[o + u(3 * n + t)]
+                    ph[d + u(t)] = q0 + q1 + q2 + bk
+                    ph[d + u(n + t)] = q1 - q2 - q3 + bk
+            dst = ((s0 + si) * k_out + k) * 4 * n
+            for r in range(2 * th):
+                dr = u(dst + r * 2 * tw)
+                sr = u((r & 1) * 2 * n + (r >> 1) * tw)
+                for j in range(tw):
+                    yf[dr + u(2 * j)] = ph[sr + u(j)]
+                    yf[dr + u(2 * j + 1)] = ph[sr + u(n + j)]
+
+
+_lanes_output = jit(_lanes_output_py)
+
+
+def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph):
+    """dm[xi*K*ld + k*ld + si*th*tw + t] = (A dY A^T)[xi] for tile t of sample s0 + si (A's
+    rows (1, 0), (1, 1), (1, -1), (0, -1)); scratch ``ph`` 4*th*tw."""
+    u = np.uint64
+    k_out = dy.shape[1]
+    n = th * tw
+    dyf = dy.ravel()
+    step = u(4 * k_out * ld)
+    one, zero = dy.dtype.type(1), dy.dtype.type(0)
+    for si in range(m):
+        for k in range(k_out):
+            _phases(dyf, ((s0 + si) * k_out + k) * 4 * n, th, tw, ph)
+            base = u(k * ld + si * n)
+            for s in range(4):
+                # column position s of row phase a: A's row s over (Y_a0, Y_a1)
+                ca = one if s < 3 else zero
+                cb = zero if s == 0 else (one if s == 1 else -one)
+                d = base + u(s * k_out * ld)
+                for t in range(n):
+                    g0 = ca * ph[u(t)] + cb * ph[u(n + t)]
+                    g1 = ca * ph[u(2 * n + t)] + cb * ph[u(3 * n + t)]
+                    dm[d + u(t)] = g0
+                    dm[d + step + u(t)] = g0 + g1
+                    dm[d + u(2) * step + u(t)] = g0 - g1
+                    dm[d + u(3) * step + u(t)] = -g1
+
+
+_lanes_output_grad = jit(_lanes_output_grad_py)
+
+
+def _lanes_block(n, c_in, k_out, tpp, itemsize) -> int:
+    """Samples per block: V and M together about ``LANES_BLOCK_BYTES`` (they stay in L2)."""
+    return max(1, min(n, LANES_BLOCK_BYTES // (TILES * (c_in + k_out) * tpp * itemsize)))
+
+
+def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
+    """The forward of :func:`lanes_forward` (``uf`` = U flat (16, K, C))."""
+    n_b, c_in = x.shape[0], x.shape[1]
+    k_out = y.shape[1]
+    n = th * tw
+    ld = (nb * n + qb - 1) // qb * qb
+    v = np.zeros(TILES * c_in * ld, x.dtype)     # the columns past the tiles stay finite
+    mf = np.empty(TILES * k_out * ld, x.dtype)
+    ph = np.empty(4 * n, x.dtype)
+    rt = np.empty(8 * (n + 2 * tw), x.dtype)
+    q = np.empty(8 * n, x.dtype)
+    offs = np.zeros(1, np.int64)
+    for s0 in range(0, n_b, nb):
+        m = min(nb, n_b - s0)
+        nq = (m * n + qb - 1) // qb * qb
+        _lanes_input(x, s0, m, th, tw, v, ld, ph, rt)
+        for xi in range(TILES):
+            simd.tiles(v[xi * c_in * ld:], ld, uf, xi * k_out * c_in, c_in, 1, offs,
+                       mf[xi * k_out * ld:], ld, nq, k_out, qb)
+        _lanes_output(mf, ld, b, has_bias, s0, m, th, tw, y, q, ph)
+
+
+_lanes_forward = jit(_lanes_forward_py)
+
+
+def lanes_forward(x, u, b, out) -> np.ndarray:
+    """F(2x2, 3x3) forward of a layer that :func:`lanes_applies` to, tiles in the vector lanes:
+    ``x`` (N, C, H, W), ``u`` = :func:`weight_transform` (16, K, C), ``b`` (K,) or None, into
+    ``out`` (N, K, H, W)."""
+    x = np.ascontiguousarray(x)
+    u = np.ascontiguousarray(u, dtype=x.dtype)
+    th, tw = x.shape[2] // 2, x.shape[3] // 2
+    has_bias, bb = _bias(b, x.dtype)
+    nb = _lanes_block(x.shape[0], x.shape[1], u.shape[1], th * tw, x.dtype.itemsize)
+    _lanes_forward(x, u.ravel(), bb, has_bias, th, tw, out, nb,
+                   simd.NV * simd.lanes(x.dtype))
+    return out
+
+
+def lanes_dx_weights(u) -> np.ndarray:
+    """U' (16, C, K) of the input gradient (the forward on dY with the kernel turned around):
+    ``U'[4a + b][c, k] = U[4 FLIP[a] + FLIP[b]][k, c]``."""
+    pos = (4 * _FLIP[:, None] + _FLIP[None, :]).ravel()
+    return np.ascontiguousarray(u[pos].transpose(0, 2, 1))
+
+
+def lanes_backward_du(dy, x, u, need_dx=True, *, out_dx=None, u_dx=None):
+    """As :func:`backward_du` for a layer that :func:`lanes_applies` to: ``(dx or None, du)``,
+    ``du`` (16, K, C) summed over the batch in block order. ``u_dx``: :func:`lanes_dx_weights`
+    of ``u`` when the caller already has it."""
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    n, c_in = x.shape[0], x.shape[1]
+    k_out = u.shape[1]
+    th, tw = x.shape[2] // 2, x.shape[3] // 2
+    tpp = th * tw
+    nb = _lanes_block(n, c_in, k_out, tpp, x.dtype.itemsize)
+    ld = nb * tpp
+    v = np.empty(TILES * c_in * ld, x.dtype)
+    dm = np.empty(TILES * k_out * ld, x.dtype)
+    ph = np.empty(4 * tpp, x.dtype)
+    rt = np.empty(8 * (tpp + 2 * tw), x.dtype)
+    du = np.empty((TILES, k_out, c_in), x.dtype)
+    part = np.empty_like(du)
+    for s0, s1 in _blocks(n, nb):
+        t = (s1 - s0) * tpp
+        _lanes_input(x, s0, s1 - s0, th, tw, v, ld, ph, rt)
+        _lanes_output_grad(dy, s0, s1 - s0, th, tw, dm, ld, ph)
+        vb = v.reshape(TILES, c_in, ld)[:, :, :t]
+        dmb = dm.reshape(TILES, k_out, ld)[:, :, :t]
+        np.matmul(dmb, vb.transpose(0, 2, 1), out=du if s0 == 0 else part)   # dU = dM V^T
+        if s0:
+            du += part
+    dx = None
+    if need_dx:
+        dx = np.empty_like(x) if out_dx is None else out_dx
+        lanes_forward(dy, lanes_dx_weights(u) if u_dx is None else u_dx, None, dx)
+    return dx, du
