@@ -132,19 +132,19 @@ def test_conv_algo_choice_and_errors():
     assert not conv._use_implicit("implicit", 2, 2, False, 9, 100)  # falls back
     assert not conv._use_implicit("implicit", 1, 1, True, 9, 100)   # 1x1 direct path
     # Winograd F(2x2, 3x3): 3x3 / stride 1 / dilation 1 / one group, for the forward and the
-    # backward alike. "Same" layers on even planes over 8x8 (the lanes layout) from
+    # backward alike. "Same" layers on even planes from 8x8 (the lanes layout) from
     # WINOGRAD_LANES_MIN_CHANNELS channels on both sides ...
     def wino(k, c, hw, pad=1, out_hw=None, **kw):
         return conv.uses_winograd((k, c, 3, 3), 1, pad, 1, 1, out_hw or hw, in_hw=hw, **kw)
 
     assert conv.WINOGRAD_LANES_MIN_CHANNELS == 16
     assert wino(16, 16, (32, 32)) and wino(32, 32, (16, 16)) and wino(16, 64, (16, 16))
-    assert wino(16, 16, (16, 10))                               # any even plane over 64 outputs
+    assert wino(16, 16, (8, 8)) and wino(16, 16, (16, 4))      # any even plane of >= 64
     assert not wino(16, 8, (32, 32)) and not wino(8, 16, (32, 32))
     # ... any other case from WINOGRAD_MIN_CHANNELS on both sides and
     # WINOGRAD_MIN_WIDE_CHANNELS on one
-    assert wino(64, 32, (8, 8)) and wino(32, 64, (8, 8))          # plane of 64: channels last
-    assert not wino(32, 32, (8, 8)) and not wino(16, 16, (8, 8))
+    assert wino(64, 32, (6, 6)) and wino(32, 64, (4, 4))          # small planes: channels last
+    assert not wino(32, 32, (6, 6)) and not wino(16, 16, (4, 4))
     assert wino(64, 32, (15, 15)) and not wino(32, 32, (15, 15))  # odd plane
     assert wino(64, 64, (16, 16), pad=0, out_hw=(14, 14))         # no padding
     assert not wino(32, 32, (16, 16), pad=0, out_hw=(14, 14))

@@ -14,6 +14,7 @@ from reference import spec_text as _spec
 
 import cnncalc
 from cnncalc.kernels import conv
+from cnncalc.kernels import simd
 from cnncalc.kernels import winograd as wg
 
 
@@ -62,7 +63,7 @@ def test_matches_reference_any_size(n, c, k, h, w, pt, pl, pb, pr, bias, need_dx
        seed=st.integers(0, 2 ** 16))
 def test_lanes_matches_reference(n, c, k, th, tw, bias, need_dx, seed):
     """The tiles-in-lanes layout ("same" layers on even planes, of any size: the rule that
-    takes it for planes over 8x8 is the caller's): forward, dx and dU (through dW) equal the
+    takes it for planes from 8x8 is the caller's): forward, dx and dU (through dW) equal the
     reference's to float64 rounding, in blocks of samples that end early."""
     h, w = 2 * th, 2 * tw
     rng = np.random.default_rng(seed)
@@ -83,19 +84,23 @@ def test_lanes_matches_reference(n, c, k, th, tw, bias, need_dx, seed):
 
 
 def test_lanes_blocks_and_dx_weights(monkeypatch):
-    """Blocks of one sample (the last block's tiles fewer than a register block), and the
-    input gradient's U' is the transform of the turned-around kernel."""
+    """Blocks of one sample give the whole batch's values, and the input gradient's U' is the
+    transform of the turned-around kernel."""
     rng = np.random.default_rng(7)
-    x, wt, _ = _case(rng, 3, 6, 5, 4, 6)
+    x, wt, _ = _case(rng, 3, 6, 5, 8, 16)     # 32 tiles: a float64 register block's columns
     u = wg.weight_transform(wt)
     np.testing.assert_allclose(wg.lanes_dx_weights(u),
                                wg.weight_transform(conv.flipped_weights(wt, 1)), rtol=1e-13,
                                atol=1e-15)   # the same sums in another order
-    whole = wg.lanes_forward(x, u, None, np.empty((3, 5, 4, 6)))
+    whole = wg.lanes_forward(x, u, None, np.empty((3, 5, 8, 16)))
     dy = rng.standard_normal(whole.shape)
     dx, du = wg.lanes_backward_du(dy, x, u)
     monkeypatch.setattr(wg, "LANES_BLOCK_BYTES", 1)
-    assert wg._lanes_block(3, 6, 5, 6, 8) == 1
+    assert wg._lanes_block(3, 6, 5, 32, 8) == 1
+    # small planes: at least a register block's columns of tiles (where the batch has them)
+    cols = simd.NV * simd.lanes(np.float32)
+    assert wg._lanes_block(64, 256, 256, 16, 4) == -(-cols // 16)
+    assert wg._lanes_block(2, 256, 256, 16, 4) == 2
     np.testing.assert_allclose(wg.lanes_forward(x, u, None, np.empty_like(whole)), whole,
                                rtol=1e-13, atol=1e-14)
     dx1, du1 = wg.lanes_backward_du(dy, x, u)

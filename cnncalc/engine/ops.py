@@ -203,7 +203,7 @@ class ConvOp(Op):
         self.winograd = kconv.uses_winograd(self.params["weight"].shape, self.stride, self.pad,
                                             self.dilation, self.groups, self.out_hw,
                                             dtype=self.dtype, in_hw=(i.h, i.w))
-        # Winograd with the tiles in the vector lanes ("same" layers on planes over 8x8) ...
+        # Winograd with the tiles in the vector lanes ("same" layers on planes from 8x8) ...
         self.lanes = self.winograd and kwino.lanes_applies(*self.pad, i.h, i.w, o.h, o.w)
         # ... else small planes (weights large next to the activations): position-parallel
         # phases

@@ -479,10 +479,11 @@ _ALGOS = (None, "auto", "im2col", "implicit", "simd", "rows", "winograd")
 # 32 -> 64 and wider: 1.07-1.9x. The figures: ``cnncalc/kernels/fast/README.md``, "Winograd".
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_WIDE_CHANNELS = 64
-# ... except "same" layers on even planes larger than 8x8 (``winograd.lanes_applies``), whose
-# tiles run in the vector lanes: there both channel counts need only reach this. Serially,
-# against the vector kernels (forward / backward): 16 -> 16 on 32x32 1.32x / 1.27x, 32 -> 32
-# 1.74x / 1.54x, 16 -> 16 on 16x16 0.95x / 1.03x; 8 -> 16 on 32x32 1.17x / 0.98x.
+# ... except "same" layers on even planes from 8x8 (``winograd.lanes_applies``), whose tiles
+# run in the vector lanes: there both channel counts need only reach this. Serially, 8
+# samples, against the vector kernels (forward / backward): 16 -> 16 on 32x32 1.40x / 1.39x,
+# 32 -> 32 on 16x16 1.37x / 1.49x, 16 -> 16 on 16x16 1.07x / 1.05x, 16 -> 16 on 8x8
+# 1.07x / 1.11x; 8 -> 16 on 32x32 1.17x / 0.98x.
 WINOGRAD_LANES_MIN_CHANNELS = 16
 # ... and only in these dtypes: float64 is the checking dtype, kept on the direct sum that the
 # float32 fast path is checked against ("winograd" still forces it, e.g. to check Winograd

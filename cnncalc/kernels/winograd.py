@@ -38,6 +38,7 @@ import numpy as np
 
 from . import simd
 from ._jit import jit
+from .blas import _gemm
 
 __all__ = ["TILES", "ByPosition", "applies", "backward_du", "forward_weights", "weight_grad",
            "weight_transform", "winograd_backward", "winograd_forward"]
@@ -601,17 +602,19 @@ def winograd_backward(dy, x, w, pad, need_dx=True, *, has_bias=True, out_dx=None
 # GEMM per position over the block's tiles (a long reduction, where BLAS is fast).
 # Figures: cnncalc/kernels/fast/README.md, "Winograd with the tiles in the vector lanes".
 _FLIP = np.array([3, 1, 2, 0], np.int64)    # position of G(reversed g) row r: row _FLIP[r]
-LANES_BLOCK_BYTES = 1 << 20     # V and M of one block of samples together: about this much
-# Planes of at most this many outputs keep the channels-last layout (by position in the
-# engine): 64 -> 64 on 8x8, serially, lanes 0.85x forward and 0.94x backward its speed.
-LANES_MAX_SMALL_PLANE = 64
+LANES_BLOCK_BYTES = 1 << 19     # V and M of one block of samples together: about this much
+# Smaller planes keep the channels-last layout (by position in the engine): a block of
+# samples has few tiles per channel there, and VGG-11's 512-channel layers on 4x4 and 2x2 maps
+# ran 2-3x slower in the lanes (one conv op, 2 threads, batch 64); on 8x8 maps the lanes were
+# 1.1-1.3x faster from 64 to 256 channels.
+LANES_MIN_PLANE = 64
 
 
 def lanes_applies(pt, pl, h, w, ho, wo) -> bool:
     """The lanes layout's case: padding 1 on every side (output = input size) of an even
-    plane of more than ``LANES_MAX_SMALL_PLANE`` outputs."""
+    plane of at least ``LANES_MIN_PLANE`` outputs."""
     return (pt == 1 and pl == 1 and ho == h and wo == w and h % 2 == 0 and w % 2 == 0
-            and ho * wo > LANES_MAX_SMALL_PLANE)
+            and ho * wo >= LANES_MIN_PLANE)
 
 
 def _phases_py(xf, src, th, tw, ph):
@@ -757,8 +760,12 @@ _lanes_output_grad = jit(_lanes_output_grad_py)
 
 
 def _lanes_block(n, c_in, k_out, tpp, itemsize) -> int:
-    """Samples per block: V and M together about ``LANES_BLOCK_BYTES`` (they stay in L2)."""
-    return max(1, min(n, LANES_BLOCK_BYTES // (TILES * (c_in + k_out) * tpp * itemsize)))
+    """Samples per block: V and M together about ``LANES_BLOCK_BYTES`` (they stay in L2), but
+    at least a register block's columns of tiles where the batch has them (the columns past
+    the tiles are computed and dropped)."""
+    columns = simd.NV * simd.lanes(np.dtype(f"f{itemsize}"))
+    return max(1, min(n, max(LANES_BLOCK_BYTES // (TILES * (c_in + k_out) * tpp * itemsize),
+                             -(-columns // tpp))))
 
 
 def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
@@ -807,6 +814,34 @@ def lanes_dx_weights(u) -> np.ndarray:
     return np.ascontiguousarray(u[pos].transpose(0, 2, 1))
 
 
+def _lanes_backward_py(dy, x, uf_dx, need_dx, dx, du, nb, nbf, qb):
+    """dU (into ``du`` (16, K, C)) summed over blocks of ``nb`` samples in block order, and
+    with ``need_dx`` the input gradient (the forward on dY with ``uf_dx`` = U' flat, blocks of
+    ``nbf``)."""
+    n_b, c_in = x.shape[0], x.shape[1]
+    k_out = dy.shape[1]
+    th, tw = x.shape[2] // 2, x.shape[3] // 2
+    n = th * tw
+    ld = nb * n
+    v = np.empty(TILES * c_in * ld, x.dtype)
+    dm = np.empty(TILES * k_out * ld, x.dtype)
+    ph = np.empty(4 * n, x.dtype)
+    rt = np.empty(8 * (n + 2 * tw), x.dtype)
+    duf = du.ravel()
+    for s0 in range(0, n_b, nb):
+        m = min(nb, n_b - s0)
+        _lanes_input(x, s0, m, th, tw, v, ld, ph, rt)
+        _lanes_output_grad(dy, s0, m, th, tw, dm, ld, ph)
+        for xi in range(TILES):      # dU[xi] (+)= dM[xi] V[xi]^T over the block's tiles
+            _gemm(False, True, k_out, c_in, m * n, 1.0, dm, xi * k_out * ld, ld, v,
+                  xi * c_in * ld, ld, 0.0 if s0 == 0 else 1.0, duf, xi * k_out * c_in, c_in)
+    if need_dx:
+        _lanes_forward(dy, uf_dx, np.zeros(1, x.dtype), False, th, tw, dx, nbf, qb)
+
+
+_lanes_backward = jit(_lanes_backward_py)
+
+
 def lanes_backward_du(dy, x, u, need_dx=True, *, out_dx=None, u_dx=None):
     """As :func:`backward_du` for a layer that :func:`lanes_applies` to: ``(dx or None, du)``,
     ``du`` (16, K, C) summed over the batch in block order. ``u_dx``: :func:`lanes_dx_weights`
@@ -815,27 +850,15 @@ def lanes_backward_du(dy, x, u, need_dx=True, *, out_dx=None, u_dx=None):
     x = np.ascontiguousarray(x)
     n, c_in = x.shape[0], x.shape[1]
     k_out = u.shape[1]
-    th, tw = x.shape[2] // 2, x.shape[3] // 2
-    tpp = th * tw
-    nb = _lanes_block(n, c_in, k_out, tpp, x.dtype.itemsize)
-    ld = nb * tpp
-    v = np.empty(TILES * c_in * ld, x.dtype)
-    dm = np.empty(TILES * k_out * ld, x.dtype)
-    ph = np.empty(4 * tpp, x.dtype)
-    rt = np.empty(8 * (tpp + 2 * tw), x.dtype)
+    tpp = (x.shape[2] // 2) * (x.shape[3] // 2)
     du = np.empty((TILES, k_out, c_in), x.dtype)
-    part = np.empty_like(du)
-    for s0, s1 in _blocks(n, nb):
-        t = (s1 - s0) * tpp
-        _lanes_input(x, s0, s1 - s0, th, tw, v, ld, ph, rt)
-        _lanes_output_grad(dy, s0, s1 - s0, th, tw, dm, ld, ph)
-        vb = v.reshape(TILES, c_in, ld)[:, :, :t]
-        dmb = dm.reshape(TILES, k_out, ld)[:, :, :t]
-        np.matmul(dmb, vb.transpose(0, 2, 1), out=du if s0 == 0 else part)   # dU = dM V^T
-        if s0:
-            du += part
     dx = None
     if need_dx:
         dx = np.empty_like(x) if out_dx is None else out_dx
-        lanes_forward(dy, lanes_dx_weights(u) if u_dx is None else u_dx, None, dx)
+        u_dx = lanes_dx_weights(u) if u_dx is None else u_dx
+    _lanes_backward(dy, x, (u if u_dx is None else np.ascontiguousarray(u_dx, x.dtype)).ravel(),
+                    need_dx, x[:1] if dx is None else dx, du,
+                    _lanes_block(n, c_in, k_out, tpp, x.dtype.itemsize),
+                    _lanes_block(n, k_out, c_in, tpp, x.dtype.itemsize),
+                    simd.NV * simd.lanes(x.dtype))
     return dx, du
