@@ -84,14 +84,14 @@ def test_lanes_matches_reference(n, c, k, th, tw, bias, need_dx, seed):
 
 
 def test_lanes_blocks_and_dx_weights(monkeypatch):
-    """Blocks of one sample give the whole batch's values, and the input gradient's U' is the
-    transform of the turned-around kernel."""
+    """Blocks of one sample give the whole batch's values; the input gradient's weights are
+    U^T, contiguous."""
     rng = np.random.default_rng(7)
     x, wt, _ = _case(rng, 3, 6, 5, 8, 16)     # 32 tiles: a float64 register block's columns
     u = wg.weight_transform(wt)
-    np.testing.assert_allclose(wg.lanes_dx_weights(u),
-                               wg.weight_transform(conv.flipped_weights(wt, 1)), rtol=1e-13,
-                               atol=1e-15)   # the same sums in another order
+    ut = wg.lanes_dx_weights(u)
+    assert ut.flags.c_contiguous
+    np.testing.assert_array_equal(ut, u.transpose(0, 2, 1))
     whole = wg.lanes_forward(x, u, None, np.empty((3, 5, 8, 16)))
     dy = rng.standard_normal(whole.shape)
     dx, du = wg.lanes_backward_du(dy, x, u)
@@ -120,16 +120,20 @@ def test_lanes_numpy_bodies_match_jit(dtype):
     ph = np.empty(4 * tpp, dtype)
     rt = np.empty(8 * (tpp + 2 * tw), dtype)
     outs = []
-    for fns in ((wg._lanes_input, wg._lanes_output_grad, wg._lanes_output),
-                (wg._lanes_input_py, wg._lanes_output_grad_py, wg._lanes_output_py)):
+    for fns in ((wg._lanes_input, wg._lanes_output_grad, wg._lanes_output,
+                 wg._lanes_input_grad),
+                (wg._lanes_input_py, wg._lanes_output_grad_py, wg._lanes_output_py,
+                 wg._lanes_input_grad_py)):
         v = np.zeros(16 * c * ld, dtype)
         dm = np.zeros(16 * k * ld, dtype)
         y = np.empty((n, k, 2 * th, 2 * tw), dtype)
+        dx = np.empty_like(x)
+        q = np.empty(8 * tpp, dtype)
         fns[0](x, 0, n, th, tw, v, ld, ph, rt)
         fns[1](dy, 0, n, th, tw, dm, ld, ph)
-        fns[2](dm, ld, np.arange(k, dtype=dtype), True, 0, n, th, tw, y,
-               np.empty(8 * tpp, dtype), ph)
-        outs.append((v, dm, y))
+        fns[2](dm, ld, np.arange(k, dtype=dtype), True, 0, n, th, tw, y, q, ph)
+        fns[3](v, ld, 0, n, th, tw, dx, q, ph)
+        outs.append((v, dm, y, dx))
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 

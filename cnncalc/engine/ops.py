@@ -236,7 +236,7 @@ class ConvOp(Op):
                                  w.shape[0], u.size)
             shared["winograd"] = u
             if self.lanes:
-                # the input gradient's U' (the backward's), made while the threads are here
+                # the input gradient's U^T (the backward's), made once per forward
                 shared["winograd_dx"] = self._buf("winograd_dx", (kwino.TILES, w.shape[1],
                                                                   w.shape[0]))
                 shared["winograd_dx"][...] = kwino.lanes_dx_weights(u)

@@ -596,12 +596,11 @@ def winograd_backward(dy, x, w, pad, need_dx=True, *, has_bias=True, out_dx=None
 # tap of a tile a contiguous stream. With padding 1 on every side (a "same" 3x3 layer) and an
 # even plane, tile (i, j) reads x rows 2i-1 .. 2i+2 and columns 2j-1 .. 2j+2: columns
 # O[j-1], E[j], O[j], E[j+1] of its rows' even / odd column phases, rows X_1[i-1], X_0[i],
-# X_1[i], X_0[i+1] of the row phases. The input gradient is this forward on dY with the
-# kernel turned around (U'[(3-a)', (3-b)'][c, k] = U[a, b][k, c] with the position order
-# 3, 1, 2, 0: G applied to a reversed kernel column is G's rows reordered), and dU is one BLAS
-# GEMM per position over the block's tiles (a long reduction, where BLAS is fast).
+# X_1[i], X_0[i+1] of the row phases. The backward transforms dY into dM the same way, dU is
+# one BLAS GEMM per position over the block's tiles (a long reduction, where BLAS is fast),
+# dV = U^T dM runs on the vector-register kernel again, and dX is the input transform's adjoint
+# (its passes backwards, each written as a gather: no two tiles write the same value).
 # Figures: cnncalc/kernels/fast/README.md, "Winograd with the tiles in the vector lanes".
-_FLIP = np.array([3, 1, 2, 0], np.int64)    # position of G(reversed g) row r: row _FLIP[r]
 LANES_BLOCK_BYTES = 1 << 19     # V and M of one block of samples together: about this much
 # Smaller planes keep the channels-last layout (by position in the engine): a block of
 # samples has few tiles per channel there, and VGG-11's 512-channel layers on 4x4 and 2x2 maps
@@ -759,6 +758,66 @@ def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph):
 _lanes_output_grad = jit(_lanes_output_grad_py)
 
 
+def _lanes_input_grad_py(dvf, ld, s0, m, th, tw, dx, q, ph):
+    """dx[s0 + si, c] = the sum of B dV B^T over the tiles of sample s0 + si (the adjoint of
+    :func:`_lanes_input`: the same passes backwards, each a gather) from ``dvf`` flat
+    (16, C, ld). Scratch: ``q`` 8*th*tw, ``ph`` 4*th*tw."""
+    u = np.uint64
+    c_in = dx.shape[1]
+    n = th * tw
+    dxf = dx.ravel()
+    step = u(4 * c_in * ld)
+    for si in range(m):
+        for c in range(c_in):
+            src = u(c * ld + si * n)
+            for b in range(4):
+                # the rows: tile row i read X_1[i-1], X_0[i], X_1[i], X_0[i+1] as d0..d3 of
+                # V0 = d0 - d2, V1 = d1 + d2, V2 = d2 - d1, V3 = d1 - d3
+                o = src + u(b * c_in * ld)
+                g0 = u(b * n)           # dR of row phase 0, column position b
+                g1 = u((4 + b) * n)     # ... of row phase 1
+                for t in range(n):
+                    v0 = dvf[o + u(t)]
+                    v1 = dvf[o + step + u(t)]
+                    v2 = dvf[o + u(2) * step + u(t)]
+                    v3 = dvf[o + u(3) * step + u(t)]
+                    q[g0 + u(t)] = v1 - v2 + v3
+                    q[g1 + u(t)] = v1 + v2 - v0
+                for t in range(n - tw):     # d3 of tile row i is d1's row of tile row i + 1
+                    q[g0 + u(t + tw)] -= dvf[o + u(3) * step + u(t)]
+                for t in range(n - tw):     # d0 of tile row i + 1 is d2's row of tile row i
+                    q[g1 + u(t)] += dvf[o + u(t + tw)]
+            for a in range(2):
+                # the columns: tile j read O[j-1], E[j], O[j], E[j+1] as s0 = O[j-1] - O[j],
+                # s1 = E[j] + O[j], s2 = O[j] - E[j], s3 = E[j] - E[j+1]
+                r0 = u(4 * a * n)
+                e = u(2 * a * n)
+                od = u((2 * a + 1) * n)
+                for t in range(n):
+                    d0 = q[r0 + u(t)]
+                    d1 = q[r0 + u(n + t)]
+                    d2 = q[r0 + u(2 * n + t)]
+                    d3 = q[r0 + u(3 * n + t)]
+                    ph[od + u(t)] = d1 + d2 - d0
+                    ph[e + u(t)] = d1 - d2 + d3
+                for t in range(n - 1):
+                    ph[od + u(t)] += q[r0 + u(t + 1)]
+                    ph[e + u(t + 1)] -= q[r0 + u(3 * n + t)]
+                for i in range(1, th):      # no tile reaches across a row's end
+                    ph[od + u(i * tw - 1)] -= q[r0 + u(i * tw)]
+                    ph[e + u(i * tw)] += q[r0 + u(3 * n + i * tw - 1)]
+            dst = ((s0 + si) * c_in + c) * 4 * n
+            for r in range(2 * th):
+                dr = u(dst + r * 2 * tw)
+                sr = u((r & 1) * 2 * n + (r >> 1) * tw)
+                for j in range(tw):
+                    dxf[dr + u(2 * j)] = ph[sr + u(j)]
+                    dxf[dr + u(2 * j + 1)] = ph[sr + u(n + j)]
+
+
+_lanes_input_grad = jit(_lanes_input_grad_py)
+
+
 def _lanes_block(n, c_in, k_out, tpp, itemsize) -> int:
     """Samples per block: V and M together about ``LANES_BLOCK_BYTES`` (they stay in L2), but
     at least a register block's columns of tiles where the batch has them (the columns past
@@ -807,26 +866,21 @@ def lanes_forward(x, u, b, out) -> np.ndarray:
     return out
 
 
-def lanes_dx_weights(u) -> np.ndarray:
-    """U' (16, C, K) of the input gradient (the forward on dY with the kernel turned around):
-    ``U'[4a + b][c, k] = U[4 FLIP[a] + FLIP[b]][k, c]``."""
-    pos = (4 * _FLIP[:, None] + _FLIP[None, :]).ravel()
-    return np.ascontiguousarray(u[pos].transpose(0, 2, 1))
-
-
-def _lanes_backward_py(dy, x, uf_dx, need_dx, dx, du, nb, nbf, qb):
+def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb):
     """dU (into ``du`` (16, K, C)) summed over blocks of ``nb`` samples in block order, and
-    with ``need_dx`` the input gradient (the forward on dY with ``uf_dx`` = U' flat, blocks of
-    ``nbf``)."""
+    with ``need_dx`` the input gradient: dV = U^T dM (``utf``: U^T (16, C, K) flat) on the
+    vector-register kernel, then the adjoint of the input transform."""
     n_b, c_in = x.shape[0], x.shape[1]
     k_out = dy.shape[1]
     th, tw = x.shape[2] // 2, x.shape[3] // 2
     n = th * tw
-    ld = nb * n
+    ld = (nb * n + qb - 1) // qb * qb
     v = np.empty(TILES * c_in * ld, x.dtype)
-    dm = np.empty(TILES * k_out * ld, x.dtype)
+    dm = np.zeros(TILES * k_out * ld, x.dtype)   # the columns past the tiles stay finite
     ph = np.empty(4 * n, x.dtype)
     rt = np.empty(8 * (n + 2 * tw), x.dtype)
+    q = np.empty(8 * n, x.dtype)
+    offs = np.zeros(1, np.int64)
     duf = du.ravel()
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
@@ -835,11 +889,20 @@ def _lanes_backward_py(dy, x, uf_dx, need_dx, dx, du, nb, nbf, qb):
         for xi in range(TILES):      # dU[xi] (+)= dM[xi] V[xi]^T over the block's tiles
             _gemm(False, True, k_out, c_in, m * n, 1.0, dm, xi * k_out * ld, ld, v,
                   xi * c_in * ld, ld, 0.0 if s0 == 0 else 1.0, duf, xi * k_out * c_in, c_in)
-    if need_dx:
-        _lanes_forward(dy, uf_dx, np.zeros(1, x.dtype), False, th, tw, dx, nbf, qb)
+        if need_dx:                  # dV[xi] = U[xi]^T dM[xi], into V (used up)
+            nq = (m * n + qb - 1) // qb * qb
+            for xi in range(TILES):
+                simd.tiles(dm[xi * k_out * ld:], ld, utf, xi * c_in * k_out, k_out, 1, offs,
+                           v[xi * c_in * ld:], ld, nq, c_in, qb)
+            _lanes_input_grad(v, ld, s0, m, th, tw, dx, q, ph)
 
 
 _lanes_backward = jit(_lanes_backward_py)
+
+
+def lanes_dx_weights(u) -> np.ndarray:
+    """U^T (16, C, K), C-contiguous: the input gradient's weights (dV = U^T dM)."""
+    return np.ascontiguousarray(u.transpose(0, 2, 1))
 
 
 def lanes_backward_du(dy, x, u, need_dx=True, *, out_dx=None, u_dx=None):
@@ -855,10 +918,9 @@ def lanes_backward_du(dy, x, u, need_dx=True, *, out_dx=None, u_dx=None):
     dx = None
     if need_dx:
         dx = np.empty_like(x) if out_dx is None else out_dx
-        u_dx = lanes_dx_weights(u) if u_dx is None else u_dx
-    _lanes_backward(dy, x, (u if u_dx is None else np.ascontiguousarray(u_dx, x.dtype)).ravel(),
-                    need_dx, x[:1] if dx is None else dx, du,
+        u_dx = lanes_dx_weights(u) if u_dx is None else np.ascontiguousarray(u_dx, x.dtype)
+    _lanes_backward(dy, x, (u if u_dx is None else u_dx).ravel(), need_dx,
+                    x[:1] if dx is None else dx, du,
                     _lanes_block(n, c_in, k_out, tpp, x.dtype.itemsize),
-                    _lanes_block(n, k_out, c_in, tpp, x.dtype.itemsize),
                     simd.NV * simd.lanes(x.dtype))
     return dx, du
