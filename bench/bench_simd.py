@@ -1,7 +1,8 @@
 """The direct vector-register convolution kernels (``cnncalc/kernels/simd.py``) against the
 other algorithms of ``conv.py``, serially (one thread, BLAS at one thread), float32.
 
-Run: ``python bench/bench_simd.py [--reps 4] [--batch 32] [--only micro|layers|strided]``.
+Run: ``python bench/bench_simd.py [--reps 4] [--batch 32]
+[--only micro|layers|strided|winograd]``.
 Sections:
 
 1. the forward micro-kernel alone (register blocks over one pitched block of planes, no
@@ -10,7 +11,11 @@ Sections:
    the ratio simd : implicit;
 3. weight gradient per layer: ``simd`` / ``implicit``;
 4. strided layers: the phase-plane path and the vector-per-output-row path against im2col,
-   forward and backward (dx + dw), with the path ``"auto"`` takes.
+   forward and backward (dx + dw), with the path ``"auto"`` takes;
+5. Winograd's two layouts on 3x3 "same" layers, 8 samples (the engine's batch chunk): tiles
+   in the vector lanes (``winograd.lanes_forward`` / ``lanes_backward_du``) and channels last
+   (``winograd_forward`` / ``backward_du``) against the direct vector kernels, forward and
+   backward (dx + dW), with the path ``"auto"`` takes.
 
 Every ratio is measured in the same run, best of 3 rounds of ``--reps`` calls (the machine is
 shared: compare ratios, not absolute times). GFLOP/s count the direct convolution's FLOPs
@@ -31,6 +36,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnncalc.kernels import conv, simd  # noqa: E402
+from cnncalc.kernels import winograd as wg  # noqa: E402
 
 # (C, K, H, F): stride-1 "same" layers, CIFAR / ResNet-20 / VGG / LeNet-like
 LAYERS = [(3, 16, 32, 3), (16, 16, 32, 3), (16, 32, 32, 3), (32, 32, 32, 3), (32, 64, 16, 3),
@@ -141,11 +147,53 @@ def strided(reps):
               + " ".join(f"{g:6.0f}" for g in bwd), flush=True)
 
 
+# (C, K, H): 3x3 "same" layers of resnet20_cifar, cifar_bn and vgg_cifar_bn
+WINOGRAD = [(16, 16, 32), (16, 16, 16), (16, 16, 8), (32, 32, 32), (32, 32, 16), (32, 32, 8),
+            (32, 64, 16), (64, 64, 16), (64, 64, 8), (64, 128, 16), (128, 128, 8),
+            (256, 256, 8), (512, 512, 4)]
+
+
+def winograd(reps, n=8):
+    rng = np.random.default_rng(0)
+    print(f"\n== Winograd F(2x2, 3x3): tiles in the lanes / channels last / direct vector "
+          f"kernels, {n} samples, one thread (GFLOP/s of the direct convolution; backward = "
+          f"dx + dW) ==")
+    print(f"{'layer':18s} {'auto':>9s} | forward:  lanes  chlast   simd | backward:  lanes  chlast"
+          f"   simd")
+    for c, k, h in WINOGRAD:
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        dy = rng.standard_normal((n, k, h, h)).astype(np.float32)
+        y, dx = np.empty_like(dy), np.empty_like(x)
+        u = wg.weight_transform(w)
+        ut, udx = wg.forward_weights(u), wg.lanes_dx_weights(u)
+        flop = 2 * n * k * c * 9 * h * h
+        fwd = [best(lambda: wg.lanes_forward(x, u, None, y), reps),
+               best(lambda: wg.winograd_forward(x, w, None, (1, 1), (h, h), out=y, ut=ut), reps),
+               best(lambda: conv.conv2d_forward(x, w, None, 1, 1, algo="simd", out=y), reps)]
+
+        def chlast():
+            wg.weight_grad(wg.backward_du(dy, x, u, (1, 1), out_dx=dx)[1])
+
+        def lanes():
+            wg.weight_grad(wg.lanes_backward_du(dy, x, u, out_dx=dx, u_dx=udx)[1])
+
+        bwd = [best(lanes, reps), best(chlast, reps),
+               best(lambda: conv.conv2d_backward(dy, x, w, 1, 1, has_bias=False, out_dx=dx,
+                                                 algo="simd"), reps)]
+        auto = "simd"
+        if conv.uses_winograd(w.shape, 1, 1, 1, 1, (h, h), in_hw=(h, h)):
+            auto = "lanes" if wg.lanes_applies(1, 1, h, h, h, h) else "chlast"
+        print(f"{c:4d}->{k:4d} {h:3d}x{h:<3d}  {auto:>9s} |        "
+              + " ".join(f"{flop / t / 1e9:6.0f}" for t in fwd) + " |           "
+              + " ".join(f"{2 * flop / t / 1e9:6.0f}" for t in bwd), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--only", choices=("micro", "layers", "strided"), default=None,
+    ap.add_argument("--only", choices=("micro", "layers", "strided", "winograd"), default=None,
                     help="run one section")
     args = ap.parse_args()
     print(f"vector registers: {simd.vector_bytes()} bytes; load average "
@@ -156,6 +204,8 @@ def main():
         layers(args.batch, args.reps)
     if args.only in (None, "strided"):
         strided(args.reps)
+    if args.only in (None, "winograd"):
+        winograd(args.reps)
 
 
 if __name__ == "__main__":
