@@ -7,9 +7,11 @@ asymmetric ("same") padding works: output ``(i, j)`` reads input row
 
 Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
 
-* 3x3, stride 1, one group, >= 32 channels on both sides, float32 (``algo="auto"``;
-  ``"winograd"`` forces it where it applies): Winograd F(2x2, 3x3),
-  :mod:`cnncalc.kernels.winograd` (2.25x fewer multiplications);
+* 3x3, stride 1, one group, float32 (``algo="auto"``; ``"winograd"`` forces it where it
+  applies): Winograd F(2x2, 3x3), :mod:`cnncalc.kernels.winograd` (2.25x fewer
+  multiplications): "same" layers on even planes from 8x8 with the tiles in the vector lanes
+  from 16 channels on both sides (``WINOGRAD_LANES_MIN_CHANNELS``), any other such layer
+  channels last from 32 on both sides and 64 on one;
 
 * every other stride-1 layer (``algo="simd"``): the direct convolution of
   :mod:`cnncalc.kernels.simd`, register-blocked micro-kernels over pitched planes (forward

@@ -14,7 +14,9 @@ Summed over input channels, the element-wise product becomes 16 GEMMs, one per p
 with ``U = G g G^T`` (16, K, C), ``V = B^T d B`` (16, T, C) and T the number of tiles
 (channels last, so the transforms' inner loops run over contiguous channels). That is
 16 multiply-adds per 4 outputs instead of 36: 2.25x fewer than the direct convolution, for the
-cost of the transforms (a few additions per value, memory-bound).
+cost of the transforms (a few additions per value, memory-bound). "Same" layers on even planes
+from 8x8 instead keep NCHW and put the tiles in the vector lanes, ``M[xi] (K x T) = U[xi]
+V[xi]`` on the vector-register micro-kernel (the section "tiles in the vector lanes" below).
 
 The backward pass is the exact gradient of that computation (exact arithmetic makes it the
 convolution's gradient):
