@@ -136,6 +136,15 @@ def test_lanes_numpy_bodies_match_jit(dtype):
         outs.append((v, dm, y, dx))
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # the phase planes and back, both bodies
+    for split, join in ((wg._phases, wg._unphases), (wg._phases_py, wg._unphases_py)):
+        back = np.empty_like(x)
+        for p in range(n * c):
+            split(x.ravel(), p * 4 * tpp, th, tw, ph)
+            np.testing.assert_array_equal(ph.reshape(2, 2, th, tw),
+                                          x.reshape(n * c, th, 2, tw, 2)[p].transpose(1, 3, 0, 2))
+            join(ph, th, tw, back.ravel(), p * 4 * tpp)
+        np.testing.assert_array_equal(back, x)
 
 
 @pytest.mark.parametrize("c,k,hw", [(16, 16, 32), (32, 32, 16), (16, 64, 12)])

@@ -634,6 +634,22 @@ def _phases_py(xf, src, th, tw, ph):
 _phases = jit(_phases_py)
 
 
+def _unphases_py(ph, th, tw, yf, dst):
+    """yf[dst + (2i + a)*2tw + 2j + b] = ph[(a*2 + b)*th*tw + i*tw + j]: the inverse of
+    :func:`_phases`, a plane put together from its four phase planes."""
+    u = np.uint64
+    n = th * tw
+    for r in range(2 * th):
+        d = u(dst + r * 2 * tw)
+        s = u((r & 1) * 2 * n + (r >> 1) * tw)
+        for j in range(tw):
+            yf[d + u(2 * j)] = ph[s + u(j)]
+            yf[d + u(2 * j + 1)] = ph[s + u(n + j)]
+
+
+_unphases = jit(_unphases_py)
+
+
 def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt):
     """v[xi*C*ld + c*ld + si*th*tw + t] = (B^T d B)[xi] for tile t of sample s0 + si, channel c
     (``v`` flat (16, C, ld)). Scratch: ``ph`` 4*th*tw, ``rt`` 8 planes of (th + 2)*tw (the
@@ -718,13 +734,7 @@ def _lanes_output_py(mf, ld, b, has_bias, s0, m, th, tw, y, q, ph):
                     q3 = q[o + u(3 * n + t)]
                     ph[d + u(t)] = q0 + q1 + q2 + bk
                     ph[d + u(n + t)] = q1 - q2 - q3 + bk
-            dst = ((s0 + si) * k_out + k) * 4 * n
-            for r in range(2 * th):
-                dr = u(dst + r * 2 * tw)
-                sr = u((r & 1) * 2 * n + (r >> 1) * tw)
-                for j in range(tw):
-                    yf[dr + u(2 * j)] = ph[sr + u(j)]
-                    yf[dr + u(2 * j + 1)] = ph[sr + u(n + j)]
+            _unphases(ph, th, tw, yf, ((s0 + si) * k_out + k) * 4 * n)
 
 
 _lanes_output = jit(_lanes_output_py)
@@ -808,13 +818,7 @@ def _lanes_input_grad_py(dvf, ld, s0, m, th, tw, dx, q, ph):
                 for i in range(1, th):      # no tile reaches across a row's end
                     ph[od + u(i * tw - 1)] -= q[r0 + u(i * tw)]
                     ph[e + u(i * tw)] += q[r0 + u(3 * n + i * tw - 1)]
-            dst = ((s0 + si) * c_in + c) * 4 * n
-            for r in range(2 * th):
-                dr = u(dst + r * 2 * tw)
-                sr = u((r & 1) * 2 * n + (r >> 1) * tw)
-                for j in range(tw):
-                    dxf[dr + u(2 * j)] = ph[sr + u(j)]
-                    dxf[dr + u(2 * j + 1)] = ph[sr + u(n + j)]
+            _unphases(ph, th, tw, dxf, ((s0 + si) * c_in + c) * 4 * n)
 
 
 _lanes_input_grad = jit(_lanes_input_grad_py)
