@@ -400,6 +400,33 @@ def test_gradients_independent_of_buffer_reuse():
     np.testing.assert_array_equal(g1, net.flat_grads)
 
 
+def test_gradient_sums_of_shared_inputs_reuse_buffers():
+    """Where a value has several readers (the input of the inception block feeds four
+    branches; a residual block's input two), its gradient is summed into buffers the network
+    keeps: two identical steps repeat bit for bit across a different batch in between, the
+    returned dx is the caller's own (not a buffer the next backward writes), and it equals the
+    sum over the readers (the float64 engine against plain additions)."""
+    net = _net(SPECS / "inception_block.yaml", dtype="float64")
+    shape = net.graph.input_shape
+    x = _x(shape, 3)
+    dout = np.random.default_rng(3).standard_normal((3, net.graph.output_shape.size))
+    net.forward(x)
+    dx1 = net.backward(dout)
+    g1 = net.flat_grads.copy()
+    net.forward(_x(shape, 3, seed=9))
+    net.backward(dout * 2)
+    net.forward(x)
+    dx2 = net.backward(dout)
+    np.testing.assert_array_equal(dx1, dx2)
+    np.testing.assert_array_equal(g1, net.flat_grads)
+    assert not np.shares_memory(dx1, dx2)
+    plain = _net(SPECS / "inception_block.yaml", dtype="float64")
+    plain._join_sum = lambda a, b, out: a + b
+    plain.forward(x)
+    np.testing.assert_allclose(plain.backward(dout), dx1, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(plain.flat_grads, g1, rtol=1e-13, atol=1e-15)
+
+
 def test_float32_matches_float64():
     n64 = _net(SPECS / "lenet5.yaml", dtype="float64")
     n32 = _net(SPECS / "lenet5.yaml", dtype="float32")

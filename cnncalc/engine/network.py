@@ -189,6 +189,9 @@ class Network:
         # writes its gradient to a scratch array, added into the holder's after each backward:
         # the gradient of a weight used twice is the sum over its uses
         self._shared_grads: list[tuple[np.ndarray, np.ndarray]] = []
+        # free buffers for the sums of gradients where a value has several readers (a residual
+        # block's input), by (shape, dtype): see _join_sum
+        self._join_free: dict[tuple, list[np.ndarray]] = {}
         op_buffers = self.buffers
         for n in graph.nodes:
             for k, holder in n.shared.items():
@@ -483,25 +486,53 @@ class Network:
         for _, scratch in self._shared_grads:
             scratch[...] = 0
         grads = {self.output_name: dout}
+        joined: dict[int, np.ndarray] = {}     # join buffers in use, by id
         for st in reversed(self.steps):
             dy = grads.pop(st.output, None)
             if dy is None or not needs[st.output]:
                 continue
             need = [needs.get(s, False) for s in st.inputs]
             dxs = st.op.backward(dy, need)
+            if id(dy) in joined:               # read: the buffer is free again
+                self._join_free[(dy.shape, dy.dtype.str)].append(joined.pop(id(dy)))
             for src, nd, dx in zip(st.inputs, need, dxs):
                 if not nd or dx is None:
                     continue
                 prev = grads.get(src)
-                grads[src] = dx if prev is None else prev + dx
+                if prev is None:
+                    grads[src] = dx
+                elif prev.shape != dx.shape or prev.dtype != dx.dtype:
+                    grads[src] = prev + dx
+                else:
+                    out = prev if id(prev) in joined else self._join_buffer(prev, joined)
+                    grads[src] = self._join_sum(prev, dx, out)
         for holder, scratch in self._shared_grads:
             holder += scratch
+        dx = grads.get(INPUT_NAME) if need_dx else None
+        dx = None if dx is None else np.array(dx, dtype=self.dtype)
+        for buf in joined.values():            # e.g. the input's, when it has several readers
+            self._join_free[(buf.shape, buf.dtype.str)].append(buf)
         if not need_dx:
             return None
-        dx = grads.get(INPUT_NAME)
         if dx is None:
             return np.zeros((self._batch, *self.graph.input_shape), self.dtype)
-        return np.array(dx, dtype=self.dtype)
+        return dx
+
+    def _join_buffer(self, like: np.ndarray, joined: dict) -> np.ndarray:
+        """A free buffer of ``like``'s shape and dtype for a gradient sum, marked in use."""
+        free = self._join_free.setdefault((like.shape, like.dtype.str), [])
+        out = free.pop() if free else np.empty(like.shape, like.dtype)
+        joined[id(out)] = out
+        return out
+
+    def _join_sum(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out = a + b`` in row slices on the network's threads (``out`` may be ``a``): the
+        gradient of a value with several readers. One 4 MiB sum into a fresh array on the
+        calling thread took ~0.3 ms per residual block of ``resnet20_cifar``."""
+        rows = split(a.shape[0], self.threads)
+        self.parallel(lambda i: np.add(a[rows[i][0]:rows[i][1]], b[rows[i][0]:rows[i][1]],
+                                       out=out[rows[i][0]:rows[i][1]]), len(rows))
+        return out
 
     # ------------------------------------------------------------------------ intermediates
     @_engine_call
