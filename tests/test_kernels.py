@@ -636,6 +636,42 @@ def test_bn_slice_kernels_match_reference(dtype, tol, relu, residual):
         assert np.array_equal(ds3.reshape(x.shape), dz.astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bn_relu_mask_from_x_is_the_forwards(dtype):
+    """Batch norm + ReLU backward with ``gamma``/``beta`` recomputes the ReLU's mask from x by
+    the normalising pass's own expression: the same mask as reading y (the sums bit for bit),
+    here on values packed around the kink (bn(x) within a few ulps of 0)."""
+    from cnncalc.kernels import norm as kn
+
+    rng = np.random.default_rng(11)
+    n, c, hw = 5, 4, 97
+    gamma = rng.uniform(0.5, 2.0, c)
+    beta = rng.uniform(-1.0, 1.0, c)
+    mean, inv = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+    # x where (x - mean) * inv * gamma + beta is ~0: spread over a few ulps either side
+    x0 = mean - beta / (inv * gamma)
+    ulp = np.spacing(np.abs(x0).astype(dtype)).astype(np.float64)
+    x3 = (x0[None, :, None] + rng.integers(-40, 41, (n, c, hw)) * ulp[None, :, None]).astype(dtype)
+    x3[:, :, :7] = rng.standard_normal((n, c, 7)).astype(dtype)
+    y3 = np.empty_like(x3)
+    kn.bn_normalise(x3, mean, inv, gamma, beta, True, y3)
+    assert 0 < np.count_nonzero(y3 > 0) < y3.size
+    dy3 = rng.standard_normal(x3.shape).astype(dtype)
+    a, b = np.empty((2, c)), np.empty((2, c))
+    kn.bn_grad_sums(dy3, x3, y3, mean, inv, True, a)
+    kn.bn_grad_sums(dy3, x3, np.full_like(y3, np.nan), mean, inv, True, b, gamma, beta)
+    np.testing.assert_array_equal(a, b)
+    scale = gamma * inv
+    d1, d2 = np.empty_like(x3), np.empty_like(x3)
+    kn.bn_grad_input(dy3, x3, y3, mean, inv, scale, a[0] / 500, a[1] / 500, True, d1)
+    kn.bn_grad_input(dy3, x3, np.full_like(y3, np.nan), mean, inv, scale, a[0] / 500,
+                     a[1] / 500, True, d2, None, gamma, beta)
+    # the same mask: dx differs at most by the rounding of another loop (a flipped mask
+    # would move an entry by ~|scale * dy|)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(d1, d2, rtol=tol, atol=tol * np.abs(d1).max())
+
+
 @pytest.mark.parametrize("relu,residual", [(False, False), (True, False), (True, True)])
 def test_bn_slice_kernels_gradcheck(relu, residual):
     """float64 centered differences of sum(w * bn(x)) (``relu``: sum(w * relu(bn(x))); with

@@ -602,8 +602,8 @@ class BatchNormOp(Op):
         # the kernels take float64 per-channel vectors (values rounded as the dtype's)
         self.mean64 = mean.astype(np.float64)
         self.inv_std64 = inv_std.astype(np.float64)
-        g64 = np.asarray(gamma, self.dtype).astype(np.float64)
-        b64 = np.asarray(beta, self.dtype).astype(np.float64)
+        g64 = self.g64 = np.asarray(gamma, self.dtype).astype(np.float64)
+        b64 = self.b64 = np.asarray(beta, self.dtype).astype(np.float64)
         self._split(n, x.size, MIN_ELEMS,
                     lambda a, b: knorm.bn_normalise(x3[a:b], self.mean64, self.inv_std64, g64,
                                                     b64, self.relu, y3[a:b],
@@ -632,11 +632,15 @@ class BatchNormOp(Op):
         hw = dy.size // (n * c)
         dy3 = dy.reshape(n, c, hw)
         x3, y3, relu = self.x3, self.y3, self.relu
+        # batch norm + ReLU: the ReLU's mask recomputed from x by the forward's own expression
+        # instead of read from y (one stream less in both passes; with a residual, y = max(bn(x)
+        # + s, 0) would need s read instead)
+        gb = (self.g64, self.b64) if relu and not self.residual else (None, None)
 
         def sums(a, b):
             out = np.empty((2, c), np.float64)
             knorm.bn_grad_sums(dy3[a:b], x3[a:b], y3[a:b], self.mean64, self.inv_std64, relu,
-                               out)
+                               out, *gb)
             return out
 
         tot = np.empty((2, c), np.float64)
@@ -670,7 +674,7 @@ class BatchNormOp(Op):
                     lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], y3[a:b], self.mean64,
                                                      self.inv_std64, scale, mb, mg, relu,
                                                      dx3[a:b],
-                                                     None if ds3 is None else ds3[a:b]))
+                                                     None if ds3 is None else ds3[a:b], *gb))
         return [dx, ds] if self.residual else [dx]
 
 
