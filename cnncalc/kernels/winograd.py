@@ -824,11 +824,16 @@ def _lanes_input_grad_py(dvf, ld, s0, m, th, tw, dx, q, ph):
 _lanes_input_grad = jit(_lanes_input_grad_py)
 
 
+def _block_columns(dtype) -> int:
+    """Columns (tiles) of one register block of ``simd.tiles``."""
+    return simd.NV * simd.lanes(dtype)
+
+
 def _lanes_block(n, c_in, k_out, tpp, itemsize) -> int:
     """Samples per block: V and M together about ``LANES_BLOCK_BYTES`` (they stay in L2), but
     at least a register block's columns of tiles where the batch has them (the columns past
     the tiles are computed and dropped)."""
-    columns = simd.NV * simd.lanes(np.dtype(f"f{itemsize}"))
+    columns = _block_columns(np.dtype(f"f{itemsize}"))
     return max(1, min(n, max(LANES_BLOCK_BYTES // (TILES * (c_in + k_out) * tpp * itemsize),
                              -(-columns // tpp))))
 
@@ -867,8 +872,7 @@ def lanes_forward(x, u, b, out) -> np.ndarray:
     th, tw = x.shape[2] // 2, x.shape[3] // 2
     has_bias, bb = _bias(b, x.dtype)
     nb = _lanes_block(x.shape[0], x.shape[1], u.shape[1], th * tw, x.dtype.itemsize)
-    _lanes_forward(x, u.ravel(), bb, has_bias, th, tw, out, nb,
-                   simd.NV * simd.lanes(x.dtype))
+    _lanes_forward(x, u.ravel(), bb, has_bias, th, tw, out, nb, _block_columns(x.dtype))
     return out
 
 
@@ -928,5 +932,5 @@ def lanes_backward_du(dy, x, u, need_dx=True, *, out_dx=None, u_dx=None):
     _lanes_backward(dy, x, (u if u_dx is None else u_dx).ravel(), need_dx,
                     x[:1] if dx is None else dx, du,
                     _lanes_block(n, c_in, k_out, tpp, x.dtype.itemsize),
-                    simd.NV * simd.lanes(x.dtype))
+                    _block_columns(x.dtype))
     return dx, du
