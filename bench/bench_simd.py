@@ -134,14 +134,13 @@ def strided(reps):
         y = np.empty((n, k, ho, ho), np.float32)
         dy = rng.standard_normal(y.shape).astype(np.float32)
         flop = 2 * n * k * c * f * f * ho * ho
-        u, v, _, _ = simd.phase_shape(f, f, s, s, 1, 1, ho, ho)
         fwd, bwd = [], []
         for algo in ("simd", "rows", "im2col"):    # "simd": the phase planes when strided
             fwd.append(flop / best(lambda: conv.conv2d_forward(x, w, None, s, p, algo=algo,
                                                                 out=y), reps) / 1e9)
             bwd.append(2 * flop / best(lambda: conv.conv2d_backward(
                 dy, x, w, s, p, has_bias=False, algo=algo), reps) / 1e9)
-        name = f"{c}->{k} {h}x{h} {f}x{f}/{s} (phase work {u * v * s * s / f / f:.2f}x)"
+        name = f"{c}->{k} {h}x{h} {f}x{f}/{s} ({ho}-wide rows)"
         print(f"{name:40s} {conv.simd_path(f, s, out_w=ho) or 'im2col':>7s} |         "
               + " ".join(f"{g:6.0f}" for g in fwd) + " |          "
               + " ".join(f"{g:6.0f}" for g in bwd), flush=True)

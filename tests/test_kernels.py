@@ -156,16 +156,15 @@ def test_conv_algo_choice_and_errors():
     assert not conv.uses_winograd((64, 64, 5, 5), 1, 2, 1, 1, (16, 16), in_hw=(16, 16))      # 5x5
     assert not conv.uses_winograd((64, 64, 3, 3), 1, 1, 1, 1, (16, 16), algo="implicit", in_hw=(16, 16))
     # the direct vector-register kernels: every stride-1 layer Winograd does not take; strided
-    # layers through the phase planes (forced by "simd", by "auto" where their zero taps add
-    # at most PHASE_MAX_WASTE), else a vector per output row (forced by "rows", by "auto"
-    # where the rows fill ROWS_MIN_LANE_USE of their vectors and the kernel is not 1x1)
+    # layers through the phase planes (forced by "simd", by "auto" for kernels larger than
+    # 1x1), with a vector per output row instead (forced by "rows", by "auto" where an output
+    # row is exactly one vector)
     sp = conv.simd_path
     assert sp(3, 1) == sp(5, (1, 1), 2, "simd") == sp(3, 1, algo="rows") == "stride1"
     assert sp(11, 4, out_w=55) == sp(7, 2, out_w=112) == "phases"   # AlexNet conv1, 7x7 stem
     vl = simd.lanes(np.float32)            # the host's vector (16 with AVX-512, else 8)
-    assert sp(3, 2, out_w=vl) == sp(3, 2, out_w=vl + 1) == sp(3, 2, out_w=vl // 2) == "rows"
-    assert sp(3, 2, out_w=vl // 2 - 1) is None                          # under half the lanes
-    assert sp(3, 2, out_w=vl // 2 - 1, dtype="float64") == "rows"       # float64: half as many
+    assert sp(3, 2, out_w=vl) == sp(3, 2, out_w=vl // 2, dtype="float64") == "rows"
+    assert sp(3, 2, out_w=vl + 1) == sp(3, 2, out_w=vl // 2) == sp(3, 2, out_w=7) == "phases"
     assert sp(1, 2, out_w=16) is None                                 # 1x1: im2col's GEMM
     assert sp(3, 2, algo="simd") == sp(1, (1, 2), algo="simd") == "phases"
     assert sp(1, 2, algo="rows") == sp(3, 2, out_w=3, algo="rows") == "rows"

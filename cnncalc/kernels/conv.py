@@ -17,9 +17,9 @@ Design (the measured reasons: ``cnncalc/kernels/fast/README.md``):
   :mod:`cnncalc.kernels.simd`, register-blocked micro-kernels over pitched planes (forward
   1.0-3.1x the implicit GEMM's speed on every layer measured; the weight gradient 1.04-1.9x on
   planes from 7x7 up, ``SIMD_DW_MIN_PLANE``, BLAS's below and for 1x1); its ``dx`` is the
-  forward kernel again, on the flipped weights. Strided stems with few input
-  channels (AlexNet's conv1, 7x7 stride 2) run the same kernels on the input's phase planes
-  (``PHASE_MAX_WASTE``);
+  forward kernel again, on the flipped weights. Strided layers larger than 1x1 run the same
+  kernels on the input's phase planes (each tap a column offset into its phase), or with a
+  vector per output row where a row is exactly one vector;
 * stride 1 (``algo="implicit"``): implicit GEMM, no im2col. Each sample is zero-padded once into pitched planes, and each kernel tap is
   one strided BLAS GEMM, ``Y += W[:, :, ki, kj] @ shifted planes``, accumulated in an L2-sized
   buffer (see the section below), one L1-sized tile of output columns at a time (all taps per
@@ -526,29 +526,20 @@ def uses_winograd(w_shape, stride, pad, dilation, groups, out_hw, algo=None,
                          cg * int(groups), k_out, dtype, h, w)
 
 
-# Stride > 1 runs the vector kernels on the input's phase planes (``simd.strided_forward``)
-# where the phase kernel's zero taps add at most this much work: stems with few input
-# channels, where im2col's GEMMs are short (AlexNet's 11x11 stride 4: 144/121 of the work, 1.5x
-# im2col's speed; 7x7 stride 2: 64/49, 1.4x), not 3x3 stride 2 (16/9: 0.5-0.9x). Figures:
-# cnncalc/kernels/fast/README.md, "Direct convolution in vector registers".
-PHASE_MAX_WASTE = 4 / 3
-# Other strided layers (3x3 stride 2) run a vector per output row (``simd.rows_forward``)
-# where the output rows fill at least this share of their vectors, except 1x1 layers (their
-# backward: 3 of 4 input phases get no tap, and im2col's single GEMMs are faster: 0.7-1.0x).
-# Serially, against im2col (forward / backward): 16 -> 32 on 32x32 (16-wide rows, all lanes)
-# 3x / 2.2x; 64 -> 128 on 56x56 (28 of 32) 1.2x / 1.1x; 128 -> 256 on 28x28 (14 of 16)
-# 1.1x / 1.0x; 32 -> 64 on 16x16 (8 of 16) 1.1x / 1.2x; 256 -> 512 on 14x14 (7 of 16) 0.5x /
-# 0.8x.
-# Figures: cnncalc/kernels/fast/README.md, "Strided layers with a vector per output row".
-ROWS_MIN_LANE_USE = 0.5
+# Stride > 1 runs the vector kernels on the input's phase planes (``simd.strided_forward``:
+# every tap a column offset into its phase, no zero taps), except where an output row is
+# exactly one vector wide: there a vector per output row (``simd.rows_forward``) computes no
+# padding column (16 -> 32 on 32x32, 3x3/2, serially 86 vs 73 GFLOP/s forward, 70 vs 62
+# backward). 1x1 strided layers stay on im2col's single GEMMs (a tie: 3 of 4 input phases get
+# no tap). Figures: cnncalc/kernels/fast/README.md, "Strided layers through phase planes".
 
 
 def _simd_path(algo, kh, kw, sh, sw, dh, dw, wo, dtype) -> str | None:
     """How the register-blocked direct convolution (``simd.py``) runs this layer, or None
     (not at all): ``"stride1"`` (every stride-1 layer, for the layers Winograd does not take),
-    ``"phases"`` (strided, on the phase planes: ``"auto"`` where their zero taps add at most
-    ``PHASE_MAX_WASTE``; always under ``"simd"``) or ``"rows"`` (strided, a vector per output
-    row: ``"auto"`` where the rows fill ``ROWS_MIN_LANE_USE`` of their vectors; always under
+    ``"phases"`` (strided, on the phase planes: ``"auto"`` for every kernel larger than 1x1
+    whose output rows are not exactly one vector wide; always under ``"simd"``) or ``"rows"``
+    (strided, a vector per output row: ``"auto"`` where a row is one vector; always under
     ``"rows"``)."""
     if algo not in _ALGOS:
         raise ValueError(f"algo must be one of {_ALGOS[1:]}, got {algo!r}")
@@ -558,13 +549,11 @@ def _simd_path(algo, kh, kw, sh, sw, dh, dw, wo, dtype) -> str | None:
         return "stride1"
     if algo == "rows":
         return "rows"
-    u, v, _, _ = ksimd.phase_shape(kh, kw, sh, sw, dh, dw, 1, 1)
-    if algo == "simd" or u * v * sh * sw <= PHASE_MAX_WASTE * kh * kw:
+    if algo == "simd":
         return "phases"
-    vl = ksimd.lanes(dtype)
-    if kh * kw > 1 and wo / (-(-wo // vl) * vl) >= ROWS_MIN_LANE_USE:
-        return "rows"
-    return None
+    if kh * kw == 1:
+        return None
+    return "rows" if wo == ksimd.lanes(dtype) else "phases"
 
 
 # The vector kernel's weight gradient reduces over the output columns, one (K, C, tap) block

@@ -354,18 +354,110 @@ def _compact_plane(h, w, kh, kw, pt, pl, dh, dw, ho, wo):
 _compact_plane_j = jit(_compact_plane)
 
 
-def _plane_and_offsets_py(h, w, kh, kw, pt, pl, dh, dw, ho, wo):
-    """(rows, row pitch, each tap's column offset in the pitched plane): tap (ki, kj) reads
-    ``ki*dh`` rows and ``kj*dw`` columns past the output's position."""
-    hp, wp = _compact_plane_j(h, w, kh, kw, pt, pl, dh, dw, ho, wo)
+def _plane_py(h, w, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo):
+    """(rows, row pitch) of one sample's plane in the block buffer: stride 1, the compact
+    padded plane (:func:`_compact_plane`); stride > 1, each of its phase planes (see "stride >
+    1" below): the ``ho + U - 1`` rows and ``wo + V - 1`` columns the taps of a phase read."""
+    if sh == 1 and sw == 1:
+        return _compact_plane_j(h, w, kh, kw, pt, pl, dh, dw, ho, wo)
+    return ho + dh * (kh - 1) // sh, wo + dw * (kw - 1) // sw
+
+
+_plane = jit(_plane_py)
+
+
+def _tap_offsets_py(kh, kw, sh, sw, dh, dw, wp, lq):
+    """(offs, span): each tap's column offset in a channel's block buffer, and the buffer's
+    columns per channel, for ``lq`` output columns of pitch ``wp``. Tap (ki, kj) reads
+    ``u = ki*dh div sh`` rows and ``v = kj*dw div sw`` columns past the output's position in
+    phase plane ``(ki*dh mod sh, kj*dw mod sw)``; each phase's stretch holds the ``lq`` columns
+    and the ``(U - 1)*wp + V - 1`` its last register block reads past them (stride 1: one
+    phase, ``u = ki*dh``, ``v = kj*dw``)."""
+    u_max = dh * (kh - 1) // sh
+    v_max = dw * (kw - 1) // sw
+    phase_span = lq + u_max * wp + v_max
     offs = np.empty(kh * kw, np.int64)
     for ki in range(kh):
         for kj in range(kw):
-            offs[ki * kw + kj] = ki * dh * wp + kj * dw
-    return hp, wp, offs
+            a, b = ki * dh % sh, kj * dw % sw
+            offs[ki * kw + kj] = ((a * sw + b) * phase_span + ki * dh // sh * wp
+                                  + kj * dw // sw)
+    return offs, sh * sw * phase_span
 
 
-_plane_and_offsets = jit(_plane_and_offsets_py)
+_tap_offsets = jit(_tap_offsets_py)
+
+
+def _phase_fill_py(x, s0, m, c0, cg, sh, sw, pt, pl, hp, wp, xp):
+    """xp[c, (a*sw + b)*S + si*hp*wp + i*wp + j] = x[s0 + si, c0 + c, sh*i + a - pt,
+    sw*j + b - pl] (S = xp's columns / (sh*sw)): the m samples' phase planes side by side,
+    phase by phase, and each phase's columns past them zeroed. The places that the padding
+    maps to are left alone: they are the same in every block, so the caller zeroes the
+    buffer once (3x faster than writing the zeros of every short phase row again)."""
+    n_c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    plane = hp * wp
+    phase_span = xp.shape[1] // (sh * sw)
+    u = np.uint64
+    xf = x.ravel()
+    xpf = xp.ravel()
+    jlo = np.empty(sw, np.int64)     # per column phase: the columns inside the input
+    jhi = np.empty(sw, np.int64)     # (hoisted: integer division is slow)
+    for b in range(sw):
+        jlo[b] = min(max(0, -((b - pl) // sw)), wp)
+        jhi[b] = max(min(wp, (w - 1 + pl - b) // sw + 1), jlo[b])
+    r_end = min(h, sh * hp - pt)     # input rows that some phase row holds
+    be = pl % 2                      # sw = 2: the column phase of the even input columns
+    pairs = max(0, min(w // 2, wp - pl // 2, wp - (pl + 1) // 2))   # column pairs held
+    for c in range(cg):
+        chan = c * xp.shape[1]
+        for si in range(m):
+            src = ((s0 + si) * n_c + c0 + c) * h * w
+            r0 = max(0, -pt)                  # (negative padding crops)
+            a, i = (r0 + pt) % sh, (r0 + pt) // sh   # input row r: row i of row phase a
+            for r in range(r0, r_end):
+                row = chan + a * sw * phase_span + si * plane + i * wp
+                if sw == 2 and pl >= 0:
+                    # both column phases in one loop: LLVM vectorises it as a deinterleave,
+                    # 3.7x the speed of one loop per phase
+                    de = u(row + be * phase_span + pl // 2)
+                    do = u(row + (1 - be) * phase_span + (pl + 1) // 2)
+                    s = u(src + r * w)
+                    for t in range(pairs):
+                        xpf[de + u(t)] = xf[s + u(2 * t)]
+                        xpf[do + u(t)] = xf[s + u(2 * t + 1)]
+                    for q in range(2 * pairs, w):
+                        j = (q + pl) // 2
+                        if j < wp:
+                            xpf[u(row + (q + pl) % 2 * phase_span + j)] = xf[s + u(q)]
+                else:
+                    for b in range(sw):
+                        d = u(row + b * phase_span + jlo[b])
+                        s = u(src + r * w + sw * jlo[b] + b - pl)
+                        for j in range(jhi[b] - jlo[b]):
+                            xpf[d + u(j)] = xf[s + u(sw * j)]
+                a += 1
+                if a == sh:
+                    a, i = 0, i + 1
+        zero = xp.dtype.type(0)
+        for p in range(sh * sw):
+            base = u(chan + p * phase_span)
+            for j in range(m * plane, phase_span):
+                xpf[base + u(j)] = zero
+
+
+_phase_fill = jit(_phase_fill_py)
+
+
+def _fill_planes_py(x, s0, m, c0, cg, sh, sw, pt, pl, hp, wp, xp):
+    """The block buffer of :func:`_plane`'s layout: :func:`pad_planes` (stride 1) or
+    :func:`_phase_fill`."""
+    if sh == 1 and sw == 1:
+        pad_planes(x, s0, m, c0, cg, pt, pl, hp, wp, xp)
+    else:
+        _phase_fill(x, s0, m, c0, cg, sh, sw, pt, pl, hp, wp, xp)
+
+
+_fill_planes = jit(_fill_planes_py)
 
 
 def _tiles_py(xpf, span, wf, w0, cgi, taps, offs, ybf, lq, nq, kg, qb):
@@ -386,8 +478,9 @@ def _tiles_py(xpf, span, wf, w0, cgi, taps, offs, ybf, lq, nq, kg, qb):
 tiles = jit(_tiles_py)
 
 
-def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo, y, nb, qb):
-    """Forward, stride 1, ``nb`` samples per block (their planes side by side), register
+def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw, groups, ho, wo, y,
+                      nb, qb):
+    """Forward, ``nb`` samples per block (their planes side by side, :func:`_plane`), register
     blocks of ``KB`` output channels by ``qb`` columns (``w`` is (K, C/groups, kh, kw),
     C-contiguous)."""
     n_b, c_in = x.shape[0], x.shape[1]
@@ -395,11 +488,11 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
     cg = c_in // groups
     kg = k_out // groups
     taps = kh * kw
-    hp, wp, offs = _plane_and_offsets(x.shape[2], x.shape[3], kh, kw, pt, pl, dh, dw, ho, wo)
+    hp, wp = _plane(x.shape[2], x.shape[3], kh, kw, sh, sw, pt, pl, dh, dw, ho, wo)
     plane = hp * wp
     lq = (nb * plane + qb - 1) // qb * qb        # output columns of a full block
-    span = lq + offs[taps - 1]                   # input columns the last register block reads
-    xp = np.empty((cg, span), x.dtype)
+    offs, span = _tap_offsets(kh, kw, sh, sw, dh, dw, wp, lq)
+    xp = np.zeros((cg, span), x.dtype)           # the phase planes' padding (stride > 1)
     yb = np.empty((kg, lq), x.dtype)
     xpf = xp.ravel()
     ybf = yb.ravel()
@@ -410,7 +503,7 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
         m = min(nb, n_b - s0)
         nq = (m * plane + qb - 1) // qb * qb
         for g in range(groups):
-            pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
+            _fill_planes(x, s0, m, g * cg, cg, sh, sw, pt, pl, hp, wp, xp)
             tiles(xpf, span, wf, g * kg * cg * taps, cg, taps, offs, ybf, lq, nq, kg, qb)
             for si in range(m):      # unsigned flat indices: see pad_planes
                 for k in range(kg):
@@ -427,22 +520,23 @@ def _conv_fwd_simd_py(x, w, b, has_bias, kh, kw, pt, pl, dh, dw, groups, ho, wo,
 _conv_fwd_simd = jit(_conv_fwd_simd_py)
 
 
-def _conv_dw_simd_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dwt, nb, vl):
-    """Weight gradient, stride 1, into ``dwt`` (K, C/groups * kh * kw) (overwritten): ``nb``
-    samples per block, the reduction over each block's columns in vectors of ``vl``."""
+def _conv_dw_simd_py(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, dwt, nb, vl):
+    """Weight gradient into ``dwt`` (K, C/groups * kh * kw) (overwritten): ``nb`` samples per
+    block (:func:`_plane`'s layout), the reduction over each block's columns in vectors of
+    ``vl``."""
     n_b, c_in, h, w = x.shape
     k_out, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
     cg = c_in // groups
     kg = k_out // groups
     taps = kh * kw
-    hp, wp, offs = _plane_and_offsets(h, w, kh, kw, pt, pl, dh, dw, ho, wo)
+    hp, wp = _plane(h, w, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo)
     plane = hp * wp
     lq = (nb * plane + vl - 1) // vl * vl
-    xp = np.empty((cg, lq + offs[taps - 1]), x.dtype)
+    offs, span = _tap_offsets(kh, kw, sh, sw, dh, dw, wp, lq)
+    xp = np.zeros((cg, span), x.dtype)           # the phase planes' padding (stride > 1)
     dyp = np.empty((kg, lq), x.dtype)
     xpf = xp.ravel()
     dypf = dyp.ravel()
-    span = xp.shape[1]
     kfull = kg - kg % KB
     tfull = taps - taps % TB
     dwf = dwt.ravel()
@@ -451,7 +545,7 @@ def _conv_dw_simd_py(dy, x, kh, kw, pt, pl, dh, dw, groups, dwt, nb, vl):
         m = min(nb, n_b - s0)
         nq = (m * plane + vl - 1) // vl * vl
         for g in range(groups):
-            pad_planes(x, s0, m, g * cg, cg, pt, pl, hp, wp, xp)
+            _fill_planes(x, s0, m, g * cg, cg, sh, sw, pt, pl, hp, wp, xp)
             pad_planes(dy, s0, m, g * kg, kg, 0, 0, hp, wp, dyp)   # zero in the padding
             for k0 in range(0, kg, KB):
                 kb = KB if k0 < kfull else kg - kfull
@@ -472,100 +566,52 @@ def block_samples(n: int, plane: int) -> int:
     return max(1, min(n, -(-BLOCK_COLUMNS // plane)))
 
 
-def simd_weight_grad(dy, x, w_shape, pad, dilation, groups, out=None):
-    """Stride-1 weight gradient (K, C/groups, kh, kw) of the convolution that gave ``dy``
+def _block(x_shape, kh, kw, stride, pad, dilation, out_hw):
+    """The kernels' geometry arguments after ``kh, kw``, and the samples per block."""
+    (sh, sw), (pt, pl), (dh, dw) = stride, (int(pad[0]), int(pad[1])), dilation
+    rows, pitch = _plane_py(x_shape[2], x_shape[3], kh, kw, sh, sw, pt, pl, dh, dw, *out_hw)
+    return (sh, sw, pt, pl, dh, dw), block_samples(x_shape[0], rows * pitch)
+
+
+def simd_weight_grad(dy, x, w_shape, pad, dilation, groups, out=None, *, stride=(1, 1)):
+    """Weight gradient (K, C/groups, kh, kw) of the convolution that gave ``dy``
     (N, K, Ho, Wo) from ``x``; ``pad`` = (top, left)."""
     k_out, cg, kh, kw = w_shape
-    dh, dw = dilation
-    ho, wo = dy.shape[2], dy.shape[3]
-    rows, pitch = _compact_plane(x.shape[2], x.shape[3], kh, kw, int(pad[0]), int(pad[1]), dh,
-                                 dw, ho, wo)
+    geo, nb = _block(x.shape, kh, kw, stride, pad, dilation, dy.shape[2:])
     out = np.empty(w_shape, x.dtype) if out is None else out
-    _conv_dw_simd(dy, x, kh, kw, int(pad[0]), int(pad[1]), dh, dw, int(groups),
-                  out.reshape(k_out, cg * kh * kw), block_samples(x.shape[0], rows * pitch),
+    _conv_dw_simd(dy, x, kh, kw, *geo, int(groups), out.reshape(k_out, cg * kh * kw), nb,
                   lanes(x.dtype))
     return out
 
 
-def simd_forward(x, w, b, pad, dilation, groups, out_hw, out):
-    """Stride-1 convolution forward into ``out`` (N, K, Ho, Wo); ``pad`` = (top, left) (may be
-    negative: cropping), ``w`` (K, C/groups, kh, kw), ``b`` (K,) or None."""
-    k_out, cg, kh, kw = w.shape
-    ho, wo = out_hw
-    dh, dw = dilation
+def simd_forward(x, w, b, pad, dilation, groups, out_hw, out, *, stride=(1, 1)):
+    """Convolution forward into ``out`` (N, K, Ho, Wo); ``pad`` = (top, left) (stride 1: may
+    be negative, cropping), ``w`` (K, C/groups, kh, kw), ``b`` (K,) or None."""
+    kh, kw = w.shape[2], w.shape[3]
     has_bias = b is not None
     bb = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
-    rows, pitch = _compact_plane(x.shape[2], x.shape[3], kh, kw, int(pad[0]), int(pad[1]), dh,
-                                 dw, ho, wo)
-    plane = rows * pitch
-    _conv_fwd_simd(x, w, bb, has_bias, kh, kw, int(pad[0]), int(pad[1]), dh, dw, int(groups),
-                   ho, wo, out, block_samples(x.shape[0], plane), NV * lanes(x.dtype))
+    geo, nb = _block(x.shape, kh, kw, stride, pad, dilation, out_hw)
+    _conv_fwd_simd(x, w, bb, has_bias, kh, kw, *geo, int(groups), *out_hw, out, nb,
+                   NV * lanes(x.dtype))
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # stride > 1: the same kernels on phase planes
 # --------------------------------------------------------------------------------------------
-# A stride-(sh, sw) convolution is a stride-1 one on the input's sh*sw phase planes
-# (space-to-depth): output (oh, ow) reads padded input row oh*sh + ki*dh = sh*(oh + u) + a with
-# a = ki*dh mod sh, u = ki*dh div sh, i.e. row oh + u of phase plane a (and the same for
-# columns). So with  X'[n, (c*sh + a)*sw + b, i, j] = xpad[n, c, sh*i + a, sw*j + b]  and
-# W'[k, (c*sh + a)*sw + b, u, v] = w[k, c, ki, kj] for the tap of that phase (zero for the
-# grid points no tap lands on), y = conv(X', W') with stride 1 and no padding. Each padded
-# input value appears once in X', so the input gradient is dX' read back in the same places.
-# The zero taps cost (U*V*sh*sw / (kh*kw) - 1) extra work (3x3 stride 2: 16/9; AlexNet's 11x11
-# stride 4: 144/121), far less than the vector kernels gain over im2col (measured in
-# cnncalc/kernels/fast/README.md).
+# Output (oh, ow) of a stride-(sh, sw) convolution reads padded input row sh*oh + ki*dh =
+# sh*(oh + u) + a with a = ki*dh mod sh, u = ki*dh div sh: row oh + u of the input's phase
+# plane a (the rows sh*i + a), and the same for columns. So with each channel's sh*sw phase
+# planes laid one after another in the block buffer (``_phase_fill``), every tap is again one
+# fixed column offset from the output's position (``_tap_offsets``: into its phase's stretch)
+# and the stride-1 kernels run unchanged, tap for tap: no zero taps, no im2col. The input
+# gradient takes, per input phase (a, b), the taps that land on it (:func:`phase_input_grad`).
 def phase_shape(kh, kw, sh, sw, dh, dw, ho, wo):
-    """(U, V, rows, cols): the phase kernel's size and the phase planes' size that a valid
-    stride-1 convolution to (ho, wo) needs."""
+    """(U, V, rows, cols): the taps' reach in phase rows and columns, and the phase planes'
+    size that an output of (ho, wo) reads."""
     u = dh * (kh - 1) // sh + 1
     v = dw * (kw - 1) // sw + 1
     return u, v, ho + u - 1, wo + v - 1
-
-
-def _space_to_depth_py(x, sh, sw, pt, pl, xs):
-    """xs[n, (c*sh + a)*sw + b, i, j] = x[n, c, sh*i + a - pt, sw*j + b - pl] (zero outside)."""
-    n_b, c_in, h, w = x.shape
-    rows, cols = xs.shape[2], xs.shape[3]
-    zero = xs.dtype.type(0)
-    for n in range(n_b):
-        for c in range(c_in):
-            for a in range(sh):
-                for b in range(sw):
-                    dst = xs[n, (c * sh + a) * sw + b]
-                    for i in range(rows):
-                        r = sh * i + a - pt
-                        if r < 0 or r >= h:
-                            for j in range(cols):
-                                dst[i, j] = zero
-                        else:
-                            src = x[n, c, r]
-                            for j in range(cols):
-                                q = sw * j + b - pl
-                                dst[i, j] = src[q] if 0 <= q < w else zero
-
-
-_space_to_depth = jit(_space_to_depth_py)
-
-
-def _depth_to_space_py(dxs, sh, sw, pt, pl, dx):
-    """dx[n, c, r, q] = dxs[n, (c*sh + a)*sw + b, i, j] where r + pt = sh*i + a and
-    q + pl = sw*j + b (zero where that lies past the phase planes: no output read it)."""
-    n_b, c_in, h, w = dx.shape
-    rows, cols = dxs.shape[2], dxs.shape[3]
-    zero = dx.dtype.type(0)
-    for n in range(n_b):
-        for c in range(c_in):
-            for r in range(h):
-                i, a = divmod(r + pt, sh)
-                for q in range(w):
-                    j, b = divmod(q + pl, sw)
-                    ok = i >= 0 and i < rows and j >= 0 and j < cols
-                    dx[n, c, r, q] = dxs[n, (c * sh + a) * sw + b, i, j] if ok else zero
-
-
-_depth_to_space = jit(_depth_to_space_py)
 
 
 def _tap_places(kh, kw, stride, dilation):
@@ -573,17 +619,6 @@ def _tap_places(kh, kw, stride, dilation):
     (sh, sw), (dh, dw) = stride, dilation
     return [(ki, kj, *divmod(ki * dh, sh)[::-1], *divmod(kj * dw, sw)[::-1])
             for ki in range(kh) for kj in range(kw)]
-
-
-def phase_weights(w, stride, dilation):
-    """W' (K, C/g*sh*sw, U, V) of the phase-plane convolution (see above)."""
-    k_out, cg, kh, kw = w.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    u, v, _, _ = phase_shape(kh, kw, sh, sw, dh, dw, 1, 1)
-    wp = np.zeros((k_out, cg, sh, sw, u, v), w.dtype)
-    for ki, kj, a, ui, b, vj in _tap_places(kh, kw, stride, dilation):
-        wp[:, :, a, b, ui, vj] = w[:, :, ki, kj]
-    return wp.reshape(k_out, cg * sh * sw, u, v)
 
 
 def flipped_weights(w, groups):
@@ -596,44 +631,18 @@ def flipped_weights(w, groups):
     ).reshape(groups * cg, kg, kh, kw)
 
 
-def _phase_planes(x, kh, kw, stride, pad, dilation, out_hw):
-    """X' (N, C*sh*sw, rows, cols): the padded input's phase planes (see above)."""
-    sh, sw = stride
-    _, _, rows, cols = phase_shape(kh, kw, sh, sw, *dilation, *out_hw)
-    xs = np.empty((x.shape[0], x.shape[1] * sh * sw, rows, cols), x.dtype)
-    _space_to_depth(x, sh, sw, int(pad[0]), int(pad[1]), xs)
-    return xs
-
-
 def strided_forward(x, w, b, stride, pad, dilation, groups, out_hw, out):
     """Convolution with stride > 1 into ``out`` through the phase planes."""
-    kh, kw = w.shape[2], w.shape[3]
-    xs = _phase_planes(x, kh, kw, stride, pad, dilation, out_hw)
-    return simd_forward(xs, phase_weights(w, stride, dilation), b, (0, 0), (1, 1), groups,
-                        out_hw, out)
+    return simd_forward(x, w, b, pad, dilation, groups, out_hw, out, stride=stride)
 
 
 def strided_backward(dy, x, w, stride, pad, dilation, groups, need_dx, out_dx=None):
-    """``(dx or None, dw)`` of :func:`strided_forward`: the stride-1 gradients on the phase
-    planes, read back into the input's and the kernel's places."""
-    k_out, cg, kh, kw = w.shape
-    sh, sw = stride
-    xs = _phase_planes(x, kh, kw, stride, pad, dilation, (dy.shape[2], dy.shape[3]))
-    wp = phase_weights(w, stride, dilation)
-    u, v = wp.shape[2], wp.shape[3]
-    dwp = simd_weight_grad(dy, xs, wp.shape, (0, 0), (1, 1), groups)
-    dwp = dwp.reshape(k_out, cg, sh, sw, u, v)
-    dwt = np.empty_like(w)
-    for ki, kj, a, ui, b, vj in _tap_places(kh, kw, stride, dilation):
-        dwt[:, :, ki, kj] = dwp[:, :, a, b, ui, vj]
+    """``(dx or None, dw)`` of :func:`strided_forward`: dw on the same phase planes, dx input
+    phase by input phase (:func:`phase_input_grad`)."""
+    dwt = simd_weight_grad(dy, x, w.shape, pad, dilation, groups, stride=stride)
     if not need_dx:
         return None, dwt
-    # dX' of a valid stride-1 convolution: the full correlation of dy with the flipped kernel
-    dxs = simd_forward(dy, flipped_weights(wp, groups), None, (u - 1, v - 1), (1, 1), groups,
-                       xs.shape[2:], np.empty_like(xs))
-    dx = np.empty_like(x) if out_dx is None else out_dx
-    _depth_to_space(dxs, sh, sw, int(pad[0]), int(pad[1]), dx)
-    return dx, dwt
+    return phase_input_grad(dy, w, stride, pad, dilation, groups, x.shape, out_dx), dwt
 
 
 # --------------------------------------------------------------------------------------------
