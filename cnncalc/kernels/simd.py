@@ -35,9 +35,11 @@ columns that fall in padding are computed and dropped.
 
 Both micro-kernels take a vector step: the ``NV`` vectors of a register block (and the
 weight gradient's successive vectors of ``x``) lie that far apart. Stride 1 passes the vector
-length (one run of columns). With a row pitch instead, each vector is one output row: that is
-how strided layers run (see "stride > 1: one vector per output row" below); layers with a
-large stride and few input channels (stems) run on the input's phase planes instead.
+length (one run of columns). With a row pitch instead, each vector is one output row (see
+"stride > 1: one vector per output row" below). Strided layers run the same kernels on the
+input's phase planes, laid out so that every tap is again one column offset (see "stride > 1:
+the same kernels on phase planes"); a vector per output row is taken where a row is exactly
+one vector.
 
 Every kernel is written once as an undecorated ``_*_py`` function (the ``NUMBA_DISABLE_JIT``
 reference path; :func:`tile` has a NumPy body for it) and compiled by ``jit``.
