@@ -553,6 +553,7 @@ def step_closures(spec, batch, n=2048):
         F.cross_entropy(tm(xt[i:i + batch]), yt[i:i + batch]).backward()
         topt.step()
 
+    ours.network = net   # for benches that look inside the step (bench_layers_vs_torch.py)
     return ours, theirs
 
 
