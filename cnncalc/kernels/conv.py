@@ -729,14 +729,18 @@ def conv2d_backward(dy, x, w, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups
     # (With the direct vector kernel, a plain 1x1 layer's dx goes the same way.)
     path = _simd_path(algo, kh, kw, sh, sw, dh, dw, wo, x.dtype)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
-    if path == "phases":
-        dx, dwt = ksimd.strided_backward(dy, x, w, (sh, sw), (pt, pl), (dh, dw), groups, need_dx,
-                                         out_dx)
-        return dx, dwt, db
-    if path == "rows":
+    if path in ("phases", "rows"):
+        plan = None
+        if need_dx:   # the input gradient's weights and phases, once for all chunks
+            plan = _layout(shared, "phase_dx", lambda: ksimd.phase_dx_plan(
+                w, (sh, sw), (pt, pl), (dh, dw), groups, (h, wd), (ho, wo), x.dtype))
+        if path == "phases":
+            dx, dwt = ksimd.strided_backward(dy, x, w, (sh, sw), (pt, pl), (dh, dw), groups,
+                                             need_dx, out_dx, dx_plan=plan)
+            return dx, dwt, db
         dwt = ksimd.rows_weight_grad(dy, x, w.shape, (sh, sw), (pt, pl), (dh, dw), groups)
         dx = (ksimd.phase_input_grad(dy, w, (sh, sw), (pt, pl), (dh, dw), groups, x.shape,
-                                     out_dx) if need_dx else None)
+                                     out_dx, plan=plan) if need_dx else None)
         return dx, dwt, db
     simd = path == "stride1"
     via_fwd = need_dx and sh == 1 and sw == 1 and (simd or not direct)

@@ -53,7 +53,8 @@ from numba.extending import intrinsic, overload
 
 from ._jit import jit
 
-__all__ = ["KB", "NV", "TB", "lanes", "pad_planes", "phase_input_grad", "rows_forward",
+__all__ = ["KB", "NV", "TB", "lanes", "pad_planes", "phase_dx_plan", "phase_input_grad",
+           "rows_forward",
            "rows_weight_grad", "simd_forward", "simd_weight_grad", "strided_backward",
            "strided_forward", "tiles"]
 
@@ -638,13 +639,15 @@ def strided_forward(x, w, b, stride, pad, dilation, groups, out_hw, out):
     return simd_forward(x, w, b, pad, dilation, groups, out_hw, out, stride=stride)
 
 
-def strided_backward(dy, x, w, stride, pad, dilation, groups, need_dx, out_dx=None):
+def strided_backward(dy, x, w, stride, pad, dilation, groups, need_dx, out_dx=None, *,
+                     dx_plan=None):
     """``(dx or None, dw)`` of :func:`strided_forward`: dw on the same phase planes, dx input
-    phase by input phase (:func:`phase_input_grad`)."""
+    phase by input phase (:func:`phase_input_grad`, with ``dx_plan`` as its ``plan``)."""
     dwt = simd_weight_grad(dy, x, w.shape, pad, dilation, groups, stride=stride)
     if not need_dx:
         return None, dwt
-    return phase_input_grad(dy, w, stride, pad, dilation, groups, x.shape, out_dx), dwt
+    return phase_input_grad(dy, w, stride, pad, dilation, groups, x.shape, out_dx,
+                            plan=dx_plan), dwt
 
 
 # --------------------------------------------------------------------------------------------
@@ -928,19 +931,18 @@ def _conv_dx_phases_py(dy, wph, offs, ph, dx, sh, sw, pt, pl, groups, hp, wp, pt
 _conv_dx_phases = jit(_conv_dx_phases_py)
 
 
-def phase_input_grad(dy, w, stride, pad, dilation, groups, x_shape, out=None):
-    """``dx`` of a strided convolution, input phase by input phase: padded row ``sh*i + a``
-    takes the taps ``ki`` with ``ki*dh = sh*u + a``, from output row ``i - u`` (and the same for
-    columns), so each phase's rows and columns are a stride-1 correlation of ``dy`` with those
-    taps (no zero taps), written to every ``sh``-th row and ``sw``-th column of ``dx``. One
-    padded copy of ``dy`` serves every phase."""
+def phase_dx_plan(w, stride, pad, dilation, groups, in_hw, out_hw, dtype):
+    """What :func:`phase_input_grad` needs besides ``dy``, made once for all the batch chunks
+    of one call (its Python-level set-up holds the GIL: ~0.1 ms a chunk, as much as an
+    8-sample chunk's kernel on a 32 -> 64 stride-2 layer): ``(weights, offsets, phases,
+    zero_phases, geometry)``, see :func:`phase_input_grad`."""
     k_out, cg, kh, kw = w.shape
     (sh, sw), (pt, pl) = stride, pad
-    n, c_in, h, wd = x_shape
-    ho, wo = dy.shape[2], dy.shape[3]
-    dx = np.empty(x_shape, dy.dtype) if out is None else out
+    h, wd = in_hw
+    ho, wo = out_hw
     places = _tap_places(kh, kw, stride, dilation)
     phases, taps, weights = [], [], []
+    zero_phases = False
     for a in range(sh):
         i0, i1 = -(-(pt - a) // sh), (pt + h - 1 - a) // sh   # phase rows inside the input
         for b in range(sw):
@@ -948,8 +950,8 @@ def phase_input_grad(dy, w, stride, pad, dilation, groups, x_shape, out=None):
             mine = [(ki, kj, u, v) for ki, kj, pa, u, pb, v in places if (pa, pb) == (a, b)]
             if i1 < i0 or j1 < j0:
                 continue
-            if not mine:                 # no tap lands here: zero (set below)
-                phases.append(None)
+            if not mine:                 # no tap lands here: zero
+                zero_phases = True
                 continue
             phases.append((a, b, i0, j0, i1 - i0 + 1, j1 - j0 + 1, len(taps), len(mine),
                            sum(wt.size for wt in weights)))
@@ -958,19 +960,37 @@ def phase_input_grad(dy, w, stride, pad, dilation, groups, x_shape, out=None):
             sub = np.stack([w[:, :, ki, kj] for ki, kj, _, _ in mine], axis=-1)
             weights.append(np.ascontiguousarray(
                 sub.reshape(groups, k_out // groups, cg, len(mine)).transpose(0, 2, 1, 3)))
-    if None in phases:
-        dx[...] = 0
-    phases = [p for p in phases if p is not None]
     if not phases:
-        return dx
+        return None, None, None, zero_phases, None
     # dy padded so that every tap's read (row i0 - u + i, column j0 - v + j) is in the plane
     ptd = max(0, max(-r for r, _ in taps))
     pld = max(0, max(-c for _, c in taps))
     hp = max(ptd + ho, max(p[2] + p[4] for p in phases) + ptd)
     wp = max(pld + wo, max(p[3] + p[5] for p in phases) + pld)
     offs = np.array([(r + ptd) * wp + (c + pld) for r, c in taps], np.int64)
-    qb = NV * lanes(dy.dtype)
-    _conv_dx_phases(dy, np.concatenate([wt.ravel() for wt in weights]).astype(dy.dtype), offs,
-                    np.array(phases, np.int64), dx, sh, sw, pt, pl, int(groups), hp, wp, ptd,
-                    pld, block_samples(n, hp * wp), qb)
+    return (np.concatenate([wt.ravel() for wt in weights]).astype(dtype), offs,
+            np.array(phases, np.int64), zero_phases, (hp, wp, ptd, pld))
+
+
+def phase_input_grad(dy, w, stride, pad, dilation, groups, x_shape, out=None, *, plan=None):
+    """``dx`` of a strided convolution, input phase by input phase: padded row ``sh*i + a``
+    takes the taps ``ki`` with ``ki*dh = sh*u + a``, from output row ``i - u`` (and the same for
+    columns), so each phase's rows and columns are a stride-1 correlation of ``dy`` with those
+    taps (no zero taps), written to every ``sh``-th row and ``sw``-th column of ``dx``. One
+    padded copy of ``dy`` serves every phase. ``plan``: :func:`phase_dx_plan` of the same
+    arguments, when the caller keeps it for several chunks."""
+    (sh, sw), (pt, pl) = stride, pad
+    n = x_shape[0]
+    dx = np.empty(x_shape, dy.dtype) if out is None else out
+    if plan is None:
+        plan = phase_dx_plan(w, stride, pad, dilation, groups, x_shape[2:], dy.shape[2:],
+                             dy.dtype)
+    weights, offs, phases, zero_phases, geometry = plan
+    if zero_phases:
+        dx[...] = 0
+    if phases is None:
+        return dx
+    hp, wp, ptd, pld = geometry
+    _conv_dx_phases(dy, weights, offs, phases, dx, sh, sw, pt, pl, int(groups), hp, wp, ptd,
+                    pld, block_samples(n, hp * wp), NV * lanes(dy.dtype))
     return dx
