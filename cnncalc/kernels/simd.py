@@ -609,14 +609,6 @@ def simd_forward(x, w, b, pad, dilation, groups, out_hw, out, *, stride=(1, 1)):
 # fixed column offset from the output's position (``_tap_offsets``: into its phase's stretch)
 # and the stride-1 kernels run unchanged, tap for tap: no zero taps, no im2col. The input
 # gradient takes, per input phase (a, b), the taps that land on it (:func:`phase_input_grad`).
-def phase_shape(kh, kw, sh, sw, dh, dw, ho, wo):
-    """(U, V, rows, cols): the taps' reach in phase rows and columns, and the phase planes'
-    size that an output of (ho, wo) reads."""
-    u = dh * (kh - 1) // sh + 1
-    v = dw * (kw - 1) // sw + 1
-    return u, v, ho + u - 1, wo + v - 1
-
-
 def _tap_places(kh, kw, stride, dilation):
     """``(ki, kj, a, u, b, v)`` for every tap: its phase (a, b) and place (u, v) in it."""
     (sh, sw), (dh, dw) = stride, dilation
