@@ -521,23 +521,20 @@ def synthetic_set(shape, n, rng):
     return x, y
 
 
-def step_closures(spec, batch, n=2048):
-    """(cnncalc step, PyTorch step): each runs one training step (forward, backward, Adam) on the
-    next batch of a streamed synthetic set; the two models start from the same weights."""
-    import torch
-    import torch.nn.functional as F
-
+def engine_step(spec, batch, n=2048, threads=None):
+    """A cnncalc training step (forward, backward, Adam) on the next batch of a streamed
+    synthetic set, without PyTorch: ``step()``, with ``step.network`` (for benches that look
+    inside the step) and ``step.data`` (the set). ``threads``: the engine's (default
+    ``THREADS``)."""
     import cnncalc
     from cnncalc import optim
 
-    net = cnncalc.Network(ROOT / "specs" / f"{spec}.yaml", dtype="float32", threads=THREADS)
+    net = cnncalc.Network(ROOT / "specs" / f"{spec}.yaml", dtype="float32",
+                          threads=THREADS if threads is None else threads)
     xtr, ytr = synthetic_set(net.graph.input_shape, n, np.random.default_rng(2))
     opt = optim.create("adam", lr=1e-3)
-    tm = torch_from_network(net)
-    topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
-    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
     xb = np.empty((batch, *xtr.shape[1:]), np.float32)
-    pos = [0, 0]
+    pos = [0]
     P, G = {"all": net.flat_params}, {"all": net.flat_grads}
 
     def ours():
@@ -547,13 +544,30 @@ def step_closures(spec, batch, n=2048):
         with net.thread_state():
             opt.step(P, G, run=net.parallel)
 
+    ours.network = net
+    ours.data = xtr, ytr
+    return ours
+
+
+def step_closures(spec, batch, n=2048, threads=None):
+    """(cnncalc step, PyTorch step): :func:`engine_step` and the same step in PyTorch; the two
+    models start from the same weights."""
+    import torch
+    import torch.nn.functional as F
+
+    ours = engine_step(spec, batch, n, threads)
+    xtr, ytr = ours.data
+    tm = torch_from_network(ours.network)
+    topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    pos = [0]
+
     def theirs():
-        i = pos[1] = (pos[1] + batch) % (n - batch)
+        i = pos[0] = (pos[0] + batch) % (n - batch)
         topt.zero_grad(set_to_none=True)
         F.cross_entropy(tm(xt[i:i + batch]), yt[i:i + batch]).backward()
         topt.step()
 
-    ours.network = net   # for benches that look inside the step (bench_layers_vs_torch.py)
     return ours, theirs
 
 

@@ -40,8 +40,13 @@ def default_threads() -> int:
 
 # Chunks per thread when a batch is split: more than one, so that the threads that run balance
 # the work of one that does not (descheduled by a competing process); few, because each chunk
-# costs a Python-level call and smaller GEMMs.
-CHUNKS_PER_THREAD = 4
+# costs a Python-level call, a partial gradient to sum and smaller blocks. Two, not four: steps
+# alternating the two settings in one process (bench/bench_step_overheads.py --levers, batch
+# 64): resnet20_cifar 1.5-5 % faster alone (e.g. 109.5 vs 115.6 ms) and as fast beside one busy
+# process (187.5 vs 188.5 ms); cifar_bn 51.3 vs 52.7 ms alone, 97.1 vs 96.8 busy. One chunk per
+# thread was faster still alone (105.2 ms) but slower busy (193.4 ms): a descheduled worker
+# then holds half the batch.
+CHUNKS_PER_THREAD = 2
 
 
 def split(n: int, threads: int, per_thread: int = CHUNKS_PER_THREAD) -> list[tuple[int, int]]:

@@ -1,0 +1,210 @@
+"""Where a training step's time goes besides its kernels: the engine's two threads against one,
+and the step's anatomy on the thread pool (issue 13). No PyTorch needed.
+
+Run: ``python bench/bench_step_overheads.py [--spec resnet20_cifar] [--rounds 6] [--levers]``
+
+1. **Threads.** Steps of the same net built with 1 and with 2 threads (batch 64), alternating
+   rounds in this process: the 2-thread efficiency ``T1 / (2 T2)``; and the same at batch 2,
+   where the kernels do almost nothing: the step's fixed cost.
+2. **Anatomy** (2 threads, batch 64). Every ``WorkerPool.run`` of real steps is timed, and
+   each chunk's time on the thread that ran it, grouped by the op (kind, forward/backward)
+   that called the pool:
+
+   * *kernels*: the chunks' time summed over both threads, halved: what the run would take
+     with its work shared perfectly;
+   * *imbalance*: the busiest thread's chunk time minus that half (the last chunk's tail);
+   * *hand-over*: the run's wall time minus its busiest thread's chunk time (posting the job,
+     waking or joining the worker, waiting for the GIL);
+   * *calling thread alone*: the step's time outside every pool run (the ops' Python and
+     NumPy between their parallel parts, the network's loop, the loss), while the worker
+     waits.
+
+   The instrumentation adds a few microseconds per chunk, so the parts add up to a little more
+   than an uninstrumented step.
+3. **Levers** (``--levers``): settings of the pool swapped between alternating rounds of one
+   process: chunks per thread (the engine's 4, against 2 and 1) and the interpreter's GIL
+   switch interval (5 ms, the default, against 50 us).
+
+Both sides of every comparison run in this process, alternating, on a shared machine: compare
+the ratios of one run, not runs. The fast-path README's "Where the engine stands" cites it.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import threading
+import time
+
+from bench_engine import engine_step
+
+
+def _median_steps(steps: dict, rounds: int, per_round: int = 5, setup=None) -> dict:
+    """{name: median seconds} of ``steps`` {name: step()} run in alternating rounds;
+    ``setup(name)`` before each name's round."""
+    times = collections.defaultdict(list)
+    for name, step in steps.items():     # warm: compile, buffers, caches
+        if setup:
+            setup(name)
+        step()
+        step()
+    for _ in range(rounds):
+        for name, step in steps.items():
+            if setup:
+                setup(name)
+            step()
+            for _ in range(per_round):
+                t = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def threads_and_fixed_cost(spec: str, rounds: int) -> None:
+    print(f"== {spec}: 1 thread against 2, alternating rounds (median ms per step) ==")
+    for batch in (64, 2):
+        m = _median_steps({t: engine_step(spec, batch, n=1024, threads=t) for t in (1, 2)},
+                          rounds)
+        print(f"batch {batch:3d}: 1 thread {m[1] * 1e3:7.2f}, 2 threads {m[2] * 1e3:7.2f}: "
+              f"2-thread efficiency {m[1] / (2 * m[2]):.2f}")
+
+
+class _Anatomy:
+    """Times every pool run (wall, and each chunk on its thread) and groups it by the op that
+    called it; the calling thread's time outside the pool is the rest of the step."""
+
+    def __init__(self, net):
+        from cnncalc.kernels.fast import threads as th
+
+        self.th, self.real_run = th, th.WorkerPool.run
+        self.current = "other (optimizer, loss, gradient joins)"
+        self.parts = collections.defaultdict(lambda: [0.0, 0.0, 0.0, 0])  # wall, half, max, n
+        self.in_pool = 0.0
+        anatomy = self
+
+        def run(pool, fn, n=None, flush=True):
+            busy = collections.defaultdict(float)
+
+            def chunk(i):
+                t = time.perf_counter()
+                try:
+                    return fn(i)
+                finally:
+                    busy[threading.get_ident()] += time.perf_counter() - t
+
+            t = time.perf_counter()
+            out = anatomy.real_run(pool, chunk, n, flush)
+            wall = time.perf_counter() - t
+            part = anatomy.parts[anatomy.current]
+            part[0] += wall
+            part[1] += sum(busy.values()) / pool.threads
+            part[2] += max(busy.values(), default=0.0)
+            part[3] += 1
+            anatomy.in_pool += wall
+            return out
+
+        self.run = run
+        self.originals = []
+        for st in net.steps:
+            op = st.op
+            kind = st.fused or op.kind
+            for direction in ("forward", "backward"):
+                fn = getattr(op, direction)
+                self.originals.append((op, direction, fn))
+                setattr(op, direction, self._labelled(fn, f"{kind} {direction}"))
+
+    def _labelled(self, fn, label):
+        def call(*a, **k):
+            before, self.current = self.current, label
+            try:
+                return fn(*a, **k)
+            finally:
+                self.current = before
+        return call
+
+    def __enter__(self):
+        self.th.WorkerPool.run = self.run
+        return self
+
+    def __exit__(self, *exc):
+        self.th.WorkerPool.run = self.real_run
+        for op, direction, fn in self.originals:
+            setattr(op, direction, fn)
+
+
+def anatomy(spec: str, steps: int) -> None:
+    step = engine_step(spec, 64, n=1024, threads=2)
+    for _ in range(3):
+        step()
+    with _Anatomy(step.network) as an:
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = (time.perf_counter() - t) / steps
+    ms = 1e3 / steps
+    print(f"\n== {spec}: anatomy of a step (2 threads, batch 64, {steps} steps), ms per step ==")
+    print(f"{'caller of the pool':40s} {'runs':>5s} {'wall':>7s} {'kernels':>8s} "
+          f"{'imbalance':>9s} {'hand-over':>9s}")
+    sums = [0.0] * 4
+    for label, (wall, half, busiest, n) in sorted(an.parts.items(), key=lambda kv: -kv[1][0]):
+        row = (wall * ms, half * ms, (busiest - half) * ms, (wall - busiest) * ms)
+        sums = [a + b for a, b in zip(sums, row)]
+        print(f"{label:40s} {n / steps:5.0f} {row[0]:7.2f} {row[1]:8.2f} {row[2]:9.2f} "
+              f"{row[3]:9.2f}")
+    print(f"{'all pool runs':40s} {'':5s} {sums[0]:7.2f} {sums[1]:8.2f} {sums[2]:9.2f} "
+          f"{sums[3]:9.2f}")
+    alone = total * 1e3 - an.in_pool * ms
+    print(f"calling thread alone (outside the pool): {alone:.2f}; step {total * 1e3:.2f} "
+          f"(instrumented)")
+
+
+def set_chunks_per_thread(per_thread: int | None) -> None:
+    """The ops' batch chunks per thread (None: the engine's own). ``ops`` reads the constant
+    at each call; ``split``'s default is bound at its definition, so ops gets a wrapper."""
+    from cnncalc.engine import ops
+    from cnncalc.kernels.fast import threads as th
+
+    ops.CHUNKS_PER_THREAD = th.CHUNKS_PER_THREAD if per_thread is None else per_thread
+    ops.split = (th.split if per_thread is None
+                 else lambda n, threads, p=per_thread: th.split(n, threads, p))
+
+
+def levers(spec: str, rounds: int) -> None:
+    from cnncalc.kernels.fast import threads as th
+
+    step = engine_step(spec, 64, n=1024, threads=2)
+    settings = {f"{c} chunks per thread": c for c in (th.CHUNKS_PER_THREAD, 2, 1)}
+    try:
+        m = _median_steps({name: step for name in settings}, rounds,
+                          setup=lambda name: set_chunks_per_thread(settings[name]))
+    finally:
+        set_chunks_per_thread(None)
+    intervals = {"GIL switch interval 5 ms": 5e-3, "GIL switch interval 50 us": 5e-5}
+    real_interval = sys.getswitchinterval()
+    try:
+        m.update(_median_steps({name: step for name in intervals}, rounds,
+                               setup=lambda name: sys.setswitchinterval(intervals[name])))
+    finally:
+        sys.setswitchinterval(real_interval)
+    print(f"\n== {spec}: levers, alternating rounds (2 threads, batch 64), median ms per step ==")
+    for name, t in m.items():
+        print(f"{name:40s} {t * 1e3:7.2f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", default="resnet20_cifar")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=10, help="instrumented steps (anatomy)")
+    ap.add_argument("--levers", action="store_true", help="also the in-process A/B of levers")
+    args = ap.parse_args()
+    threads_and_fixed_cost(args.spec, args.rounds)
+    anatomy(args.spec, args.steps)
+    if args.levers:
+        levers(args.spec, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
