@@ -108,6 +108,26 @@ def test_lanes_blocks_and_dx_weights(monkeypatch):
     np.testing.assert_allclose(du1, du, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("n,th,tw", [(5, 4, 4), (3, 8, 8), (4, 2, 8)])
+def test_lanes_blocks_of_several_samples(monkeypatch, n, th, tw):
+    """The transforms run over a block's samples side by side: blocks of two samples (the last
+    one short) give the reference's values, so no tile row reads a neighbouring sample's rows
+    (the zero padding between them) in the forward, dx or dU."""
+    h, w = 2 * th, 2 * tw
+    rng = np.random.default_rng(11)
+    x, wt, b = _case(rng, n, 3, 4, h, w)
+    monkeypatch.setattr(wg, "_lanes_block", lambda *a: 2)
+    u = wg.weight_transform(wt)
+    y = wg.lanes_forward(x, u, b, np.empty((n, 4, h, w)))
+    np.testing.assert_allclose(y, R.conv2d_forward(x, wt, b, (1, 1), (1, 1), (1, 1), 1,
+                                                   (h, w)), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, du = wg.lanes_backward_du(dy, x, u)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, wt, (1, 1), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(wg.weight_grad(du), rdw, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lanes_numpy_bodies_match_jit(dtype):
     """The transforms' plain-Python bodies (as under NUMBA_DISABLE_JIT) give the compiled
@@ -117,8 +137,8 @@ def test_lanes_numpy_bodies_match_jit(dtype):
     x = rng.standard_normal((n, c, 2 * th, 2 * tw)).astype(dtype)
     dy = rng.standard_normal((n, k, 2 * th, 2 * tw)).astype(dtype)
     tpp, ld = th * tw, n * th * tw
-    ph = np.empty(4 * tpp, dtype)
-    rt = np.empty(8 * (tpp + 2 * tw), dtype)
+    ph = np.empty(4 * n * tpp, dtype)       # the block's n samples side by side
+    rt = np.empty(8 * (n * tpp + 2 * tw), dtype)
     outs = []
     for fns in ((wg._lanes_input, wg._lanes_output_grad, wg._lanes_output,
                  wg._lanes_input_grad),
@@ -128,7 +148,7 @@ def test_lanes_numpy_bodies_match_jit(dtype):
         dm = np.zeros(16 * k * ld, dtype)
         y = np.empty((n, k, 2 * th, 2 * tw), dtype)
         dx = np.empty_like(x)
-        q = np.empty(8 * tpp, dtype)
+        q = np.empty(8 * n * tpp, dtype)
         fns[0](x, 0, n, th, tw, v, ld, ph, rt)
         fns[1](dy, 0, n, th, tw, dm, ld, ph)
         fns[2](dm, ld, np.arange(k, dtype=dtype), True, 0, n, th, tw, y, q, ph)
@@ -140,10 +160,10 @@ def test_lanes_numpy_bodies_match_jit(dtype):
     for split, join in ((wg._phases, wg._unphases), (wg._phases_py, wg._unphases_py)):
         back = np.empty_like(x)
         for p in range(n * c):
-            split(x.ravel(), p * 4 * tpp, th, tw, ph)
-            np.testing.assert_array_equal(ph.reshape(2, 2, th, tw),
+            split(x.ravel(), p * 4 * tpp, th, tw, ph, 0, tpp)
+            np.testing.assert_array_equal(ph[:4 * tpp].reshape(2, 2, th, tw),
                                           x.reshape(n * c, th, 2, tw, 2)[p].transpose(1, 3, 0, 2))
-            join(ph, th, tw, back.ravel(), p * 4 * tpp)
+            join(ph, 0, tpp, th, tw, back.ravel(), p * 4 * tpp)
         np.testing.assert_array_equal(back, x)
 
 

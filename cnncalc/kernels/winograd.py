@@ -618,33 +618,33 @@ def lanes_applies(pt, pl, h, w, ho, wo) -> bool:
             and ho * wo >= LANES_MIN_PLANE)
 
 
-def _phases_py(xf, src, th, tw, ph):
-    """ph[(a*2 + b)*th*tw + i*tw + j] = xf[src + (2i + a)*2tw + 2j + b]: a (2th, 2tw) plane's
-    four phase planes (unsigned flat indices: no negative-index checks, see simd.pad_planes)."""
+def _phases_py(xf, src, th, tw, ph, po, ps):
+    """ph[po + (a*2 + b)*ps + i*tw + j] = xf[src + (2i + a)*2tw + 2j + b]: a (2th, 2tw) plane's
+    four phase planes, ``ps`` apart (``th*tw`` for one plane; a block's samples side by side in
+    each phase: ``m*th*tw``, ``po`` the sample's ``si*th*tw``). Unsigned flat indices: no
+    negative-index checks, see simd.pad_planes."""
     u = np.uint64
-    n = th * tw
     for r in range(2 * th):
         s = u(src + r * 2 * tw)
-        d = u((r & 1) * 2 * n + (r >> 1) * tw)
+        d = u(po + (r & 1) * 2 * ps + (r >> 1) * tw)
         for j in range(tw):
             ph[d + u(j)] = xf[s + u(2 * j)]
-            ph[d + u(n + j)] = xf[s + u(2 * j + 1)]
+            ph[d + u(ps + j)] = xf[s + u(2 * j + 1)]
 
 
 _phases = jit(_phases_py)
 
 
-def _unphases_py(ph, th, tw, yf, dst):
-    """yf[dst + (2i + a)*2tw + 2j + b] = ph[(a*2 + b)*th*tw + i*tw + j]: the inverse of
+def _unphases_py(ph, po, ps, th, tw, yf, dst):
+    """yf[dst + (2i + a)*2tw + 2j + b] = ph[po + (a*2 + b)*ps + i*tw + j]: the inverse of
     :func:`_phases`, a plane put together from its four phase planes."""
     u = np.uint64
-    n = th * tw
     for r in range(2 * th):
         d = u(dst + r * 2 * tw)
-        s = u((r & 1) * 2 * n + (r >> 1) * tw)
+        s = u(po + (r & 1) * 2 * ps + (r >> 1) * tw)
         for j in range(tw):
             yf[d + u(2 * j)] = ph[s + u(j)]
-            yf[d + u(2 * j + 1)] = ph[s + u(n + j)]
+            yf[d + u(2 * j + 1)] = ph[s + u(ps + j)]
 
 
 _unphases = jit(_unphases_py)
@@ -652,89 +652,104 @@ _unphases = jit(_unphases_py)
 
 def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt):
     """v[xi*C*ld + c*ld + si*th*tw + t] = (B^T d B)[xi] for tile t of sample s0 + si, channel c
-    (``v`` flat (16, C, ld)). Scratch: ``ph`` 4*th*tw, ``rt`` 8 planes of (th + 2)*tw (the
-    first and last row of each stay zero: the padding rows)."""
+    (``v`` flat (16, C, ld)). Each pass runs over the ``m`` samples' tiles at once (a channel's
+    tiles lie side by side in ``v``): on 8x8 and 16x16 planes a sample's 16 or 64 tiles were too
+    short a loop for the vector units. Scratch: ``ph`` 4*m*th*tw, ``rt`` 8 planes of
+    (m*th + 2)*tw (the first and last row of each stay zero: the padding rows)."""
     u = np.uint64
     c_in = x.shape[1]
     n = th * tw
-    pr = n + 2 * tw                  # one row-transformed plane, a zero row on either side
+    mn = m * n
+    pr = mn + 2 * tw                 # one row-transformed plane, a zero row on either side
     xf = x.ravel()
     z = x.dtype.type(0)
     for q in range(8 * pr):
         rt[u(q)] = z
     for c in range(c_in):
         for si in range(m):
-            _phases(xf, ((s0 + si) * c_in + c) * 4 * n, th, tw, ph)
-            for a in range(2):
-                # the columns: tile j reads O[j-1], E[j], O[j], E[j+1] of row phase a
-                e = u((2 * a) * n)
-                o = u((2 * a + 1) * n)
-                r0 = u((4 * a) * pr + tw)
-                for t in range(1, n):
-                    rt[r0 + u(t)] = ph[o + u(t - 1)] - ph[o + u(t)]
-                for t in range(n):
-                    rt[r0 + u(pr + t)] = ph[e + u(t)] + ph[o + u(t)]
-                for t in range(n):
-                    rt[r0 + u(2 * pr + t)] = ph[o + u(t)] - ph[e + u(t)]
-                for t in range(n - 1):
-                    rt[r0 + u(3 * pr + t)] = ph[e + u(t)] - ph[e + u(t + 1)]
-                for i in range(th):            # columns -1 and 2tw are padding
-                    rt[r0 + u(i * tw)] = -ph[o + u(i * tw)]
-                    rt[r0 + u(3 * pr + i * tw + tw - 1)] = ph[e + u(i * tw + tw - 1)]
-            # the rows: tile row i reads X_1[i-1], X_0[i], X_1[i], X_0[i+1]
-            base = c * ld + si * n
-            for b in range(4):
-                p0 = u(b * pr + tw)          # row phase 0, column position b
-                p1 = u((4 + b) * pr + tw)    # row phase 1
-                d = u(b * c_in * ld + base)
-                step = u(4 * c_in * ld)
-                for t in range(n):
-                    d0 = rt[p1 + u(t) - u(tw)]
-                    d1 = rt[p0 + u(t)]
-                    d2 = rt[p1 + u(t)]
-                    d3 = rt[p0 + u(t + tw)]
-                    v[d + u(t)] = d0 - d2
-                    v[d + step + u(t)] = d1 + d2
-                    v[d + u(2) * step + u(t)] = d2 - d1
-                    v[d + u(3) * step + u(t)] = d1 - d3
+            _phases(xf, ((s0 + si) * c_in + c) * 4 * n, th, tw, ph, si * n, mn)
+        for a in range(2):
+            # the columns: tile j reads O[j-1], E[j], O[j], E[j+1] of row phase a (the m
+            # samples' tile rows one after another: no tile reaches across a row)
+            e = u((2 * a) * mn)
+            o = u((2 * a + 1) * mn)
+            r0 = u((4 * a) * pr + tw)
+            for t in range(1, mn):
+                rt[r0 + u(t)] = ph[o + u(t - 1)] - ph[o + u(t)]
+            for t in range(mn):
+                rt[r0 + u(pr + t)] = ph[e + u(t)] + ph[o + u(t)]
+            for t in range(mn):
+                rt[r0 + u(2 * pr + t)] = ph[o + u(t)] - ph[e + u(t)]
+            for t in range(mn - 1):
+                rt[r0 + u(3 * pr + t)] = ph[e + u(t)] - ph[e + u(t + 1)]
+            for i in range(m * th):        # columns -1 and 2tw are padding
+                rt[r0 + u(i * tw)] = -ph[o + u(i * tw)]
+                rt[r0 + u(3 * pr + i * tw + tw - 1)] = ph[e + u(i * tw + tw - 1)]
+        # the rows: tile row i reads X_1[i-1], X_0[i], X_1[i], X_0[i+1]
+        for b in range(4):
+            p0 = u(b * pr + tw)          # row phase 0, column position b
+            p1 = u((4 + b) * pr + tw)    # row phase 1
+            d = u(b * c_in * ld + c * ld)
+            step = u(4 * c_in * ld)
+            for t in range(mn):
+                d0 = rt[p1 + u(t) - u(tw)]
+                d1 = rt[p0 + u(t)]
+                d2 = rt[p1 + u(t)]
+                d3 = rt[p0 + u(t + tw)]
+                v[d + u(t)] = d0 - d2
+                v[d + step + u(t)] = d1 + d2
+                v[d + u(2) * step + u(t)] = d2 - d1
+                v[d + u(3) * step + u(t)] = d1 - d3
+            # a sample's first and last tile rows read its neighbours' rows as X_1[i-1] and
+            # X_0[i+1]: those are padding (zero)
+            for si in range(1, m):
+                for j in range(tw):
+                    t = u(si * n + j)
+                    v[d + t] = -rt[p1 + t]
+            for si in range(m - 1):
+                for j in range(tw):
+                    t = u(si * n + n - tw + j)
+                    v[d + u(3) * step + t] = rt[p0 + t]
 
 
 _lanes_input = jit(_lanes_input_py)
 
 
 def _lanes_output_py(mf, ld, b, has_bias, s0, m, th, tw, y, q, ph):
-    """y[s0 + si, k] = A^T M A (+ b[k]) from ``mf`` flat (16, K, ld). Scratch: ``q`` 8*th*tw,
-    ``ph`` 4*th*tw."""
+    """y[s0 + si, k] = A^T M A (+ b[k]) from ``mf`` flat (16, K, ld), the passes over the ``m``
+    samples' tiles at once (see :func:`_lanes_input`). Scratch: ``q`` 8*m*th*tw, ``ph``
+    4*m*th*tw."""
     u = np.uint64
     k_out = y.shape[1]
     n = th * tw
+    mn = m * n
     yf = y.ravel()
     step = u(4 * k_out * ld)
     zero = y.dtype.type(0)
-    for si in range(m):
-        for k in range(k_out):
-            src = u(k * ld + si * n)
-            for s in range(4):      # the rows: A^T's rows m0 + m1 + m2 and m1 - m2 - m3
-                o = src + u(s * k_out * ld)
-                for t in range(n):
-                    m0 = mf[o + u(t)]
-                    m1 = mf[o + step + u(t)]
-                    m2 = mf[o + u(2) * step + u(t)]
-                    m3 = mf[o + u(3) * step + u(t)]
-                    q[u(s * n + t)] = m0 + m1 + m2
-                    q[u((4 + s) * n + t)] = m1 - m2 - m3
-            bk = b[k] if has_bias else zero
-            for a in range(2):      # the columns, into the output's phase planes
-                o = u(4 * a * n)
-                d = u(2 * a * n)
-                for t in range(n):
-                    q0 = q[o + u(t)]
-                    q1 = q[o + u(n + t)]
-                    q2 = q[o + u(2 * n + t)]
-                    q3 = q[o + u(3 * n + t)]
-                    ph[d + u(t)] = q0 + q1 + q2 + bk
-                    ph[d + u(n + t)] = q1 - q2 - q3 + bk
-            _unphases(ph, th, tw, yf, ((s0 + si) * k_out + k) * 4 * n)
+    for k in range(k_out):
+        src = u(k * ld)
+        for s in range(4):      # the rows: A^T's rows m0 + m1 + m2 and m1 - m2 - m3
+            o = src + u(s * k_out * ld)
+            for t in range(mn):
+                m0 = mf[o + u(t)]
+                m1 = mf[o + step + u(t)]
+                m2 = mf[o + u(2) * step + u(t)]
+                m3 = mf[o + u(3) * step + u(t)]
+                q[u(s * mn + t)] = m0 + m1 + m2
+                q[u((4 + s) * mn + t)] = m1 - m2 - m3
+        bk = b[k] if has_bias else zero
+        for a in range(2):      # the columns, into the output's phase planes
+            o = u(4 * a * mn)
+            d = u(2 * a * mn)
+            for t in range(mn):
+                q0 = q[o + u(t)]
+                q1 = q[o + u(mn + t)]
+                q2 = q[o + u(2 * mn + t)]
+                q3 = q[o + u(3 * mn + t)]
+                ph[d + u(t)] = q0 + q1 + q2 + bk
+                ph[d + u(mn + t)] = q1 - q2 - q3 + bk
+        for si in range(m):
+            _unphases(ph, si * n, mn, th, tw, yf, ((s0 + si) * k_out + k) * 4 * n)
 
 
 _lanes_output = jit(_lanes_output_py)
@@ -742,29 +757,31 @@ _lanes_output = jit(_lanes_output_py)
 
 def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph):
     """dm[xi*K*ld + k*ld + si*th*tw + t] = (A dY A^T)[xi] for tile t of sample s0 + si (A's
-    rows (1, 0), (1, 1), (1, -1), (0, -1)); scratch ``ph`` 4*th*tw."""
+    rows (1, 0), (1, 1), (1, -1), (0, -1)), over the ``m`` samples' tiles at once (see
+    :func:`_lanes_input`); scratch ``ph`` 4*m*th*tw."""
     u = np.uint64
     k_out = dy.shape[1]
     n = th * tw
+    mn = m * n
     dyf = dy.ravel()
     step = u(4 * k_out * ld)
     one, zero = dy.dtype.type(1), dy.dtype.type(0)
-    for si in range(m):
-        for k in range(k_out):
-            _phases(dyf, ((s0 + si) * k_out + k) * 4 * n, th, tw, ph)
-            base = u(k * ld + si * n)
-            for s in range(4):
-                # column position s of row phase a: A's row s over (Y_a0, Y_a1)
-                ca = one if s < 3 else zero
-                cb = zero if s == 0 else (one if s == 1 else -one)
-                d = base + u(s * k_out * ld)
-                for t in range(n):
-                    g0 = ca * ph[u(t)] + cb * ph[u(n + t)]
-                    g1 = ca * ph[u(2 * n + t)] + cb * ph[u(3 * n + t)]
-                    dm[d + u(t)] = g0
-                    dm[d + step + u(t)] = g0 + g1
-                    dm[d + u(2) * step + u(t)] = g0 - g1
-                    dm[d + u(3) * step + u(t)] = -g1
+    for k in range(k_out):
+        for si in range(m):
+            _phases(dyf, ((s0 + si) * k_out + k) * 4 * n, th, tw, ph, si * n, mn)
+        base = u(k * ld)
+        for s in range(4):
+            # column position s of row phase a: A's row s over (Y_a0, Y_a1)
+            ca = one if s < 3 else zero
+            cb = zero if s == 0 else (one if s == 1 else -one)
+            d = base + u(s * k_out * ld)
+            for t in range(mn):
+                g0 = ca * ph[u(t)] + cb * ph[u(mn + t)]
+                g1 = ca * ph[u(2 * mn + t)] + cb * ph[u(3 * mn + t)]
+                dm[d + u(t)] = g0
+                dm[d + step + u(t)] = g0 + g1
+                dm[d + u(2) * step + u(t)] = g0 - g1
+                dm[d + u(3) * step + u(t)] = -g1
 
 
 _lanes_output_grad = jit(_lanes_output_grad_py)
@@ -773,52 +790,59 @@ _lanes_output_grad = jit(_lanes_output_grad_py)
 def _lanes_input_grad_py(dvf, ld, s0, m, th, tw, dx, q, ph):
     """dx[s0 + si, c] = the sum of B dV B^T over the tiles of sample s0 + si (the adjoint of
     :func:`_lanes_input`: the same passes backwards, each a gather) from ``dvf`` flat
-    (16, C, ld). Scratch: ``q`` 8*th*tw, ``ph`` 4*th*tw."""
+    (16, C, ld), over the ``m`` samples' tiles at once. Scratch: ``q`` 8*m*th*tw, ``ph``
+    4*m*th*tw."""
     u = np.uint64
     c_in = dx.shape[1]
     n = th * tw
+    mn = m * n
     dxf = dx.ravel()
     step = u(4 * c_in * ld)
-    for si in range(m):
-        for c in range(c_in):
-            src = u(c * ld + si * n)
-            for b in range(4):
-                # the rows: tile row i read X_1[i-1], X_0[i], X_1[i], X_0[i+1] as d0..d3 of
-                # V0 = d0 - d2, V1 = d1 + d2, V2 = d2 - d1, V3 = d1 - d3
-                o = src + u(b * c_in * ld)
-                g0 = u(b * n)           # dR of row phase 0, column position b
-                g1 = u((4 + b) * n)     # ... of row phase 1
-                for t in range(n):
-                    v0 = dvf[o + u(t)]
-                    v1 = dvf[o + step + u(t)]
-                    v2 = dvf[o + u(2) * step + u(t)]
-                    v3 = dvf[o + u(3) * step + u(t)]
-                    q[g0 + u(t)] = v1 - v2 + v3
-                    q[g1 + u(t)] = v1 + v2 - v0
-                for t in range(n - tw):     # d3 of tile row i is d1's row of tile row i + 1
-                    q[g0 + u(t + tw)] -= dvf[o + u(3) * step + u(t)]
-                for t in range(n - tw):     # d0 of tile row i + 1 is d2's row of tile row i
-                    q[g1 + u(t)] += dvf[o + u(t + tw)]
-            for a in range(2):
-                # the columns: tile j read O[j-1], E[j], O[j], E[j+1] as s0 = O[j-1] - O[j],
-                # s1 = E[j] + O[j], s2 = O[j] - E[j], s3 = E[j] - E[j+1]
-                r0 = u(4 * a * n)
-                e = u(2 * a * n)
-                od = u((2 * a + 1) * n)
-                for t in range(n):
-                    d0 = q[r0 + u(t)]
-                    d1 = q[r0 + u(n + t)]
-                    d2 = q[r0 + u(2 * n + t)]
-                    d3 = q[r0 + u(3 * n + t)]
-                    ph[od + u(t)] = d1 + d2 - d0
-                    ph[e + u(t)] = d1 - d2 + d3
-                for t in range(n - 1):
-                    ph[od + u(t)] += q[r0 + u(t + 1)]
-                    ph[e + u(t + 1)] -= q[r0 + u(3 * n + t)]
-                for i in range(1, th):      # no tile reaches across a row's end
-                    ph[od + u(i * tw - 1)] -= q[r0 + u(i * tw)]
-                    ph[e + u(i * tw)] += q[r0 + u(3 * n + i * tw - 1)]
-            _unphases(ph, th, tw, dxf, ((s0 + si) * c_in + c) * 4 * n)
+    for c in range(c_in):
+        src = u(c * ld)
+        for b in range(4):
+            # the rows: tile row i read X_1[i-1], X_0[i], X_1[i], X_0[i+1] as d0..d3 of
+            # V0 = d0 - d2, V1 = d1 + d2, V2 = d2 - d1, V3 = d1 - d3
+            o = src + u(b * c_in * ld)
+            g0 = u(b * mn)          # dR of row phase 0, column position b
+            g1 = u((4 + b) * mn)    # ... of row phase 1
+            for t in range(mn):
+                v0 = dvf[o + u(t)]
+                v1 = dvf[o + step + u(t)]
+                v2 = dvf[o + u(2) * step + u(t)]
+                v3 = dvf[o + u(3) * step + u(t)]
+                q[g0 + u(t)] = v1 - v2 + v3
+                q[g1 + u(t)] = v1 + v2 - v0
+            for t in range(mn - tw):    # d3 of tile row i is d1's row of tile row i + 1
+                q[g0 + u(t + tw)] -= dvf[o + u(3) * step + u(t)]
+            for t in range(mn - tw):    # d0 of tile row i + 1 is d2's row of tile row i
+                q[g1 + u(t)] += dvf[o + u(t + tw)]
+            for si in range(1, m):      # ... within a sample: no tile reaches the next one
+                for j in range(tw):
+                    t = u(si * n + j)
+                    q[g0 + t] += dvf[o + u(3) * step + t - u(tw)]
+                    q[g1 + t - u(tw)] -= dvf[o + t]
+        for a in range(2):
+            # the columns: tile j read O[j-1], E[j], O[j], E[j+1] as s0 = O[j-1] - O[j],
+            # s1 = E[j] + O[j], s2 = O[j] - E[j], s3 = E[j] - E[j+1]
+            r0 = u(4 * a * mn)
+            e = u(2 * a * mn)
+            od = u((2 * a + 1) * mn)
+            for t in range(mn):
+                d0 = q[r0 + u(t)]
+                d1 = q[r0 + u(mn + t)]
+                d2 = q[r0 + u(2 * mn + t)]
+                d3 = q[r0 + u(3 * mn + t)]
+                ph[od + u(t)] = d1 + d2 - d0
+                ph[e + u(t)] = d1 - d2 + d3
+            for t in range(mn - 1):
+                ph[od + u(t)] += q[r0 + u(t + 1)]
+                ph[e + u(t + 1)] -= q[r0 + u(3 * mn + t)]
+            for i in range(1, m * th):  # no tile reaches across a row's end
+                ph[od + u(i * tw - 1)] -= q[r0 + u(i * tw)]
+                ph[e + u(i * tw)] += q[r0 + u(3 * mn + i * tw - 1)]
+        for si in range(m):
+            _unphases(ph, si * n, mn, th, tw, dxf, ((s0 + si) * c_in + c) * 4 * n)
 
 
 _lanes_input_grad = jit(_lanes_input_grad_py)
@@ -846,9 +870,9 @@ def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
     ld = (nb * n + qb - 1) // qb * qb
     v = np.zeros(TILES * c_in * ld, x.dtype)     # the columns past the tiles stay finite
     mf = np.empty(TILES * k_out * ld, x.dtype)
-    ph = np.empty(4 * n, x.dtype)
-    rt = np.empty(8 * (n + 2 * tw), x.dtype)
-    q = np.empty(8 * n, x.dtype)
+    ph = np.empty(4 * nb * n, x.dtype)
+    rt = np.empty(8 * (nb * n + 2 * tw), x.dtype)
+    q = np.empty(8 * nb * n, x.dtype)
     offs = np.zeros(1, np.int64)
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
@@ -887,9 +911,9 @@ def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb):
     ld = (nb * n + qb - 1) // qb * qb
     v = np.empty(TILES * c_in * ld, x.dtype)
     dm = np.zeros(TILES * k_out * ld, x.dtype)   # the columns past the tiles stay finite
-    ph = np.empty(4 * n, x.dtype)
-    rt = np.empty(8 * (n + 2 * tw), x.dtype)
-    q = np.empty(8 * n, x.dtype)
+    ph = np.empty(4 * nb * n, x.dtype)
+    rt = np.empty(8 * (nb * n + 2 * tw), x.dtype)
+    q = np.empty(8 * nb * n, x.dtype)
     offs = np.zeros(1, np.int64)
     duf = du.ravel()
     for s0 in range(0, n_b, nb):
