@@ -862,6 +862,17 @@ def _lanes_block(n, c_in, k_out, tpp, itemsize) -> int:
                              -(-columns // tpp))))
 
 
+def _lanes_scratch_py(x, nb, n, tw):
+    """The transforms' scratch for blocks of up to ``nb`` samples of ``n`` tiles, ``tw`` per
+    row (their samples side by side): ``ph`` (4 phase planes), ``rt`` (8 row-transformed
+    planes, a zero row on either side), ``q`` (8 planes)."""
+    return (np.empty(4 * nb * n, x.dtype), np.empty(8 * (nb * n + 2 * tw), x.dtype),
+            np.empty(8 * nb * n, x.dtype))
+
+
+_lanes_scratch = jit(_lanes_scratch_py)
+
+
 def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
     """The forward of :func:`lanes_forward` (``uf`` = U flat (16, K, C))."""
     n_b, c_in = x.shape[0], x.shape[1]
@@ -870,9 +881,7 @@ def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
     ld = (nb * n + qb - 1) // qb * qb
     v = np.zeros(TILES * c_in * ld, x.dtype)     # the columns past the tiles stay finite
     mf = np.empty(TILES * k_out * ld, x.dtype)
-    ph = np.empty(4 * nb * n, x.dtype)
-    rt = np.empty(8 * (nb * n + 2 * tw), x.dtype)
-    q = np.empty(8 * nb * n, x.dtype)
+    ph, rt, q = _lanes_scratch(x, nb, n, tw)
     offs = np.zeros(1, np.int64)
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
@@ -911,9 +920,7 @@ def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb):
     ld = (nb * n + qb - 1) // qb * qb
     v = np.empty(TILES * c_in * ld, x.dtype)
     dm = np.zeros(TILES * k_out * ld, x.dtype)   # the columns past the tiles stay finite
-    ph = np.empty(4 * nb * n, x.dtype)
-    rt = np.empty(8 * (nb * n + 2 * tw), x.dtype)
-    q = np.empty(8 * nb * n, x.dtype)
+    ph, rt, q = _lanes_scratch(x, nb, n, tw)
     offs = np.zeros(1, np.int64)
     duf = du.ravel()
     for s0 in range(0, n_b, nb):
