@@ -618,38 +618,6 @@ def lanes_applies(pt, pl, h, w, ho, wo) -> bool:
             and ho * wo >= LANES_MIN_PLANE)
 
 
-def _phases_py(xf, src, th, tw, ph, po, ps):
-    """ph[po + (a*2 + b)*ps + i*tw + j] = xf[src + (2i + a)*2tw + 2j + b]: a (2th, 2tw) plane's
-    four phase planes, ``ps`` apart (``th*tw`` for one plane; a block's samples side by side in
-    each phase: ``m*th*tw``, ``po`` the sample's ``si*th*tw``). Unsigned flat indices: no
-    negative-index checks, see simd.pad_planes."""
-    u = np.uint64
-    for r in range(2 * th):
-        s = u(src + r * 2 * tw)
-        d = u(po + (r & 1) * 2 * ps + (r >> 1) * tw)
-        for j in range(tw):
-            ph[d + u(j)] = xf[s + u(2 * j)]
-            ph[d + u(ps + j)] = xf[s + u(2 * j + 1)]
-
-
-_phases = jit(_phases_py)
-
-
-def _unphases_py(ph, po, ps, th, tw, yf, dst):
-    """yf[dst + (2i + a)*2tw + 2j + b] = ph[po + (a*2 + b)*ps + i*tw + j]: the inverse of
-    :func:`_phases`, a plane put together from its four phase planes."""
-    u = np.uint64
-    for r in range(2 * th):
-        d = u(dst + r * 2 * tw)
-        s = u(po + (r & 1) * 2 * ps + (r >> 1) * tw)
-        for j in range(tw):
-            yf[d + u(2 * j)] = ph[s + u(j)]
-            yf[d + u(2 * j + 1)] = ph[s + u(ps + j)]
-
-
-_unphases = jit(_unphases_py)
-
-
 def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt):
     """v[xi*C*ld + c*ld + si*th*tw + t] = (B^T d B)[xi] for tile t of sample s0 + si, channel c
     (``v`` flat (16, C, ld)). Each pass runs over the ``m`` samples' tiles at once (a channel's
@@ -666,8 +634,7 @@ def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt):
     for q in range(8 * pr):
         rt[u(q)] = z
     for c in range(c_in):
-        for si in range(m):
-            _phases(xf, ((s0 + si) * c_in + c) * 4 * n, th, tw, ph, si * n, mn)
+        simd.split_phases(xf, (s0 * c_in + c) * 4 * n, c_in * 4 * n, m, th, tw, ph, mn)
         for a in range(2):
             # the columns: tile j reads O[j-1], E[j], O[j], E[j+1] of row phase a (the m
             # samples' tile rows one after another: no tile reaches across a row)
@@ -748,8 +715,7 @@ def _lanes_output_py(mf, ld, b, has_bias, s0, m, th, tw, y, q, ph):
                 q3 = q[o + u(3 * mn + t)]
                 ph[d + u(t)] = q0 + q1 + q2 + bk
                 ph[d + u(mn + t)] = q1 - q2 - q3 + bk
-        for si in range(m):
-            _unphases(ph, si * n, mn, th, tw, yf, ((s0 + si) * k_out + k) * 4 * n)
+        simd.join_phases(ph, mn, m, th, tw, yf, (s0 * k_out + k) * 4 * n, k_out * 4 * n)
 
 
 _lanes_output = jit(_lanes_output_py)
@@ -767,8 +733,7 @@ def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph):
     step = u(4 * k_out * ld)
     one, zero = dy.dtype.type(1), dy.dtype.type(0)
     for k in range(k_out):
-        for si in range(m):
-            _phases(dyf, ((s0 + si) * k_out + k) * 4 * n, th, tw, ph, si * n, mn)
+        simd.split_phases(dyf, (s0 * k_out + k) * 4 * n, k_out * 4 * n, m, th, tw, ph, mn)
         base = u(k * ld)
         for s in range(4):
             # column position s of row phase a: A's row s over (Y_a0, Y_a1)
@@ -841,8 +806,7 @@ def _lanes_input_grad_py(dvf, ld, s0, m, th, tw, dx, q, ph):
             for i in range(1, m * th):  # no tile reaches across a row's end
                 ph[od + u(i * tw - 1)] -= q[r0 + u(i * tw)]
                 ph[e + u(i * tw)] += q[r0 + u(3 * mn + i * tw - 1)]
-        for si in range(m):
-            _unphases(ph, si * n, mn, th, tw, dxf, ((s0 + si) * c_in + c) * 4 * n)
+        simd.join_phases(ph, mn, m, th, tw, dxf, (s0 * c_in + c) * 4 * n, c_in * 4 * n)
 
 
 _lanes_input_grad = jit(_lanes_input_grad_py)
