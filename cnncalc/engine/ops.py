@@ -249,6 +249,12 @@ class ConvOp(Op):
                 y = self._buf("y", (n, self.node.out_shape.c, *self.out_hw))
                 return self.by_position.forward(x, ut, b, y, self._pool,
                                                 split(n, self.threads), self._scratch)
+        if self.lanes:
+            # one compiled call per chunk, without conv2d_forward's checks in between
+            y = self._buf("y", (n, self.node.out_shape.c, *self.out_hw))
+            rows = kwino.lanes_forward_rows(x, shared["winograd"], b, y)
+            self._split(n, self._macs(n), MIN_MACS, rows)
+            return y
         return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
                           lambda a, c, y: kconv.conv2d_forward(
                               x[a:c], w, b, self.stride, self.pad, self.dilation, self.groups,
@@ -267,13 +273,9 @@ class ConvOp(Op):
                 self.by_position.backward(dy, x, u, du, dx, self._pool,
                                           split(x.shape[0], self.threads), self._scratch)
             elif self.lanes:
-                def work_du(a, c):
-                    return kwino.lanes_backward_du(dy[a:c], x[a:c], u, bool(need[0]),
-                                                   out_dx=None if dx is None else dx[a:c],
-                                                   u_dx=shared["winograd_dx"])[1]
-
-                _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS,
-                                          work_du))
+                rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
+                                                 u_dx=shared["winograd_dx"])
+                _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, rows))
             else:
                 def work_du(a, c):
                     return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),

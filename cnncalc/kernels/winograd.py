@@ -860,17 +860,44 @@ def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
 _lanes_forward = jit(_lanes_forward_py)
 
 
+def lanes_forward_rows(x, u, b, out):
+    """``run(a, c)``: :func:`lanes_forward` of the samples ``a:c`` of ``x`` into ``out[a:c]``
+    (the engine's batch chunks). Everything that does not depend on the chunk is settled here,
+    once per call: a chunk is one compiled call, since the Python before it delays the other
+    thread's start (it waits for the GIL)."""
+    x = np.ascontiguousarray(x)
+    uf = np.ascontiguousarray(u, dtype=x.dtype).ravel()
+    th, tw = x.shape[2] // 2, x.shape[3] // 2
+    has_bias, bb = _bias(b, x.dtype)
+    qb = _block_columns(x.dtype)
+    blocks = _LanesBlocks(x.shape[1], u.shape[1], th * tw, x.dtype.itemsize)
+
+    def run(a, c):
+        _lanes_forward(x[a:c], uf, bb, has_bias, th, tw, out[a:c], blocks(c - a), qb)
+
+    return run
+
+
 def lanes_forward(x, u, b, out) -> np.ndarray:
     """F(2x2, 3x3) forward of a layer that :func:`lanes_applies` to, tiles in the vector lanes:
     ``x`` (N, C, H, W), ``u`` = :func:`weight_transform` (16, K, C), ``b`` (K,) or None, into
     ``out`` (N, K, H, W)."""
-    x = np.ascontiguousarray(x)
-    u = np.ascontiguousarray(u, dtype=x.dtype)
-    th, tw = x.shape[2] // 2, x.shape[3] // 2
-    has_bias, bb = _bias(b, x.dtype)
-    nb = _lanes_block(x.shape[0], x.shape[1], u.shape[1], th * tw, x.dtype.itemsize)
-    _lanes_forward(x, u.ravel(), bb, has_bias, th, tw, out, nb, _block_columns(x.dtype))
+    lanes_forward_rows(x, u, b, out)(0, x.shape[0])
     return out
+
+
+class _LanesBlocks:
+    """Samples per block (:func:`_lanes_block`) by chunk size, computed once per size."""
+
+    def __init__(self, c_in, k_out, tpp, itemsize):
+        self.args = (c_in, k_out, tpp, itemsize)
+        self.by_n: dict[int, int] = {}
+
+    def __call__(self, n: int) -> int:
+        nb = self.by_n.get(n)
+        if nb is None:
+            nb = self.by_n[n] = _lanes_block(n, *self.args)
+        return nb
 
 
 def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb):
@@ -910,22 +937,35 @@ def lanes_dx_weights(u) -> np.ndarray:
     return np.ascontiguousarray(u.transpose(0, 2, 1))
 
 
+def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None):
+    """``run(a, c) -> du``: :func:`lanes_backward_du` of the samples ``a:c`` (``dx[a:c]``
+    written when ``need_dx``), one compiled call per chunk (see :func:`lanes_forward_rows`)."""
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    c_in, k_out = x.shape[1], u.shape[1]
+    th, tw = x.shape[2] // 2, x.shape[3] // 2
+    if need_dx:
+        u_dx = lanes_dx_weights(u) if u_dx is None else np.ascontiguousarray(u_dx, x.dtype)
+    weights = (u if u_dx is None else u_dx).ravel()
+    qb = _block_columns(x.dtype)
+    blocks = _LanesBlocks(c_in, k_out, th * tw, x.dtype.itemsize)
+    no_dx = x[:1]
+
+    def run(a, c):
+        du = np.empty((TILES, k_out, c_in), x.dtype)
+        _lanes_backward(dy[a:c], x[a:c], weights, need_dx, dx[a:c] if need_dx else no_dx,
+                        du, blocks(c - a), qb)
+        return du
+
+    return run
+
+
 def lanes_backward_du(dy, x, u, need_dx=True, *, out_dx=None, u_dx=None):
     """As :func:`backward_du` for a layer that :func:`lanes_applies` to: ``(dx or None, du)``,
     ``du`` (16, K, C) summed over the batch in block order. ``u_dx``: :func:`lanes_dx_weights`
     of ``u`` when the caller already has it."""
-    dy = np.ascontiguousarray(dy)
-    x = np.ascontiguousarray(x)
-    n, c_in = x.shape[0], x.shape[1]
-    k_out = u.shape[1]
-    tpp = (x.shape[2] // 2) * (x.shape[3] // 2)
-    du = np.empty((TILES, k_out, c_in), x.dtype)
     dx = None
     if need_dx:
-        dx = np.empty_like(x) if out_dx is None else out_dx
-        u_dx = lanes_dx_weights(u) if u_dx is None else np.ascontiguousarray(u_dx, x.dtype)
-    _lanes_backward(dy, x, (u if u_dx is None else u_dx).ravel(), need_dx,
-                    x[:1] if dx is None else dx, du,
-                    _lanes_block(n, c_in, k_out, tpp, x.dtype.itemsize),
-                    _block_columns(x.dtype))
+        dx = np.empty(x.shape, x.dtype) if out_dx is None else out_dx
+    du = lanes_backward_rows(dy, x, u, need_dx, dx, u_dx)(0, x.shape[0])
     return dx, du
