@@ -292,6 +292,43 @@ def test_batchnorm_add_relu_fuses(training):
     _same_as_unfused(net, ref_net, training)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_relu_folded_into_lanes_conv(training):
+    """float32 ``conv -> batchnorm -> relu -> conv`` where the second conv runs Winograd in the
+    vector lanes: that conv applies the batch norm + ReLU as it reads its input (the plan says
+    so), and every output, gradient and running statistic equals, bit for bit, the same plan
+    with the batch norm's own normalising pass; a batch norm whose ReLU output has a second
+    reader is not folded."""
+    spec = _spec("8x8x16", [
+        "conv: {name: c1, filters: 16, size: 3, pad: 1, bias: false}",
+        "batchnorm: {name: b1}", "relu: {name: r1}",
+        "conv: {name: c2, filters: 16, size: 3, pad: 1}", "batchnorm: {name: b2}",
+        "relu: {name: r2}", "conv: {name: c3, filters: 16, size: 3, pad: 1}",
+        "add: {from: [c3, r2]}", "flatten", "fc: {units: 3}"])
+    folded, plain = (_net(spec, dtype="float32", threads=2, seed=3) for _ in range(2))
+    assert "batchnorm_relu: b1 + r1 <- c1 (applied by c2)" in folded.plan
+    assert "batchnorm_relu: b2 + r2 <- c2" in folded.plan          # r2 has two readers
+    for st in plain.steps:                                          # undo the fold
+        if getattr(st.op, "folded_into", None) is not None:
+            st.op.folded_into.input_bn, st.op.folded_into = None, None
+    assert not any("applied by" in ln for ln in plain.plan)
+    x = _x((16, 8, 8), 5, dtype=np.float32) * 2 + 0.5
+    d = np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(folded.forward(x, training), plain.forward(x, training))
+        np.testing.assert_array_equal(folded.backward(d), plain.backward(d))
+        np.testing.assert_array_equal(folded.flat_grads, plain.flat_grads)
+        for k in folded.buffers:
+            np.testing.assert_array_equal(folded.buffers[k], plain.buffers[k])
+        for net in (folded, plain):
+            net.flat_params -= 0.1 * net.flat_grads
+    # and both against the one-op-per-node plan, to float32 rounding
+    ref_net = _net(spec, dtype="float32", fuse=False)
+    ref_net.load_state_dict(folded.state_dict())
+    np.testing.assert_allclose(folded.forward(x, training), ref_net.forward(x, training),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_batchnorm_add_relu_shortcut_gradient_alone():
     """When only the shortcut needs its gradient, the fused step still gives it: the same
     values (ReLU-masked dy, zero where the ReLU is off) as beside the batch norm's dx."""

@@ -150,7 +150,7 @@ def test_lanes_numpy_bodies_match_jit(dtype, th, tw):
         y = np.empty((n, k, 2 * th, 2 * tw), dtype)
         dx = np.empty_like(x)
         q = np.empty(8 * n * tpp, dtype)
-        fns[0](x, 0, n, th, tw, v, ld, ph, rt)
+        fns[0](x, 0, n, th, tw, v, ld, ph, rt, np.zeros((4, 0)))
         fns[1](dy, 0, n, th, tw, dm, ld, ph)
         fns[2](dm, ld, np.arange(k, dtype=dtype), True, 0, n, th, tw, y, q, ph)
         fns[3](v, ld, 0, n, th, tw, dx, q, ph)

@@ -211,6 +211,9 @@ class ConvOp(Op):
                             if self.winograd and not self.lanes
                             and o.h * o.w <= BY_POSITION_MAX_PLANE else None)
         self.shared: dict = {}
+        # the batch norm + ReLU whose normalising pass this (lanes) conv applies to its input
+        # as it reads it (the planner's fold: :meth:`BatchNormOp.fold_into`)
+        self.input_bn: BatchNormOp | None = None
 
     def _macs(self, n):
         return n * self.params["weight"].size * self.out_hw[0] * self.out_hw[1]
@@ -252,7 +255,9 @@ class ConvOp(Op):
         if self.lanes:
             # one compiled call per chunk, without conv2d_forward's checks in between
             y = self._buf("y", (n, self.node.out_shape.c, *self.out_hw))
-            rows = kwino.lanes_forward_rows(x, shared["winograd"], b, y)
+            bn = shared["bn"] = (None if self.input_bn is None else
+                                 self.input_bn.folded_coefficients(x))
+            rows = kwino.lanes_forward_rows(x, shared["winograd"], b, y, bn)
             self._split(n, self._macs(n), MIN_MACS, rows)
             return y
         return self._fill("y", (n, self.node.out_shape.c, *self.out_hw), self._macs(n), MIN_MACS,
@@ -274,7 +279,7 @@ class ConvOp(Op):
                                           split(x.shape[0], self.threads), self._scratch)
             elif self.lanes:
                 rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
-                                                 u_dx=shared["winograd_dx"])
+                                                 u_dx=shared["winograd_dx"], bn=shared["bn"])
                 _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, rows))
             else:
                 def work_du(a, c):
@@ -537,6 +542,7 @@ class BatchNormOp(Op):
 
     relu = False
     residual = False   # a second input added before the ReLU (``batchnorm_add_relu``)
+    folded_into = None  # the conv that applies this op's normalising pass (fold_into)
 
     def setup(self):
         c = self.node.in_shape.c
@@ -549,6 +555,27 @@ class BatchNormOp(Op):
             self.beta = np.zeros(c, self.dtype)
         self.momentum = 0.1 if L.momentum is None else float(L.momentum)
         self.eps = float(L.eps)
+        self.folded = None     # the input the last folded forward passed on
+
+    def fold_into(self, conv) -> bool:
+        """Let ``conv``, the only reader of this ``batchnorm → relu``'s output, apply the
+        normalising pass as it reads its input (Winograd lanes layers, in their phase split):
+        the forward then only takes the statistics and passes its input on, and the output is
+        never written to memory. The backward is unchanged (it recomputes the ReLU's mask from
+        ``x``). False where the conv cannot."""
+        if not (self.relu and not self.residual and getattr(conv, "lanes", False)):
+            return False
+        self.folded_into, conv.input_bn = conv, self
+        return True
+
+    def folded_coefficients(self, x) -> np.ndarray:
+        """(4, C) float64: mean, inv_std, gamma, beta of the forward that passed ``x`` on (for
+        the conv it was folded into)."""
+        if self.folded is not x:
+            raise TrainError(f"{self.name}: the folded batch norm did not run before "
+                             f"{self.folded_into.name}",
+                             hint="run the network's steps in plan order")
+        return self.coef
 
     def _gb(self):
         gamma = self.params["weight"] if self.affine else self.gamma
@@ -575,7 +602,8 @@ class BatchNormOp(Op):
         n, c, h, w = x.shape
         hw = h * w
         x3 = self.x3 = x.reshape(n, c, hw)
-        y = self._buf("y", x.shape)
+        # folded (fold_into): no output of its own; y3 stands in for the kernels' argument
+        y = x if self.folded_into is not None else self._buf("y", x.shape)
         y3 = self.y3 = y.reshape(n, c, hw)
         s3 = (np.ascontiguousarray(xs[1], dtype=self.dtype).reshape(n, c, hw) if self.residual
               else None)
@@ -606,11 +634,16 @@ class BatchNormOp(Op):
         self.inv_std64 = inv_std.astype(np.float64)
         g64 = self.g64 = np.asarray(gamma, self.dtype).astype(np.float64)
         b64 = self.b64 = np.asarray(beta, self.dtype).astype(np.float64)
+        self.gamma_used = np.array(gamma, self.dtype)
+        if self.folded_into is not None:
+            # the conv that reads the output applies the pass (fold_into): pass x on
+            self.coef = np.stack([self.mean64, self.inv_std64, g64, b64])
+            self.folded = x
+            return x
         self._split(n, x.size, MIN_ELEMS,
                     lambda a, b: knorm.bn_normalise(x3[a:b], self.mean64, self.inv_std64, g64,
                                                     b64, self.relu, y3[a:b],
                                                     None if s3 is None else s3[a:b]))
-        self.gamma_used = np.array(gamma, self.dtype)
         return y
 
     @staticmethod

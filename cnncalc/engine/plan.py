@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncalc.engine.ops import MIN_MACS, BatchNormOp, Op, _sum_into, make_op
+from cnncalc.engine.ops import MIN_MACS, BatchNormOp, ConvOp, Op, _sum_into, make_op
 from cnncalc.graph import INPUT_NAME
 from cnncalc.kernels.fast import fused as _fused
 
@@ -57,7 +57,9 @@ class Step:
     def describe(self) -> str:
         what = self.fused or self.op.kind
         names = " + ".join(self.nodes)
-        return f"{what}: {names} <- {', '.join(self.inputs)}"
+        folded = getattr(self.op, "folded_into", None)
+        by = f" (applied by {folded.name})" if folded is not None else ""
+        return f"{what}: {names} <- {', '.join(self.inputs)}{by}"
 
 
 # ------------------------------------------------------------------------------- fused ops
@@ -297,7 +299,25 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
         taken.update(step.nodes)
         produced.add(step.output)
         steps.append(step)
+    if fuse:
+        _fold_batchnorm_relu(steps, users, out_name)
     return steps
+
+
+def _fold_batchnorm_relu(steps, users, out_name) -> None:
+    """A ``batchnorm_relu`` step whose output only a Winograd lanes convolution reads is
+    applied by that convolution as it reads its input (:meth:`BatchNormOp.fold_into`): one
+    pass over memory and one buffer less per block."""
+    by_output = {st.output: st for st in steps}
+    for st in steps:
+        readers = users.get(st.output, [])
+        if not isinstance(st.op, BatchNormReluOp) or len(readers) != 1 or \
+                st.output == out_name:
+            continue
+        conv = next((c for c in steps if c.nodes == [readers[0]]), None)
+        if conv is not None and isinstance(conv.op, ConvOp) and conv.inputs == [st.output] \
+                and by_output.get(conv.output) is conv:
+            st.op.fold_into(conv.op)
 
 
 def _bn_add_relu_step(bn, add, users, out_name, byname, produced, ctx) -> Step | None:

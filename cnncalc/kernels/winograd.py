@@ -618,12 +618,17 @@ def lanes_applies(pt, pl, h, w, ho, wo) -> bool:
             and ho * wo >= LANES_MIN_PLANE)
 
 
-def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt):
+def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt, bn):
     """v[xi*C*ld + c*ld + si*th*tw + t] = (B^T d B)[xi] for tile t of sample s0 + si, channel c
     (``v`` flat (16, C, ld)). Each pass runs over the ``m`` samples' tiles at once (a channel's
     tiles lie side by side in ``v``): on 8x8 and 16x16 planes a sample's 16 or 64 tiles were too
     short a loop for the vector units. Scratch: ``ph`` 4*m*th*tw, ``rt`` 8 planes of
-    (m*th + 2)*tw (the first and last row of each stay zero: the padding rows)."""
+    (m*th + 2)*tw (the first and last row of each stay zero: the padding rows).
+
+    With ``bn`` (4, C) float64 (no columns: none), the layer's input is ``max(bn(x), 0)``, a
+    batch norm + ReLU applied here to the phase planes as :func:`cnncalc.kernels.norm.
+    bn_normalise` does (rows: mean, inv_std, gamma, beta; the same expression, so the same
+    values): the batch norm's output is never written to memory."""
     u = np.uint64
     c_in = x.shape[1]
     n = th * tw
@@ -635,6 +640,12 @@ def _lanes_input_py(x, s0, m, th, tw, v, ld, ph, rt):
         rt[u(q)] = z
     for c in range(c_in):
         simd.split_phases(xf, (s0 * c_in + c) * 4 * n, c_in * 4 * n, m, th, tw, ph, mn)
+        if bn.shape[1] > 0:
+            bm = x.dtype.type(bn[0, c])
+            ba = x.dtype.type(bn[1, c] * bn[2, c])
+            bb = x.dtype.type(bn[3, c])
+            for t in range(4 * mn):
+                ph[u(t)] = max((ph[u(t)] - bm) * ba + bb, z)
         for a in range(2):
             # the columns: tile j reads O[j-1], E[j], O[j], E[j+1] of row phase a (the m
             # samples' tile rows one after another: no tile reaches across a row)
@@ -837,8 +848,9 @@ def _lanes_scratch_py(x, nb, n, tw):
 _lanes_scratch = jit(_lanes_scratch_py)
 
 
-def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
-    """The forward of :func:`lanes_forward` (``uf`` = U flat (16, K, C))."""
+def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb, bn):
+    """The forward of :func:`lanes_forward` (``uf`` = U flat (16, K, C)); ``bn``: see
+    :func:`_lanes_input`."""
     n_b, c_in = x.shape[0], x.shape[1]
     k_out = y.shape[1]
     n = th * tw
@@ -850,7 +862,7 @@ def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
         nq = (m * n + qb - 1) // qb * qb
-        _lanes_input(x, s0, m, th, tw, v, ld, ph, rt)
+        _lanes_input(x, s0, m, th, tw, v, ld, ph, rt, bn)
         for xi in range(TILES):
             simd.tiles(v[xi * c_in * ld:], ld, uf, xi * k_out * c_in, c_in, 1, offs,
                        mf[xi * k_out * ld:], ld, nq, k_out, qb)
@@ -860,20 +872,27 @@ def _lanes_forward_py(x, uf, b, has_bias, th, tw, y, nb, qb):
 _lanes_forward = jit(_lanes_forward_py)
 
 
-def lanes_forward_rows(x, u, b, out):
+def _input_bn(bn):
+    """The ``bn`` argument of the lanes kernels: (4, C) float64, or none (no columns)."""
+    return np.zeros((4, 0)) if bn is None else np.ascontiguousarray(bn, np.float64)
+
+
+def lanes_forward_rows(x, u, b, out, bn=None):
     """``run(a, c)``: :func:`lanes_forward` of the samples ``a:c`` of ``x`` into ``out[a:c]``
     (the engine's batch chunks). Everything that does not depend on the chunk is settled here,
     once per call: a chunk is one compiled call, since the Python before it delays the other
-    thread's start (it waits for the GIL)."""
+    thread's start (it waits for the GIL). With ``bn`` (mean, inv_std, gamma, beta rows) the
+    layer's input is ``max(bn(x), 0)`` (:func:`_lanes_input`)."""
     x = np.ascontiguousarray(x)
     uf = np.ascontiguousarray(u, dtype=x.dtype).ravel()
     th, tw = x.shape[2] // 2, x.shape[3] // 2
     has_bias, bb = _bias(b, x.dtype)
     qb = _block_columns(x.dtype)
     blocks = _LanesBlocks(x.shape[1], u.shape[1], th * tw, x.dtype.itemsize)
+    bnf = _input_bn(bn)
 
     def run(a, c):
-        _lanes_forward(x[a:c], uf, bb, has_bias, th, tw, out[a:c], blocks(c - a), qb)
+        _lanes_forward(x[a:c], uf, bb, has_bias, th, tw, out[a:c], blocks(c - a), qb, bnf)
 
     return run
 
@@ -900,7 +919,7 @@ class _LanesBlocks:
         return nb
 
 
-def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb):
+def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb, bn):
     """dU (into ``du`` (16, K, C)) summed over blocks of ``nb`` samples in block order, and
     with ``need_dx`` the input gradient: dV = U^T dM (``utf``: U^T (16, C, K) flat) on the
     vector-register kernel, then the adjoint of the input transform."""
@@ -916,7 +935,7 @@ def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb):
     duf = du.ravel()
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
-        _lanes_input(x, s0, m, th, tw, v, ld, ph, rt)
+        _lanes_input(x, s0, m, th, tw, v, ld, ph, rt, bn)
         _lanes_output_grad(dy, s0, m, th, tw, dm, ld, ph)
         for xi in range(TILES):      # dU[xi] (+)= dM[xi] V[xi]^T over the block's tiles
             _gemm(False, True, k_out, c_in, m * n, 1.0, dm, xi * k_out * ld, ld, v,
@@ -937,9 +956,10 @@ def lanes_dx_weights(u) -> np.ndarray:
     return np.ascontiguousarray(u.transpose(0, 2, 1))
 
 
-def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None):
+def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None, bn=None):
     """``run(a, c) -> du``: :func:`lanes_backward_du` of the samples ``a:c`` (``dx[a:c]``
-    written when ``need_dx``), one compiled call per chunk (see :func:`lanes_forward_rows`)."""
+    written when ``need_dx``), one compiled call per chunk (see :func:`lanes_forward_rows`;
+    with ``bn`` the gradient with respect to ``max(bn(x), 0)``, the layer's real input)."""
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
     c_in, k_out = x.shape[1], u.shape[1]
@@ -950,11 +970,12 @@ def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None):
     qb = _block_columns(x.dtype)
     blocks = _LanesBlocks(c_in, k_out, th * tw, x.dtype.itemsize)
     no_dx = x[:1]
+    bnf = _input_bn(bn)
 
     def run(a, c):
         du = np.empty((TILES, k_out, c_in), x.dtype)
         _lanes_backward(dy[a:c], x[a:c], weights, need_dx, dx[a:c] if need_dx else no_dx,
-                        du, blocks(c - a), qb)
+                        du, blocks(c - a), qb, bnf)
         return du
 
     return run
