@@ -1,7 +1,8 @@
 """Where a training step's time goes besides its kernels: the engine's two threads against one,
 and the step's anatomy on the thread pool (issue 13). No PyTorch needed.
 
-Run: ``python bench/bench_step_overheads.py [--spec resnet20_cifar] [--rounds 6] [--levers]``
+Run: ``python bench/bench_step_overheads.py [--spec resnet20_cifar] [--rounds 6] [--levers]
+[--folds]``
 
 1. **Threads.** Steps of the same net built with 1 and with 2 threads (batch 64), alternating
    rounds in this process: the 2-thread efficiency ``T1 / (2 T2)``; and the same at batch 2,
@@ -22,8 +23,12 @@ Run: ``python bench/bench_step_overheads.py [--spec resnet20_cifar] [--rounds 6]
    The instrumentation adds a few microseconds per chunk, so the parts add up to a little more
    than an uninstrumented step.
 3. **Levers** (``--levers``): settings of the pool swapped between alternating rounds of one
-   process: chunks per thread (the engine's 4, against 2 and 1) and the interpreter's GIL
+   process: chunks per thread (the engine's 2, against 1) and the interpreter's GIL
    switch interval (5 ms, the default, against 50 us).
+4. **Folds** (``--folds``): the planner's ``batchnorm → relu`` folded into the next lanes
+   convolution (``BatchNormOp.fold_into``) and undone, alternating rounds of one process:
+   whole steps, and the forward and backward of the ops concerned (the folded batch norms and
+   their convolutions) timed inside them.
 
 Both sides of every comparison run in this process, alternating, on a shared machine: compare
 the ratios of one run, not runs. The fast-path README's "Where the engine stands" cites it.
@@ -192,13 +197,65 @@ def levers(spec: str, rounds: int) -> None:
         print(f"{name:40s} {t * 1e3:7.2f}")
 
 
+def folds(spec: str, rounds: int) -> None:
+    from cnncalc.engine.ops import BatchNormOp
+
+    step = engine_step(spec, 64, n=1024, threads=2)
+    pairs = [(st.op, st.op.folded_into) for st in step.network.steps
+             if isinstance(st.op, BatchNormOp) and st.op.folded_into is not None]
+    print(f"\n== {spec}: batch norm + ReLU folded into the next convolution ({len(pairs)} "
+          f"folds) or not, alternating rounds (2 threads, batch 64), median ms per step ==")
+    if not pairs:
+        return
+    spent = collections.defaultdict(float)
+    for bn, conv in pairs:           # time the ops concerned inside the steps
+        for op, who in ((bn, "batch norms"), (conv, "their convolutions")):
+            for way in ("forward", "backward"):
+                def timed(*a, real=getattr(op, way), key=f"{who} {way}"):
+                    t = time.perf_counter()
+                    r = real(*a)
+                    spent[key] += time.perf_counter() - t
+                    return r
+                setattr(op, way, timed)
+
+    def fold(name):
+        on = name == "folded"
+        for bn, conv in pairs:
+            bn.folded_into, conv.input_bn = (conv, bn) if on else (None, None)
+
+    parts = collections.defaultdict(list)
+
+    def measured_step(name):
+        def run():
+            spent.clear()
+            step()
+            for key, v in spent.items():
+                parts[(name, key)].append(v)
+        return run
+
+    try:
+        m = _median_steps({name: measured_step(name) for name in ("not folded", "folded")},
+                          rounds, setup=fold)
+    finally:
+        fold("folded")
+    for name, t in m.items():
+        print(f"{name:12s} step {t * 1e3:7.2f} | " + ", ".join(
+            f"{key} {statistics.median(parts[(name, key)]) * 1e3:.2f}"
+            for key in sorted({k for n, k in parts if n == name})))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", default="resnet20_cifar")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=10, help="instrumented steps (anatomy)")
     ap.add_argument("--levers", action="store_true", help="also the in-process A/B of levers")
+    ap.add_argument("--folds", action="store_true",
+                    help="only the A/B of the batch norm folded into the next convolution")
     args = ap.parse_args()
+    if args.folds:
+        folds(args.spec, args.rounds)
+        return 0
     threads_and_fixed_cost(args.spec, args.rounds)
     anatomy(args.spec, args.steps)
     if args.levers:
