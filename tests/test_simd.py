@@ -312,8 +312,8 @@ def _split_phases_jit(xf, src, step, m, th, tw, ph, ps):
 
 
 @numba.njit
-def _join_phases_jit(ph, ps, m, th, tw, yf, dst, step):
-    simd.join_phases(ph, ps, m, th, tw, yf, dst, step)
+def _join_phases_jit(yf, dst, step, m, th, tw, ph, ps):
+    simd.join_phases(yf, dst, step, m, th, tw, ph, ps)
 
 
 @settings(max_examples=60, deadline=None)
@@ -341,6 +341,6 @@ def test_phase_planes_compiled_and_numpy_bodies(th, tw, m, c, gap, dtype):
         split(x.ravel(), (c - 1) * 4 * n, c * 4 * n, m, th, tw, ph, ps)
         np.testing.assert_array_equal(ph, want)
         back = np.full_like(x, 3.0)
-        join(ph, ps, m, th, tw, back.ravel(), (c - 1) * 4 * n, c * 4 * n)
+        join(back.ravel(), (c - 1) * 4 * n, c * 4 * n, m, th, tw, ph, ps)
         np.testing.assert_array_equal(back[:, c - 1], x[:, c - 1])
         assert (back[:, :c - 1] == 3.0).all()

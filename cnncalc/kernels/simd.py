@@ -308,45 +308,45 @@ PHASE_SHUFFLE_WIDTHS = (4, 8, 16)
 
 
 def _make_phase_ir(tw, split):
-    """The intrinsic for one row pair of a plane with rows of ``2 tw`` values: ``split`` loads
-    its ``4 tw`` values as one vector and stores four ``tw``-wide shuffles of it (the pair's
-    even and odd columns of its even and odd row: phase planes 0, 1, 2, 3, ``ps`` apart);
-    else the inverse. LLVM's loop vectoriser makes these stride-2 element loops scalar
+    """The intrinsic ``(planes, at, ph, pho, ps)`` for one row pair of a plane with rows of
+    ``2 tw`` values: ``split`` loads its ``4 tw`` values at ``planes[at]`` as one vector and
+    stores four ``tw``-wide shuffles of it at ``ph[pho + q*ps]`` (the pair's even and odd
+    columns of its even and odd row: phase planes q = 0, 1, 2, 3); else the inverse. LLVM's loop vectoriser makes these stride-2 element loops scalar
     (numba leaves its SLP vectoriser off), one load and one store per value."""
     order = [(row, col) for row in range(2) for col in range(2)]    # phase a*2 + b
 
     @intrinsic
-    def phase_ir(typingctx, src, so, dst, do, ps):
+    def phase_ir(typingctx, planes, at, ph, pho, ps):
         from numba.core import types
 
-        sig = types.void(src, so, dst, do, ps)
+        sig = types.void(planes, at, ph, pho, ps)
 
         def codegen(context, builder, signature, args):
             from llvmlite import ir
 
-            _, so_, _, do_, ps_ = args
+            _, at_, _, pho_, ps_ = args
             ft = context.get_value_type(signature.args[0].dtype)
-            sptr, dptr = (context.make_array(signature.args[i])(context, builder, args[i]).data
+            xptr, pptr = (context.make_array(signature.args[i])(context, builder, args[i]).data
                           for i in (0, 2))
             i32, i64 = ir.IntType(32), ir.IntType(64)
             run, pair = ir.VectorType(ft, tw), ir.VectorType(ft, 4 * tw)
             # lane of the row pair holding column j of phase (a, b)
             lanes_of = [[a * 2 * tw + 2 * j + b for j in range(tw)] for a, b in order]
 
-            def at(ptr, off, vt):
+            def vec_at(ptr, off, vt):
                 return builder.bitcast(builder.gep(ptr, [off]), vt.as_pointer())
 
             def phase_off(base, q):
                 return builder.add(base, builder.mul(ps_, ir.Constant(i64, q)))
 
             if split:
-                x = builder.load(at(sptr, so_, pair), align=1)
+                x = builder.load(vec_at(xptr, at_, pair), align=1)
                 for q, idx in enumerate(lanes_of):
                     v = builder.shuffle_vector(x, ir.Constant(pair, ir.Undefined),
                                                ir.Constant(ir.VectorType(i32, tw), idx))
-                    builder.store(v, at(dptr, phase_off(do_, q), run), align=1)
+                    builder.store(v, vec_at(pptr, phase_off(pho_, q), run), align=1)
             else:
-                runs = [builder.load(at(sptr, phase_off(so_, q), run), align=1)
+                runs = [builder.load(vec_at(pptr, phase_off(pho_, q), run), align=1)
                         for q in range(4)]
                 # rows: interleave (even, odd) columns; then the two rows end to end
                 inter = [i for j in range(tw) for i in (j, tw + j)]
@@ -356,7 +356,7 @@ def _make_phase_ir(tw, split):
                 y = builder.shuffle_vector(rows[0], rows[1],
                                            ir.Constant(ir.VectorType(i32, 4 * tw),
                                                        list(range(4 * tw))))
-                builder.store(y, at(dptr, do_, pair), align=1)
+                builder.store(y, vec_at(xptr, at_, pair), align=1)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -368,99 +368,81 @@ _SPLIT_IR = {tw: _make_phase_ir(tw, True) for tw in PHASE_SHUFFLE_WIDTHS}
 _JOIN_IR = {tw: _make_phase_ir(tw, False) for tw in PHASE_SHUFFLE_WIDTHS}
 
 
-def split_phases(xf, src, step, m, th, tw, ph, ps):
-    """``ph[(a*2 + b)*ps + si*th*tw + i*tw + j] = xf[src + si*step + (2i + a)*2tw + 2j + b]``:
+def split_phases(planes, at, step, m, th, tw, ph, ps):
+    """``ph[(a*2 + b)*ps + si*th*tw + i*tw + j] = planes[at + si*step + (2i + a)*2tw + 2j + b]``:
     the four (row, column) phase planes of ``m`` planes of (2th, 2tw) values ``step`` apart
     (flat arrays), the m samples side by side in each phase (phases ``ps`` apart). NumPy body;
     inside numba, row pairs through the shuffle intrinsic where ``tw`` is in
     ``PHASE_SHUFFLE_WIDTHS``."""
+    _phases_numpy(planes, at, step, m, th, tw, ph, ps, True)
+
+
+def join_phases(planes, at, step, m, th, tw, ph, ps):
+    """The inverse of :func:`split_phases` (the same arguments): the ``m`` planes written from
+    their phase planes. NumPy body; inside numba, row pairs through the shuffle intrinsic."""
+    _phases_numpy(planes, at, step, m, th, tw, ph, ps, False)
+
+
+def _phases_numpy(planes, at, step, m, th, tw, ph, ps, split):
     n = th * tw
     for si in range(m):
-        plane = xf[src + si * step:src + si * step + 4 * n].reshape(2 * th, 2 * tw)
+        plane = planes[at + si * step:at + si * step + 4 * n].reshape(2 * th, 2 * tw)
         for a in range(2):
             for b in range(2):
                 o = (a * 2 + b) * ps + si * n
-                ph[o:o + n] = plane[a::2, b::2].ravel()
-
-
-def join_phases(ph, ps, m, th, tw, yf, dst, step):
-    """The inverse of :func:`split_phases`: ``yf[dst + si*step + (2i + a)*2tw + 2j + b] =
-    ph[(a*2 + b)*ps + si*th*tw + i*tw + j]``, ``m`` planes put together from their phase
-    planes. NumPy body; inside numba, row pairs through the shuffle intrinsic."""
-    n = th * tw
-    for si in range(m):
-        plane = yf[dst + si * step:dst + si * step + 4 * n].reshape(2 * th, 2 * tw)
-        for a in range(2):
-            for b in range(2):
-                o = (a * 2 + b) * ps + si * n
-                plane[a::2, b::2] = ph[o:o + n].reshape(th, tw)
+                if split:
+                    ph[o:o + n] = plane[a::2, b::2].ravel()
+                else:
+                    plane[a::2, b::2] = ph[o:o + n].reshape(th, tw)
 
 
 def _phase_loops(split):
-    """The compiled body of :func:`split_phases` (``split``) or :func:`join_phases` (else)
-    with ``x``, ``xo`` the planes' side and ``p`` the phases' (arguments in
-    :func:`split_phases`'s order): a row pair per intrinsic call where ``tw`` has one, else
-    element loops. Unsigned flat indices: no negative-index checks."""
+    """The compiled body of :func:`split_phases` (``split``) or :func:`join_phases` (else):
+    a row pair per intrinsic call where ``tw`` has one, else element loops. Unsigned flat
+    indices: no negative-index checks."""
     shuffles = _SPLIT_IR if split else _JOIN_IR
     s4, s8, s16 = (shuffles[w] for w in PHASE_SHUFFLE_WIDTHS)
 
-    def run(x, xo, step, m, th, tw, p, ps):
+    def run(planes, at, step, m, th, tw, ph, ps):
         u = np.uint64
         n = th * tw
         if tw == 4 or tw == 8 or tw == 16:
             for si in range(m):
                 for i in range(th):
-                    xs, pp = u(xo + si * step + i * 4 * tw), u(si * n + i * tw)
-                    if split:
-                        if tw == 4:
-                            s4(x, xs, p, pp, u(ps))
-                        elif tw == 8:
-                            s8(x, xs, p, pp, u(ps))
-                        else:
-                            s16(x, xs, p, pp, u(ps))
+                    xs, pp = u(at + si * step + i * 4 * tw), u(si * n + i * tw)
+                    if tw == 4:
+                        s4(planes, xs, ph, pp, u(ps))
+                    elif tw == 8:
+                        s8(planes, xs, ph, pp, u(ps))
                     else:
-                        if tw == 4:
-                            s4(p, pp, x, xs, u(ps))
-                        elif tw == 8:
-                            s8(p, pp, x, xs, u(ps))
-                        else:
-                            s16(p, pp, x, xs, u(ps))
+                        s16(planes, xs, ph, pp, u(ps))
         else:
             for si in range(m):
                 for r in range(2 * th):
-                    xs = u(xo + si * step + r * 2 * tw)
+                    xs = u(at + si * step + r * 2 * tw)
                     pp = u(si * n + (r & 1) * 2 * ps + (r >> 1) * tw)
                     for j in range(tw):
                         if split:
-                            p[pp + u(j)] = x[xs + u(2 * j)]
-                            p[pp + u(ps + j)] = x[xs + u(2 * j + 1)]
+                            ph[pp + u(j)] = planes[xs + u(2 * j)]
+                            ph[pp + u(ps + j)] = planes[xs + u(2 * j + 1)]
                         else:
-                            x[xs + u(2 * j)] = p[pp + u(j)]
-                            x[xs + u(2 * j + 1)] = p[pp + u(ps + j)]
+                            planes[xs + u(2 * j)] = ph[pp + u(j)]
+                            planes[xs + u(2 * j + 1)] = ph[pp + u(ps + j)]
 
-    return jit(run, inline="always")
+    return run
+
+
+def _phases_overload(split):
+    def typing(planes, at, step, m, th, tw, ph, ps):
+        return _phase_loops(split)
+
+    return typing
 
 
 # inlined into the caller: a call per plane passing arrays costs reference counting, and
 # made the shuffles slower than the element loops
-@overload(split_phases, inline="always")
-def _split_phases_ol(xf, src, step, m, th, tw, ph, ps):
-    run = _phase_loops(True)
-
-    def impl(xf, src, step, m, th, tw, ph, ps):
-        run(xf, src, step, m, th, tw, ph, ps)
-
-    return impl
-
-
-@overload(join_phases, inline="always")
-def _join_phases_ol(ph, ps, m, th, tw, yf, dst, step):
-    run = _phase_loops(False)
-
-    def impl(ph, ps, m, th, tw, yf, dst, step):
-        run(yf, dst, step, m, th, tw, ph, ps)
-
-    return impl
+overload(split_phases, inline="always")(_phases_overload(True))
+overload(join_phases, inline="always")(_phases_overload(False))
 
 
 # --------------------------------------------------------------------------------------------

@@ -726,7 +726,7 @@ def _lanes_output_py(mf, ld, b, has_bias, s0, m, th, tw, y, q, ph):
                 q3 = q[o + u(3 * mn + t)]
                 ph[d + u(t)] = q0 + q1 + q2 + bk
                 ph[d + u(mn + t)] = q1 - q2 - q3 + bk
-        simd.join_phases(ph, mn, m, th, tw, yf, (s0 * k_out + k) * 4 * n, k_out * 4 * n)
+        simd.join_phases(yf, (s0 * k_out + k) * 4 * n, k_out * 4 * n, m, th, tw, ph, mn)
 
 
 _lanes_output = jit(_lanes_output_py)
@@ -817,7 +817,7 @@ def _lanes_input_grad_py(dvf, ld, s0, m, th, tw, dx, q, ph):
             for i in range(1, m * th):  # no tile reaches across a row's end
                 ph[od + u(i * tw - 1)] -= q[r0 + u(i * tw)]
                 ph[e + u(i * tw)] += q[r0 + u(3 * mn + i * tw - 1)]
-        simd.join_phases(ph, mn, m, th, tw, dxf, (s0 * c_in + c) * 4 * n, c_in * 4 * n)
+        simd.join_phases(dxf, (s0 * c_in + c) * 4 * n, c_in * 4 * n, m, th, tw, ph, mn)
 
 
 _lanes_input_grad = jit(_lanes_input_grad_py)
