@@ -592,13 +592,32 @@ def _bn_kernels_forward(x, gamma, beta, eps, nslices=2, relu=False, res=None):
     return y3.reshape(x.shape), mean, inv
 
 
-@pytest.mark.parametrize("relu,residual", [(False, False), (True, False), (False, True),
-                                           (True, True)])
+def _bn_grad_kernels(dy3, x3, y3, mean, inv, scale, relu, residual):
+    """(sums, dx3, ds3 or None) of the slice kernels' backward: ``bn_grad_sums`` then
+    ``bn_grad_input``, or with ``residual`` (the ReLU included) ``bn_residual_grad_sums``, which
+    writes ds = g, then ``bn_grad_input`` on g."""
+    from cnncalc.kernels import norm as kn
+
+    n, c = x3.shape[:2]
+    m = x3.shape[0] * x3.shape[2]
+    sums = np.empty((2, c))
+    dx3 = np.full_like(dy3, np.nan)
+    if residual:
+        ds3 = np.full_like(dy3, np.nan)
+        kn.bn_residual_grad_sums(dy3, None, x3, y3, mean, inv, sums, ds3)
+        kn.bn_grad_input(ds3, x3, y3, mean, inv, scale, sums[0] / m, sums[1] / m, False, dx3)
+        return sums, dx3, ds3
+    kn.bn_grad_sums(dy3, x3, y3, mean, inv, relu, sums)
+    kn.bn_grad_input(dy3, x3, y3, mean, inv, scale, sums[0] / m, sums[1] / m, relu, dx3)
+    return sums, dx3, None
+
+
+@pytest.mark.parametrize("relu,residual", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_bn_slice_kernels_match_reference(dtype, tol, relu, residual):
     """The slice kernels against NumPy's batchnorm_forward/backward (plus a residual ``s``,
     when ``residual``, then a ReLU whose backward masks dy with y > 0, when ``relu``); with the
-    residual the input-gradient pass also writes ds = the masked dy."""
+    residual the first backward pass also writes ds = the masked dy."""
     from cnncalc.kernels import norm as kn
 
     rng = np.random.default_rng(5)
@@ -621,15 +640,10 @@ def test_bn_slice_kernels_match_reference(dtype, tol, relu, residual):
     dx_ref, dg_ref, db_ref = kn.batchnorm_backward(dz.astype(np.float64), cache)
     n, c = x.shape[:2]
     x3, dy3, y3 = x.reshape(n, c, -1), dy.reshape(n, c, -1), y.reshape(n, c, -1)
-    sums = np.empty((2, c))
-    kn.bn_grad_sums(dy3, x3, y3, mean, inv, relu, sums)
+    scale = (gamma.astype(np.float64) * inv)
+    sums, dx3, ds3 = _bn_grad_kernels(dy3, x3, y3, mean, inv, scale, relu, residual)
     assert np.abs(sums[0] - db_ref).max() / np.abs(db_ref).max() < tol
     assert np.abs(sums[1] - dg_ref).max() / np.abs(dg_ref).max() < tol
-    m = x3.shape[0] * x3.shape[2]
-    scale = (gamma.astype(np.float64) * inv)
-    dx3 = np.empty_like(dy3)
-    ds3 = np.full_like(dy3, np.nan) if residual else None
-    kn.bn_grad_input(dy3, x3, y3, mean, inv, scale, sums[0] / m, sums[1] / m, relu, dx3, ds3)
     assert np.abs(dx3.reshape(x.shape) - dx_ref).max() / np.abs(dx_ref).max() < tol * 10
     if residual:
         assert np.array_equal(ds3.reshape(x.shape), dz.astype(dtype))
@@ -664,11 +678,38 @@ def test_bn_relu_mask_from_x_is_the_forwards(dtype):
     d1, d2 = np.empty_like(x3), np.empty_like(x3)
     kn.bn_grad_input(dy3, x3, y3, mean, inv, scale, a[0] / 500, a[1] / 500, True, d1)
     kn.bn_grad_input(dy3, x3, np.full_like(y3, np.nan), mean, inv, scale, a[0] / 500,
-                     a[1] / 500, True, d2, None, gamma, beta)
+                     a[1] / 500, True, d2, gamma, beta)
     # the same mask: dx differs at most by the rounding of another loop (a flipped mask
     # would move an entry by ~|scale * dy|)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(d1, d2, rtol=tol, atol=tol * np.abs(d1).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bn_residual_grad_sums_adds_two_parts_as_a_sum_would(dtype):
+    """``bn_residual_grad_sums`` given the output's gradient in two parts (an output with two
+    readers) writes the same g and sums, bit for bit, as given their NumPy sum; where y = 0, g
+    is 0 even where a part is inf or NaN."""
+    from cnncalc.kernels import norm as kn
+
+    rng = np.random.default_rng(12)
+    n, c, hw = 3, 4, 50
+    x3 = rng.standard_normal((n, c, hw)).astype(dtype)
+    y3 = np.maximum(rng.standard_normal((n, c, hw)), 0).astype(dtype)
+    a3 = rng.standard_normal((n, c, hw)).astype(dtype)
+    b3 = (rng.standard_normal((n, c, hw)) * 1e-3).astype(dtype)
+    a3[y3 == 0] = np.nan
+    b3[:, :, :3] = np.inf
+    y3[:, :, :3] = 0
+    mean, inv = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+    g1, g2 = np.full_like(a3, 7), np.full_like(a3, 7)
+    s1, s2 = np.empty((2, c)), np.empty((2, c))
+    kn.bn_residual_grad_sums(a3, b3, x3, y3, mean, inv, s1, g1)
+    kn.bn_residual_grad_sums(a3 + b3, None, x3, y3, mean, inv, s2, g2)
+    np.testing.assert_array_equal(g1, g2)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(g1, np.where(y3 > 0, a3 + b3, 0).astype(dtype))
+    assert np.isfinite(s1).all() and np.count_nonzero(g1) == np.count_nonzero(y3)
 
 
 @pytest.mark.parametrize("relu,residual", [(False, False), (True, False), (True, True)])
@@ -690,13 +731,7 @@ def test_bn_slice_kernels_gradcheck(relu, residual):
     y, mean, inv = _bn_kernels_forward(x, gamma, beta, 1e-5, relu=relu, res=res)
     n, c = x.shape[:2]
     x3, dy3, y3 = x.reshape(n, c, -1), wt.reshape(n, c, -1), y.reshape(n, c, -1)
-    sums = np.empty((2, c))
-    kn.bn_grad_sums(dy3, x3, y3, mean, inv, relu, sums)
-    m = x3.shape[0] * x3.shape[2]
-    dx3 = np.empty_like(dy3)
-    ds3 = np.empty_like(dy3) if residual else None
-    kn.bn_grad_input(dy3, x3, y3, mean, inv, gamma * inv, sums[0] / m, sums[1] / m, relu, dx3,
-                     ds3)
+    sums, dx3, ds3 = _bn_grad_kernels(dy3, x3, y3, mean, inv, gamma * inv, relu, residual)
     h = 1e-6
     for wrt, grad in ((0, dx3), (1, ds3)) if residual else ((0, dx3),):
         v = (x, res)[wrt]

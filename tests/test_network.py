@@ -464,6 +464,37 @@ def test_gradient_sums_of_shared_inputs_reuse_buffers():
     np.testing.assert_allclose(plain.flat_grads, g1, rtol=1e-13, atol=1e-15)
 
 
+def test_residual_gradient_parts_summed_by_the_batch_norm_as_the_join_would():
+    """A residual block's output has two readers (the next block's conv1 and its shortcut):
+    its two gradient parts reach the ``batchnorm_add_relu`` step's backward unsummed, and the
+    step adds them as it reads them. Gradients and dx equal, bit for bit, those of the same
+    network summing the parts in a pass of its own first (float32, 2 threads)."""
+    x = _x((3, 32, 32), 4, dtype=np.float32)
+    y = np.array([0, 3, 5, 9])
+    nets = [_net(SPECS / "resnet20_cifar.yaml", dtype="float32", threads=2, parallel=True)
+            for _ in range(2)]
+    joined = nets[1]
+    joined._takes_parts = dict.fromkeys(joined._takes_parts, False)
+    parts_seen = []
+    for st in nets[0].steps:
+        if st.op.takes_gradient_parts:
+            def spy(dy, need, real=st.op.backward):
+                parts_seen.append(isinstance(dy, tuple))
+                return real(dy, need)
+            st.op.backward = spy
+    results = []
+    for net in nets:
+        net.forward(x)
+        loss, dl = net.loss(x, y)
+        dx = net.backward(dl)
+        results.append((loss, dx, net.flat_grads.copy()))
+    # layer1.0 .. layer3.1 end in a batchnorm_add_relu whose output two layers read
+    assert parts_seen.count(True) == 8 and len(parts_seen) == 9
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
 def test_float32_matches_float64():
     n64 = _net(SPECS / "lenet5.yaml", dtype="float64")
     n32 = _net(SPECS / "lenet5.yaml", dtype="float32")

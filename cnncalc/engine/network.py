@@ -254,6 +254,10 @@ class Network:
         for name, i in last.items():
             if name != self.output_name:
                 self._free_after[i].append(name)
+        # values whose gradient may reach their op's backward as a tuple of two parts, left
+        # unsummed (``Op.takes_gradient_parts``)
+        self._takes_parts = {st.output: bool(getattr(st.op, "takes_gradient_parts", False))
+                             for st in self.steps}
         # which values need a gradient: those with trained parameters upstream (or the input,
         # on demand); frozen layers' weights need none
         trained = {n.name for n in self.graph.nodes if n.trainable and n.param_shapes()}
@@ -501,8 +505,14 @@ class Network:
                 prev = grads.get(src)
                 if prev is None:
                     grads[src] = dx
+                elif isinstance(prev, tuple):   # a third part: sum the pending two first
+                    total = self._join_sum(*prev, self._join_buffer(prev[0], joined))
+                    grads[src] = self._join_sum(total, dx, total)
                 elif prev.shape != dx.shape or prev.dtype != dx.dtype:
                     grads[src] = prev + dx
+                elif self._takes_parts.get(src, False) and id(prev) not in joined:
+                    # the op that made ``src`` adds the two parts as it reads them
+                    grads[src] = (prev, dx)
                 else:
                     out = prev if id(prev) in joined else self._join_buffer(prev, joined)
                     grads[src] = self._join_sum(prev, dx, out)

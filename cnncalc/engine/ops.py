@@ -56,6 +56,11 @@ __all__ = ["ElementwiseOp", "Op", "executable_kinds", "make_op"]
 MIN_MACS = 1 << 20      # conv / fully connected: multiply-adds
 MIN_ELEMS = 1 << 16     # numba element-wise / pooling kernels: elements touched
 MIN_ELEMS_NP = 1 << 17  # NumPy element-wise expressions (several passes, temporaries)
+# Weight transforms (Winograd's U = G g G^T per filter, and dW = G^T dU G) split over output
+# channels from this many transformed values: one call on 64 -> 64 channels (65,536 values)
+# takes 30 us (U) and 44 us (dW) on one thread, less than the ~70 us a hand-over to a worker
+# costs inside a step (the fast-path README's anatomy), so it runs serially
+MIN_WEIGHT_ELEMS = 1 << 18
 # Winograd layers with output planes up to this many pixels run position-parallel
 # (kernels.winograd.ByPosition); larger planes run batch chunks end to end
 BY_POSITION_MAX_PLANE = 64
@@ -65,6 +70,9 @@ class Op:
     """Base class: holds the node, its parameter/gradient views and reusable buffers."""
 
     kind = ""  # fused ops name their pattern; a generic op reports its node's kind
+    # backward may be given its output's gradient as a tuple of two parts (an output with two
+    # readers) and add them as it reads them; otherwise the network sums them first
+    takes_gradient_parts = False
 
     def __init__(self, node, ctx):
         self.node = node
@@ -224,7 +232,7 @@ class ConvOp(Op):
 
     def _by_out_channel(self, fn, k_out: int, work: int) -> None:
         """``fn(k0, k1)`` over output-channel ranges, on the pool when ``work`` pays."""
-        sl = split(k_out, self.threads if work >= MIN_ELEMS else 1)
+        sl = split(k_out, self.threads if work >= MIN_WEIGHT_ELEMS else 1)
         self._run(lambda t: fn(*sl[t]), sl)
 
     def forward(self, xs, training):
@@ -652,7 +660,18 @@ class BatchNormOp(Op):
         knorm.bn_sums(x3, shift, out)
         return out
 
+    @property
+    def takes_gradient_parts(self) -> bool:
+        """The network may pass ``backward`` its output's gradient as a tuple of two parts (an
+        output with two readers), which the residual form's first pass adds as it reads them
+        (:func:`cnncalc.kernels.norm.bn_residual_grad_sums`) instead of a pass of its own."""
+        return self.residual
+
     def backward(self, dy, need):
+        if self.sliced and self.residual:
+            return self._residual_backward(dy if isinstance(dy, tuple) else (dy,), need)
+        if isinstance(dy, tuple):
+            dy = dy[0] + dy[1]
         if not self.sliced:
             if self.relu:
                 dy = np.where(self.y2d > 0, dy, 0).astype(dy.dtype, copy=False)
@@ -670,7 +689,7 @@ class BatchNormOp(Op):
         # batch norm + ReLU: the ReLU's mask recomputed from x by the forward's own expression
         # instead of read from y (one stream less in both passes; with a residual, y = max(bn(x)
         # + s, 0) would need s read instead)
-        gb = (self.g64, self.b64) if relu and not self.residual else (None, None)
+        gb = (self.g64, self.b64) if relu else (None, None)
 
         def sums(a, b):
             out = np.empty((2, c), np.float64)
@@ -680,37 +699,74 @@ class BatchNormOp(Op):
 
         tot = np.empty((2, c), np.float64)
         _sum_into(tot, self._split(n, dy.size, MIN_ELEMS, sums))
+        if not need[0]:
+            self._param_grads(tot)
+            return [None]
+        # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
+        dx, dx3, scale, mb, mg = self._input_grad_terms(tot, dy.shape)
+        self._split(n, dy.size, MIN_ELEMS,
+                    lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], y3[a:b], self.mean64,
+                                                     self.inv_std64, scale, mb, mg, relu,
+                                                     dx3[a:b], *gb))
+        return [dx]
+
+    def _param_grads(self, tot):
+        """dbeta = sum g, dgamma = sum g * xhat (``tot``, float64) into the gradients; returns
+        them in the dtype."""
         dbeta = tot[0].astype(self.dtype)
         dgamma = tot[1].astype(self.dtype)
         if self.affine:
             self.grads["weight"][...] = dgamma
             self.grads["bias"][...] = dbeta
-        ds = ds3 = None
-        if self.residual and need[1]:
-            # the residual's gradient: dy (masked by the ReLU), written by the dx pass below
-            ds = self._buf("ds", dy.shape)
-            ds3 = ds.reshape(n, c, hw)
-            if not need[0]:              # no dx pass: the ReLU's mask alone (zero, not 0 * dy)
-                ds[...] = 0
-                np.copyto(ds, dy, where=y3.reshape(dy.shape) > 0)
-        if not need[0]:
-            return [None, ds] if self.residual else [None]
+        return dbeta, dgamma
+
+    def _input_grad_terms(self, tot, shape):
+        """The input-gradient pass's buffer and per-channel terms: (dx, dx as (N, C, HW),
+        scale = gamma * inv_std, mb = mean(g), mg = mean(g * xhat)); evaluation: mb = mg = 0."""
+        dbeta, dgamma = self._param_grads(tot)
+        n, c = shape[:2]
         scale = (self.gamma_used * self.inv_std64.astype(self.dtype)).astype(np.float64)
-        dx = self._buf("dx", dy.shape)
-        dx3 = dx.reshape(n, c, hw)
-        m = n * hw
+        dx = self._buf("dx", shape)
+        m = dx.size // c
         if self.training:
             mb = dbeta.astype(np.float64) / m
             mg = dgamma.astype(np.float64) / m
         else:
             mb = mg = np.zeros(c, np.float64)
-        # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
+        return dx, dx.reshape(n, c, m // n), scale, mb, mg
+
+    def _residual_backward(self, parts, need):
+        """``y = max(bn(x) + s, 0)``'s backward from its output's gradient in one or two
+        ``parts`` (summed as they are read): the first pass writes g = dy * [y > 0], which is
+        ``s``'s gradient, and takes batch norm's sums; the input-gradient pass reads g and x
+        only."""
+        dy = np.ascontiguousarray(parts[0], dtype=self.dtype)
+        dyb = None if len(parts) == 1 else np.ascontiguousarray(parts[1], dtype=self.dtype)
+        n, c = dy.shape[:2]
+        hw = dy.size // (n * c)
+        dy3 = dy.reshape(n, c, hw)
+        dyb3 = None if dyb is None else dyb.reshape(n, c, hw)
+        x3, y3 = self.x3, self.y3
+        ds = self._buf("ds", dy.shape)
+        ds3 = ds.reshape(n, c, hw)
+
+        def sums(a, b):
+            out = np.empty((2, c), np.float64)
+            knorm.bn_residual_grad_sums(dy3[a:b], None if dyb3 is None else dyb3[a:b], x3[a:b],
+                                        y3[a:b], self.mean64, self.inv_std64, out, ds3[a:b])
+            return out
+
+        tot = np.empty((2, c), np.float64)
+        _sum_into(tot, self._split(n, dy.size, MIN_ELEMS, sums))
+        if not need[0]:
+            self._param_grads(tot)
+            return [None, ds]
+        dx, dx3, scale, mb, mg = self._input_grad_terms(tot, dy.shape)
         self._split(n, dy.size, MIN_ELEMS,
-                    lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], y3[a:b], self.mean64,
-                                                     self.inv_std64, scale, mb, mg, relu,
-                                                     dx3[a:b],
-                                                     None if ds3 is None else ds3[a:b], *gb))
-        return [dx, ds] if self.residual else [dx]
+                    lambda a, b: knorm.bn_grad_input(ds3[a:b], x3[a:b], y3[a:b], self.mean64,
+                                                     self.inv_std64, scale, mb, mg, False,
+                                                     dx3[a:b]))
+        return [dx, ds]
 
 
 class DropoutOp(Op):

@@ -18,7 +18,8 @@ import numpy as np
 from ._jit import jit
 
 __all__ = ["BatchNormCache", "batchnorm_forward", "batchnorm_backward", "lrn_forward",
-           "lrn_backward", "bn_sums", "bn_normalise", "bn_grad_sums", "bn_grad_input"]
+           "lrn_backward", "bn_sums", "bn_normalise", "bn_grad_sums", "bn_residual_grad_sums",
+           "bn_grad_input"]
 
 
 class BatchNormCache(NamedTuple):
@@ -223,14 +224,55 @@ def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, gamma=None, beta=None):
 
 
 @jit
-def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, ds3=None, gamma=None,
-                  beta=None):
+def bn_residual_grad_sums(dy3, dy3b, x3, y3, mean, inv_std, out, g3):
+    """The backward's first pass of ``y = max(bn(x) + s, 0)`` (``batchnorm_add_relu``):
+    g = (dy + dyb) * [y > 0] written to ``g3`` (the residual's gradient, and the ``dy`` of the
+    input-gradient pass, which then needs neither ``dy`` nor ``y``), and out[0, c] = sum g,
+    out[1, c] = sum g * xhat over the slice (float64), xhat = (x - mean) * inv_std.
+
+    ``dy3b`` (or None): a second part of the output's gradient, added here instead of in a pass
+    of its own (the output has two readers, e.g. a residual block's output feeds the next
+    block's convolution and its shortcut); float32 ``dy + dyb`` rounds as a separate sum would.
+    """
+    n, c_n, hw = x3.shape
+    dt = dy3.dtype.type
+    zero = dt(0)
+    for c in range(c_n):
+        out[0, c] = 0.0
+        out[1, c] = 0.0
+    for i in range(n):
+        for c in range(c_n):
+            m = mean[c]
+            d = dy3[i, c]
+            src = x3[i, c]
+            yc = y3[i, c]
+            gc = g3[i, c]
+            a1 = 0.0
+            a2 = 0.0
+            if dy3b is not None:
+                e = dy3b[i, c]
+                for j in range(hw):
+                    g = d[j] + e[j] if yc[j] > zero else zero
+                    gc[j] = g
+                    a1 += np.float64(g)
+                    a2 += np.float64(g) * (np.float64(src[j]) - m)
+            else:
+                for j in range(hw):
+                    g = d[j] if yc[j] > zero else zero
+                    gc[j] = g
+                    a1 += np.float64(g)
+                    a2 += np.float64(g) * (np.float64(src[j]) - m)
+            out[0, c] += a1
+            out[1, c] += a2 * inv_std[c]
+
+
+@jit
+def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, gamma=None, beta=None):
     """dx = scale * (g - mb - xhat * mg) per channel, xhat = (x - mean) * inv_std, g = dy or,
     with ``relu``, dy * [y > 0] (training: mb = mean(g), mg = mean(g * xhat); evaluation:
-    mb = mg = 0). With ``ds3``, also ds = g: the gradient of the residual that
-    :func:`bn_normalise` added (the ``add``'s other input), in the same pass. With ``gamma``
-    and ``beta`` (no residual), ``y > 0`` is recomputed from ``x`` as in
-    :func:`bn_grad_sums`."""
+    mb = mg = 0). With ``gamma`` and ``beta``, ``y > 0`` is recomputed from ``x`` as in
+    :func:`bn_grad_sums`. (The residual form passes the g that
+    :func:`bn_residual_grad_sums` wrote, without ``relu``.)"""
     n, c_n, hw = x3.shape
     dt = dx3.dtype.type
     zero = dt(0)
@@ -244,23 +286,12 @@ def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, ds3=None
             src = x3[i, c]
             yc = y3[i, c]
             dst = dx3[i, c]
-            if relu and gamma is not None and ds3 is None:
+            if relu and gamma is not None:
                 at = dt(inv_std[c] * gamma[c])
                 bt = dt(beta[c])
                 for j in range(hw):
                     g = d[j] if (src[j] - m) * at + bt > zero else zero
                     dst[j] = a * g - k * (src[j] - m) - b
-            elif ds3 is not None:
-                res = ds3[i, c]
-                if relu:
-                    for j in range(hw):
-                        g = d[j] if yc[j] > zero else zero
-                        res[j] = g
-                        dst[j] = a * g - k * (src[j] - m) - b
-                else:
-                    for j in range(hw):
-                        res[j] = d[j]
-                        dst[j] = a * d[j] - k * (src[j] - m) - b
             elif relu:
                 for j in range(hw):
                     g = d[j] if yc[j] > zero else zero
