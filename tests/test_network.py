@@ -221,6 +221,40 @@ def test_planner_does_not_fuse_used_intermediates():
         _close(net.grads[k], ref_net.grads[k])
 
 
+def test_planner_runs_convolutions_that_read_one_value_together():
+    """A convolution reading a value an earlier step read moves up to run right after it (the
+    value still in cache): resnet20_cifar's projection shortcut right after its block's conv1,
+    the inception block's three 1x1 branch heads together; every step still runs after the
+    steps that make its inputs, and a training step computes bit for bit what the node order
+    does."""
+    from cnncalc.engine import plan
+
+    for name, together in (("resnet20_cifar", [["layer2.0.conv1", "layer2.0.downsample.0"],
+                                                ["layer3.0.conv1", "layer3.0.downsample.0"]]),
+                           ("inception_block", [["b1_1x1", "b2_reduce", "b3_reduce"]])):
+        net = _net(SPECS / f"{name}.yaml", dtype="float32")
+        names = [st.op.name for st in net.steps]
+        for group in together:
+            i = names.index(group[0])
+            assert names[i:i + len(group)] == group, names
+        made = {"input"}
+        for st in net.steps:
+            assert made.issuperset(st.inputs), st.op.name
+            made.add(st.output)
+    real = plan._readers_together
+    try:
+        plan._readers_together = list
+        in_node_order = _net(SPECS / "resnet20_cifar.yaml", dtype="float32", threads=2,
+                             parallel=True)
+    finally:
+        plan._readers_together = real
+    together = _net(SPECS / "resnet20_cifar.yaml", dtype="float32", threads=2, parallel=True)
+    assert [st.op.name for st in in_node_order.steps] != [st.op.name for st in together.steps]
+    x, y = _x((3, 32, 32), 4, dtype=np.float32), np.array([1, 2, 3, 4])
+    assert in_node_order.loss_and_grads(x, y) == together.loss_and_grads(x, y)
+    np.testing.assert_array_equal(in_node_order.flat_grads, together.flat_grads)
+
+
 def test_conv_without_bias_fuses():
     spec = _spec("8x8x2", ["conv: {filters: 3, size: 3, pad: 1, bias: false}", "relu",
                            "maxpool: {size: 2}", "flatten", "fc: {units: 2, bias: false}",

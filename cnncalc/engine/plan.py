@@ -14,7 +14,8 @@ by the next layer of the chain alone (and is not the network output):
 * ``batchnorm → add → relu`` (a residual block's tail, ``relu(bn(x) + s)`` with ``s`` the add's
   other input, computed before the batch norm): one ``batchnorm_add_relu`` step
   (:class:`BatchNormAddReluOp`): the sum in the normalising pass, ``s``'s gradient written by
-  the input-gradient pass.
+  the backward's first pass, which also adds the two parts of the output's gradient when the
+  output has two readers (``Op.takes_gradient_parts``).
 
 Whole-network fast path (:func:`find_chain`): when the graph is exactly
 ``input → (conv → relu → maxpool)* → [flatten] → (fc [→ relu])* → fc`` (every block fusable as
@@ -28,7 +29,9 @@ gradients summed in slice order).
 
 Everything else runs one generic op per node (:mod:`cnncalc.engine.ops`). A step is placed at its
 first node's position in the (topological) node order: its inputs exist there, and nothing
-between its first and last node can read the hidden intermediates.
+between its first and last node can read the hidden intermediates. Then a convolution that
+reads a value an earlier step read moves up to run right after that step, where its inputs
+exist (:func:`_readers_together`: a projection shortcut beside its block's first conv).
 """
 from __future__ import annotations
 
@@ -300,8 +303,33 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
         produced.add(step.output)
         steps.append(step)
     if fuse:
+        steps = _readers_together(steps)
         _fold_batchnorm_relu(steps, users, out_name)
     return steps
+
+
+def _readers_together(steps: list[Step]) -> list[Step]:
+    """``steps`` with each convolution that reads a value an earlier step also reads moved up
+    to just after that step (and its other readers moved so far), when all of its inputs
+    exist there: the value is read again while it is still in cache. Only convolutions move
+    (no RNG, no order-dependent state), and only up, past steps it does not depend on, so the
+    order stays topological. ``resnet20_cifar``'s 1x1 stride-2 shortcut reads its block's
+    input right after the 3x3 stride-2 conv1 instead of four steps later: its forward 1.47 ->
+    0.98 ms per step (the fast-path README)."""
+    order = list(steps)
+    for i in range(len(order)):
+        ready = {INPUT_NAME, *(st.output for st in order[:i + 1])}
+        reads = set(order[i].inputs)
+        at = i + 1
+        for k in range(i + 1, len(order)):
+            cand = order[k]
+            if (k > at and isinstance(cand.op, ConvOp) and reads.intersection(cand.inputs)
+                    and ready.issuperset(cand.inputs)):
+                order.insert(at, order.pop(k))
+                at += 1
+            elif k == at and reads.intersection(cand.inputs):
+                at += 1   # already right after: keep the readers' order
+    return order
 
 
 def _fold_batchnorm_relu(steps, users, out_name) -> None:
