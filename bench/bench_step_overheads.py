@@ -2,7 +2,7 @@
 and the step's anatomy on the thread pool (issue 13). No PyTorch needed.
 
 Run: ``python bench/bench_step_overheads.py [--spec resnet20_cifar] [--rounds 6] [--levers]
-[--folds]``
+[--folds] [--plan]``
 
 1. **Threads.** Steps of the same net built with 1 and with 2 threads (batch 64), alternating
    rounds in this process: the 2-thread efficiency ``T1 / (2 T2)``; and the same at batch 2,
@@ -29,6 +29,8 @@ Run: ``python bench/bench_step_overheads.py [--spec resnet20_cifar] [--rounds 6]
    convolution (``BatchNormOp.fold_into``) and undone, alternating rounds of one process:
    whole steps, and the forward and backward of the ops concerned (the folded batch norms and
    their convolutions) timed inside them.
+5. **Plan** (``--plan``): three choices of the step plan undone one at a time and all
+   together, alternating rounds of one process (:func:`plan_levers`).
 
 Both sides of every comparison run in this process, alternating, on a shared machine: compare
 the ratios of one run, not runs. The fast-path README's "Where the engine stands" cites it.
@@ -244,6 +246,48 @@ def folds(spec: str, rounds: int) -> None:
             for key in sorted({k for n, k in parts if n == name})))
 
 
+def plan_levers(spec: str, rounds: int) -> None:
+    """Three choices of the step plan swapped between alternating rounds of one process: a
+    value's two gradient parts left to the ``batchnorm_add_relu`` backward that reads them
+    (``Op.takes_gradient_parts``) or summed in a pass of their own; the Winograd weight
+    transforms split over the threads from 2^18 values (``ops.MIN_WEIGHT_ELEMS``) or from 2^16;
+    and convolutions that read one value run together (``plan._readers_together``) or in node
+    order (a second network of the same weights)."""
+    from cnncalc.engine import ops, plan
+
+    together = engine_step(spec, 64, n=1024, threads=2)
+    real_order = plan._readers_together
+    plan._readers_together = list
+    try:
+        node_order = engine_step(spec, 64, n=1024, threads=2)
+    finally:
+        plan._readers_together = real_order
+    takes = dict(together.network._takes_parts)
+    engine_min = ops.MIN_WEIGHT_ELEMS
+    settings = {   # name: (step, gradient parts, weight-transform split threshold)
+        "the engine's plan": (together, True, engine_min),
+        "parts summed in a pass of their own": (together, False, engine_min),
+        "weight transforms split from 2^16": (together, True, 1 << 16),
+        "convolutions in node order": (node_order, True, engine_min),
+        "none of the three": (node_order, False, 1 << 16),
+    }
+
+    def setup(name):
+        step, parts, threshold = settings[name]
+        step.network._takes_parts = takes if parts else dict.fromkeys(takes, False)
+        ops.MIN_WEIGHT_ELEMS = threshold
+
+    try:
+        m = _median_steps({name: settings[name][0] for name in settings}, rounds, setup=setup)
+    finally:
+        ops.MIN_WEIGHT_ELEMS = engine_min
+        together.network._takes_parts = takes
+    print(f"\n== {spec}: plan levers, alternating rounds (2 threads, batch 64), median ms per "
+          f"step ==")
+    for name, t in m.items():
+        print(f"{name:40s} {t * 1e3:7.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", default="resnet20_cifar")
@@ -252,9 +296,15 @@ def main() -> int:
     ap.add_argument("--levers", action="store_true", help="also the in-process A/B of levers")
     ap.add_argument("--folds", action="store_true",
                     help="only the A/B of the batch norm folded into the next convolution")
+    ap.add_argument("--plan", action="store_true",
+                    help="only the A/B of the plan's gradient parts, serial weight transforms "
+                         "and convolutions run together")
     args = ap.parse_args()
     if args.folds:
         folds(args.spec, args.rounds)
+        return 0
+    if args.plan:
+        plan_levers(args.spec, args.rounds)
         return 0
     threads_and_fixed_cost(args.spec, args.rounds)
     anatomy(args.spec, args.steps)
