@@ -594,8 +594,8 @@ def _bn_kernels_forward(x, gamma, beta, eps, nslices=2, relu=False, res=None):
 
 def _bn_grad_kernels(dy3, x3, y3, mean, inv, scale, relu, residual):
     """(sums, dx3, ds3 or None) of the slice kernels' backward: ``bn_grad_sums`` then
-    ``bn_grad_input``, or with ``residual`` (the ReLU included) ``bn_residual_grad_sums``, which
-    writes ds = g, then ``bn_grad_input`` on g."""
+    ``bn_grad_input``, or with ``residual`` (the ReLU included) ``bn_grad_sums`` writing
+    ds = g, then ``bn_grad_input`` on g."""
     from cnncalc.kernels import norm as kn
 
     n, c = x3.shape[:2]
@@ -604,7 +604,7 @@ def _bn_grad_kernels(dy3, x3, y3, mean, inv, scale, relu, residual):
     dx3 = np.full_like(dy3, np.nan)
     if residual:
         ds3 = np.full_like(dy3, np.nan)
-        kn.bn_residual_grad_sums(dy3, None, x3, y3, mean, inv, sums, ds3)
+        kn.bn_grad_sums(dy3, x3, y3, mean, inv, True, sums, g3=ds3)
         kn.bn_grad_input(ds3, x3, y3, mean, inv, scale, sums[0] / m, sums[1] / m, False, dx3)
         return sums, dx3, ds3
     kn.bn_grad_sums(dy3, x3, y3, mean, inv, relu, sums)
@@ -686,10 +686,11 @@ def test_bn_relu_mask_from_x_is_the_forwards(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_bn_residual_grad_sums_adds_two_parts_as_a_sum_would(dtype):
-    """``bn_residual_grad_sums`` given the output's gradient in two parts (an output with two
-    readers) writes the same g and sums, bit for bit, as given their NumPy sum; where y = 0, g
-    is 0 even where a part is inf or NaN."""
+def test_bn_grad_sums_adds_two_parts_as_a_sum_would(dtype):
+    """``bn_grad_sums`` in the residual form (writing g) given the output's gradient in two
+    parts (an output with two readers) writes the same g and sums, bit for bit, as given their
+    NumPy sum, and those sums are the plain ReLU form's; where y = 0, g is 0 even where a part
+    is inf or NaN."""
     from cnncalc.kernels import norm as kn
 
     rng = np.random.default_rng(12)
@@ -704,10 +705,13 @@ def test_bn_residual_grad_sums_adds_two_parts_as_a_sum_would(dtype):
     mean, inv = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
     g1, g2 = np.full_like(a3, 7), np.full_like(a3, 7)
     s1, s2 = np.empty((2, c)), np.empty((2, c))
-    kn.bn_residual_grad_sums(a3, b3, x3, y3, mean, inv, s1, g1)
-    kn.bn_residual_grad_sums(a3 + b3, None, x3, y3, mean, inv, s2, g2)
+    kn.bn_grad_sums(a3, x3, y3, mean, inv, True, s1, dy3b=b3, g3=g1)
+    kn.bn_grad_sums(a3 + b3, x3, y3, mean, inv, True, s2, g3=g2)
     np.testing.assert_array_equal(g1, g2)
     np.testing.assert_array_equal(s1, s2)
+    s3 = np.empty((2, c))
+    kn.bn_grad_sums(a3 + b3, x3, y3, mean, inv, True, s3)
+    np.testing.assert_array_equal(s1, s3)
     np.testing.assert_array_equal(g1, np.where(y3 > 0, a3 + b3, 0).astype(dtype))
     assert np.isfinite(s1).all() and np.count_nonzero(g1) == np.count_nonzero(y3)
 

@@ -664,7 +664,7 @@ class BatchNormOp(Op):
     def takes_gradient_parts(self) -> bool:
         """The network may pass ``backward`` its output's gradient as a tuple of two parts (an
         output with two readers), which the residual form's first pass adds as it reads them
-        (:func:`cnncalc.kernels.norm.bn_residual_grad_sums`) instead of a pass of its own."""
+        (:func:`cnncalc.kernels.norm.bn_grad_sums`) instead of a pass of its own."""
         return self.residual
 
     def backward(self, dy, need):
@@ -752,8 +752,8 @@ class BatchNormOp(Op):
 
         def sums(a, b):
             out = np.empty((2, c), np.float64)
-            knorm.bn_residual_grad_sums(dy3[a:b], None if dyb3 is None else dyb3[a:b], x3[a:b],
-                                        y3[a:b], self.mean64, self.inv_std64, out, ds3[a:b])
+            knorm.bn_grad_sums(dy3[a:b], x3[a:b], y3[a:b], self.mean64, self.inv_std64, True,
+                               out, None, None, None if dyb3 is None else dyb3[a:b], ds3[a:b])
             return out
 
         tot = np.empty((2, c), np.float64)

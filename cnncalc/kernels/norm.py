@@ -18,8 +18,7 @@ import numpy as np
 from ._jit import jit
 
 __all__ = ["BatchNormCache", "batchnorm_forward", "batchnorm_backward", "lrn_forward",
-           "lrn_backward", "bn_sums", "bn_normalise", "bn_grad_sums", "bn_residual_grad_sums",
-           "bn_grad_input"]
+           "lrn_backward", "bn_sums", "bn_normalise", "bn_grad_sums", "bn_grad_input"]
 
 
 class BatchNormCache(NamedTuple):
@@ -180,13 +179,21 @@ def bn_normalise(x3, mean, inv_std, gamma, beta, relu, y3, s3=None):
 
 
 @jit
-def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, gamma=None, beta=None):
+def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, gamma=None, beta=None, dy3b=None,
+                 g3=None):
     """out[0, c] = sum g, out[1, c] = sum g * xhat over the slice (float64), with
     xhat = (x - mean) * inv_std recomputed from ``x`` and g = dy, or with ``relu``
     g = dy * [y > 0] (``y`` the ReLU's output: the ReLU's backward in the same pass). With
     ``gamma`` and ``beta`` (those :func:`bn_normalise` took), ``y > 0`` is recomputed from
     ``x`` by the normalising pass's own expression (the same bits), and ``y3`` is not read:
-    one stream less through memory."""
+    one stream less through memory.
+
+    With ``relu`` reading ``y`` (the residual form, ``y = max(bn(x) + s, 0)``), ``g3`` (or
+    None) receives g, which is ``s``'s gradient and the ``dy`` the input-gradient pass then
+    reads (without ``relu``: neither ``dy`` nor ``y`` again); ``dy3b`` (or None) is a second
+    part of the output's gradient, added here instead of in a pass of its own (an output with
+    two readers: a residual block's output feeds the next block's conv1 and its shortcut).
+    float32 ``dy + dyb`` rounds as a separate sum would."""
     n, c_n, hw = x3.shape
     dt = dy3.dtype.type
     zero = dt(0)
@@ -209,6 +216,21 @@ def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, gamma=None, beta=None):
                     g = np.float64(d[j] if (src[j] - mt) * at + bt > zero else zero)
                     a1 += g
                     a2 += g * (np.float64(src[j]) - m)
+            elif relu and g3 is not None and dy3b is not None:
+                gc = g3[i, c]
+                e = dy3b[i, c]
+                for j in range(hw):
+                    gt = d[j] + e[j] if yc[j] > zero else zero
+                    gc[j] = gt
+                    a1 += np.float64(gt)
+                    a2 += np.float64(gt) * (np.float64(src[j]) - m)
+            elif relu and g3 is not None:
+                gc = g3[i, c]
+                for j in range(hw):
+                    gt = d[j] if yc[j] > zero else zero
+                    gc[j] = gt
+                    a1 += np.float64(gt)
+                    a2 += np.float64(gt) * (np.float64(src[j]) - m)
             elif relu:
                 for j in range(hw):
                     g = np.float64(d[j] if yc[j] > zero else zero)
@@ -224,55 +246,12 @@ def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, gamma=None, beta=None):
 
 
 @jit
-def bn_residual_grad_sums(dy3, dy3b, x3, y3, mean, inv_std, out, g3):
-    """The backward's first pass of ``y = max(bn(x) + s, 0)`` (``batchnorm_add_relu``):
-    g = (dy + dyb) * [y > 0] written to ``g3`` (the residual's gradient, and the ``dy`` of the
-    input-gradient pass, which then needs neither ``dy`` nor ``y``), and out[0, c] = sum g,
-    out[1, c] = sum g * xhat over the slice (float64), xhat = (x - mean) * inv_std.
-
-    ``dy3b`` (or None): a second part of the output's gradient, added here instead of in a pass
-    of its own (the output has two readers, e.g. a residual block's output feeds the next
-    block's convolution and its shortcut); float32 ``dy + dyb`` rounds as a separate sum would.
-    """
-    n, c_n, hw = x3.shape
-    dt = dy3.dtype.type
-    zero = dt(0)
-    for c in range(c_n):
-        out[0, c] = 0.0
-        out[1, c] = 0.0
-    for i in range(n):
-        for c in range(c_n):
-            m = mean[c]
-            d = dy3[i, c]
-            src = x3[i, c]
-            yc = y3[i, c]
-            gc = g3[i, c]
-            a1 = 0.0
-            a2 = 0.0
-            if dy3b is not None:
-                e = dy3b[i, c]
-                for j in range(hw):
-                    g = d[j] + e[j] if yc[j] > zero else zero
-                    gc[j] = g
-                    a1 += np.float64(g)
-                    a2 += np.float64(g) * (np.float64(src[j]) - m)
-            else:
-                for j in range(hw):
-                    g = d[j] if yc[j] > zero else zero
-                    gc[j] = g
-                    a1 += np.float64(g)
-                    a2 += np.float64(g) * (np.float64(src[j]) - m)
-            out[0, c] += a1
-            out[1, c] += a2 * inv_std[c]
-
-
-@jit
 def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, gamma=None, beta=None):
     """dx = scale * (g - mb - xhat * mg) per channel, xhat = (x - mean) * inv_std, g = dy or,
     with ``relu``, dy * [y > 0] (training: mb = mean(g), mg = mean(g * xhat); evaluation:
     mb = mg = 0). With ``gamma`` and ``beta``, ``y > 0`` is recomputed from ``x`` as in
     :func:`bn_grad_sums`. (The residual form passes the g that
-    :func:`bn_residual_grad_sums` wrote, without ``relu``.)"""
+    :func:`bn_grad_sums` wrote, without ``relu``.)"""
     n, c_n, hw = x3.shape
     dt = dx3.dtype.type
     zero = dt(0)
