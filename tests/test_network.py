@@ -529,6 +529,27 @@ def test_residual_gradient_parts_summed_by_the_batch_norm_as_the_join_would():
     np.testing.assert_array_equal(results[0][2], results[1][2])
 
 
+def test_residual_gradient_parts_on_features():
+    """The same on (N, F) features: a ``batchnorm_add_relu`` after an fc whose output two
+    layers read gets its gradient in two parts, and the network agrees with the unfused one
+    (float64)."""
+    spec = _spec("1x1x6", [
+        "fc: {name: f0, units: 6}", "relu: {name: r0}",
+        "fc: {name: f1, units: 6}", "batchnorm: {name: b1}", "add: {name: a1, from: [b1, r0]}",
+        "relu: {name: r1}",
+        "fc: {name: f2, units: 6}", "batchnorm: {name: b2}", "add: {name: a2, from: [b2, r1]}",
+        "relu: {name: r2}", "fc: {name: out, units: 3}"])
+    net, ref = _net(spec), _net(spec, fuse=False)
+    ref.load_state_dict(net.state_dict())
+    assert net._takes_parts["r1"] and "batchnorm_add_relu: b1 + a1 + r1 <- f1, r0" in net.plan
+    x = _x((6, 1, 1), 5)
+    d = np.random.default_rng(1).standard_normal((5, 3))
+    _close(net.forward(x), ref.forward(x))
+    _close(net.backward(d), ref.backward(d))
+    for k in net.grads:
+        _close(net.grads[k], ref.grads[k])
+
+
 def test_float32_matches_float64():
     n64 = _net(SPECS / "lenet5.yaml", dtype="float64")
     n32 = _net(SPECS / "lenet5.yaml", dtype="float32")
