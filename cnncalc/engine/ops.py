@@ -545,8 +545,10 @@ class BatchNormOp(Op):
     backward passes: no separate ReLU pass or buffer.
 
     ``residual`` (the planner's ``batchnorm_add_relu`` step): a second input ``s`` is added in
-    the normalising pass, ``y = max(bn(x) + s, 0)``, and its gradient ``dy * [y > 0]`` is written
-    by the input-gradient pass: the ``add`` and the ReLU cost no pass of their own."""
+    the normalising pass, ``y = max(bn(x) + s, 0)``, and its gradient g = ``dy * [y > 0]`` is
+    written by the backward's first pass (with the sums), which the input-gradient pass then
+    reads in place of ``dy`` and ``y``: the ``add`` and the ReLU cost no pass of their own.
+    Its backward may take ``dy`` as two parts (``takes_gradient_parts``)."""
 
     relu = False
     residual = False   # a second input added before the ReLU (``batchnorm_add_relu``)

@@ -212,9 +212,10 @@ class BatchNormReluOp(BatchNormOp):
 
 class BatchNormAddReluOp(BatchNormOp):
     """``relu(batchnorm(x) + s)``: inputs ``[x, s]``; the sum and the ReLU run in batch norm's
-    normalising pass, and ``ds = dy * [y > 0]`` is written by its input-gradient pass (the
-    batch norm's own gradient is masked the same way), so neither the ``add`` nor the ReLU
-    costs a pass over memory or a buffer of its own."""
+    normalising pass, and ``ds = dy * [y > 0]`` is written by its backward's first pass (with
+    batch norm's sums), which the input-gradient pass then reads as its ``dy``, so neither the
+    ``add`` nor the ReLU costs a pass over memory or a buffer of its own; when its output has
+    two readers, that first pass also adds the two parts of ``dy``."""
 
     kind = "batchnorm_add_relu"
     relu = True
