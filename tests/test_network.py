@@ -550,6 +550,33 @@ def test_residual_gradient_parts_on_features():
         _close(net.grads[k], ref.grads[k])
 
 
+def test_residual_gradient_of_three_readers():
+    """A ``batchnorm_add_relu`` output that three convolutions read: the first two parts wait
+    as a pair, the third makes the network sum them (a join buffer) and add it; the result
+    agrees with the unfused network and repeats bit for bit on the next step."""
+    spec = _spec("8x8x4", [
+        "conv: {name: c0, filters: 4, size: 3, pad: 1}", "relu: {name: r0}",
+        "conv: {name: c1, filters: 4, size: 3, pad: 1}", "batchnorm: {name: b1}",
+        "add: {name: a1, from: [b1, r0]}", "relu: {name: r1}",
+        "conv: {name: p1, from: r1, filters: 4, size: 3, pad: 1}",
+        "conv: {name: p2, from: r1, filters: 4, size: 1}",
+        "conv: {name: p3, from: r1, filters: 4, size: 3, pad: 1}",
+        "add: {name: s1, from: [p1, p2]}", "add: {name: s2, from: [s1, p3]}",
+        "global_avgpool: {name: g}", "flatten", "fc: {name: out, units: 3}"])
+    net, ref = _net(spec, threads=2, parallel=True), _net(spec, fuse=False)
+    ref.load_state_dict(net.state_dict())
+    assert net._takes_parts["r1"]
+    x = _x((4, 8, 8), 6)
+    d = np.random.default_rng(1).standard_normal((6, 3))
+    _close(net.forward(x), ref.forward(x))
+    dx = net.backward(d)
+    _close(dx, ref.backward(d))
+    for k in net.grads:
+        _close(net.grads[k], ref.grads[k])
+    net.forward(x)
+    np.testing.assert_array_equal(net.backward(d), dx)
+
+
 def test_float32_matches_float64():
     n64 = _net(SPECS / "lenet5.yaml", dtype="float64")
     n32 = _net(SPECS / "lenet5.yaml", dtype="float32")
