@@ -532,6 +532,9 @@ class PReluOp(Op):
 
 
 # ---------------------------------------------------------------------------- norm, dropout
+_NO_SUMS = np.zeros((2, 0), np.float64)
+
+
 class BatchNormOp(Op):
     """Batch norm. (N, C, H, W) inputs run the serial numba kernels of
     :mod:`cnncalc.kernels.norm` (``bn_sums``/``bn_normalise``, ``bn_grad_sums``/
@@ -618,36 +621,22 @@ class BatchNormOp(Op):
         s3 = (np.ascontiguousarray(xs[1], dtype=self.dtype).reshape(n, c, hw) if self.residual
               else None)
         if training:
-            m = n * hw
             shift = x3[0, :, 0].astype(np.float64)
             s = np.empty((2, c), np.float64)
             _sum_into(s, self._split(n, x.size, MIN_ELEMS,
                                      lambda a, b: self._sums(x3[a:b], shift)))
-            d = s[0] / m
-            mean64 = shift + d
-            var64 = np.maximum(s[1] / m - d * d, 0.0)
-            unbiased = (var64 * (m / (m - 1)) if m > 1 else var64).astype(self.dtype)
-            mean = mean64.astype(self.dtype)
-            var = var64.astype(self.dtype)
-            mo = self.momentum
-            self.rm *= 1 - mo
-            self.rm += mo * mean
-            self.rv *= 1 - mo
-            self.rv += mo * unbiased
-        else:
-            mean = np.asarray(self.rm, dtype=self.dtype)
-            var = np.asarray(self.rv, dtype=self.dtype)
-        dt = self.dtype.type
-        inv_std = (1 / np.sqrt(var + dt(self.eps))).astype(self.dtype)
-        # the kernels take float64 per-channel vectors (values rounded as the dtype's)
-        self.mean64 = mean.astype(np.float64)
-        self.inv_std64 = inv_std.astype(np.float64)
-        g64 = self.g64 = np.asarray(gamma, self.dtype).astype(np.float64)
-        b64 = self.b64 = np.asarray(beta, self.dtype).astype(np.float64)
-        self.gamma_used = np.array(gamma, self.dtype)
+        else:   # unread: the running statistics are used
+            s, shift = _NO_SUMS, _NO_SUMS[0]
+        # mean, inv_std, gamma, beta (float64 of the dtype's values); the running statistics
+        # updated in training
+        coef = self.coef = np.empty((4, c), np.float64)
+        self.gamma_used = np.empty(c, self.dtype)
+        knorm.bn_coefficients(bool(training), s, shift, n * hw, self.momentum, self.eps,
+                              self.rm, self.rv, gamma, beta, coef, self.gamma_used)
+        self.mean64, self.inv_std64, g64, b64 = coef
+        self.g64, self.b64 = g64, b64
         if self.folded_into is not None:
             # the conv that reads the output applies the pass (fold_into): pass x on
-            self.coef = np.stack([self.mean64, self.inv_std64, g64, b64])
             self.folded = x
             return x
         self._split(n, x.size, MIN_ELEMS,
@@ -725,16 +714,17 @@ class BatchNormOp(Op):
     def _input_grad_terms(self, tot, shape):
         """The input-gradient pass's buffer and per-channel terms: (dx, dx as (N, C, HW),
         scale = gamma * inv_std, mb = mean(g), mg = mean(g * xhat)); evaluation: mb = mg = 0."""
-        dbeta, dgamma = self._param_grads(tot)
         n, c = shape[:2]
-        scale = (self.gamma_used * self.inv_std64.astype(self.dtype)).astype(np.float64)
         dx = self._buf("dx", shape)
         m = dx.size // c
-        if self.training:
-            mb = dbeta.astype(np.float64) / m
-            mg = dgamma.astype(np.float64) / m
+        if self.affine:
+            dgamma, dbeta = self.grads["weight"], self.grads["bias"]
         else:
-            mb = mg = np.zeros(c, np.float64)
+            dgamma, dbeta = np.empty(c, self.dtype), np.empty(c, self.dtype)
+        terms = np.empty((3, c), np.float64)
+        knorm.bn_grad_terms(tot, self.coef, self.gamma_used, m, self.training, dgamma, dbeta,
+                            terms)
+        scale, mb, mg = terms
         return dx, dx.reshape(n, c, m // n), scale, mb, mg
 
     def _residual_backward(self, parts, need):

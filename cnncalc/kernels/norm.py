@@ -18,7 +18,8 @@ import numpy as np
 from ._jit import jit
 
 __all__ = ["BatchNormCache", "batchnorm_forward", "batchnorm_backward", "lrn_forward",
-           "lrn_backward", "bn_sums", "bn_normalise", "bn_grad_sums", "bn_grad_input"]
+           "lrn_backward", "bn_sums", "bn_normalise", "bn_grad_sums", "bn_grad_input",
+           "bn_coefficients", "bn_grad_terms"]
 
 
 class BatchNormCache(NamedTuple):
@@ -145,6 +146,79 @@ def bn_sums(x3, shift, out):
                 a2 += d * d
             out[0, c] += a1
             out[1, c] += a2
+
+
+def _bn_coefficients_py(training, sums, shift, m, momentum, eps, running_mean, running_var,
+                        gamma, beta, coef, gamma_used):
+    """The normalising pass's per-channel coefficients, in one call (the engine's calling
+    thread ran ~25 small NumPy operations here between two pool runs while the worker waited).
+
+    Training, from the batch's float64 sums about ``shift`` over ``m`` values a channel
+    (:func:`bn_sums`): d = S1/m, mean = shift + d, var = max(S2/m - d**2, 0) (biased), and the
+    running statistics updated in place, ``running = (1 - momentum)*running +
+    momentum*batch`` with the unbiased variance var * m/(m - 1). Evaluation: mean and var are
+    the running statistics. Then inv_std = 1/sqrt(var + eps), and ``coef`` (4, C) float64
+    receives mean, inv_std, gamma and beta, each rounded to the network's dtype first;
+    ``gamma_used`` (dtype) a copy of gamma for the backward.
+
+    Every value rounds as the NumPy expressions of ``batchnorm_forward``'s slice form did (the
+    dtype's arithmetic for the running update and inv_std, float64 for the sums; compiled
+    without fast-math, so nothing is contracted or reassociated): the same bits."""
+    t = np.empty(8, running_mean.dtype)   # scalars in the network's dtype
+    t[0] = 1.0 - momentum                 # NumPy casts a Python float to the array's dtype
+    t[1] = momentum
+    t[2] = eps
+    t[3] = 1.0
+    for ch in range(coef.shape[1]):
+        if training:
+            d = sums[0, ch] / m
+            var64 = sums[1, ch] / m - d * d
+            if var64 < 0.0:               # np.maximum(.., 0): NaN stays NaN
+                var64 = 0.0
+            t[4] = shift[ch] + d          # mean
+            t[5] = var64
+            t[6] = var64 * (m / (m - 1)) if m > 1 else var64
+            running_mean[ch] = running_mean[ch] * t[0]
+            running_mean[ch] = running_mean[ch] + t[1] * t[4]
+            running_var[ch] = running_var[ch] * t[0]
+            running_var[ch] = running_var[ch] + t[1] * t[6]
+        else:
+            t[4] = running_mean[ch]
+            t[5] = running_var[ch]
+        t[7] = t[3] / np.sqrt(t[5] + t[2])
+        coef[0, ch] = t[4]
+        coef[1, ch] = t[7]
+        gamma_used[ch] = gamma[ch]
+        coef[2, ch] = gamma_used[ch]
+        t[5] = beta[ch]
+        coef[3, ch] = t[5]
+
+
+bn_coefficients = jit(_bn_coefficients_py, fastmath=False)
+
+
+def _bn_grad_terms_py(tot, coef, gamma_used, m, training, dgamma, dbeta, terms):
+    """The input-gradient pass's per-channel terms from the backward's float64 sums ``tot``
+    (:func:`bn_grad_sums`: Σg, Σg·xhat): dbeta = Σg and dgamma = Σg·xhat in the dtype (into
+    ``dbeta``, ``dgamma``), and ``terms`` (3, C) float64: scale = gamma·inv_std (the dtype's
+    product), mb = dbeta/m and mg = dgamma/m in training, 0 in evaluation (``m`` values a
+    channel). Rounds as the NumPy expressions it replaces (no fast-math)."""
+    t = np.empty(2, gamma_used.dtype)
+    for ch in range(coef.shape[1]):
+        dbeta[ch] = tot[0, ch]
+        dgamma[ch] = tot[1, ch]
+        t[0] = coef[1, ch]
+        t[1] = gamma_used[ch] * t[0]
+        terms[0, ch] = t[1]
+        if training:
+            terms[1, ch] = np.float64(dbeta[ch]) / m
+            terms[2, ch] = np.float64(dgamma[ch]) / m
+        else:
+            terms[1, ch] = 0.0
+            terms[2, ch] = 0.0
+
+
+bn_grad_terms = jit(_bn_grad_terms_py, fastmath=False)
 
 
 @jit
