@@ -36,6 +36,7 @@ thread.
 from __future__ import annotations
 
 import inspect
+import math
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class Op:
         only within the current call: workspace no op keeps across calls needs no memory per
         op."""
         pool = self.ctx.__dict__.setdefault("scratch", {})
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         a = pool.get(key)
         if a is None or a.size < size or a.dtype != self.dtype:
             a = pool[key] = np.empty(size, self.dtype)
@@ -145,7 +146,7 @@ class Op:
         over threads when large (NumPy releases the GIL in its loops). One slice: ``fn``'s own
         result, cast to the network's dtype."""
         n = shape[0]
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         if len(self._slices(n, size, MIN_ELEMS_NP)) == 1:
             return fn(0, n).astype(self.dtype, copy=False)
 
@@ -243,14 +244,14 @@ class ConvOp(Op):
         shared = self.shared = {}
         if self.winograd:
             u = self._buf("winograd_u", (kwino.TILES, w.shape[0], w.shape[1]))
-            self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1),
+            # lanes: the input gradient's U^T (the backward's) made with U, once per forward
+            ut = (self._buf("winograd_dx", (kwino.TILES, w.shape[1], w.shape[0]))
+                  if self.lanes else None)
+            self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1, ut),
                                  w.shape[0], u.size)
             shared["winograd"] = u
             if self.lanes:
-                # the input gradient's U^T (the backward's), made once per forward
-                shared["winograd_dx"] = self._buf("winograd_dx", (kwino.TILES, w.shape[1],
-                                                                  w.shape[0]))
-                shared["winograd_dx"][...] = kwino.lanes_dx_weights(u)
+                shared["winograd_dx"] = ut
             else:
                 # U^T for the forward GEMMs: network-wide scratch, valid during this forward
                 # only (the backward uses U)
@@ -282,23 +283,34 @@ class ConvOp(Op):
         if self.winograd:
             u = shared["winograd"]
             du = self._scratch("winograd_du", u.shape)
-            if self.by_position is not None:
-                self.by_position.backward(dy, x, u, du, dx, self._pool,
-                                          split(x.shape[0], self.threads), self._scratch)
-            elif self.lanes:
+            dw = self.grads["weight"]
+            if self.lanes:
+                # each chunk's dU into a slot of one scratch; their sum (chunk order) and
+                # dW = G^T dU G in one call per output-channel range
+                n = x.shape[0]
+                sl = self._slices(n, self._macs(n), MIN_MACS)
+                parts = self._scratch("winograd_du_parts", (len(sl), *u.shape))
                 rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
                                                  u_dx=shared["winograd_dx"], bn=shared["bn"])
-                _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS, rows))
-            else:
-                def work_du(a, c):
-                    return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),
-                                             out_dx=None if dx is None else dx[a:c])[1]
+                self._run(lambda t: rows(*sl[t], parts[t]), sl)
 
-                _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS,
-                                          work_du))
-            dw = self.grads["weight"]
-            self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1),
-                                 w.shape[0], du.size)
+                def grad(k0, k1):
+                    kwino.weight_grad_parts(parts, du, dw, k0, k1)
+            else:
+                if self.by_position is not None:
+                    self.by_position.backward(dy, x, u, du, dx, self._pool,
+                                              split(x.shape[0], self.threads), self._scratch)
+                else:
+                    def work_du(a, c):
+                        return kwino.backward_du(dy[a:c], x[a:c], u, self.pad, bool(need[0]),
+                                                 out_dx=None if dx is None else dx[a:c])[1]
+
+                    _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS,
+                                              work_du))
+
+                def grad(k0, k1):
+                    kwino.weight_grad(du, dw, k0, k1)
+            self._by_out_channel(grad, w.shape[0], du.size)
             if has_bias:
                 self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
             return [dx]
@@ -338,7 +350,7 @@ class MaxPoolOp(Op):
         return y
 
     def backward(self, dy, need):
-        return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
+        return self._input_grad(dy, need, self.x_shape, math.prod(self.x_shape),
                                 lambda d, a, b, dx: kpool.maxpool2d_backward(
                                     d, self.am[a:b], dx.shape, out=dx))
 
@@ -358,13 +370,13 @@ class AvgPoolOp(Op):
         x = np.ascontiguousarray(xs[0])
         self.x_shape = x.shape
         shape = x.shape[:2] + tuple(self.out_hw)
-        return self._fill("y", shape, int(np.prod(shape)) * self.k[0] * self.k[1], MIN_ELEMS,
+        return self._fill("y", shape, math.prod(shape) * self.k[0] * self.k[1], MIN_ELEMS,
                           lambda a, b, y: kpool.avgpool2d_forward(
                               x[a:b], self.k, self.stride, self.pad, self.out_hw, self.include,
                               pad_after=self.pad_after, out=y))
 
     def backward(self, dy, need):
-        return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
+        return self._input_grad(dy, need, self.x_shape, math.prod(self.x_shape),
                                 lambda d, a, b, dx: kpool.avgpool2d_backward(
                                     d, dx.shape, self.k, self.stride, self.pad, self.include,
                                     pad_after=self.pad_after, out=dx))
@@ -391,7 +403,7 @@ class AdaptiveAvgPoolOp(Op):
                               x[a:b], (o.h, o.w), out=y))
 
     def backward(self, dy, need):
-        return self._input_grad(dy, need, self.x_shape, int(np.prod(self.x_shape)),
+        return self._input_grad(dy, need, self.x_shape, math.prod(self.x_shape),
                                 lambda d, a, b, dx: kpool.adaptive_avgpool_backward(
                                     d, dx.shape, out=dx))
 

@@ -146,12 +146,27 @@ def _weight_grad_py(du, k0, k1, dw):
 _weight_grad = jit(_weight_grad_py)
 
 
-def weight_transform(w, out=None, k0=0, k1=None) -> np.ndarray:
+def _transpose_rows_py(u, k0, k1, ut):
+    """ut[xi, c, k] = u[xi, k, c] for output channels k0..k1 (a copy: the same bits)."""
+    for xi in range(u.shape[0]):
+        for k in range(k0, k1):
+            for c in range(u.shape[2]):
+                ut[xi, c, k] = u[xi, k, c]
+
+
+_transpose_rows = jit(_transpose_rows_py)
+
+
+def weight_transform(w, out=None, k0=0, k1=None, out_t=None) -> np.ndarray:
     """U = G w G^T as (16, K, C), C-contiguous (rows ``k0..k1`` of ``out`` when given: the
-    engine splits this over its threads)."""
+    engine splits this over its threads). With ``out_t`` (16, C, K), also U^T (the lanes
+    backward's :func:`lanes_dx_weights`) for those rows, in the same call."""
     w = np.ascontiguousarray(w)
     u = np.empty((TILES, w.shape[0], w.shape[1]), w.dtype) if out is None else out
-    _weight_transform(w, k0, w.shape[0] if k1 is None else k1, u)
+    k1 = w.shape[0] if k1 is None else k1
+    _weight_transform(w, k0, k1, u)
+    if out_t is not None:
+        _transpose_rows(u, k0, k1, out_t)
     return u
 
 
@@ -503,6 +518,35 @@ def weight_grad(du, out=None, k0=0, k1=None) -> np.ndarray:
     dw = np.empty((k_out, c_in, 3, 3), du.dtype) if out is None else out
     _weight_grad(du, k0, k_out if k1 is None else k1, dw)
     return dw
+
+
+def _sum_parts_py(parts, k0, k1, du):
+    """du[:, k0:k1] = parts[0] + parts[1] + ... (those rows), added in part order: the float
+    sums of a running total, so the same bits whatever the vector width (compiled without
+    fast-math: nothing reassociated)."""
+    for xi in range(parts.shape[1]):
+        for k in range(k0, k1):
+            dst = du[xi, k]
+            src = parts[0, xi, k]
+            for c in range(dst.shape[0]):
+                dst[c] = src[c]
+            for p in range(1, parts.shape[0]):
+                src = parts[p, xi, k]
+                for c in range(dst.shape[0]):
+                    dst[c] += src[c]
+
+
+_sum_parts = jit(_sum_parts_py, fastmath=False)
+
+
+def weight_grad_parts(parts, du, out, k0=0, k1=None) -> np.ndarray:
+    """:func:`weight_grad` of ``dU = parts[0] + parts[1] + ...`` (the batch chunks' partial
+    ``dU``, (P, 16, K, C), summed in chunk order into ``du``), rows ``k0..k1`` of ``out``: one
+    call instead of a NumPy sum and then the transform."""
+    k1 = du.shape[1] if k1 is None else k1
+    _sum_parts(parts, k0, k1, du)
+    _weight_grad(du, k0, k1, out)
+    return out
 
 
 class ByPosition:
@@ -957,8 +1001,9 @@ def lanes_dx_weights(u) -> np.ndarray:
 
 
 def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None, bn=None):
-    """``run(a, c) -> du``: :func:`lanes_backward_du` of the samples ``a:c`` (``dx[a:c]``
-    written when ``need_dx``), one compiled call per chunk (see :func:`lanes_forward_rows`;
+    """``run(a, c[, du]) -> du``: :func:`lanes_backward_du` of the samples ``a:c`` (``dx[a:c]``
+    written when ``need_dx``; ``du`` (16, K, C) written whole, allocated when not given), one
+    compiled call per chunk (see :func:`lanes_forward_rows`;
     with ``bn`` the gradient with respect to ``max(bn(x), 0)``, the layer's real input)."""
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
@@ -972,8 +1017,8 @@ def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None, bn=None):
     no_dx = x[:1]
     bnf = _input_bn(bn)
 
-    def run(a, c):
-        du = np.empty((TILES, k_out, c_in), x.dtype)
+    def run(a, c, du=None):
+        du = np.empty((TILES, k_out, c_in), x.dtype) if du is None else du
         _lanes_backward(dy[a:c], x[a:c], weights, need_dx, dx[a:c] if need_dx else no_dx,
                         du, blocks(c - a), qb, bnf)
         return du
