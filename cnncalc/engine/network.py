@@ -75,7 +75,7 @@ import numpy as np
 from cnncalc.engine.plan import build_plan, find_chain
 from cnncalc.errors import TrainError
 from cnncalc.graph import INPUT_NAME, Graph
-from cnncalc.kernels.fast.threads import default_threads, split
+from cnncalc.kernels.fast.threads import default_threads, get_pool, split
 from cnncalc.limits import check_network_memory
 from cnncalc.spec import load
 
@@ -374,8 +374,6 @@ class Network:
 
     def _pool_run(self, fn, T):
         """``[fn(0), ..., fn(T - 1)]`` on the shared pool (the ops' ``ctx.run``)."""
-        from cnncalc.kernels.fast.threads import get_pool
-
         return get_pool(self.threads).run(fn, T, flush=self.flush_denormals)
 
     def _dispatch(self, fn, T):

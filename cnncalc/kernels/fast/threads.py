@@ -218,6 +218,9 @@ def _watch_forks() -> None:
 
 def get_pool(threads: int) -> WorkerPool:
     """The shared pool with ``threads`` threads (the caller counts as one)."""
+    pool = _POOLS.get(threads)     # the engine asks before every pool run: no lock once made
+    if pool is not None:
+        return pool
     with _POOLS_LOCK:
         pool = _POOLS.get(threads)
         if pool is None:
