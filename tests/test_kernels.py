@@ -685,10 +685,20 @@ def test_bn_relu_mask_from_x_is_the_forwards(dtype):
     np.testing.assert_allclose(d1, d2, rtol=tol, atol=tol * np.abs(d1).max())
 
 
-def _bn_coefficients_numpy(training, sums, shift, m, mo, eps, rm, rv, gamma, beta):
+def _in_order(parts):
+    """parts[0] + parts[1] + ... added in order (the engine's chunk order)."""
+    tot = parts[0].copy()
+    for p in parts[1:]:
+        tot += p
+    return tot
+
+
+def _bn_coefficients_numpy(training, parts, shift, m, mo, eps, rm, rv, gamma, beta):
     """The NumPy expressions that ``norm.bn_coefficients`` replaces in the engine (rounding
-    step for step): (coef (4, C) float64, gamma_used); ``rm``, ``rv`` updated in place."""
+    step for step) on the chunks' sums ``parts``: (coef (4, C) float64, gamma_used); ``rm``,
+    ``rv`` updated in place."""
     dtype = rm.dtype
+    sums = _in_order(parts)
     if training:
         d = sums[0] / m
         mean64 = shift + d
@@ -708,9 +718,10 @@ def _bn_coefficients_numpy(training, sums, shift, m, mo, eps, rm, rv, gamma, bet
     return coef, np.array(gamma, dtype)
 
 
-def _bn_grad_terms_numpy(tot, coef, gamma_used, m, training):
+def _bn_grad_terms_numpy(parts, coef, gamma_used, m, training):
     """The NumPy expressions ``norm.bn_grad_terms`` replaces: (dgamma, dbeta, terms (3, C))."""
     dtype = gamma_used.dtype
+    tot = _in_order(parts)
     dbeta, dgamma = tot[0].astype(dtype), tot[1].astype(dtype)
     scale = (gamma_used * coef[1].astype(dtype)).astype(np.float64)
     if training:
@@ -720,24 +731,24 @@ def _bn_grad_terms_numpy(tot, coef, gamma_used, m, training):
     return dgamma, dbeta, np.stack([scale, mb, mg])
 
 
-def _check_bn_coefficients(dtype, training, sums, shift, m, mo, eps, rm, rv, gamma, beta):
-    """``bn_coefficients`` then ``bn_grad_terms`` give the NumPy expressions' bits (NaN where
-    they give NaN), the running statistics included."""
+def _check_bn_coefficients(dtype, training, parts, shift, m, mo, eps, rm, rv, gamma, beta):
+    """``bn_coefficients`` then ``bn_grad_terms`` on the chunks' sums ``parts`` (P, 2, C) give
+    the NumPy expressions' bits (NaN where they give NaN), the running statistics included."""
     from cnncalc.kernels import norm as kn
 
     c = shift.size
     rm2, rv2 = rm.copy(), rv.copy()
-    want, want_gamma = _bn_coefficients_numpy(training, sums, shift, m, mo, eps, rm, rv, gamma,
+    want, want_gamma = _bn_coefficients_numpy(training, parts, shift, m, mo, eps, rm, rv, gamma,
                                               beta)
     coef, gamma_used = np.empty((4, c)), np.empty(c, dtype)
-    kn.bn_coefficients(training, sums, shift, m, mo, eps, rm2, rv2, gamma, beta, coef,
+    kn.bn_coefficients(training, parts, shift, m, mo, eps, rm2, rv2, gamma, beta, coef,
                        gamma_used)
     for got, exp in ((coef, want), (gamma_used, want_gamma), (rm2, rm), (rv2, rv)):
         np.testing.assert_array_equal(got, exp)
-    tot = sums[::-1] * 0.37
+    grad_parts = np.ascontiguousarray(parts[:, ::-1] * 0.37)
     dg, db, terms = np.empty(c, dtype), np.empty(c, dtype), np.empty((3, c))
-    kn.bn_grad_terms(tot, coef, gamma_used, m, training, dg, db, terms)
-    for got, exp in zip((dg, db, terms), _bn_grad_terms_numpy(tot, want, want_gamma, m,
+    kn.bn_grad_terms(grad_parts, coef, gamma_used, m, training, dg, db, terms)
+    for got, exp in zip((dg, db, terms), _bn_grad_terms_numpy(grad_parts, want, want_gamma, m,
                                                                training)):
         np.testing.assert_array_equal(got, exp)
 
@@ -755,33 +766,38 @@ def test_bn_coefficients_round_as_the_numpy_expressions(dtype, training):
     sums = np.stack([rng.standard_normal(c) * 50, rng.random(c) * 400])
     sums[1, 1] = sums[0, 1] ** 2 / 64 - 1e-9     # S2/m - d^2 < 0: clamped to 0
     sums[:, 2] = np.nan
+    # three chunks whose float64 sum depends on the order it is added in
+    parts = np.stack([sums + 1e17, np.full_like(sums, -1e17), sums * 1e-3])
     for m in (64, 1):
         rm = rng.standard_normal(c).astype(dtype)
         rv = (rng.random(c) + 0.5).astype(dtype)
         gamma = rng.standard_normal(c).astype(dtype)
         gamma[3] = 1
         beta = rng.standard_normal(c).astype(dtype)
-        _check_bn_coefficients(dtype, training, sums, shift, m, 0.1, 1e-5, rm, rv, gamma, beta)
+        _check_bn_coefficients(dtype, training, parts, shift, m, 0.1, 1e-5, rm, rv, gamma,
+                               beta)
 
 
 if given is not None:
     @settings(max_examples=60, deadline=None)
     @given(st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(1, 9),
-           st.integers(1, 5000), st.floats(0, 1), st.floats(1e-12, 1e-1),
+           st.integers(1, 5000), st.floats(0, 1), st.floats(1e-12, 1e-1), st.integers(1, 5),
            st.integers(0, 2 ** 32 - 1))
-    def test_bn_coefficients_fuzz(dtype, training, c, m, mo, eps, seed):
-        """Any channel count, batch size, momentum and eps: the NumPy expressions' bits."""
+    def test_bn_coefficients_fuzz(dtype, training, c, m, mo, eps, chunks, seed):
+        """Any channel count, batch size, momentum, eps and chunk count: the NumPy expressions'
+        bits."""
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         scale = 10.0 ** rng.integers(-6, 6)
         shift = rng.standard_normal(c) * scale
         d = rng.standard_normal(c) * scale
         sums = np.stack([d * m, (d * d + rng.random(c) * scale ** 2) * m])
+        parts = sums * rng.random((chunks, 1, c))
         rm = (rng.standard_normal(c) * scale).astype(dtype)
         rv = (rng.random(c) * scale ** 2).astype(dtype)
         gamma = rng.standard_normal(c).astype(dtype)
         beta = rng.standard_normal(c).astype(dtype)
-        _check_bn_coefficients(dtype, training, sums, shift, m, mo, eps, rm, rv, gamma, beta)
+        _check_bn_coefficients(dtype, training, parts, shift, m, mo, eps, rm, rv, gamma, beta)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -544,7 +544,7 @@ class PReluOp(Op):
 
 
 # ---------------------------------------------------------------------------- norm, dropout
-_NO_SUMS = np.zeros((2, 0), np.float64)
+_NO_SUMS = np.zeros((1, 2, 0), np.float64)
 
 
 class BatchNormOp(Op):
@@ -634,11 +634,10 @@ class BatchNormOp(Op):
               else None)
         if training:
             shift = x3[0, :, 0].astype(np.float64)
-            s = np.empty((2, c), np.float64)
-            _sum_into(s, self._split(n, x.size, MIN_ELEMS,
-                                     lambda a, b: self._sums(x3[a:b], shift)))
+            s = self._chunk_sums(n, x.size, c,
+                                 lambda a, b, out: knorm.bn_sums(x3[a:b], shift, out))
         else:   # unread: the running statistics are used
-            s, shift = _NO_SUMS, _NO_SUMS[0]
+            s, shift = _NO_SUMS, _NO_SUMS[0, 0]
         # mean, inv_std, gamma, beta (float64 of the dtype's values); the running statistics
         # updated in training
         coef = self.coef = np.empty((4, c), np.float64)
@@ -657,11 +656,14 @@ class BatchNormOp(Op):
                                                     None if s3 is None else s3[a:b]))
         return y
 
-    @staticmethod
-    def _sums(x3, shift):
-        out = np.empty((2, x3.shape[1]), np.float64)
-        knorm.bn_sums(x3, shift, out)
-        return out
+    def _chunk_sums(self, n: int, size: int, c: int, fn) -> np.ndarray:
+        """The batch chunks' float64 per-channel sums (chunks, 2, C), ``fn(a, b, out)`` writing
+        chunk ``[a, b)``'s into ``out``; the kernels that read them (``bn_coefficients``,
+        ``bn_grad_terms``) add them in chunk order."""
+        sl = self._slices(n, size, MIN_ELEMS)
+        parts = np.empty((len(sl), 2, c), np.float64)
+        self._run(lambda t: fn(*sl[t], parts[t]), sl)
+        return parts
 
     @property
     def takes_gradient_parts(self) -> bool:
@@ -694,50 +696,34 @@ class BatchNormOp(Op):
         # + s, 0) would need s read instead)
         gb = (self.g64, self.b64) if relu else (None, None)
 
-        def sums(a, b):
-            out = np.empty((2, c), np.float64)
-            knorm.bn_grad_sums(dy3[a:b], x3[a:b], y3[a:b], self.mean64, self.inv_std64, relu,
-                               out, *gb)
-            return out
-
-        tot = np.empty((2, c), np.float64)
-        _sum_into(tot, self._split(n, dy.size, MIN_ELEMS, sums))
+        parts = self._chunk_sums(n, dy.size, c, lambda a, b, out: knorm.bn_grad_sums(
+            dy3[a:b], x3[a:b], y3[a:b], self.mean64, self.inv_std64, relu, out, *gb))
+        scale, mb, mg = self._grad_terms(parts, dy.size // c)
         if not need[0]:
-            self._param_grads(tot)
             return [None]
         # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
-        dx, dx3, scale, mb, mg = self._input_grad_terms(tot, dy.shape)
+        dx = self._buf("dx", dy.shape)
+        dx3 = dx.reshape(n, c, hw)
         self._split(n, dy.size, MIN_ELEMS,
                     lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], y3[a:b], self.mean64,
                                                      self.inv_std64, scale, mb, mg, relu,
                                                      dx3[a:b], *gb))
         return [dx]
 
-    def _param_grads(self, tot):
-        """dbeta = sum g, dgamma = sum g * xhat (``tot``, float64) into the gradients; returns
-        them in the dtype."""
-        dbeta = tot[0].astype(self.dtype)
-        dgamma = tot[1].astype(self.dtype)
-        if self.affine:
-            self.grads["weight"][...] = dgamma
-            self.grads["bias"][...] = dbeta
-        return dbeta, dgamma
-
-    def _input_grad_terms(self, tot, shape):
-        """The input-gradient pass's buffer and per-channel terms: (dx, dx as (N, C, HW),
-        scale = gamma * inv_std, mb = mean(g), mg = mean(g * xhat)); evaluation: mb = mg = 0."""
-        n, c = shape[:2]
-        dx = self._buf("dx", shape)
-        m = dx.size // c
+    def _grad_terms(self, parts, m: int):
+        """dbeta = sum g and dgamma = sum g * xhat (the chunks' float64 sums ``parts``, added in
+        chunk order) into the gradients, and the input-gradient pass's per-channel terms
+        (scale = gamma * inv_std, mb = mean(g), mg = mean(g * xhat); evaluation: mb = mg = 0)
+        over ``m`` values a channel."""
+        c = parts.shape[2]
         if self.affine:
             dgamma, dbeta = self.grads["weight"], self.grads["bias"]
         else:
             dgamma, dbeta = np.empty(c, self.dtype), np.empty(c, self.dtype)
         terms = np.empty((3, c), np.float64)
-        knorm.bn_grad_terms(tot, self.coef, self.gamma_used, m, self.training, dgamma, dbeta,
+        knorm.bn_grad_terms(parts, self.coef, self.gamma_used, m, self.training, dgamma, dbeta,
                             terms)
-        scale, mb, mg = terms
-        return dx, dx.reshape(n, c, m // n), scale, mb, mg
+        return terms
 
     def _residual_backward(self, parts, need):
         """``y = max(bn(x) + s, 0)``'s backward from its output's gradient in one or two
@@ -754,18 +740,14 @@ class BatchNormOp(Op):
         ds = self._buf("ds", dy.shape)
         ds3 = ds.reshape(n, c, hw)
 
-        def sums(a, b):
-            out = np.empty((2, c), np.float64)
-            knorm.bn_grad_sums(dy3[a:b], x3[a:b], y3[a:b], self.mean64, self.inv_std64, True,
-                               out, None, None, None if dyb3 is None else dyb3[a:b], ds3[a:b])
-            return out
-
-        tot = np.empty((2, c), np.float64)
-        _sum_into(tot, self._split(n, dy.size, MIN_ELEMS, sums))
+        parts = self._chunk_sums(n, dy.size, c, lambda a, b, out: knorm.bn_grad_sums(
+            dy3[a:b], x3[a:b], y3[a:b], self.mean64, self.inv_std64, True, out, None, None,
+            None if dyb3 is None else dyb3[a:b], ds3[a:b]))
+        scale, mb, mg = self._grad_terms(parts, dy.size // c)
         if not need[0]:
-            self._param_grads(tot)
             return [None, ds]
-        dx, dx3, scale, mb, mg = self._input_grad_terms(tot, dy.shape)
+        dx = self._buf("dx", dy.shape)
+        dx3 = dx.reshape(n, c, hw)
         self._split(n, dy.size, MIN_ELEMS,
                     lambda a, b: knorm.bn_grad_input(ds3[a:b], x3[a:b], y3[a:b], self.mean64,
                                                      self.inv_std64, scale, mb, mg, False,

@@ -148,13 +148,14 @@ def bn_sums(x3, shift, out):
             out[1, c] += a2
 
 
-def _bn_coefficients_py(training, sums, shift, m, momentum, eps, running_mean, running_var,
+def _bn_coefficients_py(training, parts, shift, m, momentum, eps, running_mean, running_var,
                         gamma, beta, coef, gamma_used):
     """The normalising pass's per-channel coefficients, in one call (the engine's calling
     thread ran ~25 small NumPy operations here between two pool runs while the worker waited).
 
-    Training, from the batch's float64 sums about ``shift`` over ``m`` values a channel
-    (:func:`bn_sums`): d = S1/m, mean = shift + d, var = max(S2/m - d**2, 0) (biased), and the
+    Training, from the batch's float64 sums about ``shift`` over ``m`` values a channel, given
+    as the batch chunks' ``parts`` (P, 2, C) of :func:`bn_sums` and added in chunk order:
+    d = S1/m, mean = shift + d, var = max(S2/m - d**2, 0) (biased), and the
     running statistics updated in place, ``running = (1 - momentum)*running +
     momentum*batch`` with the unbiased variance var * m/(m - 1). Evaluation: mean and var are
     the running statistics. Then inv_std = 1/sqrt(var + eps), and ``coef`` (4, C) float64
@@ -171,8 +172,13 @@ def _bn_coefficients_py(training, sums, shift, m, momentum, eps, running_mean, r
     t[3] = 1.0
     for ch in range(coef.shape[1]):
         if training:
-            d = sums[0, ch] / m
-            var64 = sums[1, ch] / m - d * d
+            s1 = parts[0, 0, ch]
+            s2 = parts[0, 1, ch]
+            for p in range(1, parts.shape[0]):
+                s1 += parts[p, 0, ch]
+                s2 += parts[p, 1, ch]
+            d = s1 / m
+            var64 = s2 / m - d * d
             if var64 < 0.0:               # np.maximum(.., 0): NaN stays NaN
                 var64 = 0.0
             t[4] = shift[ch] + d          # mean
@@ -197,16 +203,22 @@ def _bn_coefficients_py(training, sums, shift, m, momentum, eps, running_mean, r
 bn_coefficients = jit(_bn_coefficients_py, fastmath=False)
 
 
-def _bn_grad_terms_py(tot, coef, gamma_used, m, training, dgamma, dbeta, terms):
-    """The input-gradient pass's per-channel terms from the backward's float64 sums ``tot``
-    (:func:`bn_grad_sums`: Σg, Σg·xhat): dbeta = Σg and dgamma = Σg·xhat in the dtype (into
+def _bn_grad_terms_py(parts, coef, gamma_used, m, training, dgamma, dbeta, terms):
+    """The input-gradient pass's per-channel terms from the backward's float64 sums (the batch
+    chunks' ``parts`` (P, 2, C) of :func:`bn_grad_sums`, Σg and Σg·xhat, added in chunk
+    order): dbeta = Σg and dgamma = Σg·xhat in the dtype (into
     ``dbeta``, ``dgamma``), and ``terms`` (3, C) float64: scale = gamma·inv_std (the dtype's
     product), mb = dbeta/m and mg = dgamma/m in training, 0 in evaluation (``m`` values a
     channel). Rounds as the NumPy expressions it replaces (no fast-math)."""
     t = np.empty(2, gamma_used.dtype)
     for ch in range(coef.shape[1]):
-        dbeta[ch] = tot[0, ch]
-        dgamma[ch] = tot[1, ch]
+        s1 = parts[0, 0, ch]
+        s2 = parts[0, 1, ch]
+        for p in range(1, parts.shape[0]):
+            s1 += parts[p, 0, ch]
+            s2 += parts[p, 1, ch]
+        dbeta[ch] = s1
+        dgamma[ch] = s2
         t[0] = coef[1, ch]
         t[1] = gamma_used[ch] * t[0]
         terms[0, ch] = t[1]
