@@ -363,6 +363,47 @@ def test_batchnorm_relu_folded_into_lanes_conv(training):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_weights_made_before_the_forward_follow_the_weights(threads, monkeypatch):
+    """The Winograd layers' weight transforms run together before a forward
+    (``Op.weight_work``), and the layers then skip their own: every forward sees the weights
+    as they are then (changed in place between forwards), bit for bit as a layer that makes
+    its own; and the forward does run them (a transform that is not made fails the check)."""
+    from cnncalc.engine import network as netmod
+
+    spec = _spec("8x8x16", [
+        "conv: {name: c1, filters: 32, size: 3, pad: 1}", "relu",
+        "conv: {name: c2, filters: 16, size: 3, pad: 1}", "flatten", "fc: {units: 3}"])
+    made, own = (_net(spec, dtype="float32", threads=threads, seed=3) for _ in range(2))
+    assert sum(bool(st.op.weight_work()) for st in made.steps) == 2
+    x = _x((16, 8, 8), 4, dtype=np.float32)
+    d = np.random.default_rng(4).standard_normal((4, 3)).astype(np.float32)
+    calls = []
+    real = netmod.Network._weight_work
+
+    def counted(self):
+        calls.append(self)
+        if self is own:    # ``own``: no work made ahead, each conv makes its own
+            self._ctx.forward_count += 1
+            return None
+        return real(self)
+
+    monkeypatch.setattr(netmod.Network, "_weight_work", counted)
+    for training in (True, False, True):
+        np.testing.assert_array_equal(made.forward(x, training), own.forward(x, training))
+        np.testing.assert_array_equal(made.backward(d), own.backward(d))
+        np.testing.assert_array_equal(made.flat_grads, own.flat_grads)
+        for net in (made, own):
+            net.flat_params -= 0.5 * net.flat_grads
+    assert calls.count(made) == 3
+    # a forward whose weight work did not run would use the previous weights: it differs
+    made.flat_params += 0.25
+    monkeypatch.setattr(netmod.Network, "_weight_work", lambda self: None)
+    stale = made.forward(x, True)
+    monkeypatch.setattr(netmod.Network, "_weight_work", real)
+    assert not np.array_equal(stale, made.forward(x, True))
+
+
 def test_batchnorm_add_relu_shortcut_gradient_alone():
     """When only the shortcut needs its gradient, the fused step still gives it: the same
     values (ReLU-masked dy, zero where the ReLU is off) as beside the batch norm's dx."""

@@ -163,6 +163,13 @@ class Op:
         dy = np.ascontiguousarray(dy)
         return [self._fill("dx", shape, work, MIN_ELEMS, lambda a, b, dx: fn(dy[a:b], a, b, dx))]
 
+    def weight_work(self) -> list:
+        """``[(cost, fn), ...]``: work on this op's weights alone that its next forward needs
+        (e.g. a transform of them). The network runs the work of all its ops together, in one
+        pool run before the forward, where each op would run its own on one thread between
+        its pool runs; the op then skips it in that forward. None by default."""
+        return []
+
     def _pads(self):
         """``((top, left), (bottom, right))`` zero padding of this node's input."""
         (t, b), (l, r) = self.node.pads(self.ctx.convention)
@@ -236,6 +243,28 @@ class ConvOp(Op):
         sl = split(k_out, self.threads if work >= MIN_WEIGHT_ELEMS else 1)
         self._run(lambda t: fn(*sl[t]), sl)
 
+    def _winograd_weights(self):
+        """(U, U^T or None, ``fn(k0, k1)`` filling their rows k0..k1): U = G w G^T, and for the
+        lanes layers the input gradient's U^T (the backward's) with it."""
+        w = self.params["weight"]
+        u = self._buf("winograd_u", (kwino.TILES, w.shape[0], w.shape[1]))
+        ut = (self._buf("winograd_dx", (kwino.TILES, w.shape[1], w.shape[0]))
+              if self.lanes else None)
+        return u, ut, lambda k0, k1: kwino.weight_transform(w, u, k0, k1, ut)
+
+    def weight_work(self) -> list:
+        """The Winograd weight transform (:meth:`Op.weight_work`), in output-channel ranges
+        where it is large enough to split."""
+        if not self.winograd:
+            return []
+        u, _, fill = self._winograd_weights()
+        k_out = u.shape[1]
+        # made for the forward about to run (the network counts them)
+        self.weights_made = getattr(self.ctx, "forward_count", None)
+        return [(u.size // len(sl), lambda k0=k0, k1=k1: fill(k0, k1))
+                for sl in [split(k_out, self.threads if u.size >= MIN_WEIGHT_ELEMS else 1)]
+                for k0, k1 in sl]
+
     def forward(self, xs, training):
         x = self.x = np.ascontiguousarray(xs[0])
         n = x.shape[0]
@@ -243,12 +272,11 @@ class ConvOp(Op):
         # the weights rearranged once for all chunks, and kept for the backward
         shared = self.shared = {}
         if self.winograd:
-            u = self._buf("winograd_u", (kwino.TILES, w.shape[0], w.shape[1]))
             # lanes: the input gradient's U^T (the backward's) made with U, once per forward
-            ut = (self._buf("winograd_dx", (kwino.TILES, w.shape[1], w.shape[0]))
-                  if self.lanes else None)
-            self._by_out_channel(lambda k0, k1: kwino.weight_transform(w, u, k0, k1, ut),
-                                 w.shape[0], u.size)
+            u, ut, fill = self._winograd_weights()
+            made = getattr(self, "weights_made", None)
+            if made is None or made != getattr(self.ctx, "forward_count", None):
+                self._by_out_channel(fill, w.shape[0], u.size)   # not made by weight_work
             shared["winograd"] = u
             if self.lanes:
                 shared["winograd_dx"] = ut
