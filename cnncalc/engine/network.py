@@ -466,10 +466,14 @@ class Network:
         the calling thread, between pool runs, ``resnet20_cifar``'s 16 took ~0.7 ms a step
         while the worker waited."""
         self._ctx.forward_count += 1
-        work = sorted((w for st in self.steps for w in getattr(st.op, "weight_work",
-                                                                 lambda: [])()),
-                      key=lambda cw: -cw[0])
+        self._run_work([w for st in self.steps
+                        for w in getattr(st.op, "weight_work", lambda: [])()])
+
+    def _run_work(self, work) -> None:
+        """``[(cost, fn), ...]``: every ``fn()`` in one pool run, the costliest first (the
+        threads claim them in turn)."""
         if work:
+            work = sorted(work, key=lambda cw: -cw[0])
             self._dispatch(lambda t: work[t][1](), len(work))
 
     def _shape_out(self, y: np.ndarray) -> np.ndarray:
@@ -504,6 +508,29 @@ class Network:
             scratch[...] = 0
         grads = {self.output_name: dout}
         joined: dict[int, np.ndarray] = {}     # join buffers in use, by id
+        # the ops' work on weight gradients alone, run together after their backwards
+        self._ctx.weight_grad_work = work = []
+        try:
+            self._backward_steps(grads, joined, needs)
+            self._run_work(work)
+        finally:
+            self._ctx.weight_grad_work = None
+        for holder, scratch in self._shared_grads:
+            holder += scratch
+        dx = grads.get(INPUT_NAME) if need_dx else None
+        dx = None if dx is None else np.array(dx, dtype=self.dtype)
+        for buf in joined.values():            # e.g. the input's, when it has several readers
+            self._join_free[(buf.shape, buf.dtype.str)].append(buf)
+        if not need_dx:
+            return None
+        if dx is None:
+            return np.zeros((self._batch, *self.graph.input_shape), self.dtype)
+        return dx
+
+    def _backward_steps(self, grads: dict, joined: dict, needs: dict) -> None:
+        """The steps' backwards in reverse order: each output's gradient (``grads``, by value
+        name; two readers' parts summed into join buffers, or left as a pair for an op that
+        takes them) in, its inputs' out."""
         for st in reversed(self.steps):
             dy = grads.pop(st.output, None)
             if dy is None or not needs[st.output]:
@@ -529,17 +556,6 @@ class Network:
                 else:
                     out = prev if id(prev) in joined else self._join_buffer(prev, joined)
                     grads[src] = self._join_sum(prev, dx, out)
-        for holder, scratch in self._shared_grads:
-            holder += scratch
-        dx = grads.get(INPUT_NAME) if need_dx else None
-        dx = None if dx is None else np.array(dx, dtype=self.dtype)
-        for buf in joined.values():            # e.g. the input's, when it has several readers
-            self._join_free[(buf.shape, buf.dtype.str)].append(buf)
-        if not need_dx:
-            return None
-        if dx is None:
-            return np.zeros((self._batch, *self.graph.input_shape), self.dtype)
-        return dx
 
     def _join_buffer(self, like: np.ndarray, joined: dict) -> np.ndarray:
         """A free buffer of ``like``'s shape and dtype for a gradient sum, marked in use."""

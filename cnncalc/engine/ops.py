@@ -35,6 +35,7 @@ thread.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
@@ -238,10 +239,31 @@ class ConvOp(Op):
         """``[fn(0), ..., fn(n - 1)]`` on the pool (the ``run`` of :class:`ByPosition`)."""
         return self._run(fn, range(n))
 
+    def _out_channel_ranges(self, k_out: int, work: int) -> list[tuple[int, int]]:
+        """Output-channel ranges for work on the weights alone: one per thread where ``work``
+        (values) pays for a hand-over, else one."""
+        return split(k_out, self.threads if work >= MIN_WEIGHT_ELEMS else 1)
+
     def _by_out_channel(self, fn, k_out: int, work: int) -> None:
         """``fn(k0, k1)`` over output-channel ranges, on the pool when ``work`` pays."""
-        sl = split(k_out, self.threads if work >= MIN_WEIGHT_ELEMS else 1)
+        sl = self._out_channel_ranges(k_out, work)
         self._run(lambda t: fn(*sl[t]), sl)
+
+    def _weight_grad(self, du, keep: bool) -> None:
+        """dW = G^T dU G into the weight gradient: now, or (``keep``: ``du`` is this op's own
+        buffer, valid until its next backward) in the network's run of every layer's after
+        the backward (``ctx.weight_grad_work``, :meth:`Network.backward`), since it only
+        reads dU."""
+        dw = self.grads["weight"]
+        k_out = dw.shape[0]
+        later = getattr(self.ctx, "weight_grad_work", None) if keep else None
+        if later is None:
+            self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1), k_out,
+                                 du.size)
+            return
+        later.extend((du.size * (k1 - k0) // k_out,
+                      functools.partial(kwino.weight_grad, du, dw, k0, k1))
+                     for k0, k1 in self._out_channel_ranges(k_out, du.size))
 
     def _winograd_weights(self):
         """(U, U^T or None, ``fn(k0, k1)`` filling their rows k0..k1): U = G w G^T, and for the
@@ -261,9 +283,8 @@ class ConvOp(Op):
         k_out = u.shape[1]
         # made for the forward about to run (the network counts them)
         self.weights_made = getattr(self.ctx, "forward_count", None)
-        return [(u.size // len(sl), lambda k0=k0, k1=k1: fill(k0, k1))
-                for sl in [split(k_out, self.threads if u.size >= MIN_WEIGHT_ELEMS else 1)]
-                for k0, k1 in sl]
+        return [(u.size * (k1 - k0) // k_out, functools.partial(fill, k0, k1))
+                for k0, k1 in self._out_channel_ranges(k_out, u.size)]
 
     def forward(self, xs, training):
         x = self.x = np.ascontiguousarray(xs[0])
@@ -310,21 +331,17 @@ class ConvOp(Op):
         shared = self.shared
         if self.winograd:
             u = shared["winograd"]
-            du = self._scratch("winograd_du", u.shape)
-            dw = self.grads["weight"]
             if self.lanes:
-                # each chunk's dU into a slot of one scratch; their sum (chunk order) and
-                # dW = G^T dU G in one call per output-channel range
+                # each chunk's dU into a slot of one scratch, summed (chunk order) in one call
                 n = x.shape[0]
                 sl = self._slices(n, self._macs(n), MIN_MACS)
                 parts = self._scratch("winograd_du_parts", (len(sl), *u.shape))
                 rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
                                                  u_dx=shared["winograd_dx"], bn=shared["bn"])
                 self._run(lambda t: rows(*sl[t], parts[t]), sl)
-
-                def grad(k0, k1):
-                    kwino.weight_grad_parts(parts, du, dw, k0, k1)
+                du = kwino.sum_parts(parts, self._buf("winograd_du", u.shape))
             else:
+                du = self._scratch("winograd_du", u.shape)
                 if self.by_position is not None:
                     self.by_position.backward(dy, x, u, du, dx, self._pool,
                                               split(x.shape[0], self.threads), self._scratch)
@@ -335,10 +352,7 @@ class ConvOp(Op):
 
                     _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS,
                                               work_du))
-
-                def grad(k0, k1):
-                    kwino.weight_grad(du, dw, k0, k1)
-            self._by_out_channel(grad, w.shape[0], du.size)
+            self._weight_grad(du, keep=self.lanes)
             if has_bias:
                 self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
             return [dx]

@@ -539,14 +539,11 @@ def _sum_parts_py(parts, k0, k1, du):
 _sum_parts = jit(_sum_parts_py, fastmath=False)
 
 
-def weight_grad_parts(parts, du, out, k0=0, k1=None) -> np.ndarray:
-    """:func:`weight_grad` of ``dU = parts[0] + parts[1] + ...`` (the batch chunks' partial
-    ``dU``, (P, 16, K, C), summed in chunk order into ``du``), rows ``k0..k1`` of ``out``: one
-    call instead of a NumPy sum and then the transform."""
-    k1 = du.shape[1] if k1 is None else k1
-    _sum_parts(parts, k0, k1, du)
-    _weight_grad(du, k0, k1, out)
-    return out
+def sum_parts(parts, du) -> np.ndarray:
+    """``du = parts[0] + parts[1] + ...``: the batch chunks' partial ``dU`` (P, 16, K, C)
+    added in chunk order (the same bits as NumPy's additions one after another)."""
+    _sum_parts(parts, 0, du.shape[1], du)
+    return du
 
 
 class ByPosition:
