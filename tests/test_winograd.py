@@ -229,6 +229,10 @@ def test_weight_transform_with_u_t_and_the_sum_of_parts(k, c, parts, dtype, cut,
     du = np.full((16, k, c), np.nan, dtype)
     assert wg.sum_parts(p, du) is du
     np.testing.assert_array_equal(du, want_du)
+    du[...] = np.nan
+    wg.sum_parts(p, du, 0, k0)
+    wg.sum_parts(p, du, k0, k)
+    np.testing.assert_array_equal(du, want_du)
 
 
 @pytest.mark.parametrize("shape", [(2, 32, 8, 8, 64), (3, 64, 5, 6, 32), (2, 48, 2, 2, 40)])

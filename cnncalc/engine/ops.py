@@ -339,7 +339,9 @@ class ConvOp(Op):
                 rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
                                                  u_dx=shared["winograd_dx"], bn=shared["bn"])
                 self._run(lambda t: rows(*sl[t], parts[t]), sl)
-                du = kwino.sum_parts(parts, self._buf("winograd_du", u.shape))
+                du = self._buf("winograd_du", u.shape)
+                self._by_out_channel(lambda k0, k1: kwino.sum_parts(parts, du, k0, k1),
+                                     u.shape[1], du.size)
             else:
                 du = self._scratch("winograd_du", u.shape)
                 if self.by_position is not None:

@@ -539,10 +539,11 @@ def _sum_parts_py(parts, k0, k1, du):
 _sum_parts = jit(_sum_parts_py, fastmath=False)
 
 
-def sum_parts(parts, du) -> np.ndarray:
+def sum_parts(parts, du, k0=0, k1=None) -> np.ndarray:
     """``du = parts[0] + parts[1] + ...``: the batch chunks' partial ``dU`` (P, 16, K, C)
-    added in chunk order (the same bits as NumPy's additions one after another)."""
-    _sum_parts(parts, 0, du.shape[1], du)
+    added in chunk order (the same bits as NumPy's additions one after another); rows
+    ``k0..k1`` only when given (the engine splits large ones over its threads)."""
+    _sum_parts(parts, k0, du.shape[1] if k1 is None else k1, du)
     return du
 
 
