@@ -207,8 +207,10 @@ def _sum_into(dst, parts) -> None:
 class ConvOp(Op):
     """Convolution on batch chunks. Where the kernels take Winograd F(2x2, 3x3)
     (:func:`cnncalc.kernels.conv.uses_winograd`), the weight transform ``U`` is made once per
-    forward (split over output channels) and kept for the backward, and the chunks' ``dU``
-    are summed (chunk order) before one ``dW = G^T dU G``."""
+    forward (in output-channel ranges; inside a network, with every layer's before the
+    forward: :meth:`weight_work`) and kept for the backward, and the chunks' ``dU`` are
+    summed (chunk order) before one ``dW = G^T dU G`` (inside a network, the lanes layers'
+    after the whole backward: :meth:`_weight_grad`)."""
 
     def setup(self):
         L = self.node.layer
