@@ -233,6 +233,8 @@ class ConvOp(Op):
         # the batch norm + ReLU whose normalising pass this (lanes) conv applies to its input
         # as it reads it (the planner's fold: :meth:`BatchNormOp.fold_into`)
         self.input_bn: BatchNormOp | None = None
+        # the network's forward count that weight_work last made U for (None: never)
+        self.weights_made = None
 
     def _macs(self, n):
         return n * self.params["weight"].size * self.out_hw[0] * self.out_hw[1]
@@ -297,7 +299,7 @@ class ConvOp(Op):
         if self.winograd:
             # lanes: the input gradient's U^T (the backward's) made with U, once per forward
             u, ut, fill = self._winograd_weights()
-            made = getattr(self, "weights_made", None)
+            made = self.weights_made
             if made is None or made != getattr(self.ctx, "forward_count", None):
                 self._by_out_channel(fill, w.shape[0], u.size)   # not made by weight_work
             shared["winograd"] = u
@@ -341,7 +343,7 @@ class ConvOp(Op):
                 rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
                                                  u_dx=shared["winograd_dx"], bn=shared["bn"])
                 self._run(lambda t: rows(*sl[t], parts[t]), sl)
-                du = self._buf("winograd_du", u.shape)
+                du = self._buf("lanes_du", u.shape)   # kept: dW may be made after the backward
                 self._by_out_channel(lambda k0, k1: kwino.sum_parts(parts, du, k0, k1),
                                      u.shape[1], du.size)
             else:
