@@ -463,8 +463,8 @@ class Network:
         """The ops' work on their weights alone (:meth:`cnncalc.engine.ops.Op.weight_work`:
         the Winograd transforms), all in one pool run, largest first, before the forward's
         steps; each op skips its own in this forward (``ctx.forward_count``). One by one on
-        the calling thread, between pool runs, ``resnet20_cifar``'s 16 took ~0.7 ms a step
-        while the worker waited."""
+        the calling thread, between pool runs, ``resnet20_cifar``'s 16 took 1.0-1.2 ms a step
+        while the worker waited (0.7-0.8 ms in one run)."""
         self._ctx.forward_count += 1
         self._run_work([w for st in self.steps
                         for w in getattr(st.op, "weight_work", lambda: [])()])
