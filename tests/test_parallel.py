@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,81 @@ def test_flush_to_zero_in_every_worker():
         flushed = get_pool(2).run(lambda t: bool(tiny * np.float32(0.5) == 0))
     assert flushed == [True, True]
     assert not tiny * np.float32(0.5) == 0   # the caller's thread is restored
+
+
+_JIT = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
+                          reason="the spins are compiled kernels")
+_CPYTHON_311 = (sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11)
+                and sys.platform == "linux" and sys.maxsize > 2**32)
+
+
+@_JIT
+def test_spins_return_on_their_flag_and_wait_a_bounded_time_for_the_gil():
+    from cnncalc.kernels.fast.spin import spin_until, spin_while
+
+    flags = np.array([3, 7], np.int64)
+    free, held = np.zeros(1, np.int32), np.ones(1, np.int32)
+    assert spin_while(flags, 0, 2, 10, free) and spin_until(flags, 1, 7, 10, free)
+    assert not spin_while(flags, 0, 3, 10, free) and not spin_until(flags, 1, 8, 10, free)
+    # a GIL word that never frees (a stand-in) delays the return by at most max_iters polls
+    assert spin_while(flags, 0, 2, 10, held) and spin_until(flags, 1, 7, 10, held)
+
+
+@_JIT
+def test_pool_spins_are_times_turned_into_poll_counts():
+    from cnncalc.kernels.fast import threads
+    from cnncalc.kernels.fast.spin import poll_seconds
+
+    poll = poll_seconds()
+    assert 1e-10 < poll < 1e-5
+    pool = WorkerPool(2)
+    # the pool measured its own poll time; scheduling noise moves it, not by 10x
+    assert 0.1 < pool.go_polls * poll / threads.SPIN_GO_SECONDS < 10
+    assert pool.go_polls / pool.done_polls == pytest.approx(
+        threads.SPIN_GO_SECONDS / threads.SPIN_DONE_SECONDS, rel=0.01)
+    assert pool.run(lambda t: t, 4) == [0, 1, 2, 3]
+
+
+@_JIT
+@pytest.mark.skipif(not _CPYTHON_311, reason="the GIL word is looked up on CPython 3.11 only")
+def test_gil_word_reads_the_gil_held_and_free():
+    """The word :func:`gil_word` finds is the GIL's ``locked``: 1 while a thread runs Python,
+    0 while none does. Read from a compiled ``nogil`` kernel on another thread."""
+    from numba import njit
+
+    from cnncalc.kernels.fast.spin import _cpu_relax, _load_acquire, gil_word
+
+    @njit(nogil=True)
+    def read_when(flags, gil, out):
+        # flags[0] >= 1: read the word now; then wait for flags[0] >= 2 and read it until 0
+        while _load_acquire(flags, 0) < 1:
+            _cpu_relax()
+        out[0] = _load_acquire(gil, 0)
+        flags[1] = 1
+        while _load_acquire(flags, 0) < 2:
+            _cpu_relax()
+        for _ in range(100_000_000):
+            if _load_acquire(gil, 0) == 0:
+                out[1] = 0
+                return
+            _cpu_relax()
+        out[1] = 1
+
+    gil = gil_word()
+    assert gil is not None and gil.dtype == np.int32 and gil[0] == 1   # this thread holds it
+    flags, out = np.zeros(2, np.int64), np.full(2, -1, np.int64)
+    flags[0] = 2
+    read_when(flags, gil, out)   # compile first (flags past both waits); then on a thread
+    flags[:], out[:] = 0, -1
+    reader = threading.Thread(target=read_when, args=(flags, gil, out))
+    reader.start()
+    flags[0] = 1
+    deadline = time.monotonic() + 30
+    while flags[1] == 0 and time.monotonic() < deadline:   # Python all along: the GIL is held
+        pass
+    flags[0] = 2
+    reader.join(30)              # join() sleeps without the GIL: the word reads 0
+    assert out.tolist() == [1, 0]
 
 
 _FORK_NET = []

@@ -22,8 +22,12 @@ Why two threads by default, and the measured cost of each hand-over: see this pa
   also keeps BLAS single-threaded while the workers run.
 * Hand-over, bounded so that contention cannot turn it into a collapse: a worker spins
   (GIL-free, :mod:`.spin`) ~0.2 ms for the next job, the caller ~50 us for the workers' last
-  chunks, before either blocks on an Event (a futex wake-up cost ~40 us here). A spinning thread
-  on a loaded machine takes the core from the thread it waits for; blocking gives it back.
+  chunks, before either blocks on an Event (a futex wake-up cost 25-40 us here). A spinning
+  thread on a loaded machine takes the core from the thread it waits for; blocking gives it
+  back. The spins are times, turned into poll counts when the pool is made
+  (:func:`.spin.poll_seconds`), and a spin that sees its flag waits for the GIL to be free
+  before it returns (:func:`.spin.gil_word`), so that the thread does not go to sleep asking
+  for a GIL that the other is about to release.
 """
 from __future__ import annotations
 
@@ -63,22 +67,35 @@ def _set_flush(on: bool) -> None:
     set_thread_flush(on)
 
 
-# Polls (x86 ``pause``, ~50 ns each) before a thread blocks: a worker waits ~0.2 ms for the
-# next job (the ops of a step follow each other within microseconds), the caller ~50 us for
-# the chunks still running on workers.
-SPIN_GO = 4_000
-SPIN_DONE = 1_000
+# Seconds a thread spins before it blocks: a worker ~0.2 ms for the next job (the ops of a step
+# follow each other within microseconds), the caller ~50 us for the chunks still running on
+# workers. Poll counts are set per pool from the measured poll time: x86 ``pause`` took ~50 ns
+# on the machines these times were first measured on and ~13 ns on others, where fixed counts
+# of 4,000 and 1,000 polls made the spins a quarter as long and the threads block (and wait
+# for a wake-up) more often (``resnet20_cifar``, the two alternating in one process: steps of
+# 152 ms with the counts, 142 with the times; the fast-path README, "GIL-aware spins").
+SPIN_GO_SECONDS = 200e-6
+SPIN_DONE_SECONDS = 50e-6
 
 
 def _spinners():
-    """The GIL-free spin kernels (while, until), or (None, None) without the JIT."""
+    """``(spin_while, spin_until, go_polls, done_polls, gil)``: the GIL-free spin kernels, the
+    poll counts for the spin times above, and the GIL's ``locked`` word (a zero stand-in where
+    it cannot be found: the spins then do not wait for the GIL); the kernels are None without
+    the JIT."""
+    import numpy as np
+
     from .thread_state import jit_disabled
 
     if jit_disabled():
-        return None, None
-    from .spin import spin_until, spin_while
+        return None, None, 0, 0, None
+    from .spin import gil_word, poll_seconds, spin_until, spin_while
 
-    return spin_while, spin_until
+    poll = poll_seconds()
+    gil = gil_word()
+    return (spin_while, spin_until, max(1, round(SPIN_GO_SECONDS / poll)),
+            max(1, round(SPIN_DONE_SECONDS / poll)),
+            np.zeros(1, np.int32) if gil is None else gil)
 
 
 class _Job:
@@ -105,10 +122,10 @@ class _Worker(threading.Thread):
 
     def run(self) -> None:  # pragma: no cover - runs on the worker thread
         pool, flags = self.pool, self.pool.flags
-        spin = pool.spin_while
+        spin, polls, gil = pool.spin_while, pool.go_polls, pool.gil
         seen = 0
         while True:
-            if spin is None or not spin(flags, 0, seen, SPIN_GO):
+            if spin is None or not spin(flags, 0, seen, polls, gil):
                 # block; the GIL makes "blocking = True, then re-check" and the caller's
                 # "publish, then check blocking" sequentially consistent
                 self.blocking = True
@@ -134,7 +151,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         # flags[0] = number of the job posted last, flags[1] = number of the job finished last
         self.flags = np.zeros(2, np.int64)
-        self.spin_while, self.spin_until = _spinners()
+        self.spin_while, self.spin_until, self.go_polls, self.done_polls, self.gil = _spinners()
         self.done = threading.Event()
         self.caller_blocking = False
         self.job: _Job | None = None
@@ -163,7 +180,7 @@ class WorkerPool:
     def _wait_done(self, seq: int) -> None:
         flags = self.flags
         if flags[1] == seq or (self.spin_until is not None
-                               and self.spin_until(flags, 1, seq, SPIN_DONE)):
+                               and self.spin_until(flags, 1, seq, self.done_polls, self.gil)):
             return
         self.caller_blocking = True
         try:
