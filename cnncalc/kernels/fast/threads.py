@@ -21,7 +21,7 @@ Why two threads by default, and the measured cost of each hand-over: see this pa
   sets and restores its state around the whole call (:class:`.thread_state.EngineCall`), which
   also keeps BLAS single-threaded while the workers run.
 * Hand-over, bounded so that contention cannot turn it into a collapse: a worker spins
-  (GIL-free, :mod:`.spin`) ~0.2 ms for the next job, the caller ~50 us for the workers' last
+  (GIL-free, :mod:`.spin`) ~0.5 ms for the next job, the caller ~0.1 ms for the workers' last
   chunks, before either blocks on an Event (a futex wake-up cost 25-40 us here). A spinning
   thread on a loaded machine takes the core from the thread it waits for; blocking gives it
   back. The spins are times, turned into poll counts when the pool is made
@@ -67,15 +67,17 @@ def _set_flush(on: bool) -> None:
     set_thread_flush(on)
 
 
-# Seconds a thread spins before it blocks: a worker ~0.2 ms for the next job (the ops of a step
-# follow each other within microseconds), the caller ~50 us for the chunks still running on
-# workers. Poll counts are set per pool from the measured poll time: x86 ``pause`` took ~50 ns
-# on the machines these times were first measured on and ~13 ns on others, where fixed counts
-# of 4,000 and 1,000 polls made the spins a quarter as long and the threads block (and wait
-# for a wake-up) more often (``resnet20_cifar``, the two alternating in one process: steps of
-# 152 ms with the counts, 142 with the times; the fast-path README, "GIL-aware spins").
-SPIN_GO_SECONDS = 200e-6
-SPIN_DONE_SECONDS = 50e-6
+# Seconds a thread spins before it blocks: a worker ~0.5 ms for the next job, the caller ~0.1 ms
+# for the chunks still running on workers. Poll counts are set per pool from the measured poll
+# time: x86 ``pause`` took ~50 ns on the machines these spins were first tuned on and ~13 ns on
+# others, where fixed counts of 4,000 and 1,000 polls made the spins a quarter as long and the
+# threads block (and wait for a wake-up) more often (``resnet20_cifar``, alternating in one
+# process: 152 ms per step with the counts, 142 with 0.2 ms / 50 us). 0.5 ms covers the gap
+# between a LeNet-5 step's pool runs (optimizer, loss): 1.66 -> 1.45 ms per step against
+# 0.2 ms; beside one busy process the steps still degrade less than PyTorch's (the fast-path
+# README, "GIL-aware spins").
+SPIN_GO_SECONDS = 500e-6
+SPIN_DONE_SECONDS = 100e-6
 
 
 def _spinners():
