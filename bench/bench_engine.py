@@ -246,7 +246,7 @@ def time_steps(net, opt, xb, xtr, ytr, rng, perm_o, batch, steps, rounds, torch_
             np.take(xtr, idx, axis=0, out=xb)
             loss = net.loss_and_grads(xb, ytr[idx])
             with net.thread_state():  # flush-to-zero for the momentum buffers, as the trainer
-                opt.step(P, G, run=net.parallel)
+                opt.step(P, G, run=net.parallel, compiled=True)
             e = time.perf_counter() - s
             pos_o += batch
             if rnd:
@@ -542,7 +542,7 @@ def engine_step(spec, batch, n=2048, threads=None):
         np.take(xtr, np.arange(i, i + batch), axis=0, out=xb)
         net.loss_and_grads(xb, ytr[i:i + batch])
         with net.thread_state():
-            opt.step(P, G, run=net.parallel)
+            opt.step(P, G, run=net.parallel, compiled=True)
 
     ours.network = net
     ours.data = xtr, ytr

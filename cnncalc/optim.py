@@ -143,7 +143,7 @@ class Optimizer:
             self._prepare(key, x)
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
-             lr: float | None = None, *, run=None) -> None:
+             lr: float | None = None, *, run=None, compiled: bool = False) -> None:
         """Apply one update to every parameter that has a gradient, in place.
 
         Parameters
@@ -159,6 +159,10 @@ class Optimizer:
             :meth:`cnncalc.Network.parallel`). A large contiguous parameter is then updated in
             ``n`` contiguous slices: the update is element-wise (the ``_update`` contract), so
             the result is the same bits, and NumPy's ufuncs release the GIL.
+        compiled : bool, default False
+            Use the optimizer's compiled one-pass update where it has one
+            (:mod:`cnncalc.kernels.update`: Adam, AdamW), the same bits as the NumPy update.
+            Off where nothing may compile (the trainer's NumPy tier).
 
         Raises
         ------
@@ -187,13 +191,14 @@ class Optimizer:
                     gb = self._gbuf[key] = np.empty_like(x)
             buf = self._buf[key]
             arrays = (x, g, buf, *state.values(), *(() if gb is None else (gb,)))
-            if run is None or x.size < PARALLEL_UPDATE_MIN or not all(
-                    a.flags.c_contiguous for a in arrays):
-                self._update_slice(x, g, state, buf, gb, wd, lr)
+            contiguous = all(a.flags.c_contiguous for a in arrays)
+            fused = compiled and contiguous and self._has_kernel
+            if run is None or x.size < PARALLEL_UPDATE_MIN or not contiguous:
+                self._update_slice(x, g, state, buf, gb, wd, lr, fused)
                 continue
-            run(self._slice_updater(x, g, state, buf, gb, wd, lr), PARALLEL_UPDATE_SLICES)
+            run(self._slice_updater(x, g, state, buf, gb, wd, lr, fused), PARALLEL_UPDATE_SLICES)
 
-    def _slice_updater(self, x, g, state, buf, gb, wd, lr):
+    def _slice_updater(self, x, g, state, buf, gb, wd, lr, fused=False):
         """``piece(i)``: :meth:`_update_slice` on the i-th of ``PARALLEL_UPDATE_SLICES``
         contiguous slices of one (C-contiguous) parameter and its arrays."""
         xf, gf, bf = x.reshape(-1), g.reshape(-1), buf.reshape(-1)
@@ -204,17 +209,30 @@ class Optimizer:
         def piece(i):
             a, b = i * n // k, (i + 1) * n // k
             self._update_slice(xf[a:b], gf[a:b], {s: v[a:b] for s, v in sf.items()}, bf[a:b],
-                               None if gbf is None else gbf[a:b], wd, lr)
+                               None if gbf is None else gbf[a:b], wd, lr, fused)
 
         return piece
 
-    def _update_slice(self, x, g, state, buf, gb, wd, lr) -> None:
-        """``_update`` on (a slice of) one parameter, the L2 term first added into ``gb``."""
+    def _update_slice(self, x, g, state, buf, gb, wd, lr, fused=False) -> None:
+        """``_update`` (``_fused_update`` where ``fused``: then all arrays are C-contiguous) on
+        (a slice of) one parameter, the L2 term first added into ``gb``."""
         if gb is not None:
             np.multiply(x, wd, out=gb)
             gb += g
             g = gb
-        self._update(x, g, state, buf, lr)
+        if fused:
+            self._fused_update(x.reshape(-1), g.reshape(-1),
+                               {k: a.reshape(-1) for k, a in state.items()}, lr)
+        else:
+            self._update(x, g, state, buf, lr)
+
+    #: whether :meth:`_fused_update` exists (a compiled one-pass form of ``_update``)
+    _has_kernel: ClassVar[bool] = False
+
+    def _fused_update(self, x, g, state, lr) -> None:
+        """``_update`` in one compiled pass over flat arrays, the same bits (subclasses that
+        set ``_has_kernel``)."""
+        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         """``{"name", "step", "state": {param: {slot: array}}}`` (arrays are copies)."""
@@ -563,6 +581,18 @@ class Adam(Optimizer):
         buf *= step
         x -= buf
 
+    _has_kernel = True
+
+    def _fused_update(self, x, g, state, lr):
+        from .kernels.update import adam_update
+
+        b1, b2, t = self.beta1, self.beta2, self.t
+        f = x.dtype.type      # NumPy casts the Python floats above to the arrays' dtype
+        step = lr / (1.0 - b1 ** t) if self.bias_correction else lr
+        v_scale = math.sqrt(1.0 - b2 ** t) if self.bias_correction else 1.0
+        adam_update(x, g, state["first_moment"], state["second_moment"], f(b1), f(1.0 - b1),
+                    f(b2), f(1.0 - b2), self.bias_correction, f(v_scale), f(self.eps), f(step))
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): ``x -= lr * weight_decay * x`` first.
@@ -585,6 +615,11 @@ class AdamW(Adam):
         if self.weight_decay:
             x *= 1.0 - lr * self.weight_decay
         super()._update(x, g, state, buf, lr)
+
+    def _fused_update(self, x, g, state, lr):
+        if self.weight_decay:
+            x *= 1.0 - lr * self.weight_decay
+        super()._fused_update(x, g, state, lr)
 
 
 # ------------------------------------------------------------------------------------------------

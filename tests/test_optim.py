@@ -345,7 +345,9 @@ def test_matches_torch_with_changing_lr(ours, tcls, tkw):
 def test_step_in_slices_gives_the_same_bits(name, weight_decay):
     """``step(run=)`` updates a large parameter in contiguous slices (on the caller's threads):
     the update is element-wise, so three steps give exactly the serial result; small or
-    non-contiguous parameters are updated whole."""
+    non-contiguous parameters are updated whole. ``compiled=True`` (the one-pass kernels of
+    Adam and AdamW, NumPy for the others and for the non-contiguous view) gives the same bits
+    again, serial and in slices."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(0)
@@ -363,14 +365,46 @@ def test_step_in_slices_gives_the_same_bits(name, weight_decay):
             return list(ex.map(fn, range(k)))
 
     results = []
-    for runner in (None, run):
+    for runner, compiled in ((None, False), (run, False), (None, True), (run, True)):
         opt = create(name, lr=0.01, weight_decay=weight_decay)
         x = {k: v.copy() for k, v in x0.items()}
         x["strided"] = x["strided"][:, 0]   # a non-contiguous view: updated whole
         for g in grads:
-            opt.step(x, g, run=runner)
+            opt.step(x, g, run=runner, compiled=compiled)
         results.append(x)
+    for got in results[1:]:
+        for k in x0:
+            np.testing.assert_array_equal(results[0][k], got[k])
     for k in x0:
-        np.testing.assert_array_equal(results[0][k], results[1][k])
-        assert not np.array_equal(results[1][k], x0[k][:, 0] if k == "strided" else x0[k])
-    assert calls == [optim.PARALLEL_UPDATE_SLICES] * 3   # only "big" went in slices
+        assert not np.array_equal(results[0][k], x0[k][:, 0] if k == "strided" else x0[k])
+    assert calls == [optim.PARALLEL_UPDATE_SLICES] * 6   # only "big" went in slices
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from([n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n)._has_kernel]),
+       dtype=st.sampled_from(["float32", "float64"]),
+       beta1=st.floats(0.0, 0.999), beta2=st.floats(0.0, 0.99999),
+       eps=st.floats(1e-12, 1e-2), lr=st.floats(1e-6, 1.0),
+       weight_decay=st.sampled_from([0.0, 1e-4, 0.1]), bias_correction=st.booleans(),
+       steps=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_compiled_updates_match_numpy_bit_for_bit(name, dtype, beta1, beta2, eps, lr,
+                                                  weight_decay, bias_correction, steps, seed):
+    """The one-pass kernels (:mod:`cnncalc.kernels.update`) round every operation as the NumPy
+    update does: scalars in the arrays' dtype, no fused multiply-adds. Gradients span many
+    magnitudes (tiny ones make ``v`` small, where ``eps`` and the bias correction matter)."""
+    rng = np.random.default_rng(seed)
+    n = 257
+    x0 = rng.standard_normal(n).astype(dtype)
+    grads = [(rng.standard_normal(n) * 10.0 ** rng.integers(-20, 3, n)).astype(dtype)
+             for _ in range(steps)]
+    out = []
+    for compiled in (False, True):
+        opt = create(name, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                     bias_correction=bias_correction)
+        x = {"w": x0.copy()}
+        for g in grads:
+            opt.step(x, {"w": g}, compiled=compiled)
+        out.append((x["w"], opt.state["w"]))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    for slot in out[0][1]:
+        np.testing.assert_array_equal(out[0][1][slot], out[1][1][slot])

@@ -60,7 +60,9 @@ def _kept_state(net):
 
 def _exercise(net, batch: int, seed: int = 0) -> None:
     """The calls a training run makes: training loss + backward (no input gradient), an
-    optimizer step's thread state, and an evaluation forward."""
+    optimizer step's thread state and compiled updates, and an evaluation forward."""
+    from cnncalc.kernels import update
+
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *net.graph.input_shape)).astype(net.dtype)
     k = net.graph.output_shape.c
@@ -69,7 +71,7 @@ def _exercise(net, batch: int, seed: int = 0) -> None:
         _, dlogits = net.loss(x, y, training=True)
         net.backward(dlogits, need_dx=False)
         with net.thread_state():
-            pass
+            update.warm(net.dtype)
         net.forward(x, training=False)
 
 

@@ -457,7 +457,9 @@ class Trainer:
             ok = int(np.count_nonzero(p.argmax(axis=1) == yo))
             net.backward(dlogits, need_dx=False)
             with net.thread_state():  # flush-to-zero: momentum of dead units turns denormal
-                opt.step(self._params, self._grads, lr=lr, run=net.parallel)
+                # the compiled one-pass update only where the network runs compiled kernels
+                opt.step(self._params, self._grads, lr=lr, run=net.parallel,
+                         compiled=net.tier is None)
             with np.errstate(all="ignore"):   # a NaN sum is what the check looks for
                 total = float(net.flat_params.sum())
             if not math.isfinite(total):
