@@ -136,7 +136,10 @@ def test_gil_word_reads_the_gil_held_and_free():
         # flags[0] >= 1: read the word now; then wait for flags[0] >= 2 and read it until 0
         while _load_acquire(flags, 0) < 1:
             _cpu_relax()
-        out[0] = _load_acquire(gil, 0)
+        seen = 0      # other threads may take the GIL in turn: it is free only for moments
+        for _ in range(1000):
+            seen = max(seen, _load_acquire(gil, 0))
+        out[0] = seen
         flags[1] = 1
         while _load_acquire(flags, 0) < 2:
             _cpu_relax()
