@@ -161,7 +161,8 @@ class Optimizer:
             the result is the same bits, and NumPy's ufuncs release the GIL.
         compiled : bool, default False
             Use the optimizer's compiled one-pass update where it has one
-            (:mod:`cnncalc.kernels.update`: Adam, AdamW), the same bits as the NumPy update.
+            (:mod:`cnncalc.kernels.update`: momentum, Nesterov, Adam, AdamW), the same bits
+            as the NumPy update.
             Off where nothing may compile (the trainer's NumPy tier).
 
         Raises
@@ -369,6 +370,14 @@ class Momentum(Optimizer):
         np.multiply(v, lr, out=buf)
         x -= buf
 
+    _has_kernel = True
+
+    def _fused_update(self, x, g, state, lr):
+        from .kernels.update import momentum_update
+
+        f = x.dtype.type      # NumPy casts the Python floats above to the arrays' dtype
+        momentum_update(x, g, state["velocity"], f(self.momentum), f(lr))
+
 
 class Nesterov(Momentum):
     """Nesterov momentum in the lecture's change-of-variables form.
@@ -401,6 +410,12 @@ class Nesterov(Momentum):
         v -= buf
         np.multiply(v, 1.0 + rho, out=buf)      # x += (1 + rho) * v
         x += buf
+
+    def _fused_update(self, x, g, state, lr):
+        from .kernels.update import nesterov_update
+
+        f, rho = x.dtype.type, self.momentum
+        nesterov_update(x, g, state["velocity"], f(rho), f(lr), f(1.0 + rho))
 
 
 class AdaGrad(Optimizer):

@@ -380,18 +380,29 @@ def test_step_in_slices_gives_the_same_bits(name, weight_decay):
     assert calls == [optim.PARALLEL_UPDATE_SLICES] * 6   # only "big" went in slices
 
 
-@settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from([n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n)._has_kernel]),
-       dtype=st.sampled_from(["float32", "float64"]),
-       beta1=st.floats(0.0, 0.999), beta2=st.floats(0.0, 0.99999),
-       eps=st.floats(1e-12, 1e-2), lr=st.floats(1e-6, 1.0),
-       weight_decay=st.sampled_from([0.0, 1e-4, 0.1]), bias_correction=st.booleans(),
-       steps=st.integers(1, 4), seed=st.integers(0, 2**16))
-def test_compiled_updates_match_numpy_bit_for_bit(name, dtype, beta1, beta2, eps, lr,
-                                                  weight_decay, bias_correction, steps, seed):
+_FUSED = [n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n)._has_kernel]
+
+
+def test_the_compiled_updates_cover_the_lecture_s_momentum_and_adam_family():
+    assert set(_FUSED) == {"momentum", "nesterov", "adam", "adamw"}
+
+
+@settings(max_examples=120, deadline=None)
+@given(name=st.sampled_from(_FUSED), dtype=st.sampled_from(["float32", "float64"]),
+       lr=st.floats(1e-6, 1.0), weight_decay=st.sampled_from([0.0, 1e-4, 0.1]),
+       steps=st.integers(1, 4), seed=st.integers(0, 2**16), data=st.data())
+def test_compiled_updates_match_numpy_bit_for_bit(name, dtype, lr, weight_decay, steps, seed,
+                                                  data):
     """The one-pass kernels (:mod:`cnncalc.kernels.update`) round every operation as the NumPy
     update does: scalars in the arrays' dtype, no fused multiply-adds. Gradients span many
-    magnitudes (tiny ones make ``v`` small, where ``eps`` and the bias correction matter)."""
+    magnitudes (tiny ones make Adam's ``v`` small, where ``eps`` and the bias correction
+    matter)."""
+    if name in ("adam", "adamw"):
+        hyper = {"betas": (data.draw(st.floats(0.0, 0.999)), data.draw(st.floats(0.0, 0.99999))),
+                 "eps": data.draw(st.floats(1e-12, 1e-2)),
+                 "bias_correction": data.draw(st.booleans())}
+    else:
+        hyper = {"momentum": data.draw(st.floats(0.0, 0.999))}
     rng = np.random.default_rng(seed)
     n = 257
     x0 = rng.standard_normal(n).astype(dtype)
@@ -399,11 +410,10 @@ def test_compiled_updates_match_numpy_bit_for_bit(name, dtype, beta1, beta2, eps
              for _ in range(steps)]
     out = []
     for compiled in (False, True):
-        opt = create(name, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
-                     bias_correction=bias_correction)
+        opt = create(name, lr=lr, weight_decay=weight_decay, **hyper)
         x = {"w": x0.copy()}
-        for g in grads:
-            opt.step(x, {"w": g}, compiled=compiled)
+        for t, g in enumerate(grads):
+            opt.step(x, {"w": g}, lr=lr * (1 + t) / steps, compiled=compiled)  # lr changes
         out.append((x["w"], opt.state["w"]))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     for slot in out[0][1]:
