@@ -193,7 +193,7 @@ class Optimizer:
             buf = self._buf[key]
             arrays = (x, g, buf, *state.values(), *(() if gb is None else (gb,)))
             contiguous = all(a.flags.c_contiguous for a in arrays)
-            fused = compiled and contiguous and self._has_kernel
+            fused = compiled and contiguous and self._fused_update is not None
             if run is None or x.size < PARALLEL_UPDATE_MIN or not contiguous:
                 self._update_slice(x, g, state, buf, gb, wd, lr, fused)
                 continue
@@ -227,13 +227,9 @@ class Optimizer:
         else:
             self._update(x, g, state, buf, lr)
 
-    #: whether :meth:`_fused_update` exists (a compiled one-pass form of ``_update``)
-    _has_kernel: ClassVar[bool] = False
-
-    def _fused_update(self, x, g, state, lr) -> None:
-        """``_update`` in one compiled pass over flat arrays, the same bits (subclasses that
-        set ``_has_kernel``)."""
-        raise NotImplementedError
+    #: ``_fused_update(x, g, state, lr)``: ``_update`` in one compiled pass over flat arrays,
+    #: the same bits, where a subclass defines it (None: only the NumPy update)
+    _fused_update = None
 
     def state_dict(self) -> dict[str, Any]:
         """``{"name", "step", "state": {param: {slot: array}}}`` (arrays are copies)."""
@@ -369,8 +365,6 @@ class Momentum(Optimizer):
         v += g
         np.multiply(v, lr, out=buf)
         x -= buf
-
-    _has_kernel = True
 
     def _fused_update(self, x, g, state, lr):
         from .kernels.update import momentum_update
@@ -595,8 +589,6 @@ class Adam(Optimizer):
         np.divide(m, buf, out=buf)
         buf *= step
         x -= buf
-
-    _has_kernel = True
 
     def _fused_update(self, x, g, state, lr):
         from .kernels.update import adam_update

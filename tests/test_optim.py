@@ -380,7 +380,7 @@ def test_step_in_slices_gives_the_same_bits(name, weight_decay):
     assert calls == [optim.PARALLEL_UPDATE_SLICES] * 6   # only "big" went in slices
 
 
-_FUSED = [n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n)._has_kernel]
+_FUSED = [n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n)._fused_update is not None]
 
 
 def test_the_compiled_updates_cover_the_lecture_s_momentum_and_adam_family():

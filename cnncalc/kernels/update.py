@@ -5,9 +5,10 @@ Adam's NumPy update is a chain of eleven in-place ufuncs (momentum's four, Neste
 each a pass over the parameter and its state; on VGG-11's 9.2 M float32 parameters those
 passes stream ~37 MB arrays through the caches again and again. :func:`adam_update` reads
 ``x, g, m, v`` once and writes ``x, m, v`` once; :func:`momentum_update` and
-:func:`nesterov_update` read ``x, g, v`` and write ``x, v``. Compiled *without* fast-math, each operation rounds as its ufunc did (no contraction into
-fused multiply-adds, no reassociation), with the scalars given in the arrays' dtype, as NumPy
-casts a Python float against a float32 array; ``tests/test_kernels.py`` checks it bit for bit.
+:func:`nesterov_update` read ``x, g, v`` and write ``x, v``. Compiled *without* fast-math,
+each operation rounds as its ufunc did (no contraction into fused multiply-adds, no
+reassociation), with the scalars given in the arrays' dtype, as NumPy casts a Python float
+against a float32 array; ``tests/test_optim.py`` checks them bit for bit.
 
 The optimizer calls these only where compiled kernels are allowed (``Optimizer.step(...,
 compiled=True)``; the trainer passes it off while it runs on the NumPy tier, which must compile
