@@ -158,6 +158,19 @@ def _theirs(net, x, dout, want_dx, K, st, pad):
     return run
 
 
+def _timed_hot(fn, warm: bool = True) -> float:
+    """Seconds of one call of ``fn`` after an untimed one (``warm``). A single call after
+    ``SETTLE``'s idle pause ran on cores that had idled: on the Intel machines a 3x3
+    128->128 layer on 8x8 (~11 ms a call back to back) read ~20 ms there, a cost that training
+    steps, which run back to back, do not pay, and the matmul ceiling, timed back to back,
+    does not either."""
+    if warm:
+        fn()
+    s = time.perf_counter()
+    fn()
+    return time.perf_counter() - s
+
+
 def bench_convs(reps: int, ceiling: float, torch_on: bool):
     import cnncalc
 
@@ -190,17 +203,11 @@ def bench_convs(reps: int, ceiling: float, torch_on: bool):
         to, tt, tf = [], [], []
         for _ in range(reps):
             time.sleep(SETTLE)
-            s = time.perf_counter()
-            ours()
-            to.append(time.perf_counter() - s)
-            s = time.perf_counter()
-            net.forward(x)
-            tf.append(time.perf_counter() - s)
+            to.append(_timed_hot(ours))
+            tf.append(_timed_hot(lambda: net.forward(x), warm=False))
             if torch_on:
                 time.sleep(SETTLE)
-                s = time.perf_counter()
-                theirs()
-                tt.append(time.perf_counter() - s)
+                tt.append(_timed_hot(theirs))
         mo, mf = med(to), med(tf)
         ffwd = 2 * macs
         gf_f, gf_b = ffwd / mf / 1e9, (flop - ffwd) / max(mo - mf, 1e-9) / 1e9

@@ -28,7 +28,8 @@ def _stub_sums(x3, shift, out):
     out[...] = 1.0
 
 
-def _stub_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, gamma=None, beta=None):
+def _stub_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, *rest, **kwargs):
+    """The sums only (the residual form's ``g3`` and ``dy3b`` are left as they were)."""
     out[...] = 1.0
 
 
