@@ -61,6 +61,7 @@ def main() -> int:
         "no batchnorm->relu normalising pass": {
             "bn_normalise": _relu_normalise_only_when_residual(real["bn_normalise"])},
         "no bn_grad_sums": {"bn_grad_sums": _stub_grad_sums},
+        "no bn_grad_input": {"bn_grad_input": _stub},
         "no batch-norm pass at all": {"bn_sums": _stub_sums, "bn_normalise": _stub,
                                       "bn_grad_sums": _stub_grad_sums, "bn_grad_input": _stub},
     }

@@ -340,7 +340,7 @@ def test_batchnorm_relu_folded_into_lanes_conv(training):
         "relu: {name: r2}", "conv: {name: c3, filters: 16, size: 3, pad: 1}",
         "add: {from: [c3, r2]}", "flatten", "fc: {units: 3}"])
     folded, plain = (_net(spec, dtype="float32", threads=2, seed=3) for _ in range(2))
-    assert "batchnorm_relu: b1 + r1 <- c1 (applied by c2)" in folded.plan
+    assert "batchnorm_relu: b1 + r1 <- c1 (applied by c2; input gradient by c1)" in folded.plan
     assert "batchnorm_relu: b2 + r2 <- c2" in folded.plan          # r2 has two readers
     for st in plain.steps:                                          # undo the fold
         if getattr(st.op, "folded_into", None) is not None:
@@ -361,6 +361,76 @@ def test_batchnorm_relu_folded_into_lanes_conv(training):
     ref_net.load_state_dict(folded.state_dict())
     np.testing.assert_allclose(folded.forward(x, training), ref_net.forward(x, training),
                                rtol=1e-4, atol=1e-4)
+
+
+def _undo_grad_folds(net) -> int:
+    """Undo the planner's batch-norm input-gradient folds: the batch norms run their own
+    input-gradient pass again. The number undone."""
+    undone = 0
+    for st in net.steps:
+        conv = getattr(st.op, "grad_folded_into", None)
+        if conv is not None:
+            conv.output_bn, st.op.grad_folded_into = None, None
+            undone += 1
+    return undone
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_input_gradient_folded_into_lanes_conv(training, threads):
+    """float32: a batch norm (plain, + ReLU, + residual + ReLU) whose input only a Winograd
+    lanes conv without bias makes has its input-gradient pass applied by that conv's backward
+    (the plan says so), and every output, gradient and running statistic equals, bit for bit,
+    the same plan with the batch norms' own input-gradient passes, over steps that change the
+    weights. Not folded: a conv with bias, a conv whose output has a second reader. b1's output
+    gradient is the sum of two readers' (a join buffer, held until c1 has read it: c0's
+    backward, between b1's and c1's, joins the input's gradient in a buffer of that shape);
+    b4 is folded both ways (its normalising pass into c5)."""
+    spec = _spec("8x8x16", [
+        "conv: {name: c1, filters: 16, size: 3, pad: 1, bias: false}",
+        "conv: {name: c0, from: input, filters: 16, size: 3, pad: 1}",
+        "batchnorm: {name: b1, from: c1}", "relu: {name: r1}",
+        "conv: {name: c2, filters: 16, size: 3, pad: 1, bias: false}",
+        "batchnorm: {name: b2}", "add: {name: a2, from: [b2, r1]}", "relu: {name: r2}",
+        "conv: {name: c3, filters: 16, size: 3, pad: 1, bias: false}",
+        "batchnorm: {name: b3}",
+        "conv: {name: c4, filters: 16, size: 3, pad: 1, bias: false}",
+        "batchnorm: {name: b4}", "relu: {name: r4}",
+        "conv: {name: c5, filters: 16, size: 3, pad: 1, bias: false}",
+        "conv: {name: c6, filters: 16, size: 3, pad: 1}", "batchnorm: {name: b6}",
+        "conv: {name: c7, filters: 16, size: 3, pad: 1, bias: false}",
+        "add: {name: a7, from: [c7, b6]}", "batchnorm: {name: b7, from: c7}",
+        "add: {name: a8, from: [a7, b7]}", "add: {name: a0, from: [c0, input]}",
+        "add: {name: a9, from: [a8, a0]}", "flatten", "fc: {units: 3}"])
+    folded, plain = (_net(spec, dtype="float32", threads=threads, seed=3) for _ in range(2))
+    plan = "\n".join(folded.plan)
+    for line in ("batchnorm_relu: b1 + r1 <- c1 (input gradient by c1)",
+                 "batchnorm_add_relu: b2 + a2 + r2 <- c2, r1 (input gradient by c2)",
+                 "batchnorm: b3 <- c3 (input gradient by c3)",
+                 "batchnorm_relu: b4 + r4 <- c4 (applied by c5; input gradient by c4)",
+                 "batchnorm: b6 <- c6", "batchnorm: b7 <- c7"):
+        assert line in folded.plan, plan
+    assert _undo_grad_folds(plain) == 4
+    assert not any("input gradient" in ln for ln in plain.plan)
+    x = _x((16, 8, 8), 6, dtype=np.float32) * 2 + 0.5
+    d = np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_array_equal(folded.forward(x, training), plain.forward(x, training))
+        np.testing.assert_array_equal(folded.backward(d), plain.backward(d))
+        np.testing.assert_array_equal(folded.flat_grads, plain.flat_grads)
+        assert np.isfinite(folded.flat_grads).all()
+        for k in folded.buffers:
+            np.testing.assert_array_equal(folded.buffers[k], plain.buffers[k])
+        lr = 0.01 / (1.0 + np.abs(folded.flat_grads).max())   # a step that stays finite
+        for net in (folded, plain):
+            net.flat_params -= lr * net.flat_grads
+    # and both against the one-op-per-node plan, to float32 rounding
+    ref_net = _net(spec, dtype="float32", fuse=False)
+    ref_net.load_state_dict(folded.state_dict())
+    np.testing.assert_allclose(folded.forward(x, training), ref_net.forward(x, training),
+                               rtol=1e-4, atol=1e-4)
+    gf, gr = folded.backward(d), ref_net.backward(d)
+    np.testing.assert_allclose(gf, gr, rtol=1e-3, atol=1e-3 * np.abs(gr).max())
 
 
 @pytest.mark.parametrize("threads", [1, 2])

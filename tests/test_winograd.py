@@ -137,9 +137,14 @@ def test_lanes_numpy_bodies_match_jit(dtype, th, tw):
     n, c, k = 2, 3, 4
     x = rng.standard_normal((n, c, 2 * th, 2 * tw)).astype(dtype)
     dy = rng.standard_normal((n, k, 2 * th, 2 * tw)).astype(dtype)
+    xb = rng.standard_normal((n, k, 2 * th, 2 * tw)).astype(dtype)
     tpp, ld = th * tw, n * th * tw
     ph = np.empty(4 * n * tpp, dtype)       # the block's n samples side by side
     rt = np.empty(8 * (n * tpp + 2 * tw), dtype)
+    # mean, inv_std, scale, mb, mg, gamma, beta
+    gbn = np.stack([rng.standard_normal(k), rng.uniform(0.5, 2, k), rng.uniform(0.5, 2, k),
+                    rng.standard_normal(k), rng.standard_normal(k), rng.uniform(0.5, 2, k),
+                    rng.standard_normal(k)])
     outs = []
     for fns in ((wg._lanes_input, wg._lanes_output_grad, wg._lanes_output,
                  wg._lanes_input_grad),
@@ -151,10 +156,15 @@ def test_lanes_numpy_bodies_match_jit(dtype, th, tw):
         dx = np.empty_like(x)
         q = np.empty(8 * n * tpp, dtype)
         fns[0](x, 0, n, th, tw, v, ld, ph, rt, np.zeros((4, 0)))
-        fns[1](dy, 0, n, th, tw, dm, ld, ph)
+        fns[1](dy, 0, n, th, tw, dm, ld, ph, np.zeros((7, 0)), dy, False)
         fns[2](dm, ld, np.arange(k, dtype=dtype), True, 0, n, th, tw, y, q, ph)
         fns[3](v, ld, 0, n, th, tw, dx, q, ph)
-        outs.append((v, dm, y, dx))
+        # the output gradient through a batch norm's input-gradient pass (with and without
+        # the ReLU's mask, recomputed from the batch norm's input xb)
+        dmb = [np.zeros(16 * k * ld, dtype) for _ in range(2)]
+        for relu, out in zip((True, False), dmb):
+            fns[1](dy, 0, n, th, tw, out, ld, np.empty(8 * n * tpp, dtype), gbn, xb, relu)
+        outs.append((v, dm, y, dx, *dmb))
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 

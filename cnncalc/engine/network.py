@@ -537,7 +537,9 @@ class Network:
                 continue
             need = [needs.get(s, False) for s in st.inputs]
             dxs = st.op.backward(dy, need)
-            if id(dy) in joined:               # read: the buffer is free again
+            # read: the buffer is free again, unless a batch norm's deferred input gradient
+            # (read by the conv before it, later) still holds it
+            if id(dy) in joined and not any(getattr(d, "dy", None) is dy for d in dxs):
                 self._join_free[(dy.shape, dy.dtype.str)].append(joined.pop(id(dy)))
             for src, nd, dx in zip(st.inputs, need, dxs):
                 if not nd or dx is None:

@@ -233,6 +233,9 @@ class ConvOp(Op):
         # the batch norm + ReLU whose normalising pass this (lanes) conv applies to its input
         # as it reads it (the planner's fold: :meth:`BatchNormOp.fold_into`)
         self.input_bn: BatchNormOp | None = None
+        # the batch norm reading this (lanes) conv's output whose input-gradient pass this
+        # conv's backward applies as it reads the gradient (:meth:`BatchNormOp.fold_grad_into`)
+        self.output_bn: BatchNormOp | None = None
         # the network's forward count that weight_work last made U for (None: never)
         self.weights_made = None
 
@@ -330,6 +333,12 @@ class ConvOp(Op):
     def backward(self, dy, need):
         has_bias = "bias" in self.params
         x, w = self.x, self.params["weight"]
+        out_bn = None
+        if isinstance(dy, BatchNormInputGrad):
+            if self.lanes and not has_bias:
+                dy, out_bn = dy.dy, dy.lanes_args()
+            else:
+                dy = dy.materialize()
         dy = np.ascontiguousarray(dy)
         dx = self._buf("dx", x.shape) if need[0] else None
         shared = self.shared
@@ -341,7 +350,8 @@ class ConvOp(Op):
                 sl = self._slices(n, self._macs(n), MIN_MACS)
                 parts = self._scratch("winograd_du_parts", (len(sl), *u.shape))
                 rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
-                                                 u_dx=shared["winograd_dx"], bn=shared["bn"])
+                                                 u_dx=shared["winograd_dx"], bn=shared["bn"],
+                                                 out_bn=out_bn)
                 self._run(lambda t: rows(*sl[t], parts[t]), sl)
                 du = self._buf("lanes_du", u.shape)   # kept: dW may be made after the backward
                 self._by_out_channel(lambda k0, k1: kwino.sum_parts(parts, du, k0, k1),
@@ -616,6 +626,7 @@ class BatchNormOp(Op):
     relu = False
     residual = False   # a second input added before the ReLU (``batchnorm_add_relu``)
     folded_into = None  # the conv that applies this op's normalising pass (fold_into)
+    grad_folded_into = None  # the conv that applies its input-gradient pass (fold_grad_into)
 
     def setup(self):
         c = self.node.in_shape.c
@@ -639,6 +650,17 @@ class BatchNormOp(Op):
         if not (self.relu and not self.residual and getattr(conv, "lanes", False)):
             return False
         self.folded_into, conv.input_bn = conv, self
+        return True
+
+    def fold_grad_into(self, conv) -> bool:
+        """Let ``conv``, the Winograd lanes layer (without bias) whose output only this batch
+        norm reads, apply this op's input-gradient pass as its backward reads its output
+        gradient (:func:`cnncalc.kernels.winograd._lanes_output_grad`): the backward then
+        takes the sums and their terms and hands the conv a :class:`BatchNormInputGrad`, and
+        the batch norm's ``dx`` is never written to memory. False where the conv cannot."""
+        if not getattr(conv, "lanes", False) or "bias" in conv.params:
+            return False
+        self.grad_folded_into, conv.output_bn = conv, self
         return True
 
     def folded_coefficients(self, x) -> np.ndarray:
@@ -749,14 +771,8 @@ class BatchNormOp(Op):
         scale, mb, mg = self._grad_terms(parts, dy.size // c)
         if not need[0]:
             return [None]
-        # dx = gamma*inv_std * (dy - mean(dy) - xhat*mean(dy*xhat))
-        dx = self._buf("dx", dy.shape)
-        dx3 = dx.reshape(n, c, hw)
-        self._split(n, dy.size, MIN_ELEMS,
-                    lambda a, b: knorm.bn_grad_input(dy3[a:b], x3[a:b], y3[a:b], self.mean64,
-                                                     self.inv_std64, scale, mb, mg, relu,
-                                                     dx3[a:b], *gb))
-        return [dx]
+        grad = BatchNormInputGrad(self, dy, (scale, mb, mg), relu)
+        return [grad if self.grad_folded_into is not None else grad.materialize()]
 
     def _grad_terms(self, parts, m: int):
         """dbeta = sum g and dgamma = sum g * xhat (the chunks' float64 sums ``parts``, added in
@@ -794,13 +810,46 @@ class BatchNormOp(Op):
         scale, mb, mg = self._grad_terms(parts, dy.size // c)
         if not need[0]:
             return [None, ds]
-        dx = self._buf("dx", dy.shape)
+        # the input-gradient pass reads g (ds) in place of dy, without the mask
+        grad = BatchNormInputGrad(self, ds, (scale, mb, mg), False)
+        return [grad if self.grad_folded_into is not None else grad.materialize(), ds]
+
+
+class BatchNormInputGrad:
+    """A batch norm's input gradient not yet computed: what its input-gradient pass
+    (:func:`cnncalc.kernels.norm.bn_grad_input`) would read, handed to the lanes conv that
+    made the batch norm's input (:meth:`BatchNormOp.fold_grad_into`), which applies the pass
+    as it reads the gradient. ``dy``: the batch norm's output gradient (with a residual, the
+    masked g it wrote); ``terms``: scale, mb, mg; ``relu``: mask ``dy`` with the ReLU's
+    mask, recomputed from the batch norm's input."""
+
+    def __init__(self, bn: BatchNormOp, dy: np.ndarray, terms, relu: bool):
+        self.bn, self.dy, self.terms, self.relu = bn, dy, terms, relu
+
+    def lanes_args(self):
+        """``out_bn`` of :func:`cnncalc.kernels.winograd.lanes_backward_rows`: (7, C)
+        float64 rows mean, inv_std, scale, mb, mg, gamma, beta, the batch norm's input and
+        the ReLU flag."""
+        bn = self.bn
+        coef = np.stack([bn.mean64, bn.inv_std64, *self.terms, bn.g64, bn.b64])
+        return coef, bn.x, self.relu
+
+    def materialize(self) -> np.ndarray:
+        """The batch norm's dx = gamma*inv_std * (g - mean(g) - xhat*mean(g*xhat)), by its own
+        input-gradient pass (unfolded, or a reader that cannot apply it)."""
+        bn = self.bn
+        n, c = self.dy.shape[:2]
+        hw = self.dy.size // (n * c)
+        dy3 = self.dy.reshape(n, c, hw)
+        dx = bn._buf("dx", self.dy.shape)
         dx3 = dx.reshape(n, c, hw)
-        self._split(n, dy.size, MIN_ELEMS,
-                    lambda a, b: knorm.bn_grad_input(ds3[a:b], x3[a:b], y3[a:b], self.mean64,
-                                                     self.inv_std64, scale, mb, mg, False,
-                                                     dx3[a:b]))
-        return [dx, ds]
+        scale, mb, mg = self.terms
+        gb = (bn.g64, bn.b64) if self.relu else (None, None)
+        bn._split(n, self.dy.size, MIN_ELEMS,
+                  lambda a, b: knorm.bn_grad_input(dy3[a:b], bn.x3[a:b], bn.y3[a:b], bn.mean64,
+                                                   bn.inv_std64, scale, mb, mg, self.relu,
+                                                   dx3[a:b], *gb))
+        return dx
 
 
 class DropoutOp(Op):

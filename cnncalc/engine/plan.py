@@ -61,8 +61,11 @@ class Step:
         what = self.fused or self.op.kind
         names = " + ".join(self.nodes)
         folded = getattr(self.op, "folded_into", None)
-        by = f" (applied by {folded.name})" if folded is not None else ""
-        return f"{what}: {names} <- {', '.join(self.inputs)}{by}"
+        grad_folded = getattr(self.op, "grad_folded_into", None)
+        by = ([f"applied by {folded.name}"] if folded is not None else []) + (
+            [f"input gradient by {grad_folded.name}"] if grad_folded is not None else [])
+        return f"{what}: {names} <- {', '.join(self.inputs)}" + (
+            f" ({'; '.join(by)})" if by else "")
 
 
 # ------------------------------------------------------------------------------- fused ops
@@ -306,6 +309,7 @@ def build_plan(graph, ctx, *, fuse: bool = True) -> list[Step]:
     if fuse:
         steps = _readers_together(steps)
         _fold_batchnorm_relu(steps, users, out_name)
+        _fold_batchnorm_grad(steps, users, out_name)
     return steps
 
 
@@ -348,6 +352,23 @@ def _fold_batchnorm_relu(steps, users, out_name) -> None:
         if conv is not None and isinstance(conv.op, ConvOp) and conv.inputs == [st.output] \
                 and by_output.get(conv.output) is conv:
             st.op.fold_into(conv.op)
+
+
+def _fold_batchnorm_grad(steps, users, out_name) -> None:
+    """A batch norm step (with or without ReLU or residual) whose input is made by a Winograd
+    lanes convolution without bias that nothing else reads has its input-gradient pass
+    applied by that convolution's backward as it reads the gradient
+    (:meth:`BatchNormOp.fold_grad_into`): the batch norm's ``dx`` is neither written nor
+    read back."""
+    by_output = {st.output: st for st in steps}
+    for st in steps:
+        if not isinstance(st.op, BatchNormOp) or not st.inputs:
+            continue
+        conv = by_output.get(st.inputs[0])
+        if conv is None or not isinstance(conv.op, ConvOp) or conv.output == out_name or \
+                users.get(conv.output, []) != [st.nodes[0]]:
+            continue
+        st.op.fold_grad_into(conv.op)
 
 
 def _bn_add_relu_step(bn, add, users, out_name, byname, produced, ctx) -> Step | None:

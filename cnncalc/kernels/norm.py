@@ -332,7 +332,15 @@ def bn_grad_sums(dy3, x3, y3, mean, inv_std, relu, out, gamma=None, beta=None, d
 
 
 @jit
-def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, gamma=None, beta=None):
+def bn_relu_open(x, m, a, b, zero):
+    """Whether ``max((x - m) * a + b, 0)``, :func:`bn_normalise`'s batch norm + ReLU, passes
+    ``x``: its expression with its compiler flags (the multiply-add contracted as there), for
+    the kernels compiled without fast-math that recompute the ReLU's mask."""
+    return (x - m) * a + b > zero
+
+
+def _bn_grad_input_py(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, gamma=None,
+                      beta=None):
     """dx = scale * (g - mb - xhat * mg) per channel, xhat = (x - mean) * inv_std, g = dy or,
     with ``relu``, dy * [y > 0] (training: mb = mean(g), mg = mean(g * xhat); evaluation:
     mb = mg = 0). With ``gamma`` and ``beta``, ``y > 0`` is recomputed from ``x`` as in
@@ -355,7 +363,8 @@ def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, gamma=No
                 at = dt(inv_std[c] * gamma[c])
                 bt = dt(beta[c])
                 for j in range(hw):
-                    g = d[j] if (src[j] - m) * at + bt > zero else zero
+                    g = d[j]
+                    g = g if bn_relu_open(src[j], m, at, bt, zero) else zero
                     dst[j] = a * g - k * (src[j] - m) - b
             elif relu:
                 for j in range(hw):
@@ -364,3 +373,10 @@ def bn_grad_input(dy3, x3, y3, mean, inv_std, scale, mb, mg, relu, dx3, gamma=No
             else:
                 for j in range(hw):
                     dst[j] = a * d[j] - k * (src[j] - m) - b
+
+
+# Without fast-math: the expressions round as written (no contraction into fused
+# multiply-adds, no reassociation), so the same pass folded into a convolution's backward
+# (``winograd._lanes_output_grad``, compiled the same way) gives the same bits wherever the
+# compiler puts it.
+bn_grad_input = jit(_bn_grad_input_py, fastmath=False)

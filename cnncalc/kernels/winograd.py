@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import simd
+from . import norm, simd
 from ._jit import jit
 from .blas import _gemm
 
@@ -774,19 +774,49 @@ def _lanes_output_py(mf, ld, b, has_bias, s0, m, th, tw, y, q, ph):
 _lanes_output = jit(_lanes_output_py)
 
 
-def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph):
+def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph, gbn, xbn, bn_relu):
     """dm[xi*K*ld + k*ld + si*th*tw + t] = (A dY A^T)[xi] for tile t of sample s0 + si (A's
     rows (1, 0), (1, 1), (1, -1), (0, -1)), over the ``m`` samples' tiles at once (see
-    :func:`_lanes_input`); scratch ``ph`` 4*m*th*tw."""
+    :func:`_lanes_input`); scratch ``ph`` 8*m*th*tw (4*m*th*tw without ``gbn``).
+
+    With ``gbn`` (7, K) float64 (no columns: none), the layer's output ``xbn`` feeds a batch
+    norm whose input-gradient pass this applies to the phase planes as it reads them: dY =
+    the batch norm's dx, computed from ``dy`` (its output's gradient, or with a residual
+    the masked g) by :func:`cnncalc.kernels.norm.bn_grad_input`'s expression and
+    coefficients (rows: mean, inv_std, scale, mb, mg, gamma, beta; with ``bn_relu`` the
+    ReLU's mask recomputed from ``xbn``), so the same values: the batch norm's dx is never
+    written to memory."""
     u = np.uint64
     k_out = dy.shape[1]
     n = th * tw
     mn = m * n
     dyf = dy.ravel()
+    xbf = xbn.ravel()
     step = u(4 * k_out * ld)
-    one, zero = dy.dtype.type(1), dy.dtype.type(0)
+    dt = dy.dtype.type
+    one, zero = dt(1), dt(0)
+    pxi = 4 * mn                     # the batch norm input's phase planes, after dy's
+    px = u(pxi)
     for k in range(k_out):
         simd.split_phases(dyf, (s0 * k_out + k) * 4 * n, k_out * 4 * n, m, th, tw, ph, mn)
+        if gbn.shape[1] > 0:
+            simd.split_phases(xbf, (s0 * k_out + k) * 4 * n, k_out * 4 * n, m, th, tw,
+                              ph[pxi:], mn)
+            bm = dt(gbn[0, k])
+            ba = dt(gbn[2, k])
+            bk = dt(gbn[2, k] * gbn[4, k] * gbn[1, k])
+            bb = dt(gbn[2, k] * gbn[3, k])
+            if bn_relu:
+                at = dt(gbn[1, k] * gbn[5, k])
+                bt = dt(gbn[6, k])
+                for t in range(4 * mn):
+                    xv = ph[px + u(t)]
+                    g = ph[u(t)]                 # read first: a select, which vectorises
+                    g = g if norm.bn_relu_open(xv, bm, at, bt, zero) else zero
+                    ph[u(t)] = ba * g - bk * (xv - bm) - bb
+            else:
+                for t in range(4 * mn):
+                    ph[u(t)] = ba * ph[u(t)] - bk * (ph[px + u(t)] - bm) - bb
         base = u(k * ld)
         for s in range(4):
             # column position s of row phase a: A's row s over (Y_a0, Y_a1)
@@ -802,7 +832,9 @@ def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph):
                 dm[d + u(3) * step + u(t)] = -g1
 
 
-_lanes_output_grad = jit(_lanes_output_grad_py)
+# without fast-math, as norm.bn_grad_input, whose expression it may apply (the same bits);
+# its own transform multiplies by 0 and 1 only, exact either way
+_lanes_output_grad = jit(_lanes_output_grad_py, fastmath=False)
 
 
 def _lanes_input_grad_py(dvf, ld, s0, m, th, tw, dx, q, ph):
@@ -961,10 +993,11 @@ class _LanesBlocks:
         return nb
 
 
-def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb, bn):
+def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb, bn, gbn, xbn, bn_relu):
     """dU (into ``du`` (16, K, C)) summed over blocks of ``nb`` samples in block order, and
     with ``need_dx`` the input gradient: dV = U^T dM (``utf``: U^T (16, C, K) flat) on the
-    vector-register kernel, then the adjoint of the input transform."""
+    vector-register kernel, then the adjoint of the input transform. ``bn``: see
+    :func:`_lanes_input`; ``gbn``, ``xbn``, ``bn_relu``: see :func:`_lanes_output_grad`."""
     n_b, c_in = x.shape[0], x.shape[1]
     k_out = dy.shape[1]
     th, tw = x.shape[2] // 2, x.shape[3] // 2
@@ -973,12 +1006,14 @@ def _lanes_backward_py(dy, x, utf, need_dx, dx, du, nb, qb, bn):
     v = np.empty(TILES * c_in * ld, x.dtype)
     dm = np.zeros(TILES * k_out * ld, x.dtype)   # the columns past the tiles stay finite
     ph, rt, q = _lanes_scratch(x, nb, n, tw)
+    # the output gradient's phases, and the batch norm input's after them
+    ph2 = np.empty(8 * nb * n, x.dtype) if gbn.shape[1] > 0 else ph
     offs = np.zeros(1, np.int64)
     duf = du.ravel()
     for s0 in range(0, n_b, nb):
         m = min(nb, n_b - s0)
         _lanes_input(x, s0, m, th, tw, v, ld, ph, rt, bn)
-        _lanes_output_grad(dy, s0, m, th, tw, dm, ld, ph)
+        _lanes_output_grad(dy, s0, m, th, tw, dm, ld, ph2, gbn, xbn, bn_relu)
         for xi in range(TILES):      # dU[xi] (+)= dM[xi] V[xi]^T over the block's tiles
             _gemm(False, True, k_out, c_in, m * n, 1.0, dm, xi * k_out * ld, ld, v,
                   xi * c_in * ld, ld, 0.0 if s0 == 0 else 1.0, duf, xi * k_out * c_in, c_in)
@@ -998,13 +1033,23 @@ def lanes_dx_weights(u) -> np.ndarray:
     return np.ascontiguousarray(u.transpose(0, 2, 1))
 
 
-def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None, bn=None):
+def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None, bn=None, out_bn=None):
     """``run(a, c[, du]) -> du``: :func:`lanes_backward_du` of the samples ``a:c`` (``dx[a:c]``
     written when ``need_dx``; ``du`` (16, K, C) written whole, allocated when not given), one
     compiled call per chunk (see :func:`lanes_forward_rows`;
-    with ``bn`` the gradient with respect to ``max(bn(x), 0)``, the layer's real input)."""
+    with ``bn`` the gradient with respect to ``max(bn(x), 0)``, the layer's real input).
+
+    With ``out_bn`` = ``(coefficients (7, K), y, relu)``, the layer's output ``y`` feeds a
+    batch norm and ``dy`` is that batch norm's output gradient (or its masked g): the layer's
+    own output gradient is the batch norm's input-gradient pass, applied here
+    (:func:`_lanes_output_grad`)."""
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
+    if out_bn is None:
+        gbn, xbn, bn_relu = np.zeros((7, 0)), dy, False
+    else:
+        gbn, xbn, bn_relu = (np.ascontiguousarray(out_bn[0], np.float64),
+                             np.ascontiguousarray(out_bn[1], dy.dtype), bool(out_bn[2]))
     c_in, k_out = x.shape[1], u.shape[1]
     th, tw = x.shape[2] // 2, x.shape[3] // 2
     if need_dx:
@@ -1018,7 +1063,7 @@ def lanes_backward_rows(dy, x, u, need_dx, dx, u_dx=None, bn=None):
     def run(a, c, du=None):
         du = np.empty((TILES, k_out, c_in), x.dtype) if du is None else du
         _lanes_backward(dy[a:c], x[a:c], weights, need_dx, dx[a:c] if need_dx else no_dx,
-                        du, blocks(c - a), qb, bnf)
+                        du, blocks(c - a), qb, bnf, gbn, xbn[a:c], bn_relu)
         return du
 
     return run
