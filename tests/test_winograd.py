@@ -141,9 +141,9 @@ def test_lanes_numpy_bodies_match_jit(dtype, th, tw):
     tpp, ld = th * tw, n * th * tw
     ph = np.empty(4 * n * tpp, dtype)       # the block's n samples side by side
     rt = np.empty(8 * (n * tpp + 2 * tw), dtype)
-    # mean, inv_std, scale, mb, mg, gamma, beta
+    # mean, inv_std, gamma, beta, scale, mb, mg
     gbn = np.stack([rng.standard_normal(k), rng.uniform(0.5, 2, k), rng.uniform(0.5, 2, k),
-                    rng.standard_normal(k), rng.standard_normal(k), rng.uniform(0.5, 2, k),
+                    rng.standard_normal(k), rng.uniform(0.5, 2, k), rng.standard_normal(k),
                     rng.standard_normal(k)])
     outs = []
     for fns in ((wg._lanes_input, wg._lanes_output_grad, wg._lanes_output,

@@ -710,7 +710,10 @@ class BatchNormOp(Op):
             s, shift = _NO_SUMS, _NO_SUMS[0, 0]
         # mean, inv_std, gamma, beta (float64 of the dtype's values); the running statistics
         # updated in training
-        coef = self.coef = np.empty((4, c), np.float64)
+        # a fresh (7, C): the forward's mean, inv_std, gamma, beta, then the backward's
+        # terms (the rows the conv folding the input-gradient pass reads, without a copy)
+        self.coef7 = np.empty((7, c), np.float64)
+        coef = self.coef = self.coef7[:4]
         self.gamma_used = np.empty(c, self.dtype)
         knorm.bn_coefficients(bool(training), s, shift, n * hw, self.momentum, self.eps,
                               self.rm, self.rv, gamma, beta, coef, self.gamma_used)
@@ -784,7 +787,7 @@ class BatchNormOp(Op):
             dgamma, dbeta = self.grads["weight"], self.grads["bias"]
         else:
             dgamma, dbeta = np.empty(c, self.dtype), np.empty(c, self.dtype)
-        terms = np.empty((3, c), np.float64)
+        terms = self.coef7[4:]
         knorm.bn_grad_terms(parts, self.coef, self.gamma_used, m, self.training, dgamma, dbeta,
                             terms)
         return terms
@@ -828,11 +831,11 @@ class BatchNormInputGrad:
 
     def lanes_args(self):
         """``out_bn`` of :func:`cnncalc.kernels.winograd.lanes_backward_rows`: (7, C)
-        float64 rows mean, inv_std, scale, mb, mg, gamma, beta, the batch norm's input and
-        the ReLU flag."""
+        float64 rows mean, inv_std, gamma, beta, scale, mb, mg (the batch norm's forward
+        coefficients and, after them, its backward's terms), the batch norm's input and the
+        ReLU flag."""
         bn = self.bn
-        coef = np.stack([bn.mean64, bn.inv_std64, *self.terms, bn.g64, bn.b64])
-        return coef, bn.x, self.relu
+        return bn.coef7, bn.x, self.relu
 
     def materialize(self) -> np.ndarray:
         """The batch norm's dx = gamma*inv_std * (g - mean(g) - xhat*mean(g*xhat)), by its own

@@ -783,7 +783,7 @@ def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph, gbn, xbn, bn_relu):
     norm whose input-gradient pass this applies to the phase planes as it reads them: dY =
     the batch norm's dx, computed from ``dy`` (its output's gradient, or with a residual
     the masked g) by :func:`cnncalc.kernels.norm.bn_grad_input`'s expression and
-    coefficients (rows: mean, inv_std, scale, mb, mg, gamma, beta; with ``bn_relu`` the
+    coefficients (rows: mean, inv_std, gamma, beta, scale, mb, mg; with ``bn_relu`` the
     ReLU's mask recomputed from ``xbn``), so the same values: the batch norm's dx is never
     written to memory."""
     u = np.uint64
@@ -803,12 +803,12 @@ def _lanes_output_grad_py(dy, s0, m, th, tw, dm, ld, ph, gbn, xbn, bn_relu):
             simd.split_phases(xbf, (s0 * k_out + k) * 4 * n, k_out * 4 * n, m, th, tw,
                               ph[pxi:], mn)
             bm = dt(gbn[0, k])
-            ba = dt(gbn[2, k])
-            bk = dt(gbn[2, k] * gbn[4, k] * gbn[1, k])
-            bb = dt(gbn[2, k] * gbn[3, k])
+            ba = dt(gbn[4, k])
+            bk = dt(gbn[4, k] * gbn[6, k] * gbn[1, k])
+            bb = dt(gbn[4, k] * gbn[5, k])
             if bn_relu:
-                at = dt(gbn[1, k] * gbn[5, k])
-                bt = dt(gbn[6, k])
+                at = dt(gbn[1, k] * gbn[2, k])
+                bt = dt(gbn[3, k])
                 for t in range(4 * mn):
                     xv = ph[px + u(t)]
                     g = ph[u(t)]                 # read first: a select, which vectorises
