@@ -87,6 +87,7 @@ class _Anatomy:
         self.th, self.real_run = th, th.WorkerPool.run
         self.current = "other (optimizer, loss, gradient joins)"
         self.parts = collections.defaultdict(lambda: [0.0, 0.0, 0.0, 0])  # wall, half, max, n
+        self.op_time = collections.defaultdict(float)   # the ops' calls, pool runs included
         self.in_pool = 0.0
         anatomy = self
 
@@ -124,9 +125,11 @@ class _Anatomy:
     def _labelled(self, fn, label):
         def call(*a, **k):
             before, self.current = self.current, label
+            t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
+                self.op_time[label] += time.perf_counter() - t
                 self.current = before
         return call
 
@@ -152,18 +155,27 @@ def anatomy(spec: str, steps: int) -> None:
     ms = 1e3 / steps
     print(f"\n== {spec}: anatomy of a step (2 threads, batch 64, {steps} steps), ms per step ==")
     print(f"{'caller of the pool':40s} {'runs':>5s} {'wall':>7s} {'kernels':>8s} "
-          f"{'imbalance':>9s} {'hand-over':>9s}")
-    sums = [0.0] * 4
-    for label, (wall, half, busiest, n) in sorted(an.parts.items(), key=lambda kv: -kv[1][0]):
-        row = (wall * ms, half * ms, (busiest - half) * ms, (wall - busiest) * ms)
+          f"{'imbalance':>9s} {'hand-over':>9s} {'alone':>7s}")
+    print("(alone: the op's time on the calling thread outside its pool runs, while the "
+          "worker waits)")
+    sums = [0.0] * 5
+    labels = set(an.parts) | set(an.op_time)
+    rows = []
+    for label in labels:
+        wall, half, busiest, n = an.parts.get(label, (0.0, 0.0, 0.0, 0))
+        alone = max(an.op_time.get(label, 0.0) - wall, 0.0) if label in an.op_time else 0.0
+        rows.append((label, n, (wall * ms, half * ms, (busiest - half) * ms,
+                                (wall - busiest) * ms, alone * ms)))
+    for label, n, row in sorted(rows, key=lambda r: -(r[2][0] + r[2][4])):
         sums = [a + b for a, b in zip(sums, row)]
         print(f"{label:40s} {n / steps:5.0f} {row[0]:7.2f} {row[1]:8.2f} {row[2]:9.2f} "
-              f"{row[3]:9.2f}")
-    print(f"{'all pool runs':40s} {'':5s} {sums[0]:7.2f} {sums[1]:8.2f} {sums[2]:9.2f} "
-          f"{sums[3]:9.2f}")
+              f"{row[3]:9.2f} {row[4]:7.2f}")
+    print(f"{'all ops':40s} {'':5s} {sums[0]:7.2f} {sums[1]:8.2f} {sums[2]:9.2f} "
+          f"{sums[3]:9.2f} {sums[4]:7.2f}")
     alone = total * 1e3 - an.in_pool * ms
-    print(f"calling thread alone (outside the pool): {alone:.2f}; step {total * 1e3:.2f} "
-          f"(instrumented)")
+    print(f"calling thread alone (outside the pool): {alone:.2f}, of which outside every op "
+          f"(the network's loops, the loss, the optimizer's serial parts): "
+          f"{alone - sums[4]:.2f}; step {total * 1e3:.2f} (instrumented)")
 
 
 def set_chunks_per_thread(per_thread: int | None) -> None:
