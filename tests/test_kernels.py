@@ -887,3 +887,60 @@ def test_maxpool_inside_path_matches_general(k, s):
     kp._maxpool_fwd_s(x, kh, kw, sh, sw, 0, 0, 1, 1, y0, a0)
     assert np.array_equal(y, y0, equal_nan=True)
     assert np.array_equal(am, a0)
+
+
+def _phase_pool_case(rng, shape, dtype):
+    """Integers (many ties), a few NaNs and -inf: the first maximum must win, NaN must
+    propagate."""
+    x = rng.integers(-3, 3, shape).astype(dtype)
+    flat = x.ravel()
+    flat[rng.integers(0, x.size, max(1, x.size // 50))] = np.nan
+    flat[rng.integers(0, x.size, max(1, x.size // 50))] = -np.inf
+    return x
+
+
+def _phase_flat_index(code, w):
+    """The flat input-plane index ``row*W + col`` a window's phase ``code`` names."""
+    i = np.arange(code.shape[2])[:, None]
+    j = np.arange(code.shape[3])[None, :]
+    return ((2 * i + code // 2) * w + 2 * j + code % 2).astype(np.int32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 16, 16), (1, 2, 32, 32),
+                                   (3, 5, 6, 10), (2, 3, 2, 2), (1, 1, 4, 12)])
+def test_maxpool2x2_phases_matches_maxpool(shape, dtype):
+    """The phase-plane 2x2 max pooling (the shuffle intrinsic's row widths 4, 8, 16 and the
+    element loops' others): the values, the chosen positions and the input gradient of
+    ``maxpool2d_forward`` / ``_backward``, bit for bit, ties and NaN included; and its NumPy
+    body (the ``NUMBA_DISABLE_JIT`` path) the same. A block of planes smaller than the batch
+    (a scratch for one plane) gives the same."""
+    rng = np.random.default_rng(sum(shape))
+    x = _phase_pool_case(rng, shape, dtype)
+    y, am = pool.maxpool2d_forward(x, 2, 2)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = pool.maxpool2d_backward(dy, am, x.shape)
+    one_plane = np.empty(4 * y.shape[2] * y.shape[3], dtype)
+    for fwd, bwd, ph in ((pool._maxpool2x2_phases_fwd, pool._maxpool2x2_phases_bwd, None),
+                         (pool._maxpool2x2_phases_fwd, pool._maxpool2x2_phases_bwd, one_plane),
+                         (pool._maxpool2x2_phases_fwd_py, pool._maxpool2x2_phases_bwd_py,
+                          None)):
+        scratch = pool.maxpool2x2_phases_scratch(x.shape, dtype) if ph is None else ph
+        y2 = np.full_like(y, 7)
+        code = np.full(y.shape, -1, np.int8)
+        fwd(x, y2, code, scratch)
+        np.testing.assert_array_equal(y2, y)                  # NaN == NaN here
+        np.testing.assert_array_equal(_phase_flat_index(code, shape[3]), am)
+        dx2 = np.full_like(dx, 7)
+        bwd(dy, code, dx2, scratch)
+        np.testing.assert_array_equal(dx2, dx)
+
+
+@pytest.mark.parametrize("k,s,pad,dil,h,w,applies", [
+    (2, 2, 0, 1, 8, 8, True), ((2, 2), None, (0, 0), (1, 1), 32, 6, True),
+    (2, 2, 0, 1, 9, 8, False), (2, 2, 0, 1, 8, 7, False), (2, 1, 0, 1, 8, 8, False),
+    (3, 2, 0, 1, 8, 8, False), (2, 2, 1, 1, 8, 8, False), (2, 2, 0, 2, 8, 8, False)])
+def test_maxpool2x2_phases_applies(k, s, pad, dil, h, w, applies):
+    """The phase kernels take exactly the 2x2, stride-2, unpadded, undilated window on an
+    even plane."""
+    assert pool.maxpool2x2_phases_applies(k, s, pad, dil, h, w) is applies

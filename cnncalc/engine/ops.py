@@ -394,6 +394,11 @@ class MaxPoolOp(Op):
         o = self.node.out_shape
         self.k, self.stride, self.dilation, self.out_hw = L.kernel_size, L.stride, \
             L.dilation, (o.h, o.w)
+        i = self.node.in_shape
+        # 2x2 / stride 2 on even planes: the phase-plane kernels (the same values; the window's
+        # choice kept as its phase)
+        self.phases = kpool.maxpool2x2_phases_applies(self.k, self.stride, self.pad,
+                                                      self.dilation, i.h, i.w)
 
     def forward(self, xs, training):
         x = np.ascontiguousarray(xs[0])
@@ -401,6 +406,12 @@ class MaxPoolOp(Op):
         n, c = x.shape[:2]
         shape = (n, c) + tuple(self.out_hw)
         y = self._buf("y", shape)
+        if self.phases:
+            code = self.code = self._buf("code", shape, np.int8)
+            self._split(n, x.size, MIN_ELEMS,
+                        lambda a, b: kpool.maxpool2x2_phases_forward(x[a:b], y[a:b],
+                                                                     code[a:b]))
+            return y
         am = self.am = self._buf("am", shape, np.int32)
         self._split(n, y.size * self.k[0] * self.k[1], MIN_ELEMS,
                     lambda a, b: kpool.maxpool2d_forward(
@@ -408,6 +419,10 @@ class MaxPoolOp(Op):
         return y
 
     def backward(self, dy, need):
+        if self.phases:
+            return self._input_grad(dy, need, self.x_shape, math.prod(self.x_shape),
+                                    lambda d, a, b, dx: kpool.maxpool2x2_phases_backward(
+                                        d, self.code[a:b], dx))
         return self._input_grad(dy, need, self.x_shape, math.prod(self.x_shape),
                                 lambda d, a, b, dx: kpool.maxpool2d_backward(
                                     d, self.am[a:b], dx.shape, out=dx))

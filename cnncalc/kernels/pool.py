@@ -22,12 +22,14 @@ import numpy as np
 
 from cnncalc.shapes import out_size
 
+from . import simd
 from ._jit import jit
 
 __all__ = [
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
     "global_avgpool_forward", "global_avgpool_backward", "adaptive_avgpool_forward",
-    "adaptive_avgpool_backward",
+    "adaptive_avgpool_backward", "maxpool2x2_phases_applies", "maxpool2x2_phases_forward",
+    "maxpool2x2_phases_backward",
 ]
 
 
@@ -141,6 +143,114 @@ def _maxpool2x2_py(x, y, am):
 
 
 _maxpool2x2 = jit(_maxpool2x2_py)
+
+
+# The 2x2 / stride-2 window on even planes (the CNN default) through the planes' four
+# (row, column) phase planes (``simd.split_phases``, the Winograd lanes layout's shuffles):
+# window (i, j) is element (i, j) of every phase, so the max runs as one contiguous,
+# vectorised loop over the phases, and the backward writes each phase's share and joins them.
+# The window's choice is kept as its phase, 0..3 (int8), not a flat index. The row loop of
+# :func:`_maxpool2x2_py` ran at ~2 ns per window (its rows are 4 to 16 windows long).
+# ``MAXPOOL_PHASE_BLOCK``: the phase scratch of one block of planes, values.
+MAXPOOL_PHASE_BLOCK = 1 << 14
+
+
+def maxpool2x2_phases_applies(k, stride, pad, dilation, h, w) -> bool:
+    """Whether :func:`maxpool2x2_phases_forward` takes this pooling: a 2x2 window, stride 2,
+    no padding or dilation, on an even plane."""
+    return (_pair(k) == (2, 2) and _pair(k if stride is None else stride) == (2, 2)
+            and _pair(pad) == (0, 0) and _pair(dilation) == (1, 1)
+            and h % 2 == 0 and w % 2 == 0 and h > 0 and w > 0)
+
+
+def _phase_block(npl):
+    """Planes per block of the phase scratch (``npl`` windows a plane)."""
+    return max(1, MAXPOOL_PHASE_BLOCK // (4 * npl))
+
+
+def _maxpool2x2_phases_fwd_py(x, y, code, ph):
+    """y = the max of each 2x2 window of ``x`` (N, C, H, W), ``code`` (int8, y's shape) its
+    phase ``2*row + column`` within the window: the first maximum in row-major order wins and
+    NaN propagates, as :func:`_maxpool2x2_py` (the same values and positions). ``ph``: scratch
+    of ``4 * H*W/4`` values or a multiple (:func:`maxpool2x2_phases_scratch`), a block of planes
+    at a time."""
+    n, c, h, w = x.shape
+    th, tw = h // 2, w // 2
+    npl = th * tw
+    planes = n * c
+    nb = ph.size // (4 * npl)            # planes a block: the scratch holds their phases
+    ps = nb * npl
+    u = np.uint64
+    xf, yf, cf = x.ravel(), y.ravel(), code.ravel()
+    for p0 in range(0, planes, nb):
+        m = min(nb, planes - p0)
+        simd.split_phases(xf, p0 * 4 * npl, 4 * npl, m, th, tw, ph, ps)
+        o = u(p0 * npl)
+        for t in range(m * npl):
+            best = ph[u(t)]
+            k = np.int8(0)
+            for q in range(1, 4):
+                v = ph[u(q * ps + t)]
+                better = _better_j(v, best)
+                best = v if better else best
+                k = np.int8(q) if better else k
+            yf[o + u(t)] = best
+            cf[o + u(t)] = k
+
+
+_maxpool2x2_phases_fwd = jit(_maxpool2x2_phases_fwd_py)
+
+
+def _maxpool2x2_phases_bwd_py(dy, code, dx, ph):
+    """dx: each window's ``dy`` at the position ``code`` names, zero elsewhere (``dx``
+    (N, C, 2*Ho, 2*Wo)); ``ph`` as for the forward."""
+    n, c, ho, wo = dy.shape
+    npl = ho * wo
+    planes = n * c
+    nb = ph.size // (4 * npl)
+    ps = nb * npl
+    u = np.uint64
+    zero = dx.dtype.type(0)
+    dyf, cf, dxf = dy.ravel(), code.ravel(), dx.ravel()
+    for p0 in range(0, planes, nb):
+        m = min(nb, planes - p0)
+        o = u(p0 * npl)
+        for q in range(4):
+            kq = np.int8(q)
+            for t in range(m * npl):
+                d = dyf[o + u(t)]
+                ph[u(q * ps + t)] = d if cf[o + u(t)] == kq else zero
+        simd.join_phases(dxf, p0 * 4 * npl, 4 * npl, m, ho, wo, ph, ps)
+
+
+_maxpool2x2_phases_bwd = jit(_maxpool2x2_phases_bwd_py)
+
+
+def maxpool2x2_phases_scratch(x_shape, dtype) -> np.ndarray:
+    """The phase scratch :func:`maxpool2x2_phases_forward` and ``_backward`` take (one per
+    thread)."""
+    npl = (x_shape[2] // 2) * (x_shape[3] // 2)
+    return np.empty(4 * _phase_block(npl) * npl, dtype)
+
+
+def maxpool2x2_phases_forward(x, y, code, ph=None):
+    """2x2 / stride-2 max pooling of ``x`` (N, C, H, W), H and W even
+    (:func:`maxpool2x2_phases_applies`), into ``y`` (N, C, H/2, W/2) and ``code`` (int8, y's
+    shape: the chosen position's phase ``2*row + column`` in its window). The values and
+    positions of :func:`maxpool2d_forward`."""
+    x = np.ascontiguousarray(x)
+    _maxpool2x2_phases_fwd(x, y, code, maxpool2x2_phases_scratch(x.shape, x.dtype)
+                           if ph is None else ph)
+    return y
+
+
+def maxpool2x2_phases_backward(dy, code, dx, ph=None):
+    """The backward of :func:`maxpool2x2_phases_forward`: ``dx`` (N, C, 2*Ho, 2*Wo) holds each
+    window's ``dy`` where ``code`` puts it, zero elsewhere."""
+    dy = np.ascontiguousarray(dy)
+    _maxpool2x2_phases_bwd(dy, code, dx, maxpool2x2_phases_scratch(dx.shape, dx.dtype)
+                           if ph is None else ph)
+    return dx
 
 
 def _maxpool_bwd_py(dy, am, dx):
