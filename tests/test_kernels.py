@@ -912,9 +912,10 @@ def _phase_flat_index(code, w):
 def test_maxpool2x2_phases_matches_maxpool(shape, dtype):
     """The phase-plane 2x2 max pooling (the shuffle intrinsic's row widths 4, 8, 16 and the
     element loops' others): the values, the chosen positions and the input gradient of
-    ``maxpool2d_forward`` / ``_backward``, bit for bit, ties and NaN included; and its NumPy
-    body (the ``NUMBA_DISABLE_JIT`` path) the same. A block of planes smaller than the batch
-    (a scratch for one plane) gives the same."""
+    ``maxpool2d_forward`` / ``_backward``, bit for bit, ties and NaN included, and with a
+    batch norm + ReLU folded in, those of ``bn_normalise`` then pooling; its NumPy body (the
+    ``NUMBA_DISABLE_JIT`` path) the same. A block of planes smaller than the batch (a scratch
+    for one plane) gives the same."""
     rng = np.random.default_rng(sum(shape))
     x = _phase_pool_case(rng, shape, dtype)
     y, am = pool.maxpool2d_forward(x, 2, 2)
@@ -928,12 +929,29 @@ def test_maxpool2x2_phases_matches_maxpool(shape, dtype):
         scratch = pool.maxpool2x2_phases_scratch(x.shape, dtype) if ph is None else ph
         y2 = np.full_like(y, 7)
         code = np.full(y.shape, -1, np.int8)
-        fwd(x, y2, code, scratch)
+        fwd(x, y2, code, scratch, np.zeros((4, 0)))
         np.testing.assert_array_equal(y2, y)                  # NaN == NaN here
         np.testing.assert_array_equal(_phase_flat_index(code, shape[3]), am)
         dx2 = np.full_like(dx, 7)
         bwd(dy, code, dx2, scratch)
         np.testing.assert_array_equal(dx2, dx)
+        # with a batch norm + ReLU applied on the way in: bn_normalise's values, pooled
+        c = shape[1]
+        bn = np.stack([rng.standard_normal(c), rng.uniform(0.5, 2, c),
+                       rng.uniform(-2, 2, c), rng.standard_normal(c)])
+        xb = np.empty_like(x)
+        norm.bn_normalise(x.reshape(shape[0], c, -1), bn[0], bn[1], bn[2], bn[3], True,
+                          xb.reshape(shape[0], c, -1))
+        yb, amb = pool.maxpool2d_forward(xb, 2, 2)
+        fwd(x, y2, code, scratch, bn)
+        if fwd is pool._maxpool2x2_phases_fwd_py:
+            # NumPy rounds (x - m) * a + b twice, the compiled kernels contract it as
+            # bn_normalise does
+            tol = 1e-6 if dtype == np.float32 else 1e-14
+            np.testing.assert_allclose(y2, yb, rtol=tol, atol=tol)
+        else:
+            np.testing.assert_array_equal(y2, yb)
+            np.testing.assert_array_equal(_phase_flat_index(code, shape[3]), amb)
 
 
 @pytest.mark.parametrize("k,s,pad,dil,h,w,applies", [

@@ -363,6 +363,41 @@ def test_batchnorm_relu_folded_into_lanes_conv(training):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_relu_folded_into_maxpool(training):
+    """``batchnorm -> relu -> maxpool`` (2x2 on an even plane): the pooling applies the batch
+    norm + ReLU as it reads its input (the plan says so), and every output, gradient and
+    running statistic equals, bit for bit, the same plan with the batch norm's own
+    normalising pass, over steps that change the weights (float32 and float64); an odd plane
+    (the pooling's general kernel) is not folded."""
+    for dtype in ("float32", "float64"):
+        spec = _spec("8x8x3", [
+            "conv: {name: c1, filters: 4, size: 3, pad: 1}", "batchnorm: {name: b1}",
+            "relu: {name: r1}", "maxpool: {name: p1, size: 2}",
+            "conv: {name: c2, filters: 4, size: 2}", "batchnorm: {name: b2}",
+            "relu: {name: r2}", "maxpool: {name: p2, size: 2}", "flatten",
+            "fc: {units: 3}"])
+        folded, plain = (_net(spec, dtype=dtype, threads=2, seed=3) for _ in range(2))
+        assert "batchnorm_relu: b1 + r1 <- c1 (applied by p1)" in folded.plan
+        assert "batchnorm_relu: b2 + r2 <- c2" in folded.plan      # 7x7: not folded
+        for st in plain.steps:                                      # undo the fold
+            if getattr(st.op, "folded_into", None) is not None:
+                st.op.folded_into.input_bn, st.op.folded_into = None, None
+        assert not any("applied by" in ln for ln in plain.plan)
+        x = _x((3, 8, 8), 5, dtype=np.dtype(dtype).type)
+        d = np.random.default_rng(4).standard_normal((5, 3)).astype(dtype)
+        for _ in range(2):
+            np.testing.assert_array_equal(folded.forward(x, training),
+                                          plain.forward(x, training))
+            np.testing.assert_array_equal(folded.backward(d), plain.backward(d))
+            np.testing.assert_array_equal(folded.flat_grads, plain.flat_grads)
+            for k in folded.buffers:
+                np.testing.assert_array_equal(folded.buffers[k], plain.buffers[k])
+            lr = 0.01 / (1.0 + np.abs(folded.flat_grads).max())
+            for net in (folded, plain):
+                net.flat_params -= lr * net.flat_grads
+
+
 def _undo_grad_folds(net) -> int:
     """Undo the planner's batch-norm input-gradient folds: the batch norms run their own
     input-gradient pass again. The number undone."""

@@ -399,6 +399,9 @@ class MaxPoolOp(Op):
         # choice kept as its phase)
         self.phases = kpool.maxpool2x2_phases_applies(self.k, self.stride, self.pad,
                                                       self.dilation, i.h, i.w)
+        # the batch norm + ReLU whose normalising pass the phase kernels apply to the input
+        # as they read it (the planner's fold: :meth:`BatchNormOp.fold_into`)
+        self.input_bn: BatchNormOp | None = None
 
     def forward(self, xs, training):
         x = np.ascontiguousarray(xs[0])
@@ -408,9 +411,11 @@ class MaxPoolOp(Op):
         y = self._buf("y", shape)
         if self.phases:
             code = self.code = self._buf("code", shape, np.int8)
+            bn = (None if self.input_bn is None else
+                  np.ascontiguousarray(self.input_bn.folded_coefficients(x)))
             self._split(n, x.size, MIN_ELEMS,
                         lambda a, b: kpool.maxpool2x2_phases_forward(x[a:b], y[a:b],
-                                                                     code[a:b]))
+                                                                     code[a:b], bn=bn))
             return y
         am = self.am = self._buf("am", shape, np.int32)
         self._split(n, y.size * self.k[0] * self.k[1], MIN_ELEMS,
@@ -656,15 +661,16 @@ class BatchNormOp(Op):
         self.eps = float(L.eps)
         self.folded = None     # the input the last folded forward passed on
 
-    def fold_into(self, conv) -> bool:
-        """Let ``conv``, the only reader of this ``batchnorm → relu``'s output, apply the
-        normalising pass as it reads its input (Winograd lanes layers, in their phase split):
-        the forward then only takes the statistics and passes its input on, and the output is
-        never written to memory. The backward is unchanged (it recomputes the ReLU's mask from
-        ``x``). False where the conv cannot."""
-        if not (self.relu and not self.residual and getattr(conv, "lanes", False)):
+    def fold_into(self, reader) -> bool:
+        """Let ``reader``, the only reader of this ``batchnorm → relu``'s output, apply the
+        normalising pass as it reads its input (Winograd lanes convolutions and 2x2 max
+        pooling, in their phase split): the forward then only takes the statistics and passes
+        its input on, and the output is never written to memory. The backward is unchanged (it
+        recomputes the ReLU's mask from ``x``). False where the reader cannot."""
+        if not (self.relu and not self.residual and (getattr(reader, "lanes", False) or
+                                                     getattr(reader, "phases", False))):
             return False
-        self.folded_into, conv.input_bn = conv, self
+        self.folded_into, reader.input_bn = reader, self
         return True
 
     def fold_grad_into(self, conv) -> bool:

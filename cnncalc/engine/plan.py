@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncalc.engine.ops import MIN_MACS, BatchNormOp, ConvOp, Op, _sum_into, make_op
+from cnncalc.engine.ops import (MIN_MACS, BatchNormOp, ConvOp, MaxPoolOp, Op, _sum_into,
+                                make_op)
 from cnncalc.graph import INPUT_NAME
 from cnncalc.kernels.fast import fused as _fused
 
@@ -339,19 +340,19 @@ def _readers_together(steps: list[Step]) -> list[Step]:
 
 
 def _fold_batchnorm_relu(steps, users, out_name) -> None:
-    """A ``batchnorm_relu`` step whose output only a Winograd lanes convolution reads is
-    applied by that convolution as it reads its input (:meth:`BatchNormOp.fold_into`): one
-    pass over memory and one buffer less per block."""
+    """A ``batchnorm_relu`` step whose output only a Winograd lanes convolution or a 2x2 max
+    pooling on phase planes reads is applied by that reader as it reads its input
+    (:meth:`BatchNormOp.fold_into`): one pass over memory and one buffer less per block."""
     by_output = {st.output: st for st in steps}
     for st in steps:
         readers = users.get(st.output, [])
         if not isinstance(st.op, BatchNormReluOp) or len(readers) != 1 or \
                 st.output == out_name:
             continue
-        conv = next((c for c in steps if c.nodes == [readers[0]]), None)
-        if conv is not None and isinstance(conv.op, ConvOp) and conv.inputs == [st.output] \
-                and by_output.get(conv.output) is conv:
-            st.op.fold_into(conv.op)
+        reader = next((c for c in steps if c.nodes == [readers[0]]), None)
+        if reader is not None and isinstance(reader.op, (ConvOp, MaxPoolOp)) and \
+                reader.inputs == [st.output] and by_output.get(reader.output) is reader:
+            st.op.fold_into(reader.op)
 
 
 def _fold_batchnorm_grad(steps, users, out_name) -> None:

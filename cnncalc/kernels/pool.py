@@ -168,12 +168,17 @@ def _phase_block(npl):
     return max(1, MAXPOOL_PHASE_BLOCK // (4 * npl))
 
 
-def _maxpool2x2_phases_fwd_py(x, y, code, ph):
+def _maxpool2x2_phases_fwd_py(x, y, code, ph, bn):
     """y = the max of each 2x2 window of ``x`` (N, C, H, W), ``code`` (int8, y's shape) its
     phase ``2*row + column`` within the window: the first maximum in row-major order wins and
     NaN propagates, as :func:`_maxpool2x2_py` (the same values and positions). ``ph``: scratch
     of ``4 * H*W/4`` values or a multiple (:func:`maxpool2x2_phases_scratch`), a block of planes
-    at a time."""
+    at a time.
+
+    With ``bn`` (4, C) float64 (no columns: none), the pooled input is ``max(bn(x), 0)``, a
+    batch norm + ReLU applied to the phase planes by
+    :func:`cnncalc.kernels.norm.bn_normalise`'s expression (rows: mean, inv_std, gamma,
+    beta; the same values): the batch norm's output is never written to memory."""
     n, c, h, w = x.shape
     th, tw = h // 2, w // 2
     npl = th * tw
@@ -185,6 +190,17 @@ def _maxpool2x2_phases_fwd_py(x, y, code, ph):
     for p0 in range(0, planes, nb):
         m = min(nb, planes - p0)
         simd.split_phases(xf, p0 * 4 * npl, 4 * npl, m, th, tw, ph, ps)
+        if bn.shape[1] > 0:
+            z = x.dtype.type(0)
+            for sp in range(m):
+                ch = (p0 + sp) % c
+                bm = x.dtype.type(bn[0, ch])
+                ba = x.dtype.type(bn[1, ch] * bn[2, ch])
+                bb = x.dtype.type(bn[3, ch])
+                for q in range(4):
+                    at = u(q * ps + sp * npl)
+                    for t in range(npl):
+                        ph[at + u(t)] = max((ph[at + u(t)] - bm) * ba + bb, z)
         o = u(p0 * npl)
         for t in range(m * npl):
             best = ph[u(t)]
@@ -233,14 +249,16 @@ def maxpool2x2_phases_scratch(x_shape, dtype) -> np.ndarray:
     return np.empty(4 * _phase_block(npl) * npl, dtype)
 
 
-def maxpool2x2_phases_forward(x, y, code, ph=None):
+def maxpool2x2_phases_forward(x, y, code, ph=None, bn=None):
     """2x2 / stride-2 max pooling of ``x`` (N, C, H, W), H and W even
     (:func:`maxpool2x2_phases_applies`), into ``y`` (N, C, H/2, W/2) and ``code`` (int8, y's
     shape: the chosen position's phase ``2*row + column`` in its window). The values and
-    positions of :func:`maxpool2d_forward`."""
+    positions of :func:`maxpool2d_forward`; with ``bn`` (mean, inv_std, gamma, beta rows),
+    of ``max(bn(x), 0)`` pooled."""
     x = np.ascontiguousarray(x)
+    bnf = np.zeros((4, 0)) if bn is None else np.ascontiguousarray(bn, np.float64)
     _maxpool2x2_phases_fwd(x, y, code, maxpool2x2_phases_scratch(x.shape, x.dtype)
-                           if ph is None else ph)
+                           if ph is None else ph, bnf)
     return y
 
 
