@@ -326,6 +326,22 @@ def test_batchnorm_add_relu_fuses(training):
     _same_as_unfused(net, ref_net, training)
 
 
+def _same_bits_over_steps(folded, plain, x, d, training, steps: int) -> None:
+    """Two plans of one net (same weights) give the same outputs, input and parameter
+    gradients and running statistics, bit for bit, over ``steps`` steps that change the
+    weights (a gradient step scaled to stay finite)."""
+    for _ in range(steps):
+        np.testing.assert_array_equal(folded.forward(x, training), plain.forward(x, training))
+        np.testing.assert_array_equal(folded.backward(d), plain.backward(d))
+        np.testing.assert_array_equal(folded.flat_grads, plain.flat_grads)
+        assert np.isfinite(folded.flat_grads).all()
+        for k in folded.buffers:
+            np.testing.assert_array_equal(folded.buffers[k], plain.buffers[k])
+        lr = 0.01 / (1.0 + np.abs(folded.flat_grads).max())
+        for net in (folded, plain):
+            net.flat_params -= lr * net.flat_grads
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_relu_folded_into_lanes_conv(training):
     """float32 ``conv -> batchnorm -> relu -> conv`` where the second conv runs Winograd in the
@@ -348,14 +364,7 @@ def test_batchnorm_relu_folded_into_lanes_conv(training):
     assert not any("applied by" in ln for ln in plain.plan)
     x = _x((16, 8, 8), 5, dtype=np.float32) * 2 + 0.5
     d = np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32)
-    for _ in range(2):
-        np.testing.assert_array_equal(folded.forward(x, training), plain.forward(x, training))
-        np.testing.assert_array_equal(folded.backward(d), plain.backward(d))
-        np.testing.assert_array_equal(folded.flat_grads, plain.flat_grads)
-        for k in folded.buffers:
-            np.testing.assert_array_equal(folded.buffers[k], plain.buffers[k])
-        for net in (folded, plain):
-            net.flat_params -= 0.1 * net.flat_grads
+    _same_bits_over_steps(folded, plain, x, d, training, 2)
     # and both against the one-op-per-node plan, to float32 rounding
     ref_net = _net(spec, dtype="float32", fuse=False)
     ref_net.load_state_dict(folded.state_dict())
@@ -386,16 +395,7 @@ def test_batchnorm_relu_folded_into_maxpool(training):
         assert not any("applied by" in ln for ln in plain.plan)
         x = _x((3, 8, 8), 5, dtype=np.dtype(dtype).type)
         d = np.random.default_rng(4).standard_normal((5, 3)).astype(dtype)
-        for _ in range(2):
-            np.testing.assert_array_equal(folded.forward(x, training),
-                                          plain.forward(x, training))
-            np.testing.assert_array_equal(folded.backward(d), plain.backward(d))
-            np.testing.assert_array_equal(folded.flat_grads, plain.flat_grads)
-            for k in folded.buffers:
-                np.testing.assert_array_equal(folded.buffers[k], plain.buffers[k])
-            lr = 0.01 / (1.0 + np.abs(folded.flat_grads).max())
-            for net in (folded, plain):
-                net.flat_params -= lr * net.flat_grads
+        _same_bits_over_steps(folded, plain, x, d, training, 2)
 
 
 def _undo_grad_folds(net) -> int:
@@ -449,16 +449,7 @@ def test_batchnorm_input_gradient_folded_into_lanes_conv(training, threads):
     assert not any("input gradient" in ln for ln in plain.plan)
     x = _x((16, 8, 8), 6, dtype=np.float32) * 2 + 0.5
     d = np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
-    for _ in range(3):
-        np.testing.assert_array_equal(folded.forward(x, training), plain.forward(x, training))
-        np.testing.assert_array_equal(folded.backward(d), plain.backward(d))
-        np.testing.assert_array_equal(folded.flat_grads, plain.flat_grads)
-        assert np.isfinite(folded.flat_grads).all()
-        for k in folded.buffers:
-            np.testing.assert_array_equal(folded.buffers[k], plain.buffers[k])
-        lr = 0.01 / (1.0 + np.abs(folded.flat_grads).max())   # a step that stays finite
-        for net in (folded, plain):
-            net.flat_params -= lr * net.flat_grads
+    _same_bits_over_steps(folded, plain, x, d, training, 3)
     # and both against the one-op-per-node plan, to float32 rounding
     ref_net = _net(spec, dtype="float32", fuse=False)
     ref_net.load_state_dict(folded.state_dict())
