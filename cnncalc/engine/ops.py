@@ -196,6 +196,13 @@ def weight_chunks(work: int, weights: int, threads: int) -> int:
     return max(1, min(CHUNKS_PER_THREAD, per))
 
 
+def _sum_parts_weight_grad(parts, du, dw, k0, k1) -> None:
+    """Output channels k0..k1 of a lanes layer's weight gradient: its batch chunks' dU
+    ``parts`` summed in chunk order into ``du``, then dW = G^T dU G into ``dw``."""
+    kwino.sum_parts(parts, du, k0, k1)
+    kwino.weight_grad(du, dw, k0, k1)
+
+
 def _sum_into(dst, parts) -> None:
     """``dst[...] = parts[0] + parts[1] + ...``, summed in slice order (deterministic)."""
     dst[...] = parts[0]
@@ -256,21 +263,12 @@ class ConvOp(Op):
         sl = self._out_channel_ranges(k_out, work)
         self._run(lambda t: fn(*sl[t]), sl)
 
-    def _weight_grad(self, du, keep: bool) -> None:
-        """dW = G^T dU G into the weight gradient: now, or (``keep``: ``du`` is this op's own
-        buffer, valid until its next backward) in the network's run of every layer's after
-        the backward (``ctx.weight_grad_work``, :meth:`Network.backward`), since it only
-        reads dU."""
+    def _weight_grad(self, du) -> None:
+        """dW = G^T dU G into the weight gradient, now (the lanes layers inside a network
+        make theirs after the whole backward: :meth:`backward`)."""
         dw = self.grads["weight"]
-        k_out = dw.shape[0]
-        later = getattr(self.ctx, "weight_grad_work", None) if keep else None
-        if later is None:
-            self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1), k_out,
-                                 du.size)
-            return
-        later.extend((du.size * (k1 - k0) // k_out,
-                      functools.partial(kwino.weight_grad, du, dw, k0, k1))
-                     for k0, k1 in self._out_channel_ranges(k_out, du.size))
+        self._by_out_channel(lambda k0, k1: kwino.weight_grad(du, dw, k0, k1), dw.shape[0],
+                             du.size)
 
     def _winograd_weights(self):
         """(U, U^T or None, ``fn(k0, k1)`` filling their rows k0..k1): U = G w G^T, and for the
@@ -345,17 +343,31 @@ class ConvOp(Op):
         if self.winograd:
             u = shared["winograd"]
             if self.lanes:
-                # each chunk's dU into a slot of one scratch, summed (chunk order) in one call
+                # each chunk's dU into a slot of its own, summed (chunk order) where dW is made:
+                # inside a network in the run of every layer's after the backward
+                # (``ctx.weight_grad_work``, :meth:`Network.backward`: it only reads the slots,
+                # then this op's, valid until its next backward), else now
                 n = x.shape[0]
                 sl = self._slices(n, self._macs(n), MIN_MACS)
-                parts = self._scratch("winograd_du_parts", (len(sl), *u.shape))
+                later = getattr(self.ctx, "weight_grad_work", None)
+                parts = (self._scratch if later is None else self._buf)(
+                    "winograd_du_parts", (len(sl), *u.shape))
                 rows = kwino.lanes_backward_rows(dy, x, u, bool(need[0]), dx,
                                                  u_dx=shared["winograd_dx"], bn=shared["bn"],
                                                  out_bn=out_bn)
                 self._run(lambda t: rows(*sl[t], parts[t]), sl)
-                du = self._buf("lanes_du", u.shape)   # kept: dW may be made after the backward
-                self._by_out_channel(lambda k0, k1: kwino.sum_parts(parts, du, k0, k1),
-                                     u.shape[1], du.size)
+                du = self._buf("lanes_du", u.shape)
+                if later is not None:
+                    dw = self.grads["weight"]
+                    k_out = dw.shape[0]
+                    later.extend((du.size * (k1 - k0) // k_out,
+                                  functools.partial(_sum_parts_weight_grad, parts, du, dw, k0,
+                                                    k1))
+                                 for k0, k1 in self._out_channel_ranges(k_out, du.size))
+                else:
+                    self._by_out_channel(lambda k0, k1: kwino.sum_parts(parts, du, k0, k1),
+                                         u.shape[1], du.size)
+                    self._weight_grad(du)
             else:
                 du = self._scratch("winograd_du", u.shape)
                 if self.by_position is not None:
@@ -368,7 +380,7 @@ class ConvOp(Op):
 
                     _sum_into(du, self._split(x.shape[0], self._macs(x.shape[0]), MIN_MACS,
                                               work_du))
-            self._weight_grad(du, keep=self.lanes)
+                self._weight_grad(du)
             if has_bias:
                 self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
             return [dx]
