@@ -403,9 +403,8 @@ def _undo_grad_folds(net) -> int:
     input-gradient pass again. The number undone."""
     undone = 0
     for st in net.steps:
-        conv = getattr(st.op, "grad_folded_into", None)
-        if conv is not None:
-            conv.output_bn, st.op.grad_folded_into = None, None
+        if getattr(st.op, "grad_folded_into", None) is not None:
+            st.op.grad_folded_into = None
             undone += 1
     return undone
 

@@ -240,9 +240,6 @@ class ConvOp(Op):
         # the batch norm + ReLU whose normalising pass this (lanes) conv applies to its input
         # as it reads it (the planner's fold: :meth:`BatchNormOp.fold_into`)
         self.input_bn: BatchNormOp | None = None
-        # the batch norm reading this (lanes) conv's output whose input-gradient pass this
-        # conv's backward applies as it reads the gradient (:meth:`BatchNormOp.fold_grad_into`)
-        self.output_bn: BatchNormOp | None = None
         # the network's forward count that weight_work last made U for (None: never)
         self.weights_made = None
 
@@ -693,7 +690,7 @@ class BatchNormOp(Op):
         the batch norm's ``dx`` is never written to memory. False where the conv cannot."""
         if not getattr(conv, "lanes", False) or "bias" in conv.params:
             return False
-        self.grad_folded_into, conv.output_bn = conv, self
+        self.grad_folded_into = conv
         return True
 
     def folded_coefficients(self, x) -> np.ndarray:
