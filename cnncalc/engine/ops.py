@@ -420,8 +420,7 @@ class MaxPoolOp(Op):
         y = self._buf("y", shape)
         if self.phases:
             code = self.code = self._buf("code", shape, np.int8)
-            bn = (None if self.input_bn is None else
-                  np.ascontiguousarray(self.input_bn.folded_coefficients(x)))
+            bn = None if self.input_bn is None else self.input_bn.folded_coefficients(x)
             self._split(n, x.size, MIN_ELEMS,
                         lambda a, b: kpool.maxpool2x2_phases_forward(x[a:b], y[a:b],
                                                                      code[a:b], bn=bn))
